@@ -1,0 +1,248 @@
+/*
+ * ckpt_read.c - ckpt_read_meta and ckpt_read_tensors: open a checkpoint
+ * collectively, check what it is, check every tensor, then read.
+ *
+ * Every check ends in ckpt_agree(), so all ranks fail together and no rank
+ * waits in a collective the others have left.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "ckpt_internal.h"
+
+/* Rank 0: is path a regular HDF5 file?  Gives a clearer message than
+ * H5Fopen's for the common mistakes. */
+static int probe(const char *path, char *err)
+{
+    struct stat st;
+    htri_t h5;
+
+    if (stat(path, &st) != 0)
+        return ckpt_errf(err, "%s: %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode))
+        return ckpt_errf(err, "%s: is a directory, not a checkpoint file",
+                         path);
+    h5 = H5Fis_hdf5(path);
+    if (h5 < 0)
+        return ckpt_h5_fail(err, path, "H5Fis_hdf5");
+    if (h5 == 0)
+        return ckpt_errf(err, "%s: not an HDF5 file, so not an mpitron "
+                              "checkpoint", path);
+    return 0;
+}
+
+/* Opens path read-only on every rank of comm and checks its root
+ * attributes (reading them into meta when not NULL).  Agreed.  On success
+ * *fid is open everywhere; on failure nothing is left open. */
+static int open_checked(MPI_Comm comm, const char *path,
+                        struct ckpt_meta *meta, hid_t *fid, char *err)
+{
+    int rank, rc;
+    hid_t fapl;
+
+    *fid = -1;
+    MPI_Comm_rank(comm, &rank);
+    if (ckpt_agree(comm, rank == 0 ? probe(path, err) : 0, err))
+        return -1;
+    fapl = ckpt_fapl_mpio(comm, err);
+    rc = fapl < 0 ? -1 : 0;
+    if (!rc) {
+        *fid = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+        if (*fid < 0)
+            rc = ckpt_h5_fail(err, path, "H5Fopen");
+    }
+    if (fapl >= 0)
+        H5Pclose(fapl);
+    if (ckpt_agree(comm, rc, err))
+        return -1; /* see write_file: a partly opened id cannot be closed */
+    rc = ckpt_agree(comm, ckpt_root_check(*fid, path, meta, err), err);
+    if (rc) {
+        if (meta) {
+            free(meta->config_text);
+            meta->config_text = NULL;
+        }
+        H5Fclose(*fid);
+        *fid = -1;
+    }
+    return rc;
+}
+
+int ckpt_read_meta(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
+                   char *err, size_t errlen)
+{
+    char e[CKPT_ERRMAX] = "";
+    struct ckpt_h5_quiet q;
+    hid_t fid;
+    int rc;
+
+    ckpt_h5_quiet_begin(&q);
+    meta->config_text = NULL;
+    rc = open_checked(comm, path, meta, &fid, e);
+    if (!rc && H5Fclose(fid) < 0)
+        rc = ckpt_h5_fail(e, path, "H5Fclose");
+    rc = ckpt_agree(comm, rc, e);
+    if (rc) {
+        free(meta->config_text);
+        meta->config_text = NULL;
+        ckpt_err_out(err, errlen, e);
+    }
+    ckpt_h5_quiet_end(&q);
+    return rc;
+}
+
+/* Does every group on the way to name exist?  H5Lexists fails rather than
+ * answering "no" when an intermediate group is missing. */
+static int path_exists(hid_t fid, const char *name)
+{
+    char p[CKPT_PATHMAX];
+    size_t len = strlen(name);
+
+    if (len >= sizeof p)
+        return 0;
+    memcpy(p, name, len + 1);
+    for (size_t i = 1; i <= len; i++) {
+        if (p[i] != '/' && p[i] != '\0')
+            continue;
+        p[i] = '\0';
+        if (H5Lexists(fid, p, H5P_DEFAULT) <= 0)
+            return 0;
+        p[i] = i < len ? '/' : '\0';
+    }
+    return 1;
+}
+
+/* Opens t's dataset and checks rank, global shape and type against t. */
+static int check_tensor(hid_t fid, const char *path,
+                        const struct ckpt_tensor *t, hid_t *dset, char *err)
+{
+    char what[CKPT_ERRMAX], fs[160], ms[160];
+    hsize_t dims[CKPT_MAX_DIMS] = {0};
+    hid_t space, type;
+    int nd, same;
+    H5T_class_t cls;
+    size_t size;
+
+    ckpt_fmt(what, sizeof what, "%s: %s", path, t->name);
+    if (!path_exists(fid, t->name))
+        return ckpt_errf(err, "%s: dataset %s not found", path, t->name);
+    *dset = H5Dopen2(fid, t->name, H5P_DEFAULT);
+    if (*dset < 0)
+        return ckpt_h5_fail(err, what, "H5Dopen2 (is it a dataset?)");
+    space = H5Dget_space(*dset);
+    nd = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+    if (nd > CKPT_MAX_DIMS || nd < 0 ||
+        H5Sget_simple_extent_dims(space, dims, NULL) < 0)
+        nd = -1;
+    if (space >= 0)
+        H5Sclose(space);
+    same = nd == t->ndim;
+    for (int d = 0; same && d < nd; d++)
+        same = dims[d] == (hsize_t)t->gshape[d];
+    if (!same) {
+        if (nd < 0)
+            ckpt_fmt(fs, sizeof fs, "(rank > %d)", CKPT_MAX_DIMS);
+        else
+            ckpt_hshape_str(fs, sizeof fs, nd, dims);
+        ckpt_shape_str(ms, sizeof ms, t->ndim, t->gshape);
+        return ckpt_errf(err, "%s: shape in file %s differs from the model's "
+                              "%s", what, fs, ms);
+    }
+    type = H5Dget_type(*dset);
+    cls = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+    size = type >= 0 ? H5Tget_size(type) : 0;
+    if (type >= 0)
+        H5Tclose(type);
+    if (cls != H5T_FLOAT || size != 4)
+        return ckpt_errf(err, "%s: type in file is %s of %zu bytes, expected "
+                              "float32", what,
+                         cls == H5T_FLOAT ? "float" :
+                         cls == H5T_INTEGER ? "integer" : "non-numeric", size);
+    return 0;
+}
+
+static int read_tensor(hid_t dset, const char *path,
+                       const struct ckpt_tensor *t, hid_t dxpl, char *err)
+{
+    static float dummy;
+    char what[CKPT_ERRMAX];
+    hid_t fspace = H5Dget_space(dset), mspace = -1;
+    int rc = 0;
+
+    ckpt_fmt(what, sizeof what, "%s: %s", path, t->name);
+    if (fspace < 0)
+        return ckpt_h5_fail(err, what, "H5Dget_space");
+    rc = ckpt_select(fspace, t, &mspace, err);
+    if (!rc && H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl,
+                       t->data ? t->data : &dummy) < 0)
+        rc = ckpt_h5_fail(err, what, "H5Dread");
+    if (mspace >= 0)
+        H5Sclose(mspace);
+    H5Sclose(fspace);
+    return rc;
+}
+
+/* Check all, agree, then read all (agreed tensor by tensor). */
+static int read_all(MPI_Comm comm, hid_t fid, const char *path,
+                    const struct ckpt_tensor *t, int n, hid_t *dsets,
+                    char *err)
+{
+    hid_t dxpl;
+    int rc = 0;
+
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = check_tensor(fid, path, &t[i], &dsets[i], err);
+    if (ckpt_agree(comm, rc, err))
+        return -1;
+    dxpl = ckpt_dxpl_collective(err);
+    if (ckpt_agree(comm, dxpl < 0 ? -1 : 0, err)) {
+        if (dxpl >= 0)
+            H5Pclose(dxpl);
+        return -1;
+    }
+    for (int i = 0; rc == 0 && i < n; i++)
+        rc = ckpt_agree(comm, read_tensor(dsets[i], path, &t[i], dxpl, err),
+                        err);
+    H5Pclose(dxpl);
+    return rc;
+}
+
+int ckpt_read_tensors(MPI_Comm comm, const char *path,
+                      const struct ckpt_tensor *t, int n, char *err,
+                      size_t errlen)
+{
+    char e[CKPT_ERRMAX] = "";
+    struct ckpt_h5_quiet q;
+    hid_t fid = -1, *dsets = NULL;
+    int rc;
+
+    ckpt_h5_quiet_begin(&q);
+    rc = ckpt_tensors_check(comm, t, n, e);
+    if (!rc) {
+        dsets = malloc(sizeof *dsets * (size_t)(n > 0 ? n : 1));
+        rc = ckpt_agree(comm, dsets ? 0 : ckpt_errf(e, "out of memory"), e);
+    }
+    if (!rc)
+        rc = open_checked(comm, path, NULL, &fid, e);
+    if (!rc) {
+        for (int i = 0; i < n; i++)
+            dsets[i] = -1;
+        rc = read_all(comm, fid, path, t, n, dsets, e);
+        for (int i = 0; i < n; i++)
+            if (dsets[i] >= 0)
+                H5Dclose(dsets[i]);
+        if (H5Fclose(fid) < 0 && rc == 0)
+            rc = ckpt_h5_fail(e, path, "H5Fclose");
+        rc = ckpt_agree(comm, rc, e);
+    }
+    free(dsets);
+    if (rc)
+        ckpt_err_out(err, errlen, e);
+    ckpt_h5_quiet_end(&q);
+    return rc;
+}

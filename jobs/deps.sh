@@ -1,0 +1,21 @@
+#!/bin/sh
+# Install the Debian packages mpitron needs to build, test and run its
+# main job, when any is missing.  Needs root (or sudo) and Debian's
+# package archive.
+set -e
+PKGS="build-essential autoconf automake libtool pkg-config
+      libopenmpi-dev openmpi-bin libopenblas-dev
+      libhdf5-openmpi-dev hdf5-tools libhwloc-dev libcmocka-dev
+      fortunes fortunes-min"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \
+        || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "installing:$missing"
+SUDO=""
+[ "$(id -u)" -ne 0 ] && SUDO=sudo
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+$SUDO apt-get install -y -qq --no-install-recommends $missing

@@ -1,0 +1,201 @@
+/*
+ * bench.c - `mpitron bench gemm | step`: measured figures, human readable,
+ * then one JSON object on the last line for scripts.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli.h"
+#include "log.h"
+#include "peak.h"
+#include "rng.h"
+#include "train.h"
+
+static int bench_gemm(int argc, char **argv)
+{
+    static const char *const names[] = {"sizes", "threads", "reps", NULL};
+    const char *v[3] = {"256,512,1024,1536,2048", "0", "5"};
+    const char *pos[1];
+    char err[512];
+    long threads, reps;
+    if (cli_parse(argc, argv, names, v, pos, 0, err, sizeof(err)) < 0 ||
+        cli_int("threads", v[1], &threads, err, sizeof(err)) < 0 ||
+        cli_int("reps", v[2], &reps, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 2;
+    }
+    threads_set((int)threads);
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    char json[4096];
+    int jl = snprintf(json, sizeof(json), "{\"threads\":%d,\"gemm\":[",
+                      threads_get());
+    double peak = 0.0;
+    char *list = strdup(v[0]);
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        long n;
+        if (cli_int("sizes", tok, &n, err, sizeof(err)) < 0 || n <= 0) {
+            log_error("bad size '%s' in --sizes", tok);
+            free(list);
+            return 2;
+        }
+        double g = sgemm_gflops((int)n, (int)n, (int)n, (int)reps);
+        MPI_Allreduce(MPI_IN_PLACE, &g, 1, MPI_DOUBLE, MPI_SUM,
+                      MPI_COMM_WORLD);
+        if (g > peak)
+            peak = g;
+        log_info(MPI_COMM_WORLD, "sgemm %5ld x %5ld x %5ld  %8.1f GFLOP/s "
+                 "(all ranks)", n, n, n, g);
+        if (jl < (int)sizeof(json) - 64)
+            jl += snprintf(json + jl, sizeof(json) - (size_t)jl,
+                           "%s{\"n\":%ld,\"gflops\":%.2f}",
+                           jl && json[jl - 1] == '[' ? "" : ",", n, g);
+    }
+    free(list);
+    if (rank == 0)
+        printf("%s],\"peak_gflops\":%.2f}\n", json, peak);
+    return 0;
+}
+
+/* Synthetic tokens for bench step: data loading is not what it measures. */
+static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)
+{
+    uint64_t key = rng_key(42, RNG_DATA, (uint64_t)r);
+    for (size_t i = 0; i < n; i++) {
+        inp[i] = (int32_t)(rng_u64(key, i) % (uint64_t)V);
+        tgt[i] = (int32_t)(rng_u64(key, i + n) % (uint64_t)V);
+    }
+}
+
+struct bench_result {
+    double ms, compute, comm, optim, op[OPK_COUNT];
+};
+
+static void run_steps(struct trainer *tr, int n, const int32_t *inp,
+                      const int32_t *tgt, struct bench_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
+    MPI_Barrier(tr->g.world);
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        double gn, lr;
+        struct step_times tm;
+        trainer_step(tr, inp, tgt, &gn, &lr, &tm);
+        r->compute += tm.compute;
+        r->comm += tm.comm;
+        r->optim += tm.optim;
+    }
+    MPI_Barrier(tr->g.world);
+    double scale = 1e3 / n;
+    r->ms = (now_s() - t0) * scale;
+    r->compute *= scale;
+    r->comm *= scale;
+    r->optim *= scale;
+    for (int k = 0; k < OPK_COUNT; k++)
+        r->op[k] = tr->m.op_time[k] * scale;
+}
+
+static void report(struct trainer *tr, const struct bench_result *r)
+{
+    const struct config *c = &tr->c;
+    double tokens = (double)c->batch_size * c->seq_len;
+    double tps = tokens / (r->ms * 1e-3);
+    double mfu = tps * gpt_flops_per_token(&tr->m.cfg) /
+                 (tr->peak_gflops * 1e9);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double mb = 1.0 / (1 << 20), pbytes = tr->m.tt.total * sizeof(float);
+    double rss = (double)ru.ru_maxrss / 1024.0;
+    if (tr->g.rank != 0)
+        return;
+    printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
+           (long long)gpt_num_params(&tr->m.cfg),
+           gpt_flops_per_token(&tr->m.cfg) * 1e-9);
+    printf("sgemm peak %.1f GFLOP/s (all %d ranks, %d threads each)\n",
+           tr->peak_gflops, tr->g.size, threads_get());
+    printf("step %.1f ms  %.0f tokens/s  MFU %.1f%%\n", r->ms, tps,
+           100 * mfu);
+    printf("  compute %.1f ms (optimizer %.1f)  comm %.1f ms\n", r->compute,
+           r->optim, r->comm);
+    for (int k = 0; k < OPK_COUNT; k++)
+        printf("  %-12s %8.1f ms  %5.1f%%\n", op_kind_names[k], r->op[k],
+               100 * r->op[k] / r->ms);
+    printf("memory (rank 0): peak RSS %.1f MB; params %.1f, grads %.1f, "
+           "optimizer %.1f, activations %.1f MB\n", rss, pbytes * mb,
+           pbytes * mb, 2 * pbytes * mb, tr->a.bytes * mb);
+    printf("{\"tokens_per_s\":%.2f,\"mfu\":%.4f,\"peak_gflops\":%.2f,"
+           "\"ms_per_step\":%.3f,\"ms_compute\":%.3f,\"ms_comm\":%.3f,"
+           "\"ms_optimizer\":%.3f,\"ms_data\":0", tps, mfu, tr->peak_gflops,
+           r->ms, r->compute, r->comm, r->optim);
+    for (int k = 0; k < OPK_COUNT; k++)
+        printf(",\"ms_%s\":%.3f", op_kind_names[k], r->op[k]);
+    printf(",\"rss_peak_mb\":%.1f,\"params_mb\":%.1f,\"grads_mb\":%.1f,"
+           "\"optimizer_mb\":%.1f,\"activations_mb\":%.1f,\"world\":%d,"
+           "\"threads\":%d,\"n_params\":%lld}\n", rss, pbytes * mb,
+           pbytes * mb, 2 * pbytes * mb, tr->a.bytes * mb, tr->g.size,
+           threads_get(), (long long)gpt_num_params(&tr->m.cfg));
+    fflush(stdout);
+}
+
+static int bench_step(int argc, char **argv)
+{
+    static const char *const extra[] = {"bench_steps", "bench_warmup", NULL};
+    const char *ev[2] = {"5", "1"};
+    struct config c;
+    char err[1024];
+    long ns, nw;
+    config_defaults(&c);
+    if (config_parse_args(&c, argc, argv, extra, ev, err, sizeof(err)) < 0 ||
+        config_finalize(&c, err, sizeof(err)) < 0 ||
+        cli_int("bench_steps", ev[0], &ns, err, sizeof(err)) < 0 ||
+        cli_int("bench_warmup", ev[1], &nw, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 2;
+    }
+    struct trainer tr;
+    if (trainer_init(&tr, &c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        trainer_free(&tr);
+        return 1;
+    }
+    size_t n = (size_t)tr.per_rank * c.seq_len;
+    int32_t *inp = malloc(2 * n * sizeof(int32_t));
+    fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);
+    struct bench_result r;
+    run_steps(&tr, (int)nw, inp, inp + n, &r);
+    run_steps(&tr, (int)(ns > 0 ? ns : 1), inp, inp + n, &r);
+    report(&tr, &r);
+    free(inp);
+    trainer_free(&tr);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    if (argc < 1 || cli_wants_help(argc, argv)) {
+        printf("usage: mpitron bench gemm [--sizes=N,N,...] [--threads=N] "
+               "[--reps=N]\n"
+               "       mpitron bench step [CONFIG.ini] [--key=value ...] "
+               "[--bench_steps=N] [--bench_warmup=N]\n\n"
+               "gemm: square sgemm GFLOP/s at each size (summed over ranks)."
+               "\nstep: times training steps of the configured model on "
+               "synthetic tokens\n(every train key applies); prints the "
+               "time split per op kind, MFU against\nthe sgemm peak measured "
+               "in the same process, and memory.  The last line is\none JSON "
+               "object: tokens_per_s, mfu, peak_gflops, ms_per_step, ms_* "
+               "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
+               "activations_mb.\n\n");
+        if (argc >= 1 && !strcmp(argv[0], "step"))
+            config_print_help(stdout);
+        return argc < 1 ? 2 : 0;
+    }
+    if (!strcmp(argv[0], "gemm"))
+        return bench_gemm(argc - 1, argv + 1);
+    if (!strcmp(argv[0], "step"))
+        return bench_step(argc - 1, argv + 1);
+    log_error("unknown benchmark '%s' (gemm | step)", argv[0]);
+    return 2;
+}

@@ -1,0 +1,185 @@
+#include "ckpt_io.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt.h"
+
+void gpt_config_from(const struct config *c, struct gpt_config *gc)
+{
+    gc->n_layer = c->n_layer;
+    gc->n_embd = c->n_embd;
+    gc->n_head = c->n_head;
+    gc->n_kv_head = c->n_kv_head ? c->n_kv_head : c->n_head;
+    gc->seq_len = c->seq_len;
+    gc->vocab_size = c->vocab_size;
+    gc->attn_window = c->attn_window;
+    gc->dropout = c->dropout;
+}
+
+static const char *const group_names[3] = {"/model/", "/optim/m/",
+                                           "/optim/v/"};
+
+/* Build the ckpt tensor list (3 per global tensor, or 1 when params_only).
+ * names[] receives the malloc'ed dataset paths.  Returns count or -1. */
+static int build_list(const struct grid *g, struct gpt *m, int params_only,
+                      int for_write, struct ckpt_tensor **out)
+{
+    struct tensor_table gt;
+    if (gpt_global_table(&m->cfg, &gt) < 0)
+        return -1;
+    int ng = params_only ? 1 : 3, n = gt.n * ng;
+    struct ckpt_tensor *t = calloc((size_t)n, sizeof(*t));
+    if (!t) {
+        tensor_table_free(&gt);
+        return -1;
+    }
+    float *arena[3] = {m->params, m->m, m->v};
+    for (int k = 0; k < ng; k++)
+        for (int i = 0; i < gt.n; i++) {
+            const struct tensor_desc *gd = &gt.t[i];
+            struct ckpt_tensor *c = &t[k * gt.n + i];
+            size_t len = strlen(group_names[k]) + strlen(gd->name) + 1;
+            char *name = malloc(len);
+            if (name)
+                snprintf(name, len, "%s%s", group_names[k], gd->name);
+            c->name = name;
+            c->ndim = gd->ndim;
+            for (int d = 0; d < gd->ndim; d++)
+                c->gshape[d] = gd->gshape[d];
+            int li = tensor_table_find(&m->tt, gd->name);
+            if (li < 0)
+                continue; /* another stage holds it */
+            const struct tensor_desc *ld = &m->tt.t[li];
+            int writer = g->dp_rank == 0 && (ld->tp_dim >= 0 || g->tp_rank == 0)
+                         && (strcmp(ld->name, "wte") != 0 || m->first);
+            if (for_write && !writer)
+                continue;
+            for (int d = 0; d < ld->ndim; d++) {
+                c->start[d] = ld->start[d];
+                c->count[d] = ld->count[d];
+            }
+            c->data = arena[k] + ld->off;
+        }
+    tensor_table_free(&gt);
+    *out = t;
+    return n;
+}
+
+static void free_list(struct ckpt_tensor *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        free((char *)t[i].name);
+    free(t);
+}
+
+int model_ckpt_save(const struct grid *g, struct gpt *m,
+                    const struct config *c, const struct train_state *st,
+                    char *path_out, size_t pathlen, char *err, size_t errlen)
+{
+    struct ckpt_tensor *t;
+    int n = build_list(g, m, 0, 1, &t);
+    if (n < 0) {
+        snprintf(err, errlen, "out of memory listing checkpoint tensors");
+        return -1;
+    }
+    struct ckpt_meta meta = {
+        .step = st->step, .tokens_seen = st->tokens_seen,
+        .data_cursor = st->step, .rng_seed = c->seed,
+    };
+    grid_layout_string(g, meta.layout, sizeof(meta.layout));
+    meta.config_text = config_to_text(c);
+    char dir[CONFIG_STR_MAX + 8];
+    snprintf(dir, sizeof(dir), "%s/ckpt", c->run_dir);
+    int rc = ckpt_save(g->world, dir, &meta, t, n, path_out, pathlen, err,
+                       errlen);
+    free(meta.config_text);
+    free_list(t, n);
+    return rc;
+}
+
+/* The value of key in INI text ("key = value" lines), into out. */
+static void key_value(const char *text, const char *key, char *out,
+                      size_t len)
+{
+    size_t kl = strlen(key);
+    for (const char *p = text; p && *p; p = strchr(p, '\n')) {
+        while (*p == '\n')
+            p++;
+        if (strncmp(p, key, kl) == 0 && p[kl] == ' ') {
+            const char *v = strchr(p, '=');
+            if (!v)
+                return;
+            v += 2;
+            size_t n = strcspn(v, "\n");
+            snprintf(out, len, "%.*s", (int)n, v);
+            return;
+        }
+    }
+}
+
+/* The checkpoint's config must describe the same model shape. */
+static int check_shape(const struct config *c, const char *text,
+                       const char *path, char *err, size_t errlen)
+{
+    struct config ck;
+    char e[256];
+    config_defaults(&ck);
+    if (config_load_text(&ck, text, path, e, sizeof(e)) < 0 ||
+        config_finalize(&ck, e, sizeof(e)) < 0) {
+        snprintf(err, errlen, "%s: unreadable config text: %s", path, e);
+        return -1;
+    }
+    char diff[512];
+    if (config_diff_model(c, &ck, diff, sizeof(diff)) > 0) {
+        /* name each differing key with both values */
+        char *cur = config_to_text(c), *old = config_to_text(&ck);
+        size_t len = (size_t)snprintf(err, errlen, "%s holds a different "
+                                      "model; keys that differ (checkpoint "
+                                      "-> this run):", path);
+        const char *sep = "";
+        for (char *k = strtok(diff, ", "); k && len < errlen;
+             k = strtok(NULL, ", ")) {
+            char a[64] = "?", b[64] = "?";
+            key_value(old, k, a, sizeof(a));
+            key_value(cur, k, b, sizeof(b));
+            len += (size_t)snprintf(err + len, errlen - len, "%s %s %s -> %s",
+                                    sep, k, a, b);
+            sep = ",";
+        }
+        free(cur);
+        free(old);
+        return -1;
+    }
+    return 0;
+}
+
+int model_ckpt_load(const struct grid *g, struct gpt *m,
+                    const struct config *c, const char *path,
+                    int weights_only, struct train_state *st, char *err,
+                    size_t errlen)
+{
+    struct ckpt_meta meta;
+    memset(&meta, 0, sizeof(meta));
+    if (ckpt_read_meta(g->world, path, &meta, err, errlen) < 0)
+        return -1;
+    int rc = check_shape(c, meta.config_text ? meta.config_text : "", path,
+                         err, errlen);
+    free(meta.config_text);
+    if (rc < 0)
+        return -1;
+    struct ckpt_tensor *t;
+    int n = build_list(g, m, weights_only, 0, &t);
+    if (n < 0) {
+        snprintf(err, errlen, "out of memory listing checkpoint tensors");
+        return -1;
+    }
+    rc = ckpt_read_tensors(g->world, path, t, n, err, errlen);
+    free_list(t, n);
+    if (rc == 0 && !weights_only) {
+        st->step = meta.step;
+        st->tokens_seen = meta.tokens_seen;
+    }
+    return rc;
+}

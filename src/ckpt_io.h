@@ -1,0 +1,46 @@
+/*
+ * ckpt_io.h - the model's side of checkpoints: maps the tensor table and
+ * the training state onto ckpt/'s (name, global shape, hyperslab, pointer)
+ * tensors and root attributes.
+ *
+ * Datasets: /model/<tensor>, /optim/m/<tensor>, /optim/v/<tensor> for every
+ * tensor of the global model.  Writers: dp rank 0 only; of a tensor
+ * replicated over tp, tp rank 0 only; of the tied embedding, the first
+ * pipeline stage.  Every rank reads the hyperslab it holds.
+ */
+#ifndef MPITRON_CKPT_IO_H
+#define MPITRON_CKPT_IO_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "config.h"
+#include "grid.h"
+#include "model.h"
+
+struct train_state {
+    int64_t step;        /* optimizer steps completed */
+    int64_t tokens_seen;
+};
+
+/* Save parameters, moments and state as step st->step under
+ * c->run_dir/ckpt.  Collective over g->world.  Returns 0 (path_out set) or
+ * -1 with err. */
+int model_ckpt_save(const struct grid *g, struct gpt *m,
+                    const struct config *c, const struct train_state *st,
+                    char *path_out, size_t pathlen, char *err, size_t errlen);
+
+/* Load from path.  The checkpoint's model keys must equal c's (else an
+ * error listing the keys that differ).  weights_only: parameters only
+ * (init_from), state untouched; else moments too and *st from the file.
+ * Collective.  Returns 0 or -1 with err; on error m may be partly
+ * overwritten (the caller exits). */
+int model_ckpt_load(const struct grid *g, struct gpt *m,
+                    const struct config *c, const char *path,
+                    int weights_only, struct train_state *st, char *err,
+                    size_t errlen);
+
+/* gpt_config from the run config. */
+void gpt_config_from(const struct config *c, struct gpt_config *gc);
+
+#endif

@@ -1,0 +1,178 @@
+/*
+ * ops_internal.h - helpers shared by ops.c and ops_attention.c only.
+ *
+ * Everything here is static inline so that gcc can vectorise the loops that
+ * call it without -ffast-math:
+ *  - ops_v_exp: exp on 8 lanes (Cephes' reduction and polynomial) in GCC
+ *    vector extensions; glibc's expf is a call that only vectorises under
+ *    -ffast-math.  Relative error below 2e-7 on [-87, 88] (tests/test_ops.c
+ *    checks it against exp() in double);
+ *  - ops_sum and friends: reductions with OPS_LANES independent
+ *    accumulators in a fixed layout folded in a fixed order.  gcc turns the
+ *    lanes into vector registers without reassociating anything, so the
+ *    result depends on n only: not on the thread count, on the alignment of
+ *    the pointer, or on whether the compiler peeled a loop;
+ *  - ops_range_split: the column range of one thread when a kernel that
+ *    sums over rows is split over columns (each column keeps its row order,
+ *    so results are bitwise the same for any thread count).
+ */
+#ifndef MPITRON_OPS_INTERNAL_H
+#define MPITRON_OPS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+/* Below this many elements a kernel stays serial (an OpenMP fork costs a
+ * few microseconds; 64K floats take about that long to stream). */
+#define OPS_PAR_MIN ((size_t)1 << 16)
+
+#define OPS_LANES 16
+
+/* OPS_VL floats in a GCC vector: 8 (one AVX register) when the build
+ * targets AVX, else 4 (SSE, NEON), so that no function takes a vector
+ * wider than the target's ABI knows.  The exp-based loops are written on
+ * it because gcc will not if-convert (hence not vectorise) a float
+ * comparison in a scalar loop unless -fno-trapping-math is given. */
+#ifdef __AVX__
+#define OPS_VBYTES 32
+#else
+#define OPS_VBYTES 16
+#endif
+#define OPS_VL (OPS_VBYTES / 4)
+typedef float ops_vf __attribute__((vector_size(OPS_VBYTES)));
+typedef int32_t ops_vi __attribute__((vector_size(OPS_VBYTES)));
+typedef uint32_t ops_vu __attribute__((vector_size(OPS_VBYTES)));
+
+/* c in every lane */
+#define OPS_VSET(c) ((ops_vf){0} + (c))
+
+static inline ops_vf ops_v_load(const float *p)
+{
+    ops_vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void ops_v_store(float *p, ops_vf v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* first n < OPS_VL floats of p, the other lanes 0 */
+static inline ops_vf ops_v_load_part(const float *p, size_t n)
+{
+    ops_vf v = {0};
+    memcpy(&v, p, n * sizeof(float));
+    return v;
+}
+
+static inline void ops_v_store_part(float *p, ops_vf v, size_t n)
+{
+    memcpy(p, &v, n * sizeof(float));
+}
+
+/* m ? a : b, lane by lane (m from a vector comparison: all ones or 0) */
+static inline ops_vf ops_v_select(ops_vi m, ops_vf a, ops_vf b)
+{
+    return (ops_vf)((m & (ops_vi)a) | (~m & (ops_vi)b));
+}
+
+/* exp(x) lane by lane for x in [-87, 88]; 0 below -87.3 (where expf is
+ * denormal or 0); saturates at exp(88) = 1.65e38 above 88 instead of
+ * overflowing to inf.  NaN in, NaN out. */
+static inline ops_vf ops_v_exp(ops_vf x)
+{
+    ops_vf xc = ops_v_select(x < OPS_VSET(-87.0f), OPS_VSET(-87.0f), x);
+    xc = ops_v_select(xc > OPS_VSET(88.0f), OPS_VSET(88.0f), xc);
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick (exact in round to
+     * nearest; gcc does not fold it without -ffast-math) */
+    ops_vf t = xc * 1.44269504088896341f + 12582912.0f;
+    ops_vf n = t - 12582912.0f;
+    /* r = x - n ln2 in two parts; n * 0.693359375 is exact */
+    ops_vf r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    ops_vf p = OPS_VSET(1.9875691500e-4f);
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * (r * r) + r + 1.0f;
+    /* 2^n from the bits of t, whose low mantissa bits hold n */
+    ops_vu bits = (((ops_vu)t - 0x4b400000u) + 127u) << 23;
+    ops_vf y = p * (ops_vf)bits;
+    return ops_v_select(x < OPS_VSET(-87.3f), OPS_VSET(0.0f), y);
+}
+
+/* x[i] = exp(x[i] - m) for i < n, every element through ops_v_exp (the
+ * tail too, zero-padded), so an element's value does not depend on where
+ * the vector boundaries fall */
+static inline void ops_exp_shift_inplace(float *x, float m, size_t n)
+{
+    size_t i = 0;
+    for (; i + OPS_VL <= n; i += OPS_VL)
+        ops_v_store(x + i, ops_v_exp(ops_v_load(x + i) - m));
+    if (i < n)
+        ops_v_store_part(x + i, ops_v_exp(ops_v_load_part(x + i, n - i) - m),
+                          n - i);
+}
+
+static inline float ops_lanes_fold(float *acc)
+{
+    for (size_t w = OPS_LANES / 2; w >= 1; w /= 2)
+        for (size_t k = 0; k < w; k++)
+            acc[k] += acc[k + w];
+    return acc[0];
+}
+
+/* sum of x[0..n) */
+static inline float ops_sum(const float *x, size_t n)
+{
+    float acc[OPS_LANES] = {0};
+    size_t i = 0;
+    for (; i + OPS_LANES <= n; i += OPS_LANES)
+        for (size_t k = 0; k < OPS_LANES; k++)
+            acc[k] += x[i + k];
+    for (size_t k = 0; i + k < n; k++)
+        acc[k] += x[i + k];
+    return ops_lanes_fold(acc);
+}
+
+/* sum of a[i] * b[i] */
+static inline float ops_dot(const float *a, const float *b, size_t n)
+{
+    float acc[OPS_LANES] = {0};
+    size_t i = 0;
+    for (; i + OPS_LANES <= n; i += OPS_LANES)
+        for (size_t k = 0; k < OPS_LANES; k++)
+            acc[k] += a[i + k] * b[i + k];
+    for (size_t k = 0; i + k < n; k++)
+        acc[k] += a[i + k] * b[i + k];
+    return ops_lanes_fold(acc);
+}
+
+/* max of x[0..n), n >= 1 (order-independent, so any vectorisation is exact) */
+static inline float ops_max(const float *x, size_t n)
+{
+    float m = x[0];
+#pragma omp simd reduction(max : m)
+    for (size_t i = 1; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* Columns [*lo, *hi) of thread tid out of nt, for n columns cut at
+ * multiples of 16 (whole vectors; the cut points do not change any
+ * column's arithmetic, only who computes it). */
+static inline void ops_range_split(size_t n, int tid, int nt, size_t *lo,
+                                   size_t *hi)
+{
+    size_t blocks = (n + 15) / 16;
+    size_t b0 = blocks * (size_t)tid / (size_t)nt;
+    size_t b1 = blocks * (size_t)(tid + 1) / (size_t)nt;
+    *lo = b0 * 16 < n ? b0 * 16 : n;
+    *hi = b1 * 16 < n ? b1 * 16 : n;
+}
+
+#endif

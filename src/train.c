@@ -1,0 +1,184 @@
+/*
+ * train.c - trainer set-up and the optimizer step.  The run loop
+ * (resume, logging, validation, checkpoints) is in run.c.
+ */
+#include "train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "peak.h"
+
+int agree(MPI_Comm comm, int rc)
+{
+    int in = rc < 0 ? 1 : 0, any = 0;
+    MPI_Allreduce(&in, &any, 1, MPI_INT, MPI_MAX, comm);
+    return any ? -1 : 0;
+}
+
+static int check_layout(struct trainer *tr, char *err, size_t errlen)
+{
+    const struct config *c = &tr->c;
+    const struct grid *g = &tr->g;
+    if (g->tp > 1 || g->pp > 1) {
+        snprintf(err, errlen, "tp=%d pp=%d: tensor and pipeline parallelism "
+                 "are not available in this version; use tp=1 pp=1", g->tp,
+                 g->pp);
+        return -1;
+    }
+    if (c->batch_size % g->dp != 0) {
+        snprintf(err, errlen, "batch_size=%d is not divisible by dp=%d",
+                 c->batch_size, g->dp);
+        return -1;
+    }
+    tr->per_rank = c->batch_size / g->dp;
+    tr->mb = c->micro_batch ? c->micro_batch : tr->per_rank;
+    if (tr->per_rank % tr->mb != 0) {
+        snprintf(err, errlen, "micro_batch=%d does not divide the %d "
+                 "sequences per data-parallel rank (batch_size=%d / dp=%d)",
+                 tr->mb, tr->per_rank, c->batch_size, g->dp);
+        return -1;
+    }
+    tr->accum = tr->per_rank / tr->mb;
+    return 0;
+}
+
+int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
+                 char *err, size_t errlen)
+{
+    memset(tr, 0, sizeof(*tr));
+    tr->c = *c;
+    if (grid_init(&tr->g, world, c->dp, c->tp, c->pp, 0, err, errlen) < 0)
+        return -1;
+    tr->has_grid = 1;
+    if (check_layout(tr, err, errlen) < 0)
+        return -1; /* same decision on every rank */
+    struct gpt_config gc;
+    gpt_config_from(c, &gc);
+    if (gpt_config_check(&gc, tr->g.tp, err, errlen) < 0)
+        return -1;
+    threads_set(c->threads);
+    int rc = gpt_init(&tr->m, &gc, tr->g.tp, tr->g.tp_rank, 0, gc.n_layer,
+                      c->seed, err, errlen);
+    tr->has_model = rc == 0;
+    if (rc == 0) {
+        rc = gpt_acts_init(&tr->a, &tr->m, tr->mb, c->seq_len);
+        tr->has_acts = rc == 0;
+        if (rc < 0)
+            snprintf(err, errlen, "out of memory allocating activations for "
+                     "micro_batch=%d seq_len=%d", tr->mb, c->seq_len);
+    }
+    if (agree(world, rc) < 0) {
+        if (rc == 0)
+            snprintf(err, errlen, "another rank failed to allocate the model");
+        return -1;
+    }
+    lr_kind_parse(c->lr_schedule, &tr->sched.kind);
+    tr->sched.lr = c->lr;
+    tr->sched.min_lr = c->min_lr;
+    tr->sched.warmup = c->warmup_steps;
+    tr->sched.steps = c->steps;
+    tr->sched.cycle = c->lr_cycle;
+    double peak = sgemm_peak_gflops();
+    MPI_Allreduce(&peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, world);
+    return 0;
+}
+
+void trainer_free(struct trainer *tr)
+{
+    if (tr->has_acts)
+        gpt_acts_free(&tr->a);
+    if (tr->has_model)
+        gpt_free(&tr->m);
+    if (tr->has_grid)
+        grid_free(&tr->g);
+    memset(tr, 0, sizeof(*tr));
+}
+
+/* Average gradients over the data-parallel group (a sum: every rank's
+ * backward already divided by the global token count). */
+static void reduce_grads(struct trainer *tr)
+{
+    if (tr->g.dp > 1)
+        MPI_Allreduce(MPI_IN_PLACE, tr->m.grads, (int)tr->m.tt.total,
+                      MPI_FLOAT, MPI_SUM, tr->g.dp_comm);
+}
+
+static void optimizer_step(struct trainer *tr, float scale, double lr)
+{
+    struct adamw_hp hp = {
+        .lr = (float)lr, .beta1 = tr->c.beta1, .beta2 = tr->c.beta2,
+        .eps = tr->c.eps, .weight_decay = tr->c.weight_decay,
+        .t = tr->st.step + 1,
+    };
+    struct gpt *m = &tr->m;
+    for (int i = 0; i < m->tt.n; i++) {
+        const struct tensor_desc *d = &m->tt.t[i];
+        adamw_update(m->params + d->off, m->grads + d->off, m->m + d->off,
+                     m->v + d->off, d->numel, &hp, scale, d->decay);
+    }
+}
+
+double trainer_step(struct trainer *tr, const int32_t *inp,
+                    const int32_t *tgt, double *gnorm, double *lr,
+                    struct step_times *tm)
+{
+    const struct config *c = &tr->c;
+    size_t T = (size_t)c->seq_len;
+    double t0 = now_s();
+    gpt_zero_grad(&tr->m);
+    float dloss = 1.0f / (float)((double)c->batch_size * (double)T);
+    double loss = 0.0;
+    for (int k = 0; k < tr->accum; k++) {
+        struct gpt_pos pos = {
+            .step = tr->st.step, .seed = c->seed, .train = 1,
+            .seq0 = (int64_t)tr->g.dp_rank * tr->per_rank + (int64_t)k * tr->mb,
+        };
+        size_t off = (size_t)k * tr->mb * T;
+        loss += gpt_forward(&tr->m, &tr->a, inp + off, tgt + off, &pos);
+        gpt_backward(&tr->m, &tr->a, dloss, &pos);
+    }
+    double t1 = now_s();
+    reduce_grads(tr);
+    MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    double t2 = now_s();
+    double norm = sqrt(sumsq(tr->m.grads, tr->m.tt.total));
+    float scale = clip_scale(norm, c->grad_clip);
+    double rate = lr_at(&tr->sched, tr->st.step);
+    optimizer_step(tr, scale, rate);
+    double t3 = now_s();
+    tr->st.step++;
+    tr->st.tokens_seen += (int64_t)c->batch_size * (int64_t)T;
+    if (tm) {
+        tm->compute = (t1 - t0) + (t3 - t2);
+        tm->optim = t3 - t2;
+        tm->comm = t2 - t1;
+        tm->total = t3 - t0;
+    }
+    *gnorm = norm;
+    *lr = rate;
+    return loss / ((double)c->batch_size * (double)T);
+}
+
+double trainer_validate(struct trainer *tr, const struct dataset *val,
+                        int32_t *inp, int32_t *tgt)
+{
+    const struct config *c = &tr->c;
+    int T = c->seq_len;
+    double sum = 0.0;
+    for (int j = 0; j < c->val_batches; j++)
+        for (int k = 0; k < tr->accum; k++) {
+            int64_t seq0 = (int64_t)tr->g.dp_rank * tr->per_rank +
+                           (int64_t)k * tr->mb;
+            dataset_val_batch(val, j, c->batch_size, seq0, tr->mb, T, inp,
+                              tgt);
+            struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
+                                  .seed = c->seed, .train = 0};
+            sum += gpt_forward(&tr->m, &tr->a, inp, tgt, &pos);
+        }
+    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    return sum / ((double)c->val_batches * c->batch_size * T);
+}

@@ -1,0 +1,61 @@
+/*
+ * train.h - the training driver: one trainer per rank owns the grid, the
+ * model, its activations, the data and the optimizer state, and runs
+ * steps.  `mpitron train` loops trainer_step; `mpitron bench step` runs the
+ * same steps on synthetic tokens.
+ */
+#ifndef MPITRON_TRAIN_H
+#define MPITRON_TRAIN_H
+
+#include <stdint.h>
+
+#include "ckpt_io.h"
+#include "config.h"
+#include "data.h"
+#include "grid.h"
+#include "metrics.h"
+#include "model.h"
+#include "optim.h"
+
+struct step_times {      /* seconds, this rank, one step */
+    double compute, comm, data, optim, total;
+};
+
+struct trainer {
+    struct config c;
+    struct grid g;
+    struct gpt m;
+    struct gpt_acts a;
+    struct lr_sched sched;
+    struct train_state st;
+    int per_rank;        /* sequences per dp rank per step */
+    int mb, accum;       /* micro-batch size, micro-batches per step */
+    double peak_gflops;  /* sgemm peak summed over all ranks */
+    int has_grid, has_model, has_acts;
+};
+
+/* Build grid, model and activations from a finalized config (no data, no
+ * checkpoint).  Collective over world; every rank returns the same status.
+ * Returns 0 or -1 with err (layout or shape errors name the keys). */
+int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
+                 char *err, size_t errlen);
+void trainer_free(struct trainer *tr);
+
+/* One optimizer step on this rank's slice of the global batch: inp, tgt
+ * (per_rank, seq_len).  Returns the global mean loss (same on all ranks);
+ * *gnorm and *lr receive the pre-clip gradient norm and the rate used. */
+double trainer_step(struct trainer *tr, const int32_t *inp,
+                    const int32_t *tgt, double *gnorm, double *lr,
+                    struct step_times *tm);
+
+/* Mean validation loss over c.val_batches batches.  Collective. */
+double trainer_validate(struct trainer *tr, const struct dataset *val,
+                        int32_t *inp, int32_t *tgt);
+
+/* `mpitron train`: the whole run.  Returns the process exit status. */
+int train_main(const struct config *c);
+
+/* Agree on a status over comm: -1 if any rank failed. */
+int agree(MPI_Comm comm, int rc);
+
+#endif

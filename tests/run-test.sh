@@ -1,0 +1,24 @@
+#!/bin/sh
+# LOG_COMPILER of `make check`: runs one test.
+#  - tests/test_grid, tests/test_ckpt (MPI CMocka programs): under mpirun
+#    at each rank count listed below, --oversubscribe on 2 cores;
+#  - *.sh: with sh (they call mpirun themselves);
+#  - other programs: directly.
+# Open MPI refuses root unless told; tests set that, the code does not.
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+export OMPI_MCA_rmaps_base_oversubscribe=1
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+MPIRUN=${MPIRUN:-mpirun}
+prog=$1
+shift
+case $(basename "$prog") in
+    *.sh) exec sh "$prog" "$@" ;;
+    test_grid) nps="1 2 4 6 8" ;;
+    test_ckpt) nps="1 2 3" ;;
+    test_model) nps="1" ;;
+    *) exec "$prog" "$@" ;;
+esac
+for np in $nps; do
+    echo "== mpirun -np $np $prog"
+    $MPIRUN -np "$np" --oversubscribe --bind-to none "$prog" "$@" || exit 1
+done

@@ -422,6 +422,12 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
 
 /* ---- backward ----------------------------------------------------------- */
 
+static void emit(struct gpt *m, enum gpt_event ev, int layer)
+{
+    if (m->hook && (m->hook_final || ev == GPT_PROGRESS))
+        m->hook(m->hook_ctx, ev, layer);
+}
+
 /* One block backward: a->dres holds d(res2) on entry, d(x) on exit. */
 static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
                            const float *x, const struct gpt_pos *pos)
@@ -439,11 +445,13 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
     memset(a->dF1, 0, N * F * sizeof(float));
     TIMED(m, OPK_MATMUL, matmul_backward(a->dF1, g->wproj, g->bproj, dout,
                                          la->fch_gelu, w->wproj, N, F, C));
+    emit(m, GPT_PROGRESS, l);
     memset(a->dF2, 0, N * F * sizeof(float));
     TIMED(m, OPK_GELU, gelu_backward(a->dF2, la->fch, a->dF1, N * F));
     memset(a->dln, 0, N * C * sizeof(float));
     TIMED(m, OPK_MATMUL, matmul_backward(a->dln, g->wfc, g->bfc, a->dF2,
                                          la->ln2, w->wfc, N, C, F));
+    emit(m, GPT_PROGRESS, l);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln2w, g->ln2b,
           a->dln, la->res1, w->ln2w, la->ln2_mean, la->ln2_rstd, N, C));
 
@@ -455,6 +463,7 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
     memset(a->dqkv, 0, N * Q * sizeof(float));
     TIMED(m, OPK_ATTENTION, attention_backward(a->dqkv, a->datt, a->datty,
                                                la->qkv, la->att, &s));
+    emit(m, GPT_PROGRESS, l);
     memset(a->dln, 0, N * C * sizeof(float));
     TIMED(m, OPK_MATMUL, matmul_backward(a->dln, g->wqkv, g->bqkv, a->dqkv,
                                          la->ln1, w->wqkv, N, C, Q));
@@ -478,12 +487,15 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
     memset(a->dres, 0, N * C * sizeof(float));
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, m->dlnfw, m->dlnfb,
           a->dln, xl, m->lnfw, a->lnf_mean, a->lnf_rstd, N, C));
+    emit(m, GPT_GRADS_HEAD, -1);
 
     for (int l = m->l1 - 1; l >= m->l0; l--) {
         const float *x = l > m->l0 ? a->la[l - 1 - m->l0].res2 : a->emb;
         block_backward(m, a, l, x, pos);
+        emit(m, GPT_GRADS_LAYER, l);
     }
     const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
     TIMED(m, OPK_EMBEDDING, encoder_backward(m->dwte, m->dwpe, de, a->inp,
                                              (size_t)a->B, (size_t)a->T, C));
+    emit(m, GPT_GRADS_EMBED, -1);
 }

@@ -54,8 +54,21 @@ struct gpt_layer_w { /* views into an arena (params or grads) */
     float *ln2w, *ln2b, *wfc, *bfc, *wproj, *bproj;
 };
 
+/* Events a backward pass reports, so that gradient reduction can start on
+ * what is final and progress while the rest computes. */
+enum gpt_event {
+    GPT_GRADS_HEAD,   /* lnf.w, lnf.b final (wte is not: it is tied) */
+    GPT_GRADS_LAYER,  /* every tensor of block `layer` final */
+    GPT_GRADS_EMBED,  /* wpe and wte final */
+    GPT_PROGRESS,     /* between kernels: a chance to progress comm */
+};
+typedef void (*gpt_hook_fn)(void *ctx, enum gpt_event ev, int layer);
+
 struct gpt {
     struct gpt_config cfg;
+    gpt_hook_fn hook;   /* NULL = none; called by gpt_backward when */
+    void *hook_ctx;     /* hook_final is set (last micro-batch) */
+    int hook_final;
     int tp, tp_rank;    /* tensor-parallel degree and index */
     int l0, l1;         /* blocks [l0, l1) live on this stage */
     int first, last;    /* stage holds the embedding / the head */

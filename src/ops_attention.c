@@ -32,7 +32,9 @@
 /* Rows per block of the score matrix.  64 keeps each product near
  * OpenBLAS's small-matrix peak (~80% at 64x256x64) while skipping most of
  * the masked triangle. */
+#ifndef ATTN_BLOCK
 #define ATTN_BLOCK 64
+#endif
 
 /* Geometry of one (batch, head) problem: row strides and window. */
 struct attn_geom {

@@ -7,11 +7,11 @@
  *    vector extensions; glibc's expf is a call that only vectorises under
  *    -ffast-math.  Relative error below 2e-7 on [-87, 88] (tests/test_ops.c
  *    checks it against exp() in double);
- *  - ops_sum and friends: reductions with OPS_LANES independent
- *    accumulators in a fixed layout folded in a fixed order.  gcc turns the
- *    lanes into vector registers without reassociating anything, so the
- *    result depends on n only: not on the thread count, on the alignment of
- *    the pointer, or on whether the compiler peeled a loop;
+ *  - ops_sum and friends: reductions written on vector types with a fixed
+ *    accumulator layout folded in a fixed order (no reassociation by the
+ *    compiler needed, so no -ffast-math), so the result depends on n only:
+ *    not on the thread count, on the alignment of the pointer, or on
+ *    whether the compiler peeled a loop;
  *  - ops_range_split: the column range of one thread when a kernel that
  *    sums over rows is split over columns (each column keeps its row order,
  *    so results are bitwise the same for any thread count).
@@ -26,8 +26,6 @@
 /* Below this many elements a kernel stays serial (an OpenMP fork costs a
  * few microseconds; 64K floats take about that long to stream). */
 #define OPS_PAR_MIN ((size_t)1 << 16)
-
-#define OPS_LANES 16
 
 /* OPS_VL floats in a GCC vector: 8 (one AVX register) when the build
  * targets AVX, else 4 (SSE, NEON), so that no function takes a vector
@@ -83,8 +81,9 @@ static inline ops_vf ops_v_select(ops_vi m, ops_vf a, ops_vf b)
  * overflowing to inf.  NaN in, NaN out. */
 static inline ops_vf ops_v_exp(ops_vf x)
 {
-    ops_vf xc = ops_v_select(x < OPS_VSET(-87.0f), OPS_VSET(-87.0f), x);
-    xc = ops_v_select(xc > OPS_VSET(88.0f), OPS_VSET(88.0f), xc);
+    /* only the upper end is clamped: below -87.3 the lanes compute garbage
+     * (never a trap or undefined behaviour) that the last line replaces */
+    ops_vf xc = ops_v_select(x > OPS_VSET(88.0f), OPS_VSET(88.0f), x);
     /* n = round(x / ln 2) by the 1.5 * 2^23 trick (exact in round to
      * nearest; gcc does not fold it without -ffast-math) */
     ops_vf t = xc * 1.44269504088896341f + 12582912.0f;
@@ -92,13 +91,14 @@ static inline ops_vf ops_v_exp(ops_vf x)
     /* r = x - n ln2 in two parts; n * 0.693359375 is exact */
     ops_vf r = xc - n * 0.693359375f;
     r = r + n * 2.12194440e-4f;
-    ops_vf p = OPS_VSET(1.9875691500e-4f);
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * (r * r) + r + 1.0f;
+    /* Cephes' polynomial, evaluated by Estrin's scheme (a shorter
+     * dependency chain than Horner's, which bounds gelu's speed) */
+    ops_vf r2 = r * r, r4 = r2 * r2;
+    ops_vf q01 = 5.0000001201e-1f + 1.6666665459e-1f * r;
+    ops_vf q23 = 4.1665795894e-2f + 8.3334519073e-3f * r;
+    ops_vf q45 = 1.3981999507e-3f + 1.9875691500e-4f * r;
+    ops_vf p = (q01 + q23 * r2) + q45 * r4;
+    p = p * r2 + r + 1.0f;
     /* 2^n from the bits of t, whose low mantissa bits hold n */
     ops_vu bits = (((ops_vu)t - 0x4b400000u) + 127u) << 23;
     ops_vf y = p * (ops_vf)bits;
@@ -118,38 +118,61 @@ static inline void ops_exp_shift_inplace(float *x, float m, size_t n)
                           n - i);
 }
 
-static inline float ops_lanes_fold(float *acc)
+/* Sum of the lanes of v in a fixed tree order. */
+static inline float ops_v_hsum(ops_vf v)
 {
-    for (size_t w = OPS_LANES / 2; w >= 1; w /= 2)
+    float t[OPS_VL];
+    memcpy(t, &v, sizeof v);
+    for (size_t w = OPS_VL / 2; w >= 1; w /= 2)
         for (size_t k = 0; k < w; k++)
-            acc[k] += acc[k + w];
-    return acc[0];
+            t[k] += t[k + w];
+    return t[0];
 }
 
-/* sum of x[0..n) */
+/* sum of x[0..n): two vector accumulators, then a scalar tail */
 static inline float ops_sum(const float *x, size_t n)
 {
-    float acc[OPS_LANES] = {0};
+    ops_vf a0 = {0}, a1 = {0};
     size_t i = 0;
-    for (; i + OPS_LANES <= n; i += OPS_LANES)
-        for (size_t k = 0; k < OPS_LANES; k++)
-            acc[k] += x[i + k];
-    for (size_t k = 0; i + k < n; k++)
-        acc[k] += x[i + k];
-    return ops_lanes_fold(acc);
+    for (; i + 2 * OPS_VL <= n; i += 2 * OPS_VL) {
+        a0 += ops_v_load(x + i);
+        a1 += ops_v_load(x + i + OPS_VL);
+    }
+    float tail = 0.0f;
+    for (; i < n; i++)
+        tail += x[i];
+    return ops_v_hsum(a0 + a1) + tail;
 }
 
-/* sum of a[i] * b[i] */
+/* sum of a[i] * b[i], same layout as ops_sum */
 static inline float ops_dot(const float *a, const float *b, size_t n)
 {
-    float acc[OPS_LANES] = {0};
+    ops_vf a0 = {0}, a1 = {0};
     size_t i = 0;
-    for (; i + OPS_LANES <= n; i += OPS_LANES)
-        for (size_t k = 0; k < OPS_LANES; k++)
-            acc[k] += a[i + k] * b[i + k];
-    for (size_t k = 0; i + k < n; k++)
-        acc[k] += a[i + k] * b[i + k];
-    return ops_lanes_fold(acc);
+    for (; i + 2 * OPS_VL <= n; i += 2 * OPS_VL) {
+        a0 += ops_v_load(a + i) * ops_v_load(b + i);
+        a1 += ops_v_load(a + i + OPS_VL) * ops_v_load(b + i + OPS_VL);
+    }
+    float tail = 0.0f;
+    for (; i < n; i++)
+        tail += a[i] * b[i];
+    return ops_v_hsum(a0 + a1) + tail;
+}
+
+/* sum of (x[i] - m)^2, same layout as ops_sum */
+static inline float ops_sumsq_dev(const float *x, float m, size_t n)
+{
+    ops_vf a0 = {0}, a1 = {0};
+    size_t i = 0;
+    for (; i + 2 * OPS_VL <= n; i += 2 * OPS_VL) {
+        ops_vf d0 = ops_v_load(x + i) - m, d1 = ops_v_load(x + i + OPS_VL) - m;
+        a0 += d0 * d0;
+        a1 += d1 * d1;
+    }
+    float tail = 0.0f;
+    for (; i < n; i++)
+        tail += (x[i] - m) * (x[i] - m);
+    return ops_v_hsum(a0 + a1) + tail;
 }
 
 /* max of x[0..n), n >= 1 (order-independent, so any vectorisation is exact) */

@@ -153,17 +153,16 @@ static void generate(struct gpt *m, const struct sample_opts *o)
     int pos = 0;
     size_t fed = n > (size_t)T ? n - (size_t)T / 2 : 0; /* context start */
     for (long t = 0; t < o->tokens; t++) {
-        /* feed what the cache has not seen; when full, restart it on the
-         * last T/2 tokens (positions are learned, so the window slides) */
-        if (pos == T || fed + (size_t)pos < n - (pos ? 0 : 0)) {
-            if (pos == T) {
-                fed = n - (size_t)T / 2;
-                pos = 0;
-            }
-            while (fed + (size_t)pos < n) {
-                infer_step(&s, hist[fed + (size_t)pos], pos);
-                pos++;
-            }
+        /* feed what the cache has not seen; when it is full, restart it
+         * on the last T/2 tokens (positions are learned: the window
+         * slides) */
+        if (pos == T) {
+            fed = n - (size_t)T / 2;
+            pos = 0;
+        }
+        while (fed + (size_t)pos < n) {
+            infer_step(&s, hist[fed + (size_t)pos], pos);
+            pos++;
         }
         int next = pick(s.logits, V, o, rng_uniform(key, (uint64_t)t),
                         scratch);

@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "config.h"
+#include "infer.h"
 #include "model.h"
 #include "rng.h"
 #include "train.h"
@@ -214,6 +215,43 @@ static void test_param_count_matches_table(void **state)
     tensor_table_free(&tt);
 }
 
+/* KV-cache generation computes the same logits as the full forward, with
+ * grouped-query heads and a sliding window. */
+static void test_kv_cache_matches_forward(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 12, .vocab_size = 19,
+                           .attn_window = 5, .dropout = 0.3f};
+    struct gpt m;
+    struct gpt_acts a;
+    struct infer inf;
+    char err[256];
+    assert_int_equal(gpt_init(&m, &c, 1, 0, 0, c.n_layer, 3, err,
+                              sizeof(err)), 0);
+    for (size_t i = 0; i < m.tt.total; i++)
+        m.params[i] += 0.2f * rng_normal(17, i);
+    assert_int_equal(gpt_acts_init(&a, &m, 1, 12), 0);
+    assert_int_equal(infer_init(&inf, &m), 0);
+    int32_t inp[12], tgt[12];
+    tokens(inp, 12, c.vocab_size, 8);
+    tokens(tgt, 12, c.vocab_size, 9);
+    struct gpt_pos pos = {.seed = 1, .train = 0};
+    gpt_forward(&m, &a, inp, tgt, &pos);
+    for (int t = 0; t < 12; t++) {
+        infer_step(&inf, inp[t], t);
+        for (int v = 0; v < c.vocab_size; v++) {
+            float want = a.logits[(size_t)t * c.vocab_size + v];
+            if (fabsf(inf.logits[v] - want) > 1e-4f * (1 + fabsf(want)))
+                fail_msg("position %d token %d: cache %.7g, full %.7g", t, v,
+                         inf.logits[v], want);
+        }
+    }
+    infer_free(&inf);
+    gpt_acts_free(&a);
+    gpt_free(&m);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -222,6 +260,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_accumulation_equals_full_batch),
         cmocka_unit_test(test_init_by_global_index),
         cmocka_unit_test(test_param_count_matches_table),
+        cmocka_unit_test(test_kv_cache_matches_forward),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();

@@ -342,9 +342,9 @@ void crossentropy_softmax_backward(float *dlogits, const float *probs,
  * integers; the result is selected by a bit mask.  Both keep the loop free
  * of float comparisons and branches, so gcc vectorises it (a branch on a
  * random mask also mispredicts): about 4x faster, same values. */
-static inline void dropout_row(float *out, const float *x,
-                               float scale, uint64_t thr, uint64_t key,
-                               uint64_t ctr, size_t C, int accum)
+static inline void dropout_row(float *out, const float *x, float scale,
+                               uint64_t thr, uint64_t key, uint64_t ctr,
+                               size_t C, int accum)
 {
     for (size_t j = 0; j < C; j++) {
         uint32_t keep = -(uint32_t)((rng_u64(key, ctr + j) >> 40) >= thr);
@@ -377,8 +377,7 @@ static void dropout_apply(float *out, const float *inp, float p, uint64_t key,
 }
 
 void dropout_forward(float *out, const float *inp, float p, uint64_t key,
-                     uint64_t row0, size_t ld, size_t col0, size_t N,
-                     size_t C)
+                     uint64_t row0, size_t ld, size_t col0, size_t N, size_t C)
 {
     if (p <= 0.0f) {
         if (out != inp)

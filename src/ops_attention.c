@@ -82,9 +82,9 @@ static void attn_forward_head(float *O, float *P, const float *Q,
         size_t c0 = attn_lo(r0, g->window);
         int m = (int)(r1 - r0), n = (int)(r1 - c0);
         float *Pb = P + r0 * T + c0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n,
-                    (int)g->hd, g->scale, Q + r0 * g->R, (int)g->R,
-                    K + c0 * g->R, (int)g->R, 0.0f, Pb, (int)T);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, (int)g->hd,
+                    g->scale, Q + r0 * g->R, (int)g->R, K + c0 * g->R,
+                    (int)g->R, 0.0f, Pb, (int)T);
         for (size_t t = r0; t < r1; t++)
             attn_softmax_row(P + t * T, attn_lo(t, g->window), t, T);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, (int)g->hd,
@@ -96,8 +96,11 @@ static void attn_forward_head(float *O, float *P, const float *Q,
 static struct attn_geom attn_geom_of(const struct attn_shape *s)
 {
     struct attn_geom g = {
-        .T = s->T, .hd = s->hd, .window = s->window,
-        .R = (s->nh + 2 * s->nkv) * s->hd, .C = s->nh * s->hd,
+        .T = s->T,
+        .hd = s->hd,
+        .window = s->window,
+        .R = (s->nh + 2 * s->nkv) * s->hd,
+        .C = s->nh * s->hd,
         .scale = 1.0f / sqrtf((float)s->hd),
     };
     return g;
@@ -140,8 +143,8 @@ static void attn_softmax_backward_rows(float *dS, const float *P, size_t r0,
 /* One query head of a group: dQ, dK, dV += (dK, dV shared by the group).
  * dS (T,T) is scratch. */
 static void attn_backward_head(float *dQ, float *dK, float *dV, float *dS,
-                               const float *dO, const float *P,
-                               const float *Q, const float *K, const float *V,
+                               const float *dO, const float *P, const float *Q,
+                               const float *K, const float *V,
                                const struct attn_geom *g)
 {
     size_t T = g->T;

@@ -1,12 +1,13 @@
 /*
- * ops_internal.h - helpers shared by ops.c and ops_attention.c only.
+ * ops_internal.h - helpers shared by ops.c and ops_attention.c (and
+ * included by tests/test_ops.c to check ops_v_exp); not part of the API.
  *
  * Everything here is static inline so that gcc can vectorise the loops that
  * call it without -ffast-math:
- *  - ops_v_exp: exp on 8 lanes (Cephes' reduction and polynomial) in GCC
- *    vector extensions; glibc's expf is a call that only vectorises under
- *    -ffast-math.  Relative error below 2e-7 on [-87, 88] (tests/test_ops.c
- *    checks it against exp() in double);
+ *  - ops_v_exp: exp on OPS_VL lanes (Cephes' reduction and polynomial) in
+ *    GCC vector extensions; glibc's expf is a call that only vectorises
+ *    under -ffast-math.  Relative error 8e-8 on [-87, 88] (tests/test_ops.c
+ *    checks < 3e-7 against exp() in double);
  *  - ops_sum and friends: reductions written on vector types with a fixed
  *    accumulator layout folded in a fixed order (no reassociation by the
  *    compiler needed, so no -ffast-math), so the result depends on n only:
@@ -115,7 +116,7 @@ static inline void ops_exp_shift_inplace(float *x, float m, size_t n)
         ops_v_store(x + i, ops_v_exp(ops_v_load(x + i) - m));
     if (i < n)
         ops_v_store_part(x + i, ops_v_exp(ops_v_load_part(x + i, n - i) - m),
-                          n - i);
+                         n - i);
 }
 
 /* Sum of the lanes of v in a fixed tree order. */

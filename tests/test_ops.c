@@ -27,8 +27,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include <cmocka.h>
 #include <cblas.h>
+#include <cmocka.h>
 #include <omp.h>
 
 #include "ops.h"
@@ -92,8 +92,8 @@ static double *dzero(size_t n)
 }
 
 /* max |got - want| <= rtol * max |want| (+1e-30), reported with the index */
-static void check_close(const char *what, const float *got,
-                        const double *want, size_t n, double rtol)
+static void check_close(const char *what, const float *got, const double *want,
+                        size_t n, double rtol)
 {
     double scale = 1e-30, err = 0.0;
     size_t worst = 0;
@@ -179,8 +179,14 @@ static void test_encoder(void **state)
     int32_t inp[10] = {0, 3, 3, 1, 0, 2, 3, 0, 0, 1};
     float *wte = frand(V * C, 1), *wpe = frand(maxT * C, 1);
     float *w = frand(N * C, 1), *out = fnan(N * C);
-    struct enc_ctx c = {inp, dof(wte, V * C), dof(wpe, maxT * C),
-                        dof(w, N * C), dzero(N * C), B, T, C};
+    struct enc_ctx c = {inp,
+                        dof(wte, V * C),
+                        dof(wpe, maxT * C),
+                        dof(w, N * C),
+                        dzero(N * C),
+                        B,
+                        T,
+                        C};
     encoder_forward(out, inp, wte, wpe, B, T, C);
     ref_encoder(&c);
     check_close("encoder out", out, c.out, N * C, 1e-6);
@@ -239,8 +245,9 @@ static void layernorm_case(size_t N, size_t C)
         inp[i] += 3.0f; /* a mean far from 0 */
     float *dout = frand(NC, 1), *out = fnan(NC), *mean = fnan(N),
           *rstd = fnan(N);
-    struct ln_ctx c = {dof(inp, NC), dof(w, C), dof(b, C), dof(dout, NC),
-                       dzero(NC), dzero(N), dzero(N), N, C};
+    struct ln_ctx c = {dof(inp, NC),  dof(w, C), dof(b, C),
+                       dof(dout, NC), dzero(NC), dzero(N),
+                       dzero(N),      N,         C};
     layernorm_forward(out, mean, rstd, inp, w, b, N, C);
     ref_layernorm(&c);
     check_close("layernorm out", out, c.out, NC, 1e-5);
@@ -293,15 +300,19 @@ static double mm_loss(void *p)
 }
 
 /* mask: bit 0 dinp wanted, bit 1 dw, bit 2 dbias */
-static void matmul_case(size_t N, size_t C, size_t OC, int with_bias,
-                        int mask)
+static void matmul_case(size_t N, size_t C, size_t OC, int with_bias, int mask)
 {
     float *inp = frand(N * C, 1), *w = frand(OC * C, 1);
     float *bias = with_bias ? frand(OC, 1) : NULL;
     float *dout = frand(N * OC, 1), *out = fnan(N * OC);
-    struct mm_ctx c = {dof(inp, N * C), dof(w, OC * C),
-                       with_bias ? dof(bias, OC) : NULL, dof(dout, N * OC),
-                       dzero(N * OC), N, C, OC};
+    struct mm_ctx c = {dof(inp, N * C),
+                       dof(w, OC * C),
+                       with_bias ? dof(bias, OC) : NULL,
+                       dof(dout, N * OC),
+                       dzero(N * OC),
+                       N,
+                       C,
+                       OC};
     matmul_forward(out, inp, w, bias, N, C, OC);
     mm_loss(&c);
     check_close("matmul out", out, c.out, N * OC, 1e-5);
@@ -690,8 +701,8 @@ static void test_crossentropy(void **state)
     float *logits = frand(N * V, 4), *probs = fnan(N * V), *loss = fnan(N);
     for (size_t v = 0; v < V; v++) /* extreme rows: no overflow, no NaN */
         logits[4 * V + v] += 1e4f, logits[5 * V + v] = v == 1 ? 60 : -60;
-    struct ce_ctx c = {dof(logits, N * V), dzero(N * V), dzero(N), tg,
-                       1.0 / 3.0, N, V};
+    struct ce_ctx c = {
+        dof(logits, N * V), dzero(N * V), dzero(N), tg, 1.0 / 3.0, N, V};
     crossentropy_softmax_forward(loss, probs, logits, tg, N, V);
     ce_loss(&c);
     check_close("ce losses", loss, c.losses, N, 1e-5);
@@ -751,8 +762,8 @@ static void test_dropout(void **state)
     size_t kept = 0;
     for (size_t i = 0; i < N; i++)
         for (size_t j = 0; j < C; j++) {
-            float w = drop_want(x[i * C + j], p, key,
-                                (row0 + i) * ld + col0 + j);
+            float w =
+                drop_want(x[i * C + j], p, key, (row0 + i) * ld + col0 + j);
             assert_true(out[i * C + j] == w);
             kept += w != 0.0f;
         }
@@ -809,7 +820,7 @@ static void test_dropout_rate(void **state)
 /* ------------------------------------------------------------------------ */
 /* results do not depend on the OpenMP thread count (bitwise) */
 
-#define THR_ALLOC (64 * 1100 + 256)
+#define THR_ALLOC (2 * 64 * 1100 + 2048)
 
 struct thr_bufs {
     float *o[12];
@@ -830,8 +841,8 @@ static void threaded_run(struct thr_bufs *r, int threads)
         r->o[k] = calloc(THR_ALLOC, sizeof(float));
     float *mean = r->o[10], *rstd = r->o[10] + N;
     layernorm_forward(r->o[0], mean, rstd, inp, w, b, N, C);
-    layernorm_backward(r->o[1], r->o[2], r->o[2] + C, dout, inp, w, mean,
-                       rstd, N, C);
+    layernorm_backward(r->o[1], r->o[2], r->o[2] + C, dout, inp, w, mean, rstd,
+                       N, C);
     encoder_forward(r->o[3], tok, inp, dout, B, T, C);
     encoder_backward(r->o[4], r->o[4] + V * C, dout, tok, B, T, C);
     gelu_forward(r->o[5], inp, N * C);
@@ -839,12 +850,13 @@ static void threaded_run(struct thr_bufs *r, int threads)
     matmul_backward(NULL, NULL, r->o[7], dout, NULL, NULL, N, 0, C);
     crossentropy_softmax_forward(r->o[8], r->o[8] + N, inp, tok, N, C);
     crossentropy_softmax_backward(r->o[9], r->o[8] + N, tok, 0.25f, N, C);
+    residual_forward(r->o[9] + N * C, inp, dout, N * C);
     struct attn_shape s = {2, 70, 4, 2, 16, 0};
     float *scr = malloc(s.B * s.nh * s.T * s.T * sizeof(float));
     attention_forward(r->o[11], r->o[10] + 2 * N, inp, &s);
-    attention_backward(r->o[11] + 10000, scr, dout, inp, r->o[10] + 2 * N,
-                       &s);
-    dropout_forward(r->o[10] + 2 * N + 39200, inp, 0.3f, 5, 3, C, 0, 8, C);
+    attention_backward(r->o[11] + 10000, scr, dout, inp, r->o[10] + 2 * N, &s);
+    dropout_forward(r->o[7] + C, inp, 0.3f, 5, 3, C, 0, N, C);
+    dropout_backward(r->o[7] + C + N * C, inp, 0.3f, 5, 3, C, 0, N, C);
     free(inp), free(w), free(b), free(dout), free(scr);
 }
 

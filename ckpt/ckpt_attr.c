@@ -225,8 +225,8 @@ static int root_identity(hid_t fid, const char *path, char *err)
         return -1;
     if (version != CKPT_VERSION)
         return ckpt_errf(err, "%s has checkpoint version %lld; this build "
-                              "reads version %d", path, (long long)version,
-                         CKPT_VERSION);
+                              "reads versions: " CKPT_VERSIONS_READ, path,
+                         (long long)version);
     rc = ckpt_attr_read_i64(fid, "complete", &complete, path, err);
     if (rc < 0)
         return -1;

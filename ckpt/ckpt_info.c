@@ -1,7 +1,8 @@
 /*
- * ckpt_info.c - `mpitron ckpt info`: print a checkpoint's root attributes
- * and every dataset with its shape.  Serial: one process opens the file
- * with the default (sec2) driver.
+ * ckpt_info.c - `mpitron ckpt info`: check the manifest, then print a
+ * checkpoint's root attributes and every dataset with its shape, chunks
+ * and checksum.  Serial: one process opens the file with the default
+ * (sec2) driver.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -38,11 +39,37 @@ static void type_name(hid_t dset, char *buf, size_t len)
         H5Tclose(t);
 }
 
+/* "chunks (341,768) fletcher32", "contiguous no checksum", ... */
+static void layout_name(hid_t dset, int nd, char *buf, size_t len)
+{
+    hid_t dcpl = H5Dget_create_plist(dset);
+    hsize_t chunk[H5S_MAX_RANK];
+    char shape[160] = "";
+    int fl = 0, nf = dcpl >= 0 ? H5Pget_nfilters(dcpl) : 0;
+    H5D_layout_t lay = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
+
+    if (lay == H5D_CHUNKED && H5Pget_chunk(dcpl, nd, chunk) == nd)
+        ckpt_hshape_str(shape, sizeof shape, nd, chunk);
+    for (int i = 0; i < nf; i++) {
+        unsigned flags = 0, conf = 0;
+        size_t nelem = 0;
+        char name[32];
+        if (H5Pget_filter2(dcpl, (unsigned)i, &flags, &nelem, NULL,
+                           sizeof name, name, &conf) == H5Z_FILTER_FLETCHER32)
+            fl = 1;
+    }
+    snprintf(buf, len, "%s%s %s", lay == H5D_CHUNKED ? "chunks " :
+             lay == H5D_CONTIGUOUS ? "contiguous" : "other layout", shape,
+             fl ? "fletcher32" : "NO CHECKSUM");
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+}
+
 static herr_t info_visit(hid_t root, const char *name, const H5L_info_t *li,
                          void *arg)
 {
     struct info_walk *w = arg;
-    char shape[160], tname[32];
+    char shape[160], tname[32], lname[200];
     hsize_t dims[H5S_MAX_RANK];
     int64_t elems = 1;
     hid_t obj, space;
@@ -69,8 +96,9 @@ static herr_t info_visit(hid_t root, const char *name, const H5L_info_t *li,
         elems *= (int64_t)dims[d];
     ckpt_hshape_str(shape, sizeof shape, nd, dims);
     type_name(obj, tname, sizeof tname);
+    layout_name(obj, nd, lname, sizeof lname);
     H5Oclose(obj);
-    fprintf(w->out, "  /%-40s %-20s %s\n", name, shape, tname);
+    fprintf(w->out, "  /%-40s %-16s %-8s %s\n", name, shape, tname, lname);
     w->n_datasets++;
     w->n_total += elems;
     if (strncmp(name, "model/", 6) == 0)
@@ -130,8 +158,8 @@ static int print_identity(FILE *out, hid_t fid, const char *path, char *err)
     if (ckpt_attr_read_i64(fid, "version", &version, path, err) != 0 ||
         version != CKPT_VERSION)
         return ckpt_errf(err, "%s has checkpoint version %lld; this build "
-                              "reads version %d", path, (long long)version,
-                         CKPT_VERSION);
+                              "reads versions: " CKPT_VERSIONS_READ, path,
+                         (long long)version);
     rc = ckpt_attr_read_i64(fid, "complete", &complete, path, err);
     fprintf(out, "%-12s %s\n%-12s %s version %d, %s\n", "file", path,
             "format", CKPT_FORMAT, CKPT_VERSION,
@@ -140,21 +168,30 @@ static int print_identity(FILE *out, hid_t fid, const char *path, char *err)
     return 0;
 }
 
+/* The manifest line: what was checked before the file was opened. */
+static void print_manifest(FILE *out, const char *path)
+{
+    struct ckpt_manifest m;
+    char e[CKPT_ERRMAX];
+
+    if (ckpt_manifest_load(path, &m, e) == 0)
+        fprintf(out, "%-12s ok: %" PRIu64 " bytes, %" PRId64 " blocks of "
+                     "%" PRIu64 " bytes, %zu data ranges\n", "manifest",
+                m.size, m.nblocks, m.block, m.ext.n);
+    ckpt_manifest_free(&m);
+}
+
 int ckpt_print_info(const char *path, FILE *out, char *err, size_t errlen)
 {
     char e[CKPT_ERRMAX] = "", scratch[CKPT_ERRMAX];
     struct info_walk w = {out, 0, 0, 0};
     struct ckpt_h5_quiet q;
-    struct stat st;
     hid_t fid = -1;
     int rc = 0;
 
     ckpt_h5_quiet_begin(&q);
-    if (stat(path, &st) != 0)
-        rc = ckpt_errf(e, "%s: %s", path, strerror(errno));
-    else if (S_ISDIR(st.st_mode))
-        rc = ckpt_errf(e, "%s: is a directory, not a checkpoint file", path);
-    else if (H5Fis_hdf5(path) <= 0)
+    rc = ckpt_manifest_check(MPI_COMM_NULL, path, NULL, e);
+    if (!rc && H5Fis_hdf5(path) <= 0)
         rc = ckpt_errf(e, "%s: not an HDF5 file, so not an mpitron "
                           "checkpoint", path);
     if (!rc && (fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
@@ -162,6 +199,7 @@ int ckpt_print_info(const char *path, FILE *out, char *err, size_t errlen)
     if (!rc)
         rc = print_identity(out, fid, path, e);
     if (!rc) {
+        print_manifest(out, path);
         print_attrs(out, fid, path, scratch);
         fprintf(out, "datasets:\n");
         if (H5Lvisit(fid, H5_INDEX_NAME, H5_ITER_INC, info_visit, &w) < 0)

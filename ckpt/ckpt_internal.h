@@ -20,13 +20,6 @@
 #define CKPT_ERRMAX 1024
 #define CKPT_PATHMAX 4096
 
-/* Datasets of at least CKPT_ALIGN_THRESHOLD bytes start on a multiple of
- * CKPT_ALIGN: one file-system stripe (Lustre's default) so that a rank's
- * hyperslab of a large tensor does not straddle stripes needlessly.  The
- * gaps are never written, so they stay holes on most file systems. */
-#define CKPT_ALIGN_THRESHOLD ((hsize_t)1 << 20)
-#define CKPT_ALIGN ((hsize_t)1 << 20)
-
 #if defined(__GNUC__)
 #define CKPT_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
@@ -69,9 +62,11 @@ int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,
                        char *err);
 
 /* Property lists; each returns a new id (caller closes) or a negative value
- * with err set.  fapl: MPI-IO on comm, collective metadata, alignment.
- * dxpl: collective transfers.  dcpl: the layout of one tensor's dataset
- * (contiguous, no fill; chunking and Fletcher32 go here). */
+ * with err set.  fapl: MPI-IO on comm, collective metadata.  dxpl:
+ * collective transfers.  dcpl: the layout of one tensor's dataset (see
+ * the format in ckpt.h: chunks of whole rows up to CKPT_CHUNK_BYTES with
+ * Fletcher32; contiguous when it has no element; allocated early, never
+ * filled). */
 hid_t ckpt_fapl_mpio(MPI_Comm comm, char *err);
 hid_t ckpt_dxpl_collective(char *err);
 hid_t ckpt_dcpl_create(int ndim, const hsize_t *dims, char *err);
@@ -113,5 +108,114 @@ int ckpt_attr_read_str(hid_t obj, const char *name, char **out,
  * rank calls it on the same file.  Returns 0 or -1 with err. */
 int ckpt_root_check(hid_t fid, const char *path, struct ckpt_meta *meta,
                     char *err);
+
+/* ---- manifest (ckpt_manifest.c, ckpt_check.c) ------------------------ */
+
+#define CKPT_MANIFEST_MAX ((size_t)64 << 20) /* larger: not ours */
+
+/* A byte range of the file holding data of dataset name (not owned). */
+struct ckpt_extent {
+    const char *name;
+    uint64_t off, len;
+};
+
+struct ckpt_extents {
+    struct ckpt_extent *e;
+    size_t n, cap;
+};
+
+/* Appends [off, off+len) of name, merged with the previous range when it
+ * is the same dataset and adjacent.  0, or -1 with err (out of memory). */
+int ckpt_extents_add(struct ckpt_extents *x, const char *name, uint64_t off,
+                     uint64_t len, char *err);
+void ckpt_extents_free(struct ckpt_extents *x);
+
+/* A parsed manifest.  Names in ext point into text; everything is owned
+ * and released by ckpt_manifest_free. */
+struct ckpt_manifest {
+    char *text;
+    const char *file;
+    uint64_t size, block;
+    int64_t nblocks;
+    uint64_t *hash;
+    struct ckpt_extents ext;
+};
+
+/* ceil(size / block) */
+int64_t ckpt_manifest_nblocks(uint64_t size, uint64_t block);
+
+/* Reads and parses PATH.manifest (an untrusted file: every field is
+ * checked, the self hash first).  Returns 0, 1 when it does not exist
+ * (err says so), or -1 with err.  m is zeroed first and must be freed in
+ * every case. */
+int ckpt_manifest_load(const char *path, struct ckpt_manifest *m, char *err);
+void ckpt_manifest_free(struct ckpt_manifest *m);
+
+/* The manifest text for a file of base name fname (malloc'ed, caller
+ * frees; NULL when out of memory). */
+char *ckpt_manifest_text(const char *fname, uint64_t size, uint64_t block,
+                         const uint64_t *hash, int64_t nblocks,
+                         const struct ckpt_extents *x);
+
+/* Writes text as FINAL.manifest durably: FINAL.manifest.tmp, fsync,
+ * rename (the caller fsyncs the directory).  0 or -1 with err; the .tmp
+ * is removed on failure. */
+int ckpt_manifest_write(const char *final, const char *text, char *err);
+
+/* XXH64 of blocks i (i % nprocs == rank) of the open fd into hash[i]; the
+ * other entries are left alone.  0 or -1 with err naming path and
+ * offset. */
+int ckpt_hash_blocks(int fd, const char *path, uint64_t size, uint64_t block,
+                     int rank, int nprocs, uint64_t *hash, char *err);
+
+/* The manifest check of ckpt_check_manifest on an internal err
+ * (CKPT_ERRMAX).  comm == MPI_COMM_NULL: serial, no MPI call at all. */
+int ckpt_manifest_check(MPI_Comm comm, const char *path, FILE *report,
+                        char *err);
+
+/* ---- shared by the readers (ckpt_read.c) --------------------------------- */
+
+/* Collective, agreed: stat, manifest check, H5Fis_hdf5, then H5Fopen
+ * read-only through MPI-IO and the root attribute check (meta as in
+ * ckpt_root_check, may be NULL).  On success *fid is open on every rank;
+ * on failure nothing is left open. */
+int ckpt_open_checked(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
+                      hid_t *fid, char *err);
+
+/* ckpt_open_checked without the manifest check, for a caller that has
+ * just run it. */
+int ckpt_open_h5(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
+                 hid_t *fid, char *err);
+
+/* ---- the checkpoint directory (ckpt_resolve.c) --------------------------- */
+
+/* One step_N.h5 or step_N.h5.partial found in a checkpoint directory. */
+struct ckpt_entry {
+    int64_t step;
+    int partial;
+    char name[64];
+};
+
+/* The checkpoint directory of arg: arg/ckpt when that is a directory,
+ * else arg.  0, or -1 with err when the path is too long. */
+int ckpt_dir_of(const char *arg, char *dir, size_t len, char *err);
+
+/* step_N.h5 and step_N.h5.partial entries of dir, sorted by step, .h5
+ * before .partial.  *out is malloc'ed (caller frees, may be NULL when
+ * *n == 0).  0, or -1 with err (opendir failed, out of memory). */
+int ckpt_dir_scan(const char *dir, struct ckpt_entry **out, int *n,
+                  char *err);
+
+/* The file name DIR/latest holds (trimmed), or "" when there is none. */
+void ckpt_latest_name(const char *dir, char *name, size_t len);
+
+/* ---- write helpers (ckpt_write.c) ---------------------------------------- */
+
+/* open(path, flags), fsync, close.  Directories take O_RDONLY. */
+int ckpt_fsync_path(const char *path, int flags, char *err);
+
+/* The fault-injection hook of ckpt.h: called by every rank after each of
+ * the n datasets of path (done of them written). */
+void ckpt_fault_point(int rank, int done, int n, const char *path);
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * ckpt_read.c - ckpt_read_meta and ckpt_read_tensors: open a checkpoint
- * collectively, check what it is, check every tensor, then read.
+ * ckpt_read.c - ckpt_read_meta and ckpt_read_tensors: check the manifest,
+ * open a checkpoint collectively, check what it is, check every tensor,
+ * then read (HDF5 checks every chunk's Fletcher32).
  *
  * Every check ends in ckpt_agree(), so all ranks fail together and no rank
  * waits in a collective the others have left.
@@ -16,19 +17,12 @@
 
 #include "ckpt_internal.h"
 
-/* Rank 0: is path a regular HDF5 file?  Gives a clearer message than
- * H5Fopen's for the common mistakes. */
+/* Rank 0, once the manifest check passed: is it an HDF5 file at all?
+ * (A foreign file with a forged manifest gets this far.) */
 static int probe(const char *path, char *err)
 {
-    struct stat st;
-    htri_t h5;
+    htri_t h5 = H5Fis_hdf5(path);
 
-    if (stat(path, &st) != 0)
-        return ckpt_errf(err, "%s: %s", path, strerror(errno));
-    if (S_ISDIR(st.st_mode))
-        return ckpt_errf(err, "%s: is a directory, not a checkpoint file",
-                         path);
-    h5 = H5Fis_hdf5(path);
     if (h5 < 0)
         return ckpt_h5_fail(err, path, "H5Fis_hdf5");
     if (h5 == 0)
@@ -37,11 +31,17 @@ static int probe(const char *path, char *err)
     return 0;
 }
 
-/* Opens path read-only on every rank of comm and checks its root
- * attributes (reading them into meta when not NULL).  Agreed.  On success
- * *fid is open everywhere; on failure nothing is left open. */
-static int open_checked(MPI_Comm comm, const char *path,
-                        struct ckpt_meta *meta, hid_t *fid, char *err)
+int ckpt_open_checked(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
+                      hid_t *fid, char *err)
+{
+    *fid = -1;
+    if (ckpt_manifest_check(comm, path, NULL, err))
+        return -1;
+    return ckpt_open_h5(comm, path, meta, fid, err);
+}
+
+int ckpt_open_h5(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
+                 hid_t *fid, char *err)
 {
     int rank, rc;
     hid_t fapl;
@@ -83,7 +83,7 @@ int ckpt_read_meta(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
 
     ckpt_h5_quiet_begin(&q);
     meta->config_text = NULL;
-    rc = open_checked(comm, path, meta, &fid, e);
+    rc = ckpt_open_checked(comm, path, meta, &fid, e);
     if (!rc && H5Fclose(fid) < 0)
         rc = ckpt_h5_fail(e, path, "H5Fclose");
     rc = ckpt_agree(comm, rc, e);
@@ -228,7 +228,7 @@ int ckpt_read_tensors(MPI_Comm comm, const char *path,
         rc = ckpt_agree(comm, dsets ? 0 : ckpt_errf(e, "out of memory"), e);
     }
     if (!rc)
-        rc = open_checked(comm, path, NULL, &fid, e);
+        rc = ckpt_open_checked(comm, path, NULL, &fid, e);
     if (!rc) {
         for (int i = 0; i < n; i++)
             dsets[i] = -1;

@@ -1,6 +1,7 @@
 /*
  * ckpt_resolve.c - turn a checkpoint argument (file, run directory or
- * ckpt directory) into a file path.  POSIX only, not collective.
+ * ckpt directory) into a file path; list a checkpoint directory.  POSIX
+ * only, not collective.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -39,25 +40,31 @@ static int out_path(char *path, size_t pathlen, const char *dir,
     return 0;
 }
 
+void ckpt_latest_name(const char *dir, char *name, size_t len)
+{
+    char lp[CKPT_PATHMAX];
+    FILE *f;
+    size_t n;
+
+    name[0] = '\0';
+    if (ckpt_fmt(lp, sizeof lp, "%s/latest", dir) || !(f = fopen(lp, "r")))
+        return;
+    if (!fgets(name, (int)len, f))
+        name[0] = '\0';
+    fclose(f);
+    n = strlen(name);
+    while (n > 0 && (name[n - 1] == '\n' || name[n - 1] == '\r' ||
+                     name[n - 1] == ' '))
+        name[--n] = '\0';
+}
+
 /* The file named by DIR/latest when it exists: 0, else 1. */
 static int from_latest(const char *dir, char *path, size_t pathlen, char *err)
 {
-    char lp[CKPT_PATHMAX], name[CKPT_PATHMAX], full[CKPT_PATHMAX];
-    FILE *f;
-    size_t len;
+    char name[CKPT_PATHMAX], full[CKPT_PATHMAX];
 
-    ckpt_fmt(lp, sizeof lp, "%s/latest", dir);
-    f = fopen(lp, "r");
-    if (!f)
-        return 1;
-    if (!fgets(name, sizeof name, f))
-        name[0] = '\0';
-    fclose(f);
-    len = strlen(name);
-    while (len > 0 && (name[len - 1] == '\n' || name[len - 1] == '\r' ||
-                       name[len - 1] == ' '))
-        name[--len] = '\0';
-    if (len == 0)
+    ckpt_latest_name(dir, name, sizeof name);
+    if (!name[0])
         return 1;
     if (name[0] == '/')
         ckpt_fmt(full, sizeof full, "%s", name);
@@ -68,8 +75,9 @@ static int from_latest(const char *dir, char *path, size_t pathlen, char *err)
     return out_path(path, pathlen, dir, name, err) ? -1 : 0;
 }
 
-/* Step number of "step_<digits>.h5", or -1. */
-static long long step_of(const char *name)
+/* Step number of "step_<digits>.h5" (*partial = 0) or
+ * "step_<digits>.h5.partial" (*partial = 1), else -1. */
+static long long step_of(const char *name, int *partial)
 {
     const char *p = name + 5;
     long long s = 0;
@@ -81,30 +89,81 @@ static long long step_of(const char *name)
             return -1;
         s = s * 10 + (*p - '0');
     }
-    return strcmp(p, ".h5") == 0 ? s : -1;
+    *partial = strcmp(p, ".h5.partial") == 0;
+    return *partial || strcmp(p, ".h5") == 0 ? s : -1;
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    const struct ckpt_entry *x = a, *y = b;
+
+    if (x->step != y->step)
+        return x->step < y->step ? -1 : 1;
+    return x->partial - y->partial;
+}
+
+int ckpt_dir_scan(const char *dir, struct ckpt_entry **out, int *n,
+                  char *err)
+{
+    struct ckpt_entry *v = NULL;
+    struct dirent *de;
+    int cap = 0, partial;
+    DIR *d = opendir(dir);
+
+    *out = NULL;
+    *n = 0;
+    if (!d)
+        return ckpt_errf(err, "opendir(%s): %s", dir, strerror(errno));
+    while ((de = readdir(d)) != NULL) {
+        long long s = step_of(de->d_name, &partial);
+        if (s < 0 || strlen(de->d_name) >= sizeof v->name)
+            continue;
+        if (*n == cap) {
+            struct ckpt_entry *p;
+            cap = cap ? 2 * cap : 32;
+            p = realloc(v, sizeof *v * (size_t)cap);
+            if (!p) {
+                closedir(d);
+                free(v);
+                *n = 0;
+                return ckpt_errf(err, "%s: out of memory", dir);
+            }
+            v = p;
+        }
+        v[*n].step = s;
+        v[*n].partial = partial;
+        ckpt_fmt(v[*n].name, sizeof v->name, "%s", de->d_name);
+        (*n)++;
+    }
+    closedir(d);
+    if (*n > 0)
+        qsort(v, (size_t)*n, sizeof *v, entry_cmp);
+    *out = v;
+    return 0;
 }
 
 /* Highest step_*.h5 in dir: 0, 1 when there is none, -1 on error. */
 static int from_scan(const char *dir, char *path, size_t pathlen, char *err)
 {
-    char best[256] = "";
-    long long best_step = -1;
-    struct dirent *de;
-    DIR *d = opendir(dir);
+    struct ckpt_entry *v;
+    int n, rc = 1;
 
-    if (!d)
-        return ckpt_errf(err, "opendir(%s): %s", dir, strerror(errno));
-    while ((de = readdir(d)) != NULL) {
-        long long s = step_of(de->d_name);
-        if (s > best_step && strlen(de->d_name) < sizeof best) {
-            best_step = s;
-            ckpt_fmt(best, sizeof best, "%s", de->d_name);
-        }
-    }
-    closedir(d);
-    if (best_step < 0)
-        return 1;
-    return out_path(path, pathlen, dir, best, err) ? -1 : 0;
+    if (ckpt_dir_scan(dir, &v, &n, err))
+        return -1;
+    for (int i = n - 1; i >= 0 && rc == 1; i--)
+        if (!v[i].partial)
+            rc = out_path(path, pathlen, dir, v[i].name, err) ? -1 : 0;
+    free(v);
+    return rc;
+}
+
+int ckpt_dir_of(const char *arg, char *dir, size_t len, char *err)
+{
+    if (ckpt_fmt(dir, len, "%s/ckpt", arg))
+        return ckpt_errf(err, "%.200s...: path too long", arg);
+    if (!is_dir(dir) && ckpt_fmt(dir, len, "%s", arg))
+        return ckpt_errf(err, "%.200s...: path too long", arg);
+    return 0;
 }
 
 int ckpt_resolve(const char *arg, char *path, size_t pathlen, char *err,
@@ -136,9 +195,7 @@ int ckpt_resolve(const char *arg, char *path, size_t pathlen, char *err,
         return -1;
     }
     /* a run directory holds ckpt/; otherwise arg is the ckpt directory */
-    if (ckpt_fmt(dir, sizeof dir, "%s/ckpt", arg) ||
-        !is_dir(dir))
-        ckpt_fmt(dir, sizeof dir, "%s", arg);
+    ckpt_dir_of(arg, dir, sizeof dir, e);
     rc = from_latest(dir, path, pathlen, e);
     if (rc == 1)
         rc = from_scan(dir, path, pathlen, e);

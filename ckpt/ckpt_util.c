@@ -124,6 +124,9 @@ static int tensor_check_local(const struct ckpt_tensor *t, int i, char *err)
 
     if (!t->name || !t->name[0])
         return ckpt_errf(err, "tensor %d has no name", i);
+    if (strchr(t->name, '\n') || strlen(t->name) > 1024)
+        return ckpt_errf(err, "tensor %d: name '%.64s...' holds a newline or "
+                              "is longer than 1024 bytes", i, t->name);
     if (t->ndim < 1 || t->ndim > CKPT_MAX_DIMS)
         return ckpt_errf(err, "%s: ndim %d outside 1..%d", name, t->ndim,
                          CKPT_MAX_DIMS);
@@ -174,6 +177,9 @@ int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,
     return 0;
 }
 
+/* No H5Pset_alignment: a chunk is at most 1 MiB plus its 4-byte checksum,
+ * and a 1 MiB alignment would pad each one to the next MiB (the file
+ * would double). */
 hid_t ckpt_fapl_mpio(MPI_Comm comm, char *err)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -182,8 +188,7 @@ hid_t ckpt_fapl_mpio(MPI_Comm comm, char *err)
         return ckpt_h5_fail(err, "file access list", "H5Pcreate");
     if (H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL) < 0 ||
         H5Pset_all_coll_metadata_ops(fapl, 1) < 0 ||
-        H5Pset_coll_metadata_write(fapl, 1) < 0 ||
-        H5Pset_alignment(fapl, CKPT_ALIGN_THRESHOLD, CKPT_ALIGN) < 0) {
+        H5Pset_coll_metadata_write(fapl, 1) < 0) {
         ckpt_h5_fail(err, "file access list", "H5Pset_fapl_mpio");
         H5Pclose(fapl);
         return -1;
@@ -205,20 +210,45 @@ hid_t ckpt_dxpl_collective(char *err)
     return dxpl;
 }
 
+/* Chunk dims of the format (ckpt.h): whole trailing dimensions while they
+ * fit in CKPT_CHUNK_BYTES, then as many slices of the next dimension as
+ * fit (at least one), 1 for the dimensions before. */
+static void chunk_dims(int ndim, const hsize_t *dims, hsize_t *chunk)
+{
+    hsize_t fit = CKPT_CHUNK_BYTES / sizeof(float); /* elements */
+    int d = ndim - 1;
+
+    for (int i = 0; i < ndim; i++)
+        chunk[i] = 1;
+    for (; d >= 0 && dims[d] <= fit; d--) {
+        chunk[d] = dims[d];
+        fit /= dims[d];
+    }
+    if (d >= 0)
+        chunk[d] = fit > 1 ? fit : 1;
+}
+
 hid_t ckpt_dcpl_create(int ndim, const hsize_t *dims, char *err)
 {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk[CKPT_MAX_DIMS], n = 1;
+    int rc;
 
-    (void)ndim; /* for chunk dims, once datasets are chunked */
-    (void)dims;
     if (dcpl < 0)
         return ckpt_h5_fail(err, "dataset creation list", "H5Pcreate");
-    /* Contiguous, space allocated at creation (required in parallel),
-     * never filled: every element is written by exactly one rank. */
-    if (H5Pset_layout(dcpl, H5D_CONTIGUOUS) < 0 ||
-        H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+    for (int d = 0; d < ndim; d++)
+        n *= dims[d];
+    chunk_dims(ndim, dims, chunk);
+    /* Space allocated at creation (required in parallel), never filled:
+     * every element is written by exactly one rank. */
+    if (n == 0)
+        rc = H5Pset_layout(dcpl, H5D_CONTIGUOUS);
+    else
+        rc = H5Pset_chunk(dcpl, ndim, chunk) < 0 ||
+             H5Pset_fletcher32(dcpl) < 0 ? -1 : 0;
+    if (rc < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
         H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0) {
-        ckpt_h5_fail(err, "dataset creation list", "H5Pset_layout");
+        ckpt_h5_fail(err, "dataset creation list", "H5Pset_chunk");
         H5Pclose(dcpl);
         return -1;
     }

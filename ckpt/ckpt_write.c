@@ -1,6 +1,7 @@
 /*
- * ckpt_write.c - ckpt_save: write DIR/step_N.h5.partial collectively, then
- * commit it on rank 0 (fsync, rename, fsync dir, replace `latest`).
+ * ckpt_write.c - ckpt_save: write DIR/step_N.h5.partial collectively
+ * (noting where each dataset's chunks landed), hash it on every rank,
+ * then commit it on rank 0 (manifest, rename, fsync dir, `latest`).
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -10,8 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ckpt_internal.h"
@@ -47,8 +51,7 @@ static int mkdir_p(const char *dir, char *err)
     return 0;
 }
 
-/* open(path, flags), fsync, close.  Directories take O_RDONLY. */
-static int fsync_path(const char *path, int flags, char *err)
+int ckpt_fsync_path(const char *path, int flags, char *err)
 {
     int fd = open(path, flags);
 
@@ -92,33 +95,12 @@ static int latest_write(const char *dir, const char *name, char *err)
         ckpt_errf(err, "rename(%s, %s): %s", tmp, dst, strerror(errno));
         goto fail_unlink;
     }
-    return fsync_path(dir, O_RDONLY, err);
+    return ckpt_fsync_path(dir, O_RDONLY, err);
 fail_close:
     close(fd);
 fail_unlink:
     unlink(tmp);
     return -1;
-}
-
-/* Rank 0 after every rank closed the file: make it durable and name it. */
-static int commit(const char *dir, const char *partial, const char *final,
-                  const char *name, char *err)
-{
-    if (fsync_path(partial, O_RDONLY, err))
-        return -1;
-    if (rename(partial, final) != 0)
-        return ckpt_errf(err, "rename(%s, %s): %s", partial, final,
-                         strerror(errno));
-    if (fsync_path(dir, O_RDONLY, err))
-        return -1;
-    if (latest_write(dir, name, err)) {
-        char m[CKPT_ERRMAX];
-        ckpt_fmt(m, sizeof m, "%.300s is complete but `latest` was not "
-                              "updated: %.600s", final, err);
-        memcpy(err, m, sizeof m);
-        return -1;
-    }
-    return 0;
 }
 
 /* Rank 0's meta on every rank (they must agree on attribute values: HDF5
@@ -166,9 +148,67 @@ static int write_attrs(hid_t fid, const char *path, const struct ckpt_meta *m,
     return 0;
 }
 
-/* Creates t's dataset (intermediate groups through lcpl) and writes this
- * rank's hyperslab collectively. */
-static int write_tensor(hid_t fid, const char *path, const struct ckpt_tensor *t,
+/* One save in progress: its names and where its data landed. */
+struct save {
+    MPI_Comm comm;
+    int rank;
+    const char *dir;
+    char name[64];
+    char final[CKPT_PATHMAX], partial[CKPT_PATHMAX];
+    struct ckpt_extents ext;
+    double need;      /* bytes of tensor data: a lower bound of the size */
+    double reserve;   /* bytes reserved before writing: an upper bound */
+    int manifest_written, renamed;
+};
+
+static double free_bytes(const char *dir);
+
+/* Byte ranges of dset's data in the file (every rank calls this: with
+ * collective metadata reads the calls must match). */
+static int tensor_extents(hid_t dset, const struct ckpt_tensor *t,
+                          struct ckpt_extents *x, const char *what, char *err)
+{
+    hsize_t dims[CKPT_MAX_DIMS], chunk[CKPT_MAX_DIMS], off[CKPT_MAX_DIMS];
+    hsize_t size = 0, nchunks = 1;
+    haddr_t addr;
+    hid_t dcpl = H5Dget_create_plist(dset);
+    H5D_layout_t lay = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
+    int ok = lay == H5D_CONTIGUOUS ||
+             (lay == H5D_CHUNKED && H5Pget_chunk(dcpl, t->ndim, chunk) >= 0);
+
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
+    if (!ok)
+        return ckpt_h5_fail(err, what, "H5Pget_layout");
+    if (lay == H5D_CONTIGUOUS) {
+        addr = H5Dget_offset(dset);
+        return addr == HADDR_UNDEF ? 0 : ckpt_extents_add(x, t->name, addr,
+                                                H5Dget_storage_size(dset), err);
+    }
+    for (int d = 0; d < t->ndim; d++) {
+        dims[d] = (hsize_t)t->gshape[d];
+        nchunks *= (dims[d] + chunk[d] - 1) / chunk[d];
+    }
+    for (hsize_t k = 0; k < nchunks; k++) {
+        unsigned mask = 0;
+        hsize_t r = k;
+        for (int d = t->ndim - 1; d >= 0; d--) {
+            hsize_t n = (dims[d] + chunk[d] - 1) / chunk[d];
+            off[d] = (r % n) * chunk[d];
+            r /= n;
+        }
+        if (H5Dget_chunk_info_by_coord(dset, off, &mask, &addr, &size) < 0)
+            return ckpt_h5_fail(err, what, "H5Dget_chunk_info_by_coord");
+        if (addr != HADDR_UNDEF &&
+            ckpt_extents_add(x, t->name, addr, size, err))
+            return -1;
+    }
+    return 0;
+}
+
+/* Creates t's dataset (intermediate groups through lcpl), writes this
+ * rank's hyperslab collectively and notes where its chunks are. */
+static int write_tensor(hid_t fid, struct save *s, const struct ckpt_tensor *t,
                         hid_t lcpl, hid_t dxpl, char *err)
 {
     static float dummy;
@@ -177,7 +217,7 @@ static int write_tensor(hid_t fid, const char *path, const struct ckpt_tensor *t
     hid_t fspace, dcpl = -1, dset = -1, mspace = -1;
     int rc = -1;
 
-    ckpt_fmt(what, sizeof what, "%s: %s", path, t->name);
+    ckpt_fmt(what, sizeof what, "%s: %s", s->partial, t->name);
     for (int d = 0; d < t->ndim; d++)
         dims[d] = (hsize_t)t->gshape[d];
     fspace = H5Screate_simple(t->ndim, dims, NULL);
@@ -199,7 +239,7 @@ static int write_tensor(hid_t fid, const char *path, const struct ckpt_tensor *t
         ckpt_h5_fail(err, what, "H5Dwrite");
         goto out;
     }
-    rc = 0;
+    rc = tensor_extents(dset, t, &s->ext, what, err);
 out:
     if (mspace >= 0)
         H5Sclose(mspace);
@@ -214,11 +254,11 @@ out:
 /* The body of the file on an open fid: attributes, tensors (agreed one by
  * one so that no rank enters a collective the others skip), a flush so
  * that everything precedes `complete` on disk, then `complete`. */
-static int write_body(MPI_Comm comm, hid_t fid, const char *path,
-                      const struct ckpt_meta *m, const struct ckpt_tensor *t,
-                      int n, char *err)
+static int write_body(struct save *s, hid_t fid, const struct ckpt_meta *m,
+                      const struct ckpt_tensor *t, int n, char *err)
 {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dxpl = ckpt_dxpl_collective(err);
+    const char *path = s->partial;
     int rc = 0;
 
     if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
@@ -227,15 +267,19 @@ static int write_body(MPI_Comm comm, hid_t fid, const char *path,
         rc = -1;
     if (!rc)
         rc = write_attrs(fid, path, m, err);
-    rc = ckpt_agree(comm, rc, err);
-    for (int i = 0; rc == 0 && i < n; i++)
-        rc = ckpt_agree(comm, write_tensor(fid, path, &t[i], lcpl, dxpl, err),
+    rc = ckpt_agree(s->comm, rc, err);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        rc = ckpt_agree(s->comm, write_tensor(fid, s, &t[i], lcpl, dxpl, err),
                         err);
+        ckpt_fault_point(s->rank, i + 1, n, path);
+    }
     if (!rc && H5Fflush(fid, H5F_SCOPE_GLOBAL) < 0)
         rc = ckpt_h5_fail(err, path, "H5Fflush");
     if (!rc)
         rc = ckpt_attr_write_i64(fid, "complete", 1, path, err);
-    rc = ckpt_agree(comm, rc, err);
+    if (!rc && H5Fflush(fid, H5F_SCOPE_GLOBAL) < 0) /* fail before close */
+        rc = ckpt_h5_fail(err, path, "H5Fflush");
+    rc = ckpt_agree(s->comm, rc, err);
     if (lcpl >= 0)
         H5Pclose(lcpl);
     if (dxpl >= 0)
@@ -243,80 +287,335 @@ static int write_body(MPI_Comm comm, hid_t fid, const char *path,
     return rc;
 }
 
-/* Creates, fills and closes the .partial file.  Agreed. */
-static int write_file(MPI_Comm comm, const char *path,
-                      const struct ckpt_meta *m, const struct ckpt_tensor *t,
-                      int n, char *err)
+/* Closes fid after a failed write.  HDF5 1.10 frees a file whose close
+ * fails but keeps its id, and crashes at exit closing it again; the close
+ * flushes metadata, which fails on a full disk.  So rank 0 first empties
+ * the .partial (it is deleted anyway): the few metadata writes of the
+ * close then find space. */
+static void close_failed(struct save *s, hid_t fid, char *err)
 {
-    hid_t fapl = ckpt_fapl_mpio(comm, err), fid = -1;
+    if (s->rank == 0 && truncate(s->partial, 0) != 0 && errno != ENOENT)
+        fprintf(stderr, "mpitron: truncate(%s): %s\n", s->partial,
+                strerror(errno));
+    MPI_Barrier(s->comm);
+    if (H5Fclose(fid) < 0) {
+        size_t len = strlen(err);
+        snprintf(err + len, CKPT_ERRMAX - len, "; HDF5 could not close the "
+                 "file either (HDF5 1.10 may then crash at exit)");
+    }
+}
+
+/* Rank 0, on the freshly created .partial: reserve s->reserve bytes of
+ * disk without changing the file size, so that the collective writes do
+ * not run out of space half-way (Open MPI's MPI-IO does not report such
+ * errors consistently on every rank, and HDF5 1.10 cannot then close the
+ * file).  Not supported by the file system: nothing is reserved. */
+static int reserve_space(struct save *s, char *err)
+{
+#ifdef FALLOC_FL_KEEP_SIZE
+    int fd = open(s->partial, O_WRONLY), rc = 0, e;
+
+    if (fd < 0)
+        return ckpt_errf(err, "open(%s): %s", s->partial, strerror(errno));
+    if (fallocate(fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)s->reserve) != 0) {
+        e = errno;
+        if (e == ENOSPC || e == EDQUOT || e == EFBIG)
+            rc = ckpt_errf(err, "%s: not enough space: reserving %.0f bytes "
+                                "failed: %s (%.0f bytes free)", s->partial,
+                           s->reserve, strerror(e), free_bytes(s->dir));
+    }
+    close(fd);
+    return rc;
+#else
+    (void)s;
+    (void)err;
+    return 0;
+#endif
+}
+
+/* Creates, fills and closes the .partial file.  Agreed. */
+static int write_file(struct save *s, const struct ckpt_meta *m,
+                      const struct ckpt_tensor *t, int n, char *err)
+{
+    hid_t fapl = ckpt_fapl_mpio(s->comm, err), fid = -1;
     int rc = fapl < 0 ? -1 : 0;
 
     if (!rc) {
-        fid = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+        fid = H5Fcreate(s->partial, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
         if (fid < 0)
-            rc = ckpt_h5_fail(err, path, "H5Fcreate");
+            rc = ckpt_h5_fail(err, s->partial, "H5Fcreate");
     }
     if (fapl >= 0)
         H5Pclose(fapl);
     /* If H5Fcreate failed on some ranks only, the id stays open where it
      * succeeded: closing it is collective and would hang. */
-    if (ckpt_agree(comm, rc, err))
+    if (ckpt_agree(s->comm, rc, err))
         return -1;
-    rc = write_body(comm, fid, path, m, t, n, err);
-    if (H5Fclose(fid) < 0 && rc == 0)
-        rc = ckpt_h5_fail(err, path, "H5Fclose");
-    return ckpt_agree(comm, rc, err);
+    rc = ckpt_agree(s->comm, s->rank == 0 ? reserve_space(s, err) : 0, err);
+    if (!rc)
+        rc = write_body(s, fid, m, t, n, err);
+    if (rc) {
+        close_failed(s, fid, err);
+        return -1;
+    }
+    if (H5Fclose(fid) < 0)
+        rc = ckpt_h5_fail(err, s->partial, "H5Fclose");
+    return ckpt_agree(s->comm, rc, err);
+}
+
+/* Every rank: fsync the closed .partial (on a parallel file system each
+ * client flushes its own writes) and hash its blocks; rank 0 first gives
+ * back the reserved space past the end of the file, and gets the size and
+ * every hash in *hash (malloc'ed, caller frees).  Agreed. */
+static int hash_partial(struct save *s, uint64_t *size, uint64_t **hash,
+                        int64_t *nb, char *err)
+{
+    uint64_t *mine = NULL;
+    struct stat st;
+    int nprocs, rc = 0, fd = open(s->partial, O_RDONLY);
+
+    MPI_Comm_size(s->comm, &nprocs);
+    *hash = NULL;
+    if (fd >= 0 && s->rank == 0 && fstat(fd, &st) == 0)
+        (void)!truncate(s->partial, st.st_size);
+    if (fd < 0)
+        rc = ckpt_errf(err, "open(%s): %s", s->partial, strerror(errno));
+    else if (fsync(fd) != 0 || fstat(fd, &st) != 0)
+        rc = ckpt_errf(err, "fsync(%s): %s", s->partial, strerror(errno));
+    *size = rc ? 0 : (uint64_t)st.st_size;
+    if (ckpt_agree(s->comm, rc, err))
+        goto out;
+    MPI_Bcast(size, 1, MPI_UINT64_T, 0, s->comm);
+    *nb = ckpt_manifest_nblocks(*size, CKPT_MANIFEST_BLOCK);
+    mine = calloc((size_t)*nb + 1, sizeof *mine);
+    if (s->rank == 0)
+        *hash = calloc((size_t)*nb + 1, sizeof **hash);
+    if (!mine || (s->rank == 0 && !*hash))
+        rc = ckpt_errf(err, "%s: out of memory for the block hashes",
+                       s->partial);
+    if (!rc)
+        rc = ckpt_hash_blocks(fd, s->partial, *size, CKPT_MANIFEST_BLOCK,
+                              s->rank, nprocs, mine, err);
+    if (ckpt_agree(s->comm, rc, err) == 0)
+        MPI_Reduce(mine, *hash, (int)*nb, MPI_UINT64_T, MPI_BOR, 0, s->comm);
+    else
+        rc = -1;
+out:
+    if (fd >= 0)
+        close(fd);
+    free(mine);
+    if (rc) {
+        free(*hash);
+        *hash = NULL;
+    }
+    return rc ? -1 : 0;
+}
+
+/* Rank 0, once the data is durable: the manifest, the rename, the
+ * directory, `latest`. */
+static int commit(struct save *s, uint64_t size, const uint64_t *hash,
+                  int64_t nb, char *err)
+{
+    char *text = ckpt_manifest_text(s->name, size, CKPT_MANIFEST_BLOCK, hash,
+                                    nb, &s->ext);
+    int rc;
+
+    if (!text)
+        return ckpt_errf(err, "%s: out of memory for the manifest", s->final);
+    rc = ckpt_manifest_write(s->final, text, err);
+    free(text);
+    if (rc)
+        return -1;
+    s->manifest_written = 1;
+    if (rename(s->partial, s->final) != 0)
+        return ckpt_errf(err, "rename(%s, %s): %s", s->partial, s->final,
+                         strerror(errno));
+    s->renamed = 1;
+    if (ckpt_fsync_path(s->dir, O_RDONLY, err))
+        return -1;
+    if (latest_write(s->dir, s->name, err)) {
+        char m[CKPT_ERRMAX];
+        ckpt_fmt(m, sizeof m, "%.300s is complete but `latest` was not "
+                              "updated: %.600s", s->final, err);
+        memcpy(err, m, sizeof m);
+        return -1;
+    }
+    return 0;
 }
 
 /* File names for step: DIR/step_%08lld.h5 and its .partial. */
-static int save_names(const char *dir, int64_t step, char *name,
-                      char *final, char *partial, char *err)
+static int save_names(struct save *s, int64_t step, char *err)
 {
     int a, b;
 
     if (step < 0)
-        return ckpt_errf(err, "%s: negative step %lld", dir, (long long)step);
-    snprintf(name, 64, "step_%08lld.h5", (long long)step);
-    a = snprintf(final, CKPT_PATHMAX, "%s/%s", dir, name);
-    b = snprintf(partial, CKPT_PATHMAX, "%s/%s.partial", dir, name);
-    if (a < 0 || b < 0 || a >= CKPT_PATHMAX || b >= CKPT_PATHMAX)
-        return ckpt_errf(err, "%.200s...: checkpoint path too long", dir);
+        return ckpt_errf(err, "%s: negative step %lld", s->dir,
+                         (long long)step);
+    snprintf(s->name, sizeof s->name, "step_%08lld.h5", (long long)step);
+    a = snprintf(s->final, CKPT_PATHMAX, "%s/%s", s->dir, s->name);
+    b = snprintf(s->partial, CKPT_PATHMAX, "%s/%s.partial", s->dir, s->name);
+    if (a < 0 || b < 0 || a >= CKPT_PATHMAX - 16 || b >= CKPT_PATHMAX - 16)
+        return ckpt_errf(err, "%.200s...: checkpoint path too long", s->dir);
     return 0;
+}
+
+/* Bytes of tensor data in t (a lower bound of the file size) into
+ * s->need, and a generous upper bound into s->reserve: the data, a
+ * checksum per chunk, metadata per dataset and for the file. */
+static void size_bounds(struct save *s, const struct ckpt_tensor *t, int n)
+{
+    s->need = 0;
+    for (int i = 0; i < n; i++) {
+        double e = sizeof(float);
+        for (int d = 0; d < t[i].ndim; d++)
+            e *= (double)t[i].gshape[d];
+        s->need += e;
+    }
+    s->reserve = s->need + (s->need / (CKPT_CHUNK_BYTES / 2) + n) * 64 +
+                 8192.0 * n + 65536;
+}
+
+/* Free bytes in dir, or -1. */
+static double free_bytes(const char *dir)
+{
+    struct statvfs v;
+
+    if (statvfs(dir, &v) != 0)
+        return -1;
+    return (double)v.f_bavail * (double)v.f_frsize;
+}
+
+/* Rank 0 before the file is created: a stale .partial of this step goes,
+ * and a file system without room for the data fails the save cleanly
+ * (a write failing half-way is handled, but is best not reached). */
+static int space_check(struct save *s, char *err)
+{
+    double avail;
+
+    unlink(s->partial);
+    avail = free_bytes(s->dir);
+    if (avail >= 0 && avail < s->need)
+        return ckpt_errf(err, "%s: not enough space: the file system of %s "
+                              "has %.0f bytes free, this checkpoint needs at "
+                              "least %.0f", s->final, s->dir, avail, s->need);
+    return 0;
+}
+
+/* Every rank (each writes): a file-size limit (ulimit -f) below the
+ * file's upper bound would fail the writes half-way. */
+static int fsize_check(struct save *s, char *err)
+{
+    struct rlimit rl;
+
+    if (getrlimit(RLIMIT_FSIZE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (double)rl.rlim_cur < s->reserve)
+        return ckpt_errf(err, "%s: the file-size limit of this process "
+                              "(ulimit -f) is %llu bytes, this checkpoint "
+                              "needs up to %.0f", s->final,
+                         (unsigned long long)rl.rlim_cur, s->reserve);
+    return 0;
+}
+
+/* Rank 0 after a failed save: say so when the file system is full
+ * (before the removal frees space), then remove what the save left. */
+static void save_cleanup(struct save *s, char *err)
+{
+    char mp[CKPT_PATHMAX];
+    double avail = free_bytes(s->dir);
+    size_t len = strlen(err);
+
+    if (avail >= 0 && avail < s->reserve && !strstr(err, "not enough space"))
+        snprintf(err + len, CKPT_ERRMAX - len, " (the file system of %s has "
+                 "%.0f bytes free; this checkpoint needs about %.0f)", s->dir,
+                 avail, s->need);
+    if (s->renamed)
+        return; /* a complete checkpoint: only `latest` failed */
+    unlink(s->partial); /* may not exist */
+    if (s->manifest_written && !ckpt_fmt(mp, sizeof mp, "%s.manifest",
+                                         s->final))
+        unlink(mp);
+}
+
+/* The collective part of a save once names and meta are agreed. */
+static int save_run(struct save *s, const struct ckpt_meta *m,
+                    const struct ckpt_tensor *t, int n, char *err)
+{
+    uint64_t size = 0, *hash = NULL;
+    int64_t nb = 0;
+    int rc = 0;
+
+    size_bounds(s, t, n);
+    rc = fsize_check(s, err);
+    if (!rc && s->rank == 0 && (rc = mkdir_p(s->dir, err)) == 0)
+        rc = space_check(s, err);
+    if (ckpt_agree(s->comm, rc, err))
+        return -1;
+    rc = write_file(s, m, t, n, err);
+    if (!rc)
+        rc = hash_partial(s, &size, &hash, &nb, err);
+    if (!rc && s->rank == 0)
+        rc = commit(s, size, hash, nb, err);
+    free(hash);
+    if (ckpt_agree(s->comm, rc, err) == 0)
+        return 0;
+    if (s->rank == 0)
+        save_cleanup(s, err);
+    MPI_Bcast(err, CKPT_ERRMAX, MPI_CHAR, 0, s->comm);
+    return -1;
 }
 
 int ckpt_save(MPI_Comm comm, const char *dir, const struct ckpt_meta *meta,
               const struct ckpt_tensor *t, int n, char *path_out,
               size_t pathlen, char *err, size_t errlen)
 {
-    char e[CKPT_ERRMAX] = "", name[64];
-    char final[CKPT_PATHMAX], partial[CKPT_PATHMAX];
+    char e[CKPT_ERRMAX] = "";
+    struct save s;
     struct ckpt_meta m = {0};
     struct ckpt_h5_quiet q;
-    int rank, rc;
+    int rc;
 
-    MPI_Comm_rank(comm, &rank);
+    memset(&s, 0, sizeof s);
+    s.comm = comm;
+    s.dir = dir;
+    MPI_Comm_rank(comm, &s.rank);
     ckpt_h5_quiet_begin(&q);
     rc = ckpt_tensors_check(comm, t, n, e);
     if (!rc)
         rc = meta_bcast(comm, meta, &m, e);
     if (!rc)
-        rc = ckpt_agree(comm, save_names(dir, m.step, name, final, partial, e),
-                        e);
+        rc = ckpt_agree(comm, save_names(&s, m.step, e), e);
     if (!rc)
-        rc = ckpt_agree(comm, rank == 0 ? mkdir_p(dir, e) : 0, e);
-    if (!rc) {
-        rc = write_file(comm, partial, &m, t, n, e);
-        if (!rc && rank == 0)
-            rc = commit(dir, partial, final, name, e);
-        rc = ckpt_agree(comm, rc, e);
-        if (rc && rank == 0)
-            unlink(partial); /* may not exist; latest is untouched */
-    }
+        rc = save_run(&s, &m, t, n, e);
     free(m.config_text);
+    ckpt_extents_free(&s.ext);
     ckpt_h5_quiet_end(&q);
     if (!rc && path_out && pathlen > 0)
-        snprintf(path_out, pathlen, "%s", final);
+        snprintf(path_out, pathlen, "%s", s.final);
     if (rc)
         ckpt_err_out(err, errlen, e);
     return rc;
+}
+
+void ckpt_fault_point(int rank, int done, int n, const char *path)
+{
+    const char *f = getenv("MPITRON_CKPT_FAULT"), *p;
+    long ms = 0, at = n / 2 > 0 ? n / 2 : 1;
+    struct timespec ts;
+
+    if (!f || !(p = strstr(f, "stall_ms=")))
+        return;
+    ms = strtol(p + 9, NULL, 10);
+    if ((p = strstr(f, "at=")) != NULL)
+        at = strtol(p + 3, NULL, 10);
+    if (ms <= 0 || done != (at < 1 ? 1 : at > n ? n : at))
+        return;
+    if (rank == 0) {
+        fprintf(stderr, "mpitron: MPITRON_CKPT_FAULT: stalling %ld ms after "
+                        "%d of %d datasets of %s\n", ms, done, n, path);
+        fflush(stderr);
+    }
+    ts.tv_sec = ms / 1000;
+    ts.tv_nsec = (ms % 1000) * 1000000L;
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
 }

@@ -41,13 +41,18 @@ struct allreduce_tune {
     size_t hier_min;   /* at or above, with several nodes of >1 rank: hier */
 };
 void allreduce_tune_defaults(struct allreduce_tune *t);
-/* Read "small_max = N" / "hier_min = N" lines; 0 or -1 with err naming
- * the file and line. */
+/* Read "small_max = N" / "hier_min = N" lines (N in bytes, optionally
+ * with a K, M or G suffix, powers of 1024; '#' starts a comment; keys the
+ * file does not name keep their value in t).  0, or -1 with err naming the
+ * file and line. */
 int allreduce_tune_load(struct allreduce_tune *t, const char *path,
                         char *err, size_t errlen);
 
 /* Look up by name ("mpi", "ring", "rhd", "hier", "auto"); NULL if
- * unknown.  auto resolves per call through allreduce_pick. */
+ * unknown.  auto resolves per call through allreduce_pick with the
+ * built-in thresholds (allreduce_op_init and allreduce resolve it; its
+ * scratch() is the largest of all algorithms').  A caller with a tuning
+ * file calls allreduce_pick itself.  pick: t may be NULL (built-in). */
 const struct allreduce_algo *allreduce_find(const char *name);
 const struct allreduce_algo *allreduce_pick(const struct allreduce_tune *t,
                                             const struct comm_group *g,

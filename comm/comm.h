@@ -83,7 +83,9 @@ struct comm_op {
     size_t scratch_bytes;
     /* state machine */
     int phase, step, done;
-    MPI_Request req[COMM_OP_MAX_REQS];
+    MPI_Request req[COMM_OP_MAX_REQS]; /* open requests, if the op keeps
+                             them here (hier keeps its own in state): only
+                             the op's test may complete them */
     int nreq;
     void *state;          /* algorithm/codec private state, if any */
     int tag;              /* drawn by comm_op_start from g->tag_seq: use

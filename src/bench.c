@@ -70,7 +70,8 @@ static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)
 }
 
 struct bench_result {
-    double ms, compute, comm, optim, op[OPK_COUNT];
+    double ms, compute, comm, hidden, optim, op[OPK_COUNT];
+    double wire_mb;
 };
 
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
@@ -86,6 +87,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
         trainer_step(tr, inp, tgt, &gn, &lr, &tm);
         r->compute += tm.compute;
         r->comm += tm.comm;
+        r->hidden += tm.comm_overlapped;
+        r->wire_mb += (double)tm.wire_bytes / 1048576.0;
         r->optim += tm.optim;
     }
     MPI_Barrier(tr->g.world);
@@ -93,6 +96,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->ms = (now_s() - t0) * scale;
     r->compute *= scale;
     r->comm *= scale;
+    r->hidden *= scale;
+    r->wire_mb /= n;
     r->optim *= scale;
     for (int k = 0; k < OPK_COUNT; k++)
         r->op[k] = tr->m.op_time[k] * scale;
@@ -118,8 +123,10 @@ static void report(struct trainer *tr, const struct bench_result *r)
            tr->peak_gflops, tr->g.size, threads_get());
     printf("step %.1f ms  %.0f tokens/s  MFU %.1f%%\n", r->ms, tps,
            100 * mfu);
-    printf("  compute %.1f ms (optimizer %.1f)  comm %.1f ms\n", r->compute,
-           r->optim, r->comm);
+    printf("  compute %.1f ms (optimizer %.1f)  comm %.1f ms exposed "
+           "(%.1f%% of the step) + %.1f ms overlapped; %.1f MB sent per "
+           "rank\n", r->compute, r->optim, r->comm, 100 * r->comm / r->ms,
+           r->hidden, r->wire_mb);
     for (int k = 0; k < OPK_COUNT; k++)
         printf("  %-12s %8.1f ms  %5.1f%%\n", op_kind_names[k], r->op[k],
                100 * r->op[k] / r->ms);
@@ -128,15 +135,20 @@ static void report(struct trainer *tr, const struct bench_result *r)
            pbytes * mb, 2 * pbytes * mb, tr->a.bytes * mb);
     printf("{\"tokens_per_s\":%.2f,\"mfu\":%.4f,\"peak_gflops\":%.2f,"
            "\"ms_per_step\":%.3f,\"ms_compute\":%.3f,\"ms_comm\":%.3f,"
+           "\"ms_comm_exposed\":%.3f,\"ms_comm_overlapped\":%.3f,"
+           "\"comm_exposed_frac\":%.4f,\"wire_mb\":%.3f,"
            "\"ms_optimizer\":%.3f,\"ms_data\":0", tps, mfu, tr->peak_gflops,
-           r->ms, r->compute, r->comm, r->optim);
+           r->ms, r->compute, r->comm, r->comm, r->hidden, r->comm / r->ms,
+           r->wire_mb, r->optim);
     for (int k = 0; k < OPK_COUNT; k++)
         printf(",\"ms_%s\":%.3f", op_kind_names[k], r->op[k]);
     printf(",\"rss_peak_mb\":%.1f,\"params_mb\":%.1f,\"grads_mb\":%.1f,"
            "\"optimizer_mb\":%.1f,\"activations_mb\":%.1f,\"world\":%d,"
-           "\"threads\":%d,\"n_params\":%lld}\n", rss, pbytes * mb,
+           "\"threads\":%d,\"n_params\":%lld,\"dp\":%d,\"allreduce\":"
+           "\"%s\",\"compress\":\"%s\"}\n", rss, pbytes * mb,
            pbytes * mb, 2 * pbytes * mb, tr->a.bytes * mb, tr->g.size,
-           threads_get(), (long long)gpt_num_params(&tr->m.cfg));
+           threads_get(), (long long)gpt_num_params(&tr->m.cfg), tr->g.dp,
+           c->allreduce, c->compress);
     fflush(stdout);
 }
 
@@ -179,7 +191,14 @@ int cmd_bench(int argc, char **argv)
         printf("usage: mpitron bench gemm [--sizes=N,N,...] [--threads=N] "
                "[--reps=N]\n"
                "       mpitron bench step [CONFIG.ini] [--key=value ...] "
-               "[--bench_steps=N] [--bench_warmup=N]\n\n"
+               "[--bench_steps=N] [--bench_warmup=N]\n"
+               "       mpitron bench allreduce [--sizes=4K,1M,16M,...] "
+               "[--algo=mpi,ring,rhd,hier]\n"
+               "                [--compress=none,topk:0.01,...] [--csv] "
+               "[--iters=N] [--ranks_per_node=N]\n"
+               "                [--tune=FILE]\n"
+               "       mpitron bench ckpt [CONFIG.ini] [--key=value ...] "
+               "[--dir=DIR] [--reps=N]\n\n"
                "gemm: square sgemm GFLOP/s at each size (summed over ranks)."
                "\nstep: times training steps of the configured model on "
                "synthetic tokens\n(every train key applies); prints the "
@@ -187,7 +206,15 @@ int cmd_bench(int argc, char **argv)
                "in the same process, and memory.  The last line is\none JSON "
                "object: tokens_per_s, mfu, peak_gflops, ms_per_step, ms_* "
                "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
-               "activations_mb.\n\n");
+               "activations_mb.\nallreduce: per size, algorithm and codec: "
+               "time, algorithm and bus bandwidth\n(2(p-1)/p bytes/time), "
+               "bytes this rank sent, and the ratio to MPI_Allreduce\nin the "
+               "same run; --tune=FILE writes the thresholds of "
+               "allreduce=auto.\nckpt: saves and loads the model's "
+               "checkpoint in DIR/ckpt (default bench_ckpt),\nand writes and "
+               "reads as many bytes with plain sequential I/O there: "
+               "write_gbps,\nread_gbps, raw_write_gbps, raw_read_gbps, "
+               "stall_ms (sync), stall_ms_async.\n\n");
         if (argc >= 1 && !strcmp(argv[0], "step"))
             config_print_help(stdout);
         return argc < 1 ? 2 : 0;
@@ -196,6 +223,11 @@ int cmd_bench(int argc, char **argv)
         return bench_gemm(argc - 1, argv + 1);
     if (!strcmp(argv[0], "step"))
         return bench_step(argc - 1, argv + 1);
-    log_error("unknown benchmark '%s' (gemm | step)", argv[0]);
+    if (!strcmp(argv[0], "allreduce"))
+        return bench_allreduce(argc - 1, argv + 1);
+    if (!strcmp(argv[0], "ckpt"))
+        return bench_ckpt(argc - 1, argv + 1);
+    log_error("unknown benchmark '%s' (gemm | step | allreduce | ckpt)",
+              argv[0]);
     return 2;
 }

@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "log.h"
 
 void gpt_config_from(const struct config *c, struct gpt_config *gc)
 {
@@ -67,6 +68,51 @@ static int build_list(const struct grid *g, struct gpt *m, int params_only,
     return n;
 }
 
+/* Append /state/rank_R/<kind>_B for every rank R of the world and buffer
+ * B (lengths gathered from all ranks); this rank fills only its own. */
+static int add_state(const struct grid *g, const struct rank_state *rs,
+                     struct ckpt_tensor **t, int n)
+{
+    int ns = rs ? rs->n : 0, maxns = 0;
+    MPI_Allreduce(&ns, &maxns, 1, MPI_INT, MPI_MAX, g->world);
+    if (maxns == 0)
+        return n;
+    long long *mine = calloc((size_t)maxns, sizeof(long long));
+    long long *all = calloc((size_t)maxns * g->size, sizeof(long long));
+    struct ckpt_tensor *nt = realloc(*t, (size_t)(n + maxns * g->size) *
+                                             sizeof(**t));
+    if (nt)
+        *t = nt;
+    if (!mine || !all || !nt) {
+        free(mine);
+        free(all);
+        return -1;
+    }
+    for (int b = 0; b < ns; b++)
+        mine[b] = (long long)rs->len[b];
+    MPI_Allgather(mine, maxns, MPI_LONG_LONG, all, maxns, MPI_LONG_LONG,
+                  g->world);
+    for (int r = 0; r < g->size; r++)
+        for (int b = 0; b < maxns; b++) {
+            struct ckpt_tensor *c = &nt[n++];
+            memset(c, 0, sizeof(*c));
+            char *name = malloc(96);
+            if (name)
+                snprintf(name, 96, "/state/rank_%05d/%s_%03d", r,
+                         rs && rs->kind ? rs->kind : "state", b);
+            c->name = name;
+            c->ndim = 1;
+            c->gshape[0] = all[(size_t)r * maxns + b];
+            if (r == g->rank && b < ns) {
+                c->count[0] = c->gshape[0];
+                c->data = rs->p[b];
+            }
+        }
+    free(mine);
+    free(all);
+    return n;
+}
+
 static void free_list(struct ckpt_tensor *t, int n)
 {
     for (int i = 0; i < n; i++)
@@ -74,13 +120,18 @@ static void free_list(struct ckpt_tensor *t, int n)
     free(t);
 }
 
-int model_ckpt_save(const struct grid *g, struct gpt *m,
+/* Save synchronously (a == NULL) or start an asynchronous save on a. */
+static int save_any(const struct grid *g, struct gpt *m,
                     const struct config *c, const struct train_state *st,
+                    const struct rank_state *rs, struct ckpt_async *a,
                     char *path_out, size_t pathlen, char *err, size_t errlen)
 {
     struct ckpt_tensor *t;
     int n = build_list(g, m, 0, 1, &t);
-    if (n < 0) {
+    int n2 = n < 0 ? -1 : add_state(g, rs, &t, n);
+    if (n2 < 0) {
+        if (n >= 0)
+            free_list(t, n);
         snprintf(err, errlen, "out of memory listing checkpoint tensors");
         return -1;
     }
@@ -92,11 +143,29 @@ int model_ckpt_save(const struct grid *g, struct gpt *m,
     meta.config_text = config_to_text(c);
     char dir[CONFIG_STR_MAX + 8];
     snprintf(dir, sizeof(dir), "%s/ckpt", c->run_dir);
-    int rc = ckpt_save(g->world, dir, &meta, t, n, path_out, pathlen, err,
-                       errlen);
+    int rc = a ? ckpt_save_async_start(a, dir, &meta, t, n2, err, errlen)
+               : ckpt_save(g->world, dir, &meta, t, n2, path_out, pathlen,
+                           err, errlen);
     free(meta.config_text);
-    free_list(t, n);
+    free_list(t, n2);
     return rc;
+}
+
+int model_ckpt_save(const struct grid *g, struct gpt *m,
+                    const struct config *c, const struct train_state *st,
+                    const struct rank_state *rs, char *path_out,
+                    size_t pathlen, char *err, size_t errlen)
+{
+    return save_any(g, m, c, st, rs, NULL, path_out, pathlen, err, errlen);
+}
+
+int model_ckpt_save_async(const struct grid *g, struct gpt *m,
+                          const struct config *c,
+                          const struct train_state *st,
+                          const struct rank_state *rs, struct ckpt_async *a,
+                          char *err, size_t errlen)
+{
+    return save_any(g, m, c, st, rs, a, NULL, 0, err, errlen);
 }
 
 /* The value of key in INI text ("key = value" lines), into out. */
@@ -155,10 +224,52 @@ static int check_shape(const struct config *c, const char *text,
     return 0;
 }
 
+/* Same layout and compression as this run: per-rank state can be read. */
+static int state_compatible(const struct grid *g, const struct config *c,
+                            const struct ckpt_meta *meta)
+{
+    char layout[128], comp[64] = "";
+    grid_layout_string(g, layout, sizeof(layout));
+    key_value(meta->config_text ? meta->config_text : "", "compress", comp,
+              sizeof(comp));
+    size_t l = strlen(comp); /* strip the quotes of the INI text */
+    if (l >= 2 && comp[0] == '"') {
+        memmove(comp, comp + 1, l - 2);
+        comp[l - 2] = 0;
+    }
+    return strcmp(layout, meta->layout) == 0 && strcmp(comp, c->compress) == 0;
+}
+
+static int load_state(const struct grid *g, const struct config *c,
+                      const char *path, const struct ckpt_meta *meta,
+                      const struct rank_state *rs, char *err, size_t errlen)
+{
+    int n = rs ? rs->n : 0;
+    if (n == 0)
+        return 0;
+    if (!state_compatible(g, c, meta)) {
+        log_warn(g->world, "%s was written with layout '%s': per-rank "
+                 "compression state (error-feedback residuals) cannot be "
+                 "resharded and starts from zero", path, meta->layout);
+        for (int b = 0; b < n; b++)
+            memset(rs->p[b], 0, rs->len[b] * sizeof(float));
+        return 0;
+    }
+    struct ckpt_tensor *t = NULL;
+    int nt = add_state(g, rs, &t, 0);
+    if (nt < 0) {
+        snprintf(err, errlen, "out of memory listing state tensors");
+        return -1;
+    }
+    int rc = ckpt_read_tensors(g->world, path, t, nt, err, errlen);
+    free_list(t, nt);
+    return rc;
+}
+
 int model_ckpt_load(const struct grid *g, struct gpt *m,
                     const struct config *c, const char *path,
-                    int weights_only, struct train_state *st, char *err,
-                    size_t errlen)
+                    int weights_only, struct train_state *st,
+                    const struct rank_state *rs, char *err, size_t errlen)
 {
     struct ckpt_meta meta;
     memset(&meta, 0, sizeof(meta));
@@ -166,20 +277,21 @@ int model_ckpt_load(const struct grid *g, struct gpt *m,
         return -1;
     int rc = check_shape(c, meta.config_text ? meta.config_text : "", path,
                          err, errlen);
-    free(meta.config_text);
-    if (rc < 0)
-        return -1;
-    struct ckpt_tensor *t;
-    int n = build_list(g, m, weights_only, 0, &t);
+    struct ckpt_tensor *t = NULL;
+    int n = rc < 0 ? 0 : build_list(g, m, weights_only, 0, &t);
     if (n < 0) {
         snprintf(err, errlen, "out of memory listing checkpoint tensors");
-        return -1;
+        rc = -1;
     }
-    rc = ckpt_read_tensors(g->world, path, t, n, err, errlen);
-    free_list(t, n);
+    if (rc == 0)
+        rc = ckpt_read_tensors(g->world, path, t, n, err, errlen);
+    if (t)
+        free_list(t, n);
     if (rc == 0 && !weights_only) {
+        rc = load_state(g, c, path, &meta, rs, err, errlen);
         st->step = meta.step;
         st->tokens_seen = meta.tokens_seen;
     }
+    free(meta.config_text);
     return rc;
 }

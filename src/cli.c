@@ -156,21 +156,45 @@ out:
 int cmd_ckpt(int argc, char **argv)
 {
     if (argc < 1 || cli_wants_help(argc, argv)) {
-        printf("usage: mpitron ckpt info PATH|RUN_DIR\n\n"
-               "Prints the step, layout, config and every tensor with its\n"
-               "global shape.  A run directory resolves to its newest\n"
-               "checkpoint (ckpt/latest).\n");
+        printf("usage: mpitron ckpt info PATH|RUN_DIR\n"
+               "       mpitron ckpt verify PATH|RUN_DIR\n"
+               "       mpitron ckpt list RUN_DIR\n\n"
+               "info    step, layout, config and every tensor with its "
+               "global shape\n"
+               "verify  checks the manifest (file size, block hashes), "
+               "then reads every\n        tensor (Fletcher32 checksums); "
+               "names the bad ones, exits 1 if any\n"
+               "list    every checkpoint of the run with its step, size "
+               "and status\n\n"
+               "A run directory resolves to its newest checkpoint "
+               "(ckpt/latest).  verify\nmay run under mpirun: the ranks "
+               "hash and read in parallel.\n");
         return argc < 1 ? 2 : 0;
     }
     char err[1024], path[4096];
-    if (strcmp(argv[0], "info") != 0 || argc != 2) {
-        log_error("usage: mpitron ckpt info PATH|RUN_DIR");
+    const char *sub = argv[0];
+    if (argc != 2 || (strcmp(sub, "info") && strcmp(sub, "verify") &&
+                      strcmp(sub, "list"))) {
+        log_error("usage: mpitron ckpt info|verify PATH|RUN_DIR, or "
+                  "mpitron ckpt list RUN_DIR");
         return 2;
     }
-    if (ckpt_resolve(argv[1], path, sizeof(path), err, sizeof(err)) < 0 ||
-        ckpt_print_info(path, stdout, err, sizeof(err)) < 0) {
+    int rc;
+    if (!strcmp(sub, "list")) {
+        rc = ckpt_list(argv[1], stdout, err, sizeof(err));
+        if (rc < 0)
+            log_error("%s", err);
+        return rc != 0;
+    }
+    if (ckpt_resolve(argv[1], path, sizeof(path), err, sizeof(err)) < 0) {
         log_error("%s", err);
         return 1;
     }
-    return 0;
+    if (!strcmp(sub, "info"))
+        rc = ckpt_print_info(path, stdout, err, sizeof(err));
+    else
+        rc = ckpt_verify(MPI_COMM_WORLD, path, stdout, err, sizeof(err));
+    if (rc < 0)
+        log_error("%s", err);
+    return rc < 0;
 }

@@ -14,6 +14,10 @@ int cmd_prepare(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* `bench allreduce`, in bench_comm.c */
+int bench_allreduce(int argc, char **argv);
+/* `bench ckpt`, in bench_ckpt.c */
+int bench_ckpt(int argc, char **argv);
 
 /* 1 if --help or -h is among the arguments. */
 int cli_wants_help(int argc, char **argv);

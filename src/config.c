@@ -9,6 +9,8 @@
  */
 #include "config.h"
 
+#include "codec.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -102,6 +104,31 @@ static int check_schedule(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+static const char *const allreduce_names[] = {"auto", "mpi", "ring", "rhd",
+                                              "hier", NULL};
+
+static int check_allreduce(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    for (int i = 0; allreduce_names[i]; i++)
+        if (strcmp(v, allreduce_names[i]) == 0)
+            return 0;
+    seterr(err, errlen, "must be one of auto, mpi, ring, rhd, hier");
+    return -1;
+}
+
+static int check_compress(const struct config *c, const struct config_key *k,
+                          char *err, size_t errlen)
+{
+    struct codec_ctx ctx;
+    char e[256];
+    if (codec_parse(cfield(c, k), &ctx, e, sizeof(e)) == 0)
+        return 0;
+    seterr(err, errlen, e);
+    return -1;
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
 #define KEY(sec, f, type, def, help, check)                                   \
@@ -172,6 +199,15 @@ const struct config_key config_keys[] = {
     KEY("run", stop_at_step, CONFIG_INT, "0",
         "save and exit after this step (0 = run to steps); splits one run "
         "across jobs without changing its schedule", check_nonneg),
+    KEY("run", keep_last, CONFIG_INT, "0",
+        "keep the newest K checkpoints, delete older ones after a save "
+        "commits; 0 = keep all", check_nonneg),
+    KEY("run", keep_every, CONFIG_INT, "0",
+        "never delete checkpoints whose step is a multiple of M "
+        "(milestones); 0 = none", check_nonneg),
+    KEY("run", ckpt_async, CONFIG_INT, "0",
+        "1 = copy tensors to memory and write the checkpoint while "
+        "training continues", check_nonneg),
     KEY("run", resume, CONFIG_STR, "auto",
         "auto (newest good checkpoint in run_dir) | never | PATH",
         check_nonempty),
@@ -184,6 +220,23 @@ const struct config_key config_keys[] = {
         "data-parallel ranks; 0 = world / (tp * pp)", check_nonneg),
     KEY("parallel", tp, CONFIG_INT, "1", "tensor-parallel ranks", check_pos),
     KEY("parallel", pp, CONFIG_INT, "1", "pipeline stages", check_pos),
+    KEY("parallel", ranks_per_node, CONFIG_INT, "0",
+        "group ranks into nodes of N consecutive ranks (emulates several "
+        "nodes on one machine); 0 = real shared-memory nodes", check_nonneg),
+    KEY("parallel", allreduce, CONFIG_STR, "auto",
+        "gradient all-reduce: mpi | ring | rhd | hier | auto", check_allreduce),
+    KEY("parallel", allreduce_tune, CONFIG_STR, "",
+        "thresholds file for allreduce=auto, written by `mpitron bench "
+        "allreduce --tune=FILE`; \"\" = built-in", NULL),
+    KEY("parallel", bucket_mb, CONFIG_FLOAT, "25",
+        "gradient bucket size in MiB: a bucket's reduction starts as soon "
+        "as its last gradient is final", check_fpos),
+    KEY("parallel", compress, CONFIG_STR, "none",
+        "gradient compression: none | fp16 | bf16 | topk:RATIO | "
+        "powersgd:RANK | sign (lossy ones with error feedback)",
+        check_compress),
+    KEY("parallel", compress_warmup, CONFIG_INT, "0",
+        "dense steps before compression starts", check_nonneg),
 };
 
 const int config_nkeys = (int)(sizeof config_keys / sizeof config_keys[0]);

@@ -42,12 +42,20 @@ struct config {
     char run_dir[CONFIG_STR_MAX];
     int log_every, ckpt_every;
     int stop_at_step; /* save and exit after this step; 0 = run to steps */
+    int keep_last, keep_every; /* checkpoint retention; 0 = keep all */
+    int ckpt_async;
     char resume[CONFIG_STR_MAX];    /* auto | never | PATH */
     char init_from[CONFIG_STR_MAX]; /* weights only; "" = none */
     int threads; /* BLAS/OpenMP threads per rank; 0 = leave as found */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;
+    int ranks_per_node;  /* 0 = shared-memory nodes */
+    char allreduce[16];  /* auto | mpi | ring | rhd | hier */
+    char allreduce_tune[CONFIG_STR_MAX];
+    float bucket_mb;
+    char compress[64];   /* none | fp16 | bf16 | topk:R | powersgd:R | sign */
+    int compress_warmup;
 };
 
 enum config_type { CONFIG_INT, CONFIG_U64, CONFIG_FLOAT, CONFIG_STR };

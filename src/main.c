@@ -22,11 +22,13 @@ static void usage(FILE *f)
           "  sample   --ckpt PATH|RUN_DIR [--prompt=TEXT] [--tokens=N]\n"
           "           [--temperature=T] [--top_k=K] [--top_p=P] [--seed=S]\n"
           "           generate text with a KV cache\n"
-          "  ckpt     info PATH|RUN_DIR\n"
-          "           step, config, layout and tensors of a checkpoint\n"
-          "  bench    gemm | step [CONFIG] [--key=value ...]\n"
-          "           sgemm peak; one training step's speed, MFU, time\n"
-          "           split and memory; last line is one JSON object\n"
+          "  ckpt     info|verify PATH|RUN_DIR, list RUN_DIR\n"
+          "           a checkpoint's step, config and tensors; verify its\n"
+          "           checksums; list a run's checkpoints with status\n"
+          "  bench    gemm | step [CONFIG] [--key=value ...] | allreduce\n"
+          "           | ckpt: sgemm peak; a training step's speed, MFU,\n"
+          "           time split and memory; all-reduce algorithms and\n"
+          "           codecs; checkpoint I/O.  Last line: one JSON object\n"
           "\n"
           "mpitron " PACKAGE_VERSION "\n",
           f);
@@ -67,7 +69,8 @@ int main(int argc, char **argv)
     if (!strcmp(cmd, "prepare")) /* no MPI needed */
         return cmd_prepare(argc - 2, argv + 2);
     int provided;
-    MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+    /* MULTIPLE: ckpt_async=1 writes checkpoints from a second thread */
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     int rc;
     if (!strcmp(cmd, "train"))
         rc = cmd_train(argc - 2, argv + 2);

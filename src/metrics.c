@@ -78,10 +78,12 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
         fprintf(out,
                 "step %" PRId64 "/%" PRId64 " | loss %.4f%s | lr %.2e | "
                 "gnorm %.3f | %.0f tok/s | MFU %.1f%% | ms %.1f: compute %.1f "
-                "comm %.1f data %.1f ckpt %.1f | ETA %s\n",
+                "comm %.1f exposed + %.1f overlapped, data %.1f, ckpt %.1f | "
+                "ETA %s\n",
                 s->step, s->steps, s->loss, val, s->lr, s->grad_norm,
                 s->tokens_per_s, 100.0 * s->mfu, s->ms_step, s->ms_compute,
-                s->ms_comm, s->ms_data, s->ms_ckpt, eta);
+                s->ms_comm, s->ms_comm_overlapped, s->ms_data, s->ms_ckpt,
+                eta);
         fflush(out);
     }
     if (!mt->jsonl)
@@ -90,9 +92,11 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
             "{\"step\":%" PRId64 ",\"loss\":%.17g,\"lr\":%.9g,"
             "\"grad_norm\":%.9g,\"tokens_per_s\":%.6g,\"mfu\":%.6g,"
             "\"ms_step\":%.6g,\"ms_compute\":%.6g,\"ms_comm\":%.6g,"
-            "\"ms_data\":%.6g,\"ms_ckpt\":%.6g",
+            "\"ms_comm_exposed\":%.6g,\"ms_comm_overlapped\":%.6g,"
+            "\"wire_mb\":%.6g,\"ms_data\":%.6g,\"ms_ckpt\":%.6g",
             s->step, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->mfu,
-            s->ms_step, s->ms_compute, s->ms_comm, s->ms_data, s->ms_ckpt);
+            s->ms_step, s->ms_compute, s->ms_comm, s->ms_comm,
+            s->ms_comm_overlapped, s->wire_mb, s->ms_data, s->ms_ckpt);
     if (s->has_val)
         fprintf(mt->jsonl, ",\"val_loss\":%.17g", s->val_loss);
     fputs("}\n", mt->jsonl);

@@ -3,8 +3,10 @@
  *
  * metrics.jsonl: one JSON object per line, per logged step:
  *   step, loss (%.17g: full precision, so runs can be compared bit for
- *   bit), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute, ms_comm,
- *   ms_data, ms_ckpt, and val_loss on the steps where it was measured
+ *   bit), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute,
+ *   ms_comm (= ms_comm_exposed: time the step waited for gradient
+ *   reductions), ms_comm_overlapped (reduction time hidden behind
+ *   backward), wire_mb, ms_data, ms_ckpt, and val_loss on the steps where it was measured
  *   (a validation-only line carries step and val_loss).
  */
 #ifndef MPITRON_METRICS_H
@@ -18,6 +20,9 @@ struct step_stats {
     double loss, lr, grad_norm;
     double tokens_per_s, mfu;
     double ms_step, ms_compute, ms_comm, ms_data, ms_ckpt;
+    double ms_comm_overlapped; /* reduction time hidden behind backward;
+                                  ms_comm is what was exposed */
+    double wire_mb;            /* gradient MB this rank sent per step */
     double eta_s;
     int has_val;
     double val_loss;

@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "ckpt.h"
 #include "log.h"
@@ -21,6 +23,10 @@ struct run {
     int32_t *vinp, *vtgt;
     int has_train, has_val, has_loader;
     double ckpt_s;   /* time spent saving since the last log line */
+    struct ckpt_async *async; /* ckpt_async=1 */
+    int64_t async_step;
+    double stall_s;  /* total time the loop was held up by saves */
+    int saves;
 };
 
 static int mkdir_p(const char *path)
@@ -73,18 +79,32 @@ static int restore(struct run *r, char *err, size_t errlen)
     struct trainer *tr = &r->tr;
     const struct config *c = &tr->c;
     char path[CONFIG_STR_MAX * 2];
+    struct rank_state rs;
+    trainer_rank_state(tr, &rs);
     if (strcmp(c->resume, "never") != 0) {
-        int auto_ = strcmp(c->resume, "auto") == 0;
-        char rerr[512];
-        int found = ckpt_resolve(auto_ ? c->run_dir : c->resume, path,
-                                 sizeof(path), rerr, sizeof(rerr)) == 0;
-        if (!found && !auto_) {
-            snprintf(err, errlen, "resume=%s: %s", c->resume, rerr);
-            return -1;
+        int auto_ = strcmp(c->resume, "auto") == 0, found;
+        if (auto_) {
+            /* the newest checkpoint that verifies; newer damaged ones are
+             * skipped with a warning each */
+            found = ckpt_find_good(tr->g.world, c->run_dir, path,
+                                   sizeof(path), tr->g.rank ? NULL : stderr,
+                                   err, errlen);
+            if (found < 0)
+                return -1;
+            found = found == 0;
+        } else {
+            found = ckpt_resolve(c->resume, path, sizeof(path), err,
+                                 errlen) == 0;
+            if (!found) {
+                char e2[1024];
+                snprintf(e2, sizeof(e2), "resume=%s: %s", c->resume, err);
+                snprintf(err, errlen, "%s", e2);
+                return -1;
+            }
         }
         if (found) {
-            if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, err,
-                                errlen) < 0)
+            if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs,
+                                err, errlen) < 0)
                 return -1;
             log_info(tr->g.world, "resumed from %s at step %" PRId64, path,
                      tr->st.step);
@@ -95,25 +115,108 @@ static int restore(struct run *r, char *err, size_t errlen)
     }
     if (c->init_from[0]) {
         if (ckpt_resolve(c->init_from, path, sizeof(path), err, errlen) < 0 ||
-            model_ckpt_load(&tr->g, &tr->m, c, path, 1, &tr->st, err,
+            model_ckpt_load(&tr->g, &tr->m, c, path, 1, &tr->st, NULL, err,
                             errlen) < 0)
             return -1;
-        log_info(tr->g.world, "initialised weights from %s", path);
+        log_info(tr->g.world, "initialised weights from %s (fresh optimizer)",
+                 path);
     }
     return 0;
 }
 
-static int save(struct run *r, char *err, size_t errlen)
+/* After a committed save: report it and apply retention (rank 0). */
+static void committed(struct run *r, const char *path, int64_t step)
 {
+    const struct config *c = &r->tr.c;
+    if (r->tr.g.rank != 0)
+        return;
+    printf("checkpoint %s (step %" PRId64 ")\n", path, step);
+    char dir[CONFIG_STR_MAX + 8], err[512];
+    snprintf(dir, sizeof(dir), "%s/ckpt", c->run_dir);
+    if ((c->keep_last > 0 || c->keep_every > 0) &&
+        ckpt_retain(dir, c->keep_last, c->keep_every, path, stdout, err,
+                    sizeof(err)) < 0)
+        log_warn(MPI_COMM_SELF, "retention: %s", err);
+    fflush(stdout);
+}
+
+/* Collect an asynchronous save in flight, if any. */
+static int async_collect(struct run *r, char *err, size_t errlen)
+{
+    if (!r->async || !ckpt_save_async_busy(r->async))
+        return 0;
     char path[CONFIG_STR_MAX * 2];
     double t0 = now_s();
-    int rc = model_ckpt_save(&r->tr.g, &r->tr.m, &r->tr.c, &r->tr.st, path,
-                             sizeof(path), err, errlen);
+    int rc = ckpt_save_async_wait(r->async, path, sizeof(path), err, errlen);
     r->ckpt_s += now_s() - t0;
     if (rc == 0)
-        log_info(r->tr.g.world, "checkpoint %s (step %" PRId64 ", %.2f s)",
-                 path, r->tr.st.step, now_s() - t0);
+        committed(r, path, r->async_step);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Save the current step; the time the training loop is held up is the
+ * stall (the whole save, or the copy when ckpt_async=1). */
+static int save(struct run *r, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    struct rank_state rs;
+    trainer_rank_state(tr, &rs);
+    double t0 = now_s();
+    int rc;
+    if (r->async) {
+        rc = async_collect(r, err, errlen);
+        if (rc == 0)
+            rc = model_ckpt_save_async(&tr->g, &tr->m, &tr->c, &tr->st, &rs,
+                                       r->async, err, errlen);
+        r->async_step = tr->st.step;
+    } else {
+        char path[CONFIG_STR_MAX * 2];
+        rc = model_ckpt_save(&tr->g, &tr->m, &tr->c, &tr->st, &rs, path,
+                             sizeof(path), err, errlen);
+        if (rc == 0)
+            committed(r, path, tr->st.step);
+    }
+    double stall = now_s() - t0;
+    r->ckpt_s += stall;
+    r->stall_s += stall;
+    r->saves++;
     return rc;
+}
+
+/* ---- signals: a handler only sets a flag; ranks agree at step ends ---- */
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGINT && got_signal == SIGINT)
+        _exit(130); /* a second SIGINT aborts at once */
+    got_signal = sig;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* The largest signal number any rank received (0 = none).  Collective. */
+static int agreed_signal(MPI_Comm world)
+{
+    int mine = got_signal, any = 0;
+    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, world);
+    return any;
+}
+
+static const char *signal_name(int sig)
+{
+    return sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM"
+           : sig == SIGINT ? "SIGINT" : "a signal";
 }
 
 static int setup(struct run *r, const struct config *c, char *err,
@@ -142,11 +245,18 @@ static int setup(struct run *r, const struct config *c, char *err,
                          c->seq_len, tr->st.step, err, errlen);
         r->has_loader = rc == 0;
     }
-    return agree(tr->g.world, rc);
+    if (agree(tr->g.world, rc) < 0)
+        return -1;
+    if (c->ckpt_async && ckpt_async_init(tr->g.world, &r->async, err,
+                                         errlen) < 0)
+        return -1;
+    install_signals();
+    return 0;
 }
 
 static void teardown(struct run *r)
 {
+    ckpt_async_free(r->async);
     if (r->has_loader)
         loader_free(&r->ld);
     metrics_close(&r->mt);
@@ -160,7 +270,7 @@ static void teardown(struct run *r)
 
 /* Accumulated over a log interval. */
 struct interval {
-    double t_start, compute, comm, data;
+    double t_start, compute, comm, comm_hidden, data, wire;
     int steps;
     double loss_last;
 };
@@ -178,6 +288,8 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
         .lr = lr, .grad_norm = gnorm, .tokens_per_s = tokens / wall,
         .ms_step = wall * ms, .ms_compute = iv->compute * ms,
         .ms_comm = iv->comm * ms, .ms_data = iv->data * ms,
+        .ms_comm_overlapped = iv->comm_hidden * ms,
+        .wire_mb = iv->wire / iv->steps / 1048576.0,
         .ms_ckpt = r->ckpt_s * ms, .has_val = has_val, .val_loss = val,
     };
     s.mfu = s.tokens_per_s * gpt_flops_per_token(&tr->m.cfg) /
@@ -205,10 +317,13 @@ static int loop(struct run *r, char *err, size_t errlen)
         iv.loss_last = trainer_step(tr, inp, tgt, &gnorm, &lr, &tm);
         iv.compute += tm.compute;
         iv.comm += tm.comm;
+        iv.comm_hidden += tm.comm_overlapped;
+        iv.wire += (double)tm.wire_bytes;
         iv.data += wait;
         iv.steps++;
         int64_t s = tr->st.step;
-        int last = s == stop;
+        int sig = agreed_signal(tr->g.world);
+        int last = s == stop || sig;
         int do_val = r->has_val && ((c->val_every > 0 && s % c->val_every == 0)
                                     || s == c->steps);
         double val = do_val ? trainer_validate(tr, &r->val, r->vinp, r->vtgt)
@@ -216,11 +331,22 @@ static int loop(struct run *r, char *err, size_t errlen)
         int do_save = last || (c->ckpt_every > 0 && s % c->ckpt_every == 0);
         if (do_save && save(r, err, errlen) < 0)
             return -1;
+        if (last && async_collect(r, err, errlen) < 0)
+            return -1;
         if (s % c->log_every == 0 || last)
             log_step(r, &iv, gnorm, lr, do_val, val);
         else if (do_val)
             metrics_log_val(&r->mt, s, val, tr->g.rank == 0 ? stdout : NULL);
+        if (sig) {
+            log_info(tr->g.world, "checkpoint saved at step %" PRId64
+                     " after %s", s, signal_name(sig));
+            break;
+        }
     }
+    if (r->saves > 0)
+        log_info(tr->g.world, "checkpoint stall: %.1f ms per save over %d "
+                 "save(s)%s", 1e3 * r->stall_s / r->saves, r->saves,
+                 r->async ? " (asynchronous)" : "");
     return 0;
 }
 

@@ -122,7 +122,7 @@ static int load(const char *arg, struct config *c, struct gpt *m,
     rc = gpt_init(m, &gc, 1, 0, 0, gc.n_layer, c->seed, err, errlen);
     if (rc == 0) {
         struct train_state st;
-        rc = model_ckpt_load(&g, m, c, path, 1, &st, err, errlen);
+        rc = model_ckpt_load(&g, m, c, path, 1, &st, NULL, err, errlen);
         if (rc < 0)
             gpt_free(m);
     }

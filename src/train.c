@@ -23,7 +23,7 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
 {
     const struct config *c = &tr->c;
     const struct grid *g = &tr->g;
-    if (g->tp > 1 || g->pp > 1) {
+    if (g->tp > 1 || g->pp > 1) {  /* arrives with tensor/pipeline issue */
         snprintf(err, errlen, "tp=%d pp=%d: tensor and pipeline parallelism "
                  "are not available in this version; use tp=1 pp=1", g->tp,
                  g->pp);
@@ -46,12 +46,91 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
+/*
+ * Data parallelism.  Backward produces gradients in reverse table order
+ * (head, last block, ..., first block, embedding), so the production order
+ * is the table reversed and its tensors abut in memory: buckets reduce in
+ * place.  Events: index 0 = head, 1 + l = block l, 1 + n_layer = embedding.
+ */
+static int event_of(const struct gpt *m, const struct tensor_desc *d)
+{
+    if (d->layer >= 0)
+        return 1 + d->layer;
+    return strncmp(d->name, "lnf.", 4) == 0 ? 0 : 1 + m->cfg.n_layer;
+}
+
+static void dp_hook(void *ctx, enum gpt_event ev, int layer)
+{
+    struct trainer *tr = ctx;
+    if (ev == GPT_PROGRESS) {
+        bucketer_progress(&tr->bk);
+        return;
+    }
+    int e = ev == GPT_GRADS_HEAD ? 0 : ev == GPT_GRADS_LAYER ? 1 + layer
+                                                            : 1 + tr->m.cfg.n_layer;
+    for (int k = 0; k < tr->ev_count[e]; k++)
+        bucketer_ready(&tr->bk, tr->ev_first[e] + k);
+}
+
+static int dp_init(struct trainer *tr, char *err, size_t errlen)
+{
+    const struct config *c = &tr->c;
+    struct gpt *m = &tr->m;
+    if (tr->g.dp == 1)
+        return 0;
+    int n = m->tt.n, ne = m->cfg.n_layer + 2;
+    struct bucket_tensor *bt = calloc((size_t)n, sizeof(*bt));
+    tr->ev_first = calloc((size_t)ne, sizeof(int));
+    tr->ev_count = calloc((size_t)ne, sizeof(int));
+    if (!bt || !tr->ev_first || !tr->ev_count) {
+        free(bt);
+        snprintf(err, errlen, "out of memory planning buckets");
+        return -1;
+    }
+    for (int p = 0; p < n; p++) {
+        const struct tensor_desc *d = &m->tt.t[n - 1 - p];
+        int e = event_of(m, d);
+        if (tr->ev_count[e]++ == 0)
+            tr->ev_first[e] = p;
+        bt[p].off = d->off;
+        bt[p].numel = d->numel;
+        bt[p].rows = d->ndim == 2 ? (size_t)d->count[0] : d->numel;
+        bt[p].cols = d->ndim == 2 ? (size_t)d->count[1] : 0;
+    }
+    int rc = comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node);
+    struct allreduce_tune tune;
+    allreduce_tune_defaults(&tune);
+    if (rc == 0 && c->allreduce_tune[0])
+        rc = allreduce_tune_load(&tune, c->allreduce_tune, err, errlen);
+    if (rc == 0)
+        rc = bucketer_init(&tr->bk, &tr->dpg, m->grads, bt, n,
+                           (size_t)((double)c->bucket_mb * 1048576.0),
+                           c->allreduce, &tune, c->compress,
+                           c->compress_warmup, c->seed, err, errlen);
+    free(bt);
+    if (rc < 0)
+        return -1;
+    tr->has_dp = 1;
+    tr->st_p = calloc((size_t)tr->bk.nb, sizeof(float *));
+    tr->st_len = calloc((size_t)tr->bk.nb, sizeof(size_t));
+    if (!tr->st_p || !tr->st_len) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < tr->bk.nb; i++)
+        bucketer_state(&tr->bk, i, &tr->st_p[i], &tr->st_len[i]);
+    m->hook = dp_hook;
+    m->hook_ctx = tr;
+    return 0;
+}
+
 int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
                  char *err, size_t errlen)
 {
     memset(tr, 0, sizeof(*tr));
     tr->c = *c;
-    if (grid_init(&tr->g, world, c->dp, c->tp, c->pp, 0, err, errlen) < 0)
+    if (grid_init(&tr->g, world, c->dp, c->tp, c->pp, c->ranks_per_node,
+                  err, errlen) < 0)
         return -1;
     tr->has_grid = 1;
     if (check_layout(tr, err, errlen) < 0)
@@ -76,6 +155,11 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
             snprintf(err, errlen, "another rank failed to allocate the model");
         return -1;
     }
+    if (agree(world, dp_init(tr, err, errlen)) < 0) {
+        if (!err[0])
+            snprintf(err, errlen, "another rank failed to set up buckets");
+        return -1;
+    }
     lr_kind_parse(c->lr_schedule, &tr->sched.kind);
     tr->sched.lr = c->lr;
     tr->sched.min_lr = c->min_lr;
@@ -89,6 +173,14 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
 
 void trainer_free(struct trainer *tr)
 {
+    if (tr->has_dp) {
+        bucketer_free(&tr->bk);
+        comm_group_free(&tr->dpg);
+    }
+    free(tr->ev_first);
+    free(tr->ev_count);
+    free(tr->st_p);
+    free(tr->st_len);
     if (tr->has_acts)
         gpt_acts_free(&tr->a);
     if (tr->has_model)
@@ -98,13 +190,12 @@ void trainer_free(struct trainer *tr)
     memset(tr, 0, sizeof(*tr));
 }
 
-/* Average gradients over the data-parallel group (a sum: every rank's
- * backward already divided by the global token count). */
-static void reduce_grads(struct trainer *tr)
+void trainer_rank_state(struct trainer *tr, struct rank_state *rs)
 {
-    if (tr->g.dp > 1)
-        MPI_Allreduce(MPI_IN_PLACE, tr->m.grads, (int)tr->m.tt.total,
-                      MPI_FLOAT, MPI_SUM, tr->g.dp_comm);
+    rs->kind = "residual";
+    rs->n = tr->has_dp && tr->bk.compress ? tr->bk.nb : 0;
+    rs->p = tr->st_p;
+    rs->len = tr->st_len;
 }
 
 static void optimizer_step(struct trainer *tr, float scale, double lr)
@@ -132,7 +223,10 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     gpt_zero_grad(&tr->m);
     float dloss = 1.0f / (float)((double)c->batch_size * (double)T);
     double loss = 0.0;
+    if (tr->has_dp)
+        bucketer_begin(&tr->bk, tr->st.step);
     for (int k = 0; k < tr->accum; k++) {
+        tr->m.hook_final = k == tr->accum - 1;
         struct gpt_pos pos = {
             .step = tr->st.step, .seed = c->seed, .train = 1,
             .seq0 = (int64_t)tr->g.dp_rank * tr->per_rank + (int64_t)k * tr->mb,
@@ -142,7 +236,8 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
         gpt_backward(&tr->m, &tr->a, dloss, &pos);
     }
     double t1 = now_s();
-    reduce_grads(tr);
+    if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
+        MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
     double t2 = now_s();
     double norm = sqrt(sumsq(tr->m.grads, tr->m.tt.total));
@@ -157,6 +252,13 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
         tm->optim = t3 - t2;
         tm->comm = t2 - t1;
         tm->total = t3 - t0;
+        tm->comm_overlapped = 0.0;
+        tm->wire_bytes = 0;
+        if (tr->has_dp) {
+            double hidden = tr->bk.t_comm - tr->bk.t_wait;
+            tm->comm_overlapped = hidden > 0 ? hidden : 0.0;
+            tm->wire_bytes = tr->bk.wire_bytes;
+        }
     }
     *gnorm = norm;
     *lr = rate;

@@ -9,7 +9,9 @@
 
 #include <stdint.h>
 
+#include "bucket.h"
 #include "ckpt_io.h"
+#include "comm.h"
 #include "config.h"
 #include "data.h"
 #include "grid.h"
@@ -19,6 +21,8 @@
 
 struct step_times {      /* seconds, this rank, one step */
     double compute, comm, data, optim, total;
+    double comm_overlapped;  /* reduction time hidden behind backward */
+    uint64_t wire_bytes;     /* gradient bytes this rank sent */
 };
 
 struct trainer {
@@ -31,8 +35,19 @@ struct trainer {
     int per_rank;        /* sequences per dp rank per step */
     int mb, accum;       /* micro-batch size, micro-batches per step */
     double peak_gflops;  /* sgemm peak summed over all ranks */
-    int has_grid, has_model, has_acts;
+    /* data parallelism: the dp group and its gradient buckets */
+    struct comm_group dpg;
+    struct bucketer bk;
+    int *ev_first, *ev_count; /* per backward event: production-order
+                                 range of tensors made final */
+    float **st_p;        /* per-rank compression state, by bucket */
+    size_t *st_len;
+    int has_grid, has_model, has_acts, has_dp;
 };
+
+/* This rank's state that checkpoints save per rank (compression
+ * residuals; n = 0 without compression).  Points into tr. */
+void trainer_rank_state(struct trainer *tr, struct rank_state *rs);
 
 /* Build grid, model and activations from a finalized config (no data, no
  * checkpoint).  Collective over world; every rank returns the same status.

@@ -1,6 +1,7 @@
 #!/bin/sh
 # LOG_COMPILER of `make check`: runs one test.
-#  - tests/test_grid, tests/test_ckpt (MPI CMocka programs): under mpirun
+#  - tests/test_grid, tests/test_ckpt, tests/test_allreduce (MPI CMocka
+#    programs): under mpirun
 #    at each rank count listed below, --oversubscribe on 2 cores;
 #  - *.sh: with sh (they call mpirun themselves);
 #  - other programs: directly.
@@ -15,7 +16,10 @@ case $(basename "$prog") in
     *.sh) exec sh "$prog" "$@" ;;
     test_grid) nps="1 2 4 6 8" ;;
     test_ckpt) nps="1 2 3" ;;
+    test_allreduce) nps="1 2 3 4 5 6 7 8" ;;
+    test_codec) nps="1 2 3 4" ;;
     test_model) nps="1" ;;
+    test_bucket) nps="1 2 3 4" ;;
     *) exec "$prog" "$@" ;;
 esac
 for np in $nps; do

@@ -5,7 +5,13 @@
  * read under a different sharding, and a plain serial HDF5 read of the
  * whole dataset (the independent reference for the on-disk layout), can
  * both be checked element by element.  Foreign and broken files are made
- * here with the plain serial HDF5 API, not with the library under test.
+ * here with the plain serial HDF5 API and plain POSIX I/O, not with the
+ * library under test; manifests are parsed and forged here from the
+ * format in ckpt.h, with XXH64 checked against published vectors.
+ *
+ * Longer than the ~800-line guideline: one test program per module, and
+ * the fault cases (damage, truncation, full disk, retention, async) need
+ * the helpers of the round-trip cases.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -26,7 +32,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -187,6 +197,14 @@ static void tensor_check(const struct ckpt_tensor *t, int id)
                      value(id, gflat(t, k)));
 }
 
+static int64_t local_count(const struct ckpt_tensor *t)
+{
+    int64_t n = 1;
+    for (int d = 0; d < t->ndim; d++)
+        n *= t->count[d];
+    return n;
+}
+
 static void tensors_free(struct ckpt_tensor *t, int n)
 {
     for (int i = 0; i < n; i++)
@@ -310,6 +328,127 @@ static void h5_serial_check(const char *path, const struct spec *s, int n)
         H5Fclose(f);
     }
     MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* ---- manifests and damage, by hand ---------------------------------------- */
+
+#define MBLOCK ((int64_t)4 << 20)
+
+static int64_t file_size(const char *path)
+{
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    return (int64_t)st.st_size;
+}
+
+/* The whole file, malloc'ed (caller frees). */
+static unsigned char *read_all(const char *path, int64_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    unsigned char *b;
+
+    assert_non_null(f);
+    *len = file_size(path);
+    b = malloc((size_t)*len + 1);
+    assert_non_null(b);
+    assert_int_equal(fread(b, 1, (size_t)*len, f), (size_t)*len);
+    fclose(f);
+    return b;
+}
+
+/* Rank 0 writes PATH.manifest for whatever PATH holds now, following the
+ * format of ckpt.h (no dataset lines); every rank returns after it. */
+static void forge_manifest(const char *path)
+{
+    if (g_rank == 0) {
+        char mp[600], *text = malloc(1 << 20);
+        int64_t len, off = 0, nb;
+        unsigned char *b = read_all(path, &len);
+        FILE *f;
+
+        assert_non_null(text);
+        nb = (len + MBLOCK - 1) / MBLOCK;
+        off += sprintf(text + off, "mpitron-manifest 1\nfile x.h5\nsize %lld"
+                       "\nblock %lld\n", (long long)len, (long long)MBLOCK);
+        for (int64_t i = 0; i < nb; i++) {
+            int64_t n = len - i * MBLOCK < MBLOCK ? len - i * MBLOCK : MBLOCK;
+            off += sprintf(text + off, "hash %lld %016llx\n", (long long)i,
+                           (unsigned long long)ckpt_hash64(b + i * MBLOCK,
+                                                           (size_t)n));
+        }
+        sprintf(text + off, "self %016llx\n",
+                (unsigned long long)ckpt_hash64(text, (size_t)off));
+        fmt(mp, sizeof mp, "%s.manifest", path);
+        f = fopen(mp, "w");
+        assert_non_null(f);
+        fputs(text, f);
+        fclose(f);
+        free(b);
+        free(text);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* Rank 0 flips every bit of byte off of path. */
+static void flip_byte(const char *path, int64_t off)
+{
+    if (g_rank == 0) {
+        unsigned char c;
+        int fd = open(path, O_RDWR);
+        assert_true(fd >= 0);
+        assert_int_equal(pread(fd, &c, 1, off), 1);
+        c ^= 0xff;
+        assert_int_equal(pwrite(fd, &c, 1, off), 1);
+        close(fd);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* Serial HDF5: file address and stored size of chunk k of dataset name
+ * (H5Dget_chunk_info, independent of the library's by-coordinate walk). */
+static void chunk_at(const char *path, const char *name, int k,
+                     int64_t *addr, int64_t *size, int *nchunks)
+{
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), d, sp;
+    hsize_t n = 0, sz = 0;
+    haddr_t a = 0;
+    unsigned mask = 0;
+
+    assert_true(f >= 0);
+    d = H5Dopen2(f, name, H5P_DEFAULT);
+    sp = H5Dget_space(d);
+    assert_true(H5Dget_num_chunks(d, sp, &n) >= 0);
+    assert_true((hsize_t)k < n);
+    assert_true(H5Dget_chunk_info(d, sp, (hsize_t)k, NULL, &mask, &a, &sz) >=
+                0);
+    *addr = (int64_t)a;
+    *size = (int64_t)sz;
+    if (nchunks)
+        *nchunks = (int)n;
+    H5Sclose(sp);
+    H5Dclose(d);
+    H5Fclose(f);
+}
+
+/* Output of a rank-0 printer into a malloc'ed string (other ranks: ""). */
+struct capture {
+    char *buf;
+    size_t len;
+    FILE *f;
+};
+
+static FILE *capture_begin(struct capture *c)
+{
+    memset(c, 0, sizeof *c);
+    c->f = open_memstream(&c->buf, &c->len);
+    assert_non_null(c->f);
+    return c->f;
+}
+
+static char *capture_end(struct capture *c)
+{
+    fclose(c->f);
+    return c->buf;
 }
 
 /* ---- tests ------------------------------------------------------------- */
@@ -469,13 +608,28 @@ static void test_foreign_files(void **state)
     if (g_rank == 0)
         write_text(p, "this is not HDF5\n");
     MPI_Barrier(MPI_COMM_WORLD);
+    /* no manifest: refused before anything else looks at it */
+    assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, p, &m, err, sizeof err));
+    assert_contains(err, p);
+    assert_contains(err, "no manifest");
+    assert_null(m.config_text);
+    if (g_rank == 0) {
+        assert_int_equal(ckpt_print_info(p, stdout, err, sizeof err), -1);
+        assert_contains(err, "no manifest");
+    }
+    /* a correct manifest for a foreign file: the format check refuses it */
+    forge_manifest(p);
+    assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, p, NULL, err,
+                                         sizeof err), 0);
     assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, p, &m, err, sizeof err));
     assert_contains(err, p);
     assert_contains(err, "not an HDF5 file");
-    assert_null(m.config_text);
+    assert_all_failed(ckpt_verify(MPI_COMM_WORLD, p, NULL, err, sizeof err));
+    assert_contains(err, "not an HDF5 file");
 
     fmt(p, sizeof p, "%s/other.h5", dir);
     h5_foreign(p, NULL, 0, 0);
+    forge_manifest(p);
     assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, p, &m, err, sizeof err));
     assert_contains(err, "not an mpitron checkpoint");
     if (g_rank == 0) {
@@ -485,9 +639,10 @@ static void test_foreign_files(void **state)
 
     fmt(p, sizeof p, "%s/v7.h5", dir);
     h5_foreign(p, CKPT_FORMAT, 7, 1);
+    forge_manifest(p);
     assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, p, &m, err, sizeof err));
     assert_contains(err, "has checkpoint version 7; this build reads "
-                         "version 1");
+                         "versions: 2");
 
     fmt(p, sizeof p, "%s/absent.h5", dir);
     assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, p, &m, err, sizeof err));
@@ -505,7 +660,8 @@ static void test_incomplete_rejected(void **state)
 
     subdir(dir, sizeof dir, "incomplete");
     fmt(p, sizeof p, "%s/step_00000001.h5", dir);
-    h5_foreign(p, CKPT_FORMAT, 1, 0);
+    h5_foreign(p, CKPT_FORMAT, CKPT_VERSION, 0);
+    forge_manifest(p);
     assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, p, &m, err, sizeof err));
     assert_contains(err, "incomplete");
     tensor_make(&t, &s, 0, 0, 0.0f);
@@ -528,6 +684,8 @@ static void assert_no_leftovers(const char *dir)
             fail_msg("leftover %s/%s", dir, de->d_name);
         if (strcmp(de->d_name, "latest.tmp") == 0)
             fail_msg("leftover %s/latest.tmp", dir);
+        if (strstr(de->d_name, ".manifest.tmp"))
+            fail_msg("leftover %s/%s", dir, de->d_name);
     }
     closedir(d);
 }
@@ -586,6 +744,8 @@ static void test_failed_saves(void **state)
     assert_all_failed(save_specs(dir, 2, s, 1, p, err));
     assert_contains(err, "rename");
     assert_contains(err, "step_00000002.h5");
+    fmt(p, sizeof p, "%s/step_00000002.h5.manifest", dir);
+    assert_false(exists(p));
     fmt(latest, sizeof latest, "%s/latest", dir);
     assert_string_equal(slurp(latest), "step_00000001.h5\n");
     assert_no_leftovers(dir);
@@ -596,6 +756,8 @@ static void test_failed_saves(void **state)
     assert_string_equal(slurp(latest), "step_00000001.h5\n");
     assert_no_leftovers(dir);
     fmt(p, sizeof p, "%s/step_00000003.h5", dir);
+    assert_false(exists(p));
+    fmt(p, sizeof p, "%s/step_00000003.h5.manifest", dir);
     assert_false(exists(p));
 }
 
@@ -701,12 +863,728 @@ static void test_print_info(void **state)
         assert_contains(buf, "(10)");
         assert_contains(buf, "/optim/m/wte");
         assert_contains(buf, "7000"); /* tokens_seen */
+        assert_contains(buf, "fletcher32");
+        assert_null(strstr(buf, "NO CHECKSUM"));
+        assert_contains(buf, "manifest");
+        assert_contains(buf, "version 2");
         line = strstr(buf, "parameters");
         assert_non_null(line);
         assert_contains(line, "32778"); /* 256*128 + 10 */
         free(buf);
     }
     MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* ---- format version 2: checksums and the manifest ---------------------- */
+
+/* Published XXH64 (seed 0) vectors; the 39- and 43-byte ones run the
+ * 32-byte stripe loop, the 100-byte one the tail of 8/4/1-byte steps. */
+static void test_hash64_vectors(void **state)
+{
+    unsigned char hundred[100];
+    (void)state;
+
+    for (int i = 0; i < 100; i++)
+        hundred[i] = (unsigned char)i;
+    assert_true(ckpt_hash64("", 0) == 0xEF46DB3751D8E999ULL);
+    assert_true(ckpt_hash64("a", 1) == 0xD24EC4F1A98C6E5BULL);
+    assert_true(ckpt_hash64("abc", 3) == 0x44BC2CF5AD770999ULL);
+    assert_true(ckpt_hash64("Nobody inspects the spammish repetition", 39) ==
+                0xFBCEA83C8A378BF1ULL);
+    assert_true(ckpt_hash64("The quick brown fox jumps over the lazy dog",
+                            43) == 0x0B242D361FDA71BCULL);
+    assert_true(ckpt_hash64(hundred, 100) == 0x6AC1E58032166597ULL);
+}
+
+/* Two 4 MiB tensors (the file spans three 4 MiB blocks), one small one
+ * split unevenly, one a rank holds none of. */
+static const struct spec g_big[] = {
+    {"/model/a", 2, {1024, 1024}, 0, 0, 0, 0},
+    {"/model/b", 2, {1024, 1024}, 1, 0, 0, 0},
+    {"/optim/m/c", 1, {11}, 0, 0, 0, 0},
+    {"/optim/v/d", 2, {3, 5}, SPLIT_ROOT, 0, 0, 0},
+};
+#define N_BIG ((int)(sizeof g_big / sizeof g_big[0]))
+
+/* Chunks: whole rows, at most 1 MiB (or the whole tensor), Fletcher32. */
+static void test_chunks_fletcher32(void **state)
+{
+    static const struct spec s[] = {
+        {"/model/wide", 2, {600, 1000}, 0, 0, 0, 0},  /* 262 rows of 4000 B */
+        {"/model/small", 2, {7, 5}, 1, 0, 0, 0},      /* whole tensor */
+        {"/model/long", 1, {300000}, 0, 0, 0, 0},     /* 262144 elements */
+    };
+    static const hsize_t want[3][2] = {{262, 1000}, {7, 5}, {262144, 0}};
+    char dir[512], path[512], err[1024] = "";
+    (void)state;
+
+    subdir(dir, sizeof dir, "chunks");
+    assert_int_equal(save_specs(dir, 1, s, 3, path, err), 0);
+    h5_serial_check(path, s, 3);
+    if (g_rank == 0) {
+        hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        for (int i = 0; i < 3; i++) {
+            hid_t d = H5Dopen2(f, s[i].name, H5P_DEFAULT);
+            hid_t p = H5Dget_create_plist(d);
+            hsize_t c[2] = {0, 0};
+            unsigned flags, conf;
+            size_t ne = 0;
+            char nm[32];
+            assert_int_equal(H5Pget_layout(p), H5D_CHUNKED);
+            assert_int_equal(H5Pget_chunk(p, 2, c), s[i].ndim);
+            assert_int_equal(c[0], want[i][0]);
+            assert_int_equal(c[1], want[i][1]);
+            assert_int_equal(H5Pget_nfilters(p), 1);
+            assert_int_equal(H5Pget_filter2(p, 0, &flags, &ne, NULL,
+                                            sizeof nm, nm, &conf),
+                             H5Z_FILTER_FLETCHER32);
+            H5Pclose(p);
+            H5Dclose(d);
+        }
+        H5Fclose(f);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* The manifest, parsed here: size, block hashes (recomputed here from the
+ * bytes), self hash, and extents covering every chunk HDF5 reports. */
+static void test_manifest_roundtrip(void **state)
+{
+    char dir[512], path[512], mp[600], err[1024] = "";
+    (void)state;
+
+    subdir(dir, sizeof dir, "manifest");
+    assert_int_equal(save_specs(dir, 4, g_big, N_BIG, path, err), 0);
+    h5_serial_check(path, g_big, N_BIG);
+    if (g_rank == 0) {
+        int64_t len, mlen, nb, size = -1, block = -1, nhash = 0, nds = 0;
+        unsigned char *b = read_all(path, &len);
+        char *m, *line, *save = NULL, *self;
+        fmt(mp, sizeof mp, "%s.manifest", path);
+        m = (char *)read_all(mp, &mlen);
+        m[mlen] = '\0';
+        self = strstr(m, "self ");
+        assert_non_null(self);
+        assert_true(strtoull(self + 5, NULL, 16) ==
+                    ckpt_hash64(m, (size_t)(self - m)));
+        assert_int_equal(strlen(self), 22); /* last line */
+        nb = (len + MBLOCK - 1) / MBLOCK;
+        assert_true(nb == 3);
+        for (line = strtok_r(m, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+            long long i, o, l;
+            unsigned long long h;
+            char name[64];
+            if (sscanf(line, "size %lld", &o) == 1)
+                size = o;
+            else if (sscanf(line, "block %lld", &o) == 1)
+                block = o;
+            else if (sscanf(line, "hash %lld %llx", &i, &h) == 2) {
+                int64_t n = len - i * MBLOCK < MBLOCK ? len - i * MBLOCK
+                                                      : MBLOCK;
+                assert_int_equal(i, nhash++);
+                assert_true(h == ckpt_hash64(b + i * MBLOCK, (size_t)n));
+            } else if (sscanf(line, "dataset %63s %lld %lld", name, &o,
+                              &l) == 3) {
+                assert_true(o >= 0 && l > 0 && o + l <= len);
+                nds++;
+            }
+        }
+        assert_int_equal(size, len);
+        assert_int_equal(block, MBLOCK);
+        assert_int_equal(nhash, nb);
+        assert_true(nds >= N_BIG);
+        assert_contains(slurp(mp), "mpitron-manifest 1\nfile "
+                                   "step_00000004.h5\n");
+        /* every chunk of /model/b lies in a "dataset /model/b" range */
+        for (int k = 0, nc = 1; k < nc; k++) {
+            int64_t a, sz;
+            char want[128];
+            int found = 0;
+            chunk_at(path, "/model/b", k, &a, &sz, &nc);
+            free(m);
+            m = (char *)read_all(mp, &mlen);
+            m[mlen] = '\0';
+            for (line = strtok_r(m, "\n", &save); line;
+                 line = strtok_r(NULL, "\n", &save)) {
+                long long o, l;
+                if (sscanf(line, "dataset /model/b %lld %lld", &o, &l) == 2)
+                    found |= o <= a && a + sz <= o + l;
+            }
+            fmt(want, sizeof want, "chunk %d of /model/b at %lld", k,
+                (long long)a);
+            if (!found)
+                fail_msg("%s not in the manifest", want);
+        }
+        free(m);
+        free(b);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                         sizeof err), 0);
+}
+
+/* A byte flipped in /model/b's data: the manifest check names the range
+ * and /model/b, every reader refuses the file, verify says so. */
+static void test_damage_named(void **state)
+{
+    char dir[512], path[512], good[512], res[512], want[160];
+    char err[1024] = "";
+    struct ckpt_tensor t[N_BIG];
+    struct capture c;
+    int64_t a, sz, flip, lo, hi, len;
+    (void)state;
+
+    subdir(dir, sizeof dir, "damage");
+    assert_int_equal(save_specs(dir, 1, g_big, N_BIG, good, err), 0);
+    assert_int_equal(save_specs(dir, 2, g_big, N_BIG, path, err), 0);
+    chunk_at(path, "/model/b", 2, &a, &sz, NULL);
+    flip = a + sz / 2;
+    len = file_size(path);
+    lo = flip / MBLOCK * MBLOCK;
+    hi = lo + MBLOCK < len ? lo + MBLOCK : len;
+    flip_byte(path, flip);
+    fmt(want, sizeof want, "bytes [%lld, %lld) are damaged", (long long)lo,
+        (long long)hi);
+
+    assert_all_failed(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                          sizeof err));
+    print_message("      %s\n", err);
+    assert_contains(err, want);
+    assert_contains(err, "/model/b");
+    for (int i = 0; i < N_BIG; i++)
+        tensor_make(&t[i], &g_big[i], 0, 0, -1.0f);
+    assert_all_failed(ckpt_read_tensors(MPI_COMM_WORLD, path, t, N_BIG, err,
+                                        sizeof err));
+    assert_contains(err, want);
+    assert_null(strstr(err, "H5")); /* refused before HDF5 saw it */
+    tensors_free(t, N_BIG);
+
+    assert_all_failed(ckpt_verify(MPI_COMM_WORLD, path,
+                                  capture_begin(&c), err, sizeof err));
+    capture_end(&c);
+    if (g_rank == 0) {
+        assert_contains(c.buf, want);
+        assert_contains(c.buf, "/model/b");
+        assert_contains(c.buf, "BAD  manifest");
+        assert_contains(c.buf, "DAMAGED");
+    }
+    free(c.buf);
+
+    /* resume=auto falls back to step 1 and says why it skipped step 2 */
+    assert_int_equal(ckpt_find_good(MPI_COMM_WORLD, dir, res, sizeof res,
+                                    capture_begin(&c), err, sizeof err), 0);
+    capture_end(&c);
+    assert_string_equal(res, good);
+    if (g_rank == 0) {
+        assert_contains(c.buf, "skipping");
+        assert_contains(c.buf, path);
+        assert_contains(c.buf, want);
+    }
+    free(c.buf);
+}
+
+/* The superblock damaged: the error comes from the manifest check, not
+ * from HDF5 (which never opens the file). */
+static void test_superblock_damage(void **state)
+{
+    static const struct spec s[] = {{"/model/a", 1, {5}, 0, 0, 0, 0}};
+    char dir[512], path[512], err[1024] = "";
+    struct ckpt_meta m;
+    (void)state;
+
+    subdir(dir, sizeof dir, "super");
+    assert_int_equal(save_specs(dir, 1, s, 1, path, err), 0);
+    flip_byte(path, 1); /* inside the "\211HDF\r\n\032\n" signature */
+    assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, path, &m, err,
+                                     sizeof err));
+    assert_contains(err, "fails its manifest check");
+    assert_contains(err, "bytes [0, ");
+    assert_null(strstr(err, "H5F"));
+    assert_null(strstr(err, "not an HDF5 file"));
+    if (g_rank == 0) {
+        assert_int_equal(ckpt_print_info(path, stdout, err, sizeof err), -1);
+        assert_contains(err, "fails its manifest check");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* Truncated file and missing manifest. */
+static void test_truncated_and_missing(void **state)
+{
+    static const struct spec s[] = {{"/model/a", 2, {64, 64}, 0, 0, 0, 0}};
+    char dir[512], path[512], mp[600], want[160], err[1024] = "";
+    struct ckpt_meta m;
+    int64_t len;
+    (void)state;
+
+    subdir(dir, sizeof dir, "trunc");
+    assert_int_equal(save_specs(dir, 1, s, 1, path, err), 0);
+    len = file_size(path);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (g_rank == 0)
+        assert_int_equal(truncate(path, 123), 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    fmt(want, sizeof want, "size 123 but the manifest says %lld",
+        (long long)len);
+    assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, path, &m, err,
+                                     sizeof err));
+    assert_contains(err, want);
+    assert_all_failed(ckpt_verify(MPI_COMM_WORLD, path, NULL, err,
+                                  sizeof err));
+    assert_contains(err, want);
+
+    assert_int_equal(save_specs(dir, 2, s, 1, path, err), 0);
+    fmt(mp, sizeof mp, "%s.manifest", path);
+    if (g_rank == 0)
+        assert_int_equal(unlink(mp), 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, path, &m, err,
+                                     sizeof err));
+    assert_contains(err, "no manifest");
+    assert_contains(err, "not a valid checkpoint");
+}
+
+/* Damage that the manifest cannot see (the manifest re-forged after the
+ * flip): HDF5's Fletcher32 catches it on read, naming the dataset. */
+static void test_fletcher32_detects(void **state)
+{
+    char dir[512], path[512], err[1024] = "";
+    struct ckpt_tensor t[N_BIG];
+    struct capture c;
+    int64_t a, sz;
+    (void)state;
+
+    subdir(dir, sizeof dir, "fletcher");
+    assert_int_equal(save_specs(dir, 1, g_big, N_BIG, path, err), 0);
+    chunk_at(path, "/model/b", 1, &a, &sz, NULL);
+    flip_byte(path, a + 1000);
+    forge_manifest(path);
+    for (int i = 0; i < N_BIG; i++)
+        tensor_make(&t[i], &g_big[i], g_big[i].rdim, 0, -1.0f);
+    assert_all_failed(ckpt_read_tensors(MPI_COMM_WORLD, path, t, N_BIG, err,
+                                        sizeof err));
+    print_message("      %s\n", err);
+    assert_contains(err, "/model/b");
+    assert_contains(err, "checksum");
+    tensors_free(t, N_BIG);
+    assert_all_failed(ckpt_verify(MPI_COMM_WORLD, path, capture_begin(&c),
+                                  err, sizeof err));
+    capture_end(&c);
+    assert_contains(err, "/model/b");
+    assert_null(strstr(err, "/model/a"));
+    if (g_rank == 0) {
+        print_message("%s", c.buf);
+        assert_contains(c.buf, "OK   manifest");
+        assert_contains(c.buf, "OK   /model/a");
+        assert_contains(c.buf, "BAD  /model/b");
+        assert_contains(c.buf, "OK   /optim/v/d");
+    }
+    free(c.buf);
+}
+
+static void test_verify_good(void **state)
+{
+    char dir[512], path[512], err[1024] = "";
+    struct capture c;
+    (void)state;
+
+    subdir(dir, sizeof dir, "verify");
+    assert_int_equal(save_specs(dir, 1, g_specs, N_SPECS, path, err), 0);
+    if (ckpt_verify(MPI_COMM_WORLD, path, capture_begin(&c), err, sizeof err))
+        fail_msg("verify: %s", err);
+    capture_end(&c);
+    if (g_rank == 0) {
+        for (int i = 0; i < N_SPECS; i++) {
+            char want[128];
+            fmt(want, sizeof want, "OK   %s", g_specs[i].name);
+            assert_contains(c.buf, want);
+        }
+        assert_contains(c.buf, "6 datasets, 0 bad");
+        assert_null(strstr(c.buf, "BAD"));
+    }
+    free(c.buf);
+}
+
+/* ---- the checkpoint directory ----------------------------------------- */
+
+/* Rank 0: an empty file dir/name. */
+static void touch(const char *dir, const char *name)
+{
+    char p[700];
+    if (g_rank == 0) {
+        fmt(p, sizeof p, "%s/%s", dir, name);
+        write_text(p, "");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* Steps 1..4 good, 5 truncated, 6 without manifest, 7 a .partial. */
+static void make_mixed_dir(char *dir, size_t len, const char *name,
+                           char paths[8][512])
+{
+    static const struct spec s[] = {{"/model/a", 2, {16, 8}, 0, 0, 0, 0}};
+    char err[1024] = "", p[600];
+
+    subdir(dir, len, name);
+    for (int k = 1; k <= 6; k++)
+        assert_int_equal(save_specs(dir, k, s, 1, paths[k], err), 0);
+    if (g_rank == 0) {
+        assert_int_equal(truncate(paths[5], 100), 0);
+        fmt(p, sizeof p, "%s.manifest", paths[6]);
+        assert_int_equal(unlink(p), 0);
+    }
+    touch(dir, "step_00000007.h5.partial");
+}
+
+static void test_list_statuses(void **state)
+{
+    char dir[512], paths[8][512], run[600], err[1024] = "";
+    char *line;
+    struct capture c;
+    (void)state;
+
+    make_mixed_dir(dir, sizeof dir, "list", paths);
+    if (g_rank == 0) {
+        assert_int_equal(ckpt_list(dir, capture_begin(&c), err, sizeof err),
+                         3);
+        capture_end(&c);
+        line = strstr(c.buf, "step_00000004.h5 ");
+        assert_non_null(line);
+        assert_true(strncmp(strstr(line, "  ok"), "  ok", 4) == 0);
+        line = strstr(c.buf, "step_00000005.h5 ");
+        assert_non_null(line);
+        assert_contains(line, "damaged: size 100 but the manifest says");
+        line = strstr(c.buf, "step_00000006.h5 ");
+        assert_non_null(line);
+        assert_contains(line, "no manifest  <- latest");
+        line = strstr(c.buf, "step_00000006.h5 ");
+        assert_contains(line, "<- latest"); /* the last committed save */
+        line = strstr(c.buf, "step_00000007.h5.partial");
+        assert_non_null(line);
+        assert_contains(line, "incomplete (partial)");
+        free(c.buf);
+        /* a run directory means its ckpt/ */
+        fmt(run, sizeof run, "%s/run", dir);
+        assert_int_equal(mkdir(run, 0777), 0);
+        assert_int_equal(ckpt_list(run, capture_begin(&c), err, sizeof err),
+                         0);
+        capture_end(&c);
+        assert_contains(c.buf, "(no checkpoints)");
+        free(c.buf);
+        fmt(run, sizeof run, "%s/nope", dir);
+        assert_int_equal(ckpt_list(run, stdout, err, sizeof err), -1);
+        assert_contains(err, run);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static void test_find_good(void **state)
+{
+    char dir[512], paths[8][512], res[512], p[600], err[1024] = "";
+    struct capture c;
+    (void)state;
+
+    make_mixed_dir(dir, sizeof dir, "find", paths);
+    assert_int_equal(ckpt_find_good(MPI_COMM_WORLD, dir, res, sizeof res,
+                                    capture_begin(&c), err, sizeof err), 0);
+    capture_end(&c);
+    assert_string_equal(res, paths[4]);
+    if (g_rank == 0) {
+        char *l7 = strstr(c.buf, "step_00000007.h5.partial");
+        char *l6 = strstr(c.buf, "step_00000006.h5:");
+        char *l5 = strstr(c.buf, "step_00000005.h5:");
+        assert_true(l7 && l6 && l5 && l7 < l6 && l6 < l5); /* newest first */
+        assert_contains(l7, "incomplete");
+        assert_contains(l6, "no manifest");
+        assert_contains(l5, "size 100 but the manifest says");
+        assert_null(strstr(c.buf, "step_00000004"));
+    } else {
+        assert_true(c.len == 0); /* warnings come from rank 0 only */
+    }
+    free(c.buf);
+
+    /* a file argument is checked alone: resume=PATH fails loudly */
+    assert_all_failed(ckpt_find_good(MPI_COMM_WORLD, paths[5], res,
+                                     sizeof res, NULL, err, sizeof err));
+    assert_contains(err, "size 100");
+    assert_int_equal(ckpt_find_good(MPI_COMM_WORLD, paths[3], res, sizeof res,
+                                    NULL, err, sizeof err), 0);
+    assert_string_equal(res, paths[3]);
+
+    /* all damaged: -1; nothing at all: 1 */
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (g_rank == 0)
+        for (int k = 1; k <= 4; k++)
+            assert_int_equal(truncate(paths[k], 10), 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    assert_all_failed(ckpt_find_good(MPI_COMM_WORLD, dir, res, sizeof res,
+                                     NULL, err, sizeof err));
+    assert_contains(err, "no valid checkpoint");
+    fmt(p, sizeof p, "%s/fresh", dir);
+    assert_int_equal(ckpt_find_good(MPI_COMM_WORLD, p, res, sizeof res, NULL,
+                                    err, sizeof err), 1);
+    assert_contains(err, p);
+}
+
+/* keep_last=2, keep_every=5 over saves 1..12 keeps 5, 10, 11, 12. */
+static void test_retention(void **state)
+{
+    static const struct spec s[] = {{"/model/a", 1, {5}, 0, 0, 0, 0}};
+    char dir[512], path[512], err[1024] = "";
+    struct ckpt_entry_names { const char *name; int present; } want[] = {
+        {"step_00000005.h5", 1}, {"step_00000005.h5.manifest", 1},
+        {"step_00000010.h5", 1}, {"step_00000010.h5.manifest", 1},
+        {"step_00000011.h5", 1}, {"step_00000012.h5.manifest", 1},
+        {"step_00000012.h5", 1}, {"latest", 1},
+        {"step_00000020.h5.partial", 1}, /* newer than any commit: kept */
+        {"step_00000009.h5", 0}, {"step_00000009.h5.manifest", 0},
+        {"step_00000001.h5", 0}, {"step_00000003.h5.partial", 0},
+        {"step_00000004.h5.manifest", 0}, {"step_00000002.h5.manifest.tmp", 0},
+    };
+    int total = 0;
+    (void)state;
+
+    subdir(dir, sizeof dir, "retain");
+    for (int k = 1; k <= 12; k++) {
+        if (k == 12) { /* leftovers of crashed saves */
+            touch(dir, "step_00000003.h5.partial");
+            touch(dir, "step_00000004.h5.manifest");
+            touch(dir, "step_00000002.h5.manifest.tmp");
+            touch(dir, "step_00000020.h5.partial");
+        }
+        assert_int_equal(save_specs(dir, k, s, 1, path, err), 0);
+        if (g_rank == 0) {
+            int r = ckpt_retain(dir, 2, 5, path, NULL, err, sizeof err);
+            if (r < 0)
+                fail_msg("retain: %s", err);
+            total += r;
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+    for (size_t i = 0; i < sizeof want / sizeof want[0]; i++) {
+        char p[700];
+        fmt(p, sizeof p, "%s/%s", dir, want[i].name);
+        if (exists(p) != want[i].present)
+            fail_msg("%s: expected %s", p, want[i].present ? "kept"
+                                                           : "removed");
+    }
+    if (g_rank == 0) /* 8 checkpoints x 2 files, 3 leftovers */
+        assert_int_equal(total, 8 * 2 + 3);
+    for (int k = 1; k <= 12; k++) {
+        char p[700];
+        fmt(p, sizeof p, "%s/step_%08d.h5", dir, k);
+        assert_int_equal(exists(p), k == 5 || k >= 10);
+    }
+    assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                         sizeof err), 0);
+    if (g_rank == 0) { /* keep_last 0: keep all (but not stale leftovers) */
+        assert_int_equal(ckpt_retain(dir, 0, 0, NULL, NULL, err, sizeof err),
+                         0);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* ---- async, full disk, fault hook -------------------------------------- */
+
+/* Rank 0: every dataset of s in a and b holds the same bytes. */
+static void same_datasets(const char *a, const char *b, const struct spec *s,
+                          int n)
+{
+    if (g_rank == 0) {
+        hid_t fa = H5Fopen(a, H5F_ACC_RDONLY, H5P_DEFAULT);
+        hid_t fb = H5Fopen(b, H5F_ACC_RDONLY, H5P_DEFAULT);
+        assert_true(fa >= 0 && fb >= 0);
+        for (int i = 0; i < n; i++) {
+            int64_t len = 1;
+            for (int d = 0; d < s[i].ndim; d++)
+                len *= s[i].gshape[d];
+            float *x = malloc(sizeof(float) * (size_t)len);
+            float *y = malloc(sizeof(float) * (size_t)len);
+            hid_t da = H5Dopen2(fa, s[i].name, H5P_DEFAULT);
+            hid_t db = H5Dopen2(fb, s[i].name, H5P_DEFAULT);
+            assert_true(H5Dread(da, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                                H5P_DEFAULT, x) >= 0);
+            assert_true(H5Dread(db, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL,
+                                H5P_DEFAULT, y) >= 0);
+            assert_memory_equal(x, y, sizeof(float) * (size_t)len);
+            H5Dclose(da);
+            H5Dclose(db);
+            free(x);
+            free(y);
+        }
+        H5Fclose(fa);
+        H5Fclose(fb);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+static void test_async_equals_sync(void **state)
+{
+    char d1[512], d2[512], p1[512], p2[512], err[1024] = "";
+    struct ckpt_tensor t[N_SPECS];
+    struct ckpt_meta m = meta_make(9, "n_layer = 1\n");
+    struct ckpt_async *a = NULL;
+    int provided;
+    (void)state;
+
+    MPI_Query_thread(&provided);
+    if (provided < MPI_THREAD_MULTIPLE) {
+        assert_all_failed(ckpt_async_init(MPI_COMM_WORLD, &a, err,
+                                          sizeof err));
+        assert_contains(err, "MPI_THREAD_MULTIPLE");
+        return;
+    }
+    subdir(d1, sizeof d1, "sync");
+    subdir(d2, sizeof d2, "async");
+    assert_int_equal(save_specs(d1, 9, g_specs, N_SPECS, p1, err), 0);
+    assert_int_equal(ckpt_async_init(MPI_COMM_WORLD, &a, err, sizeof err), 0);
+    for (int round = 0; round < 2; round++) { /* the staging is reused */
+        for (int i = 0; i < N_SPECS; i++) {
+            tensor_make(&t[i], &g_specs[i], g_specs[i].wdim,
+                        g_specs[i].wrev, 0.0f);
+            tensor_fill(&t[i], i + 1);
+        }
+        m.step = 9 + round;
+        assert_int_equal(ckpt_save_async_start(a, d2, &m, t, N_SPECS, err,
+                                               sizeof err), 0);
+        assert_int_equal(ckpt_save_async_busy(a), 1);
+        assert_all_failed(ckpt_save_async_start(a, d2, &m, t, N_SPECS, err,
+                                                sizeof err));
+        assert_contains(err, "in flight");
+        for (int i = 0; i < N_SPECS; i++) /* training goes on */
+            for (int64_t k = 0; k < local_count(&t[i]); k++)
+                t[i].data[k] = -5.0f;
+        tensors_free(t, N_SPECS);
+        if (ckpt_save_async_wait(a, p2, sizeof p2, err, sizeof err))
+            fail_msg("async save: %s", err);
+        assert_int_equal(ckpt_save_async_busy(a), 0);
+        assert_int_equal(ckpt_save_async_wait(a, p2, sizeof p2, err,
+                                              sizeof err), 1);
+    }
+    assert_contains(p2, "step_00000010.h5");
+    same_datasets(p1, p2, g_specs, N_SPECS);
+    h5_serial_check(p2, g_specs, N_SPECS);
+    assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, p2, NULL, err,
+                                         sizeof err), 0);
+    /* a failing async save reports on every rank */
+    assert_int_equal(ckpt_save_async_start(a, "/proc/nope/ckpt", &m, NULL, 0,
+                                           err, sizeof err), 0);
+    assert_all_failed(ckpt_save_async_wait(a, p2, sizeof p2, err,
+                                           sizeof err));
+    assert_contains(err, "/proc/nope");
+    ckpt_async_free(a);
+}
+
+/* The failed save of step 2 left nothing, and step 1 is intact. */
+static void assert_only_step1(const char *dir, const char *p1)
+{
+    char p[700], err[1024] = "";
+
+    fmt(p, sizeof p, "%s/step_00000002.h5", dir);
+    assert_false(exists(p));
+    fmt(p, sizeof p, "%s/step_00000002.h5.manifest", dir);
+    assert_false(exists(p));
+    assert_no_leftovers(dir);
+    fmt(p, sizeof p, "%s/latest", dir);
+    assert_string_equal(slurp(p), "step_00000001.h5\n");
+    assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, p1, NULL, err,
+                                         sizeof err), 0);
+}
+
+/* A file-size limit (ulimit -f) below the checkpoint's size, on every
+ * rank: refused cleanly before anything is written. */
+static void test_fsize_limit(void **state)
+{
+    static const struct spec small[] = {{"/model/a", 1, {100}, 0, 0, 0, 0}};
+    static const struct spec big[] = {{"/model/b", 1, {1 << 20}, 0, 0, 0, 0}};
+    char dir[512], p1[512], p[512], err[1024] = "";
+    struct rlimit old, lim;
+    (void)state;
+
+    subdir(dir, sizeof dir, "fsize");
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    lim = old;
+    lim.rlim_cur = 2 << 20;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    assert_int_equal(save_specs(dir, 1, small, 1, p1, err), 0);
+    assert_all_failed(save_specs(dir, 2, big, 1, p, err));
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    signal(SIGXFSZ, SIG_DFL);
+    assert_contains(err, "step_00000002.h5");
+    assert_contains(err, "file-size limit");
+    assert_only_step1(dir, p1);
+}
+
+/* A full disk on a 2 MiB tmpfs: -1 on every rank with a message naming
+ * the file and the free space, nothing of the failed save left, the
+ * previous checkpoint and `latest` intact, and the next save works.
+ * Skipped when tmpfs cannot be mounted (not root). */
+static void test_disk_full(void **state)
+{
+    static const struct spec small[] = {{"/model/a", 1, {100}, 0, 0, 0, 0}};
+    struct spec big = {"/model/b", 1, {1 << 20}, 0, 0, 0, 0}; /* 4 MiB */
+    char dir[512], p1[512], p[512], err[1024] = "";
+    struct statvfs v;
+    int ok = 0;
+    (void)state;
+
+    subdir(dir, sizeof dir, "full");
+    if (g_rank == 0)
+        ok = mount("tmpfs", dir, "tmpfs", 0, "size=2m") == 0;
+    MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (!ok) {
+        print_message("      (skipped: cannot mount a tmpfs here)\n");
+        return;
+    }
+    assert_int_equal(save_specs(dir, 1, small, 1, p1, err), 0);
+    if (g_rank == 0) { /* the space reserved for the save was given back */
+        struct stat st;
+        assert_int_equal(stat(p1, &st), 0);
+        assert_true((int64_t)st.st_blocks * 512 <=
+                    (st.st_size + 4095) / 4096 * 4096);
+    }
+
+    /* more than the free space: refused before HDF5 creates the file */
+    assert_all_failed(save_specs(dir, 2, &big, 1, p, err));
+    assert_contains(err, "step_00000002.h5");
+    assert_contains(err, "not enough space");
+    assert_only_step1(dir, p1);
+
+    /* a little less data than the free space: the space reserved for
+     * data and metadata before writing is not there */
+    assert_int_equal(statvfs(dir, &v), 0);
+    big.gshape[0] = ((int64_t)(v.f_bavail * v.f_frsize) - 512) / 4;
+    assert_all_failed(save_specs(dir, 2, &big, 1, p, err));
+    print_message("      %s\n", err);
+    assert_contains(err, "step_00000002.h5");
+    assert_contains(err, "bytes free");
+    assert_null(strstr(err, "could not close"));
+    assert_only_step1(dir, p1);
+
+    assert_int_equal(save_specs(dir, 3, small, 1, p, err), 0);
+    assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, p, NULL, err,
+                                         sizeof err), 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+    if (g_rank == 0)
+        assert_int_equal(umount(dir), 0);
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* MPITRON_CKPT_FAULT stalls a save without changing what it writes. */
+static void test_fault_hook(void **state)
+{
+    char dir[512], path[512], err[1024] = "";
+    (void)state;
+
+    subdir(dir, sizeof dir, "fault");
+    setenv("MPITRON_CKPT_FAULT", "stall_ms=20,at=2", 1);
+    assert_int_equal(save_specs(dir, 1, g_specs, N_SPECS, path, err), 0);
+    unsetenv("MPITRON_CKPT_FAULT");
+    h5_serial_check(path, g_specs, N_SPECS);
+    assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                         sizeof err), 0);
 }
 
 /* ---- main -------------------------------------------------------------- */
@@ -738,8 +1616,12 @@ static int group_teardown(void **state)
 {
     (void)state;
     MPI_Barrier(MPI_COMM_WORLD);
-    if (g_rank == 0)
+    if (g_rank == 0) {
+        char full[300];
+        fmt(full, sizeof full, "%s/full", g_root);
+        umount(full); /* still mounted if test_disk_full failed */
         nftw(g_root, rm_entry, 16, FTW_DEPTH | FTW_PHYS);
+    }
     return 0;
 }
 
@@ -758,10 +1640,26 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_list_mismatch),
         cmocka_unit_test(test_resolve),
         cmocka_unit_test(test_print_info),
+        cmocka_unit_test(test_hash64_vectors),
+        cmocka_unit_test(test_chunks_fletcher32),
+        cmocka_unit_test(test_manifest_roundtrip),
+        cmocka_unit_test(test_damage_named),
+        cmocka_unit_test(test_superblock_damage),
+        cmocka_unit_test(test_truncated_and_missing),
+        cmocka_unit_test(test_fletcher32_detects),
+        cmocka_unit_test(test_verify_good),
+        cmocka_unit_test(test_list_statuses),
+        cmocka_unit_test(test_find_good),
+        cmocka_unit_test(test_retention),
+        cmocka_unit_test(test_async_equals_sync),
+        cmocka_unit_test(test_disk_full),
+        cmocka_unit_test(test_fsize_limit),
+        cmocka_unit_test(test_fault_hook),
     };
-    int failed, any;
+    int failed, any, provided;
 
-    MPI_Init(&argc, &argv);
+    /* MPI_THREAD_MULTIPLE for the asynchronous saves */
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
     MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g_size);
     if (g_rank != 0) /* one summary; failures still reach stderr */

@@ -86,15 +86,24 @@ static void test_defaults(void **state)
     assert_int_equal(c.log_every, 10);
     assert_int_equal(c.ckpt_every, 0);
     assert_int_equal(c.stop_at_step, 0);
+    assert_int_equal(c.keep_last, 0);
+    assert_int_equal(c.keep_every, 0);
+    assert_int_equal(c.ckpt_async, 0);
     assert_string_equal(c.resume, "auto");
     assert_string_equal(c.init_from, "");
     assert_int_equal(c.threads, 0);
     assert_int_equal(c.dp, 0);
     assert_int_equal(c.tp, 1);
     assert_int_equal(c.pp, 1);
+    assert_int_equal(c.ranks_per_node, 0);
+    assert_string_equal(c.allreduce, "auto");
+    assert_string_equal(c.allreduce_tune, "");
+    assert_true(c.bucket_mb == 25.0f);
+    assert_string_equal(c.compress, "none");
+    assert_int_equal(c.compress_warmup, 0);
 
-    /* 8 model + 14 optim + 3 data + 7 run + 3 parallel keys */
-    assert_int_equal(config_nkeys, 35);
+    /* 8 model + 14 optim + 3 data + 10 run + 9 parallel keys */
+    assert_int_equal(config_nkeys, 44);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

@@ -1,0 +1,457 @@
+/*
+ * ckpt_manifest.c - the manifest sidecar (format in ckpt.h): XXH64, the
+ * dataset extents, building the text, writing it durably, and parsing it
+ * back.  A manifest read from disk is untrusted input: its self hash is
+ * checked before anything in it is believed, and every field after that.
+ */
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L
+#endif
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "ckpt_internal.h"
+
+/* ---- XXH64 (Yann Collet's xxHash, 64-bit, seed 0) ----------------------- */
+
+#define XP1 11400714785074694791ULL
+#define XP2 14029467366897019727ULL
+#define XP3 1609587929392839161ULL
+#define XP4 9650029242287828579ULL
+#define XP5 2870177450012600261ULL
+
+static uint64_t rotl64(uint64_t x, int r)
+{
+    return (x << r) | (x >> (64 - r));
+}
+
+/* Little-endian loads, whatever the host order. */
+static uint64_t load64(const unsigned char *p)
+{
+    uint64_t v = 0;
+
+    for (int i = 7; i >= 0; i--)
+        v = v << 8 | p[i];
+    return v;
+}
+
+static uint32_t load32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 |
+           (uint32_t)p[3] << 24;
+}
+
+static uint64_t xround(uint64_t acc, uint64_t in)
+{
+    acc += in * XP2;
+    return rotl64(acc, 31) * XP1;
+}
+
+static uint64_t xmerge(uint64_t h, uint64_t v)
+{
+    h ^= xround(0, v);
+    return h * XP1 + XP4;
+}
+
+uint64_t ckpt_hash64(const void *data, size_t len)
+{
+    const unsigned char *p = data, *end = p + len;
+    uint64_t h;
+
+    if (len >= 32) {
+        uint64_t v1 = XP1 + XP2, v2 = XP2, v3 = 0, v4 = (uint64_t)0 - XP1;
+        for (; p + 32 <= end; p += 32) {
+            v1 = xround(v1, load64(p));
+            v2 = xround(v2, load64(p + 8));
+            v3 = xround(v3, load64(p + 16));
+            v4 = xround(v4, load64(p + 24));
+        }
+        h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
+        h = xmerge(xmerge(xmerge(xmerge(h, v1), v2), v3), v4);
+    } else {
+        h = XP5;
+    }
+    h += (uint64_t)len;
+    for (; p + 8 <= end; p += 8)
+        h = rotl64(h ^ xround(0, load64(p)), 27) * XP1 + XP4;
+    if (p + 4 <= end) {
+        h = rotl64(h ^ ((uint64_t)load32(p) * XP1), 23) * XP2 + XP3;
+        p += 4;
+    }
+    for (; p < end; p++)
+        h = rotl64(h ^ (*p * XP5), 11) * XP1;
+    h ^= h >> 33;
+    h *= XP2;
+    h ^= h >> 29;
+    h *= XP3;
+    return h ^ (h >> 32);
+}
+
+/* ---- extents ------------------------------------------------------------ */
+
+int ckpt_extents_add(struct ckpt_extents *x, const char *name, uint64_t off,
+                     uint64_t len, char *err)
+{
+    struct ckpt_extent *last = x->n ? &x->e[x->n - 1] : NULL;
+
+    if (len == 0)
+        return 0;
+    if (last && last->name == name && last->off + last->len == off) {
+        last->len += len;
+        return 0;
+    }
+    if (x->n == x->cap) {
+        size_t cap = x->cap ? 2 * x->cap : 64;
+        struct ckpt_extent *e = realloc(x->e, cap * sizeof *e);
+        if (!e)
+            return ckpt_errf(err, "out of memory for the dataset extents");
+        x->e = e;
+        x->cap = cap;
+    }
+    x->e[x->n++] = (struct ckpt_extent){name, off, len};
+    return 0;
+}
+
+void ckpt_extents_free(struct ckpt_extents *x)
+{
+    free(x->e);
+    memset(x, 0, sizeof *x);
+}
+
+int64_t ckpt_manifest_nblocks(uint64_t size, uint64_t block)
+{
+    return (int64_t)(size / block + (size % block != 0));
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+char *ckpt_manifest_text(const char *fname, uint64_t size, uint64_t block,
+                         const uint64_t *hash, int64_t nblocks,
+                         const struct ckpt_extents *x)
+{
+    size_t cap = 256 + strlen(fname) + (size_t)nblocks * 48, off = 0;
+    char *s;
+
+    for (size_t i = 0; i < x->n; i++)
+        cap += strlen(x->e[i].name) + 56;
+    s = malloc(cap);
+    if (!s)
+        return NULL;
+    off += (size_t)snprintf(s + off, cap - off,
+                            "mpitron-manifest %d\nfile %s\nsize %" PRIu64
+                            "\nblock %" PRIu64 "\n",
+                            CKPT_MANIFEST_VERSION, fname, size, block);
+    for (int64_t i = 0; i < nblocks; i++)
+        off += (size_t)snprintf(s + off, cap - off,
+                                "hash %" PRId64 " %016" PRIx64 "\n", i,
+                                hash[i]);
+    for (size_t i = 0; i < x->n; i++)
+        off += (size_t)snprintf(s + off, cap - off,
+                                "dataset %s %" PRIu64 " %" PRIu64 "\n",
+                                x->e[i].name, x->e[i].off, x->e[i].len);
+    snprintf(s + off, cap - off, "self %016" PRIx64 "\n",
+             ckpt_hash64(s, off));
+    return s;
+}
+
+/* write(2) all of len bytes; 0 or -1 with errno set. */
+static int write_all(int fd, const char *p, size_t len)
+{
+    while (len > 0) {
+        ssize_t w = write(fd, p, len);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = EIO;
+            return -1;
+        }
+        p += w;
+        len -= (size_t)w;
+    }
+    return 0;
+}
+
+int ckpt_manifest_write(const char *final, const char *text, char *err)
+{
+    char tmp[CKPT_PATHMAX], dst[CKPT_PATHMAX];
+    int fd;
+
+    if (ckpt_fmt(tmp, sizeof tmp, "%s.manifest.tmp", final) ||
+        ckpt_fmt(dst, sizeof dst, "%s.manifest", final))
+        return ckpt_errf(err, "%.200s...: manifest path too long", final);
+    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    if (fd < 0)
+        return ckpt_errf(err, "open(%s): %s", tmp, strerror(errno));
+    if (write_all(fd, text, strlen(text)) != 0) {
+        ckpt_errf(err, "write(%s): %s", tmp, strerror(errno));
+        goto fail_close;
+    }
+    if (fsync(fd) != 0) {
+        ckpt_errf(err, "fsync(%s): %s", tmp, strerror(errno));
+        goto fail_close;
+    }
+    if (close(fd) != 0) {
+        ckpt_errf(err, "close(%s): %s", tmp, strerror(errno));
+        goto fail_unlink;
+    }
+    if (rename(tmp, dst) != 0) {
+        ckpt_errf(err, "rename(%s, %s): %s", tmp, dst, strerror(errno));
+        goto fail_unlink;
+    }
+    return 0;
+fail_close:
+    close(fd);
+fail_unlink:
+    unlink(tmp);
+    return -1;
+}
+
+/* ---- parsing ------------------------------------------------------------ */
+
+/* Whole string s as a decimal uint64 (no sign, no blanks): 0 or -1. */
+static int parse_u64(const char *s, uint64_t *v)
+{
+    uint64_t x = 0;
+
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9' || x > (UINT64_MAX - 9) / 10)
+            return -1;
+        x = x * 10 + (uint64_t)(*s - '0');
+    }
+    *v = x;
+    return 0;
+}
+
+/* Exactly 16 hex digits: 0 or -1. */
+static int parse_hex64(const char *s, uint64_t *v)
+{
+    uint64_t x = 0;
+    int i;
+
+    for (i = 0; i < 16; i++) {
+        char c = s[i];
+        int d = c >= '0' && c <= '9' ? c - '0'
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+        if (d < 0)
+            return -1;
+        x = x << 4 | (uint64_t)d;
+    }
+    if (s[i] != '\0')
+        return -1;
+    *v = x;
+    return 0;
+}
+
+/* The self line ends the text; its hash covers everything before it.
+ * Returns the length of the body (the bytes before the self line). */
+static int check_self(const char *t, size_t len, const char *mp, size_t *body,
+                      char *err)
+{
+    size_t b;
+    uint64_t want;
+    char line[40];
+
+    if (len == 0 || t[len - 1] != '\n')
+        return ckpt_errf(err, "manifest %s is truncated (it does not end "
+                              "with a newline)", mp);
+    if (memchr(t, '\0', len))
+        return ckpt_errf(err, "manifest %s is damaged or not a manifest "
+                              "(it holds a NUL byte)", mp);
+    for (b = len - 1; b > 0 && t[b - 1] != '\n'; b--)
+        ;
+    if (len - b > sizeof line - 1 || strncmp(t + b, "self ", 5) != 0)
+        return ckpt_errf(err, "manifest %s is truncated or not a manifest "
+                              "(its last line is not 'self HASH')", mp);
+    memcpy(line, t + b + 5, len - b - 6);
+    line[len - b - 6] = '\0';
+    if (parse_hex64(line, &want) != 0)
+        return ckpt_errf(err, "manifest %s: malformed self line", mp);
+    if (ckpt_hash64(t, b) != want)
+        return ckpt_errf(err, "manifest %s fails its self hash: it is "
+                              "damaged or was edited", mp);
+    *body = b;
+    return 0;
+}
+
+/* "dataset NAME OFF LEN", NAME possibly holding blanks. */
+static int parse_dataset(char *rest, struct ckpt_manifest *m, char *err)
+{
+    char *sp2 = strrchr(rest, ' '), *sp1;
+    uint64_t off, len;
+
+    if (!sp2)
+        return -1;
+    *sp2 = '\0';
+    sp1 = strrchr(rest, ' ');
+    if (!sp1 || sp1 == rest || parse_u64(sp1 + 1, &off) ||
+        parse_u64(sp2 + 1, &len) || off > m->size || len > m->size - off)
+        return -1;
+    *sp1 = '\0';
+    return ckpt_extents_add(&m->ext, rest, off, len, err) ? -2 : 0;
+}
+
+struct parse_state {
+    int64_t nhash; /* hash lines so far */
+    int have_size;
+};
+
+/* One line of the body (NUL-terminated, no newline).  0, -1 malformed,
+ * -2 with err set.  Order: file, size, block, hash..., dataset... */
+static int parse_line(char *l, struct ckpt_manifest *m, struct parse_state *ps,
+                      char *err)
+{
+    char *sp = strchr(l, ' ');
+    uint64_t idx;
+
+    if (!sp)
+        return -1;
+    *sp = '\0';
+    if (!strcmp(l, "file") && !m->file) {
+        m->file = sp + 1;
+        return 0;
+    }
+    if (!strcmp(l, "size") && m->file && !ps->have_size) {
+        ps->have_size = 1;
+        return parse_u64(sp + 1, &m->size);
+    }
+    if (!strcmp(l, "block") && ps->have_size && !m->block)
+        return parse_u64(sp + 1, &m->block) || m->block == 0 ||
+               m->block > ((uint64_t)1 << 30) ? -1 : 0;
+    if (!strcmp(l, "hash") && m->block) {
+        char *h = strchr(sp + 1, ' ');
+        if (!m->hash) {
+            m->nblocks = ckpt_manifest_nblocks(m->size, m->block);
+            m->hash = calloc((size_t)m->nblocks + 1, sizeof *m->hash);
+            if (!m->hash)
+                return ckpt_errf(err, "out of memory"), -2;
+        }
+        if (!h)
+            return -1;
+        *h = '\0';
+        if (parse_u64(sp + 1, &idx) || idx != (uint64_t)ps->nhash ||
+            ps->nhash >= m->nblocks || parse_hex64(h + 1, &m->hash[idx]))
+            return -1;
+        ps->nhash++;
+        return 0;
+    }
+    if (!strcmp(l, "dataset") && m->block && ps->nhash == m->nblocks)
+        return parse_dataset(sp + 1, m, err);
+    return -1;
+}
+
+static int parse_body(char *t, size_t body, struct ckpt_manifest *m,
+                      const char *mp, char *err)
+{
+    static const char head[] = "mpitron-manifest ";
+    struct parse_state ps = {0, 0};
+    char *l = t, *end = t + body;
+    int lineno = 1;
+
+    if (strncmp(t, head, sizeof head - 1) != 0)
+        return ckpt_errf(err, "%s is not an mpitron manifest (no "
+                              "'mpitron-manifest' line)", mp);
+    if (strncmp(t + sizeof head - 1, "1\n", 2) != 0)
+        return ckpt_errf(err, "manifest %s has version %.10s; this build "
+                              "reads manifest version %d", mp,
+                         t + sizeof head - 1, CKPT_MANIFEST_VERSION);
+    l = strchr(t, '\n') + 1;
+    for (char *nl; l < end; l = nl + 1) {
+        int rc;
+        nl = strchr(l, '\n');
+        *nl = '\0';
+        lineno++;
+        rc = parse_line(l, m, &ps, err);
+        if (rc == -2)
+            return -1;
+        if (rc)
+            return ckpt_errf(err, "manifest %s line %d: malformed", mp,
+                             lineno);
+    }
+    if (!m->file || !m->block)
+        return ckpt_errf(err, "manifest %s: 'file', 'size' or 'block' "
+                              "missing", mp);
+    if (!m->hash)
+        m->nblocks = ckpt_manifest_nblocks(m->size, m->block);
+    if (ps.nhash != m->nblocks)
+        return ckpt_errf(err, "manifest %s lists %" PRId64 " block hashes, "
+                              "its size needs %" PRId64, mp, ps.nhash,
+                         m->nblocks);
+    return 0;
+}
+
+/* Reads path (at most CKPT_MANIFEST_MAX bytes) into a malloc'ed,
+ * NUL-terminated buffer.  0, 1 when it does not exist, -1 with err. */
+static int read_text(const char *mp, char **text, size_t *len, char *err)
+{
+    struct stat st;
+    size_t got = 0;
+    int fd = open(mp, O_RDONLY);
+
+    if (fd < 0)
+        return errno == ENOENT ? 1 : ckpt_errf(err, "open(%s): %s", mp,
+                                               strerror(errno));
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        (uint64_t)st.st_size > CKPT_MANIFEST_MAX) {
+        close(fd);
+        return ckpt_errf(err, "manifest %s is not a regular file of at most "
+                              "%zu bytes", mp, CKPT_MANIFEST_MAX);
+    }
+    *text = malloc((size_t)st.st_size + 1);
+    if (!*text) {
+        close(fd);
+        return ckpt_errf(err, "%s: out of memory", mp);
+    }
+    while (got < (size_t)st.st_size) {
+        ssize_t r = read(fd, *text + got, (size_t)st.st_size - got);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            break;
+        got += (size_t)r;
+    }
+    close(fd);
+    (*text)[got] = '\0';
+    *len = got;
+    return 0;
+}
+
+int ckpt_manifest_load(const char *path, struct ckpt_manifest *m, char *err)
+{
+    char mp[CKPT_PATHMAX];
+    size_t len = 0, body = 0;
+    int rc;
+
+    memset(m, 0, sizeof *m);
+    if (ckpt_fmt(mp, sizeof mp, "%s.manifest", path))
+        return ckpt_errf(err, "%.200s...: path too long", path);
+    rc = read_text(mp, &m->text, &len, err);
+    if (rc == 1)
+        return ckpt_errf(err, "%s: no manifest %s: not a valid checkpoint "
+                              "(its save did not finish, or it was written "
+                              "before checkpoint format version 2)",
+                         path, mp), 1;
+    if (rc)
+        return -1;
+    if (check_self(m->text, len, mp, &body, err) ||
+        parse_body(m->text, body, m, mp, err))
+        return -1;
+    return 0;
+}
+
+void ckpt_manifest_free(struct ckpt_manifest *m)
+{
+    free(m->text);
+    free(m->hash);
+    ckpt_extents_free(&m->ext);
+    memset(m, 0, sizeof *m);
+}

@@ -3,14 +3,14 @@
 # train a small GPT under mpirun, stop half-way (as a preempted job would),
 # resume from the checkpoint, and print sampled text.
 #
-#   ./jobs/main.sh                 # everything, ~5 minutes on 2 cores
+#   ./jobs/main.sh                 # everything: 2 ranks, ~5 minutes on 2 cores
 #   NP=1 STEPS=600 ./jobs/main.sh  # knobs: ranks, steps, run directory
 set -e
 cd "$(dirname "$0")/.."
 sh jobs/build.sh
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
-NP=${NP:-1}
+NP=${NP:-2}
 STEPS=${STEPS:-600}
 RUN=${RUN:-runs/fortunes}
 CORES=$(nproc)

@@ -12,10 +12,11 @@
 #include "log.h"
 #include "ops.h"
 #include "rng.h"
+#include "tp.h"
 
 const char *const op_kind_names[OPK_COUNT] = {
     "matmul", "attention", "layernorm", "gelu", "elementwise", "loss",
-    "embedding",
+    "embedding", "tp_comm",
 };
 
 #define TIMED(m, kind, call)                                                  \
@@ -358,6 +359,38 @@ static struct attn_shape attn_shape_of(const struct gpt *m,
     return s;
 }
 
+/* out (N,OC) = inp (N,IC) @ w (OC,IC)^T + bias (OC) for a row-parallel
+ * layer: IC is this rank's slice of the input width, so the local product
+ * is a partial sum; it is all-reduced in the tp group (Megatron's g) and
+ * the replicated bias added once.  tp = 1: the plain matmul. */
+static void row_parallel_forward(struct gpt *m, float *out, const float *inp,
+                                 const float *w, const float *bias, size_t N,
+                                 size_t IC, size_t OC)
+{
+    if (m->tp == 1) {
+        TIMED(m, OPK_MATMUL, matmul_forward(out, inp, w, bias, N, IC, OC));
+        return;
+    }
+    TIMED(m, OPK_MATMUL, matmul_forward(out, inp, w, NULL, N, IC, OC));
+    TIMED(m, OPK_TP_COMM, tp_allreduce_sum(out, N * OC, m->tpc));
+    double t0 = now_s();
+    for (size_t i = 0; i < N; i++) {
+        float *o = out + i * OC;
+        for (size_t j = 0; j < OC; j++)
+            o[j] += bias[j];
+    }
+    m->op_time[OPK_ELEMENTWISE] += now_s() - t0;
+}
+
+/* The input gradient dinp (N,C) of a column-parallel layer holds this
+ * rank's heads' (or FC rows') part: sum it over the tp group (Megatron's
+ * f in backward) before the replicated LayerNorm backward. */
+static void column_parallel_dinp(struct gpt *m, float *dinp, size_t n)
+{
+    if (m->tp > 1)
+        TIMED(m, OPK_TP_COMM, tp_allreduce_sum(dinp, n, m->tpc));
+}
+
 /* One block forward: x (N,C) -> la->res2. */
 static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
                           const float *x, const struct gpt_pos *pos)
@@ -373,8 +406,7 @@ static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
     TIMED(m, OPK_MATMUL, matmul_forward(la->qkv, la->ln1, w->wqkv, w->bqkv,
                                         N, C, Q));
     TIMED(m, OPK_ATTENTION, attention_forward(la->atty, la->att, la->qkv, &s));
-    TIMED(m, OPK_MATMUL, matmul_forward(la->attproj, la->atty, w->wo, w->bo,
-                                        N, A, C));
+    row_parallel_forward(m, la->attproj, la->atty, w->wo, w->bo, N, A, C);
     residual_dropout(m, a, la->res1, x, la->attproj, a->dC, pos, 1 + 2 * l);
 
     TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln2, la->ln2_mean,
@@ -382,8 +414,8 @@ static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
     TIMED(m, OPK_MATMUL, matmul_forward(la->fch, la->ln2, w->wfc, w->bfc, N,
                                         C, F));
     TIMED(m, OPK_GELU, gelu_forward(la->fch_gelu, la->fch, N * F));
-    TIMED(m, OPK_MATMUL, matmul_forward(la->fcproj, la->fch_gelu, w->wproj,
-                                        w->bproj, N, F, C));
+    row_parallel_forward(m, la->fcproj, la->fch_gelu, w->wproj, w->bproj, N,
+                         F, C);
     residual_dropout(m, a, la->res2, la->res1, la->fcproj, a->dC, pos,
                      2 + 2 * l);
 }
@@ -452,6 +484,7 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
     TIMED(m, OPK_MATMUL, matmul_backward(a->dln, g->wfc, g->bfc, a->dF2,
                                          la->ln2, w->wfc, N, C, F));
     emit(m, GPT_PROGRESS, l);
+    column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln2w, g->ln2b,
           a->dln, la->res1, w->ln2w, la->ln2_mean, la->ln2_rstd, N, C));
 
@@ -467,6 +500,7 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
     memset(a->dln, 0, N * C * sizeof(float));
     TIMED(m, OPK_MATMUL, matmul_backward(a->dln, g->wqkv, g->bqkv, a->dqkv,
                                          la->ln1, w->wqkv, N, C, Q));
+    column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln1w, g->ln1b,
           a->dln, x, w->ln1w, la->ln1_mean, la->ln1_rstd, N, C));
 }

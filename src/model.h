@@ -25,6 +25,13 @@
  *   lnf.w, lnf.b (C)                               [replicated]
  * wq, wk, wv (and bq, bk, bv) are adjacent in the arena, so locally they
  * form one fused QKV matrix and the projection is one sgemm.
+ * Tensor parallelism (Megatron): QKV and FC are column-parallel (this
+ * rank's heads / FC rows), wo and wproj row-parallel.  Forward all-reduces
+ * the row-parallel partial sums in the tp group, then adds the replicated
+ * bias once; backward all-reduces the column-parallel layers' input
+ * gradient before the LayerNorm backward.  One all-reduce each way per
+ * attention and per MLP; everything else is replicated and computed
+ * identically on every tp rank.
  * Init: weights N(0, 0.02), the residual projections wo and wproj
  * N(0, 0.02/sqrt(2 n_layer)), biases 0, LayerNorm weights 1.
  */
@@ -36,6 +43,8 @@
 
 #include "tensor.h"
 
+struct tp_ctx; /* parallel/tp.h: the tensor-parallel collectives */
+
 struct gpt_config {
     int n_layer, n_embd, n_head, n_kv_head, seq_len, vocab_size;
     int attn_window;
@@ -45,7 +54,7 @@ struct gpt_config {
 /* Time spent per kind of op, seconds (what bench step splits by). */
 enum op_kind {
     OPK_MATMUL, OPK_ATTENTION, OPK_LAYERNORM, OPK_GELU, OPK_ELEMENTWISE,
-    OPK_LOSS, OPK_EMBEDDING, OPK_COUNT
+    OPK_LOSS, OPK_EMBEDDING, OPK_TP_COMM, OPK_COUNT
 };
 extern const char *const op_kind_names[OPK_COUNT];
 
@@ -70,6 +79,8 @@ struct gpt {
     void *hook_ctx;     /* hook_final is set (last micro-batch) */
     int hook_final;
     int tp, tp_rank;    /* tensor-parallel degree and index */
+    struct tp_ctx *tpc; /* tp group (not owned; the trainer's); must be set
+                           before forward/backward when tp > 1 */
     int l0, l1;         /* blocks [l0, l1) live on this stage */
     int first, last;    /* stage holds the embedding / the head */
     int nh, nkv, hd;    /* local heads, head dim */

@@ -23,10 +23,20 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
 {
     const struct config *c = &tr->c;
     const struct grid *g = &tr->g;
-    if (g->tp > 1 || g->pp > 1) {  /* arrives with tensor/pipeline issue */
-        snprintf(err, errlen, "tp=%d pp=%d: tensor and pipeline parallelism "
-                 "are not available in this version; use tp=1 pp=1", g->tp,
-                 g->pp);
+    if (g->pp > 1) {  /* arrives with the pipeline issue */
+        snprintf(err, errlen, "pp=%d: pipeline parallelism is not available "
+                 "in this version; use pp=1", g->pp);
+        return -1;
+    }
+    if (g->tp > 1 && g->dp > 1 && strcmp(c->compress, "none") != 0 &&
+        strcmp(c->compress, "fp16") != 0 && strcmp(c->compress, "bf16") != 0) {
+        /* each tp rank buckets a different set of tensors, so a codec that
+         * selects or scales per bucket would compress the replicated
+         * tensors' gradients differently on each tp rank and their copies
+         * would drift apart */
+        snprintf(err, errlen, "compress=%s with tp=%d: only none, fp16 and "
+                 "bf16 keep the replicated tensors identical across "
+                 "tensor-parallel ranks", c->compress, g->tp);
         return -1;
     }
     if (c->batch_size % g->dp != 0) {
@@ -124,6 +134,22 @@ static int dp_init(struct trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
+/* Tensor parallelism: the tp group and scratch for the model's
+ * all-reduces of (micro_batch * seq_len, n_embd) activations.  Collective
+ * over the tp communicator; tp = 1 builds nothing. */
+static int tp_init(struct trainer *tr, char *err, size_t errlen)
+{
+    if (tr->g.tp == 1)
+        return 0;
+    size_t n = (size_t)tr->mb * (size_t)tr->c.seq_len *
+               (size_t)tr->m.cfg.n_embd;
+    if (tp_ctx_init(&tr->tpc, tr->g.tp_comm, tr->g.node, n, err, errlen) < 0)
+        return -1;
+    tr->has_tp = 1;
+    tr->m.tpc = &tr->tpc;
+    return 0;
+}
+
 int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
                  char *err, size_t errlen)
 {
@@ -155,6 +181,12 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
             snprintf(err, errlen, "another rank failed to allocate the model");
         return -1;
     }
+    if (agree(world, tp_init(tr, err, errlen)) < 0) {
+        if (!err[0])
+            snprintf(err, errlen, "another rank failed to set up the "
+                     "tensor-parallel group");
+        return -1;
+    }
     if (agree(world, dp_init(tr, err, errlen)) < 0) {
         if (!err[0])
             snprintf(err, errlen, "another rank failed to set up buckets");
@@ -177,6 +209,8 @@ void trainer_free(struct trainer *tr)
         bucketer_free(&tr->bk);
         comm_group_free(&tr->dpg);
     }
+    if (tr->has_tp)
+        tp_ctx_free(&tr->tpc);
     free(tr->ev_first);
     free(tr->ev_count);
     free(tr->st_p);
@@ -196,6 +230,29 @@ void trainer_rank_state(struct trainer *tr, struct rank_state *rs)
     rs->n = tr->has_dp && tr->bk.compress ? tr->bk.nb : 0;
     rs->p = tr->st_p;
     rs->len = tr->st_len;
+}
+
+/* Global gradient norm.  Under tp, the sharded tensors' squares are summed
+ * over the tp group and the replicated ones (identical on every tp rank)
+ * counted once; every tp rank gets the same bits. */
+static double grad_norm(struct trainer *tr)
+{
+    const struct gpt *m = &tr->m;
+    if (m->tp == 1)
+        return sqrt(sumsq(m->grads, m->tt.total));
+    double shard = 0.0, rep = 0.0;
+    for (int i = 0; i < m->tt.n; i++) {
+        const struct tensor_desc *d = &m->tt.t[i];
+        double s = sumsq(m->grads + d->off, d->numel);
+        if (d->tp_dim >= 0)
+            shard += s;
+        else
+            rep += s;
+    }
+    double t0 = now_s();
+    shard = tp_sum_double(shard, &tr->tpc);
+    tr->m.op_time[OPK_TP_COMM] += now_s() - t0;
+    return sqrt(shard + rep);
 }
 
 static void optimizer_step(struct trainer *tr, float scale, double lr)
@@ -240,7 +297,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
         MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
     double t2 = now_s();
-    double norm = sqrt(sumsq(tr->m.grads, tr->m.tt.total));
+    double norm = grad_norm(tr);
     float scale = clip_scale(norm, c->grad_clip);
     double rate = lr_at(&tr->sched, tr->st.step);
     optimizer_step(tr, scale, rate);

@@ -18,6 +18,7 @@
 #include "metrics.h"
 #include "model.h"
 #include "optim.h"
+#include "tp.h"
 
 struct step_times {      /* seconds, this rank, one step */
     double compute, comm, data, optim, total;
@@ -42,7 +43,9 @@ struct trainer {
                                  range of tensors made final */
     float **st_p;        /* per-rank compression state, by bucket */
     size_t *st_len;
-    int has_grid, has_model, has_acts, has_dp;
+    /* tensor parallelism: the tp group the model's collectives run on */
+    struct tp_ctx tpc;
+    int has_grid, has_model, has_acts, has_dp, has_tp;
 };
 
 /* This rank's state that checkpoints save per rank (compression

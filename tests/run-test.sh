@@ -1,7 +1,7 @@
 #!/bin/sh
 # LOG_COMPILER of `make check`: runs one test.
-#  - tests/test_grid, tests/test_ckpt, tests/test_allreduce (MPI CMocka
-#    programs): under mpirun
+#  - tests/test_grid, tests/test_ckpt, tests/test_allreduce, tests/test_tp,
+#    ... (MPI CMocka programs): under mpirun
 #    at each rank count listed below, --oversubscribe on 2 cores;
 #  - *.sh: with sh (they call mpirun themselves);
 #  - other programs: directly.
@@ -20,6 +20,7 @@ case $(basename "$prog") in
     test_codec) nps="1 2 3 4" ;;
     test_model) nps="1" ;;
     test_bucket) nps="1 2 3 4" ;;
+    test_tp) nps="1 2 3 4" ;;
     *) exec "$prog" "$@" ;;
 esac
 for np in $nps; do

@@ -4,14 +4,14 @@
 # resume from the checkpoint, and print sampled text.
 #
 #   ./jobs/main.sh                 # everything: 2 ranks, ~5 minutes on 2 cores
-#   NP=1 STEPS=600 ./jobs/main.sh  # knobs: ranks, steps, run directory
+#   NP=1 STEPS=600 ./jobs/main.sh  # knobs: ranks, steps (500), run directory
 set -e
 cd "$(dirname "$0")/.."
 sh jobs/build.sh
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
 NP=${NP:-2}
-STEPS=${STEPS:-600}
+STEPS=${STEPS:-500}
 RUN=${RUN:-runs/fortunes}
 CORES=$(nproc)
 THREADS=$(( CORES / NP )); [ "$THREADS" -ge 1 ] || THREADS=1
@@ -33,4 +33,4 @@ $MPIRUN ./mpitron train jobs/fortunes.ini --run_dir="$RUN" --steps="$STEPS" \
 echo "== checkpoint"
 ./mpitron ckpt info "$RUN" | head -n 8
 echo "== sample"
-./mpitron sample --ckpt "$RUN" --prompt="Q: " --tokens=400 --temperature=0.8
+./mpitron sample --ckpt "$RUN" --prompt="The meaning of life is " --tokens=400 --temperature=0.7

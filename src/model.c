@@ -460,6 +460,20 @@ static void emit(struct gpt *m, enum gpt_event ev, int layer)
         m->hook(m->hook_ctx, ev, layer);
 }
 
+/* matmul_backward split in its two products with a chance to progress
+ * communication after each: the weight gradient, then the input's. */
+static void mm_backward(struct gpt *m, int l, float *dinp, float *dw,
+                        float *db, const float *dout, const float *inp,
+                        const float *w, size_t N, size_t C, size_t OC)
+{
+    TIMED(m, OPK_MATMUL, matmul_backward(NULL, dw, db, dout, inp, w, N, C,
+                                         OC));
+    emit(m, GPT_PROGRESS, l);
+    TIMED(m, OPK_MATMUL, matmul_backward(dinp, NULL, NULL, dout, inp, w, N,
+                                         C, OC));
+    emit(m, GPT_PROGRESS, l);
+}
+
 /* One block backward: a->dres holds d(res2) on entry, d(x) on exit. */
 static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
                            const float *x, const struct gpt_pos *pos)
@@ -475,15 +489,13 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
     /* MLP branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 2 + 2 * l);
     memset(a->dF1, 0, N * F * sizeof(float));
-    TIMED(m, OPK_MATMUL, matmul_backward(a->dF1, g->wproj, g->bproj, dout,
-                                         la->fch_gelu, w->wproj, N, F, C));
-    emit(m, GPT_PROGRESS, l);
+    mm_backward(m, l, a->dF1, g->wproj, g->bproj, dout, la->fch_gelu,
+                w->wproj, N, F, C);
     memset(a->dF2, 0, N * F * sizeof(float));
     TIMED(m, OPK_GELU, gelu_backward(a->dF2, la->fch, a->dF1, N * F));
     memset(a->dln, 0, N * C * sizeof(float));
-    TIMED(m, OPK_MATMUL, matmul_backward(a->dln, g->wfc, g->bfc, a->dF2,
-                                         la->ln2, w->wfc, N, C, F));
-    emit(m, GPT_PROGRESS, l);
+    mm_backward(m, l, a->dln, g->wfc, g->bfc, a->dF2, la->ln2, w->wfc, N, C,
+                F);
     column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln2w, g->ln2b,
           a->dln, la->res1, w->ln2w, la->ln2_mean, la->ln2_rstd, N, C));
@@ -491,15 +503,15 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
     /* attention branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 1 + 2 * l);
     memset(a->datty, 0, N * A * sizeof(float));
-    TIMED(m, OPK_MATMUL, matmul_backward(a->datty, g->wo, g->bo, dout,
-                                         la->atty, w->wo, N, A, C));
+    mm_backward(m, l, a->datty, g->wo, g->bo, dout, la->atty, w->wo, N, A,
+                C);
     memset(a->dqkv, 0, N * Q * sizeof(float));
     TIMED(m, OPK_ATTENTION, attention_backward(a->dqkv, a->datt, a->datty,
                                                la->qkv, la->att, &s));
     emit(m, GPT_PROGRESS, l);
     memset(a->dln, 0, N * C * sizeof(float));
-    TIMED(m, OPK_MATMUL, matmul_backward(a->dln, g->wqkv, g->bqkv, a->dqkv,
-                                         la->ln1, w->wqkv, N, C, Q));
+    mm_backward(m, l, a->dln, g->wqkv, g->bqkv, a->dqkv, la->ln1, w->wqkv,
+                N, C, Q);
     column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln1w, g->ln1b,
           a->dln, x, w->ln1w, la->ln1_mean, la->ln1_rstd, N, C));

@@ -80,6 +80,7 @@ static void dp_hook(void *ctx, enum gpt_event ev, int layer)
                                                             : 1 + tr->m.cfg.n_layer;
     for (int k = 0; k < tr->ev_count[e]; k++)
         bucketer_ready(&tr->bk, tr->ev_first[e] + k);
+    bucketer_progress(&tr->bk);
 }
 
 static int dp_init(struct trainer *tr, char *err, size_t errlen)

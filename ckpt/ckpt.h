@@ -4,10 +4,10 @@
  * This layer knows tensors only as (name, global shape, local hyperslab,
  * pointer); it never includes a header from src/.
  *
- * File format, version 2 (one file per saved step, readable by h5dump/h5py):
+ * File format, version 3 (one file per saved step, readable by h5dump/h5py):
  *   1. root attributes:
  *        format      string  "mpitron-ckpt"
- *        version     int64   2 (readers reject others, naming the versions
+ *        version     int64   3 (readers reject others, naming the versions
  *                            they read: CKPT_VERSIONS_READ)
  *        step        int64   optimizer steps completed
  *        tokens_seen int64
@@ -24,45 +24,72 @@
  *        /optim/m/<tensor>    AdamW first moments
  *        /optim/v/<tensor>    AdamW second moments
  *        /state/<name>        other state (e.g. compression residuals)
- *      Chunked: a chunk holds whole rows (whole trailing dimensions), at
- *      most CKPT_CHUNK_BYTES (the whole tensor when smaller; a row larger
- *      than that is cut along its last dimensions).  Every chunk carries
- *      HDF5's Fletcher32 checksum, verified by HDF5 on every read.  A
- *      dataset with no element is contiguous and holds no data.
+ *      Contiguous layout, no filters: a dataset's data is one byte range
+ *      of the file, row-major.  Each dataset carries the attribute
+ *        xxh64       uint64  the dataset checksum of its data: cut the
+ *                            data bytes into pieces of CKPT_MANIFEST_BLOCK
+ *                            (4 MiB) from its first byte (the last piece
+ *                            shorter), h_i = XXH64 (seed 0) of piece i,
+ *                            checksum = XXH64 of h_0 h_1 ... each as 8
+ *                            bytes little-endian (no element: XXH64 of
+ *                            nothing, 0xef46db3751d8e999).
+ *      Every reader checks, before it reads a dataset, that its byte
+ *      range is the one the manifest names for it and that its xxh64
+ *      equals the checksum of those bytes as hashed by the manifest check
+ *      (so every byte read was hashed against the checksum stored with the
+ *      dataset), and fails naming the dataset otherwise.
  *   Every rank passes the same list of tensors in the same order (HDF5
  *   metadata calls are collective); a rank writes or reads only its own
  *   hyperslab (count may be all zero: it holds none of that tensor and
  *   still takes part), and replicated tensors are written by exactly one
- *   rank.  Writes are collective (required for filtered datasets).
+ *   rank.  Raw data is written and read collectively.
+ *   (Version 2 stored chunks of <= 1 MiB with HDF5's Fletcher32 filter.
+ *   HDF5 1.10's parallel path for them wrote every chunk twice (filled at
+ *   creation, then re-read, merged and re-checksummed), and even when
+ *   tuned cost twice the CPU and time of version 3 per save and per
+ *   read: Fletcher32 runs at about 2 GB/s, XXH64 at about 8.)
  *
- * Manifest, version 1: the sidecar FILE.manifest (step_N.h5.manifest),
+ * Manifest, version 2: the sidecar FILE.manifest (step_N.h5.manifest),
  * UTF-8 text, '\n'-terminated lines, in this order:
- *        mpitron-manifest 1
+ *        mpitron-manifest 2
  *        file step_00000012.h5      base name the manifest was written for
  *        size S                     file size in bytes
  *        block B                    CKPT_MANIFEST_BLOCK (4 MiB)
- *        hash I H                   I = 0 .. ceil(S/B)-1: H = XXH64 (seed 0,
- *                                   16 lower-case hex digits) of bytes
- *                                   [I*B, min((I+1)*B, S))
- *        dataset NAME OFFSET LENGTH zero or more: a byte range of the file
- *                                   holding data of dataset NAME (adjacent
- *                                   chunks merged); used only to name what
- *                                   a damaged range holds
+ *        piece OFF LEN H            the pieces, in file order, tile [0, S)
+ *                                   (LEN in 1..B): each dataset's data cut
+ *                                   as for its xxh64, and every range
+ *                                   between (HDF5 metadata) cut likewise
+ *                                   from its start; H = XXH64 (seed 0, 16
+ *                                   lower-case hex digits) of the piece
+ *        dataset NAME OFF LEN H     one per dataset holding data: its byte
+ *                                   range [OFF, OFF+LEN), which starts and
+ *                                   ends on piece boundaries, and H = its
+ *                                   checksum computed from those pieces'
+ *                                   hashes (= its xxh64 attribute)
  *        self H                     XXH64 of every byte before this line
- *   The hashes are computed by all ranks in parallel (block I by rank
- *   I % size) from the closed file.  Every reader checks the manifest
- *   (size, every block, self hash) BEFORE any HDF5 call touches the file,
- *   so that a damaged or foreign file never reaches the HDF5 parser; a
- *   file without a manifest is not a checkpoint.
+ *   The hashes are computed by all ranks in parallel (each hashes a run of
+ *   pieces of about S / size bytes): the data pieces once the data is
+ *   written and flushed (their checksums then become the xxh64
+ *   attributes), the rest after the file is closed.  Every reader checks
+ *   the manifest (size, every piece, every dataset line against its
+ *   pieces, self hash) BEFORE any HDF5 call touches the file, so that a
+ *   damaged or foreign file never reaches the HDF5 parser; a file without
+ *   a manifest is not a checkpoint.  Within one process, a file that
+ *   passed the check is not hashed again by the next reader while its
+ *   device, inode, size, mtime and ctime and its manifest's self hash are
+ *   unchanged (and only if its last change came 50 ms, a few timestamp
+ *   ticks, before the check); ckpt_check_manifest and ckpt_verify always
+ *   hash.
  *
  * Commit.  Files live in RUN_DIR/ckpt/.  A save of step N first checks
  * that the file system has room for the tensor data and reserves a
  * generous bound of the file size (fallocate with FALLOC_FL_KEEP_SIZE,
  * where supported: a write failing half-way is not reported consistently
  * by Open MPI's MPI-IO, and HDF5 1.10 cannot close such a file).  It is
- * written collectively as step_N.h5.partial (N as %08lld), flushed and
- * closed; rank 0 gives back the unused reservation; every rank fsyncs it
- * and hashes its blocks; rank 0 writes
+ * written collectively as step_N.h5.partial (N as %08lld): datasets, a
+ * flush, the data pieces hashed, the xxh64 attributes, `complete`, a
+ * flush, close; rank 0 gives back the unused reservation; every rank
+ * fsyncs it and hashes its share of the remaining pieces; rank 0 writes
  * step_N.h5.manifest.tmp, fsyncs it, renames it to step_N.h5.manifest,
  * renames the .partial to step_N.h5, fsyncs the directory, and only then
  * replaces RUN_DIR/ckpt/latest (one line: the file name) by writing
@@ -77,6 +104,9 @@
  * prints "mpitron: MPITRON_CKPT_FAULT: stalling ..." to stderr, so that a
  * test can kill -9 a rank in the middle of a save.
  *
+ * Timing: MPITRON_CKPT_TIMING=1 makes rank 0 print the seconds of each
+ * phase of every save and read to stderr ("mpitron: ckpt timing: ...").
+ *
  * Threads: HDF5 (this build) is not thread-safe.  While an asynchronous
  * save is in flight only its thread calls HDF5: the caller may call no
  * ckpt_ function but ckpt_save_async_busy and ckpt_save_async_wait.
@@ -90,11 +120,10 @@
 #include <stdio.h>
 
 #define CKPT_FORMAT "mpitron-ckpt"
-#define CKPT_VERSION 2
-#define CKPT_VERSIONS_READ "2"
+#define CKPT_VERSION 3
+#define CKPT_VERSIONS_READ "3"
 #define CKPT_MAX_DIMS 4
-#define CKPT_CHUNK_BYTES ((size_t)1 << 20)
-#define CKPT_MANIFEST_VERSION 1
+#define CKPT_MANIFEST_VERSION 2
 #define CKPT_MANIFEST_BLOCK ((uint64_t)4 << 20)
 
 struct ckpt_tensor {
@@ -176,9 +205,11 @@ int ckpt_read_meta(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
                    char *err, size_t errlen);
 
 /* Read every tensor's hyperslab into its data.  Collective.  Checks the
- * manifest first.  A dataset that is missing or whose global shape or
- * type differs from t[i] is an error naming the dataset and both shapes,
- * detected before any data is read; a checksum error names the dataset. */
+ * manifest first (once per process, see the manifest above).  A dataset
+ * that is missing or whose global shape or type differs from t[i] is an
+ * error naming the dataset and both shapes, and a dataset whose xxh64 or
+ * byte range disagrees with the manifest a checksum error naming it;
+ * both are detected before any data is read. */
 int ckpt_read_tensors(MPI_Comm comm, const char *path,
                       const struct ckpt_tensor *t, int n, char *err,
                       size_t errlen);
@@ -194,20 +225,24 @@ int ckpt_resolve(const char *arg, char *path, size_t pathlen, char *err,
 /* ---- verify ------------------------------------------------------------- */
 
 /* The manifest check every reader runs first: path is a regular file, its
- * manifest exists and hashes to its self line, the size and every block
- * hash match.  Collective over comm (blocks hashed in parallel; pass
- * MPI_COMM_SELF for one process).  Returns 0, or -1 on every rank with
- * err: "no manifest ... not a valid checkpoint", "size X but the manifest
- * says Y", or "bytes [A, B) are damaged: DATASET, ..." (datasets from the
- * manifest's extents; "HDF5 metadata" for bytes outside them).  When
+ * manifest exists and hashes to its self line, the size and every piece
+ * hash match, and every dataset line agrees with its pieces.  Always
+ * hashes the whole file.  Collective over comm (pieces hashed in
+ * parallel; pass MPI_COMM_SELF for one process).  Returns 0, or -1 on
+ * every rank with err: "no manifest ... not a valid checkpoint", "size X
+ * but the manifest says Y", "bytes [A, B) are damaged: DATASET, ..."
+ * (datasets from the manifest's dataset lines; "HDF5 metadata" for bytes
+ * outside them), or "dataset D: its pieces give the checksum ..." (the
+ * manifest was edited).  When
  * report is not NULL, rank 0 also prints one line per damaged range
  * there (err may be truncated, report is not). */
 int ckpt_check_manifest(MPI_Comm comm, const char *path, FILE *report,
                         char *err, size_t errlen);
 
 /* `mpitron ckpt verify PATH`: manifest check, then (only if it passes)
- * the root attributes, then every dataset read in full (Fletcher32 checks
- * every chunk).  Collective; rank 0 prints to out (may be NULL) one line
+ * the root attributes, then every dataset: its xxh64 and byte range
+ * against the manifest (as every reader checks them), and read in full
+ * through HDF5.  Collective; rank 0 prints to out (may be NULL) one line
  * per dataset ("OK   /model/wte (256,128)" or "BAD  /model/wte: reason")
  * and a summary.  Returns 0 when all is good, else -1 on every rank with
  * err summarising what is bad. */
@@ -216,7 +251,8 @@ int ckpt_verify(MPI_Comm comm, const char *path, FILE *out, char *err,
 
 /* `mpitron ckpt list RUN_DIR`: one line per step_*.h5 and *.partial in
  * the ckpt directory (a run directory means its ckpt/), oldest first:
- * step, bytes, status (ok | damaged: reason | incomplete (partial) | no
+ * step, bytes, status (ok | damaged: reason | unreadable: reason (a
+ * format version this build does not read) | incomplete (partial) | no
  * manifest) and "<- latest" on the one `latest` names.  Serial (no MPI),
  * status from the manifest check only.  Returns the number of entries
  * that are not ok (0 when all are), or -1 with err (directory
@@ -248,12 +284,12 @@ int ckpt_retain(const char *dir, int64_t keep_last, int64_t keep_every,
                 const char *keep_path, FILE *log, char *err, size_t errlen);
 
 /* `mpitron ckpt info`: checks the manifest, then prints step, layout,
- * config and every dataset with its shape, chunking and checksum to out.
+ * config and every dataset with its shape, layout and checksum to out.
  * Serial (opens the file on one process).  Returns 0 or -1 with err. */
 int ckpt_print_info(const char *path, FILE *out, char *err, size_t errlen);
 
-/* XXH64 with seed 0 of len bytes: the manifest's hash, exported for tests
- * and tools. */
+/* XXH64 with seed 0 of len bytes: the manifest's hash (and that of the
+ * xxh64 dataset checksum), exported for tests and tools. */
 uint64_t ckpt_hash64(const void *p, size_t len);
 
 #endif

@@ -56,7 +56,7 @@ static int good(MPI_Comm comm, const char *path, char *err)
 {
     hid_t fid;
 
-    if (ckpt_open_checked(comm, path, NULL, &fid, err))
+    if (ckpt_open_checked(comm, path, NULL, &fid, NULL, err))
         return -1;
     H5Fclose(fid);
     return 0;

@@ -1,6 +1,6 @@
 /*
  * ckpt_info.c - `mpitron ckpt info`: check the manifest, then print a
- * checkpoint's root attributes and every dataset with its shape, chunks
+ * checkpoint's root attributes and every dataset with its shape, layout
  * and checksum.  Serial: one process opens the file with the default
  * (sec2) driver.
  */
@@ -39,28 +39,26 @@ static void type_name(hid_t dset, char *buf, size_t len)
         H5Tclose(t);
 }
 
-/* "chunks (341,768) fletcher32", "contiguous no checksum", ... */
+/* "contiguous xxh64 0123456789abcdef", "chunks (341,768) NO CHECKSUM" */
 static void layout_name(hid_t dset, int nd, char *buf, size_t len)
 {
     hid_t dcpl = H5Dget_create_plist(dset);
     hsize_t chunk[H5S_MAX_RANK];
-    char shape[160] = "";
-    int fl = 0, nf = dcpl >= 0 ? H5Pget_nfilters(dcpl) : 0;
+    char shape[160] = "", e[CKPT_ERRMAX];
+    uint64_t h = 0;
+    int sum = ckpt_attr_read_u64(dset, "xxh64", &h, "", e) == 0;
     H5D_layout_t lay = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
 
     if (lay == H5D_CHUNKED && H5Pget_chunk(dcpl, nd, chunk) == nd)
         ckpt_hshape_str(shape, sizeof shape, nd, chunk);
-    for (int i = 0; i < nf; i++) {
-        unsigned flags = 0, conf = 0;
-        size_t nelem = 0;
-        char name[32];
-        if (H5Pget_filter2(dcpl, (unsigned)i, &flags, &nelem, NULL,
-                           sizeof name, name, &conf) == H5Z_FILTER_FLETCHER32)
-            fl = 1;
-    }
-    snprintf(buf, len, "%s%s %s", lay == H5D_CHUNKED ? "chunks " :
-             lay == H5D_CONTIGUOUS ? "contiguous" : "other layout", shape,
-             fl ? "fletcher32" : "NO CHECKSUM");
+    if (sum)
+        snprintf(buf, len, "%s%s xxh64 %016" PRIx64, lay == H5D_CHUNKED
+                 ? "chunks " : lay == H5D_CONTIGUOUS ? "contiguous"
+                 : "other layout", shape, h);
+    else
+        snprintf(buf, len, "%s%s NO CHECKSUM", lay == H5D_CHUNKED ? "chunks "
+                 : lay == H5D_CONTIGUOUS ? "contiguous" : "other layout",
+                 shape);
     if (dcpl >= 0)
         H5Pclose(dcpl);
 }
@@ -175,9 +173,9 @@ static void print_manifest(FILE *out, const char *path)
     char e[CKPT_ERRMAX];
 
     if (ckpt_manifest_load(path, &m, e) == 0)
-        fprintf(out, "%-12s ok: %" PRIu64 " bytes, %" PRId64 " blocks of "
-                     "%" PRIu64 " bytes, %zu data ranges\n", "manifest",
-                m.size, m.nblocks, m.block, m.ext.n);
+        fprintf(out, "%-12s ok: %" PRIu64 " bytes in %" PRId64 " pieces of "
+                     "at most %" PRIu64 " bytes, %zu datasets with data\n",
+                "manifest", m.size, m.npieces, m.block, m.ext.n);
     ckpt_manifest_free(&m);
 }
 
@@ -190,7 +188,7 @@ int ckpt_print_info(const char *path, FILE *out, char *err, size_t errlen)
     int rc = 0;
 
     ckpt_h5_quiet_begin(&q);
-    rc = ckpt_manifest_check(MPI_COMM_NULL, path, NULL, e);
+    rc = ckpt_manifest_check(MPI_COMM_NULL, path, NULL, NULL, e);
     if (!rc && H5Fis_hdf5(path) <= 0)
         rc = ckpt_errf(e, "%s: not an HDF5 file, so not an mpitron "
                           "checkpoint", path);

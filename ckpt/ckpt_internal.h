@@ -63,22 +63,27 @@ int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,
 
 /* Property lists; each returns a new id (caller closes) or a negative value
  * with err set.  fapl: MPI-IO on comm, collective metadata.  dxpl:
- * collective transfers.  dcpl: the layout of one tensor's dataset (see
- * the format in ckpt.h: chunks of whole rows up to CKPT_CHUNK_BYTES with
- * Fletcher32; contiguous when it has no element; allocated early, never
- * filled). */
+ * collective transfers.  dcpl: the layout of a tensor's dataset (the
+ * format in ckpt.h): contiguous, no filter, allocated at creation (so its
+ * byte range is known before any data is written), never filled. */
 hid_t ckpt_fapl_mpio(MPI_Comm comm, char *err);
 hid_t ckpt_dxpl_collective(char *err);
-hid_t ckpt_dcpl_create(int ndim, const hsize_t *dims, char *err);
+hid_t ckpt_dcpl_create(char *err);
 
 /* Select t's hyperslab in fspace (or nothing when t holds no element) and
- * create the matching memory space in *mspace (caller closes).  Returns 0
- * or -1 with err. */
+ * create the matching memory space in *mspace (caller closes): of the
+ * hyperslab's shape, which keeps HDF5 on its fast path (ckpt_util.c).
+ * Returns 0 or -1 with err. */
 int ckpt_select(hid_t fspace, const struct ckpt_tensor *t, hid_t *mspace,
                 char *err);
 
 /* Number of elements of t held by this rank: prod(count). */
 int64_t ckpt_tensor_local_count(const struct ckpt_tensor *t);
+
+/* MPITRON_CKPT_TIMING (ckpt.h): rank 0 prints the seconds since the
+ * previous call, labelled what, to stderr (what NULL: start the clock).
+ * Local (MPI_Comm_rank only); a no-op when the variable is unset. */
+void ckpt_phase(MPI_Comm comm, const char *what);
 
 /* "(256,128)" into buf; dims as int64_t or hsize_t. */
 void ckpt_shape_str(char *buf, size_t len, int ndim, const int64_t *dims);
@@ -113,10 +118,11 @@ int ckpt_root_check(hid_t fid, const char *path, struct ckpt_meta *meta,
 
 #define CKPT_MANIFEST_MAX ((size_t)64 << 20) /* larger: not ours */
 
-/* A byte range of the file holding data of dataset name (not owned). */
+/* The byte range [off, off+len) of the file holding the data of dataset
+ * name (not owned), and its checksum (the xxh64 of ckpt.h). */
 struct ckpt_extent {
     const char *name;
-    uint64_t off, len;
+    uint64_t off, len, hash;
 };
 
 struct ckpt_extents {
@@ -124,37 +130,77 @@ struct ckpt_extents {
     size_t n, cap;
 };
 
-/* Appends [off, off+len) of name, merged with the previous range when it
- * is the same dataset and adjacent.  0, or -1 with err (out of memory). */
+/* Appends an extent.  0, or -1 with err (out of memory). */
 int ckpt_extents_add(struct ckpt_extents *x, const char *name, uint64_t off,
-                     uint64_t len, char *err);
+                     uint64_t len, uint64_t hash, char *err);
 void ckpt_extents_free(struct ckpt_extents *x);
 
+/* Sorts x by offset and checks that the extents are disjoint and end by
+ * size.  0, or -1 with err naming the two datasets
+ * (path: the file, for the message). */
+int ckpt_extents_sort(struct ckpt_extents *x, uint64_t size,
+                      const char *path, char *err);
+
+/* A piece of the file (ckpt.h, manifest) and its XXH64. */
+struct ckpt_piece {
+    uint64_t off, len, hash;
+};
+
+/* The pieces of the extents of x (sorted, see ckpt_extents_sort): each
+ * cut into block-sized pieces from its start.  With gaps, also the bytes
+ * before, between and after them up to size, cut likewise from the start
+ * of each such range: the pieces then tile [0, size).  Hashes zero.
+ * *out is malloc'ed (caller frees; may be NULL when *n == 0).  0, or -1
+ * with err (out of memory). */
+int ckpt_pieces_cut(const struct ckpt_extents *x, uint64_t size, int gaps,
+                    uint64_t block, struct ckpt_piece **out, int64_t *n,
+                    char *err);
+
+/* Collective over comm (MPI_COMM_NULL: serial, no MPI call): every rank
+ * hashes a run of about 1/size of the bytes of p[0..n) from the open fd,
+ * then every rank holds every p[i].hash.  Agreed: 0, or -1 on every rank
+ * with err naming path and the offset that could not be read. */
+int ckpt_pieces_hash(MPI_Comm comm, int fd, const char *path,
+                     struct ckpt_piece *p, int64_t n, uint64_t block,
+                     char *err);
+
+/* The dataset checksum (xxh64 of ckpt.h) of the n pieces p (those of one
+ * dataset's data, in order); n == 0: XXH64 of nothing. */
+uint64_t ckpt_checksum_pieces(const struct ckpt_piece *p, int64_t n);
+
 /* A parsed manifest.  Names in ext point into text; everything is owned
- * and released by ckpt_manifest_free. */
+ * and released by ckpt_manifest_free.  ext is in file order; by_name
+ * indexes it sorted by name (ckpt_manifest_find). */
 struct ckpt_manifest {
     char *text;
     const char *file;
-    uint64_t size, block;
-    int64_t nblocks;
-    uint64_t *hash;
+    uint64_t size, block, self;  /* self: the self line's hash */
+    struct ckpt_piece *piece;
+    int64_t npieces;
     struct ckpt_extents ext;
+    struct ckpt_extent **by_name;
 };
 
-/* ceil(size / block) */
-int64_t ckpt_manifest_nblocks(uint64_t size, uint64_t block);
-
 /* Reads and parses PATH.manifest (an untrusted file: every field is
- * checked, the self hash first).  Returns 0, 1 when it does not exist
- * (err says so), or -1 with err.  m is zeroed first and must be freed in
- * every case. */
+ * checked, the self hash first, and the structure: pieces tiling
+ * [0, size), each dataset's range made of its own pieces, names unique).
+ * Returns 0, 1 when it does not exist (err says so), or -1 with err.  m
+ * is zeroed first and must be freed in every case. */
 int ckpt_manifest_load(const char *path, struct ckpt_manifest *m, char *err);
 void ckpt_manifest_free(struct ckpt_manifest *m);
 
-/* The manifest text for a file of base name fname (malloc'ed, caller
- * frees; NULL when out of memory). */
+/* The extent of dataset name in m, or NULL. */
+const struct ckpt_extent *ckpt_manifest_find(const struct ckpt_manifest *m,
+                                             const char *name);
+
+/* The index of the piece of m starting at off, or -1. */
+int64_t ckpt_manifest_piece_at(const struct ckpt_manifest *m, uint64_t off);
+
+/* The manifest text for a file of base name fname: its n pieces (tiling
+ * [0, size)) and the extents x (malloc'ed, caller frees; NULL when out
+ * of memory). */
 char *ckpt_manifest_text(const char *fname, uint64_t size, uint64_t block,
-                         const uint64_t *hash, int64_t nblocks,
+                         const struct ckpt_piece *p, int64_t n,
                          const struct ckpt_extents *x);
 
 /* Writes text as FINAL.manifest durably: FINAL.manifest.tmp, fsync,
@@ -162,30 +208,46 @@ char *ckpt_manifest_text(const char *fname, uint64_t size, uint64_t block,
  * is removed on failure. */
 int ckpt_manifest_write(const char *final, const char *text, char *err);
 
-/* XXH64 of blocks i (i % nprocs == rank) of the open fd into hash[i]; the
- * other entries are left alone.  0 or -1 with err naming path and
- * offset. */
-int ckpt_hash_blocks(int fd, const char *path, uint64_t size, uint64_t block,
-                     int rank, int nprocs, uint64_t *hash, char *err);
-
 /* The manifest check of ckpt_check_manifest on an internal err
- * (CKPT_ERRMAX).  comm == MPI_COMM_NULL: serial, no MPI call at all. */
+ * (CKPT_ERRMAX).  comm == MPI_COMM_NULL: serial, no MPI call at all.
+ * When keep is not NULL, rank 0's manifest is moved there on success
+ * (other ranks get it zeroed; free it in every case). */
 int ckpt_manifest_check(MPI_Comm comm, const char *path, FILE *report,
-                        char *err);
+                        struct ckpt_manifest *keep, char *err);
+
+/* The same check for the readers (ckpt_open_checked): a file that passed
+ * it earlier in this process is not hashed again while its device,
+ * inode, size, mtime, ctime and manifest self hash are unchanged (a pass
+ * is remembered only when the file's ctime is older than the check by
+ * more than a few timestamp ticks: 0.05 s, 2 s without sub-second times).
+ * Collective over comm (not MPI_COMM_NULL); main thread only (the cache
+ * is a static of ckpt_check.c; the async save thread never reads). */
+int ckpt_manifest_check_once(MPI_Comm comm, const char *path,
+                             struct ckpt_manifest *keep, char *err);
 
 /* ---- shared by the readers (ckpt_read.c) --------------------------------- */
 
-/* Collective, agreed: stat, manifest check, H5Fis_hdf5, then H5Fopen
- * read-only through MPI-IO and the root attribute check (meta as in
- * ckpt_root_check, may be NULL).  On success *fid is open on every rank;
- * on failure nothing is left open. */
+/* Collective, agreed: stat, manifest check (ckpt_manifest_check_once;
+ * its manifest into keep as there, may be NULL), H5Fis_hdf5, then
+ * H5Fopen read-only through MPI-IO and the root attribute check (meta as
+ * in ckpt_root_check, may be NULL).  On success *fid is open on every
+ * rank; on failure nothing is left open. */
 int ckpt_open_checked(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
-                      hid_t *fid, char *err);
+                      hid_t *fid, struct ckpt_manifest *keep, char *err);
 
 /* ckpt_open_checked without the manifest check, for a caller that has
  * just run it. */
 int ckpt_open_h5(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
                  hid_t *fid, char *err);
+
+/* The check every reader makes of an open dataset before reading it:
+ * its xxh64 attribute and its byte range (H5Dget_offset, storage size)
+ * against the extent the checked manifest m names for it (a dataset
+ * without data: none, and the checksum of nothing).  Every rank makes
+ * the same HDF5 calls (collective metadata reads); only a rank with m
+ * (rank 0) compares.  0, or -1 with err: "PATH: NAME: checksum ...". */
+int ckpt_dataset_check(hid_t dset, const char *path, const char *name,
+                       const struct ckpt_manifest *m, char *err);
 
 /* ---- the checkpoint directory (ckpt_resolve.c) --------------------------- */
 

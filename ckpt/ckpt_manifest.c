@@ -1,8 +1,10 @@
 /*
- * ckpt_manifest.c - the manifest sidecar (format in ckpt.h): XXH64, the
- * dataset extents, building the text, writing it durably, and parsing it
- * back.  A manifest read from disk is untrusted input: its self hash is
- * checked before anything in it is believed, and every field after that.
+ * ckpt_manifest.c - the manifest sidecar (format in ckpt.h): XXH64 and
+ * the dataset checksum, the dataset extents and the pieces they are cut
+ * into, building the text, writing it durably, and parsing it back.  A
+ * manifest read from disk is untrusted input: its self hash is checked
+ * before anything in it is believed, and every field and the structure
+ * after that.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -59,6 +61,15 @@ static uint64_t xmerge(uint64_t h, uint64_t v)
     return h * XP1 + XP4;
 }
 
+static uint64_t xavalanche(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= XP2;
+    h ^= h >> 29;
+    h *= XP3;
+    return h ^ (h >> 32);
+}
+
 uint64_t ckpt_hash64(const void *data, size_t len)
 {
     const unsigned char *p = data, *end = p + len;
@@ -86,26 +97,39 @@ uint64_t ckpt_hash64(const void *data, size_t len)
     }
     for (; p < end; p++)
         h = rotl64(h ^ (*p * XP5), 11) * XP1;
-    h ^= h >> 33;
-    h *= XP2;
-    h ^= h >> 29;
-    h *= XP3;
-    return h ^ (h >> 32);
+    return xavalanche(h);
 }
 
-/* ---- extents ------------------------------------------------------------ */
+/* XXH64 of the 8n bytes p[0].hash .. p[n-1].hash, each little-endian,
+ * computed from the values: the same steps as ckpt_hash64 for a length
+ * that is a multiple of 8. */
+uint64_t ckpt_checksum_pieces(const struct ckpt_piece *p, int64_t n)
+{
+    uint64_t h = XP5;
+    int64_t i = 0;
+
+    if (n >= 4) {
+        uint64_t v1 = XP1 + XP2, v2 = XP2, v3 = 0, v4 = (uint64_t)0 - XP1;
+        for (; i + 4 <= n; i += 4) {
+            v1 = xround(v1, p[i].hash);
+            v2 = xround(v2, p[i + 1].hash);
+            v3 = xround(v3, p[i + 2].hash);
+            v4 = xround(v4, p[i + 3].hash);
+        }
+        h = rotl64(v1, 1) + rotl64(v2, 7) + rotl64(v3, 12) + rotl64(v4, 18);
+        h = xmerge(xmerge(xmerge(xmerge(h, v1), v2), v3), v4);
+    }
+    h += (uint64_t)(8 * n);
+    for (; i < n; i++)
+        h = rotl64(h ^ xround(0, p[i].hash), 27) * XP1 + XP4;
+    return xavalanche(h);
+}
+
+/* ---- extents and pieces ------------------------------------------------ */
 
 int ckpt_extents_add(struct ckpt_extents *x, const char *name, uint64_t off,
-                     uint64_t len, char *err)
+                     uint64_t len, uint64_t hash, char *err)
 {
-    struct ckpt_extent *last = x->n ? &x->e[x->n - 1] : NULL;
-
-    if (len == 0)
-        return 0;
-    if (last && last->name == name && last->off + last->len == off) {
-        last->len += len;
-        return 0;
-    }
     if (x->n == x->cap) {
         size_t cap = x->cap ? 2 * x->cap : 64;
         struct ckpt_extent *e = realloc(x->e, cap * sizeof *e);
@@ -114,7 +138,7 @@ int ckpt_extents_add(struct ckpt_extents *x, const char *name, uint64_t off,
         x->e = e;
         x->cap = cap;
     }
-    x->e[x->n++] = (struct ckpt_extent){name, off, len};
+    x->e[x->n++] = (struct ckpt_extent){name, off, len, hash};
     return 0;
 }
 
@@ -124,22 +148,77 @@ void ckpt_extents_free(struct ckpt_extents *x)
     memset(x, 0, sizeof *x);
 }
 
-int64_t ckpt_manifest_nblocks(uint64_t size, uint64_t block)
+static int ext_cmp(const void *a, const void *b)
 {
-    return (int64_t)(size / block + (size % block != 0));
+    const struct ckpt_extent *x = a, *y = b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+int ckpt_extents_sort(struct ckpt_extents *x, uint64_t size,
+                      const char *path, char *err)
+{
+    if (x->n > 1)
+        qsort(x->e, x->n, sizeof *x->e, ext_cmp);
+    for (size_t i = 0; i < x->n; i++) {
+        const struct ckpt_extent *e = &x->e[i];
+        if (e->len == 0 || (i > 0 && x->e[i - 1].off + x->e[i - 1].len >
+                                         e->off))
+            return ckpt_errf(err, "%s: the data of %s overlaps that of %s "
+                                  "or is empty", path, e->name,
+                             i > 0 ? x->e[i - 1].name : "(none)");
+        if (e->off > size || e->len > size - e->off)
+            return ckpt_errf(err, "%s: the data of %s ends past the end of "
+                                  "the file", path, e->name);
+    }
+    return 0;
+}
+
+/* Appends the pieces of [off, off+len) cut from off. */
+static void cut(struct ckpt_piece *p, int64_t *n, uint64_t off, uint64_t len,
+                uint64_t block)
+{
+    for (uint64_t d = 0; d < len; d += block)
+        p[(*n)++] = (struct ckpt_piece){off + d, len - d < block ? len - d
+                                                                  : block, 0};
+}
+
+int ckpt_pieces_cut(const struct ckpt_extents *x, uint64_t size, int gaps,
+                    uint64_t block, struct ckpt_piece **out, int64_t *n,
+                    char *err)
+{
+    uint64_t cap = 1, at = 0;
+
+    for (size_t i = 0; i < x->n; i++)
+        cap += x->e[i].len / block + 2; /* its pieces and the gap before */
+    if (gaps)
+        cap += size / block + 1;
+    *n = 0;
+    *out = malloc(sizeof **out * (size_t)cap);
+    if (!*out)
+        return ckpt_errf(err, "out of memory for %llu file pieces",
+                         (unsigned long long)cap);
+    for (size_t i = 0; i < x->n; i++) {
+        if (gaps)
+            cut(*out, n, at, x->e[i].off - at, block);
+        cut(*out, n, x->e[i].off, x->e[i].len, block);
+        at = x->e[i].off + x->e[i].len;
+    }
+    if (gaps)
+        cut(*out, n, at, size - at, block);
+    return 0;
 }
 
 /* ---- writing ------------------------------------------------------------ */
 
 char *ckpt_manifest_text(const char *fname, uint64_t size, uint64_t block,
-                         const uint64_t *hash, int64_t nblocks,
+                         const struct ckpt_piece *p, int64_t n,
                          const struct ckpt_extents *x)
 {
-    size_t cap = 256 + strlen(fname) + (size_t)nblocks * 48, off = 0;
+    size_t cap = 256 + strlen(fname) + (size_t)n * 64, off = 0;
     char *s;
 
     for (size_t i = 0; i < x->n; i++)
-        cap += strlen(x->e[i].name) + 56;
+        cap += strlen(x->e[i].name) + 72;
     s = malloc(cap);
     if (!s)
         return NULL;
@@ -147,14 +226,15 @@ char *ckpt_manifest_text(const char *fname, uint64_t size, uint64_t block,
                             "mpitron-manifest %d\nfile %s\nsize %" PRIu64
                             "\nblock %" PRIu64 "\n",
                             CKPT_MANIFEST_VERSION, fname, size, block);
-    for (int64_t i = 0; i < nblocks; i++)
+    for (int64_t i = 0; i < n; i++)
         off += (size_t)snprintf(s + off, cap - off,
-                                "hash %" PRId64 " %016" PRIx64 "\n", i,
-                                hash[i]);
+                                "piece %" PRIu64 " %" PRIu64 " %016" PRIx64
+                                "\n", p[i].off, p[i].len, p[i].hash);
     for (size_t i = 0; i < x->n; i++)
         off += (size_t)snprintf(s + off, cap - off,
-                                "dataset %s %" PRIu64 " %" PRIu64 "\n",
-                                x->e[i].name, x->e[i].off, x->e[i].len);
+                                "dataset %s %" PRIu64 " %" PRIu64 " %016"
+                                PRIx64 "\n", x->e[i].name, x->e[i].off,
+                                x->e[i].len, x->e[i].hash);
     snprintf(s + off, cap - off, "self %016" PRIx64 "\n",
              ckpt_hash64(s, off));
     return s;
@@ -255,7 +335,7 @@ static int parse_hex64(const char *s, uint64_t *v)
 /* The self line ends the text; its hash covers everything before it.
  * Returns the length of the body (the bytes before the self line). */
 static int check_self(const char *t, size_t len, const char *mp, size_t *body,
-                      char *err)
+                      uint64_t *self, char *err)
 {
     size_t b;
     uint64_t want;
@@ -280,38 +360,68 @@ static int check_self(const char *t, size_t len, const char *mp, size_t *body,
         return ckpt_errf(err, "manifest %s fails its self hash: it is "
                               "damaged or was edited", mp);
     *body = b;
+    *self = want;
     return 0;
 }
 
-/* "dataset NAME OFF LEN", NAME possibly holding blanks. */
+/* "dataset NAME OFF LEN HASH", NAME possibly holding blanks. */
 static int parse_dataset(char *rest, struct ckpt_manifest *m, char *err)
 {
-    char *sp2 = strrchr(rest, ' '), *sp1;
-    uint64_t off, len;
+    char *f[3];
+    uint64_t off, len, h;
 
-    if (!sp2)
+    for (int i = 2; i >= 0; i--) { /* the three fields from the right */
+        f[i] = strrchr(rest, ' ');
+        if (!f[i] || f[i] == rest)
+            return -1;
+        *f[i]++ = '\0';
+    }
+    if (parse_u64(f[0], &off) || parse_u64(f[1], &len) ||
+        parse_hex64(f[2], &h) || len == 0 || off > m->size ||
+        len > m->size - off)
         return -1;
-    *sp2 = '\0';
-    sp1 = strrchr(rest, ' ');
-    if (!sp1 || sp1 == rest || parse_u64(sp1 + 1, &off) ||
-        parse_u64(sp2 + 1, &len) || off > m->size || len > m->size - off)
+    return ckpt_extents_add(&m->ext, rest, off, len, h, err) ? -2 : 0;
+}
+
+/* "piece OFF LEN HASH": the next piece of the tiling. */
+static int parse_piece(char *rest, struct ckpt_manifest *m, int64_t *cap,
+                       char *err)
+{
+    char *a = strchr(rest, ' '), *b = a ? strchr(a + 1, ' ') : NULL;
+    uint64_t at = m->npieces ? m->piece[m->npieces - 1].off +
+                                   m->piece[m->npieces - 1].len : 0;
+    struct ckpt_piece pc;
+
+    if (!b)
         return -1;
-    *sp1 = '\0';
-    return ckpt_extents_add(&m->ext, rest, off, len, err) ? -2 : 0;
+    *a = *b = '\0';
+    if (parse_u64(rest, &pc.off) || parse_u64(a + 1, &pc.len) ||
+        parse_hex64(b + 1, &pc.hash) || pc.off != at || pc.len == 0 ||
+        pc.len > m->block || pc.len > m->size - at)
+        return -1;
+    if (m->npieces == *cap) {
+        int64_t c = *cap ? 2 * *cap : 256;
+        struct ckpt_piece *p = realloc(m->piece, sizeof *p * (size_t)c);
+        if (!p)
+            return ckpt_errf(err, "out of memory"), -2;
+        m->piece = p;
+        *cap = c;
+    }
+    m->piece[m->npieces++] = pc;
+    return 0;
 }
 
 struct parse_state {
-    int64_t nhash; /* hash lines so far */
+    int64_t cap; /* of m->piece */
     int have_size;
 };
 
 /* One line of the body (NUL-terminated, no newline).  0, -1 malformed,
- * -2 with err set.  Order: file, size, block, hash..., dataset... */
+ * -2 with err set.  Order: file, size, block, piece..., dataset... */
 static int parse_line(char *l, struct ckpt_manifest *m, struct parse_state *ps,
                       char *err)
 {
     char *sp = strchr(l, ' ');
-    uint64_t idx;
 
     if (!sp)
         return -1;
@@ -327,26 +437,51 @@ static int parse_line(char *l, struct ckpt_manifest *m, struct parse_state *ps,
     if (!strcmp(l, "block") && ps->have_size && !m->block)
         return parse_u64(sp + 1, &m->block) || m->block == 0 ||
                m->block > ((uint64_t)1 << 30) ? -1 : 0;
-    if (!strcmp(l, "hash") && m->block) {
-        char *h = strchr(sp + 1, ' ');
-        if (!m->hash) {
-            m->nblocks = ckpt_manifest_nblocks(m->size, m->block);
-            m->hash = calloc((size_t)m->nblocks + 1, sizeof *m->hash);
-            if (!m->hash)
-                return ckpt_errf(err, "out of memory"), -2;
-        }
-        if (!h)
-            return -1;
-        *h = '\0';
-        if (parse_u64(sp + 1, &idx) || idx != (uint64_t)ps->nhash ||
-            ps->nhash >= m->nblocks || parse_hex64(h + 1, &m->hash[idx]))
-            return -1;
-        ps->nhash++;
-        return 0;
-    }
-    if (!strcmp(l, "dataset") && m->block && ps->nhash == m->nblocks)
+    if (!strcmp(l, "piece") && m->block && m->ext.n == 0)
+        return parse_piece(sp + 1, m, &ps->cap, err);
+    if (!strcmp(l, "dataset") && m->block)
         return parse_dataset(sp + 1, m, err);
     return -1;
+}
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp((*(struct ckpt_extent *const *)a)->name,
+                  (*(struct ckpt_extent *const *)b)->name);
+}
+
+/* Names unique (sorted index by_name), each dataset's range made of its
+ * own pieces: full blocks but the last. */
+static int check_structure(struct ckpt_manifest *m, const char *mp,
+                           char *err)
+{
+    m->by_name = malloc(sizeof *m->by_name * (m->ext.n + 1));
+    if (!m->by_name)
+        return ckpt_errf(err, "%s: out of memory", mp);
+    for (size_t i = 0; i < m->ext.n; i++)
+        m->by_name[i] = &m->ext.e[i];
+    qsort(m->by_name, m->ext.n, sizeof *m->by_name, name_cmp);
+    for (size_t i = 0; i < m->ext.n; i++) {
+        const struct ckpt_extent *e = m->by_name[i];
+        int64_t k = ckpt_manifest_piece_at(m, e->off);
+        uint64_t got = 0;
+        if (i > 0 && !strcmp(e->name, m->by_name[i - 1]->name))
+            return ckpt_errf(err, "manifest %s names dataset %s twice", mp,
+                             e->name);
+        if (e > m->ext.e && e[-1].off + e[-1].len > e->off)
+            return ckpt_errf(err, "manifest %s: dataset %s overlaps or "
+                                  "precedes the one before it", mp, e->name);
+        for (; k >= 0 && k < m->npieces && got < e->len; k++) {
+            if (got + m->piece[k].len < e->len && m->piece[k].len != m->block)
+                break;
+            got += m->piece[k].len;
+        }
+        if (k < 0 || got != e->len)
+            return ckpt_errf(err, "manifest %s: the range of dataset %s is "
+                                  "not cut into pieces as the format says",
+                             mp, e->name);
+    }
+    return 0;
 }
 
 static int parse_body(char *t, size_t body, struct ckpt_manifest *m,
@@ -356,13 +491,17 @@ static int parse_body(char *t, size_t body, struct ckpt_manifest *m,
     struct parse_state ps = {0, 0};
     char *l = t, *end = t + body;
     int lineno = 1;
+    uint64_t at;
 
     if (strncmp(t, head, sizeof head - 1) != 0)
         return ckpt_errf(err, "%s is not an mpitron manifest (no "
                               "'mpitron-manifest' line)", mp);
-    if (strncmp(t + sizeof head - 1, "1\n", 2) != 0)
-        return ckpt_errf(err, "manifest %s has version %.10s; this build "
-                              "reads manifest version %d", mp,
+    if (strncmp(t + sizeof head - 1, "2\n", 2) != 0)
+        return ckpt_errf(err, "manifest %s has version %.*s; this build "
+                              "reads manifest version %d (checkpoint "
+                              "versions " CKPT_VERSIONS_READ ")", mp,
+                         (int)strcspn(t + sizeof head - 1, "\n") < 10
+                             ? (int)strcspn(t + sizeof head - 1, "\n") : 10,
                          t + sizeof head - 1, CKPT_MANIFEST_VERSION);
     l = strchr(t, '\n') + 1;
     for (char *nl; l < end; l = nl + 1) {
@@ -380,13 +519,13 @@ static int parse_body(char *t, size_t body, struct ckpt_manifest *m,
     if (!m->file || !m->block)
         return ckpt_errf(err, "manifest %s: 'file', 'size' or 'block' "
                               "missing", mp);
-    if (!m->hash)
-        m->nblocks = ckpt_manifest_nblocks(m->size, m->block);
-    if (ps.nhash != m->nblocks)
-        return ckpt_errf(err, "manifest %s lists %" PRId64 " block hashes, "
-                              "its size needs %" PRId64, mp, ps.nhash,
-                         m->nblocks);
-    return 0;
+    at = m->npieces ? m->piece[m->npieces - 1].off +
+                          m->piece[m->npieces - 1].len : 0;
+    if (at != m->size)
+        return ckpt_errf(err, "manifest %s: its pieces cover %" PRIu64
+                              " bytes, its size is %" PRIu64, mp, at,
+                         m->size);
+    return check_structure(m, mp, err);
 }
 
 /* Reads path (at most CKPT_MANIFEST_MAX bytes) into a malloc'ed,
@@ -442,7 +581,7 @@ int ckpt_manifest_load(const char *path, struct ckpt_manifest *m, char *err)
                          path, mp), 1;
     if (rc)
         return -1;
-    if (check_self(m->text, len, mp, &body, err) ||
+    if (check_self(m->text, len, mp, &body, &m->self, err) ||
         parse_body(m->text, body, m, mp, err))
         return -1;
     return 0;
@@ -451,7 +590,43 @@ int ckpt_manifest_load(const char *path, struct ckpt_manifest *m, char *err)
 void ckpt_manifest_free(struct ckpt_manifest *m)
 {
     free(m->text);
-    free(m->hash);
+    free(m->piece);
+    free(m->by_name);
     ckpt_extents_free(&m->ext);
     memset(m, 0, sizeof *m);
+}
+
+const struct ckpt_extent *ckpt_manifest_find(const struct ckpt_manifest *m,
+                                             const char *name)
+{
+    size_t lo = 0, hi = m->by_name ? m->ext.n : 0;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        const struct ckpt_extent *e = m->by_name[mid];
+        int c = strcmp(name, e->name);
+        if (c == 0)
+            return e;
+        if (c < 0)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    return NULL;
+}
+
+int64_t ckpt_manifest_piece_at(const struct ckpt_manifest *m, uint64_t off)
+{
+    int64_t lo = 0, hi = m->npieces;
+
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo) / 2;
+        if (m->piece[mid].off == off)
+            return mid;
+        if (m->piece[mid].off < off)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return -1;
 }

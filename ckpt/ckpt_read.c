@@ -1,7 +1,8 @@
 /*
  * ckpt_read.c - ckpt_read_meta and ckpt_read_tensors: check the manifest,
- * open a checkpoint collectively, check what it is, check every tensor,
- * then read (HDF5 checks every chunk's Fletcher32).
+ * open a checkpoint collectively, check what it is, check every tensor
+ * (shape, type, and its xxh64 and byte range against the manifest), then
+ * read.
  *
  * Every check ends in ckpt_agree(), so all ranks fail together and no rank
  * waits in a collective the others have left.
@@ -10,6 +11,7 @@
 #define _POSIX_C_SOURCE 200809L
 #endif
 #include <errno.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,12 +34,20 @@ static int probe(const char *path, char *err)
 }
 
 int ckpt_open_checked(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
-                      hid_t *fid, char *err)
+                      hid_t *fid, struct ckpt_manifest *keep, char *err)
 {
+    int rc;
+
     *fid = -1;
-    if (ckpt_manifest_check(comm, path, NULL, err))
-        return -1;
-    return ckpt_open_h5(comm, path, meta, fid, err);
+    ckpt_phase(comm, NULL);
+    rc = ckpt_manifest_check_once(comm, path, keep, err);
+    ckpt_phase(comm, "read: manifest check");
+    if (!rc)
+        rc = ckpt_open_h5(comm, path, meta, fid, err);
+    ckpt_phase(comm, "read: open");
+    if (rc && keep)
+        ckpt_manifest_free(keep);
+    return rc;
 }
 
 int ckpt_open_h5(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
@@ -83,7 +93,7 @@ int ckpt_read_meta(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
 
     ckpt_h5_quiet_begin(&q);
     meta->config_text = NULL;
-    rc = ckpt_open_checked(comm, path, meta, &fid, e);
+    rc = ckpt_open_checked(comm, path, meta, &fid, NULL, e);
     if (!rc && H5Fclose(fid) < 0)
         rc = ckpt_h5_fail(e, path, "H5Fclose");
     rc = ckpt_agree(comm, rc, e);
@@ -117,9 +127,11 @@ static int path_exists(hid_t fid, const char *name)
     return 1;
 }
 
-/* Opens t's dataset and checks rank, global shape and type against t. */
+/* Opens t's dataset and checks rank, global shape and type against t,
+ * then its checksum and byte range against the manifest m. */
 static int check_tensor(hid_t fid, const char *path,
-                        const struct ckpt_tensor *t, hid_t *dset, char *err)
+                        const struct ckpt_tensor *t,
+                        const struct ckpt_manifest *m, hid_t *dset, char *err)
 {
     char what[CKPT_ERRMAX], fs[160], ms[160];
     hsize_t dims[CKPT_MAX_DIMS] = {0};
@@ -163,7 +175,7 @@ static int check_tensor(hid_t fid, const char *path,
                               "float32", what,
                          cls == H5T_FLOAT ? "float" :
                          cls == H5T_INTEGER ? "integer" : "non-numeric", size);
-    return 0;
+    return ckpt_dataset_check(*dset, path, t->name, m, err);
 }
 
 static int read_tensor(hid_t dset, const char *path,
@@ -177,6 +189,10 @@ static int read_tensor(hid_t dset, const char *path,
     ckpt_fmt(what, sizeof what, "%s: %s", path, t->name);
     if (fspace < 0)
         return ckpt_h5_fail(err, what, "H5Dget_space");
+    if (H5Sget_simple_extent_npoints(fspace) == 0) { /* nothing stored */
+        H5Sclose(fspace);
+        return 0;
+    }
     rc = ckpt_select(fspace, t, &mspace, err);
     if (!rc && H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl,
                        t->data ? t->data : &dummy) < 0)
@@ -187,16 +203,52 @@ static int read_tensor(hid_t dset, const char *path,
     return rc;
 }
 
+int ckpt_dataset_check(hid_t dset, const char *path, const char *name,
+                       const struct ckpt_manifest *m, char *err)
+{
+    char what[CKPT_ERRMAX];
+    const struct ckpt_extent *e = m ? ckpt_manifest_find(m, name) : NULL;
+    haddr_t addr = H5Dget_offset(dset);
+    hsize_t len = H5Dget_storage_size(dset);
+    uint64_t h = 0;
+    int rc;
+
+    ckpt_fmt(what, sizeof what, "%s: %s", path, name);
+    rc = ckpt_attr_read_u64(dset, "xxh64", &h, what, err);
+    if (rc == 1)
+        return ckpt_errf(err, "%s: no checksum (no xxh64 attribute)", what);
+    if (rc || !m)
+        return rc;
+    if (len > 0 && (addr == HADDR_UNDEF || !e || e->off != addr ||
+                    e->len != len))
+        return ckpt_errf(err, "%s: checksum not verifiable: its data (%llu "
+                              "bytes, contiguous: %s) is not the range the "
+                              "manifest names", what, (unsigned long long)len,
+                         addr == HADDR_UNDEF ? "no" : "yes");
+    if (len == 0 && e)
+        return ckpt_errf(err, "%s: holds no data but the manifest names "
+                              "data for it", what);
+    if (h != (e ? e->hash : ckpt_checksum_pieces(NULL, 0)))
+        return ckpt_errf(err, "%s: checksum mismatch: its data hashes to "
+                              "%016" PRIx64 " (as checked against the file), "
+                              "its xxh64 attribute says %016" PRIx64, what,
+                         e ? e->hash : ckpt_checksum_pieces(NULL, 0), h);
+    return 0;
+}
+
 /* Check all, agree, then read all (agreed tensor by tensor). */
 static int read_all(MPI_Comm comm, hid_t fid, const char *path,
-                    const struct ckpt_tensor *t, int n, hid_t *dsets,
-                    char *err)
+                    const struct ckpt_tensor *t, int n,
+                    const struct ckpt_manifest *m, hid_t *dsets, char *err)
 {
+    int rank, rc = 0;
     hid_t dxpl;
-    int rc = 0;
 
+    MPI_Comm_rank(comm, &rank);
     for (int i = 0; rc == 0 && i < n; i++)
-        rc = check_tensor(fid, path, &t[i], &dsets[i], err);
+        rc = check_tensor(fid, path, &t[i], rank == 0 ? m : NULL, &dsets[i],
+                          err);
+    ckpt_phase(comm, "read: check datasets");
     if (ckpt_agree(comm, rc, err))
         return -1;
     dxpl = ckpt_dxpl_collective(err);
@@ -209,6 +261,7 @@ static int read_all(MPI_Comm comm, hid_t fid, const char *path,
         rc = ckpt_agree(comm, read_tensor(dsets[i], path, &t[i], dxpl, err),
                         err);
     H5Pclose(dxpl);
+    ckpt_phase(comm, "read: data");
     return rc;
 }
 
@@ -217,10 +270,12 @@ int ckpt_read_tensors(MPI_Comm comm, const char *path,
                       size_t errlen)
 {
     char e[CKPT_ERRMAX] = "";
+    struct ckpt_manifest m;
     struct ckpt_h5_quiet q;
     hid_t fid = -1, *dsets = NULL;
     int rc;
 
+    memset(&m, 0, sizeof m);
     ckpt_h5_quiet_begin(&q);
     rc = ckpt_tensors_check(comm, t, n, e);
     if (!rc) {
@@ -228,11 +283,11 @@ int ckpt_read_tensors(MPI_Comm comm, const char *path,
         rc = ckpt_agree(comm, dsets ? 0 : ckpt_errf(e, "out of memory"), e);
     }
     if (!rc)
-        rc = ckpt_open_checked(comm, path, NULL, &fid, e);
+        rc = ckpt_open_checked(comm, path, NULL, &fid, &m, e);
     if (!rc) {
         for (int i = 0; i < n; i++)
             dsets[i] = -1;
-        rc = read_all(comm, fid, path, t, n, dsets, e);
+        rc = read_all(comm, fid, path, t, n, &m, dsets, e);
         for (int i = 0; i < n; i++)
             if (dsets[i] >= 0)
                 H5Dclose(dsets[i]);
@@ -241,6 +296,7 @@ int ckpt_read_tensors(MPI_Comm comm, const char *path,
         rc = ckpt_agree(comm, rc, e);
     }
     free(dsets);
+    ckpt_manifest_free(&m);
     if (rc)
         ckpt_err_out(err, errlen, e);
     ckpt_h5_quiet_end(&q);

@@ -4,6 +4,7 @@
  * ckpt_read.c.
  */
 #include <limits.h>
+#include <mpi.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -177,9 +178,6 @@ int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,
     return 0;
 }
 
-/* No H5Pset_alignment: a chunk is at most 1 MiB plus its 4-byte checksum,
- * and a 1 MiB alignment would pad each one to the next MiB (the file
- * would double). */
 hid_t ckpt_fapl_mpio(MPI_Comm comm, char *err)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -210,69 +208,50 @@ hid_t ckpt_dxpl_collective(char *err)
     return dxpl;
 }
 
-/* Chunk dims of the format (ckpt.h): whole trailing dimensions while they
- * fit in CKPT_CHUNK_BYTES, then as many slices of the next dimension as
- * fit (at least one), 1 for the dimensions before. */
-static void chunk_dims(int ndim, const hsize_t *dims, hsize_t *chunk)
-{
-    hsize_t fit = CKPT_CHUNK_BYTES / sizeof(float); /* elements */
-    int d = ndim - 1;
-
-    for (int i = 0; i < ndim; i++)
-        chunk[i] = 1;
-    for (; d >= 0 && dims[d] <= fit; d--) {
-        chunk[d] = dims[d];
-        fit /= dims[d];
-    }
-    if (d >= 0)
-        chunk[d] = fit > 1 ? fit : 1;
-}
-
-hid_t ckpt_dcpl_create(int ndim, const hsize_t *dims, char *err)
+/* Contiguous and unfiltered (the format of ckpt.h): HDF5 then moves
+ * each rank's hyperslab with plain MPI-IO, and the dataset's data is one
+ * byte range, whose offset is known as soon as it is created. */
+hid_t ckpt_dcpl_create(char *err)
 {
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    hsize_t chunk[CKPT_MAX_DIMS], n = 1;
-    int rc;
 
     if (dcpl < 0)
         return ckpt_h5_fail(err, "dataset creation list", "H5Pcreate");
-    for (int d = 0; d < ndim; d++)
-        n *= dims[d];
-    chunk_dims(ndim, dims, chunk);
-    /* Space allocated at creation (required in parallel), never filled:
-     * every element is written by exactly one rank. */
-    if (n == 0)
-        rc = H5Pset_layout(dcpl, H5D_CONTIGUOUS);
-    else
-        rc = H5Pset_chunk(dcpl, ndim, chunk) < 0 ||
-             H5Pset_fletcher32(dcpl) < 0 ? -1 : 0;
-    if (rc < 0 || H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
+    /* allocated at creation (required in parallel), never filled: every
+     * element is written by exactly one rank */
+    if (H5Pset_layout(dcpl, H5D_CONTIGUOUS) < 0 ||
+        H5Pset_alloc_time(dcpl, H5D_ALLOC_TIME_EARLY) < 0 ||
         H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0) {
-        ckpt_h5_fail(err, "dataset creation list", "H5Pset_chunk");
+        ckpt_h5_fail(err, "dataset creation list", "H5Pset_layout");
         H5Pclose(dcpl);
         return -1;
     }
     return dcpl;
 }
 
+/* The memory space has the shape of the hyperslab (the buffer is the same
+ * row-major block either way): with equal shapes HDF5 never maps memory
+ * element by element (for a chunked dataset, 1.10 maps every element of
+ * a 1-D memory space against an N-D file selection through
+ * H5S_select_iterate). */
 int ckpt_select(hid_t fspace, const struct ckpt_tensor *t, hid_t *mspace,
                 char *err)
 {
-    hsize_t start[CKPT_MAX_DIMS], count[CKPT_MAX_DIMS], nloc;
+    hsize_t start[CKPT_MAX_DIMS], count[CKPT_MAX_DIMS], one = 1;
     int64_t c = ckpt_tensor_local_count(t);
 
-    nloc = c > 0 ? (hsize_t)c : 1;
-    *mspace = H5Screate_simple(1, &nloc, NULL);
+    for (int d = 0; d < t->ndim; d++) {
+        start[d] = (hsize_t)t->start[d];
+        count[d] = (hsize_t)t->count[d];
+    }
+    *mspace = c > 0 ? H5Screate_simple(t->ndim, count, NULL)
+                    : H5Screate_simple(1, &one, NULL);
     if (*mspace < 0)
         return ckpt_h5_fail(err, t->name, "H5Screate_simple");
     if (c == 0) {
         if (H5Sselect_none(fspace) < 0 || H5Sselect_none(*mspace) < 0)
             goto fail;
         return 0;
-    }
-    for (int d = 0; d < t->ndim; d++) {
-        start[d] = (hsize_t)t->start[d];
-        count[d] = (hsize_t)t->count[d];
     }
     if (H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count,
                             NULL) < 0)
@@ -309,4 +288,25 @@ void ckpt_shape_str(char *buf, size_t len, int ndim, const int64_t *dims)
 void ckpt_hshape_str(char *buf, size_t len, int ndim, const hsize_t *dims)
 {
     shape_fmt(buf, len, ndim, NULL, dims);
+}
+
+void ckpt_phase(MPI_Comm comm, const char *what)
+{
+    static double last;
+    static int on = -1;
+    double now;
+    int rank;
+
+    if (on < 0) {
+        const char *e = getenv("MPITRON_CKPT_TIMING");
+        on = e && e[0] && strcmp(e, "0") != 0;
+    }
+    if (!on)
+        return;
+    MPI_Comm_rank(comm, &rank);
+    now = MPI_Wtime();
+    if (rank == 0 && what)
+        fprintf(stderr, "mpitron: ckpt timing: %-22s %8.3f s\n", what,
+                now - last);
+    last = now;
 }

@@ -1,8 +1,8 @@
 /*
  * ckpt_verify.c - `mpitron ckpt verify` (manifest, root attributes, then
- * every dataset read in full so that HDF5 checks every chunk's Fletcher32)
- * and `mpitron ckpt list` (the status of every file of a ckpt directory
- * from its manifest).
+ * every dataset: its checksum and byte range against the manifest, and
+ * read in full through HDF5) and `mpitron ckpt list` (the status of every
+ * file of a ckpt directory from its manifest).
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -54,32 +54,15 @@ static void names_free(struct names *x)
     free(x->v);
 }
 
-/* Does dset carry the Fletcher32 filter?  Rows per read block (chunk rows
- * when chunked) into *rows. */
-static int dset_layout(hid_t dset, int nd, const hsize_t *dims, hsize_t *rows)
+/* Rows (of the first dimension) per read block: about one manifest
+ * block of data, at least one row. */
+static hsize_t block_rows(int nd, const hsize_t *dims)
 {
-    hid_t dcpl = H5Dget_create_plist(dset);
-    hsize_t chunk[H5S_MAX_RANK], row = 1;
-    int fl = 0, nf = dcpl >= 0 ? H5Pget_nfilters(dcpl) : 0;
+    hsize_t row = 1, fit = CKPT_MANIFEST_BLOCK / sizeof(float);
 
     for (int d = 1; d < nd; d++)
         row *= dims[d];
-    *rows = row > 0 && row < CKPT_CHUNK_BYTES / 4 ? CKPT_CHUNK_BYTES / 4 / row
-                                                  : 1;
-    if (dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED &&
-        H5Pget_chunk(dcpl, nd, chunk) == nd)
-        *rows = chunk[0];
-    for (int i = 0; i < nf; i++) {
-        unsigned flags = 0, conf = 0;
-        size_t ne = 0;
-        char nm[32];
-        if (H5Pget_filter2(dcpl, (unsigned)i, &flags, &ne, NULL, sizeof nm,
-                           nm, &conf) == H5Z_FILTER_FLETCHER32)
-            fl = 1;
-    }
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
-    return fl;
+    return row > 0 && row < fit ? fit / row : 1;
 }
 
 /* Reads dataset dset in blocks of rows, block b by rank b % size; every
@@ -97,6 +80,8 @@ static int read_rows(MPI_Comm comm, hid_t dset, int nd, const hsize_t *dims,
     for (int d = 1; d < nd; d++)
         row *= dims[d];
     nblk = nd > 0 ? (dims[0] + rows - 1) / rows : 1;
+    if (nd > 0 && dims[0] * row == 0)
+        nblk = 0; /* no element, no storage: nothing to read */
     buf = malloc(sizeof(float) * (size_t)(rows * row > 0 ? rows * row : 1));
     if (!buf || fspace < 0) {
         free(buf);
@@ -120,7 +105,9 @@ static int read_rows(MPI_Comm comm, hid_t dset, int nd, const hsize_t *dims,
         }
         for (int d = 0; d < nd; d++)
             n *= count[d];
-        mspace = H5Screate_simple(1, &(hsize_t){n > 0 ? n : 1}, NULL);
+        /* the block's own shape: see ckpt_select */
+        mspace = n > 0 && nd > 0 ? H5Screate_simple(nd, count, NULL)
+                                 : H5Screate_simple(1, &(hsize_t){1}, NULL);
         if (n == 0)
             H5Sselect_none(mspace);
         if (H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, buf) < 0 &&
@@ -133,12 +120,14 @@ static int read_rows(MPI_Comm comm, hid_t dset, int nd, const hsize_t *dims,
     return rc;
 }
 
-/* One dataset: agreed status; rank 0 prints its line. */
+/* One dataset: agreed status; rank 0 prints its line.  m: the checked
+ * manifest (rank 0; NULL elsewhere). */
 static int verify_dataset(MPI_Comm comm, hid_t fid, const char *path,
-                          const char *name, hid_t dxpl, FILE *out, char *err)
+                          const char *name, const struct ckpt_manifest *m,
+                          hid_t dxpl, FILE *out, char *err)
 {
     char what[CKPT_ERRMAX], shape[160] = "?";
-    hsize_t dims[H5S_MAX_RANK], rows = 1, n = 1;
+    hsize_t dims[H5S_MAX_RANK], rows;
     hid_t dset = H5Dopen2(fid, name, H5P_DEFAULT), space, type;
     int nd = -1, rank, rc = 0;
 
@@ -152,14 +141,13 @@ static int verify_dataset(MPI_Comm comm, hid_t fid, const char *path,
         nd = H5Sget_simple_extent_dims(space, dims, NULL);
     if (nd >= 0)
         ckpt_hshape_str(shape, sizeof shape, nd, dims);
-    for (int d = 0; d < nd; d++)
-        n *= dims[d];
     if (nd < 0 || type < 0)
         rc = ckpt_h5_fail(err, what, "H5Dget_space");
     else if (H5Tget_class(type) != H5T_FLOAT)
         rc = ckpt_errf(err, "%s: not a floating-point dataset", what);
-    else if (!dset_layout(dset, nd, dims, &rows) && n > 0)
-        rc = ckpt_errf(err, "%s: has no Fletcher32 checksum", what);
+    else
+        rc = ckpt_dataset_check(dset, path, name, m, err);
+    rows = nd > 0 ? block_rows(nd, dims) : 1;
     if (ckpt_agree(comm, rc, err) == 0)
         rc = ckpt_agree(comm, read_rows(comm, dset, nd, dims, rows, dxpl,
                                         what, err), err);
@@ -184,7 +172,8 @@ static int verify_dataset(MPI_Comm comm, hid_t fid, const char *path,
 
 /* Every dataset of the open file; the names of the bad ones in err. */
 static int verify_datasets(MPI_Comm comm, hid_t fid, const char *path,
-                           FILE *out, char *err)
+                           const struct ckpt_manifest *m, FILE *out,
+                           char *err)
 {
     struct names x = {NULL, 0, 0};
     char e[CKPT_ERRMAX];
@@ -198,7 +187,8 @@ static int verify_datasets(MPI_Comm comm, hid_t fid, const char *path,
     if (ckpt_agree(comm, rc, err))
         goto out;
     for (int i = 0; i < x.n; i++) {
-        if (verify_dataset(comm, fid, path, x.v[i], dxpl, out, e) == 0)
+        if (verify_dataset(comm, fid, path, x.v[i], rank == 0 ? m : NULL,
+                           dxpl, out, e) == 0)
             continue;
         if (bad++ == 0)
             off = (size_t)snprintf(err, CKPT_ERRMAX, "%s: damaged "
@@ -222,15 +212,17 @@ int ckpt_verify(MPI_Comm comm, const char *path, FILE *out, char *err,
 {
     char e[CKPT_ERRMAX] = "";
     struct ckpt_meta meta = {0};
+    struct ckpt_manifest m;
     struct ckpt_h5_quiet q;
     hid_t fid = -1;
     int rank, rc;
     FILE *o;
 
+    memset(&m, 0, sizeof m);
     MPI_Comm_rank(comm, &rank);
     o = rank == 0 ? out : NULL;
     ckpt_h5_quiet_begin(&q);
-    rc = ckpt_manifest_check(comm, path, o, e);
+    rc = ckpt_manifest_check(comm, path, o, &m, e);
     if (o)
         fprintf(o, rc ? "BAD  manifest: %s\n" : "OK   manifest\n", e);
     if (!rc) {
@@ -243,13 +235,14 @@ int ckpt_verify(MPI_Comm comm, const char *path, FILE *out, char *err,
         free(meta.config_text);
     }
     if (!rc) {
-        rc = verify_datasets(comm, fid, path, o, e);
+        rc = verify_datasets(comm, fid, path, &m, o, e);
         if (H5Fclose(fid) < 0 && !rc)
             rc = ckpt_h5_fail(e, path, "H5Fclose");
         rc = ckpt_agree(comm, rc, e);
     }
     if (o)
         fprintf(o, rc ? "%s: DAMAGED\n" : "%s: OK\n", path);
+    ckpt_manifest_free(&m);
     ckpt_h5_quiet_end(&q);
     if (rc)
         ckpt_err_out(err, errlen, e);
@@ -273,14 +266,15 @@ static int list_status(const char *dir, const struct ckpt_entry *c,
         return snprintf(status, len, "incomplete (partial)"), 1;
     if (stat(mp, &st) != 0)
         return snprintf(status, len, "no manifest"), 1;
-    if (ckpt_manifest_check(MPI_COMM_NULL, path, NULL, e) == 0)
+    if (ckpt_manifest_check(MPI_COMM_NULL, path, NULL, NULL, e) == 0)
         return snprintf(status, len, "ok"), 0;
     pl = strlen(path);
     if (!strncmp(e, path, pl)) /* drop the path the line already names */
         why = e + pl + strspn(e + pl, ": ");
     if (!strncmp(why, "fails its manifest check: ", 26))
         why += 26;
-    ckpt_fmt(status, len, "damaged: %s", why);
+    ckpt_fmt(status, len, "%s: %s", strstr(why, "this build reads")
+             ? "unreadable" : "damaged", why); /* an older format */
     return 1;
 }
 

@@ -1,7 +1,7 @@
 /*
- * ckpt_write.c - ckpt_save: write DIR/step_N.h5.partial collectively
- * (noting where each dataset's chunks landed), hash it on every rank,
- * then commit it on rank 0 (manifest, rename, fsync dir, `latest`).
+ * ckpt_write.c - ckpt_save: write DIR/step_N.h5.partial collectively,
+ * hash its data (the datasets' xxh64) and then the rest of it on every
+ * rank, then commit it on rank 0 (manifest, rename, fsync dir, `latest`).
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -148,14 +148,17 @@ static int write_attrs(hid_t fid, const char *path, const struct ckpt_meta *m,
     return 0;
 }
 
-/* One save in progress: its names and where its data landed. */
+/* One save in progress: its names, where its data landed and the
+ * hashes of its data pieces. */
 struct save {
     MPI_Comm comm;
     int rank;
     const char *dir;
     char name[64];
     char final[CKPT_PATHMAX], partial[CKPT_PATHMAX];
-    struct ckpt_extents ext;
+    struct ckpt_extents ext; /* datasets with data; by offset once hashed */
+    struct ckpt_piece *piece; /* their pieces, hashed */
+    int64_t npiece;
     double need;      /* bytes of tensor data: a lower bound of the size */
     double reserve;   /* bytes reserved before writing: an upper bound */
     int manifest_written, renamed;
@@ -163,127 +166,177 @@ struct save {
 
 static double free_bytes(const char *dir);
 
-/* Byte ranges of dset's data in the file (every rank calls this: with
- * collective metadata reads the calls must match). */
-static int tensor_extents(hid_t dset, const struct ckpt_tensor *t,
-                          struct ckpt_extents *x, const char *what, char *err)
-{
-    hsize_t dims[CKPT_MAX_DIMS], chunk[CKPT_MAX_DIMS], off[CKPT_MAX_DIMS];
-    hsize_t size = 0, nchunks = 1;
-    haddr_t addr;
-    hid_t dcpl = H5Dget_create_plist(dset);
-    H5D_layout_t lay = dcpl >= 0 ? H5Pget_layout(dcpl) : H5D_LAYOUT_ERROR;
-    int ok = lay == H5D_CONTIGUOUS ||
-             (lay == H5D_CHUNKED && H5Pget_chunk(dcpl, t->ndim, chunk) >= 0);
-
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
-    if (!ok)
-        return ckpt_h5_fail(err, what, "H5Pget_layout");
-    if (lay == H5D_CONTIGUOUS) {
-        addr = H5Dget_offset(dset);
-        return addr == HADDR_UNDEF ? 0 : ckpt_extents_add(x, t->name, addr,
-                                                H5Dget_storage_size(dset), err);
-    }
-    for (int d = 0; d < t->ndim; d++) {
-        dims[d] = (hsize_t)t->gshape[d];
-        nchunks *= (dims[d] + chunk[d] - 1) / chunk[d];
-    }
-    for (hsize_t k = 0; k < nchunks; k++) {
-        unsigned mask = 0;
-        hsize_t r = k;
-        for (int d = t->ndim - 1; d >= 0; d--) {
-            hsize_t n = (dims[d] + chunk[d] - 1) / chunk[d];
-            off[d] = (r % n) * chunk[d];
-            r /= n;
-        }
-        if (H5Dget_chunk_info_by_coord(dset, off, &mask, &addr, &size) < 0)
-            return ckpt_h5_fail(err, what, "H5Dget_chunk_info_by_coord");
-        if (addr != HADDR_UNDEF &&
-            ckpt_extents_add(x, t->name, addr, size, err))
-            return -1;
-    }
-    return 0;
-}
-
-/* Creates t's dataset (intermediate groups through lcpl), writes this
- * rank's hyperslab collectively and notes where its chunks are. */
+/* Creates t's dataset (intermediate groups through lcpl), notes its byte
+ * range (allocated at creation) and writes this rank's hyperslab
+ * collectively. */
 static int write_tensor(hid_t fid, struct save *s, const struct ckpt_tensor *t,
-                        hid_t lcpl, hid_t dxpl, char *err)
+                        hid_t lcpl, hid_t dcpl, hid_t dxpl, char *err)
 {
     static float dummy;
     char what[CKPT_ERRMAX];
-    hsize_t dims[CKPT_MAX_DIMS];
-    hid_t fspace, dcpl = -1, dset = -1, mspace = -1;
+    hsize_t dims[CKPT_MAX_DIMS], want = sizeof(float);
+    hid_t fspace, dset = -1, mspace = -1;
+    haddr_t addr;
     int rc = -1;
 
     ckpt_fmt(what, sizeof what, "%s: %s", s->partial, t->name);
-    for (int d = 0; d < t->ndim; d++)
+    for (int d = 0; d < t->ndim; d++) {
         dims[d] = (hsize_t)t->gshape[d];
+        want *= dims[d];
+    }
     fspace = H5Screate_simple(t->ndim, dims, NULL);
     if (fspace < 0)
         return ckpt_h5_fail(err, what, "H5Screate_simple");
-    dcpl = ckpt_dcpl_create(t->ndim, dims, err);
-    if (dcpl < 0)
-        goto out;
     dset = H5Dcreate2(fid, t->name, H5T_IEEE_F32LE, fspace, lcpl, dcpl,
                       H5P_DEFAULT);
     if (dset < 0) {
         ckpt_h5_fail(err, what, "H5Dcreate2");
         goto out;
     }
-    if (ckpt_select(fspace, t, &mspace, err))
-        goto out;
-    if (H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl,
-                 t->data ? t->data : &dummy) < 0) {
-        ckpt_h5_fail(err, what, "H5Dwrite");
-        goto out;
-    }
-    rc = tensor_extents(dset, t, &s->ext, what, err);
+    addr = H5Dget_offset(dset);
+    if (want > 0 && (addr == HADDR_UNDEF || H5Dget_storage_size(dset) != want))
+        ckpt_errf(err, "%s: no contiguous storage of %llu bytes allocated",
+                  what, (unsigned long long)want);
+    else if (want == 0 || !ckpt_extents_add(&s->ext, t->name, addr, want, 0,
+                                            err))
+        rc = 0;
+    if (rc == 0 && want > 0 && ckpt_select(fspace, t, &mspace, err))
+        rc = -1;
+    /* no element: no storage, nothing to write (HDF5 would fail) */
+    if (rc == 0 && want > 0 &&
+        H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl,
+                 t->data ? t->data : &dummy) < 0)
+        rc = ckpt_h5_fail(err, what, "H5Dwrite");
 out:
     if (mspace >= 0)
         H5Sclose(mspace);
     if (dset >= 0 && H5Dclose(dset) < 0 && rc == 0)
         rc = ckpt_h5_fail(err, what, "H5Dclose");
-    if (dcpl >= 0)
-        H5Pclose(dcpl);
     H5Sclose(fspace);
     return rc;
 }
 
+/* Every rank, after the data is written and flushed: hash the data
+ * pieces of the file and set every extent's checksum (the same on every
+ * rank).  Agreed. */
+static int hash_data(struct save *s, char *err)
+{
+    struct stat st;
+    int64_t k = 0;
+    int rc = 0, fd = open(s->partial, O_RDONLY);
+
+    if (fd < 0 || fstat(fd, &st) != 0)
+        rc = ckpt_errf(err, "open(%s): %s", s->partial, strerror(errno));
+    if (!rc) /* the data lies inside the file, as flushed */
+        rc = ckpt_extents_sort(&s->ext, (uint64_t)st.st_size, s->partial,
+                               err);
+    if (!rc)
+        rc = ckpt_pieces_cut(&s->ext, 0, 0, CKPT_MANIFEST_BLOCK, &s->piece,
+                             &s->npiece, err);
+    if (ckpt_agree(s->comm, rc, err)) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    rc = ckpt_pieces_hash(s->comm, fd, s->partial, s->piece, s->npiece,
+                          CKPT_MANIFEST_BLOCK, err);
+    close(fd);
+    for (size_t i = 0; rc == 0 && i < s->ext.n; i++) {
+        struct ckpt_extent *e = &s->ext.e[i];
+        int64_t np = (int64_t)((e->len + CKPT_MANIFEST_BLOCK - 1) /
+                               CKPT_MANIFEST_BLOCK);
+        e->hash = ckpt_checksum_pieces(&s->piece[k], np);
+        k += np;
+    }
+    return rc;
+}
+
+/* The xxh64 attribute of dataset name (collective). */
+static int write_checksum(hid_t fid, const char *path, const char *name,
+                          uint64_t h, char *err)
+{
+    char what[CKPT_ERRMAX];
+    hid_t dset = H5Dopen2(fid, name, H5P_DEFAULT);
+    int rc;
+
+    ckpt_fmt(what, sizeof what, "%s: %s", path, name);
+    if (dset < 0)
+        return ckpt_h5_fail(err, what, "H5Dopen2");
+    rc = ckpt_attr_write_u64(dset, "xxh64", h, what, err);
+    if (H5Dclose(dset) < 0 && rc == 0)
+        rc = ckpt_h5_fail(err, what, "H5Dclose");
+    return rc;
+}
+
+/* Every dataset's xxh64: from its data pieces, or of nothing.  Agreed
+ * dataset by dataset (they are collective). */
+static int write_checksums(hid_t fid, struct save *s,
+                           const struct ckpt_tensor *t, int n, char *err)
+{
+    int rc = 0;
+
+    for (size_t i = 0; rc == 0 && i < s->ext.n; i++)
+        rc = ckpt_agree(s->comm, write_checksum(fid, s->partial,
+                                                s->ext.e[i].name,
+                                                s->ext.e[i].hash, err), err);
+    for (int i = 0; rc == 0 && i < n; i++) {
+        int64_t e = 1;
+        for (int d = 0; d < t[i].ndim; d++)
+            e *= t[i].gshape[d];
+        if (e == 0)
+            rc = ckpt_agree(s->comm, write_checksum(fid, s->partial,
+                                                    t[i].name,
+                                                    ckpt_checksum_pieces(
+                                                        NULL, 0), err), err);
+    }
+    return rc;
+}
+
 /* The body of the file on an open fid: attributes, tensors (agreed one by
- * one so that no rank enters a collective the others skip), a flush so
- * that everything precedes `complete` on disk, then `complete`. */
+ * one so that no rank enters a collective the others skip), a flush, the
+ * data hashed and the checksums written, a flush so that everything
+ * precedes `complete` on disk, then `complete`. */
 static int write_body(struct save *s, hid_t fid, const struct ckpt_meta *m,
                       const struct ckpt_tensor *t, int n, char *err)
 {
     hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dxpl = ckpt_dxpl_collective(err);
+    hid_t dcpl = ckpt_dcpl_create(err);
     const char *path = s->partial;
     int rc = 0;
 
     if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
         rc = ckpt_h5_fail(err, path, "H5Pset_create_intermediate_group");
-    if (dxpl < 0)
+    if (dxpl < 0 || dcpl < 0)
         rc = -1;
     if (!rc)
         rc = write_attrs(fid, path, m, err);
     rc = ckpt_agree(s->comm, rc, err);
     for (int i = 0; rc == 0 && i < n; i++) {
-        rc = ckpt_agree(s->comm, write_tensor(fid, s, &t[i], lcpl, dxpl, err),
-                        err);
+        rc = ckpt_agree(s->comm, write_tensor(fid, s, &t[i], lcpl, dcpl, dxpl,
+                                              err), err);
         ckpt_fault_point(s->rank, i + 1, n, path);
     }
+    ckpt_phase(s->comm, "save: datasets");
     if (!rc && H5Fflush(fid, H5F_SCOPE_GLOBAL) < 0)
         rc = ckpt_h5_fail(err, path, "H5Fflush");
+    ckpt_phase(s->comm, "save: flush data");
+    if (ckpt_agree(s->comm, rc, err) == 0)
+        rc = hash_data(s, err);
+    ckpt_phase(s->comm, "save: hash data");
+    if (!rc)
+        rc = write_checksums(fid, s, t, n, err);
     if (!rc)
         rc = ckpt_attr_write_i64(fid, "complete", 1, path, err);
     if (!rc && H5Fflush(fid, H5F_SCOPE_GLOBAL) < 0) /* fail before close */
         rc = ckpt_h5_fail(err, path, "H5Fflush");
     rc = ckpt_agree(s->comm, rc, err);
+    ckpt_phase(s->comm, "save: checksums");
     if (lcpl >= 0)
         H5Pclose(lcpl);
     if (dxpl >= 0)
         H5Pclose(dxpl);
+    if (dcpl >= 0)
+        H5Pclose(dcpl);
     return rc;
 }
 
@@ -360,22 +413,51 @@ static int write_file(struct save *s, const struct ckpt_meta *m,
     }
     if (H5Fclose(fid) < 0)
         rc = ckpt_h5_fail(err, s->partial, "H5Fclose");
+    ckpt_phase(s->comm, "save: close");
     return ckpt_agree(s->comm, rc, err);
 }
 
-/* Every rank: fsync the closed .partial (on a parallel file system each
- * client flushes its own writes) and hash its blocks; rank 0 first gives
- * back the reserved space past the end of the file, and gets the size and
- * every hash in *hash (malloc'ed, caller frees).  Agreed. */
-static int hash_partial(struct save *s, uint64_t *size, uint64_t **hash,
-                        int64_t *nb, char *err)
+/* The pieces tiling [0, size) with the data hashes of s->piece; the
+ * others (HDF5 metadata) listed in gap (n_gap of them; same length as
+ * *all, malloc'ed).  0 or -1 with err. */
+static int pieces_merge(struct save *s, uint64_t size, struct ckpt_piece **all,
+                        int64_t *n, struct ckpt_piece **gap, int64_t *n_gap,
+                        char *err)
 {
-    uint64_t *mine = NULL;
-    struct stat st;
-    int nprocs, rc = 0, fd = open(s->partial, O_RDONLY);
+    int64_t j = 0;
 
-    MPI_Comm_size(s->comm, &nprocs);
-    *hash = NULL;
+    *gap = NULL;
+    *n_gap = 0;
+    if (ckpt_extents_sort(&s->ext, size, s->partial, err) ||
+        ckpt_pieces_cut(&s->ext, size, 1, CKPT_MANIFEST_BLOCK, all, n, err))
+        return -1;
+    *gap = malloc(sizeof **gap * (size_t)(*n + 1));
+    if (!*gap)
+        return ckpt_errf(err, "%s: out of memory for the pieces", s->partial);
+    for (int64_t i = 0; i < *n; i++) {
+        struct ckpt_piece *p = &(*all)[i];
+        if (j < s->npiece && s->piece[j].off == p->off) /* cut alike */
+            p->hash = s->piece[j++].hash;
+        else
+            (*gap)[(*n_gap)++] = *p;
+    }
+    return 0;
+}
+
+/* Every rank: fsync the closed .partial (on a parallel file system each
+ * client flushes its own writes) and hash its share of the pieces not yet
+ * hashed; rank 0 first gives back the reserved space past the end of the
+ * file.  Returns the size and every piece in *all (malloc'ed, caller
+ * frees).  Agreed. */
+static int hash_rest(struct save *s, uint64_t *size, struct ckpt_piece **all,
+                     int64_t *n, char *err)
+{
+    struct ckpt_piece *gap = NULL;
+    int64_t n_gap = 0, j = 0;
+    struct stat st;
+    int rc = 0, fd = open(s->partial, O_RDONLY);
+
+    *all = NULL;
     if (fd >= 0 && s->rank == 0 && fstat(fd, &st) == 0)
         (void)!truncate(s->partial, st.st_size);
     if (fd < 0)
@@ -383,41 +465,37 @@ static int hash_partial(struct save *s, uint64_t *size, uint64_t **hash,
     else if (fsync(fd) != 0 || fstat(fd, &st) != 0)
         rc = ckpt_errf(err, "fsync(%s): %s", s->partial, strerror(errno));
     *size = rc ? 0 : (uint64_t)st.st_size;
+    ckpt_phase(s->comm, "save: fsync");
     if (ckpt_agree(s->comm, rc, err))
         goto out;
     MPI_Bcast(size, 1, MPI_UINT64_T, 0, s->comm);
-    *nb = ckpt_manifest_nblocks(*size, CKPT_MANIFEST_BLOCK);
-    mine = calloc((size_t)*nb + 1, sizeof *mine);
-    if (s->rank == 0)
-        *hash = calloc((size_t)*nb + 1, sizeof **hash);
-    if (!mine || (s->rank == 0 && !*hash))
-        rc = ckpt_errf(err, "%s: out of memory for the block hashes",
-                       s->partial);
+    rc = ckpt_agree(s->comm, pieces_merge(s, *size, all, n, &gap, &n_gap,
+                                          err), err);
     if (!rc)
-        rc = ckpt_hash_blocks(fd, s->partial, *size, CKPT_MANIFEST_BLOCK,
-                              s->rank, nprocs, mine, err);
-    if (ckpt_agree(s->comm, rc, err) == 0)
-        MPI_Reduce(mine, *hash, (int)*nb, MPI_UINT64_T, MPI_BOR, 0, s->comm);
-    else
-        rc = -1;
+        rc = ckpt_pieces_hash(s->comm, fd, s->partial, gap, n_gap,
+                              CKPT_MANIFEST_BLOCK, err);
+    for (int64_t i = 0; rc == 0 && i < *n; i++)
+        if (j < n_gap && gap[j].off == (*all)[i].off)
+            (*all)[i].hash = gap[j++].hash;
+    ckpt_phase(s->comm, "save: hash metadata");
 out:
     if (fd >= 0)
         close(fd);
-    free(mine);
+    free(gap);
     if (rc) {
-        free(*hash);
-        *hash = NULL;
+        free(*all);
+        *all = NULL;
     }
     return rc ? -1 : 0;
 }
 
 /* Rank 0, once the data is durable: the manifest, the rename, the
  * directory, `latest`. */
-static int commit(struct save *s, uint64_t size, const uint64_t *hash,
-                  int64_t nb, char *err)
+static int commit(struct save *s, uint64_t size, const struct ckpt_piece *p,
+                  int64_t n, char *err)
 {
-    char *text = ckpt_manifest_text(s->name, size, CKPT_MANIFEST_BLOCK, hash,
-                                    nb, &s->ext);
+    char *text = ckpt_manifest_text(s->name, size, CKPT_MANIFEST_BLOCK, p, n,
+                                    &s->ext);
     int rc;
 
     if (!text)
@@ -460,8 +538,9 @@ static int save_names(struct save *s, int64_t step, char *err)
 }
 
 /* Bytes of tensor data in t (a lower bound of the file size) into
- * s->need, and a generous upper bound into s->reserve: the data, a
- * checksum per chunk, metadata per dataset and for the file. */
+ * s->need, and a generous upper bound into s->reserve: the data,
+ * metadata (object header, attribute, links) per dataset and for the
+ * file. */
 static void size_bounds(struct save *s, const struct ckpt_tensor *t, int n)
 {
     s->need = 0;
@@ -471,8 +550,7 @@ static void size_bounds(struct save *s, const struct ckpt_tensor *t, int n)
             e *= (double)t[i].gshape[d];
         s->need += e;
     }
-    s->reserve = s->need + (s->need / (CKPT_CHUNK_BYTES / 2) + n) * 64 +
-                 8192.0 * n + 65536;
+    s->reserve = s->need + 8192.0 * n + 65536;
 }
 
 /* Free bytes in dir, or -1. */
@@ -540,10 +618,12 @@ static void save_cleanup(struct save *s, char *err)
 static int save_run(struct save *s, const struct ckpt_meta *m,
                     const struct ckpt_tensor *t, int n, char *err)
 {
-    uint64_t size = 0, *hash = NULL;
-    int64_t nb = 0;
+    struct ckpt_piece *all = NULL;
+    uint64_t size = 0;
+    int64_t np = 0;
     int rc = 0;
 
+    ckpt_phase(s->comm, NULL);
     size_bounds(s, t, n);
     rc = fsize_check(s, err);
     if (!rc && s->rank == 0 && (rc = mkdir_p(s->dir, err)) == 0)
@@ -552,10 +632,11 @@ static int save_run(struct save *s, const struct ckpt_meta *m,
         return -1;
     rc = write_file(s, m, t, n, err);
     if (!rc)
-        rc = hash_partial(s, &size, &hash, &nb, err);
+        rc = hash_rest(s, &size, &all, &np, err);
     if (!rc && s->rank == 0)
-        rc = commit(s, size, hash, nb, err);
-    free(hash);
+        rc = commit(s, size, all, np, err);
+    free(all);
+    ckpt_phase(s->comm, "save: commit");
     if (ckpt_agree(s->comm, rc, err) == 0)
         return 0;
     if (s->rank == 0)
@@ -588,6 +669,7 @@ int ckpt_save(MPI_Comm comm, const char *dir, const struct ckpt_meta *meta,
         rc = save_run(&s, &m, t, n, e);
     free(m.config_text);
     ckpt_extents_free(&s.ext);
+    free(s.piece);
     ckpt_h5_quiet_end(&q);
     if (!rc && path_out && pathlen > 0)
         snprintf(path_out, pathlen, "%s", s.final);

@@ -37,6 +37,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -356,26 +357,98 @@ static unsigned char *read_all(const char *path, int64_t *len)
     return b;
 }
 
-/* Rank 0 writes PATH.manifest for whatever PATH holds now, following the
- * format of ckpt.h (no dataset lines); every rank returns after it. */
-static void forge_manifest(const char *path)
+/* The dataset checksum of ckpt.h, computed here from the bytes: XXH64
+ * of each 4 MiB piece, then XXH64 of those hashes as 8 little-endian
+ * bytes each. */
+static uint64_t tree_sum(const unsigned char *b, int64_t len)
 {
+    int64_t np = (len + MBLOCK - 1) / MBLOCK;
+    unsigned char *h = malloc((size_t)(8 * np + 1));
+    uint64_t r;
+
+    assert_non_null(h);
+    for (int64_t i = 0; i < np; i++) {
+        int64_t n = len - i * MBLOCK < MBLOCK ? len - i * MBLOCK : MBLOCK;
+        uint64_t x = ckpt_hash64(b + i * MBLOCK, (size_t)n);
+        for (int k = 0; k < 8; k++)
+            h[8 * i + k] = (unsigned char)(x >> (8 * k));
+    }
+    r = ckpt_hash64(h, (size_t)(8 * np));
+    free(h);
+    return r;
+}
+
+/* Appends "piece OFF LEN HASH" lines for [off, off+len) of b, cut into
+ * 4 MiB pieces from off. */
+static int64_t put_pieces(char *text, const unsigned char *b, int64_t off,
+                          int64_t len)
+{
+    int64_t o = 0;
+
+    for (int64_t d = 0; d < len; d += MBLOCK) {
+        int64_t n = len - d < MBLOCK ? len - d : MBLOCK;
+        o += sprintf(text + o, "piece %lld %lld %016llx\n",
+                     (long long)(off + d), (long long)n,
+                     (unsigned long long)ckpt_hash64(b + off + d, (size_t)n));
+    }
+    return o;
+}
+
+/* A dataset line of a manifest. */
+struct dline {
+    char name[128];
+    long long off, len;
+    unsigned long long hash;
+};
+
+/* The dataset lines of PATH.manifest (at most 16) into d; their count. */
+static int manifest_datasets(const char *path, struct dline *d)
+{
+    char mp[600], line[512];
+    FILE *f;
+    int n = 0;
+
+    fmt(mp, sizeof mp, "%s.manifest", path);
+    f = fopen(mp, "r");
+    assert_non_null(f);
+    while (fgets(line, sizeof line, f) && n < 16)
+        if (sscanf(line, "dataset %127s %lld %lld %llx", d[n].name,
+                   &d[n].off, &d[n].len, &d[n].hash) == 4)
+            n++;
+    fclose(f);
+    return n;
+}
+
+/* Rank 0 writes PATH.manifest for whatever PATH holds now, following the
+ * format of ckpt.h: with the dataset ranges of the manifest there (nd
+ * of them in d, in file order; none for a foreign file), pieces cut from
+ * each range and from each range between, all hashed from the bytes now
+ * in the file; each dataset line's checksum recomputed from them too,
+ * unless stale (then the old one is kept).  Every rank returns after. */
+static void forge_manifest_ds(const char *path, const struct dline *d, int nd,
+                              int stale)
+{
+    MPI_Barrier(MPI_COMM_WORLD); /* no rank still reads the old one */
     if (g_rank == 0) {
         char mp[600], *text = malloc(1 << 20);
-        int64_t len, off = 0, nb;
+        int64_t len, off = 0, at = 0;
         unsigned char *b = read_all(path, &len);
         FILE *f;
 
         assert_non_null(text);
-        nb = (len + MBLOCK - 1) / MBLOCK;
-        off += sprintf(text + off, "mpitron-manifest 1\nfile x.h5\nsize %lld"
+        off += sprintf(text + off, "mpitron-manifest 2\nfile x.h5\nsize %lld"
                        "\nblock %lld\n", (long long)len, (long long)MBLOCK);
-        for (int64_t i = 0; i < nb; i++) {
-            int64_t n = len - i * MBLOCK < MBLOCK ? len - i * MBLOCK : MBLOCK;
-            off += sprintf(text + off, "hash %lld %016llx\n", (long long)i,
-                           (unsigned long long)ckpt_hash64(b + i * MBLOCK,
-                                                           (size_t)n));
+        for (int i = 0; i < nd; i++) {
+            off += put_pieces(text + off, b, at, d[i].off - at);
+            off += put_pieces(text + off, b, d[i].off, d[i].len);
+            at = d[i].off + d[i].len;
         }
+        off += put_pieces(text + off, b, at, len - at);
+        for (int i = 0; i < nd; i++)
+            off += sprintf(text + off, "dataset %s %lld %lld %016llx\n",
+                           d[i].name, d[i].off, d[i].len, stale ? d[i].hash
+                           : (unsigned long long)tree_sum(b + d[i].off,
+                                                          d[i].len));
         sprintf(text + off, "self %016llx\n",
                 (unsigned long long)ckpt_hash64(text, (size_t)off));
         fmt(mp, sizeof mp, "%s.manifest", path);
@@ -389,9 +462,16 @@ static void forge_manifest(const char *path)
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
+/* A manifest for a file that is not a checkpoint (no dataset lines). */
+static void forge_manifest(const char *path)
+{
+    forge_manifest_ds(path, NULL, 0, 0);
+}
+
 /* Rank 0 flips every bit of byte off of path. */
 static void flip_byte(const char *path, int64_t off)
 {
+    MPI_Barrier(MPI_COMM_WORLD); /* no rank still reads the file */
     if (g_rank == 0) {
         unsigned char c;
         int fd = open(path, O_RDWR);
@@ -404,28 +484,24 @@ static void flip_byte(const char *path, int64_t off)
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
-/* Serial HDF5: file address and stored size of chunk k of dataset name
- * (H5Dget_chunk_info, independent of the library's by-coordinate walk). */
-static void chunk_at(const char *path, const char *name, int k,
-                     int64_t *addr, int64_t *size, int *nchunks)
+/* Serial HDF5, on every rank: file address and stored size of the data of
+ * dataset name, and its xxh64 attribute (when sum is not NULL). */
+static void data_range(const char *path, const char *name, int64_t *addr,
+                       int64_t *size, uint64_t *sum)
 {
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), d, sp;
-    hsize_t n = 0, sz = 0;
-    haddr_t a = 0;
-    unsigned mask = 0;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), d, a;
 
     assert_true(f >= 0);
     d = H5Dopen2(f, name, H5P_DEFAULT);
-    sp = H5Dget_space(d);
-    assert_true(H5Dget_num_chunks(d, sp, &n) >= 0);
-    assert_true((hsize_t)k < n);
-    assert_true(H5Dget_chunk_info(d, sp, (hsize_t)k, NULL, &mask, &a, &sz) >=
-                0);
-    *addr = (int64_t)a;
-    *size = (int64_t)sz;
-    if (nchunks)
-        *nchunks = (int)n;
-    H5Sclose(sp);
+    assert_true(d >= 0);
+    *addr = (int64_t)H5Dget_offset(d);
+    *size = (int64_t)H5Dget_storage_size(d);
+    if (sum) {
+        a = H5Aopen(d, "xxh64", H5P_DEFAULT);
+        assert_true(a >= 0);
+        assert_true(H5Aread(a, H5T_NATIVE_UINT64, sum) >= 0);
+        H5Aclose(a);
+    }
     H5Dclose(d);
     H5Fclose(f);
 }
@@ -642,7 +718,7 @@ static void test_foreign_files(void **state)
     forge_manifest(p);
     assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, p, &m, err, sizeof err));
     assert_contains(err, "has checkpoint version 7; this build reads "
-                         "versions: 2");
+                         "versions: " CKPT_VERSIONS_READ);
 
     fmt(p, sizeof p, "%s/absent.h5", dir);
     assert_all_failed(ckpt_read_meta(MPI_COMM_WORLD, p, &m, err, sizeof err));
@@ -863,10 +939,10 @@ static void test_print_info(void **state)
         assert_contains(buf, "(10)");
         assert_contains(buf, "/optim/m/wte");
         assert_contains(buf, "7000"); /* tokens_seen */
-        assert_contains(buf, "fletcher32");
+        assert_contains(buf, "contiguous xxh64 ");
         assert_null(strstr(buf, "NO CHECKSUM"));
         assert_contains(buf, "manifest");
-        assert_contains(buf, "version 2");
+        assert_contains(buf, "version 3");
         line = strstr(buf, "parameters");
         assert_non_null(line);
         assert_contains(line, "32778"); /* 256*128 + 10 */
@@ -875,7 +951,7 @@ static void test_print_info(void **state)
     MPI_Barrier(MPI_COMM_WORLD);
 }
 
-/* ---- format version 2: checksums and the manifest ---------------------- */
+/* ---- format version 3: checksums and the manifest ---------------------- */
 
 /* Published XXH64 (seed 0) vectors; the 39- and 43-byte ones run the
  * 32-byte stripe loop, the 100-byte one the tail of 8/4/1-byte steps. */
@@ -906,48 +982,87 @@ static const struct spec g_big[] = {
 };
 #define N_BIG ((int)(sizeof g_big / sizeof g_big[0]))
 
-/* Chunks: whole rows, at most 1 MiB (or the whole tensor), Fletcher32. */
-static void test_chunks_fletcher32(void **state)
+/* The bytes dataset id of spec s holds: float32 little-endian, row-major
+ * (malloc'ed, *len bytes). */
+static unsigned char *expected_bytes(const struct spec *s, int id,
+                                     int64_t *len)
 {
-    static const struct spec s[] = {
-        {"/model/wide", 2, {600, 1000}, 0, 0, 0, 0},  /* 262 rows of 4000 B */
-        {"/model/small", 2, {7, 5}, 1, 0, 0, 0},      /* whole tensor */
-        {"/model/long", 1, {300000}, 0, 0, 0, 0},     /* 262144 elements */
-    };
-    static const hsize_t want[3][2] = {{262, 1000}, {7, 5}, {262144, 0}};
-    char dir[512], path[512], err[1024] = "";
-    (void)state;
+    int64_t n = 1;
+    unsigned char *b;
 
-    subdir(dir, sizeof dir, "chunks");
-    assert_int_equal(save_specs(dir, 1, s, 3, path, err), 0);
-    h5_serial_check(path, s, 3);
-    if (g_rank == 0) {
-        hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-        for (int i = 0; i < 3; i++) {
-            hid_t d = H5Dopen2(f, s[i].name, H5P_DEFAULT);
-            hid_t p = H5Dget_create_plist(d);
-            hsize_t c[2] = {0, 0};
-            unsigned flags, conf;
-            size_t ne = 0;
-            char nm[32];
-            assert_int_equal(H5Pget_layout(p), H5D_CHUNKED);
-            assert_int_equal(H5Pget_chunk(p, 2, c), s[i].ndim);
-            assert_int_equal(c[0], want[i][0]);
-            assert_int_equal(c[1], want[i][1]);
-            assert_int_equal(H5Pget_nfilters(p), 1);
-            assert_int_equal(H5Pget_filter2(p, 0, &flags, &ne, NULL,
-                                            sizeof nm, nm, &conf),
-                             H5Z_FILTER_FLETCHER32);
-            H5Pclose(p);
-            H5Dclose(d);
-        }
-        H5Fclose(f);
+    for (int d = 0; d < s->ndim; d++)
+        n *= s->gshape[d];
+    *len = 4 * n;
+    b = malloc((size_t)(4 * n + 1));
+    assert_non_null(b);
+    for (int64_t g = 0; g < n; g++) {
+        float v = value(id, g);
+        uint32_t u;
+        memcpy(&u, &v, 4);
+        for (int k = 0; k < 4; k++)
+            b[4 * g + k] = (unsigned char)(u >> (8 * k));
     }
-    MPI_Barrier(MPI_COMM_WORLD);
+    return b;
 }
 
-/* The manifest, parsed here: size, block hashes (recomputed here from the
- * bytes), self hash, and extents covering every chunk HDF5 reports. */
+/* Contiguous, unfiltered, and an xxh64 that is the checksum of the values
+ * (1, 2, 5 and 6 pieces: the checksum's short form, its 32-byte stripes
+ * and their tail), also for a tensor without elements. */
+static void test_layout_checksums(void **state)
+{
+    static const struct spec s[] = {
+        {"/model/small", 2, {7, 5}, 1, 0, 0, 0},
+        {"/model/two", 2, {1100, 1000}, 0, 0, 0, 0},     /* 4.4 MB */
+        {"/model/five", 2, {1100, 4000}, 1, 0, 0, 0},    /* 17.6 MB */
+        {"/model/six", 1, {5500000}, SPLIT_ROOT, 0, 0, 0}, /* 22 MB */
+        {"/state/none", 1, {0}, 0, 0, 0, 0},
+    };
+    char dir[512], path[512], err[1024] = "";
+    struct ckpt_tensor t[5];
+    (void)state;
+
+    subdir(dir, sizeof dir, "layout");
+    if (save_specs(dir, 1, s, 5, path, err))
+        fail_msg("save: %s", err);
+    h5_serial_check(path, s, 4);
+    if (g_rank == 0) {
+        int64_t flen;
+        unsigned char *file = read_all(path, &flen);
+        hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+        for (int i = 0; i < 5; i++) {
+            hid_t d = H5Dopen2(f, s[i].name, H5P_DEFAULT);
+            hid_t p = H5Dget_create_plist(d);
+            int64_t off, len, elen;
+            uint64_t sum;
+            unsigned char *e = expected_bytes(&s[i], i + 1, &elen);
+            assert_int_equal(H5Pget_layout(p), H5D_CONTIGUOUS);
+            assert_int_equal(H5Pget_nfilters(p), 0);
+            H5Pclose(p);
+            H5Dclose(d);
+            data_range(path, s[i].name, &off, &len, &sum);
+            assert_int_equal(len, elen);
+            if (len > 0)
+                assert_memory_equal(file + off, e, (size_t)len);
+            assert_true(sum == tree_sum(e, elen));
+            free(e);
+        }
+        H5Fclose(f);
+        free(file);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    for (int i = 0; i < 5; i++)
+        tensor_make(&t[i], &s[i], 0, 1, -1.0f);
+    if (ckpt_read_tensors(MPI_COMM_WORLD, path, t, 5, err, sizeof err))
+        fail_msg("read: %s", err);
+    for (int i = 0; i < 5; i++)
+        tensor_check(&t[i], i + 1);
+    tensors_free(t, 5);
+}
+
+/* The manifest, parsed here: size, pieces tiling the file (hashes
+ * recomputed here from the bytes), each dataset line the range serial
+ * HDF5 reports, cut into its own pieces, with the checksum of its bytes
+ * and of its xxh64 attribute, and the self hash. */
 static void test_manifest_roundtrip(void **state)
 {
     char dir[512], path[512], mp[600], err[1024] = "";
@@ -957,71 +1072,158 @@ static void test_manifest_roundtrip(void **state)
     assert_int_equal(save_specs(dir, 4, g_big, N_BIG, path, err), 0);
     h5_serial_check(path, g_big, N_BIG);
     if (g_rank == 0) {
-        int64_t len, mlen, nb, size = -1, block = -1, nhash = 0, nds = 0;
+        int64_t len, mlen, size = -1, block = -1, at = 0, nds = 0;
+        int64_t starts[4096], ns = 0;
         unsigned char *b = read_all(path, &len);
         char *m, *line, *save = NULL, *self;
         fmt(mp, sizeof mp, "%s.manifest", path);
         m = (char *)read_all(mp, &mlen);
         m[mlen] = '\0';
+        assert_contains(m, "mpitron-manifest 2\nfile step_00000004.h5\n");
         self = strstr(m, "self ");
         assert_non_null(self);
         assert_true(strtoull(self + 5, NULL, 16) ==
                     ckpt_hash64(m, (size_t)(self - m)));
         assert_int_equal(strlen(self), 22); /* last line */
-        nb = (len + MBLOCK - 1) / MBLOCK;
-        assert_true(nb == 3);
         for (line = strtok_r(m, "\n", &save); line;
              line = strtok_r(NULL, "\n", &save)) {
-            long long i, o, l;
+            long long o, l;
             unsigned long long h;
             char name[64];
             if (sscanf(line, "size %lld", &o) == 1)
                 size = o;
             else if (sscanf(line, "block %lld", &o) == 1)
                 block = o;
-            else if (sscanf(line, "hash %lld %llx", &i, &h) == 2) {
-                int64_t n = len - i * MBLOCK < MBLOCK ? len - i * MBLOCK
-                                                      : MBLOCK;
-                assert_int_equal(i, nhash++);
-                assert_true(h == ckpt_hash64(b + i * MBLOCK, (size_t)n));
-            } else if (sscanf(line, "dataset %63s %lld %lld", name, &o,
-                              &l) == 3) {
-                assert_true(o >= 0 && l > 0 && o + l <= len);
+            else if (sscanf(line, "piece %lld %lld %llx", &o, &l, &h) == 3) {
+                assert_int_equal(o, at); /* in order, no gap */
+                assert_true(l > 0 && l <= MBLOCK);
+                assert_true(h == ckpt_hash64(b + o, (size_t)l));
+                assert_true(ns < 4096);
+                starts[ns++] = o;
+                at = o + l;
+            } else if (sscanf(line, "dataset %63s %lld %lld %llx", name, &o,
+                              &l, &h) == 4) {
+                int64_t a, sz, k = 0;
+                uint64_t sum;
+                data_range(path, name, &a, &sz, &sum);
+                assert_int_equal(o, a);
+                assert_int_equal(l, sz);
+                assert_true(h == tree_sum(b + o, l));
+                assert_true(h == sum);
+                while (k < ns && starts[k] < o)
+                    k++;
+                for (int64_t c = o; c < o + l; c += MBLOCK, k++)
+                    assert_true(k < ns && starts[k] == c);
+                assert_true(k == ns || starts[k] == o + l);
                 nds++;
             }
         }
         assert_int_equal(size, len);
+        assert_int_equal(at, len);
         assert_int_equal(block, MBLOCK);
-        assert_int_equal(nhash, nb);
-        assert_true(nds >= N_BIG);
-        assert_contains(slurp(mp), "mpitron-manifest 1\nfile "
-                                   "step_00000004.h5\n");
-        /* every chunk of /model/b lies in a "dataset /model/b" range */
-        for (int k = 0, nc = 1; k < nc; k++) {
-            int64_t a, sz;
-            char want[128];
-            int found = 0;
-            chunk_at(path, "/model/b", k, &a, &sz, &nc);
-            free(m);
-            m = (char *)read_all(mp, &mlen);
-            m[mlen] = '\0';
-            for (line = strtok_r(m, "\n", &save); line;
-                 line = strtok_r(NULL, "\n", &save)) {
-                long long o, l;
-                if (sscanf(line, "dataset /model/b %lld %lld", &o, &l) == 2)
-                    found |= o <= a && a + sz <= o + l;
-            }
-            fmt(want, sizeof want, "chunk %d of /model/b at %lld", k,
-                (long long)a);
-            if (!found)
-                fail_msg("%s not in the manifest", want);
-        }
+        assert_int_equal(nds, N_BIG);
         free(m);
         free(b);
     }
     MPI_Barrier(MPI_COMM_WORLD);
     assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
                                          sizeof err), 0);
+}
+
+/* Rank 0 rewrites PATH.manifest with its first `from` replaced by `to`
+ * (from "" : to appended), then the self line recomputed; back up the
+ * text first with keep (restored by passing it as to with from NULL). */
+static void edit_manifest(const char *path, const char *from, const char *to,
+                          char *keep)
+{
+    MPI_Barrier(MPI_COMM_WORLD); /* no rank still reads the old one */
+    if (g_rank == 0) {
+        char mp[600], *m, *body = malloc(1 << 20), *at, *self;
+        int64_t mlen, n;
+        FILE *f;
+        fmt(mp, sizeof mp, "%s.manifest", path);
+        m = (char *)read_all(mp, &mlen);
+        m[mlen] = '\0';
+        if (keep)
+            strcpy(keep, m);
+        if (!from) {
+            strcpy(body, to);
+        } else {
+            self = strstr(m, "self ");
+            assert_non_null(self);
+            *self = '\0';
+            at = from[0] ? strstr(m, from) : m + strlen(m);
+            assert_non_null(at);
+            n = at - m;
+            memcpy(body, m, (size_t)n);
+            sprintf(body + n, "%s%s", to, at + strlen(from));
+            n = (int64_t)strlen(body);
+            sprintf(body + n, "self %016llx\n",
+                    (unsigned long long)ckpt_hash64(body, (size_t)n));
+        }
+        f = fopen(mp, "w");
+        assert_non_null(f);
+        fputs(body, f);
+        fclose(f);
+        free(m);
+        free(body);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* A manifest is untrusted input: with a correct self hash, a wrong
+ * version, pieces that leave a gap, a dataset named twice, or a dataset
+ * range not cut into its own pieces are each refused, naming the
+ * problem. */
+static void test_manifest_malformed(void **state)
+{
+    char dir[512], path[512], line[256], bad[256], err[1024] = "";
+    char *orig = malloc(1 << 20);
+    struct dline d[16];
+    int64_t a, sz;
+    (void)state;
+
+    assert_non_null(orig);
+    subdir(dir, sizeof dir, "malformed");
+    assert_int_equal(save_specs(dir, 1, g_big, N_BIG, path, err), 0);
+    assert_int_equal(manifest_datasets(path, d), N_BIG);
+    data_range(path, "/model/a", &a, &sz, NULL);
+    fmt(line, sizeof line, "dataset /model/a %lld %lld ", (long long)a,
+        (long long)sz);
+
+    edit_manifest(path, "mpitron-manifest 2\n", "mpitron-manifest 1\n", orig);
+    assert_all_failed(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                          sizeof err));
+    assert_contains(err, "reads manifest version 2");
+
+    edit_manifest(path, NULL, orig, NULL);
+    fmt(bad, sizeof bad, "piece %lld ", (long long)a);
+    edit_manifest(path, bad, "piece 1 ", NULL); /* a gap before it */
+    assert_all_failed(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                          sizeof err));
+    assert_contains(err, "malformed");
+
+    edit_manifest(path, NULL, orig, NULL);
+    fmt(bad, sizeof bad, "dataset /model/a %lld %lld %016llx\n",
+        (long long)a, (long long)sz, d[0].hash);
+    edit_manifest(path, "", bad, NULL);
+    assert_all_failed(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                          sizeof err));
+    assert_contains(err, "names dataset /model/a twice");
+
+    edit_manifest(path, NULL, orig, NULL);
+    fmt(bad, sizeof bad, "dataset /model/a %lld %lld ", (long long)a + 4,
+        (long long)sz - 4);
+    edit_manifest(path, line, bad, NULL);
+    assert_all_failed(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                          sizeof err));
+    assert_contains(err, "/model/a");
+    assert_contains(err, "not cut into pieces");
+
+    edit_manifest(path, NULL, orig, NULL);
+    assert_int_equal(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                         sizeof err), 0);
+    free(orig);
 }
 
 /* A byte flipped in /model/b's data: the manifest check names the range
@@ -1032,26 +1234,23 @@ static void test_damage_named(void **state)
     char err[1024] = "";
     struct ckpt_tensor t[N_BIG];
     struct capture c;
-    int64_t a, sz, flip, lo, hi, len;
+    int64_t a, sz;
     (void)state;
 
     subdir(dir, sizeof dir, "damage");
     assert_int_equal(save_specs(dir, 1, g_big, N_BIG, good, err), 0);
     assert_int_equal(save_specs(dir, 2, g_big, N_BIG, path, err), 0);
-    chunk_at(path, "/model/b", 2, &a, &sz, NULL);
-    flip = a + sz / 2;
-    len = file_size(path);
-    lo = flip / MBLOCK * MBLOCK;
-    hi = lo + MBLOCK < len ? lo + MBLOCK : len;
-    flip_byte(path, flip);
-    fmt(want, sizeof want, "bytes [%lld, %lld) are damaged", (long long)lo,
-        (long long)hi);
+    data_range(path, "/model/b", &a, &sz, NULL);
+    flip_byte(path, a + sz / 2);
+    /* /model/b is one 4 MiB piece of its own: exactly its bytes */
+    fmt(want, sizeof want, "bytes [%lld, %lld) are damaged: /model/b",
+        (long long)a, (long long)(a + sz));
 
     assert_all_failed(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
                                           sizeof err));
     print_message("      %s\n", err);
     assert_contains(err, want);
-    assert_contains(err, "/model/b");
+    assert_null(strstr(err, "metadata"));
     for (int i = 0; i < N_BIG; i++)
         tensor_make(&t[i], &g_big[i], 0, 0, -1.0f);
     assert_all_failed(ckpt_read_tensors(MPI_COMM_WORLD, path, t, N_BIG, err,
@@ -1146,20 +1345,26 @@ static void test_truncated_and_missing(void **state)
 }
 
 /* Damage that the manifest cannot see (the manifest re-forged after the
- * flip): HDF5's Fletcher32 catches it on read, naming the dataset. */
-static void test_fletcher32_detects(void **state)
+ * flip): the dataset's xxh64 catches it on every read, naming it; with
+ * the old dataset checksums kept, the manifest fails its own check. */
+static void test_checksum_detects(void **state)
 {
     char dir[512], path[512], err[1024] = "";
     struct ckpt_tensor t[N_BIG];
     struct capture c;
+    struct dline d[16];
     int64_t a, sz;
+    int nd;
     (void)state;
 
-    subdir(dir, sizeof dir, "fletcher");
+    subdir(dir, sizeof dir, "xxh64");
     assert_int_equal(save_specs(dir, 1, g_big, N_BIG, path, err), 0);
-    chunk_at(path, "/model/b", 1, &a, &sz, NULL);
+    nd = g_rank == 0 ? manifest_datasets(path, d) : 0;
+    data_range(path, "/model/b", &a, &sz, NULL);
     flip_byte(path, a + 1000);
-    forge_manifest(path);
+    forge_manifest_ds(path, d, nd, 0);
+    if (ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err, sizeof err))
+        fail_msg("check: %s", err);
     for (int i = 0; i < N_BIG; i++)
         tensor_make(&t[i], &g_big[i], g_big[i].rdim, 0, -1.0f);
     assert_all_failed(ckpt_read_tensors(MPI_COMM_WORLD, path, t, N_BIG, err,
@@ -1167,6 +1372,8 @@ static void test_fletcher32_detects(void **state)
     print_message("      %s\n", err);
     assert_contains(err, "/model/b");
     assert_contains(err, "checksum");
+    for (int64_t k = 0; k < local_count(&t[0]); k++) /* none was read */
+        assert_true(t[0].data[k] == -1.0f);
     tensors_free(t, N_BIG);
     assert_all_failed(ckpt_verify(MPI_COMM_WORLD, path, capture_begin(&c),
                                   err, sizeof err));
@@ -1181,6 +1388,51 @@ static void test_fletcher32_detects(void **state)
         assert_contains(c.buf, "OK   /optim/v/d");
     }
     free(c.buf);
+
+    forge_manifest_ds(path, d, nd, 1);
+    assert_all_failed(ckpt_check_manifest(MPI_COMM_WORLD, path, NULL, err,
+                                          sizeof err));
+    assert_contains(err, "/model/b");
+    assert_contains(err, "edited or written wrongly");
+}
+
+/* A file that passed a reader's check is not hashed again while unchanged
+ * (ckpt.h); a change to it, even of one byte with the size kept, is seen
+ * by the next reader, and undoing it makes the file good again. */
+static void test_reread_after_change(void **state)
+{
+    char dir[512], path[512], err[1024] = "";
+    struct ckpt_tensor t[N_SPECS];
+    struct ckpt_meta m;
+    int64_t a, sz;
+    (void)state;
+
+    subdir(dir, sizeof dir, "reread");
+    assert_int_equal(save_specs(dir, 1, g_specs, N_SPECS, path, err), 0);
+    /* older than a few timestamp ticks: the pass is remembered */
+    nanosleep(&(struct timespec){0, 300000000L}, NULL);
+    for (int i = 0; i < N_SPECS; i++)
+        tensor_make(&t[i], &g_specs[i], g_specs[i].rdim, 0, -1.0f);
+    for (int round = 0; round < 2; round++) {
+        assert_int_equal(ckpt_read_meta(MPI_COMM_WORLD, path, &m, err,
+                                        sizeof err), 0);
+        free(m.config_text);
+        if (ckpt_read_tensors(MPI_COMM_WORLD, path, t, N_SPECS, err,
+                              sizeof err))
+            fail_msg("read: %s", err);
+    }
+    data_range(path, "/model/h.0.attn.w", &a, &sz, NULL);
+    flip_byte(path, a + 5);
+    assert_all_failed(ckpt_read_tensors(MPI_COMM_WORLD, path, t, N_SPECS,
+                                        err, sizeof err));
+    assert_contains(err, "fails its manifest check");
+    assert_contains(err, "/model/h.0.attn.w");
+    flip_byte(path, a + 5);
+    if (ckpt_read_tensors(MPI_COMM_WORLD, path, t, N_SPECS, err, sizeof err))
+        fail_msg("read after the undo: %s", err);
+    for (int i = 0; i < N_SPECS; i++)
+        tensor_check(&t[i], i + 1);
+    tensors_free(t, N_SPECS);
 }
 
 static void test_verify_good(void **state)
@@ -1641,12 +1893,14 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_resolve),
         cmocka_unit_test(test_print_info),
         cmocka_unit_test(test_hash64_vectors),
-        cmocka_unit_test(test_chunks_fletcher32),
+        cmocka_unit_test(test_layout_checksums),
         cmocka_unit_test(test_manifest_roundtrip),
+        cmocka_unit_test(test_manifest_malformed),
         cmocka_unit_test(test_damage_named),
         cmocka_unit_test(test_superblock_damage),
         cmocka_unit_test(test_truncated_and_missing),
-        cmocka_unit_test(test_fletcher32_detects),
+        cmocka_unit_test(test_checksum_detects),
+        cmocka_unit_test(test_reread_after_change),
         cmocka_unit_test(test_verify_good),
         cmocka_unit_test(test_list_statuses),
         cmocka_unit_test(test_find_good),

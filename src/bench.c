@@ -72,6 +72,7 @@ static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)
 struct bench_result {
     double ms, compute, comm, hidden, optim, op[OPK_COUNT];
     double wire_mb;
+    double bubble;     /* mean over the steps; pp > 1 */
 };
 
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
@@ -90,6 +91,7 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
         r->hidden += tm.comm_overlapped;
         r->wire_mb += (double)tm.wire_bytes / 1048576.0;
         r->optim += tm.optim;
+        r->bubble += tm.bubble;
     }
     MPI_Barrier(tr->g.world);
     double scale = 1e3 / n;
@@ -99,6 +101,7 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->hidden *= scale;
     r->wire_mb /= n;
     r->optim *= scale;
+    r->bubble /= n;
     for (int k = 0; k < OPK_COUNT; k++)
         r->op[k] = tr->m.op_time[k] * scale;
 }
@@ -114,6 +117,8 @@ static void report(struct trainer *tr, const struct bench_result *r)
     getrusage(RUSAGE_SELF, &ru);
     double mb = 1.0 / (1 << 20), pbytes = tr->m.tt.total * sizeof(float);
     double rss = (double)ru.ru_maxrss / 1024.0;
+    double act = (double)tr->pl.act_bytes * mb, acts[tr->g.size];
+    MPI_Gather(&act, 1, MPI_DOUBLE, acts, 1, MPI_DOUBLE, 0, tr->g.world);
     if (tr->g.rank != 0)
         return;
     printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
@@ -132,7 +137,20 @@ static void report(struct trainer *tr, const struct bench_result *r)
                100 * r->op[k] / r->ms);
     printf("memory (rank 0): peak RSS %.1f MB; params %.1f, grads %.1f, "
            "optimizer %.1f, activations %.1f MB\n", rss, pbytes * mb,
-           pbytes * mb, 2 * pbytes * mb, tr->a.bytes * mb);
+           pbytes * mb, 2 * pbytes * mb, tr->pl.act_bytes * mb);
+    printf("activations per rank (MB):");
+    for (int i = 0; i < tr->g.size; i++)
+        printf(" %.1f", acts[i]);
+    printf("\n");
+    if (tr->g.pp > 1) {
+        printf("pipeline: pp=%d %s, %d micro-batches: bubble %.3f measured, "
+               "%.3f in theory (p-1)/(m+p-1)\n", tr->g.pp, c->pp_schedule,
+               tr->accum, r->bubble, pp_bubble_theory(tr->g.pp, tr->accum));
+        for (int s = 0; s < tr->g.pp; s++)
+            printf("  stage %d: blocks [%d, %d)  busy %.1f ms  idle %.1f ms "
+                   "(last step)\n", s, tr->bound[s], tr->bound[s + 1],
+                   1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
+    }
     printf("{\"tokens_per_s\":%.2f,\"mfu\":%.4f,\"peak_gflops\":%.2f,"
            "\"ms_per_step\":%.3f,\"ms_compute\":%.3f,\"ms_comm\":%.3f,"
            "\"ms_comm_exposed\":%.3f,\"ms_comm_overlapped\":%.3f,"
@@ -144,11 +162,27 @@ static void report(struct trainer *tr, const struct bench_result *r)
         printf(",\"ms_%s\":%.3f", op_kind_names[k], r->op[k]);
     printf(",\"rss_peak_mb\":%.1f,\"params_mb\":%.1f,\"grads_mb\":%.1f,"
            "\"optimizer_mb\":%.1f,\"activations_mb\":%.1f,\"world\":%d,"
-           "\"threads\":%d,\"n_params\":%lld,\"dp\":%d,\"allreduce\":"
-           "\"%s\",\"compress\":\"%s\"}\n", rss, pbytes * mb,
-           pbytes * mb, 2 * pbytes * mb, tr->a.bytes * mb, tr->g.size,
+           "\"threads\":%d,\"n_params\":%lld,\"dp\":%d,\"tp\":%d,"
+           "\"pp\":%d,\"pp_schedule\":\"%s\",\"micro_batches\":%d,"
+           "\"allreduce\":\"%s\",\"compress\":\"%s\"", rss, pbytes * mb,
+           pbytes * mb, 2 * pbytes * mb, tr->pl.act_bytes * mb, tr->g.size,
            threads_get(), (long long)gpt_num_params(&tr->m.cfg), tr->g.dp,
-           c->allreduce, c->compress);
+           tr->g.tp, tr->g.pp, c->pp_schedule, tr->accum, c->allreduce,
+           c->compress);
+    printf(",\"activations_mb_per_rank\":[");
+    for (int i = 0; i < tr->g.size; i++)
+        printf("%s%.1f", i ? "," : "", acts[i]);
+    printf("],\"bubble\":%.4f,\"bubble_theory\":%.4f", r->bubble,
+           pp_bubble_theory(tr->g.pp, tr->accum));
+    const double *arr[2] = {tr->stage_busy, tr->stage_idle};
+    const char *key[2] = {"stage_busy_ms", "stage_idle_ms"};
+    for (int k = 0; k < 2; k++) {
+        printf(",\"%s\":[", key[k]);
+        for (int s = 0; s < tr->g.pp; s++)
+            printf("%s%.3f", s ? "," : "", 1e3 * arr[k][s]);
+        printf("]");
+    }
+    printf("}\n");
     fflush(stdout);
 }
 
@@ -211,7 +245,10 @@ int cmd_bench(int argc, char **argv)
                "in the same process, and memory.  The last line is\none JSON "
                "object: tokens_per_s, mfu, peak_gflops, ms_per_step, ms_* "
                "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
-               "activations_mb.\nallreduce: per size, algorithm and codec: "
+               "activations_mb, activations_mb_per_rank;\nthe layout keys "
+               "dp, tp, pp, pp_schedule apply: with pp > 1 also bubble "
+               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms."
+               "\nallreduce: per size, algorithm and codec: "
                "time, algorithm and bus bandwidth\n(2(p-1)/p bytes/time), "
                "bytes this rank sent, and the ratio to MPI_Allreduce\nin the "
                "same run; --tune=FILE writes the thresholds of "

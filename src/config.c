@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "codec.h"
+#include "pp.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -118,6 +119,17 @@ static int check_allreduce(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+static int check_pp_schedule(const struct config *c,
+                             const struct config_key *k, char *err,
+                             size_t errlen)
+{
+    enum pp_kind kind;
+    if (pp_kind_parse(cfield(c, k), &kind) == 0)
+        return 0;
+    seterr(err, errlen, "must be gpipe or 1f1b");
+    return -1;
+}
+
 static int check_compress(const struct config *c, const struct config_key *k,
                           char *err, size_t errlen)
 {
@@ -220,6 +232,10 @@ const struct config_key config_keys[] = {
         "data-parallel ranks; 0 = world / (tp * pp)", check_nonneg),
     KEY("parallel", tp, CONFIG_INT, "1", "tensor-parallel ranks", check_pos),
     KEY("parallel", pp, CONFIG_INT, "1", "pipeline stages", check_pos),
+    KEY("parallel", pp_schedule, CONFIG_STR, "1f1b",
+        "pipeline schedule: gpipe (all forwards, then all backwards) | 1f1b "
+        "(one forward one backward: at most pp micro-batches of "
+        "activations held)", check_pp_schedule),
     KEY("parallel", ranks_per_node, CONFIG_INT, "0",
         "group ranks into nodes of N consecutive ranks (emulates several "
         "nodes on one machine); 0 = real shared-memory nodes", check_nonneg),

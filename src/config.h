@@ -50,6 +50,7 @@ struct config {
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;
+    char pp_schedule[16]; /* gpipe | 1f1b */
     int ranks_per_node;  /* 0 = shared-memory nodes */
     char allreduce[16];  /* auto | mpi | ring | rhd | hier */
     char allreduce_tune[CONFIG_STR_MAX];

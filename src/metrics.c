@@ -70,20 +70,23 @@ static void fmt_eta(char *buf, size_t n, double s)
 
 void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
 {
-    char eta[32], val[48] = "";
+    char eta[32], val[48] = "", pipe[64] = "";
     fmt_eta(eta, sizeof(eta), s->eta_s);
     if (s->has_val)
         snprintf(val, sizeof(val), " | val %.4f", s->val_loss);
+    if (s->pp > 1)
+        snprintf(pipe, sizeof(pipe), " | bubble %.2f (theory %.2f)",
+                 s->bubble, s->bubble_theory);
     if (out) {
         fprintf(out,
                 "step %" PRId64 "/%" PRId64 " | loss %.4f%s | lr %.2e | "
                 "gnorm %.3f | %.0f tok/s | MFU %.1f%% | ms %.1f: compute %.1f "
-                "comm %.1f exposed + %.1f overlapped, data %.1f, ckpt %.1f | "
+                "comm %.1f exposed + %.1f overlapped, data %.1f, ckpt %.1f%s | "
                 "ETA %s\n",
                 s->step, s->steps, s->loss, val, s->lr, s->grad_norm,
                 s->tokens_per_s, 100.0 * s->mfu, s->ms_step, s->ms_compute,
                 s->ms_comm, s->ms_comm_overlapped, s->ms_data, s->ms_ckpt,
-                eta);
+                pipe, eta);
         fflush(out);
     }
     if (!mt->jsonl)
@@ -97,6 +100,18 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
             s->step, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->mfu,
             s->ms_step, s->ms_compute, s->ms_comm, s->ms_comm,
             s->ms_comm_overlapped, s->wire_mb, s->ms_data, s->ms_ckpt);
+    if (s->pp > 1) {
+        fprintf(mt->jsonl, ",\"bubble\":%.6g,\"bubble_theory\":%.6g",
+                s->bubble, s->bubble_theory);
+        const double *arr[2] = {s->stage_busy, s->stage_idle};
+        const char *key[2] = {"stage_busy_ms", "stage_idle_ms"};
+        for (int k = 0; k < 2; k++) {
+            fprintf(mt->jsonl, ",\"%s\":[", key[k]);
+            for (int i = 0; i < s->pp; i++)
+                fprintf(mt->jsonl, "%s%.6g", i ? "," : "", 1e3 * arr[k][i]);
+            fputc(']', mt->jsonl);
+        }
+    }
     if (s->has_val)
         fprintf(mt->jsonl, ",\"val_loss\":%.17g", s->val_loss);
     fputs("}\n", mt->jsonl);

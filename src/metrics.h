@@ -7,7 +7,10 @@
  *   ms_comm (= ms_comm_exposed: time the step waited for gradient
  *   reductions), ms_comm_overlapped (reduction time hidden behind
  *   backward), wire_mb, ms_data, ms_ckpt, and val_loss on the steps where it was measured
- *   (a validation-only line carries step and val_loss).
+ *   (a validation-only line carries step and val_loss).  With pp > 1
+ *   also: bubble (the idle share of all stages' schedule time, mean over
+ *   the logged steps), bubble_theory ((p-1)/(m+p-1)), stage_busy_ms and
+ *   stage_idle_ms (arrays, one entry per stage, the last step).
  */
 #ifndef MPITRON_METRICS_H
 #define MPITRON_METRICS_H
@@ -23,6 +26,9 @@ struct step_stats {
     double ms_comm_overlapped; /* reduction time hidden behind backward;
                                   ms_comm is what was exposed */
     double wire_mb;            /* gradient MB this rank sent per step */
+    int pp;                    /* pipeline stages; the rest only if > 1 */
+    double bubble, bubble_theory;
+    const double *stage_busy, *stage_idle; /* pp entries, seconds */
     double eta_s;
     int has_val;
     double val_loss;

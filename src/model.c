@@ -231,33 +231,33 @@ void gpt_zero_grad(struct gpt *m)
 
 /* ---- activations ------------------------------------------------------- */
 
-int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T)
+/* Floats of one micro-batch's saved activations (what must live from its
+ * forward to its backward) and of the backward/forward scratch. */
+static void acts_sizes(const struct gpt *m, size_t N, size_t B, size_t T,
+                       size_t *saved, size_t *scratch)
 {
-    memset(a, 0, sizeof(*a));
-    size_t N = (size_t)B * T, C = (size_t)m->cfg.n_embd;
+    size_t C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
-    size_t TT = (size_t)B * m->nh * T * T;
+    size_t TT = B * (size_t)m->nh * T * T;
     size_t nl = (size_t)(m->l1 - m->l0);
     size_t per = 6 * N * C + 4 * N + N * Q + TT + N * A + 2 * N * F;
-    size_t total = N * C + nl * per + N * C + 2 * N + 3 * N * V /* head */
-                   + 3 * N * C + N * Q + N * A + TT + 2 * N * F + N * V;
-    a->B = B;
-    a->T = T;
-    a->N = N;
-    a->la = calloc(nl ? nl : 1, sizeof(*a->la));
-    a->inp = calloc(2 * N, sizeof(int32_t));
-    a->mem = tensor_arena_alloc(total);
-    if (!a->la || !a->inp || !a->mem) {
-        gpt_acts_free(a);
-        return -1;
-    }
-    a->tgt = a->inp + N;
-    a->bytes = total * sizeof(float) + 2 * N * sizeof(int32_t);
-    float *p = a->mem;
+    size_t head = m->last ? N * C + 2 * N + 2 * N * V : 0; /* lnf.., probs */
+    *saved = N * C + nl * per + head;
+    *scratch = 3 * N * C + N * Q + N * A + TT + 2 * N * F +
+               (m->last ? 2 * N * V : 0); /* logits, dlogits */
+}
+
+/* Carve the saved activations out of p; returns the end. */
+static float *take_saved(struct gpt_acts *a, const struct gpt *m, float *p)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
+    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
+    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
+    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
 #define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
     TAKE(a->emb, N * C);
-    for (size_t l = 0; l < nl; l++) {
+    for (int l = 0; l < m->l1 - m->l0; l++) {
         struct gpt_layer_acts *la = &a->la[l];
         TAKE(la->ln1, N * C);
         TAKE(la->ln1_mean, N);
@@ -275,12 +275,22 @@ int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T)
         TAKE(la->fcproj, N * C);
         TAKE(la->res2, N * C);
     }
-    TAKE(a->lnf, N * C);
-    TAKE(a->lnf_mean, N);
-    TAKE(a->lnf_rstd, N);
-    TAKE(a->logits, N * V);
-    TAKE(a->probs, N * V);
-    TAKE(a->losses, N);
+    if (m->last) {
+        TAKE(a->lnf, N * C);
+        TAKE(a->lnf_mean, N);
+        TAKE(a->lnf_rstd, N);
+        TAKE(a->probs, N * V);
+        TAKE(a->losses, N);
+    }
+    return p;
+}
+
+static void take_scratch(struct gpt_acts *a, const struct gpt *m, float *p)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
+    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
+    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
+    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
     TAKE(a->dres, N * C);
     TAKE(a->dC, N * C);
     TAKE(a->dln, N * C);
@@ -289,9 +299,48 @@ int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T)
     TAKE(a->datt, TT);
     TAKE(a->dF1, N * F);
     TAKE(a->dF2, N * F);
-    TAKE(a->dlogits, N * V);
+    if (m->last) {
+        TAKE(a->logits, N * V);
+        TAKE(a->dlogits, N * V);
+    }
 #undef TAKE
+}
+
+int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
+                         int T, const struct gpt_acts *owner)
+{
+    memset(a, 0, sizeof(*a));
+    size_t N = (size_t)B * T, saved, scratch;
+    acts_sizes(m, N, (size_t)B, (size_t)T, &saved, &scratch);
+    size_t nl = (size_t)(m->l1 - m->l0);
+    size_t total = saved + (owner ? 0 : scratch);
+    a->B = B;
+    a->T = T;
+    a->N = N;
+    a->la = calloc(nl ? nl : 1, sizeof(*a->la));
+    a->inp = calloc(2 * N, sizeof(int32_t));
+    a->mem = tensor_arena_alloc(total);
+    if (!a->la || !a->inp || !a->mem) {
+        gpt_acts_free(a);
+        return -1;
+    }
+    a->tgt = a->inp + N;
+    a->bytes = total * sizeof(float) + 2 * N * sizeof(int32_t);
+    float *end = take_saved(a, m, a->mem);
+    if (owner) {
+        a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
+        a->dqkv = owner->dqkv, a->datty = owner->datty;
+        a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
+        a->logits = owner->logits, a->dlogits = owner->dlogits;
+    } else {
+        take_scratch(a, m, end);
+    }
     return 0;
+}
+
+int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T)
+{
+    return gpt_acts_init_shared(a, m, B, T, NULL);
 }
 
 void gpt_acts_free(struct gpt_acts *a)
@@ -420,12 +469,12 @@ static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
                      2 + 2 * l);
 }
 
-double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
-                   const int32_t *tgt, const struct gpt_pos *pos)
+/* The first stage's input: token + position embedding, then dropout, into
+ * a->emb. */
+static void embed_forward(struct gpt *m, struct gpt_acts *a,
+                          const struct gpt_pos *pos)
 {
-    size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
-    memcpy(a->inp, inp, N * sizeof(int32_t));
-    memcpy(a->tgt, tgt, N * sizeof(int32_t));
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
     float p = pos->train ? m->cfg.dropout : 0.0f;
     float *e = p > 0.0f ? a->dres : a->emb; /* pre-dropout embedding */
     TIMED(m, OPK_EMBEDDING, encoder_forward(e, a->inp, m->wte, m->wpe,
@@ -435,11 +484,30 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
         TIMED(m, OPK_ELEMENTWISE, dropout_forward(a->emb, e, p,
               drop_key(pos, 0), row0, C, 0, N, C));
     }
+}
+
+const float *gpt_stage_output(const struct gpt *m, const struct gpt_acts *a)
+{
+    int nl = m->l1 - m->l0;
+    return nl ? a->la[nl - 1].res2 : a->emb;
+}
+
+double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
+                   const int32_t *tgt, const struct gpt_pos *pos)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
+    if (m->first) {
+        memcpy(a->inp, inp, N * sizeof(int32_t));
+        embed_forward(m, a, pos);
+    }
     const float *x = a->emb;
     for (int l = m->l0; l < m->l1; l++) {
         block_forward(m, a, l, x, pos);
         x = a->la[l - m->l0].res2;
     }
+    if (!m->last)
+        return 0.0;
+    memcpy(a->tgt, tgt, N * sizeof(int32_t));
     TIMED(m, OPK_LAYERNORM, layernorm_forward(a->lnf, a->lnf_mean,
           a->lnf_rstd, x, m->lnfw, m->lnfb, N, C));
     TIMED(m, OPK_MATMUL, matmul_forward(a->logits, a->lnf, m->wte, NULL, N,
@@ -517,13 +585,11 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
           a->dln, x, w->ln1w, la->ln1_mean, la->ln1_rstd, N, C));
 }
 
-void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
-                  const struct gpt_pos *pos)
+/* The last stage's head: loss, LM head (tied wte), final LayerNorm;
+ * leaves d(last block output) in a->dres. */
+static void head_backward(struct gpt *m, struct gpt_acts *a, float dloss)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
-    int nl = m->l1 - m->l0;
-    const float *xl = nl ? a->la[nl - 1].res2 : a->emb;
-
     memset(a->dlogits, 0, N * V * sizeof(float));
     TIMED(m, OPK_LOSS, crossentropy_softmax_backward(a->dlogits, a->probs,
           a->tgt, dloss, N, V));
@@ -532,16 +598,27 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
                                          a->lnf, m->wte, N, C, V));
     memset(a->dres, 0, N * C * sizeof(float));
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, m->dlnfw, m->dlnfb,
-          a->dln, xl, m->lnfw, a->lnf_mean, a->lnf_rstd, N, C));
+          a->dln, gpt_stage_output(m, a), m->lnfw, a->lnf_mean, a->lnf_rstd,
+          N, C));
     emit(m, GPT_GRADS_HEAD, -1);
+}
 
+void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
+                  const struct gpt_pos *pos)
+{
+    size_t C = (size_t)m->cfg.n_embd;
+    if (m->last)
+        head_backward(m, a, dloss);
     for (int l = m->l1 - 1; l >= m->l0; l--) {
         const float *x = l > m->l0 ? a->la[l - 1 - m->l0].res2 : a->emb;
         block_backward(m, a, l, x, pos);
         emit(m, GPT_GRADS_LAYER, l);
     }
-    const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
-    TIMED(m, OPK_EMBEDDING, encoder_backward(m->dwte, m->dwpe, de, a->inp,
-                                             (size_t)a->B, (size_t)a->T, C));
-    emit(m, GPT_GRADS_EMBED, -1);
+    if (m->first) {
+        const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
+        TIMED(m, OPK_EMBEDDING, encoder_backward(m->dwte, m->dwpe, de,
+              a->inp, (size_t)a->B, (size_t)a->T, C));
+    }
+    if (m->first || m->last)
+        emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */
 }

@@ -143,9 +143,15 @@ struct gpt_acts {
     size_t bytes;            /* its size, for the memory report */
 };
 /* Allocate activations for micro-batches of B sequences of length T
- * (T <= seq_len).  Returns 0 or -1 (out of memory).  Free with
- * gpt_acts_free. */
+ * (T <= seq_len), with their own backward scratch.  Head buffers (lnf,
+ * probs, logits) only on the last stage.  Returns 0 or -1 (out of
+ * memory).  Free with gpt_acts_free. */
 int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T);
+/* The same, but the scratch (dres ... dlogits, logits) is owner's: for
+ * the several micro-batches a pipeline holds at once, of which only one
+ * runs at a time.  owner must outlive a.  bytes counts a's own memory. */
+int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
+                         int T, const struct gpt_acts *owner);
 void gpt_acts_free(struct gpt_acts *a);
 
 /* Where a micro-batch sits, for counter-based dropout. */
@@ -156,15 +162,25 @@ struct gpt_pos {
     int train;      /* 0: no dropout (validation, sampling) */
 };
 
-/* Forward of the whole model on one micro-batch (single stage: first and
- * last).  inp, tgt (B,T).  Returns the SUM of the per-token losses. */
+/* Forward of this stage's part of the model on one micro-batch.  The
+ * first stage embeds inp (B,T); any other stage reads its input from
+ * a->emb (N,C), where the caller has put the previous stage's output.
+ * The last stage computes the loss against tgt (B,T) and returns the SUM
+ * of the per-token losses; other stages return 0 and leave their output
+ * at gpt_stage_output.  inp / tgt may be NULL where unused. */
 double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
                    const int32_t *tgt, const struct gpt_pos *pos);
 /* Backward of the micro-batch last run through gpt_forward with the same
  * acts; accumulates into m->grads.  dloss = d(loss)/d(one token's loss),
- * 1 / (tokens in the global batch) for the mean. */
+ * 1 / (tokens in the global batch) for the mean.  A stage that is not the
+ * last reads d(its output) from a->dres; a stage that is not the first
+ * leaves d(its input) in a->dres (scratch: copy it before the next
+ * backward). */
 void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
                   const struct gpt_pos *pos);
+/* This stage's output activation (N,C) after gpt_forward (the last
+ * block's residual stream; the input itself on a stage without blocks). */
+const float *gpt_stage_output(const struct gpt *m, const struct gpt_acts *a);
 
 void gpt_zero_grad(struct gpt *m);
 

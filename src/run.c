@@ -65,7 +65,7 @@ static int open_data(struct run *r, char *err, size_t errlen)
                      "is off", c->data);
     }
     if (rc == 0) {
-        size_t n = (size_t)r->tr.mb * c->seq_len;
+        size_t n = (size_t)r->tr.per_rank * c->seq_len; /* every micro-batch */
         r->vinp = malloc(2 * n * sizeof(int32_t));
         rc = r->vinp ? 0 : -1;
         r->vtgt = r->vinp + n;
@@ -270,7 +270,7 @@ static void teardown(struct run *r)
 
 /* Accumulated over a log interval. */
 struct interval {
-    double t_start, compute, comm, comm_hidden, data, wire;
+    double t_start, compute, comm, comm_hidden, data, wire, bubble;
     int steps;
     double loss_last;
 };
@@ -291,6 +291,9 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
         .ms_comm_overlapped = iv->comm_hidden * ms,
         .wire_mb = iv->wire / iv->steps / 1048576.0,
         .ms_ckpt = r->ckpt_s * ms, .has_val = has_val, .val_loss = val,
+        .pp = tr->g.pp, .bubble = iv->bubble / iv->steps,
+        .bubble_theory = pp_bubble_theory(tr->g.pp, tr->accum),
+        .stage_busy = tr->stage_busy, .stage_idle = tr->stage_idle,
     };
     s.mfu = s.tokens_per_s * gpt_flops_per_token(&tr->m.cfg) /
             (tr->peak_gflops * 1e9);
@@ -319,6 +322,7 @@ static int loop(struct run *r, char *err, size_t errlen)
         iv.comm += tm.comm;
         iv.comm_hidden += tm.comm_overlapped;
         iv.wire += (double)tm.wire_bytes;
+        iv.bubble += tm.bubble;
         iv.data += wait;
         iv.steps++;
         int64_t s = tr->st.step;

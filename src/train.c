@@ -23,11 +23,6 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
 {
     const struct config *c = &tr->c;
     const struct grid *g = &tr->g;
-    if (g->pp > 1) {  /* arrives with the pipeline issue */
-        snprintf(err, errlen, "pp=%d: pipeline parallelism is not available "
-                 "in this version; use pp=1", g->pp);
-        return -1;
-    }
     if (g->tp > 1 && g->dp > 1 && strcmp(c->compress, "none") != 0 &&
         strcmp(c->compress, "fp16") != 0 && strcmp(c->compress, "bf16") != 0) {
         /* each tp rank buckets a different set of tensors, so a codec that
@@ -151,6 +146,66 @@ static int tp_init(struct trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
+/* Pipeline stages: split the blocks to balance parameter counts (the
+ * first stage also holds wte and wpe, the last wte's tied copy and lnf),
+ * build this stage's model and its schedule. */
+static int stage_init(struct trainer *tr, const struct gpt_config *gc,
+                      char *err, size_t errlen)
+{
+    const struct grid *g = &tr->g;
+    int L = gc->n_layer;
+    double *cost = malloc((size_t)L * sizeof(double));
+    tr->bound = malloc((size_t)(g->pp + 1) * sizeof(int));
+    tr->stage_busy = calloc((size_t)g->pp, sizeof(double));
+    tr->stage_idle = calloc((size_t)g->pp, sizeof(double));
+    if (!cost || !tr->bound || !tr->stage_busy || !tr->stage_idle) {
+        free(cost);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    struct gpt_config one = *gc;
+    one.n_layer = 1;
+    double C = gc->n_embd, V = gc->vocab_size, T = gc->seq_len;
+    double block = (double)(gpt_num_params(&one) - (V + T) * C - 2 * C);
+    for (int l = 0; l < L; l++)
+        cost[l] = block;
+    int rc = pp_partition(L, g->pp, cost, (V + T) * C, V * C + 2 * C,
+                          tr->bound, err, errlen);
+    free(cost);
+    if (rc < 0)
+        return -1;
+    int l0 = tr->bound[g->pp_rank], l1 = tr->bound[g->pp_rank + 1];
+    if (gpt_init(&tr->m, gc, g->tp, g->tp_rank, l0, l1, tr->c.seed, err,
+                 errlen) < 0)
+        return -1;
+    tr->has_model = 1;
+    enum pp_kind kind;
+    pp_kind_parse(tr->c.pp_schedule, &kind);
+    if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
+                      tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
+        return -1;
+    tr->has_acts = 1;
+    return 0;
+}
+
+/* The tied embedding: wte lives on the first stage (embedding) and the
+ * last (LM head); their gradients are summed over this pair after the
+ * data-parallel reduction.  Collective over world. */
+static int tie_init(struct trainer *tr)
+{
+    const struct grid *g = &tr->g;
+    tr->tie_comm = MPI_COMM_NULL;
+    if (g->pp == 1)
+        return 0;
+    int in = tr->m.first || tr->m.last;
+    int color = in ? g->dp_rank * g->tp + g->tp_rank : MPI_UNDEFINED;
+    if (MPI_Comm_split(g->world, color, g->pp_rank, &tr->tie_comm) !=
+        MPI_SUCCESS)
+        return -1;
+    tr->has_tie = 1;
+    return 0;
+}
+
 int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
                  char *err, size_t errlen)
 {
@@ -167,19 +222,14 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     if (gpt_config_check(&gc, tr->g.tp, err, errlen) < 0)
         return -1;
     threads_set(c->threads);
-    int rc = gpt_init(&tr->m, &gc, tr->g.tp, tr->g.tp_rank, 0, gc.n_layer,
-                      c->seed, err, errlen);
-    tr->has_model = rc == 0;
-    if (rc == 0) {
-        rc = gpt_acts_init(&tr->a, &tr->m, tr->mb, c->seq_len);
-        tr->has_acts = rc == 0;
-        if (rc < 0)
-            snprintf(err, errlen, "out of memory allocating activations for "
-                     "micro_batch=%d seq_len=%d", tr->mb, c->seq_len);
-    }
+    int rc = stage_init(tr, &gc, err, errlen);
     if (agree(world, rc) < 0) {
         if (rc == 0)
             snprintf(err, errlen, "another rank failed to allocate the model");
+        return -1;
+    }
+    if (agree(world, tie_init(tr)) < 0) {
+        snprintf(err, errlen, "could not build the tied-embedding group");
         return -1;
     }
     if (agree(world, tp_init(tr, err, errlen)) < 0) {
@@ -217,7 +267,12 @@ void trainer_free(struct trainer *tr)
     free(tr->st_p);
     free(tr->st_len);
     if (tr->has_acts)
-        gpt_acts_free(&tr->a);
+        pipeline_free(&tr->pl);
+    if (tr->has_tie && tr->tie_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&tr->tie_comm);
+    free(tr->bound);
+    free(tr->stage_busy);
+    free(tr->stage_idle);
     if (tr->has_model)
         gpt_free(&tr->m);
     if (tr->has_grid)
@@ -235,15 +290,17 @@ void trainer_rank_state(struct trainer *tr, struct rank_state *rs)
 
 /* Global gradient norm.  Under tp, the sharded tensors' squares are summed
  * over the tp group and the replicated ones (identical on every tp rank)
- * counted once; every tp rank gets the same bits. */
+ * counted once; under pp, the stages' sums are added in stage order and
+ * the last stage's tied copy of wte is left out (the first stage counts
+ * it).  Every rank gets the same bits. */
 static double grad_norm(struct trainer *tr)
 {
     const struct gpt *m = &tr->m;
-    if (m->tp == 1)
-        return sqrt(sumsq(m->grads, m->tt.total));
     double shard = 0.0, rep = 0.0;
     for (int i = 0; i < m->tt.n; i++) {
         const struct tensor_desc *d = &m->tt.t[i];
+        if (!m->first && m->dwte && m->grads + d->off == m->dwte)
+            continue;
         double s = sumsq(m->grads + d->off, d->numel);
         if (d->tp_dim >= 0)
             shard += s;
@@ -251,9 +308,54 @@ static double grad_norm(struct trainer *tr)
             rep += s;
     }
     double t0 = now_s();
-    shard = tp_sum_double(shard, &tr->tpc);
+    if (m->tp > 1)
+        shard = tp_sum_double(shard, &tr->tpc);
     tr->m.op_time[OPK_TP_COMM] += now_s() - t0;
-    return sqrt(shard + rep);
+    double mine = shard + rep, total = mine;
+    if (tr->g.pp > 1) {
+        double all[tr->g.pp];
+        MPI_Allgather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE,
+                      tr->g.pp_comm);
+        total = 0.0;
+        for (int s = 0; s < tr->g.pp; s++)
+            total += all[s];
+    }
+    return sqrt(total);
+}
+
+/* Sum the tied embedding's two halves (embedding on the first stage,
+ * head on the last) after the data-parallel reduction: a + b == b + a, so
+ * both copies get the same bits and stay identical.  Aborts on MPI
+ * error. */
+static void tie_reduce(struct trainer *tr)
+{
+    if (!tr->has_tie || tr->tie_comm == MPI_COMM_NULL)
+        return;
+    size_t n = (size_t)tr->m.cfg.vocab_size * (size_t)tr->m.cfg.n_embd;
+    if (MPI_Allreduce(MPI_IN_PLACE, tr->m.dwte, (int)n, MPI_FLOAT, MPI_SUM,
+                      tr->tie_comm) != MPI_SUCCESS) {
+        fprintf(stderr, "mpitron: rank %d: tied-embedding reduction "
+                "failed\n", tr->g.rank);
+        MPI_Abort(tr->g.world, 3);
+    }
+}
+
+/* Per-stage busy and idle seconds of the last schedule, gathered to every
+ * rank; returns the idle share of all stages' time (the bubble). */
+static double gather_bubble(struct trainer *tr)
+{
+    int p = tr->g.pp;
+    double mine[2] = {tr->pl.t_busy, tr->pl.t_total - tr->pl.t_busy};
+    double all[2 * p];
+    MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, tr->g.pp_comm);
+    double busy = 0.0, idle = 0.0;
+    for (int s = 0; s < p; s++) {
+        tr->stage_busy[s] = all[2 * s];
+        tr->stage_idle[s] = all[2 * s + 1] > 0 ? all[2 * s + 1] : 0.0;
+        busy += tr->stage_busy[s];
+        idle += tr->stage_idle[s];
+    }
+    return busy + idle > 0 ? idle / (busy + idle) : 0.0;
 }
 
 static void optimizer_step(struct trainer *tr, float scale, double lr)
@@ -283,20 +385,20 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     double loss = 0.0;
     if (tr->has_dp)
         bucketer_begin(&tr->bk, tr->st.step);
-    for (int k = 0; k < tr->accum; k++) {
-        tr->m.hook_final = k == tr->accum - 1;
-        struct gpt_pos pos = {
-            .step = tr->st.step, .seed = c->seed, .train = 1,
-            .seq0 = (int64_t)tr->g.dp_rank * tr->per_rank + (int64_t)k * tr->mb,
-        };
-        size_t off = (size_t)k * tr->mb * T;
-        loss += gpt_forward(&tr->m, &tr->a, inp + off, tgt + off, &pos);
-        gpt_backward(&tr->m, &tr->a, dloss, &pos);
-    }
+    struct gpt_pos pos = {
+        .step = tr->st.step, .seed = c->seed, .train = 1,
+        .seq0 = (int64_t)tr->g.dp_rank * tr->per_rank,
+    };
+    loss = pipeline_train(&tr->pl, &tr->m, inp, tgt, dloss, &pos);
     double t1 = now_s();
     if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
         MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
+    tie_reduce(tr);
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    if (tr->g.pp > 1) /* the loss is the last stage's */
+        MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM,
+                      tr->g.pp_comm);
+    double bubble = tr->g.pp > 1 ? gather_bubble(tr) : 0.0;
     double t2 = now_s();
     double norm = grad_norm(tr);
     float scale = clip_scale(norm, c->grad_clip);
@@ -312,6 +414,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
         tm->total = t3 - t0;
         tm->comm_overlapped = 0.0;
         tm->wire_bytes = 0;
+        tm->bubble = bubble;
         if (tr->has_dp) {
             double hidden = tr->bk.t_comm - tr->bk.t_wait;
             tm->comm_overlapped = hidden > 0 ? hidden : 0.0;
@@ -329,16 +432,20 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
     const struct config *c = &tr->c;
     int T = c->seq_len;
     double sum = 0.0;
-    for (int j = 0; j < c->val_batches; j++)
+    for (int j = 0; j < c->val_batches; j++) {
+        int64_t seq0 = (int64_t)tr->g.dp_rank * tr->per_rank;
         for (int k = 0; k < tr->accum; k++) {
-            int64_t seq0 = (int64_t)tr->g.dp_rank * tr->per_rank +
-                           (int64_t)k * tr->mb;
-            dataset_val_batch(val, j, c->batch_size, seq0, tr->mb, T, inp,
-                              tgt);
-            struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
-                                  .seed = c->seed, .train = 0};
-            sum += gpt_forward(&tr->m, &tr->a, inp, tgt, &pos);
+            size_t off = (size_t)k * tr->mb * T;
+            dataset_val_batch(val, j, c->batch_size, seq0 + k * tr->mb,
+                              tr->mb, T, inp + off, tgt + off);
         }
+        struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
+                              .seed = c->seed, .train = 0};
+        sum += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
+    }
+    if (tr->g.pp > 1)
+        MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM,
+                      tr->g.pp_comm);
     MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
     return sum / ((double)c->val_batches * c->batch_size * T);
 }

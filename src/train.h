@@ -18,19 +18,22 @@
 #include "metrics.h"
 #include "model.h"
 #include "optim.h"
+#include "pipeline.h"
 #include "tp.h"
 
 struct step_times {      /* seconds, this rank, one step */
     double compute, comm, data, optim, total;
     double comm_overlapped;  /* reduction time hidden behind backward */
     uint64_t wire_bytes;     /* gradient bytes this rank sent */
+    double bubble;           /* idle share of the pipeline schedule, all
+                                stages (0 without pipeline parallelism) */
 };
 
 struct trainer {
     struct config c;
     struct grid g;
     struct gpt m;
-    struct gpt_acts a;
+    struct pipeline pl;  /* this stage's micro-batch schedule and slots */
     struct lr_sched sched;
     struct train_state st;
     int per_rank;        /* sequences per dp rank per step */
@@ -45,7 +48,12 @@ struct trainer {
     size_t *st_len;
     /* tensor parallelism: the tp group the model's collectives run on */
     struct tp_ctx tpc;
-    int has_grid, has_model, has_acts, has_dp, has_tp;
+    /* pipeline parallelism: first and last stage of one (dp, tp) pair
+     * share the tied embedding; per-stage figures of the last step */
+    MPI_Comm tie_comm;   /* MPI_COMM_NULL unless pp > 1 and first/last */
+    int *bound;          /* pp + 1 stage boundaries (blocks) */
+    double *stage_busy, *stage_idle; /* pp entries, seconds */
+    int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
 };
 
 /* This rank's state that checkpoints save per rank (compression
@@ -66,7 +74,8 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
                     const int32_t *tgt, double *gnorm, double *lr,
                     struct step_times *tm);
 
-/* Mean validation loss over c.val_batches batches.  Collective. */
+/* Mean validation loss over c.val_batches batches; inp, tgt are scratch
+ * of per_rank * seq_len tokens each.  Collective. */
 double trainer_validate(struct trainer *tr, const struct dataset *val,
                         int32_t *inp, int32_t *tgt);
 

@@ -41,6 +41,12 @@ printf '[model]\nn_layer = 2\nn_embdd = 3\n' > "$W/bad.ini"
 expect "ini unknown key" "bad.ini:3" train "$W/bad.ini" $T
 expect "missing ini" "$W/missing.ini" train "$W/missing.ini" $T
 expect "batch vs micro" "micro_batch" train $T --batch_size=4 --micro_batch=3
+expect "bad pp schedule" "'pp_schedule' (command line): must be gpipe or 1f1b" \
+    train $T --pp_schedule=zigzag
+expect "pp > n_layer" "pp=2 exceeds n_layer=1" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --pp=2
+expect "layout vs world" "tp*pp = 1*2 = 2 does not divide the world size 3" \
+    $MPIRUN -np 3 --oversubscribe "$MPITRON" train $T --n_layer=2 --pp=2
 
 # corrupt shards: bad magic, size that disagrees with the header
 mkdir -p "$W/bad1" "$W/bad2"

@@ -21,6 +21,7 @@ case $(basename "$prog") in
     test_model) nps="1" ;;
     test_bucket) nps="1 2 3 4" ;;
     test_tp) nps="1 2 3 4" ;;
+    test_pp) nps="1 2 3 4" ;;
     *) exec "$prog" "$@" ;;
 esac
 for np in $nps; do

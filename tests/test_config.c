@@ -95,6 +95,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.dp, 0);
     assert_int_equal(c.tp, 1);
     assert_int_equal(c.pp, 1);
+    assert_string_equal(c.pp_schedule, "1f1b");
     assert_int_equal(c.ranks_per_node, 0);
     assert_string_equal(c.allreduce, "auto");
     assert_string_equal(c.allreduce_tune, "");
@@ -102,8 +103,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
 
-    /* 8 model + 14 optim + 3 data + 10 run + 9 parallel keys */
-    assert_int_equal(config_nkeys, 44);
+    /* 8 model + 14 optim + 3 data + 10 run + 10 parallel keys */
+    assert_int_equal(config_nkeys, 45);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

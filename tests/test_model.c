@@ -5,7 +5,12 @@
  *  - gradient accumulation: a batch of 8 as 4 micro-batches of 2 gives the
  *    same AdamW update as one micro-batch of 8;
  *  - parameter init depends on the global index only: a row shard of a
- *    tensor initialises to the same values as the whole tensor.
+ *    tensor initialises to the same values as the whole tensor;
+ *  - pipeline stages: the model cut into three stages, chained by hand
+ *    (activations forward, their gradients back, the tied wte gradient
+ *    of the first and last stage summed), gives the whole model's loss
+ *    and every gradient, with micro-batches' activations held in slots
+ *    that share one scratch.
  * Runs under mpirun -np 1 (the trainer builds a process grid).
  */
 #include <math.h>
@@ -90,6 +95,105 @@ static void test_whole_model_gradcheck(void **state)
     }
     gpt_acts_free(&a);
     gpt_free(&m);
+}
+
+/* Grad of tensor `name` in m, or NULL when the stage does not hold it. */
+static const float *grad_of(const struct gpt *m, const char *name)
+{
+    int i = tensor_table_find(&m->tt, name);
+    return i < 0 ? NULL : m->grads + m->tt.t[i].off;
+}
+
+static void test_stages_equal_whole_model(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 4, .n_embd = 8, .n_head = 2,
+                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 11,
+                           .dropout = 0.2f};
+    enum { S = 3, MB = 2, B = 2, T = 6, N = B * T };
+    const int bound[S + 1] = {0, 1, 3, 4};
+    char err[256];
+    struct gpt whole, st[S];
+    struct gpt_acts wa, sa[S][MB];
+    assert_int_equal(gpt_init(&whole, &c, 1, 0, 0, 4, 7, err, 256), 0);
+    assert_int_equal(gpt_acts_init(&wa, &whole, B, T), 0);
+    for (int s = 0; s < S; s++) {
+        assert_int_equal(gpt_init(&st[s], &c, 1, 0, bound[s], bound[s + 1],
+                                  7, err, 256), 0);
+        assert_int_equal(st[s].first, s == 0);
+        assert_int_equal(st[s].last, s == S - 1);
+        for (int k = 0; k < MB; k++)
+            assert_int_equal(gpt_acts_init_shared(&sa[s][k], &st[s], B, T,
+                                                  k ? &sa[s][0] : NULL), 0);
+        gpt_zero_grad(&st[s]);
+    }
+    gpt_zero_grad(&whole);
+    int32_t inp[MB * N], tgt[MB * N];
+    tokens(inp, MB * N, c.vocab_size, 3);
+    tokens(tgt, MB * N, c.vocab_size, 4);
+    float dloss = 1.0f / (MB * N);
+    double lw = 0.0, ls = 0.0;
+    for (int k = 0; k < MB; k++) { /* the reference */
+        struct gpt_pos pos = {.step = 2, .seq0 = k * B, .seed = 5, .train = 1};
+        lw += gpt_forward(&whole, &wa, inp + k * N, tgt + k * N, &pos);
+        gpt_backward(&whole, &wa, dloss, &pos);
+    }
+    /* GPipe order: both forwards through all stages, then backwards in
+     * reverse micro-batch order (each slot's activations must survive) */
+    size_t nc = (size_t)N * c.n_embd;
+    for (int k = 0; k < MB; k++)
+        for (int s = 0; s < S; s++) {
+            struct gpt_pos pos = {.step = 2, .seq0 = k * B, .seed = 5,
+                                  .train = 1};
+            if (s > 0)
+                memcpy(sa[s][k].emb, gpt_stage_output(&st[s - 1],
+                       &sa[s - 1][k]), nc * sizeof(float));
+            double l = gpt_forward(&st[s], &sa[s][k], inp + k * N,
+                                   tgt + k * N, &pos);
+            if (s < S - 1)
+                assert_true(l == 0.0);
+            ls += l;
+        }
+    for (int k = MB - 1; k >= 0; k--)
+        for (int s = S - 1; s >= 0; s--) {
+            struct gpt_pos pos = {.step = 2, .seq0 = k * B, .seed = 5,
+                                  .train = 1};
+            if (s < S - 1)
+                memcpy(sa[s][k].dres, sa[s + 1][k].dres, nc * sizeof(float));
+            gpt_backward(&st[s], &sa[s][k], dloss, &pos);
+        }
+    assert_true(fabs(lw - ls) <= 1e-5 * fabs(lw));
+    float *dw0 = (float *)grad_of(&st[0], "wte");
+    const float *dw2 = grad_of(&st[S - 1], "wte");
+    assert_non_null(dw0);
+    assert_non_null(dw2);
+    assert_null(grad_of(&st[1], "wte"));
+    for (size_t i = 0; i < (size_t)c.vocab_size * c.n_embd; i++)
+        dw0[i] += dw2[i]; /* what the trainer's tie reduction does */
+    for (int t = 0; t < whole.tt.n; t++) {
+        const struct tensor_desc *d = &whole.tt.t[t];
+        const float *g = NULL;
+        for (int s = 0; s < S && !g; s++)
+            g = grad_of(&st[s], d->name);
+        if (!g)
+            fail_msg("no stage holds %s", d->name);
+        const float *w = whole.grads + d->off;
+        double gmax = 0.0, dmax = 0.0;
+        for (size_t i = 0; i < d->numel; i++) {
+            gmax = fmax(gmax, fabs(w[i]));
+            dmax = fmax(dmax, fabs(w[i] - g[i]));
+        }
+        if (dmax > 1e-5 * gmax + 1e-9)
+            fail_msg("%s: stages differ from the whole model by %.3g "
+                     "(max |g| %.3g)", d->name, dmax, gmax);
+    }
+    for (int s = 0; s < S; s++) {
+        for (int k = MB - 1; k >= 0; k--)
+            gpt_acts_free(&sa[s][k]);
+        gpt_free(&st[s]);
+    }
+    gpt_acts_free(&wa);
+    gpt_free(&whole);
 }
 
 static void make_config(struct config *c, int micro)
@@ -259,6 +363,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_whole_model_gradcheck),
         cmocka_unit_test(test_accumulation_equals_full_batch),
         cmocka_unit_test(test_init_by_global_index),
+        cmocka_unit_test(test_stages_equal_whole_model),
         cmocka_unit_test(test_param_count_matches_table),
         cmocka_unit_test(test_kv_cache_matches_forward),
     };

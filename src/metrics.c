@@ -70,13 +70,17 @@ static void fmt_eta(char *buf, size_t n, double s)
 
 void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
 {
-    char eta[32], val[48] = "", pipe[64] = "";
+    char eta[32], val[48] = "", pipe[512] = "";
     fmt_eta(eta, sizeof(eta), s->eta_s);
     if (s->has_val)
         snprintf(val, sizeof(val), " | val %.4f", s->val_loss);
-    if (s->pp > 1)
-        snprintf(pipe, sizeof(pipe), " | bubble %.2f (theory %.2f)",
-                 s->bubble, s->bubble_theory);
+    if (s->pp > 1) { /* bubble, then busy/idle ms of each stage */
+        int n = snprintf(pipe, sizeof(pipe), " | bubble %.2f (theory %.2f), "
+                         "stage busy/idle ms", s->bubble, s->bubble_theory);
+        for (int i = 0; i < s->pp && n < (int)sizeof(pipe) - 24; i++)
+            n += snprintf(pipe + n, sizeof(pipe) - (size_t)n, " %.0f/%.0f",
+                          1e3 * s->stage_busy[i], 1e3 * s->stage_idle[i]);
+    }
     if (out) {
         fprintf(out,
                 "step %" PRId64 "/%" PRId64 " | loss %.4f%s | lr %.2e | "

@@ -8,9 +8,10 @@
  *   reductions), ms_comm_overlapped (reduction time hidden behind
  *   backward), wire_mb, ms_data, ms_ckpt, and val_loss on the steps where it was measured
  *   (a validation-only line carries step and val_loss).  With pp > 1
- *   also: bubble (the idle share of all stages' schedule time, mean over
- *   the logged steps), bubble_theory ((p-1)/(m+p-1)), stage_busy_ms and
- *   stage_idle_ms (arrays, one entry per stage, the last step).
+ *   also: bubble (1 - all stages' compute / (p x the pipeline's span, the
+ *   longest stage's schedule), mean over the logged steps), bubble_theory
+ *   ((p-1)/(m+p-1)), stage_busy_ms and stage_idle_ms (span - busy; arrays,
+ *   one entry per stage, the last step).
  */
 #ifndef MPITRON_METRICS_H
 #define MPITRON_METRICS_H

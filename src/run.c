@@ -226,6 +226,16 @@ static int setup(struct run *r, const struct config *c, char *err,
         return -1;
     struct trainer *tr = &r->tr;
     grid_print_banner(&tr->g, stdout);
+    if (tr->g.pp > 1 && tr->g.rank == 0) {
+        printf("pipeline: %d stages, %s, %d micro-batches per step "
+               "(bubble in theory %.3f); blocks per stage:", tr->g.pp,
+               c->pp_schedule, tr->accum, pp_bubble_theory(tr->g.pp,
+                                                            tr->accum));
+        for (int s = 0; s < tr->g.pp; s++)
+            printf(" [%d,%d)", tr->bound[s], tr->bound[s + 1]);
+        printf("\n");
+        fflush(stdout);
+    }
     int rc = open_data(r, err, errlen);
     if (agree(tr->g.world, rc) < 0)
         return -1;

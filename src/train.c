@@ -341,21 +341,26 @@ static void tie_reduce(struct trainer *tr)
 }
 
 /* Per-stage busy and idle seconds of the last schedule, gathered to every
- * rank; returns the idle share of all stages' time (the bubble). */
+ * rank; returns the idle share of all stages' time (the bubble).  The
+ * stages start a step together (the previous step ended in collectives
+ * over the pp group), so the pipeline's span is the longest stage's
+ * schedule, and a stage is idle for the span minus its compute: this
+ * counts a stage that finished early as idle until the last one is done,
+ * as the theory (p-1)/(m+p-1) does. */
 static double gather_bubble(struct trainer *tr)
 {
     int p = tr->g.pp;
-    double mine[2] = {tr->pl.t_busy, tr->pl.t_total - tr->pl.t_busy};
-    double all[2 * p];
+    double mine[2] = {tr->pl.t_busy, tr->pl.t_total};
+    double all[2 * p], span = 0.0, busy = 0.0;
     MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, tr->g.pp_comm);
-    double busy = 0.0, idle = 0.0;
+    for (int s = 0; s < p; s++)
+        span = all[2 * s + 1] > span ? all[2 * s + 1] : span;
     for (int s = 0; s < p; s++) {
         tr->stage_busy[s] = all[2 * s];
-        tr->stage_idle[s] = all[2 * s + 1] > 0 ? all[2 * s + 1] : 0.0;
-        busy += tr->stage_busy[s];
-        idle += tr->stage_idle[s];
+        tr->stage_idle[s] = span - all[2 * s];
+        busy += all[2 * s];
     }
-    return busy + idle > 0 ? idle / (busy + idle) : 0.0;
+    return span > 0.0 ? 1.0 - busy / (p * span) : 0.0;
 }
 
 static void optimizer_step(struct trainer *tr, float scale, double lr)

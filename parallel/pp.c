@@ -134,7 +134,7 @@ int pp_schedule_build(struct pp_schedule *sc, enum pp_kind kind, int p, int s,
         snprintf(err, errlen, "pipeline schedule: unknown kind %d", (int)kind);
         return -1;
     }
-    if (p < 1 || s < 0 || s >= p || m < 1 || m > PP_MAX_MB) {
+    if (p < 1 || s < 0 || s >= p || m < 1 || (p > 1 && m > PP_MAX_MB)) {
         snprintf(err, errlen,
                  "pipeline schedule: bad arguments p=%d s=%d "
                  "m=%d (need p >= 1, 0 <= s < p, 1 <= m <= %d)",
@@ -369,8 +369,7 @@ static int link_peer(const struct pp_link *l, int mb, int dir, size_t n)
         link_misuse(l, __FILE__, __LINE__, "no stage in that direction", mb);
     if (mb < 0 || mb >= PP_MAX_MB)
         link_misuse(l, __FILE__, __LINE__,
-                    "micro-batch outside the "
-                    "taggable range [0, 16384)",
+                    "micro-batch outside the taggable range [0, PP_MAX_MB)",
                     mb);
     if (n > (size_t)INT_MAX)
         link_misuse(l, __FILE__, __LINE__, "message over INT_MAX floats", mb);
@@ -391,7 +390,7 @@ int pp_link_init(struct pp_link *l, MPI_Comm pp_comm, int nslots)
         MPI_Comm_get_attr(MPI_COMM_WORLD, MPI_TAG_UB, &ub, &flag) !=
             MPI_SUCCESS)
         return -1;
-    if (!flag || *ub < 2 * PP_MAX_MB - 1) {
+    if (l->p > 1 && (!flag || *ub < 2 * PP_MAX_MB - 1)) {
         fprintf(stderr,
                 "mpitron: pp stage %d: MPI_TAG_UB=%d is below %d, "
                 "needed for %d micro-batches\n",

@@ -4,7 +4,7 @@
  * point-to-point moves of activations and their gradients between stages.
  *
  * A schedule for stage s of p with m micro-batches is a list of actions
- * that src/train.c executes in order:
+ * that src/pipeline.c executes in order:
  *   PP_RECV_ACT i   post the receive of micro-batch i's input activation
  *                   from stage s-1 (never on stage 0)
  *   PP_FWD i        wait for that receive, run forward of micro-batch i
@@ -23,7 +23,7 @@
  * before their buffer is reused.
  *
  * GPipe: all forwards, then all backwards in reverse order (m slots).
- * 1F1B (PipeDream-flush): stage s runs min(p - s, m) warm-up forwards,
+ * 1F1B (PipeDream-flush): stage s runs min(p - s - 1, m) warm-up forwards,
  * then alternates one backward and one forward, then drains; it holds at
  * most p - s micro-batches (<= p), so activation memory no longer grows
  * with m.  Both have the bubble (p-1)/(m+p-1) of the step's time.
@@ -57,19 +57,22 @@ struct pp_schedule {
 
 /* "gpipe" / "1f1b" -> kind.  Returns 0, or -1 for any other string. */
 int pp_kind_parse(const char *s, enum pp_kind *k);
+/* The config name of k (a static string). */
 const char *pp_kind_name(enum pp_kind k);
 
 /* Build the action list of stage s (0 <= s < p) for m >= 1 micro-batches.
  * forward_only: forwards and their moves only (validation); nslots is 1
- * then.  Returns 0, or -1 (bad arguments, out of memory) with err filled.
- * Free with pp_schedule_free. */
+ * then.  m <= 16384 when p > 1 (message tags).  Returns 0, or -1 (bad
+ * arguments, out of memory) with err filled.  Free with pp_schedule_free
+ * (safe on a zeroed or failed schedule). */
 int pp_schedule_build(struct pp_schedule *sc, enum pp_kind kind, int p,
                       int s, int m, int forward_only, char *err,
                       size_t errlen);
 void pp_schedule_free(struct pp_schedule *sc);
 
 /* The most micro-batches whose activations the list holds at once
- * (between a micro-batch's first action and the end of its PP_BWD). */
+ * (between a micro-batch's first action and the end of its PP_BWD);
+ * -1 when out of memory. */
 int pp_schedule_max_inflight(const struct pp_schedule *sc);
 
 /* The bubble of a p-stage pipeline with m micro-batches in theory:
@@ -104,16 +107,24 @@ struct pp_link {
     double t_wait;      /* seconds spent blocked in pp_link_wait_* */
 };
 
+/* Set up the link of this rank's stage (its rank in pp_comm) with nslots
+ * request slots.  Returns 0, or -1 (MPI error, no memory, an MPI_TAG_UB
+ * too small for the tags, printed naming the stage) with l zeroed. */
 int pp_link_init(struct pp_link *l, MPI_Comm pp_comm, int nslots);
+/* Wait for outstanding sends, cancel outstanding receives, free the
+ * request arrays: call it before freeing the buffers they point into. */
 void pp_link_free(struct pp_link *l);
 /* Post the receive of n floats into buf for micro-batch mb (slot
- * mb % nslots) from the previous (grad = 0) or next (grad = 1) stage. */
+ * mb % nslots) from the previous (grad = 0) or next (grad = 1) stage.
+ * buf belongs to MPI until pp_link_wait_recv(mb) returns. */
 void pp_link_post_recv(struct pp_link *l, float *buf, size_t n, int mb,
                        int grad);
 /* Wait for the receive posted for mb; adds the blocked time to t_wait. */
 void pp_link_wait_recv(struct pp_link *l, int mb);
 /* Start sending n floats from buf for mb to the next (grad = 0) or the
- * previous (grad = 1) stage.  Waits first for the slot's previous send. */
+ * previous (grad = 1) stage.  Waits first for the slot's previous send.
+ * buf must not change until the send is waited for (pp_link_wait_send of
+ * a micro-batch of the same slot, or pp_link_wait_all). */
 void pp_link_send(struct pp_link *l, const float *buf, size_t n, int mb,
                   int grad);
 /* Wait for mb's slot's send (buffer reuse) / for every send. */

@@ -73,6 +73,7 @@ struct bench_result {
     double ms, compute, comm, hidden, optim, op[OPK_COUNT];
     double wire_mb;
     double bubble;     /* mean over the steps; pp > 1 */
+    double pp_wait;    /* rank 0's wait for its neighbouring stages */
 };
 
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
@@ -92,6 +93,7 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
         r->wire_mb += (double)tm.wire_bytes / 1048576.0;
         r->optim += tm.optim;
         r->bubble += tm.bubble;
+        r->pp_wait += tm.pp_wait;
     }
     MPI_Barrier(tr->g.world);
     double scale = 1e3 / n;
@@ -102,6 +104,7 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->wire_mb /= n;
     r->optim *= scale;
     r->bubble /= n;
+    r->pp_wait *= scale;
     for (int k = 0; k < OPK_COUNT; k++)
         r->op[k] = tr->m.op_time[k] * scale;
 }
@@ -130,8 +133,9 @@ static void report(struct trainer *tr, const struct bench_result *r)
            100 * mfu);
     printf("  compute %.1f ms (optimizer %.1f)  comm %.1f ms exposed "
            "(%.1f%% of the step) + %.1f ms overlapped; %.1f MB sent per "
-           "rank\n", r->compute, r->optim, r->comm, 100 * r->comm / r->ms,
-           r->hidden, r->wire_mb);
+           "rank; pipeline wait %.1f ms\n", r->compute, r->optim, r->comm,
+           100 * r->comm / r->ms, r->hidden, r->wire_mb, r->pp_wait);
+    printf("  per op kind (rank 0%s):\n", tr->g.pp > 1 ? ", stage 0" : "");
     for (int k = 0; k < OPK_COUNT; k++)
         printf("  %-12s %8.1f ms  %5.1f%%\n", op_kind_names[k], r->op[k],
                100 * r->op[k] / r->ms);
@@ -155,9 +159,9 @@ static void report(struct trainer *tr, const struct bench_result *r)
            "\"ms_per_step\":%.3f,\"ms_compute\":%.3f,\"ms_comm\":%.3f,"
            "\"ms_comm_exposed\":%.3f,\"ms_comm_overlapped\":%.3f,"
            "\"comm_exposed_frac\":%.4f,\"wire_mb\":%.3f,"
-           "\"ms_optimizer\":%.3f,\"ms_data\":0", tps, mfu, tr->peak_gflops,
-           r->ms, r->compute, r->comm, r->comm, r->hidden, r->comm / r->ms,
-           r->wire_mb, r->optim);
+           "\"ms_optimizer\":%.3f,\"ms_data\":0,\"ms_pp_wait\":%.3f", tps,
+           mfu, tr->peak_gflops, r->ms, r->compute, r->comm, r->comm,
+           r->hidden, r->comm / r->ms, r->wire_mb, r->optim, r->pp_wait);
     for (int k = 0; k < OPK_COUNT; k++)
         printf(",\"ms_%s\":%.3f", op_kind_names[k], r->op[k]);
     printf(",\"rss_peak_mb\":%.1f,\"params_mb\":%.1f,\"grads_mb\":%.1f,"

@@ -75,8 +75,9 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
     if (s->has_val)
         snprintf(val, sizeof(val), " | val %.4f", s->val_loss);
     if (s->pp > 1) { /* bubble, then busy/idle ms of each stage */
-        int n = snprintf(pipe, sizeof(pipe), " | bubble %.2f (theory %.2f), "
-                         "stage busy/idle ms", s->bubble, s->bubble_theory);
+        int n = snprintf(pipe, sizeof(pipe), " | pp wait %.1f ms, bubble "
+                         "%.2f (theory %.2f), stage busy/idle ms",
+                         s->ms_pp_wait, s->bubble, s->bubble_theory);
         for (int i = 0; i < s->pp && n < (int)sizeof(pipe) - 24; i++)
             n += snprintf(pipe + n, sizeof(pipe) - (size_t)n, " %.0f/%.0f",
                           1e3 * s->stage_busy[i], 1e3 * s->stage_idle[i]);
@@ -100,10 +101,12 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
             "\"grad_norm\":%.9g,\"tokens_per_s\":%.6g,\"mfu\":%.6g,"
             "\"ms_step\":%.6g,\"ms_compute\":%.6g,\"ms_comm\":%.6g,"
             "\"ms_comm_exposed\":%.6g,\"ms_comm_overlapped\":%.6g,"
-            "\"wire_mb\":%.6g,\"ms_data\":%.6g,\"ms_ckpt\":%.6g",
+            "\"wire_mb\":%.6g,\"ms_data\":%.6g,\"ms_ckpt\":%.6g,"
+            "\"ms_pp_wait\":%.6g",
             s->step, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->mfu,
             s->ms_step, s->ms_compute, s->ms_comm, s->ms_comm,
-            s->ms_comm_overlapped, s->wire_mb, s->ms_data, s->ms_ckpt);
+            s->ms_comm_overlapped, s->wire_mb, s->ms_data, s->ms_ckpt,
+            s->ms_pp_wait);
     if (s->pp > 1) {
         fprintf(mt->jsonl, ",\"bubble\":%.6g,\"bubble_theory\":%.6g",
                 s->bubble, s->bubble_theory);

@@ -6,7 +6,8 @@
  *   bit), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute,
  *   ms_comm (= ms_comm_exposed: time the step waited for gradient
  *   reductions), ms_comm_overlapped (reduction time hidden behind
- *   backward), wire_mb, ms_data, ms_ckpt, and val_loss on the steps where it was measured
+ *   backward), wire_mb, ms_data, ms_ckpt, ms_pp_wait (time in the pipeline
+ *   schedule spent waiting for neighbouring stages), and val_loss on the steps where it was measured
  *   (a validation-only line carries step and val_loss).  With pp > 1
  *   also: bubble (1 - all stages' compute / (p x the pipeline's span, the
  *   longest stage's schedule), mean over the logged steps), bubble_theory
@@ -27,6 +28,7 @@ struct step_stats {
     double ms_comm_overlapped; /* reduction time hidden behind backward;
                                   ms_comm is what was exposed */
     double wire_mb;            /* gradient MB this rank sent per step */
+    double ms_pp_wait;         /* in the schedule, not computing */
     int pp;                    /* pipeline stages; the rest only if > 1 */
     double bubble, bubble_theory;
     const double *stage_busy, *stage_idle; /* pp entries, seconds */

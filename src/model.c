@@ -351,6 +351,8 @@ void gpt_acts_free(struct gpt_acts *a)
     memset(a, 0, sizeof(*a));
 }
 
+static void emit(struct gpt *m, enum gpt_event ev, int layer);
+
 /* ---- forward ------------------------------------------------------------ */
 
 /* Dropout site s of step: 0 the embedding, 1 + 2l attention of block l,
@@ -504,6 +506,7 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     for (int l = m->l0; l < m->l1; l++) {
         block_forward(m, a, l, x, pos);
         x = a->la[l - m->l0].res2;
+        emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
     }
     if (!m->last)
         return 0.0;

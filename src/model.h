@@ -179,7 +179,8 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
 void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
                   const struct gpt_pos *pos);
 /* This stage's output activation (N,C) after gpt_forward (the last
- * block's residual stream; the input itself on a stage without blocks). */
+ * block's residual stream; the input itself on a stage without blocks):
+ * a pointer into a, valid until a's next forward. */
 const float *gpt_stage_output(const struct gpt *m, const struct gpt_acts *a);
 
 void gpt_zero_grad(struct gpt *m);

@@ -25,8 +25,12 @@ int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
         pp_schedule_build(&pl->ev, kind, p, s, nmb, 1, err, errlen) < 0)
         goto fail;
     int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
-    if (pp_link_init(&pl->link, pp_comm, ns) < 0)
-        goto oom;
+    if (pp_link_init(&pl->link, pp_comm, ns) < 0) {
+        snprintf(err, errlen, "pipeline stage %d of %d: cannot set up the "
+                 "point-to-point link (MPI error, or MPI_TAG_UB too small "
+                 "for %d micro-batches)", s, p, nmb);
+        goto fail;
+    }
     pl->slot = calloc((size_t)ns, sizeof(*pl->slot));
     if (!pl->slot)
         goto oom;
@@ -36,12 +40,15 @@ int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
             goto oom;
         pl->act_bytes += pl->slot[i].bytes;
     }
-    if (p > 1) {
-        pl->gin = tensor_arena_alloc((size_t)ns * pl->n);
-        pl->gout = tensor_arena_alloc((size_t)ns * pl->n);
-        if (!pl->gin || !pl->gout)
+    if (!m->last) { /* d(output) arrives from the next stage */
+        if (!(pl->gin = tensor_arena_alloc((size_t)ns * pl->n)))
             goto oom;
-        pl->act_bytes += 2 * (size_t)ns * pl->n * sizeof(float);
+        pl->act_bytes += (size_t)ns * pl->n * sizeof(float);
+    }
+    if (!m->first) { /* d(input) leaves for the previous stage */
+        if (!(pl->gout = tensor_arena_alloc((size_t)ns * pl->n)))
+            goto oom;
+        pl->act_bytes += (size_t)ns * pl->n * sizeof(float);
     }
     return 0;
 oom:
@@ -54,15 +61,15 @@ fail:
 
 void pipeline_free(struct pipeline *pl)
 {
-    int ns = pl->link.nslots;
+    int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
+    if (pl->link.recv) /* first: requests may still point into buffers */
+        pp_link_free(&pl->link);
     if (pl->slot)
         for (int i = ns - 1; i >= 0; i--)
             gpt_acts_free(&pl->slot[i]);
     free(pl->slot);
     free(pl->gin);
     free(pl->gout);
-    if (pl->link.recv)
-        pp_link_free(&pl->link);
     pp_schedule_free(&pl->sc);
     pp_schedule_free(&pl->ev);
     memset(pl, 0, sizeof(*pl));

@@ -8,9 +8,9 @@
  * slot, which is plain gradient accumulation.
  *
  * Memory: one gpt_acts per slot (saved activations), the backward scratch
- * once (slot 0's, shared), and on inner stage boundaries two (N, n_embd)
- * buffers per slot for the gradients received and sent.  Nothing is
- * allocated in a step.
+ * once (slot 0's, shared), and per slot an (N, n_embd) buffer for the
+ * gradient received (all but the last stage) and one for the gradient
+ * sent (all but the first).  Nothing is allocated in a step.
  */
 #ifndef MPITRON_PIPELINE_H
 #define MPITRON_PIPELINE_H
@@ -45,6 +45,8 @@ struct pipeline {
 int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
                   int p, int s, enum pp_kind kind, int nmb, int B, int T,
                   char *err, size_t errlen);
+/* Release the link (outstanding transfers cancelled or completed), then
+ * the slots and buffers; pl may be zeroed or half built. */
 void pipeline_free(struct pipeline *pl);
 
 /*

@@ -280,7 +280,7 @@ static void teardown(struct run *r)
 
 /* Accumulated over a log interval. */
 struct interval {
-    double t_start, compute, comm, comm_hidden, data, wire, bubble;
+    double t_start, compute, comm, comm_hidden, data, wire, bubble, pp_wait;
     int steps;
     double loss_last;
 };
@@ -301,6 +301,7 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
         .ms_comm_overlapped = iv->comm_hidden * ms,
         .wire_mb = iv->wire / iv->steps / 1048576.0,
         .ms_ckpt = r->ckpt_s * ms, .has_val = has_val, .val_loss = val,
+        .ms_pp_wait = iv->pp_wait * ms,
         .pp = tr->g.pp, .bubble = iv->bubble / iv->steps,
         .bubble_theory = pp_bubble_theory(tr->g.pp, tr->accum),
         .stage_busy = tr->stage_busy, .stage_idle = tr->stage_idle,
@@ -333,6 +334,7 @@ static int loop(struct run *r, char *err, size_t errlen)
         iv.comm_hidden += tm.comm_overlapped;
         iv.wire += (double)tm.wire_bytes;
         iv.bubble += tm.bubble;
+        iv.pp_wait += tm.pp_wait;
         iv.data += wait;
         iv.steps++;
         int64_t s = tr->st.step;

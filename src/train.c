@@ -179,8 +179,10 @@ static int stage_init(struct trainer *tr, const struct gpt_config *gc,
                  errlen) < 0)
         return -1;
     tr->has_model = 1;
-    enum pp_kind kind;
-    pp_kind_parse(tr->c.pp_schedule, &kind);
+    enum pp_kind kind = PP_1F1B; /* one stage: gpipe would only hold all
+                                    micro-batches' activations at once */
+    if (g->pp > 1)
+        pp_kind_parse(tr->c.pp_schedule, &kind);
     if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
                       tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
         return -1;
@@ -332,21 +334,25 @@ static void tie_reduce(struct trainer *tr)
     if (!tr->has_tie || tr->tie_comm == MPI_COMM_NULL)
         return;
     size_t n = (size_t)tr->m.cfg.vocab_size * (size_t)tr->m.cfg.n_embd;
-    if (MPI_Allreduce(MPI_IN_PLACE, tr->m.dwte, (int)n, MPI_FLOAT, MPI_SUM,
-                      tr->tie_comm) != MPI_SUCCESS) {
-        fprintf(stderr, "mpitron: rank %d: tied-embedding reduction "
-                "failed\n", tr->g.rank);
-        MPI_Abort(tr->g.world, 3);
+    for (size_t off = 0; off < n; off += (size_t)1 << 30) { /* int counts */
+        size_t k = n - off < (size_t)1 << 30 ? n - off : (size_t)1 << 30;
+        if (MPI_Allreduce(MPI_IN_PLACE, tr->m.dwte + off, (int)k, MPI_FLOAT,
+                          MPI_SUM, tr->tie_comm) != MPI_SUCCESS) {
+            fprintf(stderr, "mpitron: rank %d: tied-embedding reduction "
+                    "failed\n", tr->g.rank);
+            MPI_Abort(tr->g.world, 3);
+        }
     }
 }
 
 /* Per-stage busy and idle seconds of the last schedule, gathered to every
  * rank; returns the idle share of all stages' time (the bubble).  The
- * stages start a step together (the previous step ended in collectives
- * over the pp group), so the pipeline's span is the longest stage's
- * schedule, and a stage is idle for the span minus its compute: this
- * counts a stage that finished early as idle until the last one is done,
- * as the theory (p-1)/(m+p-1) does. */
+ * stages start a step nearly together (the previous step ended in
+ * collectives over the pp group; only the optimizer's extra wte on the
+ * end stages and rank 0's logging come between), so the pipeline's span
+ * is taken as the longest stage's schedule, and a stage is idle for the
+ * span minus its compute: a stage that finished early counts as idle
+ * until the last one is done, as in the theory (p-1)/(m+p-1). */
 static double gather_bubble(struct trainer *tr)
 {
     int p = tr->g.pp;
@@ -413,7 +419,8 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     tr->st.step++;
     tr->st.tokens_seen += (int64_t)c->batch_size * (int64_t)T;
     if (tm) {
-        tm->compute = (t1 - t0) + (t3 - t2);
+        tm->pp_wait = tr->pl.t_total - tr->pl.t_busy;
+        tm->compute = (t1 - t0) - tm->pp_wait + (t3 - t2);
         tm->optim = t3 - t2;
         tm->comm = t2 - t1;
         tm->total = t3 - t0;

@@ -21,12 +21,15 @@
 #include "pipeline.h"
 #include "tp.h"
 
-struct step_times {      /* seconds, this rank, one step */
+struct step_times {      /* seconds, this rank, one step; total =
+                            compute + comm + pp_wait (+ data outside) */
     double compute, comm, data, optim, total;
     double comm_overlapped;  /* reduction time hidden behind backward */
     uint64_t wire_bytes;     /* gradient bytes this rank sent */
     double bubble;           /* idle share of the pipeline schedule, all
                                 stages (0 without pipeline parallelism) */
+    double pp_wait;          /* this rank's time in the schedule not
+                                computing: waiting for its neighbours */
 };
 
 struct trainer {

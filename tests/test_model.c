@@ -104,6 +104,29 @@ static const float *grad_of(const struct gpt *m, const char *name)
     return i < 0 ? NULL : m->grads + m->tt.t[i].off;
 }
 
+/* Every gradient of whole equals the one of the stage that holds it. */
+static void expect_stage_grads(const struct gpt *whole, const struct gpt *st,
+                               int S)
+{
+    for (int t = 0; t < whole->tt.n; t++) {
+        const struct tensor_desc *d = &whole->tt.t[t];
+        const float *g = NULL;
+        for (int s = 0; s < S && !g; s++)
+            g = grad_of(&st[s], d->name);
+        if (!g)
+            fail_msg("no stage holds %s", d->name);
+        const float *w = whole->grads + d->off;
+        double gmax = 0.0, dmax = 0.0;
+        for (size_t i = 0; i < d->numel; i++) {
+            gmax = fmax(gmax, fabs(w[i]));
+            dmax = fmax(dmax, fabs(w[i] - g[i]));
+        }
+        if (dmax > 1e-5 * gmax + 1e-9)
+            fail_msg("%s: stages differ from the whole model by %.3g "
+                     "(max |g| %.3g)", d->name, dmax, gmax);
+    }
+}
+
 static void test_stages_equal_whole_model(void **state)
 {
     (void)state;
@@ -170,23 +193,7 @@ static void test_stages_equal_whole_model(void **state)
     assert_null(grad_of(&st[1], "wte"));
     for (size_t i = 0; i < (size_t)c.vocab_size * c.n_embd; i++)
         dw0[i] += dw2[i]; /* what the trainer's tie reduction does */
-    for (int t = 0; t < whole.tt.n; t++) {
-        const struct tensor_desc *d = &whole.tt.t[t];
-        const float *g = NULL;
-        for (int s = 0; s < S && !g; s++)
-            g = grad_of(&st[s], d->name);
-        if (!g)
-            fail_msg("no stage holds %s", d->name);
-        const float *w = whole.grads + d->off;
-        double gmax = 0.0, dmax = 0.0;
-        for (size_t i = 0; i < d->numel; i++) {
-            gmax = fmax(gmax, fabs(w[i]));
-            dmax = fmax(dmax, fabs(w[i] - g[i]));
-        }
-        if (dmax > 1e-5 * gmax + 1e-9)
-            fail_msg("%s: stages differ from the whole model by %.3g "
-                     "(max |g| %.3g)", d->name, dmax, gmax);
-    }
+    expect_stage_grads(&whole, st, S);
     for (int s = 0; s < S; s++) {
         for (int k = MB - 1; k >= 0; k--)
             gpt_acts_free(&sa[s][k]);

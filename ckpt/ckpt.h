@@ -41,8 +41,10 @@
  *   Every rank passes the same list of tensors in the same order (HDF5
  *   metadata calls are collective); a rank writes or reads only its own
  *   hyperslab (count may be all zero: it holds none of that tensor and
- *   still takes part), and replicated tensors are written by exactly one
- *   rank.  Raw data is written and read collectively.
+ *   still takes part in the creation and in reads), and replicated
+ *   tensors are written by exactly one rank.  Every dataset is created
+ *   collectively first; then each rank writes its hyperslabs with
+ *   independent I/O, all ranks at once; raw data is read collectively.
  *   (Version 2 stored chunks of <= 1 MiB with HDF5's Fletcher32 filter.
  *   HDF5 1.10's parallel path for them wrote every chunk twice (filled at
  *   creation, then re-read, merged and re-checksummed), and even when

@@ -1,7 +1,9 @@
 /*
- * ckpt_write.c - ckpt_save: write DIR/step_N.h5.partial collectively,
- * hash its data (the datasets' xxh64) and then the rest of it on every
- * rank, then commit it on rank 0 (manifest, rename, fsync dir, `latest`).
+ * ckpt_write.c - ckpt_save: create DIR/step_N.h5.partial and all its
+ * datasets collectively, let every rank write its hyperslabs
+ * independently (in parallel), hash the data (the datasets' xxh64) and
+ * then the rest of the file on every rank, then commit it on rank 0
+ * (manifest, rename, fsync dir, `latest`).
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L
@@ -166,19 +168,19 @@ struct save {
 
 static double free_bytes(const char *dir);
 
-/* Creates t's dataset (intermediate groups through lcpl), notes its byte
- * range (allocated at creation) and writes this rank's hyperslab
- * collectively. */
-static int write_tensor(hid_t fid, struct save *s, const struct ckpt_tensor *t,
-                        hid_t lcpl, hid_t dcpl, hid_t dxpl, char *err)
+/* Creates t's dataset (intermediate groups through lcpl; collective)
+ * into *dset and notes its byte range, allocated at creation. */
+static int create_tensor(hid_t fid, struct save *s,
+                         const struct ckpt_tensor *t, hid_t lcpl, hid_t dcpl,
+                         hid_t *dset, char *err)
 {
-    static float dummy;
     char what[CKPT_ERRMAX];
     hsize_t dims[CKPT_MAX_DIMS], want = sizeof(float);
-    hid_t fspace, dset = -1, mspace = -1;
+    hid_t fspace;
     haddr_t addr;
     int rc = -1;
 
+    *dset = -1;
     ckpt_fmt(what, sizeof what, "%s: %s", s->partial, t->name);
     for (int d = 0; d < t->ndim; d++) {
         dims[d] = (hsize_t)t->gshape[d];
@@ -187,33 +189,75 @@ static int write_tensor(hid_t fid, struct save *s, const struct ckpt_tensor *t,
     fspace = H5Screate_simple(t->ndim, dims, NULL);
     if (fspace < 0)
         return ckpt_h5_fail(err, what, "H5Screate_simple");
-    dset = H5Dcreate2(fid, t->name, H5T_IEEE_F32LE, fspace, lcpl, dcpl,
-                      H5P_DEFAULT);
-    if (dset < 0) {
-        ckpt_h5_fail(err, what, "H5Dcreate2");
-        goto out;
-    }
-    addr = H5Dget_offset(dset);
-    if (want > 0 && (addr == HADDR_UNDEF || H5Dget_storage_size(dset) != want))
+    *dset = H5Dcreate2(fid, t->name, H5T_IEEE_F32LE, fspace, lcpl, dcpl,
+                       H5P_DEFAULT);
+    H5Sclose(fspace);
+    if (*dset < 0)
+        return ckpt_h5_fail(err, what, "H5Dcreate2");
+    addr = H5Dget_offset(*dset);
+    if (want > 0 && (addr == HADDR_UNDEF ||
+                     H5Dget_storage_size(*dset) != want))
         ckpt_errf(err, "%s: no contiguous storage of %llu bytes allocated",
                   what, (unsigned long long)want);
     else if (want == 0 || !ckpt_extents_add(&s->ext, t->name, addr, want, 0,
                                             err))
         rc = 0;
-    if (rc == 0 && want > 0 && ckpt_select(fspace, t, &mspace, err))
-        rc = -1;
-    /* no element: no storage, nothing to write (HDF5 would fail) */
-    if (rc == 0 && want > 0 &&
-        H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl,
-                 t->data ? t->data : &dummy) < 0)
+    return rc;
+}
+
+/* Writes this rank's hyperslab of t into dset, independently (the
+ * dataset is contiguous, unfiltered and allocated: no metadata changes).
+ * A rank holding none of t makes no call. */
+static int write_tensor(hid_t dset, const char *path,
+                        const struct ckpt_tensor *t, char *err)
+{
+    char what[CKPT_ERRMAX];
+    hid_t fspace, mspace = -1;
+    int rc;
+
+    if (ckpt_tensor_local_count(t) == 0)
+        return 0;
+    ckpt_fmt(what, sizeof what, "%s: %s", path, t->name);
+    fspace = H5Dget_space(dset);
+    if (fspace < 0)
+        return ckpt_h5_fail(err, what, "H5Dget_space");
+    rc = ckpt_select(fspace, t, &mspace, err);
+    if (!rc && H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT,
+                        t->data) < 0)
         rc = ckpt_h5_fail(err, what, "H5Dwrite");
-out:
     if (mspace >= 0)
         H5Sclose(mspace);
-    if (dset >= 0 && H5Dclose(dset) < 0 && rc == 0)
-        rc = ckpt_h5_fail(err, what, "H5Dclose");
     H5Sclose(fspace);
     return rc;
+}
+
+/* Every dataset created first (collective metadata, agreed one by one so
+ * that no rank enters a collective the others skip), then every rank
+ * writes its hyperslabs with no synchronisation between datasets, so the
+ * ranks write in parallel (a collective write per dataset would make the
+ * ranks take turns), agreed once at the end.  dset: n ids, closed here. */
+static int write_tensors(hid_t fid, struct save *s,
+                         const struct ckpt_tensor *t, int n, hid_t lcpl,
+                         hid_t dcpl, hid_t *dset, char *err)
+{
+    int rc = 0, made = 0;
+
+    for (; rc == 0 && made < n; made++)
+        rc = ckpt_agree(s->comm, create_tensor(fid, s, &t[made], lcpl, dcpl,
+                                               &dset[made], err), err);
+    if (rc && dset[made - 1] >= 0)
+        H5Dclose(dset[made - 1]);
+    if (rc)
+        made--;
+    ckpt_phase(s->comm, "save: create datasets");
+    for (int i = 0; rc == 0 && i < n; i++) {
+        rc = write_tensor(dset[i], s->partial, &t[i], err);
+        ckpt_fault_point(s->rank, i + 1, n, s->partial);
+    }
+    for (int i = 0; i < made; i++)
+        if (H5Dclose(dset[i]) < 0 && rc == 0)
+            rc = ckpt_h5_fail(err, t[i].name, "H5Dclose");
+    return ckpt_agree(s->comm, rc, err);
 }
 
 /* Every rank, after the data is written and flushed: hash the data
@@ -292,31 +336,30 @@ static int write_checksums(hid_t fid, struct save *s,
     return rc;
 }
 
-/* The body of the file on an open fid: attributes, tensors (agreed one by
- * one so that no rank enters a collective the others skip), a flush, the
- * data hashed and the checksums written, a flush so that everything
- * precedes `complete` on disk, then `complete`. */
+/* The body of the file on an open fid: attributes, the tensors
+ * (write_tensors), a flush, the data hashed and the checksums written, a
+ * flush so that everything precedes `complete` on disk, then
+ * `complete`. */
 static int write_body(struct save *s, hid_t fid, const struct ckpt_meta *m,
                       const struct ckpt_tensor *t, int n, char *err)
 {
-    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dxpl = ckpt_dxpl_collective(err);
-    hid_t dcpl = ckpt_dcpl_create(err);
+    hid_t lcpl = H5Pcreate(H5P_LINK_CREATE), dcpl = ckpt_dcpl_create(err);
+    hid_t *dset = malloc(sizeof *dset * (size_t)(n + 1));
     const char *path = s->partial;
     int rc = 0;
 
     if (lcpl < 0 || H5Pset_create_intermediate_group(lcpl, 1) < 0)
         rc = ckpt_h5_fail(err, path, "H5Pset_create_intermediate_group");
-    if (dxpl < 0 || dcpl < 0)
+    if (dcpl < 0)
         rc = -1;
+    if (!dset)
+        rc = ckpt_errf(err, "%s: out of memory for %d dataset ids", path, n);
     if (!rc)
         rc = write_attrs(fid, path, m, err);
     rc = ckpt_agree(s->comm, rc, err);
-    for (int i = 0; rc == 0 && i < n; i++) {
-        rc = ckpt_agree(s->comm, write_tensor(fid, s, &t[i], lcpl, dcpl, dxpl,
-                                              err), err);
-        ckpt_fault_point(s->rank, i + 1, n, path);
-    }
-    ckpt_phase(s->comm, "save: datasets");
+    if (!rc)
+        rc = write_tensors(fid, s, t, n, lcpl, dcpl, dset, err);
+    ckpt_phase(s->comm, "save: write data");
     if (!rc && H5Fflush(fid, H5F_SCOPE_GLOBAL) < 0)
         rc = ckpt_h5_fail(err, path, "H5Fflush");
     ckpt_phase(s->comm, "save: flush data");
@@ -331,10 +374,9 @@ static int write_body(struct save *s, hid_t fid, const struct ckpt_meta *m,
         rc = ckpt_h5_fail(err, path, "H5Fflush");
     rc = ckpt_agree(s->comm, rc, err);
     ckpt_phase(s->comm, "save: checksums");
+    free(dset);
     if (lcpl >= 0)
         H5Pclose(lcpl);
-    if (dxpl >= 0)
-        H5Pclose(dxpl);
     if (dcpl >= 0)
         H5Pclose(dcpl);
     return rc;

@@ -258,9 +258,11 @@ int cmd_bench(int argc, char **argv)
                "same run; --tune=FILE writes the thresholds of "
                "allreduce=auto.\nckpt: saves and loads the model's "
                "checkpoint in DIR/ckpt (default bench_ckpt),\nand writes and "
-               "reads as many bytes with plain sequential I/O there: "
-               "write_gbps,\nread_gbps, raw_write_gbps, raw_read_gbps, "
-               "stall_ms (sync), stall_ms_async.\n\n");
+               "reads as many bytes with plain sequential I/O there (fsync "
+               "on both sides);\nthe best of --reps for each of "
+               "write_gbps, read_gbps, raw_write_gbps, raw_read_gbps,\n"
+               "stall_ms (sync), stall_ms_async, and write_vs_raw, "
+               "write_vs_raw_median.\n\n");
         if (argc >= 1 && !strcmp(argv[0], "step"))
             config_print_help(stdout);
         return argc < 1 ? 2 : 0;

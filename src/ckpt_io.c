@@ -22,8 +22,55 @@ void gpt_config_from(const struct config *c, struct gpt_config *gc)
 static const char *const group_names[3] = {"/model/", "/optim/m/",
                                            "/optim/v/"};
 
+static void free_list(struct ckpt_tensor *t, int n)
+{
+    for (int i = 0; i < n; i++)
+        free((char *)t[i].name);
+    free(t);
+}
+
+/* Who writes which tensor.  Every element is written by exactly one of
+ * the ranks holding an identical copy of it: the dp ranks of a tp shard,
+ * and for a tensor replicated over tp every (dp, tp) rank of the stage.
+ * The writes are spread over those ranks by bytes: in list order (the
+ * three groups, then the table), each tensor (or tp shard) goes to the
+ * candidate with the fewest bytes so far, lowest index on ties, so every
+ * rank of the stage computes the same plan from the same global shapes.
+ * The tied embedding is written by the first stage only.  load is
+ * dp * tp doubles, zeroed; returns whether this rank writes. */
+static int writer_pick(const struct grid *g, const struct gpt *m,
+                       const struct tensor_desc *ld, double *load)
+{
+    double bytes = sizeof(float);
+    int best = -1;
+
+    if (strcmp(ld->name, "wte") == 0 && !m->first)
+        return 0;
+    for (int d = 0; d < ld->ndim; d++)
+        bytes *= (double)ld->gshape[d];
+    if (ld->tp_dim < 0) { /* replicated: any (dp, tp) rank of the stage */
+        for (int r = 0; r < g->dp * g->tp; r++)
+            if (best < 0 || load[r] < load[best])
+                best = r;
+        load[best] += bytes;
+        return best == g->dp_rank * g->tp + g->tp_rank;
+    }
+    for (int t = 0; t < g->tp; t++) { /* each shard: one of its dp ranks */
+        int d0 = 0;
+        for (int d = 1; d < g->dp; d++)
+            if (load[d * g->tp + t] < load[d0 * g->tp + t])
+                d0 = d;
+        load[d0 * g->tp + t] += bytes / g->tp;
+        if (t == g->tp_rank)
+            best = d0;
+    }
+    return best == g->dp_rank;
+}
+
 /* Build the ckpt tensor list (3 per global tensor, or 1 when params_only).
- * names[] receives the malloc'ed dataset paths.  Returns count or -1. */
+ * Names are malloc'ed dataset paths (free_list).  A tensor of another
+ * stage, or (for_write) one another rank writes (writer_pick), is listed
+ * with no hyperslab.  Returns the count, or -1 when out of memory. */
 static int build_list(const struct grid *g, struct gpt *m, int params_only,
                       int for_write, struct ckpt_tensor **out)
 {
@@ -32,11 +79,15 @@ static int build_list(const struct grid *g, struct gpt *m, int params_only,
         return -1;
     int ng = params_only ? 1 : 3, n = gt.n * ng;
     struct ckpt_tensor *t = calloc((size_t)n, sizeof(*t));
-    if (!t) {
+    double *load = calloc((size_t)g->dp * (size_t)g->tp, sizeof(double));
+    if (!t || !load) {
+        free(t);
+        free(load);
         tensor_table_free(&gt);
         return -1;
     }
     float *arena[3] = {m->params, m->m, m->v};
+    int oom = 0;
     for (int k = 0; k < ng; k++)
         for (int i = 0; i < gt.n; i++) {
             const struct tensor_desc *gd = &gt.t[i];
@@ -45,6 +96,7 @@ static int build_list(const struct grid *g, struct gpt *m, int params_only,
             char *name = malloc(len);
             if (name)
                 snprintf(name, len, "%s%s", group_names[k], gd->name);
+            oom |= !name;
             c->name = name;
             c->ndim = gd->ndim;
             for (int d = 0; d < gd->ndim; d++)
@@ -53,9 +105,7 @@ static int build_list(const struct grid *g, struct gpt *m, int params_only,
             if (li < 0)
                 continue; /* another stage holds it */
             const struct tensor_desc *ld = &m->tt.t[li];
-            int writer = g->dp_rank == 0 && (ld->tp_dim >= 0 || g->tp_rank == 0)
-                         && (strcmp(ld->name, "wte") != 0 || m->first);
-            if (for_write && !writer)
+            if (for_write && !writer_pick(g, m, ld, load))
                 continue;
             for (int d = 0; d < ld->ndim; d++) {
                 c->start[d] = ld->start[d];
@@ -63,7 +113,12 @@ static int build_list(const struct grid *g, struct gpt *m, int params_only,
             }
             c->data = arena[k] + ld->off;
         }
+    free(load);
     tensor_table_free(&gt);
+    if (oom) {
+        free_list(t, n);
+        return -1;
+    }
     *out = t;
     return n;
 }
@@ -111,13 +166,6 @@ static int add_state(const struct grid *g, const struct rank_state *rs,
     free(mine);
     free(all);
     return n;
-}
-
-static void free_list(struct ckpt_tensor *t, int n)
-{
-    for (int i = 0; i < n; i++)
-        free((char *)t[i].name);
-    free(t);
 }
 
 /* Save synchronously (a == NULL) or start an asynchronous save on a. */

@@ -4,9 +4,11 @@
  * tensors and root attributes.
  *
  * Datasets: /model/<tensor>, /optim/m/<tensor>, /optim/v/<tensor> for every
- * tensor of the global model.  Writers: dp rank 0 only; of a tensor
- * replicated over tp, tp rank 0 only; of the tied embedding, the first
- * pipeline stage.  Every rank reads the hyperslab it holds.
+ * tensor of the global model.  Writers: each tensor (or tp shard) is
+ * written by one of the ranks holding a copy, spread by bytes over the dp
+ * ranks (and the tp ranks for replicated tensors; writer_pick in
+ * ckpt_io.c); the tied embedding by the first pipeline stage only.  Every
+ * rank reads the hyperslab it holds.
  */
 #ifndef MPITRON_CKPT_IO_H
 #define MPITRON_CKPT_IO_H

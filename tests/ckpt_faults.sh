@@ -81,7 +81,7 @@ train 2 --steps=2 --run_dir="$W/kill" > /dev/null 2>&1
 MPITRON_CKPT_FAULT=stall_ms=20000 train 2 --steps=4 --run_dir="$W/kill" \
     > "$W/kill.log" 2>&1 &
 mp=$!
-for i in $(seq 1 100); do
+for i in $(seq 1 600); do  # up to 2 min on a loaded machine
     grep -q "MPITRON_CKPT_FAULT: stalling" "$W/kill.log" && break
     sleep 0.2
 done
@@ -170,7 +170,7 @@ grep -q "damaged" "$W/list.log" && ok "ckpt list shows the damaged file" \
 $MPIRUN -np 2 --oversubscribe "$MPITRON" train $M --steps=1000000 \
     --run_dir="$W/sig" > "$W/sig.log" 2>&1 &
 mp=$!
-for i in $(seq 1 100); do
+for i in $(seq 1 600); do  # up to 2 min on a loaded machine
     grep -q "^step " "$W/sig.log" && break
     sleep 0.2
 done

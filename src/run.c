@@ -236,6 +236,13 @@ static int setup(struct run *r, const struct config *c, char *err,
         printf("\n");
         fflush(stdout);
     }
+    if (tr->g.pp > 1 && tr->accum < 4 * tr->g.pp)
+        log_warn(tr->g.world, "pp=%d with %d micro-batch(es) per step: the "
+                 "pipeline idles %.0f%% of the step in theory; a smaller "
+                 "micro_batch (or a larger batch_size) gives more "
+                 "micro-batches (>= %d keeps it under 20%%)", tr->g.pp,
+                 tr->accum, 100 * pp_bubble_theory(tr->g.pp, tr->accum),
+                 4 * tr->g.pp);
     int rc = open_data(r, err, errlen);
     if (agree(tr->g.world, rc) < 0)
         return -1;

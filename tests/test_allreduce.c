@@ -16,8 +16,9 @@
  * segments, receive windows and hier pieces; the reference orders read
  * the same constants.
  * Every check runs on every rank; the ranks agree on the verdict with an
- * all-reduce before the CMocka assertion, so a failure never leaves the
- * others hung in a collective.
+ * all-reduce before the CMocka assertion (CHECK and verdict() of
+ * tests/mpi_check.h), so a failure never leaves the others hung in a
+ * collective.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -36,40 +37,9 @@
 #include "allreduce.h"
 #include "ar_internal.h" /* AR_SEG_FLOATS, AR_HIER_PIECES: hier's order */
 #include "comm.h"
+#include "mpi_check.h"
 
-static int n_bad;
 static int wrank, wsize;
-
-__attribute__((format(printf, 3, 4)))
-static void check_failed(const char *cond, int line, const char *fmt, ...)
-{
-    char msg[768];
-    int k;
-    va_list ap;
-    k = snprintf(msg, sizeof msg, "rank %d: %s:%d: check failed: %s: ",
-                 wrank, __FILE__, line, cond);
-    if (k < 0 || (size_t)k >= sizeof msg)
-        k = 0;
-    va_start(ap, fmt);
-    vsnprintf(msg + k, sizeof msg - (size_t)k, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s\n", msg);
-    n_bad++;
-}
-
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond))                                                        \
-            check_failed(#cond, __LINE__, __VA_ARGS__);                     \
-    } while (0)
-
-static void verdict(void)
-{
-    int total = 0;
-    MPI_Allreduce(&n_bad, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    n_bad = 0;
-    assert_int_equal(total, 0);
-}
 
 /* ---- inputs -------------------------------------------------------------- */
 

@@ -10,8 +10,9 @@
  * error feedback against the conservation identity.
  *
  * Every check is made on every rank; failures are printed with the rank
- * and the ranks agree on the verdict before the CMocka assertion, so one
- * failing rank never leaves the others hung in a collective.
+ * and the ranks agree on the verdict before the CMocka assertion (CHECK
+ * and verdict() of tests/mpi_check.h), so one failing rank never leaves
+ * the others hung in a collective.
  *
  * Longer than ~800 lines for a reason: one program covers all the codecs
  * (the tests loop over them), and each codec needs its own reference.
@@ -31,46 +32,10 @@
 
 #include "codec.h"
 #include "comm.h"
+#include "mpi_check.h"
 
-static int n_bad;
 static struct comm_group gworld, gself;
 static int wrank, wsize;
-
-__attribute__((format(printf, 3, 4)))
-static void check_failed(const char *cond, int line, const char *fmt, ...)
-{
-    char msg[768];
-    int k;
-    va_list ap;
-    k = snprintf(msg, sizeof msg, "rank %d: %s:%d: check failed: %s: ", wrank,
-                 __FILE__, line, cond);
-    if (k < 0 || (size_t)k >= sizeof msg)
-        k = 0;
-    va_start(ap, fmt);
-    vsnprintf(msg + k, sizeof msg - (size_t)k, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s\n", msg);
-    n_bad++;
-}
-
-/* cond is evaluated once; reports stop after 20 failures (loops). */
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond)) {                                                      \
-            if (n_bad < 20)                                                 \
-                check_failed(#cond, __LINE__, __VA_ARGS__);                 \
-            else                                                            \
-                n_bad++;                                                    \
-        }                                                                   \
-    } while (0)
-
-static void verdict(void)
-{
-    int total = 0;
-    MPI_Allreduce(&n_bad, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    n_bad = 0;
-    assert_int_equal(total, 0);
-}
 
 /* ---- helpers ------------------------------------------------------------ */
 

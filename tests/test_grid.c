@@ -4,9 +4,10 @@
  * Run with mpirun -np 1, 2, 4, 6, 8 (--oversubscribe).  Every check is
  * made on every rank; a rank records its failures (printed to stderr with
  * the rank) and the ranks agree on the verdict with an all-reduce before
- * the CMocka assertion, so one failing rank never leaves the others hung
- * in a collective.  Ranks other than 0 send CMocka's stdout chatter to
- * /dev/null; failures still reach stderr.
+ * the CMocka assertion (CHECK and verdict() of tests/mpi_check.h), so one
+ * failing rank never leaves the others hung in a collective.  Ranks other
+ * than 0 send CMocka's stdout chatter to /dev/null; failures still reach
+ * stderr.
  */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* open_memstream */
@@ -24,42 +25,7 @@
 #include <string.h>
 
 #include "grid.h"
-
-static int n_bad; /* failed checks on this rank since the last verdict */
-
-/* Print one whole line per failure (ranks write concurrently). */
-__attribute__((format(printf, 3, 4)))
-static void check_failed(const char *cond, int line, const char *fmt, ...)
-{
-    char msg[768];
-    int wr, k;
-    va_list ap;
-    MPI_Comm_rank(MPI_COMM_WORLD, &wr);
-    k = snprintf(msg, sizeof msg, "rank %d: %s:%d: check failed: %s: ", wr,
-                 __FILE__, line, cond);
-    if (k < 0 || (size_t)k >= sizeof msg)
-        k = 0;
-    va_start(ap, fmt);
-    vsnprintf(msg + k, sizeof msg - (size_t)k, fmt, ap);
-    va_end(ap);
-    fprintf(stderr, "%s\n", msg);
-    n_bad++;
-}
-
-#define CHECK(cond, ...)                                                    \
-    do {                                                                    \
-        if (!(cond))                                                        \
-            check_failed(#cond, __LINE__, __VA_ARGS__);                     \
-    } while (0)
-
-/* All ranks of MPI_COMM_WORLD agree: no rank had a failed check. */
-static void verdict(void)
-{
-    int total = 0;
-    MPI_Allreduce(&n_bad, &total, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
-    n_bad = 0;
-    assert_int_equal(total, 0);
-}
+#include "mpi_check.h"
 
 /* The members of comm, as ranks of `world`, in comm rank order, must be
  * want[0..n).  comm must be a communicator derived from world. */

@@ -168,6 +168,50 @@ static int add_state(const struct grid *g, const struct rank_state *rs,
     return n;
 }
 
+/* Every element of every dataset is written by exactly one rank: the
+ * elements the ranks write, summed over the world, must be each dataset's
+ * size.  Datasets are never filled, so a hole would read as zeros and
+ * still verify, and two writers could mix replicas; this catches a wrong
+ * writer rule before anything is written.  Collective over the world (the
+ * same verdict everywhere).  Returns 0, or -1 with err naming the first
+ * dataset at fault. */
+static int check_plan(const struct grid *g, const struct ckpt_tensor *t,
+                      int n, char *err, size_t errlen)
+{
+    long long *cnt = calloc((size_t)(n ? n : 1), sizeof(*cnt));
+    int bad = cnt ? 0 : 1;
+    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, g->world);
+    if (bad) {
+        free(cnt);
+        snprintf(err, errlen, "out of memory checking the checkpoint plan");
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        long long k = t[i].data ? 1 : 0;
+        for (int d = 0; d < t[i].ndim; d++)
+            k *= t[i].count[d];
+        cnt[i] = k;
+    }
+    MPI_Allreduce(MPI_IN_PLACE, cnt, n, MPI_LONG_LONG, MPI_SUM, g->world);
+    int rc = 0;
+    for (int i = 0; i < n && rc == 0; i++) {
+        long long want = 1;
+        for (int d = 0; d < t[i].ndim; d++)
+            want *= t[i].gshape[d];
+        if (cnt[i] != want) {
+            char lay[128];
+            grid_layout_string(g, lay, sizeof(lay));
+            snprintf(err, errlen, "checkpoint plan: %s would get %lld "
+                     "elements written of its %lld at %s (a writer-rule "
+                     "bug; nothing was written)", t[i].name, cnt[i], want,
+                     lay);
+            rc = -1;
+        }
+    }
+    free(cnt);
+    return rc;
+}
+
 /* Save synchronously (a == NULL) or start an asynchronous save on a. */
 static int save_any(const struct grid *g, struct gpt *m,
                     const struct config *c, const struct train_state *st,
@@ -181,6 +225,10 @@ static int save_any(const struct grid *g, struct gpt *m,
         if (n >= 0)
             free_list(t, n);
         snprintf(err, errlen, "out of memory listing checkpoint tensors");
+        return -1;
+    }
+    if (check_plan(g, t, n2, err, errlen) < 0) {
+        free_list(t, n2);
         return -1;
     }
     struct ckpt_meta meta = {

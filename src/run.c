@@ -162,6 +162,10 @@ static int save(struct run *r, char *err, size_t errlen)
     struct rank_state rs;
     trainer_rank_state(tr, &rs);
     double t0 = now_s();
+    if (trainer_tie_check(tr))
+        log_warn(tr->g.world, "the tied embedding's copies on the first and "
+                 "last pipeline stages had drifted apart (a bug: please "
+                 "report it); both now hold the first stage's");
     int rc;
     if (r->async) {
         rc = async_collect(r, err, errlen);

@@ -345,6 +345,44 @@ static void tie_reduce(struct trainer *tr)
     }
 }
 
+/* FNV-1a over n floats' bytes. */
+static uint64_t bits_hash(const float *x, size_t n)
+{
+    const unsigned char *b = (const unsigned char *)x;
+    uint64_t h = 0xcbf29ce484222325ULL;
+    for (size_t i = 0; i < n * sizeof(float); i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+int trainer_tie_check(struct trainer *tr)
+{
+    int drift = 0;
+    if (tr->has_tie && tr->tie_comm != MPI_COMM_NULL) {
+        struct gpt *m = &tr->m;
+        size_t n = (size_t)m->cfg.vocab_size * (size_t)m->cfg.n_embd;
+        size_t off = (size_t)(m->wte - m->params);
+        float *arena[3] = {m->params, m->m, m->v};
+        uint64_t h[3], lo[3], hi[3];
+        for (int k = 0; k < 3; k++)
+            h[k] = bits_hash(arena[k] + off, n);
+        MPI_Allreduce(h, lo, 3, MPI_UINT64_T, MPI_MIN, tr->tie_comm);
+        MPI_Allreduce(h, hi, 3, MPI_UINT64_T, MPI_MAX, tr->tie_comm);
+        for (int k = 0; k < 3; k++)
+            if (lo[k] != hi[k]) {
+                drift = 1; /* the first stage (rank 0 here) wins */
+                for (size_t o = 0; o < n; o += (size_t)1 << 30) {
+                    size_t c = n - o < (size_t)1 << 30 ? n - o
+                                                       : (size_t)1 << 30;
+                    MPI_Bcast(arena[k] + off + o, (int)c, MPI_FLOAT, 0,
+                              tr->tie_comm);
+                }
+            }
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &drift, 1, MPI_INT, MPI_MAX, tr->g.world);
+    return drift;
+}
+
 /* Per-stage busy and idle seconds of the last schedule, gathered to every
  * rank; returns the idle share of all stages' time (the bubble).  The
  * stages start a step nearly together (the previous step ended in

@@ -82,6 +82,13 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
 double trainer_validate(struct trainer *tr, const struct dataset *val,
                         int32_t *inp, int32_t *tgt);
 
+/* The tied embedding's copies on the first and last pipeline stage
+ * (parameters and both AdamW moments) must stay bitwise equal: compare
+ * their hashes; where they differ, the last stage takes the first stage's
+ * copy.  Returns 1 on every rank if any pair had drifted, else 0 (always
+ * 0 without pipeline parallelism).  Collective over world. */
+int trainer_tie_check(struct trainer *tr);
+
 /* `mpitron train`: the whole run.  Returns the process exit status. */
 int train_main(const struct config *c);
 

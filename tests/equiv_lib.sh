@@ -1,7 +1,9 @@
 # equiv_lib.sh - sourced by the layout equivalence tests (tp_equivalence.sh,
 # pp_equivalence.sh): a scratch directory with a small prepared corpus,
 # `train NP NAME OPTIONS...` (runs $MPITRON train with $M plus OPTIONS into
-# $W/NAME and keeps each step's loss in $W/NAME.loss), `resume_run` and
+# $W/NAME and keeps each step's loss in $W/NAME.loss; fails if the run
+# reports that the tied embedding's pipeline copies drifted apart, which
+# every checkpoint save checks), `resume_run` and
 # `compare REF RUN` (same steps; every loss within relative 1e-5; exits
 # non-zero otherwise).  The caller sets M (the model and run keys) and
 # STEPS before calling train/compare.
@@ -28,6 +30,8 @@ train() { # np name options...
     $MPIRUN -np "$np" --oversubscribe "$MPITRON" train $M "$@" \
         --run_dir="$W/$run" > "$W/$run.log" 2>&1 \
         || { cat "$W/$run.log"; fail "$run"; }
+    ! grep -q "drifted apart" "$W/$run.log" \
+        || { cat "$W/$run.log"; fail "$run: tied embedding copies differ"; }
     losses "$W/$run" > "$W/$run.loss"
 }
 # Stop a run at step STOP under one layout, then train the rest under

@@ -3,7 +3,8 @@
 # the same model as one rank: each of 10 steps' loss (dropout 0.1, four
 # micro-batches of two sequences per data-parallel rank at dp = 1) is
 # within relative 1e-5 of the serial run for pp = 2 with gpipe and with
-# 1f1b, pp = 4, dp2xpp2, tp2xpp2 and dp2xtp2xpp2 (8 ranks).  A checkpoint
+# 1f1b, pp = 4, dp2xpp2, tp2xpp2 and dp2xtp2xpp2 (8 ranks); with topk
+# compression the tied embedding's two copies stay equal.  A checkpoint
 # written at tp2xpp2 continues at dp = 4, and one written at dp = 4
 # continues at tp2xpp2, both within 1e-5 of the serial run.
 . "$(dirname "$0")/equiv_lib.sh"
@@ -29,6 +30,15 @@ for l in "2 pp2_gpipe --pp=2 --pp_schedule=gpipe" \
     compare serial "$name" || fail "$name differs"
     pass=$((pass + 1))
 done
+
+# a lossy codec compresses the two halves of the tied embedding's
+# gradient separately: the copies must still stay bitwise equal (checked
+# at every save, here at steps 5 and 10); the loss only has to be finite
+train 4 dp2xpp2_topk --dp=2 --pp=2 --compress=topk:0.1 --ckpt_every=5
+awk '{ if ($2 != $2 + 0 || $2 > 10) exit 1 }' "$W/dp2xpp2_topk.loss" \
+    || fail "dp2xpp2_topk: loss not finite"
+echo "dp2xpp2_topk           tied embedding copies equal at every save"
+pass=$((pass + 1))
 
 # checkpoints do not depend on the layout
 resume_run ckpt_tp2xpp2_to_dp4 5 4 "--tp=2 --pp=2" 4 "--dp=4"

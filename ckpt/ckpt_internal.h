@@ -275,6 +275,11 @@ void ckpt_latest_name(const char *dir, char *name, size_t len);
 
 /* open(path, flags), fsync, close.  Directories take O_RDONLY. */
 int ckpt_fsync_path(const char *path, int flags, char *err);
+/* Replace dst atomically with len bytes of text: write tmp, fsync, close,
+ * rename over dst (the directory is not fsynced).  Returns 0, or -1 with
+ * err naming the file and call; tmp is removed on failure. */
+int ckpt_replace_file(const char *tmp, const char *dst, const char *text,
+                      size_t len, char *err);
 
 /* The fault-injection hook of ckpt.h: called by every rank after each of
  * the n datasets of path (done of them written). */

@@ -258,18 +258,13 @@ static int write_all(int fd, const char *p, size_t len)
     return 0;
 }
 
-int ckpt_manifest_write(const char *final, const char *text, char *err)
+int ckpt_replace_file(const char *tmp, const char *dst, const char *text,
+                      size_t len, char *err)
 {
-    char tmp[CKPT_PATHMAX], dst[CKPT_PATHMAX];
-    int fd;
-
-    if (ckpt_fmt(tmp, sizeof tmp, "%s.manifest.tmp", final) ||
-        ckpt_fmt(dst, sizeof dst, "%s.manifest", final))
-        return ckpt_errf(err, "%.200s...: manifest path too long", final);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
     if (fd < 0)
         return ckpt_errf(err, "open(%s): %s", tmp, strerror(errno));
-    if (write_all(fd, text, strlen(text)) != 0) {
+    if (write_all(fd, text, len) != 0) {
         ckpt_errf(err, "write(%s): %s", tmp, strerror(errno));
         goto fail_close;
     }
@@ -291,6 +286,16 @@ fail_close:
 fail_unlink:
     unlink(tmp);
     return -1;
+}
+
+int ckpt_manifest_write(const char *final, const char *text, char *err)
+{
+    char tmp[CKPT_PATHMAX], dst[CKPT_PATHMAX];
+
+    if (ckpt_fmt(tmp, sizeof tmp, "%s.manifest.tmp", final) ||
+        ckpt_fmt(dst, sizeof dst, "%s.manifest", final))
+        return ckpt_errf(err, "%.200s...: manifest path too long", final);
+    return ckpt_replace_file(tmp, dst, text, strlen(text), err);
 }
 
 /* ---- parsing ------------------------------------------------------------ */

@@ -69,40 +69,19 @@ int ckpt_fsync_path(const char *path, int flags, char *err)
     return 0;
 }
 
-/* Writes DIR/latest.tmp (name + newline), fsyncs, renames to DIR/latest. */
+/* Writes DIR/latest.tmp (name + newline), fsyncs, renames to DIR/latest,
+ * fsyncs DIR. */
 static int latest_write(const char *dir, const char *name, char *err)
 {
-    char tmp[CKPT_PATHMAX], dst[CKPT_PATHMAX];
-    size_t len = strlen(name);
-    int fd;
+    char tmp[CKPT_PATHMAX], dst[CKPT_PATHMAX], line[CKPT_PATHMAX];
 
-    ckpt_fmt(tmp, sizeof tmp, "%s/latest.tmp", dir);
-    ckpt_fmt(dst, sizeof dst, "%s/latest", dir);
-    fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd < 0)
-        return ckpt_errf(err, "open(%s): %s", tmp, strerror(errno));
-    if (write(fd, name, len) != (ssize_t)len || write(fd, "\n", 1) != 1) {
-        ckpt_errf(err, "write(%s): %s", tmp, strerror(errno));
-        goto fail_close;
-    }
-    if (fsync(fd) != 0) {
-        ckpt_errf(err, "fsync(%s): %s", tmp, strerror(errno));
-        goto fail_close;
-    }
-    if (close(fd) != 0) {
-        ckpt_errf(err, "close(%s): %s", tmp, strerror(errno));
-        goto fail_unlink;
-    }
-    if (rename(tmp, dst) != 0) {
-        ckpt_errf(err, "rename(%s, %s): %s", tmp, dst, strerror(errno));
-        goto fail_unlink;
-    }
+    if (ckpt_fmt(tmp, sizeof tmp, "%s/latest.tmp", dir) ||
+        ckpt_fmt(dst, sizeof dst, "%s/latest", dir) ||
+        ckpt_fmt(line, sizeof line, "%s\n", name))
+        return ckpt_errf(err, "%.200s...: path too long", dir);
+    if (ckpt_replace_file(tmp, dst, line, strlen(line), err) != 0)
+        return -1;
     return ckpt_fsync_path(dir, O_RDONLY, err);
-fail_close:
-    close(fd);
-fail_unlink:
-    unlink(tmp);
-    return -1;
 }
 
 /* Rank 0's meta on every rank (they must agree on attribute values: HDF5

@@ -31,6 +31,22 @@ for l in "2 pp2_gpipe --pp=2 --pp_schedule=gpipe" \
     pass=$((pass + 1))
 done
 
+# metrics: pp = 2 with m = 4 has the bubble 1/5 in theory; the measured
+# one is a fraction, with busy/idle per stage; fewer than 4 x pp
+# micro-batches draw the warning that names the bubble
+last=$(grep '"bubble"' "$W/pp2_1f1b/metrics.jsonl" | tail -n 1)
+echo "$last" | grep -q '"bubble_theory":0.2,' \
+    && echo "$last" | grep -q '"stage_busy_ms":\[[0-9.e+-]*,[0-9.e+-]*\]' \
+    && echo "$last" | grep -q '"stage_idle_ms":\[[0-9.e+-]*,[0-9.e+-]*\]' \
+    && echo "$last" | grep -q '"ms_pp_wait":' \
+    && echo "$last" | sed 's/.*"bubble":\([^,]*\),.*/\1/' \
+       | awk '{ exit !($1 >= 0 && $1 < 1) }' \
+    || fail "pp2_1f1b metrics: $last"
+grep -q "pp=2 with 4 micro-batch(es) per step: the pipeline idles 20%" \
+    "$W/pp2_1f1b.log" || fail "no bubble warning for 4 micro-batches at pp=2"
+echo "pp2_1f1b               metrics and bubble warning as expected"
+pass=$((pass + 1))
+
 # a lossy codec compresses the two halves of the tied embedding's
 # gradient separately: the copies must still stay bitwise equal (checked
 # at every save, here at steps 5 and 10); the loss only has to be finite

@@ -1,12 +1,16 @@
 #!/bin/sh
 # Install the Debian packages mpitron needs to build, test and run its
 # main job, when any is missing.  Needs root (or sudo) and Debian's
-# package archive.
+# package archive.  Every program the build, the tests and the main job
+# call comes from a package listed here or from an Essential one
+# (coreutils, grep, sed, findutils, diffutils, mawk, mount): procps for
+# pgrep/ps/kill in tests/ckpt_faults.sh.  ../shared/tools/fresh-machine.sh
+# checks this in a bare Debian 12 chroot.
 set -e
 PKGS="build-essential autoconf automake libtool pkg-config
       libopenmpi-dev openmpi-bin libopenblas-dev
       libhdf5-openmpi-dev hdf5-tools libhwloc-dev libcmocka-dev
-      fortunes fortunes-min"
+      fortunes fortunes-min procps"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \

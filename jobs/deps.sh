@@ -21,5 +21,8 @@ echo "installing:$missing"
 SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends $missing
+# wait for another apt/dpkg run (unattended upgrades, a parallel build)
+# instead of failing on its lock
+LOCK="-o DPkg::Lock::Timeout=600"
+$SUDO apt-get $LOCK update -qq
+$SUDO apt-get $LOCK install -y -qq --no-install-recommends $missing

@@ -150,7 +150,10 @@ struct ckpt_meta {
 
 /*
  * Write a checkpoint of step meta->step into dir (created if missing) and
- * commit it as described above.  Collective over comm.  On success the
+ * commit it as described above.  Collective over comm.  A tensor holding
+ * a NaN or an infinity is never written: the save fails before anything
+ * is written, err naming the dataset and element ("refusing to save a
+ * non-finite value: /model/wte[3,17] is nan").  On success the
  * file path is copied into path_out (may be NULL).  Returns 0, or -1 on
  * every rank with err naming the file and the failing HDF5/POSIX call; a
  * file system without room, or a file-size limit (ulimit -f) too small,

@@ -63,6 +63,13 @@ int ckpt_agree(MPI_Comm comm, int rc, char *err);
 int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,
                        char *err);
 
+/* Collective, agreed: every element of every rank's hyperslabs is
+ * finite.  Else -1 with err naming the first dataset and element at fault
+ * (global index) on the lowest such rank: "refusing to save a non-finite
+ * value: /model/wte[3,17] is nan".  One pass over the data. */
+int ckpt_tensors_finite(MPI_Comm comm, const struct ckpt_tensor *t, int n,
+                        char *err);
+
 /* Property lists; each returns a new id (caller closes) or a negative value
  * with err set.  fapl: MPI-IO on comm, collective metadata.  dxpl:
  * collective transfers.  dcpl: the layout of a tensor's dataset (the

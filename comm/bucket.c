@@ -239,3 +239,9 @@ void bucketer_state(const struct bucketer *bk, int i, float **p, size_t *n)
     *p = b->cctx.codec ? b->cctx.state : NULL;
     *n = b->cctx.codec ? b->cctx.state_n : 0;
 }
+
+void bucketer_state_reset(struct bucketer *bk)
+{
+    for (int i = 0; i < bk->nb; i++)
+        codec_ctx_reset(&bk->b[i].cctx);
+}

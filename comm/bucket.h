@@ -86,5 +86,9 @@ int bucketer_wait(struct bucketer *bk);
 /* Per-rank compression state (residuals, PowerSGD's Q) for checkpoints:
  * bucket i's state is (*p, *n floats); *n is 0 without compression. */
 void bucketer_state(const struct bucketer *bk, int i, float **p, size_t *n);
+/* Reset every bucket's compression state (codec_ctx_reset): after a
+ * skipped step, whose non-finite gradient the residuals may hold.  Not
+ * while reductions are in flight (after bucketer_wait). */
+void bucketer_state_reset(struct bucketer *bk);
 
 #endif

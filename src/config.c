@@ -130,6 +130,34 @@ static int check_pp_schedule(const struct config *c,
     return -1;
 }
 
+static int check_nonfinite(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "skip") || !strcmp(v, "rollback") || !strcmp(v, "abort"))
+        return 0;
+    seterr(err, errlen, "must be one of skip, rollback, abort");
+    return -1;
+}
+
+/* "" or "R:STEP:grad" / "R:STEP:weight" (R >= 0, STEP >= 1). */
+static int check_debug_nan(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    int r, n = 0;
+    long long s;
+    char what[8];
+    if (!*v)
+        return 0;
+    if (sscanf(v, "%d:%lld:%7[a-z]%n", &r, &s, what, &n) == 3 &&
+        v[n] == '\0' && r >= 0 && s >= 1 &&
+        (!strcmp(what, "grad") || !strcmp(what, "weight")))
+        return 0;
+    seterr(err, errlen, "must be RANK:STEP:grad or RANK:STEP:weight");
+    return -1;
+}
+
 static int check_compress(const struct config *c, const struct config_key *k,
                           char *err, size_t errlen)
 {
@@ -195,6 +223,17 @@ const struct config_key config_keys[] = {
         "clip the global gradient norm to this; 0 = off", check_fnonneg),
     KEY("optim", seed, CONFIG_U64, "1337",
         "seed of every random stream (init, data order, dropout)", NULL),
+    KEY("optim", nonfinite, CONFIG_STR, "skip",
+        "a step whose loss or gradient norm is not finite: skip (the update; "
+        "nonfinite_patience in a row stop the run) | rollback (after "
+        "nonfinite_patience in a row, reload the newest good checkpoint and "
+        "skip those batches) | abort", check_nonfinite),
+    KEY("optim", nonfinite_patience, CONFIG_INT, "3",
+        "consecutive non-finite steps before skip stops the run or rollback "
+        "rolls back", check_pos),
+    KEY("optim", spike_zscore, CONFIG_FLOAT, "0",
+        "a loss this many standard deviations above the mean of the last "
+        "100 steps counts as non-finite; 0 = off", check_fnonneg),
     KEY("data", data, CONFIG_STR, "data/fortunes",
         "directory of train_NNN.bin / val_NNN.bin token shards",
         check_nonempty),
@@ -228,6 +267,10 @@ const struct config_key config_keys[] = {
         NULL),
     KEY("run", threads, CONFIG_INT, "0",
         "BLAS/OpenMP threads per rank; 0 = leave as found", check_nonneg),
+    KEY("run", debug_nan, CONFIG_STR, "",
+        "testing: R:STEP:grad makes rank R's gradient NaN at step STEP, "
+        "R:STEP:weight a weight (once per process); \"\" = off",
+        check_debug_nan),
     KEY("parallel", dp, CONFIG_INT, "0",
         "data-parallel ranks; 0 = world / (tp * pp)", check_nonneg),
     KEY("parallel", tp, CONFIG_INT, "1", "tensor-parallel ranks", check_pos),

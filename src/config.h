@@ -35,6 +35,9 @@ struct config {
     int lr_cycle;         /* cyclic: steps per half cycle */
     float weight_decay, beta1, beta2, eps, grad_clip;
     uint64_t seed;
+    char nonfinite[16];     /* skip | rollback | abort */
+    int nonfinite_patience; /* consecutive skipped steps tolerated */
+    float spike_zscore;     /* loss z-score that counts as non-finite; 0 off */
     /* [data] */
     char data[CONFIG_STR_MAX];
     int val_every, val_batches;
@@ -47,6 +50,7 @@ struct config {
     char resume[CONFIG_STR_MAX];    /* auto | never | PATH */
     char init_from[CONFIG_STR_MAX]; /* weights only; "" = none */
     int threads; /* BLAS/OpenMP threads per rank; 0 = leave as found */
+    char debug_nan[64]; /* tests: "R:STEP:grad|weight" poisons rank R */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -120,10 +121,14 @@ static void fmt_eta(char *buf, size_t n, double s)
 
 void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
 {
-    char eta[32], val[48] = "", pipe[512] = "";
+    char eta[32], val[64] = "", pipe[512] = "";
     fmt_eta(eta, sizeof(eta), s->eta_s);
-    if (s->has_val)
-        snprintf(val, sizeof(val), " | val %.4f", s->val_loss);
+    if (isfinite(s->loss_z)) /* val is the tail after the loss */
+        snprintf(val, sizeof(val), " (z %.1f)", s->loss_z);
+    if (s->has_val) {
+        size_t n = strlen(val);
+        snprintf(val + n, sizeof(val) - n, " | val %.4f", s->val_loss);
+    }
     if (s->pp > 1) { /* bubble, then busy/idle ms of each stage */
         int n = snprintf(pipe, sizeof(pipe), " | pp wait %.1f ms, bubble "
                          "%.2f (theory %.2f), stage busy/idle ms",
@@ -131,6 +136,11 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
         for (int i = 0; i < s->pp && n < (int)sizeof(pipe) - 24; i++)
             n += snprintf(pipe + n, sizeof(pipe) - (size_t)n, " %.0f/%.0f",
                           1e3 * s->stage_busy[i], 1e3 * s->stage_idle[i]);
+    }
+    if (s->skipped > 0) { /* pipe is the tail before the ETA */
+        size_t n = strlen(pipe);
+        snprintf(pipe + n, sizeof(pipe) - n, " | skipped %d (%s)",
+                 s->skipped, s->skip_reason ? s->skip_reason : "");
     }
     if (out) {
         fprintf(out,
@@ -163,6 +173,8 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
     };
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         json_num(j, f[i].k, f[i].v, 6);
+    json_num(j, "loss_z", s->loss_z, 6);
+    json_int(j, "skipped", s->skipped);
     if (s->pp > 1) {
         json_num(j, "bubble", s->bubble, 6);
         json_num(j, "bubble_theory", s->bubble_theory, 6);
@@ -177,6 +189,24 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
     }
     if (s->has_val)
         json_num(j, "val_loss", s->val_loss, 17);
+    json_obj_end(j);
+    json_write_line(j, mt->jsonl);
+}
+
+void metrics_log_rollback(struct metrics *mt, int64_t to_step,
+                          int64_t from_step, const int64_t *skip, int n)
+{
+    if (!mt->jsonl)
+        return;
+    struct json *j = &mt->json;
+    json_reset(j);
+    json_obj_begin(j, NULL);
+    json_int(j, "step", to_step);
+    json_int(j, "rollback_from", from_step);
+    json_arr_begin(j, "skip_steps");
+    for (int i = 0; i < n; i++)
+        json_int(j, NULL, skip[i]);
+    json_arr_end(j);
     json_obj_end(j);
     json_write_line(j, mt->jsonl);
 }

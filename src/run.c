@@ -3,6 +3,7 @@
  * validation and checkpoints.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include "ckpt.h"
+#include "comm.h"
 #include "log.h"
 #include "train.h"
 
@@ -25,6 +27,7 @@ struct run {
     int64_t async_step;
     double stall_s;  /* total time the loop was held up by saves */
     int saves;
+    struct nf_state nf; /* non-finite steps: policy and replay list */
 };
 
 static int open_data(struct run *r, char *err, size_t errlen)
@@ -252,12 +255,16 @@ static int setup(struct run *r, const struct config *c, char *err,
     if (c->ckpt_async && ckpt_async_init(tr->g.world, &r->async, err,
                                          errlen) < 0)
         return -1;
+    enum nf_policy pol = NF_SKIP;
+    nf_policy_parse(c->nonfinite, &pol); /* checked by config */
+    nf_init(&r->nf, pol, c->nonfinite_patience);
     install_signals();
     return 0;
 }
 
 static void teardown(struct run *r)
 {
+    nf_free(&r->nf);
     ckpt_async_free(r->async);
     if (r->has_loader)
         loader_free(&r->ld);
@@ -274,7 +281,8 @@ static void teardown(struct run *r)
 struct interval {
     double t_start, compute, comm, comm_hidden, data, wire, bubble, pp_wait;
     int steps;
-    double loss_last;
+    double loss_last, loss_z;
+    int skipped, skip_flags; /* steps skipped, their NF_* reasons */
 };
 
 static void log_step(struct run *r, struct interval *iv, double gnorm,
@@ -297,7 +305,11 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
         .pp = tr->g.pp, .bubble = iv->bubble / iv->steps,
         .bubble_theory = pp_bubble_theory(tr->g.pp, tr->accum),
         .stage_busy = tr->stage_busy, .stage_idle = tr->stage_idle,
+        .loss_z = iv->loss_z, .skipped = iv->skipped,
     };
+    char why[160];
+    nf_reason(iv->skip_flags, why, (int)sizeof(why));
+    s.skip_reason = why;
     s.mfu = s.tokens_per_s * gpt_flops_per_token(&tr->m.cfg) /
             (tr->peak_gflops * 1e9);
     s.eta_s = (double)(c->steps - tr->st.step) * wall / iv->steps;
@@ -305,6 +317,113 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
     memset(iv, 0, sizeof(*iv));
     iv->t_start = now_s();
     r->ckpt_s = 0;
+}
+
+/* nonfinite=rollback: reload the newest good checkpoint of run_dir (the
+ * run of non-finite steps that ended at step s is then left out on
+ * replay), and make metrics.jsonl one history again.  Collective. */
+static int rollback(struct run *r, int64_t s, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    char path[CONFIG_STR_MAX * 2];
+    struct rank_state rs;
+    int64_t first = r->nf.run_first;
+    if (async_collect(r, err, errlen) < 0)
+        return -1;
+    int found = ckpt_find_good(tr->g.world, c->run_dir, path, sizeof(path),
+                               tr->g.rank ? NULL : stderr, err, errlen);
+    if (found != 0) {
+        if (found > 0)
+            snprintf(err, errlen, "steps %" PRId64 "-%" PRId64 " were not "
+                     "finite and there is no checkpoint in %s/ckpt to roll "
+                     "back to", first, s, c->run_dir);
+        return -1;
+    }
+    trainer_rank_state(tr, &rs);
+    if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs, err,
+                        errlen) < 0)
+        return -1;
+    int rc = nf_rolled_back(&r->nf, tr->st.step);
+    if (rc != 0) {
+        snprintf(err, errlen, rc > 0 ? "steps %" PRId64 "-%" PRId64 " were "
+                 "not finite after %d rollbacks to step %" PRId64 ": "
+                 "stopping (nonfinite_patience=%d)" : "out of memory",
+                 first, s, r->nf.rb_count, tr->st.step, c->nonfinite_patience);
+        return -1;
+    }
+    memset(&tr->win, 0, sizeof(tr->win)); /* as after a resume */
+    log_warn(tr->g.world, "steps %" PRId64 "-%" PRId64 " were not finite: "
+             "rolled back to %s (step %" PRId64 "); their batches are left "
+             "out", first, s, path, tr->st.step);
+    metrics_close(&r->mt);
+    rc = metrics_open(&r->mt, tr->g.rank == 0 ? c->run_dir : NULL,
+                      tr->st.step, err, errlen);
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
+        return -1;
+    metrics_log_rollback(&r->mt, tr->st.step, s, r->nf.skip, r->nf.nskip);
+    return 0;
+}
+
+/* One step, or its skip when the replay leaves its batch out. */
+static void run_step(struct run *r, struct interval *iv, double *gnorm,
+                     double *lr, struct step_times *tm)
+{
+    struct trainer *tr = &r->tr;
+    memset(tm, 0, sizeof(*tm));
+    if (nf_replay_skip(&r->nf, tr->st.step + 1)) {
+        *lr = lr_at(&tr->sched, tr->st.step);
+        *gnorm = NAN;
+        iv->loss_last = iv->loss_z = NAN;
+        tm->skipped = NF_REPLAY;
+        trainer_skip_step(tr);
+        return;
+    }
+    const int32_t *inp, *tgt;
+    double wait = 0.0;
+    loader_next(&r->ld, tr->st.step, &inp, &tgt, &wait);
+    iv->loss_last = trainer_step(tr, inp, tgt, gnorm, lr, tm);
+    iv->loss_z = tm->loss_z;
+    iv->data += wait;
+}
+
+/* After step s with verdict flags: warn, and stop or roll back as the
+ * policy says.  Returns 0 (go on), 1 (rolled back: start the interval
+ * again) or -1 with err (stop). */
+static int nonfinite_step(struct run *r, struct interval *iv, int64_t s,
+                          int flags, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    char why[160];
+    if (!flags) {
+        nf_after_step(&r->nf, s, 0);
+        return 0;
+    }
+    nf_reason(flags, why, (int)sizeof(why));
+    enum nf_action act = nf_after_step(&r->nf, s, flags);
+    if (!(flags & NF_REPLAY))
+        log_warn(tr->g.world, "step %" PRId64 ": %s: update skipped (%d in "
+                 "a row, nonfinite=%s)", s, why, r->nf.run,
+                 tr->c.nonfinite);
+    if (act == NF_CONTINUE)
+        return 0;
+    if (act == NF_DO_STOP) {
+        if (r->nf.policy == NF_ABORT)
+            snprintf(err, errlen, "step %" PRId64 ": %s (nonfinite=abort)",
+                     s, why);
+        else
+            snprintf(err, errlen, "steps %" PRId64 "-%" PRId64 ": %d "
+                     "non-finite steps in a row (%s): the run has diverged "
+                     "(nonfinite=skip, nonfinite_patience=%d)",
+                     r->nf.run_first, s, r->nf.run, why,
+                     tr->c.nonfinite_patience);
+        return -1;
+    }
+    if (rollback(r, s, err, errlen) < 0)
+        return -1;
+    memset(iv, 0, sizeof(*iv));
+    iv->t_start = now_s();
+    return 1;
 }
 
 static int loop(struct run *r, char *err, size_t errlen)
@@ -316,20 +435,26 @@ static int loop(struct run *r, char *err, size_t errlen)
     if (c->stop_at_step > 0 && c->stop_at_step < stop)
         stop = c->stop_at_step;
     while (tr->st.step < stop) {
-        const int32_t *inp, *tgt;
-        double wait = 0.0, gnorm, lr;
+        double gnorm, lr;
         struct step_times tm;
-        loader_next(&r->ld, tr->st.step, &inp, &tgt, &wait);
-        iv.loss_last = trainer_step(tr, inp, tgt, &gnorm, &lr, &tm);
+        run_step(r, &iv, &gnorm, &lr, &tm);
         iv.compute += tm.compute;
         iv.comm += tm.comm;
         iv.comm_hidden += tm.comm_overlapped;
         iv.wire += (double)tm.wire_bytes;
         iv.bubble += tm.bubble;
         iv.pp_wait += tm.pp_wait;
-        iv.data += wait;
         iv.steps++;
+        iv.skipped += tm.skipped != 0;
+        iv.skip_flags |= tm.skipped;
         int64_t s = tr->st.step;
+        int nf = nonfinite_step(r, &iv, s, tm.skipped, err, errlen);
+        if (nf < 0) {
+            log_step(r, &iv, gnorm, lr, 0, 0.0); /* the last line */
+            return -1;
+        }
+        if (nf > 0)
+            continue;
         int sig = agreed_signal(tr->g.world);
         int last = s == stop || sig;
         int do_val = r->has_val && ((c->val_every > 0 && s % c->val_every == 0)

@@ -228,7 +228,15 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
         return -1;
     if (comm_agree(world, dp_init(tr, err, errlen), err, errlen) < 0)
         return -1;
-    lr_kind_parse(c->lr_schedule, &tr->sched.kind);
+    tr->nan_rank = -1;
+    if (c->debug_nan[0]) { /* checked by config: R:STEP:grad|weight */
+        long long st = 0;
+        char what[8] = "";
+        sscanf(c->debug_nan, "%d:%lld:%7[a-z]", &tr->nan_rank, &st, what);
+        tr->nan_step = st;
+        tr->nan_weight = strcmp(what, "weight") == 0;
+    }
+        lr_kind_parse(c->lr_schedule, &tr->sched.kind);
     tr->sched.lr = c->lr;
     tr->sched.min_lr = c->min_lr;
     tr->sched.warmup = c->warmup_steps;
@@ -380,6 +388,52 @@ static double gather_bubble(struct trainer *tr)
     return span > 0.0 ? 1.0 - busy / (p * span) : 0.0;
 }
 
+/* debug_nan: at its step on its rank, a NaN in this rank's first
+ * weight (before forward, once per process: a transient corruption) or
+ * gradient (after the reductions: only this rank sees it). */
+static void debug_nan(struct trainer *tr, int weight)
+{
+    if (tr->nan_rank != tr->g.rank || tr->st.step + 1 != tr->nan_step ||
+        tr->nan_weight != weight || (weight && tr->nan_fired))
+        return;
+    (weight ? tr->m.params : tr->m.grads)[0] = NAN;
+    tr->nan_fired = 1;
+    fprintf(stderr, "mpitron: rank %d: debug_nan: a NaN %s at step %lld\n",
+            tr->g.rank, weight ? "weight" : "gradient",
+            (long long)tr->nan_step);
+}
+
+/* 1 if any of the n floats is NaN or infinite. */
+static int any_nonfinite(const float *x, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], sizeof(b));
+        bad |= (b & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
+/* The step's verdict (nonfinite.h), agreed over the world: every rank
+ * takes the same branch even if only one saw a problem. */
+static int step_verdict(struct trainer *tr, double loss, double norm,
+                        double z)
+{
+    int flags = 0;
+    if (!isfinite(loss))
+        flags |= NF_LOSS;
+    if (!isfinite(norm))
+        flags |= NF_GRAD;
+    for (int b = 0; tr->has_dp && tr->bk.compress && b < tr->bk.nb; b++)
+        if (any_nonfinite(tr->st_p[b], tr->st_len[b]))
+            flags |= NF_STATE;
+    if (tr->c.spike_zscore > 0.0f && z > tr->c.spike_zscore)
+        flags |= NF_SPIKE;
+    MPI_Allreduce(MPI_IN_PLACE, &flags, 1, MPI_INT, MPI_BOR, tr->g.world);
+    return flags;
+}
+
 static void optimizer_step(struct trainer *tr, float scale, double lr)
 {
     struct adamw_hp hp = {
@@ -403,6 +457,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     size_t T = (size_t)c->seq_len;
     double t0 = now_s();
     gpt_zero_grad(&tr->m);
+    debug_nan(tr, 1);
     float dloss = 1.0f / (float)((double)c->batch_size * (double)T);
     double loss = 0.0;
     if (tr->has_dp)
@@ -416,6 +471,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
         MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
     tie_reduce(tr);
+    debug_nan(tr, 0);
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
     if (tr->g.pp > 1) /* the loss is the last stage's */
         MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM,
@@ -425,11 +481,21 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     double norm = grad_norm(tr);
     float scale = clip_scale(norm, c->grad_clip);
     double rate = lr_at(&tr->sched, tr->st.step);
-    optimizer_step(tr, scale, rate);
+    double mean = loss / ((double)c->batch_size * (double)T);
+    double z = loss_window_z(&tr->win, mean);
+    int verdict = step_verdict(tr, mean, norm, z);
+    if (!verdict) {
+        optimizer_step(tr, scale, rate);
+        loss_window_add(&tr->win, mean);
+    } else if (tr->has_dp && tr->bk.compress) {
+        bucketer_state_reset(&tr->bk);
+    }
     double t3 = now_s();
     tr->st.step++;
     tr->st.tokens_seen += (int64_t)c->batch_size * (int64_t)T;
     if (tm) {
+        tm->skipped = verdict;
+        tm->loss_z = z;
         tm->pp_wait = tr->pl.t_total - tr->pl.t_busy;
         tm->compute = (t1 - t0) - tm->pp_wait + (t3 - t2);
         tm->optim = t3 - t2;
@@ -446,7 +512,13 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     }
     *gnorm = norm;
     *lr = rate;
-    return loss / ((double)c->batch_size * (double)T);
+    return mean;
+}
+
+void trainer_skip_step(struct trainer *tr)
+{
+    tr->st.step++;
+    tr->st.tokens_seen += (int64_t)tr->c.batch_size * (int64_t)tr->c.seq_len;
 }
 
 double trainer_validate(struct trainer *tr, const struct dataset *val,

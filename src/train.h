@@ -17,6 +17,7 @@
 #include "grid.h"
 #include "metrics.h"
 #include "model.h"
+#include "nonfinite.h"
 #include "optim.h"
 #include "pipeline.h"
 #include "tp.h"
@@ -30,6 +31,10 @@ struct step_times {      /* seconds, this rank, one step; total =
                                 stages (0 without pipeline parallelism) */
     double pp_wait;          /* this rank's time in the schedule not
                                 computing: waiting for its neighbours */
+    int skipped;             /* NF_* verdict (nonfinite.h), the same on
+                                every rank; 0: the update was applied */
+    double loss_z;           /* the loss's z-score against the window
+                                (NaN until it holds NF_MIN_SAMPLES) */
 };
 
 struct trainer {
@@ -56,6 +61,11 @@ struct trainer {
     MPI_Comm tie_comm;   /* MPI_COMM_NULL unless pp > 1 and first/last */
     int *bound;          /* pp + 1 stage boundaries (blocks) */
     double *stage_busy, *stage_idle; /* pp entries, seconds */
+    /* non-finite steps: the running loss window (nonfinite.h) and the
+     * debug_nan fault (rank, 1-based step, weight or grad, fired) */
+    struct loss_window win;
+    int nan_rank, nan_weight, nan_fired;
+    int64_t nan_step;
     int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
 };
 
@@ -72,10 +82,17 @@ void trainer_free(struct trainer *tr);
 
 /* One optimizer step on this rank's slice of the global batch: inp, tgt
  * (per_rank, seq_len).  Returns the global mean loss (same on all ranks);
- * *gnorm and *lr receive the pre-clip gradient norm and the rate used. */
+ * *gnorm and *lr receive the pre-clip gradient norm and the rate used.
+ * A step whose loss or gradient norm is not finite (or a spike, see
+ * nonfinite.h) is skipped: every rank agrees, nothing is updated,
+ * tm->skipped says why (tm must not be NULL); the step still counts. */
 double trainer_step(struct trainer *tr, const int32_t *inp,
                     const int32_t *tgt, double *gnorm, double *lr,
                     struct step_times *tm);
+
+/* Skip the step without computing it (a batch left out on replay after a
+ * rollback): the step and tokens_seen advance as if it had run. */
+void trainer_skip_step(struct trainer *tr);
 
 /* Mean validation loss over c.val_batches batches; inp, tgt are scratch
  * of per_rank * seq_len tokens each.  Collective. */

@@ -103,8 +103,13 @@ static void test_defaults(void **state)
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
 
-    /* 8 model + 14 optim + 3 data + 10 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 45);
+    assert_string_equal(c.nonfinite, "skip");
+    assert_int_equal(c.nonfinite_patience, 3);
+    assert_true(c.spike_zscore == 0.0f);
+    assert_string_equal(c.debug_nan, "");
+
+    /* 8 model + 17 optim + 3 data + 11 run + 10 parallel keys */
+    assert_int_equal(config_nkeys, 49);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -171,6 +176,15 @@ static void test_set_errors(void **state)
                               "--4"};
     for (size_t i = 0; i < sizeof bad_ints / sizeof *bad_ints; i++)
         expect_bad("n_layer", bad_ints[i], "expected an integer");
+    expect_bad("nonfinite", "retry", "skip, rollback, abort");
+    expect_bad("nonfinite_patience", "0", "must be > 0");
+    expect_bad("spike_zscore", "-1", "must be >= 0");
+    expect_bad("debug_nan", "1:3", "RANK:STEP:grad");
+    expect_bad("debug_nan", "1:0:grad", "RANK:STEP:grad");
+    expect_bad("debug_nan", "1:3:bias", "RANK:STEP:grad");
+    expect_bad("debug_nan", "1:3:gradx", "RANK:STEP:grad");
+    assert_int_equal(config_set(&c, "debug_nan", "2:7:weight", "x", err,
+                                sizeof err), 0);
     expect_bad("steps", "99999999999", "out of range");
     expect_bad("steps", "-99999999999", "out of range");
 

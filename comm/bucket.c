@@ -210,6 +210,8 @@ int bucketer_wait(struct bucketer *bk)
         if (!b->started)
             rc |= start(bk, b); /* a tensor never reported: still reduce */
         if (!b->done) {
+            phase_enter(PHASE_DP_BUCKET, b->op.ops->name, i + 1, bk->nb, -1,
+                        &bk->g->pg);
             rc |= comm_op_wait(&b->op);
             finish(bk, b);
         }

@@ -140,6 +140,23 @@ static int check_nonfinite(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+/* "" or "R:STEP" (R >= 0, STEP >= 1). */
+static int check_debug_hang(const struct config *c,
+                            const struct config_key *k, char *err,
+                            size_t errlen)
+{
+    const char *v = cfield(c, k);
+    int r, n = 0;
+    long long s;
+    if (!*v)
+        return 0;
+    if (sscanf(v, "%d:%lld%n", &r, &s, &n) == 2 && v[n] == '\0' && r >= 0 &&
+        s >= 1)
+        return 0;
+    seterr(err, errlen, "must be RANK:STEP (RANK >= 0, STEP >= 1)");
+    return -1;
+}
+
 /* "" or "R:STEP:grad" / "R:STEP:weight" (R >= 0, STEP >= 1). */
 static int check_debug_nan(const struct config *c, const struct config_key *k,
                            char *err, size_t errlen)
@@ -271,6 +288,13 @@ const struct config_key config_keys[] = {
         "testing: R:STEP:grad makes rank R's gradient NaN at step STEP, "
         "R:STEP:weight a weight (once per process); \"\" = off",
         check_debug_nan),
+    KEY("run", hang_timeout, CONFIG_INT, "600",
+        "seconds a rank may go without progress (stuck in a collective, a "
+        "transfer, I/O); then every rank reports what it waits for, writes "
+        "run_dir/hang_rank_R.txt and the job aborts; 0 = off", check_nonneg),
+    KEY("run", debug_hang, CONFIG_STR, "",
+        "testing: R:STEP stops rank R's progress at step STEP; \"\" = off",
+        check_debug_hang),
     KEY("parallel", dp, CONFIG_INT, "0",
         "data-parallel ranks; 0 = world / (tp * pp)", check_nonneg),
     KEY("parallel", tp, CONFIG_INT, "1", "tensor-parallel ranks", check_pos),

@@ -51,6 +51,9 @@ struct config {
     char init_from[CONFIG_STR_MAX]; /* weights only; "" = none */
     int threads; /* BLAS/OpenMP threads per rank; 0 = leave as found */
     char debug_nan[64]; /* tests: "R:STEP:grad|weight" poisons rank R */
+    int hang_timeout;   /* seconds without progress before the watchdog
+                           aborts the job; 0 = off */
+    char debug_hang[32]; /* tests: "R:STEP" stops rank R at step STEP */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;

@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "log.h"
+#include "phase.h"
 #include "tensor.h"
 
 int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
@@ -128,6 +129,7 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
                 pp_link_wait_recv(l, k);
             if (k >= ns) /* the slot's previous holder's output is sent */
                 pp_link_wait_send(l, k - ns);
+            phase_enter(PHASE_COMPUTE, "forward", k + 1, sc->m, -1, NULL);
             t = now_s();
             loss += gpt_forward(m, a, inp + (size_t)k * bt,
                                 tgt + (size_t)k * bt, &pos);
@@ -145,6 +147,7 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
                 memcpy(a->dres, pl->gin + (size_t)sl * n, n * sizeof(float));
             }
             m->hook_final = final && i == last_bwd;
+            phase_enter(PHASE_COMPUTE, "backward", k + 1, sc->m, -1, NULL);
             t = now_s();
             gpt_backward(m, a, dloss, &pos);
             pl->t_busy += now_s() - t;

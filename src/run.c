@@ -12,8 +12,10 @@
 
 #include "ckpt.h"
 #include "comm.h"
+#include "phase.h"
 #include "log.h"
 #include "train.h"
+#include "watchdog.h"
 
 struct run {
     struct trainer tr;
@@ -68,6 +70,7 @@ static int restore(struct run *r, char *err, size_t errlen)
     char path[CONFIG_STR_MAX * 2];
     struct rank_state rs;
     trainer_rank_state(tr, &rs);
+    phase_enter(PHASE_CKPT, "resume", -1, -1, -1, &tr->wpg);
     if (strcmp(c->resume, "never") != 0) {
         int auto_ = strcmp(c->resume, "auto") == 0, found;
         if (auto_) {
@@ -134,6 +137,8 @@ static int async_collect(struct run *r, char *err, size_t errlen)
         return 0;
     char path[CONFIG_STR_MAX * 2];
     double t0 = now_s();
+    phase_enter(PHASE_CKPT, "waiting for the asynchronous save", -1, -1, -1,
+                &r->tr.wpg);
     int rc = ckpt_save_async_wait(r->async, path, sizeof(path), err, errlen);
     r->ckpt_s += now_s() - t0;
     if (rc == 0)
@@ -149,6 +154,7 @@ static int save(struct run *r, char *err, size_t errlen)
     struct rank_state rs;
     trainer_rank_state(tr, &rs);
     double t0 = now_s();
+    phase_enter(PHASE_CKPT, "save", tr->st.step, -1, -1, &tr->wpg);
     if (trainer_tie_check(tr))
         log_warn(tr->g.world, "the tied embedding's copies on the first and "
                  "last pipeline stages had drifted apart (a bug: please "
@@ -197,9 +203,10 @@ static void install_signals(void)
 }
 
 /* The largest signal number any rank received (0 = none).  Collective. */
-static int agreed_signal(MPI_Comm world)
+static int agreed_signal(MPI_Comm world, const struct phase_group *pg)
 {
     int mine = got_signal, any = 0;
+    phase_enter(PHASE_COLLECTIVE, "step-end signal check", -1, -1, -1, pg);
     MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, world);
     return any;
 }
@@ -331,6 +338,7 @@ static int rollback(struct run *r, int64_t s, char *err, size_t errlen)
     int64_t first = r->nf.run_first;
     if (async_collect(r, err, errlen) < 0)
         return -1;
+    phase_enter(PHASE_CKPT, "rollback", first, s, -1, &tr->wpg);
     int found = ckpt_find_good(tr->g.world, c->run_dir, path, sizeof(path),
                                tr->g.rank ? NULL : stderr, err, errlen);
     if (found != 0) {
@@ -381,6 +389,7 @@ static void run_step(struct run *r, struct interval *iv, double *gnorm,
     }
     const int32_t *inp, *tgt;
     double wait = 0.0;
+    phase_enter(PHASE_DATA, "next batch", -1, -1, -1, NULL);
     loader_next(&r->ld, tr->st.step, &inp, &tgt, &wait);
     iv->loss_last = trainer_step(tr, inp, tgt, gnorm, lr, tm);
     iv->loss_z = tm->loss_z;
@@ -437,6 +446,8 @@ static int loop(struct run *r, char *err, size_t errlen)
     while (tr->st.step < stop) {
         double gnorm, lr;
         struct step_times tm;
+        phase_step(tr->st.step + 1);
+        watchdog_debug_hang(c->debug_hang, tr->g.rank, tr->st.step + 1);
         run_step(r, &iv, &gnorm, &lr, &tm);
         iv.compute += tm.compute;
         iv.comm += tm.comm;
@@ -455,7 +466,7 @@ static int loop(struct run *r, char *err, size_t errlen)
         }
         if (nf > 0)
             continue;
-        int sig = agreed_signal(tr->g.world);
+        int sig = agreed_signal(tr->g.world, &tr->wpg);
         int last = s == stop || sig;
         int do_val = r->has_val && ((c->val_every > 0 && s % c->val_every == 0)
                                     || s == c->steps);
@@ -486,9 +497,19 @@ static int loop(struct run *r, char *err, size_t errlen)
 int train_main(const struct config *c)
 {
     struct run r;
+    struct watchdog *wd = NULL;
     memset(&r, 0, sizeof(r));
     char err[1024] = "";
-    int rc = setup(&r, c, err, sizeof(err));
+    phase_enter(PHASE_SETUP, "set-up", -1, -1, -1, NULL);
+    int rc = watchdog_start(&wd, MPI_COMM_WORLD, c->hang_timeout, c->run_dir,
+                            err, sizeof(err));
+    if (comm_agree(MPI_COMM_WORLD, rc, NULL, 0) < 0) {
+        if (err[0])
+            log_error("%s", err);
+        watchdog_stop(wd);
+        return 1;
+    }
+    rc = setup(&r, c, err, sizeof(err));
     if (rc == 0) {
         log_info(MPI_COMM_WORLD, "training %" PRId64 " parameters, "
                  "%d steps of %d x %d tokens (micro_batch %d x %d)",
@@ -498,6 +519,8 @@ int train_main(const struct config *c)
     }
     if (rc < 0 && err[0])
         log_error("%s", err);
+    phase_enter(PHASE_SETUP, "shutdown", -1, -1, -1, NULL);
     teardown(&r);
+    watchdog_stop(wd);
     return rc < 0 ? 1 : 0;
 }

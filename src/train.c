@@ -98,6 +98,8 @@ static int dp_init(struct trainer *tr, char *err, size_t errlen)
         bt[p].cols = d->ndim == 2 ? (size_t)d->count[1] : 0;
     }
     int rc = comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node);
+    if (rc == 0)
+        tr->dpg.pg.name = "dp group";
     struct allreduce_tune tune;
     allreduce_tune_defaults(&tune);
     if (rc == 0 && c->allreduce_tune[0])
@@ -211,6 +213,11 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
                   err, errlen) < 0)
         return -1;
     tr->has_grid = 1;
+    if (comm_agree(world, phase_group_init(&tr->wpg, "job", world), NULL,
+                   0) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (check_layout(tr, err, errlen) < 0)
         return -1; /* same decision on every rank */
     struct gpt_config gc;
@@ -268,6 +275,7 @@ void trainer_free(struct trainer *tr)
     free(tr->stage_idle);
     if (tr->has_model)
         gpt_free(&tr->m);
+    phase_group_free(&tr->wpg);
     if (tr->has_grid)
         grid_free(&tr->g);
     memset(tr, 0, sizeof(*tr));
@@ -307,6 +315,8 @@ static double grad_norm(struct trainer *tr)
     double mine = shard + rep, total = mine;
     if (tr->g.pp > 1) {
         double all[tr->g.pp];
+        phase_enter(PHASE_COLLECTIVE, "gradient-norm sum over the stages", -1,
+                    -1, -1, &tr->wpg);
         MPI_Allgather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE,
                       tr->g.pp_comm);
         total = 0.0;
@@ -325,6 +335,8 @@ static void tie_reduce(struct trainer *tr)
     if (!tr->has_tie || tr->tie_comm == MPI_COMM_NULL)
         return;
     size_t n = (size_t)tr->m.cfg.vocab_size * (size_t)tr->m.cfg.n_embd;
+    phase_enter(PHASE_COLLECTIVE, "tied-embedding gradient sum of the "
+                "first and last stage", -1, -1, -1, &tr->wpg);
     for (size_t off = 0; off < n; off += (size_t)1 << 30) { /* int counts */
         size_t k = n - off < (size_t)1 << 30 ? n - off : (size_t)1 << 30;
         if (MPI_Allreduce(MPI_IN_PLACE, tr->m.dwte + off, (int)k, MPI_FLOAT,
@@ -377,6 +389,7 @@ static double gather_bubble(struct trainer *tr)
     int p = tr->g.pp;
     double mine[2] = {tr->pl.t_busy, tr->pl.t_total};
     double all[2 * p], span = 0.0, busy = 0.0;
+    phase_enter(PHASE_COLLECTIVE, "stage time gather", -1, -1, -1, &tr->wpg);
     MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, tr->g.pp_comm);
     for (int s = 0; s < p; s++)
         span = all[2 * s + 1] > span ? all[2 * s + 1] : span;
@@ -430,6 +443,8 @@ static int step_verdict(struct trainer *tr, double loss, double norm,
             flags |= NF_STATE;
     if (tr->c.spike_zscore > 0.0f && z > tr->c.spike_zscore)
         flags |= NF_SPIKE;
+    phase_enter(PHASE_COLLECTIVE, "step verdict (non-finite check)", -1, -1,
+                -1, &tr->wpg);
     MPI_Allreduce(MPI_IN_PLACE, &flags, 1, MPI_INT, MPI_BOR, tr->g.world);
     return flags;
 }
@@ -472,6 +487,8 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
         MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
     tie_reduce(tr);
     debug_nan(tr, 0);
+    phase_enter(PHASE_COLLECTIVE, "loss sum over the dp and pp groups", -1, -1,
+                -1, &tr->wpg);
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
     if (tr->g.pp > 1) /* the loss is the last stage's */
         MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM,
@@ -484,6 +501,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     double mean = loss / ((double)c->batch_size * (double)T);
     double z = loss_window_z(&tr->win, mean);
     int verdict = step_verdict(tr, mean, norm, z);
+    phase_enter(PHASE_OPTIM, NULL, -1, -1, -1, NULL);
     if (!verdict) {
         optimizer_step(tr, scale, rate);
         loss_window_add(&tr->win, mean);
@@ -536,8 +554,12 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
         }
         struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
                               .seed = c->seed, .train = 0};
+        phase_enter(PHASE_VALIDATE, "validation", j + 1, c->val_batches, -1,
+                    NULL);
         sum += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
     }
+    phase_enter(PHASE_COLLECTIVE, "validation loss sum", -1, -1, -1,
+                &tr->wpg);
     if (tr->g.pp > 1)
         MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM,
                       tr->g.pp_comm);

@@ -64,6 +64,7 @@ struct trainer {
     /* non-finite steps: the running loss window (nonfinite.h) and the
      * debug_nan fault (rank, 1-based step, weight or grad, fired) */
     struct loss_window win;
+    struct phase_group wpg; /* all ranks, for the watchdog's reports */
     int nan_rank, nan_weight, nan_fired;
     int64_t nan_step;
     int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;

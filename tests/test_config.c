@@ -107,9 +107,11 @@ static void test_defaults(void **state)
     assert_int_equal(c.nonfinite_patience, 3);
     assert_true(c.spike_zscore == 0.0f);
     assert_string_equal(c.debug_nan, "");
+    assert_int_equal(c.hang_timeout, 600);
+    assert_string_equal(c.debug_hang, "");
 
-    /* 8 model + 17 optim + 3 data + 11 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 49);
+    /* 8 model + 17 optim + 3 data + 13 run + 10 parallel keys */
+    assert_int_equal(config_nkeys, 51);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -183,6 +185,11 @@ static void test_set_errors(void **state)
     expect_bad("debug_nan", "1:0:grad", "RANK:STEP:grad");
     expect_bad("debug_nan", "1:3:bias", "RANK:STEP:grad");
     expect_bad("debug_nan", "1:3:gradx", "RANK:STEP:grad");
+    expect_bad("hang_timeout", "-1", "must be >= 0");
+    expect_bad("debug_hang", "1", "RANK:STEP");
+    expect_bad("debug_hang", "1:0", "RANK:STEP");
+    expect_bad("debug_hang", "-1:3", "RANK:STEP");
+    expect_bad("debug_hang", "1:3x", "RANK:STEP");
     assert_int_equal(config_set(&c, "debug_nan", "2:7:weight", "x", err,
                                 sizeof err), 0);
     expect_bad("steps", "99999999999", "out of range");

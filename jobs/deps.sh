@@ -12,6 +12,8 @@ PKGS="build-essential autoconf automake libtool pkg-config
       libopenmpi-dev openmpi-bin libopenblas-dev
       libhdf5-openmpi-dev hdf5-tools libhwloc-dev libcmocka-dev
       fortunes fortunes-min procps jq"
+# `sh jobs/deps.sh fuzz`: also the libFuzzer toolchain of `make fuzz`
+[ "${1:-}" = fuzz ] && PKGS="$PKGS clang-14 libfuzzer-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" \

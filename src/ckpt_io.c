@@ -314,7 +314,7 @@ static int check_shape(const struct config *c, const char *text,
         }
         free(cur);
         free(old);
-        return -1;
+        return -2;
     }
     return 0;
 }
@@ -372,6 +372,7 @@ int model_ckpt_load(const struct grid *g, struct gpt *m,
         return -1;
     int rc = check_shape(c, meta.config_text ? meta.config_text : "", path,
                          err, errlen);
+    int other_model = rc == -2;
     struct ckpt_tensor *t = NULL;
     int n = rc < 0 ? 0 : build_list(g, m, weights_only, 0, &t);
     if (n < 0) {
@@ -388,5 +389,5 @@ int model_ckpt_load(const struct grid *g, struct gpt *m,
         st->tokens_seen = meta.tokens_seen;
     }
     free(meta.config_text);
-    return rc;
+    return other_model ? -2 : rc < 0 ? -1 : 0;
 }

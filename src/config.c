@@ -182,7 +182,7 @@ static int check_compress(const struct config *c, const struct config_key *k,
     char e[256];
     if (codec_parse(cfield(c, k), &ctx, e, sizeof(e)) == 0)
         return 0;
-    seterr(err, errlen, e);
+    seterr(err, errlen, "%s", e);
     return -1;
 }
 

@@ -62,6 +62,35 @@ static int open_data(struct run *r, char *err, size_t errlen)
     return rc;
 }
 
+/* resume=auto and rollbacks: load the newest checkpoint of run_dir that
+ * verifies and loads; one that passes the file checks but does not load
+ * (a broken tensor or config text) is skipped with a warning like a
+ * damaged one, one of another model is refused.  Returns 0 (path set),
+ * 1 (no step_*.h5 at all) or -1 with err.  Collective. */
+static int load_newest(struct run *r, char *path, size_t pathlen, char *err,
+                       size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    struct rank_state rs;
+    int64_t before = INT64_MAX, step = -1;
+    trainer_rank_state(tr, &rs);
+    for (;;) {
+        int rc = ckpt_find_good_before(tr->g.world, c->run_dir, before, path,
+                                       pathlen, &step,
+                                       tr->g.rank ? NULL : stderr, err,
+                                       errlen);
+        if (rc != 0)
+            return rc;
+        rc = model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs, err,
+                             errlen);
+        if (rc != -1)
+            return rc < 0 ? -1 : 0;
+        log_warn(tr->g.world, "skipping %s: %s", path, err);
+        before = step;
+    }
+}
+
 /* resume=auto|never|PATH and init_from.  Collective. */
 static int restore(struct run *r, char *err, size_t errlen)
 {
@@ -74,14 +103,17 @@ static int restore(struct run *r, char *err, size_t errlen)
     if (strcmp(c->resume, "never") != 0) {
         int auto_ = strcmp(c->resume, "auto") == 0, found;
         if (auto_) {
-            /* the newest checkpoint that verifies; newer damaged ones are
-             * skipped with a warning each */
-            found = ckpt_find_good(tr->g.world, c->run_dir, path,
-                                   sizeof(path), tr->g.rank ? NULL : stderr,
-                                   err, errlen);
+            /* the newest checkpoint that verifies and loads; newer bad
+             * ones are skipped with a warning each */
+            found = load_newest(r, path, sizeof(path), err, errlen);
             if (found < 0)
                 return -1;
-            found = found == 0;
+            if (found == 0) {
+                log_info(tr->g.world, "resumed from %s at step %" PRId64,
+                         path, tr->st.step);
+                return 0;
+            }
+            found = 0;
         } else {
             found = ckpt_resolve(c->resume, path, sizeof(path), err,
                                  errlen) == 0;
@@ -334,13 +366,11 @@ static int rollback(struct run *r, int64_t s, char *err, size_t errlen)
     struct trainer *tr = &r->tr;
     const struct config *c = &tr->c;
     char path[CONFIG_STR_MAX * 2];
-    struct rank_state rs;
     int64_t first = r->nf.run_first;
     if (async_collect(r, err, errlen) < 0)
         return -1;
     phase_enter(PHASE_CKPT, "rollback", first, s, -1, &tr->wpg);
-    int found = ckpt_find_good(tr->g.world, c->run_dir, path, sizeof(path),
-                               tr->g.rank ? NULL : stderr, err, errlen);
+    int found = load_newest(r, path, sizeof(path), err, errlen);
     if (found != 0) {
         if (found > 0)
             snprintf(err, errlen, "steps %" PRId64 "-%" PRId64 " were not "
@@ -348,10 +378,6 @@ static int rollback(struct run *r, int64_t s, char *err, size_t errlen)
                      "back to", first, s, c->run_dir);
         return -1;
     }
-    trainer_rank_state(tr, &rs);
-    if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs, err,
-                        errlen) < 0)
-        return -1;
     int rc = nf_rolled_back(&r->nf, tr->st.step);
     if (rc != 0) {
         snprintf(err, errlen, rc > 0 ? "steps %" PRId64 "-%" PRId64 " were "

@@ -47,8 +47,9 @@ static int slurp(const char *path, char **out, size_t *len)
     return 0;
 }
 
-/* Keep only the lines of path whose "step" is <= keep_step, replacing
- * the file durably (ckpt_replace) when a line goes.  0 or -1 with err. */
+/* Keep only the lines of path whose "step" is <= keep_step (and drop a
+ * last line without its newline, cut by a crash), replacing the file
+ * durably (ckpt_replace) when a line goes.  0 or -1 with err. */
 static int truncate_history(const char *path, int64_t keep_step, char *err,
                             size_t errlen)
 {
@@ -60,7 +61,9 @@ static int truncate_history(const char *path, int64_t keep_step, char *err,
     }
     for (char *line = text; line < text + len;) {
         char *nl = memchr(line, '\n', (size_t)(text + len - line));
-        size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(text + len - line);
+        if (!nl)
+            break; /* a last line cut by a crash: not a record */
+        size_t n = (size_t)(nl - line) + 1;
         char save = line[n - 1];
         line[n - 1] = '\0'; /* strstr stays inside the line */
         const char *s = strstr(line, "\"step\":");

@@ -6,7 +6,8 @@
  *   bit; a number that is not finite is null, see json.h), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute,
  *   ms_comm (= ms_comm_exposed: time the step waited for gradient
  *   reductions), ms_comm_overlapped (reduction time hidden behind
- *   backward), wire_mb, ms_data, ms_ckpt, ms_pp_wait (time in the pipeline
+ *   backward), wire_mb, ms_data, ms_ckpt (saving since the previous line:
+ *   a step's line is written before its save), ms_pp_wait (time in the pipeline
  *   schedule spent waiting for neighbouring stages), loss_z (the last
  *   step's loss z-score against the last 100 good steps, null until 20),
  *   skipped (steps of the interval whose update was skipped, nonfinite.h),

@@ -498,15 +498,19 @@ static int loop(struct run *r, char *err, size_t errlen)
                                     || s == c->steps);
         double val = do_val ? trainer_validate(tr, &r->val, r->vinp, r->vtgt)
                             : 0.0;
+        /* the step's line before its save: a job killed in between
+         * resumes from the previous checkpoint and drops the line (the
+         * other order would lose it), so metrics.jsonl stays one history;
+         * the save's time goes into the next line's ms_ckpt */
+        if (s % c->log_every == 0 || last)
+            log_step(r, &iv, gnorm, lr, do_val, val);
+        else if (do_val)
+            metrics_log_val(&r->mt, s, val, tr->g.rank == 0 ? stdout : NULL);
         int do_save = last || (c->ckpt_every > 0 && s % c->ckpt_every == 0);
         if (do_save && save(r, err, errlen) < 0)
             return -1;
         if (last && async_collect(r, err, errlen) < 0)
             return -1;
-        if (s % c->log_every == 0 || last)
-            log_step(r, &iv, gnorm, lr, do_val, val);
-        else if (do_val)
-            metrics_log_val(&r->mt, s, val, tr->g.rank == 0 ? stdout : NULL);
         if (sig) {
             log_info(tr->g.world, "checkpoint saved at step %" PRId64
                      " after %s", s, signal_name(sig));

@@ -32,12 +32,12 @@ crashed() { # log: a signal or a sanitizer's report that is not our probe's
     grep -av "HDF5 crashed parsing it" "$1" |
         grep -aqE "Segmentation fault|Process received signal|core dumped|Aborted|AddressSanitizer|LeakSanitizer|runtime error:|Bus error"
 }
-# CKPT_FUZZ_KEEP=DIR keeps each file that crashed or hung a command
-keep() {
+# CKPT_FUZZ_KEEP=DIR keeps the run directory of each mutant that crashed
+# or hung a command, or stopped resume=auto
+keep() { # the run directory, as $CKPT_FUZZ_KEEP/KIND-SEED/
     [ -n "${CKPT_FUZZ_KEEP:-}" ] || return 0
     mkdir -p "$CKPT_FUZZ_KEEP"
-    cp "$f" "$CKPT_FUZZ_KEEP/$1-$s.h5"
-    cp "$f.manifest" "$CKPT_FUZZ_KEEP/$1-$s.h5.manifest"
+    cp -r "$W/m" "$CKPT_FUZZ_KEEP/$1-$s"
 }
 # one process each, without mpirun: no daemon to start (faster)
 export OMPI_MCA_ess_singleton_isolated=1
@@ -146,6 +146,7 @@ for i in $(seq 1 "$N"); do
                 skipped=$((skipped + 1))
             elif [ $rc -eq 1 ]; then
                 stopped=$((stopped + 1))
+                keep stopped
                 [ -n "${CKPT_FUZZ_VERBOSE:-}" ] &&
                     echo "seed $s: train stopped: $(grep -a 'error' "$W/out.log" | head -n 1)"
             else

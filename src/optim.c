@@ -7,11 +7,15 @@
  * number of threads, so it is computed by the same instructions (vector
  * body or scalar tail) and the result is bitwise the same for any
  * OMP_NUM_THREADS.  sumsq adds each chunk in double with a fixed
- * accumulator layout and sums the chunk partials in chunk order.
+ * accumulator layout and sums the chunk partials in chunk order.  Like
+ * the element-wise ops (ops_internal.h), they use OpenMP only while
+ * OpenBLAS runs one thread per rank.
  */
 #include "optim.h"
 
 #include <math.h>
+
+#include "peak.h"
 
 /* Elements per AdamW chunk: a multiple of every vector width, big enough
  * that the OpenMP scheduling cost is noise. */
@@ -66,7 +70,7 @@ void adamw_update(float *param, const float *grad, float *m, float *v,
     const size_t nchunks = (n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
     const long long nc = (long long)nchunks;
 
-#pragma omp parallel for schedule(static) if (nc > 1)
+#pragma omp parallel for schedule(static) if (nc > 1 && threads_get() == 1)
     for (long long c = 0; c < nc; c++) {
         size_t lo = (size_t)c * OPTIM_CHUNK;
         size_t len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;
@@ -110,7 +114,7 @@ double sumsq(const float *x, size_t n)
     chunk = (chunk + SUMSQ_LANES - 1) / SUMSQ_LANES * SUMSQ_LANES;
     const long long nc = (long long)((n + chunk - 1) / chunk);
 
-#pragma omp parallel for schedule(static) if (nc > 1)
+#pragma omp parallel for schedule(static) if (nc > 1 && threads_get() == 1)
     for (long long c = 0; c < nc; c++) {
         size_t lo = (size_t)c * chunk;
         size_t len = n - lo < chunk ? n - lo : chunk;

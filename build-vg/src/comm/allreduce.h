@@ -1,0 +1,71 @@
+/*
+ * allreduce.h - sum all-reduce algorithms behind one interface.
+ *
+ *   mpi   MPI_Iallreduce (MPI's own; its reduction order is MPI's choice)
+ *   ring  reduce-scatter then all-gather around a ring, each rank's chunk
+ *         cut into segments that are pipelined (send segment s+1 while
+ *         reducing segment s)
+ *   rhd   recursive halving (reduce-scatter) then doubling (all-gather);
+ *         any rank count: the ranks beyond the largest power of two first
+ *         fold into a partner and receive the result at the end
+ *   hier  reduce inside each node (to the node leader), all-reduce among
+ *         node leaders with a flat algorithm (ring), broadcast inside the
+ *         node
+ *   auto  picks one of the above by message size and topology from
+ *         thresholds measured by `mpitron bench allreduce`
+ *
+ * Our algorithms (ring, rhd, hier) are deterministic: the order in which
+ * contributions are summed depends only on the rank count and n, so the
+ * same inputs give the same bits on every run, and every rank ends with
+ * identical bits.  n may be 0, 1, prime, or not divisible by the size.
+ */
+#ifndef MPITRON_ALLREDUCE_H
+#define MPITRON_ALLREDUCE_H
+
+#include "comm.h"
+
+struct allreduce_algo {
+    const char *name;
+    const struct comm_op_ops *ops;
+    /* scratch bytes needed for n floats on group g */
+    size_t (*scratch)(const struct comm_group *g, size_t n);
+};
+
+/* NULL-terminated table of the concrete algorithms (mpi, ring, rhd, hier). */
+extern const struct allreduce_algo *const allreduce_algos[];
+
+/* Thresholds for auto, in bytes.  Defaults are built in; a tuning file
+ * written by `mpitron bench allreduce --tune=FILE` overrides them. */
+struct allreduce_tune {
+    size_t small_max;  /* below: rhd (latency bound) */
+    size_t hier_min;   /* at or above, with several nodes of >1 rank: hier */
+};
+void allreduce_tune_defaults(struct allreduce_tune *t);
+/* Read "small_max = N" / "hier_min = N" lines (N in bytes, optionally
+ * with a K, M or G suffix, powers of 1024; '#' starts a comment; keys the
+ * file does not name keep their value in t).  0, or -1 with err naming the
+ * file and line. */
+int allreduce_tune_load(struct allreduce_tune *t, const char *path,
+                        char *err, size_t errlen);
+
+/* Look up by name ("mpi", "ring", "rhd", "hier", "auto"); NULL if
+ * unknown.  auto resolves per call through allreduce_pick with the
+ * built-in thresholds (allreduce_op_init and allreduce resolve it; its
+ * scratch() is the largest of all algorithms').  A caller with a tuning
+ * file calls allreduce_pick itself.  pick: t may be NULL (built-in). */
+const struct allreduce_algo *allreduce_find(const char *name);
+const struct allreduce_algo *allreduce_pick(const struct allreduce_tune *t,
+                                            const struct comm_group *g,
+                                            size_t n);
+
+/* Prepare op for algo on (g, buf, n) with caller-owned scratch of at least
+ * algo->scratch(g, n) bytes. */
+void allreduce_op_init(struct comm_op *op, const struct allreduce_algo *algo,
+                       const struct comm_group *g, float *buf, size_t n,
+                       void *scratch, size_t scratch_bytes);
+
+/* Blocking convenience: allocate scratch, start, wait, free.  0 or -1. */
+int allreduce(const struct allreduce_algo *algo, const struct comm_group *g,
+              float *buf, size_t n);
+
+#endif

@@ -1,0 +1,309 @@
+/*
+ * bench.c - `mpitron bench gemm | step`: measured figures, human readable,
+ * then one JSON object on the last line for scripts.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include "cli.h"
+#include "json.h"
+#include "log.h"
+#include "peak.h"
+#include "rng.h"
+#include "train.h"
+
+static int bench_gemm(int argc, char **argv)
+{
+    static const char *const names[] = {"sizes", "threads", "reps", NULL};
+    const char *v[3] = {"256,512,1024,1536,2048", "0", "5"};
+    const char *pos[1];
+    char err[512];
+    long threads, reps;
+    if (cli_parse(argc, argv, names, v, pos, 0, err, sizeof(err)) < 0 ||
+        cli_int("threads", v[1], &threads, err, sizeof(err)) < 0 ||
+        cli_int("reps", v[2], &reps, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 2;
+    }
+    threads_set((int)threads);
+    int rank;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    struct json j;
+    json_init(&j);
+    json_obj_begin(&j, NULL);
+    json_int(&j, "threads", threads_get());
+    json_arr_begin(&j, "gemm");
+    double peak = 0.0;
+    char *list = strdup(v[0]);
+    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
+        long n;
+        if (cli_int("sizes", tok, &n, err, sizeof(err)) < 0 || n <= 0) {
+            log_error("bad size '%s' in --sizes", tok);
+            free(list);
+            json_free(&j);
+            return 2;
+        }
+        double g = sgemm_gflops((int)n, (int)n, (int)n, (int)reps);
+        MPI_Allreduce(MPI_IN_PLACE, &g, 1, MPI_DOUBLE, MPI_SUM,
+                      MPI_COMM_WORLD);
+        if (g > peak)
+            peak = g;
+        log_info(MPI_COMM_WORLD, "sgemm %5ld x %5ld x %5ld  %8.1f GFLOP/s "
+                 "(all ranks)", n, n, n, g);
+        json_obj_begin(&j, NULL);
+        json_int(&j, "n", n);
+        json_num(&j, "gflops", g, 6);
+        json_obj_end(&j);
+    }
+    free(list);
+    json_arr_end(&j);
+    json_num(&j, "peak_gflops", peak, 6);
+    json_obj_end(&j);
+    if (rank == 0)
+        json_write_line(&j, stdout);
+    json_free(&j);
+    return 0;
+}
+
+/* Synthetic tokens for bench step: data loading is not what it measures. */
+static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)
+{
+    uint64_t key = rng_key(42, RNG_DATA, (uint64_t)r);
+    for (size_t i = 0; i < n; i++) {
+        inp[i] = (int32_t)(rng_u64(key, i) % (uint64_t)V);
+        tgt[i] = (int32_t)(rng_u64(key, i + n) % (uint64_t)V);
+    }
+}
+
+struct bench_result {
+    double ms, compute, comm, hidden, optim, op[OPK_COUNT];
+    double wire_mb;
+    double bubble;     /* mean over the steps; pp > 1 */
+    double pp_wait;    /* rank 0's wait for its neighbouring stages */
+};
+
+static void run_steps(struct trainer *tr, int n, const int32_t *inp,
+                      const int32_t *tgt, struct bench_result *r)
+{
+    memset(r, 0, sizeof(*r));
+    memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
+    MPI_Barrier(tr->g.world);
+    double t0 = now_s();
+    for (int i = 0; i < n; i++) {
+        double gn, lr;
+        struct step_times tm;
+        trainer_step(tr, inp, tgt, &gn, &lr, &tm);
+        r->compute += tm.compute;
+        r->comm += tm.comm;
+        r->hidden += tm.comm_overlapped;
+        r->wire_mb += (double)tm.wire_bytes / 1048576.0;
+        r->optim += tm.optim;
+        r->bubble += tm.bubble;
+        r->pp_wait += tm.pp_wait;
+    }
+    MPI_Barrier(tr->g.world);
+    double scale = 1e3 / n;
+    r->ms = (now_s() - t0) * scale;
+    r->compute *= scale;
+    r->comm *= scale;
+    r->hidden *= scale;
+    r->wire_mb /= n;
+    r->optim *= scale;
+    r->bubble /= n;
+    r->pp_wait *= scale;
+    for (int k = 0; k < OPK_COUNT; k++)
+        r->op[k] = tr->m.op_time[k] * scale;
+}
+
+static void report(struct trainer *tr, const struct bench_result *r)
+{
+    const struct config *c = &tr->c;
+    double tokens = (double)c->batch_size * c->seq_len;
+    double tps = tokens / (r->ms * 1e-3);
+    double mfu = tps * gpt_flops_per_token(&tr->m.cfg) /
+                 (tr->peak_gflops * 1e9);
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    double mb = 1.0 / (1 << 20), pbytes = tr->m.tt.total * sizeof(float);
+    double rss = (double)ru.ru_maxrss / 1024.0;
+    double act = (double)tr->pl.act_bytes * mb, acts[tr->g.size];
+    MPI_Gather(&act, 1, MPI_DOUBLE, acts, 1, MPI_DOUBLE, 0, tr->g.world);
+    if (tr->g.rank != 0)
+        return;
+    printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
+           (long long)gpt_num_params(&tr->m.cfg),
+           gpt_flops_per_token(&tr->m.cfg) * 1e-9);
+    printf("sgemm peak %.1f GFLOP/s (all %d ranks, %d threads each)\n",
+           tr->peak_gflops, tr->g.size, threads_get());
+    printf("step %.1f ms  %.0f tokens/s  MFU %.1f%%\n", r->ms, tps,
+           100 * mfu);
+    printf("  compute %.1f ms (optimizer %.1f)  comm %.1f ms exposed "
+           "(%.1f%% of the step) + %.1f ms overlapped; %.1f MB sent per "
+           "rank; pipeline wait %.1f ms\n", r->compute, r->optim, r->comm,
+           100 * r->comm / r->ms, r->hidden, r->wire_mb, r->pp_wait);
+    printf("  per op kind (rank 0%s):\n", tr->g.pp > 1 ? ", stage 0" : "");
+    for (int k = 0; k < OPK_COUNT; k++)
+        printf("  %-12s %8.1f ms  %5.1f%%\n", op_kind_names[k], r->op[k],
+               100 * r->op[k] / r->ms);
+    printf("memory (rank 0): peak RSS %.1f MB; params %.1f, grads %.1f, "
+           "optimizer %.1f, activations %.1f MB\n", rss, pbytes * mb,
+           pbytes * mb, 2 * pbytes * mb, tr->pl.act_bytes * mb);
+    printf("activations per rank (MB):");
+    for (int i = 0; i < tr->g.size; i++)
+        printf(" %.1f", acts[i]);
+    printf("\n");
+    if (tr->g.pp > 1) {
+        printf("pipeline: pp=%d %s, %d micro-batches: bubble %.3f measured, "
+               "%.3f in theory (p-1)/(m+p-1)\n", tr->g.pp, c->pp_schedule,
+               tr->accum, r->bubble, pp_bubble_theory(tr->g.pp, tr->accum));
+        for (int s = 0; s < tr->g.pp; s++)
+            printf("  stage %d: blocks [%d, %d)  busy %.1f ms  idle %.1f ms "
+                   "(last step)\n", s, tr->bound[s], tr->bound[s + 1],
+                   1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
+    }
+    struct json j;
+    json_init(&j);
+    json_obj_begin(&j, NULL);
+    const struct { const char *k; double v; } f[] = {
+        {"tokens_per_s", tps}, {"mfu", mfu}, {"peak_gflops", tr->peak_gflops},
+        {"ms_per_step", r->ms}, {"ms_compute", r->compute},
+        {"ms_comm", r->comm}, {"ms_comm_exposed", r->comm},
+        {"ms_comm_overlapped", r->hidden},
+        {"comm_exposed_frac", r->comm / r->ms}, {"wire_mb", r->wire_mb},
+        {"ms_optimizer", r->optim}, {"ms_data", 0.0},
+        {"ms_pp_wait", r->pp_wait},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        json_num(&j, f[i].k, f[i].v, 6);
+    for (int k = 0; k < OPK_COUNT; k++) {
+        char key[64];
+        snprintf(key, sizeof(key), "ms_%s", op_kind_names[k]);
+        json_num(&j, key, r->op[k], 6);
+    }
+    const struct { const char *k; double v; } mem[] = {
+        {"rss_peak_mb", rss}, {"params_mb", pbytes * mb},
+        {"grads_mb", pbytes * mb}, {"optimizer_mb", 2 * pbytes * mb},
+        {"activations_mb", tr->pl.act_bytes * mb},
+    };
+    for (size_t i = 0; i < sizeof(mem) / sizeof(mem[0]); i++)
+        json_num(&j, mem[i].k, mem[i].v, 6);
+    json_int(&j, "world", tr->g.size);
+    json_int(&j, "threads", threads_get());
+    json_int(&j, "n_params", gpt_num_params(&tr->m.cfg));
+    json_int(&j, "dp", tr->g.dp);
+    json_int(&j, "tp", tr->g.tp);
+    json_int(&j, "pp", tr->g.pp);
+    json_str(&j, "pp_schedule", c->pp_schedule);
+    json_int(&j, "micro_batches", tr->accum);
+    json_str(&j, "allreduce", c->allreduce);
+    json_str(&j, "compress", c->compress);
+    json_arr_begin(&j, "activations_mb_per_rank");
+    for (int i = 0; i < tr->g.size; i++)
+        json_num(&j, NULL, acts[i], 6);
+    json_arr_end(&j);
+    json_num(&j, "bubble", r->bubble, 6);
+    json_num(&j, "bubble_theory", pp_bubble_theory(tr->g.pp, tr->accum), 6);
+    const double *arr[2] = {tr->stage_busy, tr->stage_idle};
+    const char *key[2] = {"stage_busy_ms", "stage_idle_ms"};
+    for (int k = 0; k < 2; k++) {
+        json_arr_begin(&j, key[k]);
+        for (int s = 0; s < tr->g.pp; s++)
+            json_num(&j, NULL, 1e3 * arr[k][s], 6);
+        json_arr_end(&j);
+    }
+    json_obj_end(&j);
+    json_write_line(&j, stdout);
+    json_free(&j);
+}
+
+static int bench_step(int argc, char **argv)
+{
+    static const char *const extra[] = {"bench_steps", "bench_warmup", NULL};
+    const char *ev[2] = {"5", "1"};
+    struct config c;
+    char err[1024];
+    long ns, nw;
+    config_defaults(&c);
+    if (config_parse_args(&c, argc, argv, extra, ev, err, sizeof(err)) < 0 ||
+        config_finalize(&c, err, sizeof(err)) < 0 ||
+        cli_int("bench_steps", ev[0], &ns, err, sizeof(err)) < 0 ||
+        cli_int("bench_warmup", ev[1], &nw, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 2;
+    }
+    struct trainer tr;
+    if (trainer_init(&tr, &c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        trainer_free(&tr);
+        return 1;
+    }
+    size_t n = (size_t)tr.per_rank * c.seq_len;
+    int32_t *inp = malloc(2 * n * sizeof(int32_t));
+    fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);
+    struct bench_result r;
+    run_steps(&tr, (int)nw, inp, inp + n, &r);
+    /* the reference: sgemm peak measured again, carefully, just before
+     * the timed steps, at the same thread count, on every rank at once */
+    double peak = sgemm_peak_careful(6);
+    MPI_Allreduce(&peak, &tr.peak_gflops, 1, MPI_DOUBLE, MPI_SUM,
+                  tr.g.world);
+    run_steps(&tr, (int)(ns > 0 ? ns : 1), inp, inp + n, &r);
+    report(&tr, &r);
+    free(inp);
+    trainer_free(&tr);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv)
+{
+    if (argc < 1 || cli_wants_help(argc, argv)) {
+        printf("usage: mpitron bench gemm [--sizes=N,N,...] [--threads=N] "
+               "[--reps=N]\n"
+               "       mpitron bench step [CONFIG.ini] [--key=value ...] "
+               "[--bench_steps=N] [--bench_warmup=N]\n"
+               "       mpitron bench allreduce [--sizes=4K,1M,16M,...] "
+               "[--algo=mpi,ring,rhd,hier]\n"
+               "                [--compress=none,topk:0.01,...] [--csv] "
+               "[--iters=N] [--ranks_per_node=N]\n"
+               "                [--tune=FILE]\n"
+               "       mpitron bench ckpt [CONFIG.ini] [--key=value ...] "
+               "[--dir=DIR] [--reps=N]\n\n"
+               "gemm: square sgemm GFLOP/s at each size (summed over ranks)."
+               "\nstep: times training steps of the configured model on "
+               "synthetic tokens\n(every train key applies); prints the "
+               "time split per op kind, MFU against\nthe sgemm peak measured "
+               "in the same process, and memory.  The last line is\none JSON "
+               "object: tokens_per_s, mfu, peak_gflops, ms_per_step, ms_* "
+               "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
+               "activations_mb, activations_mb_per_rank;\nthe layout keys "
+               "dp, tp, pp, pp_schedule apply: with pp > 1 also bubble "
+               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms."
+               "\nallreduce: per size, algorithm and codec: "
+               "time, algorithm and bus bandwidth\n(2(p-1)/p bytes/time), "
+               "bytes this rank sent, and the ratio to MPI_Allreduce\nin the "
+               "same run; --tune=FILE writes the thresholds of "
+               "allreduce=auto.\nckpt: saves and loads the model's "
+               "checkpoint in DIR/ckpt (default bench_ckpt),\nand writes and "
+               "reads as many bytes with plain sequential I/O there (fsync "
+               "on both sides);\nthe best of --reps for each of "
+               "write_gbps, read_gbps, raw_write_gbps, raw_read_gbps,\n"
+               "stall_ms (sync), stall_ms_async, and write_vs_raw, "
+               "write_vs_raw_median.\n\n");
+        if (argc >= 1 && !strcmp(argv[0], "step"))
+            config_print_help(stdout);
+        return argc < 1 ? 2 : 0;
+    }
+    if (!strcmp(argv[0], "gemm"))
+        return bench_gemm(argc - 1, argv + 1);
+    if (!strcmp(argv[0], "step"))
+        return bench_step(argc - 1, argv + 1);
+    if (!strcmp(argv[0], "allreduce"))
+        return bench_allreduce(argc - 1, argv + 1);
+    if (!strcmp(argv[0], "ckpt"))
+        return bench_ckpt(argc - 1, argv + 1);
+    log_error("unknown benchmark '%s' (gemm | step | allreduce | ckpt)",
+              argv[0]);
+    return 2;
+}

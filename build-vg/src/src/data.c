@@ -1,0 +1,433 @@
+/*
+ * data.c - token shards (mmap), the global batch of a step, and the
+ * double-buffered prefetching loader.  Formats and formulas: data.h.
+ */
+#include "data.h"
+
+#include "rng.h"
+
+#include <assert.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "data.c maps little-endian uint16 tokens directly; big-endian hosts are unsupported"
+#endif
+
+#define SHARD_HEADER_BYTES ((size_t)SHARD_HEADER_INTS * 4)
+
+static int32_t le32_get(const unsigned char *p)
+{
+    return (int32_t)((uint32_t)p[0] | (uint32_t)p[1] << 8 |
+                     (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24);
+}
+
+/* ---- opening a split ------------------------------------------------ */
+
+static int name_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void names_free(char **names, int n)
+{
+    for (int i = 0; i < n; i++)
+        free(names[i]);
+    free(names);
+}
+
+/* Sorted full paths of <dir>/<split>_*.bin into *out (caller frees with
+ * names_free).  Returns the count (> 0) or -1 with err filled. */
+static int shard_paths_list(const char *dir, const char *split, char ***out,
+                            char *err, size_t errlen)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        if (errno == ENOENT)
+            snprintf(err, errlen,
+                     "data directory '%s' does not exist (run `mpitron "
+                     "prepare --out %s FILE...`)", dir, dir);
+        else
+            snprintf(err, errlen, "cannot open data directory '%s': %s", dir,
+                     strerror(errno));
+        return -1;
+    }
+    size_t plen = strlen(split);
+    char **names = NULL;
+    int n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        size_t len = strlen(e->d_name);
+        if (len < plen + 5 || strncmp(e->d_name, split, plen) != 0 ||
+            e->d_name[plen] != '_' || strcmp(e->d_name + len - 4, ".bin"))
+            continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            char **nn = realloc(names, (size_t)cap * sizeof *nn);
+            if (!nn)
+                goto oom;
+            names = nn;
+        }
+        size_t sz = strlen(dir) + len + 2;
+        if (!(names[n] = malloc(sz)))
+            goto oom;
+        snprintf(names[n++], sz, "%s/%s", dir, e->d_name);
+    }
+    closedir(d);
+    if (n == 0) {
+        free(names);
+        snprintf(err, errlen,
+                 "no shards matching '%s/%s_*.bin' in data directory '%s'",
+                 dir, split, dir);
+        return -1;
+    }
+    qsort(names, (size_t)n, sizeof *names, name_cmp);
+    *out = names;
+    return n;
+oom:
+    closedir(d);
+    names_free(names, n);
+    snprintf(err, errlen, "out of memory listing data directory '%s'", dir);
+    return -1;
+}
+
+int shard_validate(struct shard *s, int vocab_size, char *err, size_t errlen)
+{
+    const unsigned char *h = s->map;
+    if (s->map_len < SHARD_HEADER_BYTES) {
+        snprintf(err, errlen,
+                 "%s: file has %zu bytes, shorter than the %zu-byte header",
+                 s->path, s->map_len, SHARD_HEADER_BYTES);
+        return -1;
+    }
+    int32_t magic = le32_get(h), version = le32_get(h + 4);
+    int32_t count = le32_get(h + 8);
+    if (magic != SHARD_MAGIC) {
+        snprintf(err, errlen, "bad magic %d in %s, expected %d", magic,
+                 s->path, SHARD_MAGIC);
+        return -1;
+    }
+    if (version != SHARD_VERSION) {
+        snprintf(err, errlen,
+                 "%s: unsupported shard version %d (known versions: %d)",
+                 s->path, version, SHARD_VERSION);
+        return -1;
+    }
+    if (count < 0 ||
+        SHARD_HEADER_BYTES + 2 * (size_t)count != s->map_len) {
+        snprintf(err, errlen,
+                 "%s: header says %d tokens (%zu bytes) but file has %zu "
+                 "bytes", s->path, count,
+                 SHARD_HEADER_BYTES + 2 * (size_t)(count < 0 ? 0 : count),
+                 s->map_len);
+        return -1;
+    }
+    s->tok = (const uint16_t *)(h + SHARD_HEADER_BYTES);
+    s->ntok = count;
+    if (vocab_size <= 0 || vocab_size > 65535)
+        return 0;   /* every uint16 is in range (or no check requested) */
+    for (int64_t i = 0; i < s->ntok; i++) {
+        if (s->tok[i] >= vocab_size) {
+            snprintf(err, errlen,
+                     "%s: token %u at position %lld is >= vocab_size %d",
+                     s->path, (unsigned)s->tok[i], (long long)i, vocab_size);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Map s->path read-only and validate it. */
+static int shard_map(struct shard *s, int vocab_size, char *err,
+                     size_t errlen)
+{
+    int fd = open(s->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot open shard %s: %s", s->path,
+                 strerror(errno));
+        return -1;
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        snprintf(err, errlen, "%s: not a readable regular file", s->path);
+        close(fd);
+        return -1;
+    }
+    if ((size_t)st.st_size < SHARD_HEADER_BYTES) {
+        snprintf(err, errlen,
+                 "%s: file has %lld bytes, shorter than the %zu-byte header",
+                 s->path, (long long)st.st_size, SHARD_HEADER_BYTES);
+        close(fd);
+        return -1;
+    }
+    s->map_len = (size_t)st.st_size;
+    void *m = mmap(NULL, s->map_len, PROT_READ, MAP_PRIVATE, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED) {
+        snprintf(err, errlen, "cannot mmap %s: %s", s->path, strerror(errno));
+        return -1;
+    }
+    s->map = m;
+    madvise(m, s->map_len, MADV_WILLNEED);
+    return shard_validate(s, vocab_size, err, errlen);
+}
+
+/* vocab_size <= 0 (or > 65535) skips the token range check. */
+int dataset_open(struct dataset *ds, const char *dir, const char *split,
+                 int vocab_size, char *err, size_t errlen)
+{
+    memset(ds, 0, sizeof *ds);
+    char **paths;
+    int n = shard_paths_list(dir, split, &paths, err, errlen);
+    if (n < 0)
+        return -1;
+    ds->shards = calloc((size_t)n, sizeof *ds->shards);
+    if (!ds->shards) {
+        names_free(paths, n);
+        snprintf(err, errlen, "out of memory opening %d shards in '%s'", n,
+                 dir);
+        return -1;
+    }
+    ds->nshards = n;
+    for (int i = 0; i < n; i++)
+        ds->shards[i].path = paths[i];   /* ownership moves to ds */
+    free(paths);
+    for (int i = 0; i < n; i++) {
+        struct shard *s = &ds->shards[i];
+        if (shard_map(s, vocab_size, err, errlen) != 0) {
+            dataset_close(ds);
+            return -1;
+        }
+        s->start = ds->ntok;
+        ds->ntok += s->ntok;
+    }
+    return 0;
+}
+
+void dataset_close(struct dataset *ds)
+{
+    for (int i = 0; i < ds->nshards; i++) {
+        if (ds->shards[i].map)
+            munmap(ds->shards[i].map, ds->shards[i].map_len);
+        free(ds->shards[i].path);
+    }
+    free(ds->shards);
+    memset(ds, 0, sizeof *ds);
+}
+
+/* ---- reading and batches -------------------------------------------- */
+
+/* Index of the shard holding stream position pos (0 <= pos < ntok). */
+static int shard_find(const struct dataset *ds, int64_t pos)
+{
+    int lo = 0, hi = ds->nshards - 1;
+    while (lo < hi) {   /* last shard with start <= pos */
+        int mid = lo + (hi - lo + 1) / 2;
+        if (ds->shards[mid].start <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    while (lo < ds->nshards - 1 && pos >= ds->shards[lo].start +
+                                          ds->shards[lo].ntok)
+        lo++;   /* skip empty shards that share a start */
+    return lo;
+}
+
+void dataset_read(const struct dataset *ds, int64_t pos, int64_t n,
+                  int32_t *out)
+{
+    assert(pos >= 0 && n >= 0 && pos + n <= ds->ntok);
+    if (n == 0)
+        return;
+    int k = shard_find(ds, pos);
+    while (n > 0) {
+        const struct shard *s = &ds->shards[k++];
+        int64_t off = pos - s->start;
+        int64_t m = s->ntok - off < n ? s->ntok - off : n;
+        for (int64_t t = 0; t < m; t++)
+            out[t] = s->tok[off + t];
+        out += m;
+        pos += m;
+        n -= m;
+    }
+}
+
+/* Window of T+1 tokens at pos: inputs [0,T), targets [1,T+1). */
+static void window_read(const struct dataset *ds, int64_t pos, int T,
+                        int32_t *inp, int32_t *tgt)
+{
+    dataset_read(ds, pos, T, inp);
+    for (int t = 0; t + 1 < T; t++)
+        tgt[t] = inp[t + 1];
+    dataset_read(ds, pos + T, 1, tgt + T - 1);
+}
+
+void dataset_train_batch(const struct dataset *ds, uint64_t seed,
+                         int64_t step, int64_t seq0, int nseq, int T,
+                         int32_t *inp, int32_t *tgt)
+{
+    assert(T > 0 && ds->ntok > T);
+    uint64_t key = rng_key(seed, RNG_DATA, (uint64_t)step);
+    uint64_t range = (uint64_t)(ds->ntok - T);
+    for (int k = 0; k < nseq; k++) {
+        uint64_t i = (uint64_t)(seq0 + k);
+        int64_t pos = (int64_t)(rng_u64(key, i) % range);
+        window_read(ds, pos, T, inp + (size_t)k * T, tgt + (size_t)k * T);
+    }
+}
+
+void dataset_val_batch(const struct dataset *ds, int64_t j, int val_batch,
+                       int64_t seq0, int nseq, int T, int32_t *inp,
+                       int32_t *tgt)
+{
+    assert(T > 0 && ds->ntok > T && j >= 0);
+    uint64_t range = (uint64_t)(ds->ntok - T);
+    for (int k = 0; k < nseq; k++) {
+        uint64_t i = (uint64_t)(seq0 + k);
+        uint64_t w = ((uint64_t)j * (uint64_t)val_batch + i) * (uint64_t)T;
+        window_read(ds, (int64_t)(w % range), T, inp + (size_t)k * T,
+                    tgt + (size_t)k * T);
+    }
+}
+
+/* ---- prefetching loader ---------------------------------------------
+ * Step s always lives in slot s & 1.  The caller holds slot s&1 between
+ * loader_next(s) and its next call; the thread only ever fills slot
+ * want&1, and loader_next sets want = s+1 (the other slot) once step s is
+ * ready, so the two never touch the same buffer.  A jump (resume, or any
+ * step other than the prefetched one) re-targets the thread and waits.
+ */
+
+static void *loader_main(void *arg)
+{
+    struct loader *l = arg;
+    pthread_mutex_lock(&l->mu);
+    for (;;) {
+        while (!l->stop &&
+               (l->want < 0 || l->slot_step[l->want & 1] == l->want))
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (l->stop)
+            break;
+        int64_t w = l->want;
+        int slot = (int)(w & 1);
+        l->slot_step[slot] = -1;   /* being overwritten */
+        pthread_mutex_unlock(&l->mu);
+        dataset_train_batch(l->ds, l->seed, w, l->seq0, l->nseq, l->T,
+                            l->buf[slot][0], l->buf[slot][1]);
+        pthread_mutex_lock(&l->mu);
+        l->slot_step[slot] = w;
+        pthread_cond_broadcast(&l->cv);
+    }
+    pthread_mutex_unlock(&l->mu);
+    return NULL;
+}
+
+static void loader_buffers_free(struct loader *l)
+{
+    for (int s = 0; s < 2; s++)
+        for (int b = 0; b < 2; b++) {
+            free(l->buf[s][b]);
+            l->buf[s][b] = NULL;
+        }
+}
+
+int loader_init(struct loader *l, const struct dataset *ds, uint64_t seed,
+                int64_t seq0, int nseq, int T, int64_t first_step,
+                char *err, size_t errlen)
+{
+    memset(l, 0, sizeof *l);
+    assert(nseq >= 0 && T > 0 && first_step >= 0);
+    l->ds = ds;
+    l->seed = seed;
+    l->seq0 = seq0;
+    l->nseq = nseq;
+    l->T = T;
+    l->slot_step[0] = l->slot_step[1] = -1;
+    l->want = first_step;
+    size_t n = (size_t)(nseq > 0 ? nseq : 1) * (size_t)T;
+    for (int s = 0; s < 2; s++)
+        for (int b = 0; b < 2; b++)
+            if (!(l->buf[s][b] = malloc(n * sizeof(int32_t)))) {
+                loader_buffers_free(l);
+                snprintf(err, errlen,
+                         "loader: out of memory for 4 x %zu tokens", n);
+                return -1;
+            }
+    pthread_mutex_init(&l->mu, NULL);
+    pthread_cond_init(&l->cv, NULL);
+    /* the thread inherits a full signal mask: signals go to the main
+     * thread, whose handler sets the stop flag the step loop reads */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    int rc = pthread_create(&l->thread, NULL, loader_main, l);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (rc != 0) {
+        pthread_cond_destroy(&l->cv);
+        pthread_mutex_destroy(&l->mu);
+        loader_buffers_free(l);
+        snprintf(err, errlen, "loader: cannot start thread: %s",
+                 strerror(rc));
+        return -1;
+    }
+    return 0;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+/* inp/tgt (nseq, T) stay valid until the next loader_next or loader_free.
+ * Allocates nothing; blocks (time added to *wait_s if non-NULL). */
+void loader_next(struct loader *l, int64_t step, const int32_t **inp,
+                 const int32_t **tgt, double *wait_s)
+{
+    assert(step >= 0);
+    int slot = (int)(step & 1);
+    pthread_mutex_lock(&l->mu);
+    if (l->slot_step[slot] != step) {
+        double t0 = now_s();
+        if (l->want != step) {   /* jump: re-target the thread */
+            l->want = step;
+            pthread_cond_broadcast(&l->cv);
+        }
+        while (l->slot_step[slot] != step)
+            pthread_cond_wait(&l->cv, &l->mu);
+        if (wait_s)
+            *wait_s += now_s() - t0;
+    }
+    l->want = step + 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    *inp = l->buf[slot][0];
+    *tgt = l->buf[slot][1];
+}
+
+/* Stops and joins the thread, frees the buffers.  A no-op on a loader
+ * whose init failed or that was already freed. */
+void loader_free(struct loader *l)
+{
+    if (!l->buf[0][0])
+        return;
+    pthread_mutex_lock(&l->mu);
+    l->stop = 1;
+    pthread_cond_broadcast(&l->cv);
+    pthread_mutex_unlock(&l->mu);
+    pthread_join(l->thread, NULL);
+    pthread_cond_destroy(&l->cv);
+    pthread_mutex_destroy(&l->mu);
+    loader_buffers_free(l);
+}

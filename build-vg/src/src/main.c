@@ -1,0 +1,90 @@
+/*
+ * main.c - `mpitron CMD ...`: dispatch to the subcommands.
+ */
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+#include "log.h"
+#include "train.h"
+
+static void usage(FILE *f)
+{
+    fputs("usage: mpitron CMD [options]     (mpitron CMD --help for more)\n"
+          "\n"
+          "  prepare  --out DIR [--val_fraction=F] FILE...\n"
+          "           text files to byte-level token shards\n"
+          "  train    [CONFIG.ini] [--key=value ...]\n"
+          "           train a GPT (run under mpirun for several ranks)\n"
+          "  sample   --ckpt PATH|RUN_DIR [--prompt=TEXT] [--tokens=N]\n"
+          "           [--temperature=T] [--top_k=K] [--top_p=P] [--seed=S]\n"
+          "           generate text with a KV cache\n"
+          "  ckpt     info|verify PATH|RUN_DIR, list RUN_DIR\n"
+          "           a checkpoint's step, config and tensors; verify its\n"
+          "           checksums; list a run's checkpoints with status\n"
+          "  bench    gemm | step [CONFIG] [--key=value ...] | allreduce\n"
+          "           | ckpt: sgemm peak; a training step's speed, MFU,\n"
+          "           time split and memory; all-reduce algorithms and\n"
+          "           codecs; checkpoint I/O.  Last line: one JSON object\n"
+          "\n"
+          "mpitron " PACKAGE_VERSION "\n",
+          f);
+}
+
+static int cmd_train(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: mpitron train [CONFIG.ini] [--key=value ...]\n\n"
+               "Trains a GPT on the token shards in `data`.  Run it under\n"
+               "mpirun; dp defaults to the number of ranks.  Keys (INI\n"
+               "sections optional; the command line overrides the file):\n\n");
+        config_print_help(stdout);
+        return 0;
+    }
+    struct config c;
+    char err[1024];
+    config_defaults(&c);
+    if (config_parse_args(&c, argc, argv, NULL, NULL, err, sizeof(err)) < 0 ||
+        config_finalize(&c, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 2;
+    }
+    return train_main(&c);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (!strcmp(argv[1], "--version")) {
+        printf("mpitron %s\n", PACKAGE_VERSION);
+        return 0;
+    }
+    const char *cmd = argv[1];
+    if (!strcmp(cmd, "prepare")) /* no MPI needed */
+        return cmd_prepare(argc - 2, argv + 2);
+    int provided;
+    /* MULTIPLE: ckpt_async=1 writes checkpoints from a second thread */
+    MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
+    int rc;
+    if (!strcmp(cmd, "train"))
+        rc = cmd_train(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "sample"))
+        rc = cmd_sample(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "ckpt"))
+        rc = cmd_ckpt(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "bench"))
+        rc = cmd_bench(argc - 2, argv + 2);
+    else {
+        log_error("unknown command '%s'", cmd);
+        usage(stderr);
+        rc = 2;
+    }
+    MPI_Finalize();
+    return rc;
+}

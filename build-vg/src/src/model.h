@@ -1,0 +1,193 @@
+/*
+ * model.h - the GPT decoder: parameters described by the tensor table,
+ * activations per micro-batch, forward and backward of one stage.
+ *
+ * Architecture (GPT-2): token + learned position embedding (dropout),
+ * n_layer pre-LayerNorm blocks
+ *     x = x + drop(attn(ln1(x)))      attn: Q,K,V projections with
+ *     x = x + drop(mlp(ln2(x)))             n_kv_head kv heads, causal,
+ *                                            optional sliding window
+ *     mlp = proj(gelu(fc(x))), fc 4x wide
+ * final LayerNorm, LM head tied to the token embedding, fused softmax +
+ * cross-entropy.
+ *
+ * Parameters (global shapes; W (out, in), tp split in brackets):
+ *   wte (V,C), wpe (T,C)                           [replicated]
+ *   h.L.ln1.w, h.L.ln1.b (C)                       [replicated]
+ *   h.L.attn.wq (nh*hd,C)  wk, wv (nkv*hd,C)       [dim 0: heads]
+ *   h.L.attn.bq (nh*hd)    bk, bv (nkv*hd)         [dim 0]
+ *   h.L.attn.wo (C,nh*hd)                          [dim 1]
+ *   h.L.attn.bo (C)                                [replicated]
+ *   h.L.ln2.w, h.L.ln2.b (C)                       [replicated]
+ *   h.L.mlp.wfc (4C,C), h.L.mlp.bfc (4C)           [dim 0]
+ *   h.L.mlp.wproj (C,4C)                           [dim 1]
+ *   h.L.mlp.bproj (C)                              [replicated]
+ *   lnf.w, lnf.b (C)                               [replicated]
+ * wq, wk, wv (and bq, bk, bv) are adjacent in the arena, so locally they
+ * form one fused QKV matrix and the projection is one sgemm.
+ * Tensor parallelism (Megatron): QKV and FC are column-parallel (this
+ * rank's heads / FC rows), wo and wproj row-parallel.  Forward all-reduces
+ * the row-parallel partial sums in the tp group, then adds the replicated
+ * bias once; backward all-reduces the column-parallel layers' input
+ * gradient before the LayerNorm backward.  One all-reduce each way per
+ * attention and per MLP; everything else is replicated and computed
+ * identically on every tp rank.
+ * Init: weights N(0, 0.02), the residual projections wo and wproj
+ * N(0, 0.02/sqrt(2 n_layer)), biases 0, LayerNorm weights 1.
+ */
+#ifndef MPITRON_MODEL_H
+#define MPITRON_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor.h"
+
+struct tp_ctx; /* parallel/tp.h: the tensor-parallel collectives */
+
+struct gpt_config {
+    int n_layer, n_embd, n_head, n_kv_head, seq_len, vocab_size;
+    int attn_window;
+    float dropout;
+};
+
+/* Time spent per kind of op, seconds (what bench step splits by). */
+enum op_kind {
+    OPK_MATMUL, OPK_ATTENTION, OPK_LAYERNORM, OPK_GELU, OPK_ELEMENTWISE,
+    OPK_LOSS, OPK_EMBEDDING, OPK_TP_COMM, OPK_COUNT
+};
+extern const char *const op_kind_names[OPK_COUNT];
+
+struct gpt_layer_w { /* views into an arena (params or grads) */
+    float *ln1w, *ln1b, *wqkv, *bqkv, *wo, *bo;
+    float *ln2w, *ln2b, *wfc, *bfc, *wproj, *bproj;
+};
+
+/* Events a backward pass reports, so that gradient reduction can start on
+ * what is final and progress while the rest computes. */
+enum gpt_event {
+    GPT_GRADS_HEAD,   /* lnf.w, lnf.b final (wte is not: it is tied) */
+    GPT_GRADS_LAYER,  /* every tensor of block `layer` final */
+    GPT_GRADS_EMBED,  /* wpe and wte final */
+    GPT_PROGRESS,     /* between kernels: a chance to progress comm */
+};
+typedef void (*gpt_hook_fn)(void *ctx, enum gpt_event ev, int layer);
+
+struct gpt {
+    struct gpt_config cfg;
+    gpt_hook_fn hook;   /* NULL = none; called by gpt_backward when */
+    void *hook_ctx;     /* hook_final is set (last micro-batch) */
+    int hook_final;
+    int tp, tp_rank;    /* tensor-parallel degree and index */
+    struct tp_ctx *tpc; /* tp group (not owned; the trainer's); must be set
+                           before forward/backward when tp > 1 */
+    int l0, l1;         /* blocks [l0, l1) live on this stage */
+    int first, last;    /* stage holds the embedding / the head */
+    int nh, nkv, hd;    /* local heads, head dim */
+    int F;              /* local MLP width */
+    struct tensor_table tt;
+    float *params, *grads, *m, *v; /* arenas, tt.total floats each */
+    struct gpt_layer_w *lw, *lg;   /* per local layer: param / grad views */
+    float *wte, *wpe, *lnfw, *lnfb;     /* NULL when not on this stage */
+    float *dwte, *dwpe, *dlnfw, *dlnfb;
+    double op_time[OPK_COUNT];
+};
+
+/* Check the shape against the layout: n_embd % n_head, head and kv-head
+ * counts divisible by tp, ...  Returns 0 or -1 with err naming the keys. */
+int gpt_config_check(const struct gpt_config *c, int tp, char *err,
+                     size_t errlen);
+
+/* Build the table for this rank (tp shard, blocks [l0,l1)), allocate the
+ * four arenas and initialise the parameters from seed.  Returns 0 or -1
+ * (out of memory, err filled).  Free with gpt_free. */
+int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
+             int l0, int l1, uint64_t seed, char *err, size_t errlen);
+void gpt_free(struct gpt *m);
+
+/* Parameters in the global model (all stages, unsharded). */
+int64_t gpt_num_params(const struct gpt_config *c);
+/* Model FLOPs per token for training: 6 N + 12 n_layer seq_len n_embd. */
+double gpt_flops_per_token(const struct gpt_config *c);
+
+/*
+ * Activations of one micro-batch of B sequences of length T on this
+ * stage, plus backward scratch.  Owned by the caller; allocate once.
+ */
+struct gpt_layer_acts { /* one block's saved activations */
+    float *ln1, *ln1_mean, *ln1_rstd; /* (N,C) (N) (N) */
+    float *qkv;                       /* (N,(nh+2nkv)*hd) */
+    float *att;                       /* (B,nh,T,T) */
+    float *atty;                      /* (N,nh*hd) */
+    float *attproj, *res1;            /* (N,C) */
+    float *ln2, *ln2_mean, *ln2_rstd; /* (N,C) (N) (N) */
+    float *fch, *fch_gelu;            /* (N,F) */
+    float *fcproj, *res2;             /* (N,C) */
+};
+
+struct gpt_acts {
+    int B, T;
+    size_t N;            /* B*T */
+    int32_t *inp, *tgt;  /* (B,T) copies of the micro-batch tokens */
+    float *emb;          /* (N,C) embedding output, after dropout */
+    struct gpt_layer_acts *la; /* per local layer */
+    float *lnf, *lnf_mean, *lnf_rstd; /* (N,C) (N) (N) */
+    float *logits, *probs, *losses;   /* (N,V) (N,V) (N) */
+    /* backward scratch, shared by all layers */
+    float *dres, *dC, *dln;  /* (N,C) */
+    float *dqkv, *datty;     /* (N,Q) (N,nh*hd) */
+    float *datt;             /* (B,nh,T,T) */
+    float *dF1, *dF2;        /* (N,F) */
+    float *dlogits;          /* (N,V) */
+    float *mem;              /* the one allocation behind all of these */
+    size_t bytes;            /* its size, for the memory report */
+};
+/* Allocate activations for micro-batches of B sequences of length T
+ * (T <= seq_len), with their own backward scratch.  Head buffers (lnf,
+ * probs, logits) only on the last stage.  Returns 0 or -1 (out of
+ * memory).  Free with gpt_acts_free. */
+int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T);
+/* The same, but the scratch (dres ... dlogits, logits) is owner's: for
+ * the several micro-batches a pipeline holds at once, of which only one
+ * runs at a time.  owner must outlive a.  bytes counts a's own memory. */
+int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
+                         int T, const struct gpt_acts *owner);
+void gpt_acts_free(struct gpt_acts *a);
+
+/* Where a micro-batch sits, for counter-based dropout. */
+struct gpt_pos {
+    int64_t step;   /* optimizer step */
+    int64_t seq0;   /* global index of the first sequence in the batch */
+    uint64_t seed;
+    int train;      /* 0: no dropout (validation, sampling) */
+};
+
+/* Forward of this stage's part of the model on one micro-batch.  The
+ * first stage embeds inp (B,T); any other stage reads its input from
+ * a->emb (N,C), where the caller has put the previous stage's output.
+ * The last stage computes the loss against tgt (B,T) and returns the SUM
+ * of the per-token losses; other stages return 0 and leave their output
+ * at gpt_stage_output.  inp / tgt may be NULL where unused. */
+double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
+                   const int32_t *tgt, const struct gpt_pos *pos);
+/* Backward of the micro-batch last run through gpt_forward with the same
+ * acts; accumulates into m->grads.  dloss = d(loss)/d(one token's loss),
+ * 1 / (tokens in the global batch) for the mean.  A stage that is not the
+ * last reads d(its output) from a->dres; a stage that is not the first
+ * leaves d(its input) in a->dres (scratch: copy it before the next
+ * backward). */
+void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
+                  const struct gpt_pos *pos);
+/* This stage's output activation (N,C) after gpt_forward (the last
+ * block's residual stream; the input itself on a stage without blocks):
+ * a pointer into a, valid until a's next forward. */
+const float *gpt_stage_output(const struct gpt *m, const struct gpt_acts *a);
+
+void gpt_zero_grad(struct gpt *m);
+
+/* The table of the whole unsharded model (all blocks, tp = 1), without
+ * arenas: the list of names and global shapes a checkpoint holds.
+ * Returns 0 or -1 (out of memory).  Free with tensor_table_free. */
+int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt);
+
+#endif

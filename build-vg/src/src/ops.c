@@ -1,0 +1,401 @@
+/*
+ * ops.c - the element-wise and matrix kernels of the GPT model (attention
+ * is in ops_attention.c).  Semantics, shapes and argument order: ops.h.
+ *
+ * Threading and determinism: a kernel whose outputs are independent per
+ * row (or per element) splits rows over OpenMP threads; a kernel that sums
+ * over rows (parameter gradients of layernorm, bias, embeddings) splits
+ * columns, and every column keeps its serial row order.  Reductions along a
+ * row use the fixed-lane sums of ops_internal.h.  So every result is
+ * bitwise the same for any OMP_NUM_THREADS; only cblas_sgemm depends on
+ * the BLAS thread count.  Small tensors (< OPS_PAR_MIN elements) stay
+ * serial.
+ */
+#include "ops.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <omp.h>
+#include <string.h>
+
+#include "ops_internal.h"
+#include "rng.h"
+
+/* ------------------------------------------------------------------------ */
+/* encoder */
+
+void encoder_forward(float *out, const int32_t *inp, const float *wte,
+                     const float *wpe, size_t B, size_t T, size_t C)
+{
+    size_t N = B * T;
+#pragma omp parallel for schedule(static) if (N * C >= OPS_PAR_MIN)
+    for (size_t n = 0; n < N; n++) {
+        float *o = out + n * C;
+        const float *we = wte + (size_t)inp[n] * C;
+        const float *pe = wpe + (n % T) * C;
+        for (size_t c = 0; c < C; c++)
+            o[c] = we[c] + pe[c];
+    }
+}
+
+/* Tokens in (b, t) order, columns [lo, hi) only. */
+static void encoder_backward_cols(float *dwte, float *dwpe, const float *dout,
+                                  const int32_t *inp, size_t N, size_t T,
+                                  size_t C, size_t lo, size_t hi)
+{
+    for (size_t n = 0; n < N; n++) {
+        const float *d = dout + n * C;
+        float *dte = dwte + (size_t)inp[n] * C;
+        float *dpe = dwpe + (n % T) * C;
+        for (size_t c = lo; c < hi; c++) {
+            dte[c] += d[c];
+            dpe[c] += d[c];
+        }
+    }
+}
+
+void encoder_backward(float *dwte, float *dwpe, const float *dout,
+                      const int32_t *inp, size_t B, size_t T, size_t C)
+{
+    size_t N = B * T;
+    /* tokens that repeat collide in dwte: split columns, not tokens */
+#pragma omp parallel if (N * C >= OPS_PAR_MIN)
+    {
+        size_t lo, hi;
+        ops_range_split(C, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        encoder_backward_cols(dwte, dwpe, dout, inp, N, T, C, lo, hi);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* layernorm */
+
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *w, const float *b, size_t N, size_t C)
+{
+#pragma omp parallel for schedule(static) if (N * C >= OPS_PAR_MIN)
+    for (size_t n = 0; n < N; n++) {
+        const float *x = inp + n * C;
+        float *o = out + n * C;
+        float m = ops_sum(x, C) / (float)C;
+        /* variance from the deviations (two passes: no cancellation) */
+        float var = ops_sumsq_dev(x, m, C) / (float)C;
+        float s = 1.0f / sqrtf(var + 1e-5f);
+        for (size_t c = 0; c < C; c++)
+            o[c] = (x[c] - m) * s * w[c] + b[c];
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+/* dinp of one row: with g = w * dout and xhat = (x - mean) * rstd,
+ * dinp += rstd * (g - mean(g) - xhat * mean(g * xhat)). */
+static void layernorm_backward_row(float *dinp, const float *dout,
+                                   const float *x, const float *w, float m,
+                                   float s, size_t C)
+{
+    ops_vf a1 = {0}, a2 = {0};
+    size_t i = 0;
+    for (; i + OPS_VL <= C; i += OPS_VL) {
+        ops_vf g = ops_v_load(w + i) * ops_v_load(dout + i);
+        a1 += g;
+        a2 += g * ((ops_v_load(x + i) - m) * s);
+    }
+    float t1 = 0.0f, t2 = 0.0f;
+    for (; i < C; i++) {
+        float g = w[i] * dout[i];
+        t1 += g;
+        t2 += g * ((x[i] - m) * s);
+    }
+    float gmean = (ops_v_hsum(a1) + t1) / (float)C;
+    float gxmean = (ops_v_hsum(a2) + t2) / (float)C;
+    for (size_t c = 0; c < C; c++) {
+        float xhat = (x[c] - m) * s;
+        float g = w[c] * dout[c];
+        dinp[c] += s * (g - gmean - xhat * gxmean);
+    }
+}
+
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                        const float *inp, const float *w, const float *mean,
+                        const float *rstd, size_t N, size_t C)
+{
+    int par = N * C >= OPS_PAR_MIN;
+#pragma omp parallel if (par)
+    {
+#pragma omp for schedule(static) nowait
+        for (size_t n = 0; n < N; n++)
+            layernorm_backward_row(dinp + n * C, dout + n * C, inp + n * C, w,
+                                   mean[n], rstd[n], C);
+        /* dw, db sum over rows: each thread owns a column range */
+        size_t lo, hi;
+        ops_range_split(C, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        for (size_t n = 0; n < N; n++) {
+            const float *x = inp + n * C, *d = dout + n * C;
+            float m = mean[n], s = rstd[n];
+            for (size_t c = lo; c < hi; c++) {
+                dw[c] += ((x[c] - m) * s) * d[c];
+                db[c] += d[c];
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* matmul */
+
+void matmul_forward(float *out, const float *inp, const float *w,
+                    const float *bias, size_t N, size_t C, size_t OC)
+{
+    float beta = 0.0f;
+    if (bias) {
+        /* out starts as the bias rows and sgemm adds to it (beta = 1): no
+         * second pass over out */
+#pragma omp parallel for schedule(static) if (N * OC >= OPS_PAR_MIN)
+        for (size_t n = 0; n < N; n++)
+            memcpy(out + n * OC, bias, OC * sizeof(float));
+        beta = 1.0f;
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC,
+                (int)C, 1.0f, inp, (int)C, w, (int)C, beta, out, (int)OC);
+}
+
+/* dbias[lo, hi) += column sums of dout, rows in order */
+static void bias_backward_cols(float *dbias, const float *dout, size_t N,
+                               size_t OC, size_t lo, size_t hi)
+{
+    for (size_t n = 0; n < N; n++) {
+        const float *d = dout + n * OC;
+        for (size_t o = lo; o < hi; o++)
+            dbias[o] += d[o];
+    }
+}
+
+void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                     const float *inp, const float *w, size_t N, size_t C,
+                     size_t OC)
+{
+    if (dinp)
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C,
+                    (int)OC, 1.0f, dout, (int)OC, w, (int)C, 1.0f, dinp,
+                    (int)C);
+    if (dw)
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C,
+                    (int)N, 1.0f, dout, (int)OC, inp, (int)C, 1.0f, dw,
+                    (int)C);
+    if (dbias) {
+#pragma omp parallel if (N * OC >= OPS_PAR_MIN)
+        {
+            size_t lo, hi;
+            ops_range_split(OC, omp_get_thread_num(), omp_get_num_threads(),
+                            &lo, &hi);
+            bias_backward_cols(dbias, dout, N, OC, lo, hi);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* GELU, tanh approximation: 0.5 x (1 + tanh(u)), u = k (x + 0.044715 x^3).
+ * Computed as x * sg(x), sg = sigmoid(2u) = 1 / (1 + exp(-2u)): the same
+ * function without tanh's cancellation.  -2u is capped at 80 so that no
+ * denormal appears (gelu(x) for x < -10 is then about x * 2e-35 instead of
+ * an even smaller number).  gelu'(x) = sg + x * 2 sg (1 - sg) * u'(x),
+ * since 0.5 sech^2(u) = 2 sg (1 - sg).  Every element, the tail too, goes
+ * through the vector code, so its value does not depend on its position. */
+
+#define GELU_K 0.7978845608028654f /* sqrt(2 / pi) */
+#define GELU_C 0.044715f
+
+static inline ops_vf gelu_sigmoid_v(ops_vf x)
+{
+    ops_vf z = -2.0f * GELU_K * (x + GELU_C * x * x * x);
+    z = ops_v_select(z > OPS_VSET(80.0f), OPS_VSET(80.0f), z);
+    return 1.0f / (1.0f + ops_v_exp(z));
+}
+
+static inline ops_vf gelu_grad_v(ops_vf x, ops_vf dout)
+{
+    ops_vf sg = gelu_sigmoid_v(x);
+    ops_vf du = GELU_K * (1.0f + 3.0f * GELU_C * x * x);
+    return (sg + x * 2.0f * sg * (1.0f - sg) * du) * dout;
+}
+
+/* elements [lo, hi) of a gelu call; lo a multiple of OPS_VL */
+static void gelu_forward_range(float *out, const float *inp, size_t lo,
+                               size_t hi)
+{
+    size_t i = lo;
+    for (; i + OPS_VL <= hi; i += OPS_VL) {
+        ops_vf x = ops_v_load(inp + i);
+        ops_v_store(out + i, x * gelu_sigmoid_v(x));
+    }
+    if (i < hi) {
+        ops_vf x = ops_v_load_part(inp + i, hi - i);
+        ops_v_store_part(out + i, x * gelu_sigmoid_v(x), hi - i);
+    }
+}
+
+static void gelu_backward_range(float *dinp, const float *inp,
+                                const float *dout, size_t lo, size_t hi)
+{
+    size_t i = lo;
+    for (; i + OPS_VL <= hi; i += OPS_VL) {
+        ops_vf g = gelu_grad_v(ops_v_load(inp + i), ops_v_load(dout + i));
+        ops_v_store(dinp + i, ops_v_load(dinp + i) + g);
+    }
+    if (i < hi) {
+        size_t r = hi - i;
+        ops_vf g = gelu_grad_v(ops_v_load_part(inp + i, r),
+                               ops_v_load_part(dout + i, r));
+        ops_v_store_part(dinp + i, ops_v_load_part(dinp + i, r) + g, r);
+    }
+}
+
+void gelu_forward(float *out, const float *inp, size_t n)
+{
+#pragma omp parallel if (n >= OPS_PAR_MIN)
+    {
+        size_t lo, hi;
+        ops_range_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        gelu_forward_range(out, inp, lo, hi);
+    }
+}
+
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n)
+{
+#pragma omp parallel if (n >= OPS_PAR_MIN)
+    {
+        size_t lo, hi;
+        ops_range_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        gelu_backward_range(dinp, inp, dout, lo, hi);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* residual */
+
+void residual_forward(float *out, const float *a, const float *b, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= OPS_PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        out[i] = a[i] + b[i];
+}
+
+void residual_backward(float *da, float *db, const float *dout, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= OPS_PAR_MIN)
+    for (size_t i = 0; i < n; i++) {
+        da[i] += dout[i];
+        db[i] += dout[i];
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* fused softmax + cross-entropy */
+
+void crossentropy_softmax_forward(float *losses, float *probs,
+                                  const float *logits, const int32_t *targets,
+                                  size_t N, size_t V)
+{
+#pragma omp parallel for schedule(static) if (N * V >= OPS_PAR_MIN)
+    for (size_t n = 0; n < N; n++) {
+        const float *l = logits + n * V;
+        float *p = probs + n * V;
+        float m = ops_max(l, V);
+        memcpy(p, l, V * sizeof(float));
+        ops_exp_shift_inplace(p, m, V);
+        float sum = ops_sum(p, V);
+        float inv = 1.0f / sum;
+        for (size_t v = 0; v < V; v++)
+            p[v] *= inv;
+        /* log softmax directly, not log(p): exact for tiny probabilities */
+        losses[n] = logf(sum) - (l[targets[n]] - m);
+    }
+}
+
+void crossentropy_softmax_backward(float *dlogits, const float *probs,
+                                   const int32_t *targets, float dloss,
+                                   size_t N, size_t V)
+{
+#pragma omp parallel for schedule(static) if (N * V >= OPS_PAR_MIN)
+    for (size_t n = 0; n < N; n++) {
+        float *d = dlogits + n * V;
+        const float *p = probs + n * V;
+        size_t t = (size_t)targets[n];
+        float dt = d[t] + (p[t] - 1.0f) * dloss;
+        for (size_t v = 0; v < V; v++)
+            d[v] += p[v] * dloss;
+        d[t] = dt;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* dropout */
+
+/* Element j of a row whose first element has global counter ctr is kept
+ * when rng_uniform(key, ctr + j) >= p.  rng_uniform is k / 2^24 with
+ * k = rng_u64 >> 40 (exact in float), so the test is k >= ceil(p 2^24) in
+ * integers; the result is selected by a bit mask.  Both keep the loop free
+ * of float comparisons and branches, so gcc vectorises it (a branch on a
+ * random mask also mispredicts): about 4x faster, same values. */
+static inline void dropout_row(float *out, const float *x, float scale,
+                               uint64_t thr, uint64_t key, uint64_t ctr,
+                               size_t C, int accum)
+{
+    for (size_t j = 0; j < C; j++) {
+        uint32_t keep = -(uint32_t)((rng_u64(key, ctr + j) >> 40) >= thr);
+        float v = x[j] * scale;
+        uint32_t bits;
+        memcpy(&bits, &v, sizeof bits);
+        bits &= keep;
+        memcpy(&v, &bits, sizeof v);
+        if (accum)
+            out[j] += v;
+        else
+            out[j] = v;
+    }
+}
+
+static void dropout_apply(float *out, const float *inp, float p, uint64_t key,
+                          uint64_t row0, size_t ld, size_t col0, size_t N,
+                          size_t C, int accum)
+{
+    float scale = 1.0f / (1.0f - p);
+    uint64_t thr = (uint64_t)ceilf(p * 16777216.0f); /* p in (0, 1] */
+#pragma omp parallel for schedule(static) if (N * C >= OPS_PAR_MIN)
+    for (size_t i = 0; i < N; i++) {
+        uint64_t ctr = (row0 + i) * (uint64_t)ld + col0;
+        if (accum)
+            dropout_row(out + i * C, inp + i * C, scale, thr, key, ctr, C, 1);
+        else
+            dropout_row(out + i * C, inp + i * C, scale, thr, key, ctr, C, 0);
+    }
+}
+
+void dropout_forward(float *out, const float *inp, float p, uint64_t key,
+                     uint64_t row0, size_t ld, size_t col0, size_t N, size_t C)
+{
+    if (p <= 0.0f) {
+        if (out != inp)
+            memcpy(out, inp, N * C * sizeof(float));
+        return;
+    }
+    dropout_apply(out, inp, p, key, row0, ld, col0, N, C, 0);
+}
+
+void dropout_backward(float *dinp, const float *dout, float p, uint64_t key,
+                      uint64_t row0, size_t ld, size_t col0, size_t N,
+                      size_t C)
+{
+    if (p <= 0.0f) {
+#pragma omp parallel for simd schedule(static) if (N * C >= OPS_PAR_MIN)
+        for (size_t i = 0; i < N * C; i++)
+            dinp[i] += dout[i];
+        return;
+    }
+    dropout_apply(dinp, dout, p, key, row0, ld, col0, N, C, 1);
+}

@@ -1,0 +1,114 @@
+/*
+ * ops.h - the kernels of the GPT model, each a _forward/_backward pair.
+ *
+ * Conventions (llm.c's, see STYLE.md):
+ *  - argument order: outputs, saved-for-backward, inputs, weights, sizes;
+ *  - a weight matrix w is (OC, C) row-major and a linear layer computes
+ *    out = inp @ w^T + bias;
+ *  - every _backward ACCUMULATES (+=) into the gradients it is given,
+ *    parameter gradients and input gradients alike.  The caller zeroes
+ *    activation gradients per micro-batch and parameter gradients per step;
+ *    this is what makes micro-batch accumulation and residual branches free;
+ *  - N = B*T rows; all sizes are size_t;
+ *  - matrix products go through cblas_sgemm (attention's per-head products
+ *    too); element-wise kernels are written so gcc vectorises them and are
+ *    split over OpenMP threads when the runtime has more than one.
+ *
+ * None of these functions allocates or fails: shapes are the caller's
+ * contract.
+ */
+#ifndef MPITRON_OPS_H
+#define MPITRON_OPS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* out (B,T,C) = wte[inp[b,t]] + wpe[t]; inp (B,T); wte (V,C); wpe (>=T,C) */
+void encoder_forward(float *out, const int32_t *inp, const float *wte,
+                     const float *wpe, size_t B, size_t T, size_t C);
+/* dwte (V,C) +=, dwpe (>=T,C) +=; dout (B,T,C); inp (B,T) */
+void encoder_backward(float *dwte, float *dwpe, const float *dout,
+                      const int32_t *inp, size_t B, size_t T, size_t C);
+
+/* out (N,C); mean, rstd (N) saved; inp (N,C); w, b (C); eps = 1e-5 */
+void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
+                       const float *w, const float *b, size_t N, size_t C);
+/* dinp (N,C) +=, dw (C) +=, db (C) +=; dout (N,C); inp (N,C); w (C);
+ * mean, rstd (N) from the forward */
+void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
+                        const float *inp, const float *w, const float *mean,
+                        const float *rstd, size_t N, size_t C);
+
+/* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC); bias may be NULL */
+void matmul_forward(float *out, const float *inp, const float *w,
+                    const float *bias, size_t N, size_t C, size_t OC);
+/* dinp (N,C) += dout @ w; dw (OC,C) += dout^T @ inp; dbias (OC) += column
+ * sums of dout.  Any of dinp, dw, dbias may be NULL (not wanted). */
+void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
+                     const float *inp, const float *w, size_t N, size_t C,
+                     size_t OC);
+
+/*
+ * Causal self-attention with grouped query heads and an optional sliding
+ * window.  qkv (B,T,(nh+2*nkv)*hd) holds, per token, the nh query heads,
+ * then the nkv key heads, then the nkv value heads, each hd wide.  Query
+ * head h reads key/value head h / (nh/nkv): nkv == nh is multi-head,
+ * 1 < nkv < nh grouped-query, nkv == 1 multi-query.  Token t attends to
+ * positions s with s <= t and, when window > 0, t - s < window.
+ * Scores are scaled by 1/sqrt(hd).
+ */
+struct attn_shape {
+    size_t B, T;   /* batch, sequence length */
+    size_t nh;     /* query heads (on this rank) */
+    size_t nkv;    /* key/value heads (on this rank); nh % nkv == 0 */
+    size_t hd;     /* head dimension */
+    size_t window; /* 0 = full causal */
+};
+/* out (B,T,nh*hd); att (B,nh,T,T) softmax probabilities saved for backward
+ * (entries outside the causal window are 0); qkv as above */
+void attention_forward(float *out, float *att, const float *qkv,
+                       const struct attn_shape *s);
+/* dqkv (B,T,(nh+2*nkv)*hd) +=; scratch (B,nh,T,T) is overwritten;
+ * dout (B,T,nh*hd); qkv, att from the forward */
+void attention_backward(float *dqkv, float *scratch, const float *dout,
+                        const float *qkv, const float *att,
+                        const struct attn_shape *s);
+
+/* GELU, tanh approximation (GPT-2's); out, inp (n) */
+void gelu_forward(float *out, const float *inp, size_t n);
+/* dinp (n) += gelu'(inp) * dout */
+void gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+
+/* out (n) = a + b */
+void residual_forward(float *out, const float *a, const float *b, size_t n);
+/* da (n) += dout; db (n) += dout */
+void residual_backward(float *da, float *db, const float *dout, size_t n);
+
+/* Fused softmax + cross-entropy.  losses (N) = -log softmax(logits)[target];
+ * probs (N,V) saved; logits (N,V); targets (N), each in [0,V). */
+void crossentropy_softmax_forward(float *losses, float *probs,
+                                  const float *logits, const int32_t *targets,
+                                  size_t N, size_t V);
+/* dlogits (N,V) += (probs - onehot(target)) * dloss, dloss being d(total
+ * loss)/d(loss of one row), e.g. 1 / (tokens in the global batch) */
+void crossentropy_softmax_backward(float *dlogits, const float *probs,
+                                   const int32_t *targets, float dloss,
+                                   size_t N, size_t V);
+
+/*
+ * Inverted dropout with a counter-based mask: element (i, j) of the (N,C)
+ * block is kept when rng_uniform(key, (row0 + i) * ld + col0 + j) >= p and
+ * then scaled by 1/(1-p).  row0 is the global row (token) index of the first
+ * row, ld the global row width, col0 the global column of column 0, so the
+ * mask does not depend on how the batch or the columns are sharded.  The
+ * backward regenerates the mask; nothing is stored.  p == 0 copies.
+ */
+void dropout_forward(float *out, const float *inp, float p, uint64_t key,
+                     uint64_t row0, size_t ld, size_t col0, size_t N,
+                     size_t C);
+/* dinp (N,C) += mask * dout / (1-p) */
+void dropout_backward(float *dinp, const float *dout, float p, uint64_t key,
+                      uint64_t row0, size_t ld, size_t col0, size_t N,
+                      size_t C);
+
+#endif

@@ -1,0 +1,209 @@
+/*
+ * ops_internal.h - helpers shared by ops.c and ops_attention.c (and
+ * included by tests/test_ops.c to check ops_v_exp); not part of the API.
+ *
+ * Everything here is static inline so that gcc can vectorise the loops that
+ * call it without -ffast-math:
+ *  - ops_v_exp: exp on OPS_VL lanes (Cephes' reduction and polynomial) in
+ *    GCC vector extensions; glibc's expf is a call that only vectorises
+ *    under -ffast-math.  Relative error 8e-8 on [-87, 88] (tests/test_ops.c
+ *    checks < 3e-7 against exp() in double);
+ *  - ops_sum and friends: reductions written on vector types with a fixed
+ *    accumulator layout folded in a fixed order (no reassociation by the
+ *    compiler needed, so no -ffast-math), so the result depends on n only:
+ *    not on the thread count, on the alignment of the pointer, or on
+ *    whether the compiler peeled a loop;
+ *  - ops_range_split: the column range of one thread when a kernel that
+ *    sums over rows is split over columns (each column keeps its row order,
+ *    so results are bitwise the same for any thread count).
+ */
+#ifndef MPITRON_OPS_INTERNAL_H
+#define MPITRON_OPS_INTERNAL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "peak.h"
+
+/* Below this many elements a kernel stays serial (an OpenMP fork costs a
+ * few microseconds; 64K floats take about that long to stream); and it
+ * always does while OpenBLAS runs more than one thread per rank: OpenBLAS's
+ * idle threads spin after every sgemm, and an OpenMP pool started beside
+ * them fights them for the cores (measured at threads=2, the 4 x 256
+ * model: layernorm 131 ms per step against 2.3 ms, the step 3.8x slower).
+ * Evaluated at every call (a thread count can change between steps). */
+#define OPS_PAR_MIN (threads_get() == 1 ? ((size_t)1 << 16) : SIZE_MAX)
+
+/* OPS_VL floats in a GCC vector: 8 (one AVX register) when the build
+ * targets AVX, else 4 (SSE, NEON), so that no function takes a vector
+ * wider than the target's ABI knows.  The exp-based loops are written on
+ * it because gcc will not if-convert (hence not vectorise) a float
+ * comparison in a scalar loop unless -fno-trapping-math is given. */
+#ifdef __AVX__
+#define OPS_VBYTES 32
+#else
+#define OPS_VBYTES 16
+#endif
+#define OPS_VL (OPS_VBYTES / 4)
+typedef float ops_vf __attribute__((vector_size(OPS_VBYTES)));
+typedef int32_t ops_vi __attribute__((vector_size(OPS_VBYTES)));
+typedef uint32_t ops_vu __attribute__((vector_size(OPS_VBYTES)));
+
+/* c in every lane */
+#define OPS_VSET(c) ((ops_vf){0} + (c))
+
+static inline ops_vf ops_v_load(const float *p)
+{
+    ops_vf v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+static inline void ops_v_store(float *p, ops_vf v)
+{
+    memcpy(p, &v, sizeof v);
+}
+
+/* first n < OPS_VL floats of p, the other lanes 0 */
+static inline ops_vf ops_v_load_part(const float *p, size_t n)
+{
+    ops_vf v = {0};
+    memcpy(&v, p, n * sizeof(float));
+    return v;
+}
+
+static inline void ops_v_store_part(float *p, ops_vf v, size_t n)
+{
+    memcpy(p, &v, n * sizeof(float));
+}
+
+/* m ? a : b, lane by lane (m from a vector comparison: all ones or 0) */
+static inline ops_vf ops_v_select(ops_vi m, ops_vf a, ops_vf b)
+{
+    return (ops_vf)((m & (ops_vi)a) | (~m & (ops_vi)b));
+}
+
+/* exp(x) lane by lane for x in [-87, 88]; 0 below -87.3 (where expf is
+ * denormal or 0); saturates at exp(88) = 1.65e38 above 88 instead of
+ * overflowing to inf.  NaN in, NaN out. */
+static inline ops_vf ops_v_exp(ops_vf x)
+{
+    /* only the upper end is clamped: below -87.3 the lanes compute garbage
+     * (never a trap or undefined behaviour) that the last line replaces */
+    ops_vf xc = ops_v_select(x > OPS_VSET(88.0f), OPS_VSET(88.0f), x);
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick (exact in round to
+     * nearest; gcc does not fold it without -ffast-math) */
+    ops_vf t = xc * 1.44269504088896341f + 12582912.0f;
+    ops_vf n = t - 12582912.0f;
+    /* r = x - n ln2 in two parts; n * 0.693359375 is exact */
+    ops_vf r = xc - n * 0.693359375f;
+    r = r + n * 2.12194440e-4f;
+    /* Cephes' polynomial, evaluated by Estrin's scheme (a shorter
+     * dependency chain than Horner's, which bounds gelu's speed) */
+    ops_vf r2 = r * r, r4 = r2 * r2;
+    ops_vf q01 = 5.0000001201e-1f + 1.6666665459e-1f * r;
+    ops_vf q23 = 4.1665795894e-2f + 8.3334519073e-3f * r;
+    ops_vf q45 = 1.3981999507e-3f + 1.9875691500e-4f * r;
+    ops_vf p = (q01 + q23 * r2) + q45 * r4;
+    p = p * r2 + r + 1.0f;
+    /* 2^n from the bits of t, whose low mantissa bits hold n */
+    ops_vu bits = (((ops_vu)t - 0x4b400000u) + 127u) << 23;
+    ops_vf y = p * (ops_vf)bits;
+    return ops_v_select(x < OPS_VSET(-87.3f), OPS_VSET(0.0f), y);
+}
+
+/* x[i] = exp(x[i] - m) for i < n, every element through ops_v_exp (the
+ * tail too, zero-padded), so an element's value does not depend on where
+ * the vector boundaries fall */
+static inline void ops_exp_shift_inplace(float *x, float m, size_t n)
+{
+    size_t i = 0;
+    for (; i + OPS_VL <= n; i += OPS_VL)
+        ops_v_store(x + i, ops_v_exp(ops_v_load(x + i) - m));
+    if (i < n)
+        ops_v_store_part(x + i, ops_v_exp(ops_v_load_part(x + i, n - i) - m),
+                         n - i);
+}
+
+/* Sum of the lanes of v in a fixed tree order. */
+static inline float ops_v_hsum(ops_vf v)
+{
+    float t[OPS_VL];
+    memcpy(t, &v, sizeof v);
+    for (size_t w = OPS_VL / 2; w >= 1; w /= 2)
+        for (size_t k = 0; k < w; k++)
+            t[k] += t[k + w];
+    return t[0];
+}
+
+/* sum of x[0..n): two vector accumulators, then a scalar tail */
+static inline float ops_sum(const float *x, size_t n)
+{
+    ops_vf a0 = {0}, a1 = {0};
+    size_t i = 0;
+    for (; i + 2 * OPS_VL <= n; i += 2 * OPS_VL) {
+        a0 += ops_v_load(x + i);
+        a1 += ops_v_load(x + i + OPS_VL);
+    }
+    float tail = 0.0f;
+    for (; i < n; i++)
+        tail += x[i];
+    return ops_v_hsum(a0 + a1) + tail;
+}
+
+/* sum of a[i] * b[i], same layout as ops_sum */
+static inline float ops_dot(const float *a, const float *b, size_t n)
+{
+    ops_vf a0 = {0}, a1 = {0};
+    size_t i = 0;
+    for (; i + 2 * OPS_VL <= n; i += 2 * OPS_VL) {
+        a0 += ops_v_load(a + i) * ops_v_load(b + i);
+        a1 += ops_v_load(a + i + OPS_VL) * ops_v_load(b + i + OPS_VL);
+    }
+    float tail = 0.0f;
+    for (; i < n; i++)
+        tail += a[i] * b[i];
+    return ops_v_hsum(a0 + a1) + tail;
+}
+
+/* sum of (x[i] - m)^2, same layout as ops_sum */
+static inline float ops_sumsq_dev(const float *x, float m, size_t n)
+{
+    ops_vf a0 = {0}, a1 = {0};
+    size_t i = 0;
+    for (; i + 2 * OPS_VL <= n; i += 2 * OPS_VL) {
+        ops_vf d0 = ops_v_load(x + i) - m, d1 = ops_v_load(x + i + OPS_VL) - m;
+        a0 += d0 * d0;
+        a1 += d1 * d1;
+    }
+    float tail = 0.0f;
+    for (; i < n; i++)
+        tail += (x[i] - m) * (x[i] - m);
+    return ops_v_hsum(a0 + a1) + tail;
+}
+
+/* max of x[0..n), n >= 1 (order-independent, so any vectorisation is exact) */
+static inline float ops_max(const float *x, size_t n)
+{
+    float m = x[0];
+#pragma omp simd reduction(max : m)
+    for (size_t i = 1; i < n; i++)
+        m = x[i] > m ? x[i] : m;
+    return m;
+}
+
+/* Columns [*lo, *hi) of thread tid out of nt, for n columns cut at
+ * multiples of 16 (whole vectors; the cut points do not change any
+ * column's arithmetic, only who computes it). */
+static inline void ops_range_split(size_t n, int tid, int nt, size_t *lo,
+                                   size_t *hi)
+{
+    size_t blocks = (n + 15) / 16;
+    size_t b0 = blocks * (size_t)tid / (size_t)nt;
+    size_t b1 = blocks * (size_t)(tid + 1) / (size_t)nt;
+    *lo = b0 * 16 < n ? b0 * 16 : n;
+    *hi = b1 * 16 < n ? b1 * 16 : n;
+}
+
+#endif

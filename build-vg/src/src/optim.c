@@ -1,0 +1,139 @@
+/*
+ * optim.c - AdamW, sum of squares for the global gradient norm, clip factor.
+ *
+ * Determinism: both kernels cut the array into chunks whose boundaries
+ * depend on n only, never on the thread count.  Every element of AdamW is
+ * independent and sits at the same offset of the same chunk whatever the
+ * number of threads, so it is computed by the same instructions (vector
+ * body or scalar tail) and the result is bitwise the same for any
+ * OMP_NUM_THREADS.  sumsq adds each chunk in double with a fixed
+ * accumulator layout and sums the chunk partials in chunk order.  Like
+ * the element-wise ops (ops_internal.h), they use OpenMP only while
+ * OpenBLAS runs one thread per rank.
+ */
+#include "optim.h"
+
+#include <math.h>
+
+#include "peak.h"
+
+/* Elements per AdamW chunk: a multiple of every vector width, big enough
+ * that the OpenMP scheduling cost is noise. */
+#define OPTIM_CHUNK ((size_t)1 << 15)
+/* sumsq: at most this many chunks (a stack array of partials), each at
+ * least OPTIM_CHUNK elements long. */
+#define SUMSQ_MAX_CHUNKS 256
+/* Independent double accumulators in sumsq; lets the loop vectorise
+ * without reassociating (no -ffast-math needed). */
+#define SUMSQ_LANES 8
+
+/* The inner loop over one chunk.  Plain arrays, no aliasing between them
+ * (restrict), no calls but sqrtf: gcc -O3 vectorises it, provided the
+ * build passes -fno-math-errno.  Without that flag gcc must keep a scalar
+ * sqrtf call that can set errno, and the loop stays scalar (still correct;
+ * a function-level optimize attribute or pragma does not help, because
+ * the const-ness of the sqrtf builtin is fixed from the command line). */
+static void adamw_chunk(float *restrict p, const float *restrict g_in,
+                        float *restrict m, float *restrict v, size_t n,
+                        float lr, float b1, float b2, float eps, float wd,
+                        float inv_bc1, float inv_bc2, float grad_scale)
+{
+    const float c1 = 1.0f - b1, c2 = 1.0f - b2;
+    for (size_t i = 0; i < n; i++) {
+        float g = g_in[i] * grad_scale;
+        float mi = b1 * m[i] + c1 * g;
+        float vi = b2 * v[i] + c2 * (g * g);
+        m[i] = mi;
+        v[i] = vi;
+        float mhat = mi * inv_bc1;
+        float vhat = vi * inv_bc2;
+        p[i] -= lr * (mhat / (sqrtf(vhat) + eps) + wd * p[i]);
+    }
+}
+
+/*
+ * param, m, v are updated in place (caller owns all arrays, n elements
+ * each, not overlapping).  hp->t must be >= 1.  No allocation, no errors.
+ */
+void adamw_update(float *param, const float *grad, float *m, float *v,
+                  size_t n, const struct adamw_hp *hp, float grad_scale,
+                  int decay)
+{
+    /* bias corrections once, in double: 1 - b^t loses digits in float
+     * when b is close to 1 and t is small */
+    double bc1 = 1.0 - pow((double)hp->beta1, (double)hp->t);
+    double bc2 = 1.0 - pow((double)hp->beta2, (double)hp->t);
+    const float inv_bc1 = (float)(1.0 / bc1);
+    const float inv_bc2 = (float)(1.0 / bc2);
+    const float wd = decay ? hp->weight_decay : 0.0f;
+    const float lr = hp->lr, b1 = hp->beta1, b2 = hp->beta2, eps = hp->eps;
+    const size_t nchunks = (n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
+    const long long nc = (long long)nchunks;
+
+#pragma omp parallel for schedule(static) if (nc > 1 && threads_get() == 1)
+    for (long long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * OPTIM_CHUNK;
+        size_t len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;
+        adamw_chunk(param + lo, grad + lo, m + lo, v + lo, len, lr, b1, b2,
+                    eps, wd, inv_bc1, inv_bc2, grad_scale);
+    }
+}
+
+/* Sum of squares of one chunk in double, SUMSQ_LANES partial sums added
+ * in a fixed order at the end.  Each square is exact in double. */
+static double sumsq_chunk(const float *restrict x, size_t n)
+{
+    double acc[SUMSQ_LANES] = {0};
+    size_t i = 0;
+    for (; i + SUMSQ_LANES <= n; i += SUMSQ_LANES)
+        for (size_t j = 0; j < SUMSQ_LANES; j++) {
+            double d = (double)x[i + j];
+            acc[j] += d * d;
+        }
+    for (; i < n; i++) {
+        double d = (double)x[i];
+        acc[0] += d * d;
+    }
+    double s = 0.0;
+    for (size_t j = 0; j < SUMSQ_LANES; j++)
+        s += acc[j];
+    return s;
+}
+
+/*
+ * x (n) is read only.  The chunking depends on n alone (at most
+ * SUMSQ_MAX_CHUNKS chunks on the stack), so the result is bitwise the same
+ * for any thread count.  No allocation, no errors.
+ */
+double sumsq(const float *x, size_t n)
+{
+    double part[SUMSQ_MAX_CHUNKS];
+    size_t chunk = (n + SUMSQ_MAX_CHUNKS - 1) / SUMSQ_MAX_CHUNKS;
+    if (chunk < OPTIM_CHUNK)
+        chunk = OPTIM_CHUNK;
+    chunk = (chunk + SUMSQ_LANES - 1) / SUMSQ_LANES * SUMSQ_LANES;
+    const long long nc = (long long)((n + chunk - 1) / chunk);
+
+#pragma omp parallel for schedule(static) if (nc > 1 && threads_get() == 1)
+    for (long long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * chunk;
+        size_t len = n - lo < chunk ? n - lo : chunk;
+        part[c] = sumsq_chunk(x + lo, len);
+    }
+    double s = 0.0;
+    for (long long c = 0; c < nc; c++)
+        s += part[c];
+    return s;
+}
+
+/*
+ * min(1, max_norm / norm); 1 when max_norm <= 0 (clipping off) or when
+ * norm is not above max_norm.  A NaN norm gives 1 (the caller detects a
+ * non-finite norm and skips the step); an infinite norm gives 0.
+ */
+float clip_scale(double norm, float max_norm)
+{
+    if (max_norm <= 0.0f || !(norm > (double)max_norm))
+        return 1.0f;
+    return (float)((double)max_norm / norm);
+}

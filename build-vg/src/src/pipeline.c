@@ -1,0 +1,186 @@
+/*
+ * pipeline.c - executes parallel/pp.c's action lists on the model.
+ */
+#include "pipeline.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "phase.h"
+#include "tensor.h"
+
+int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
+                  int p, int s, enum pp_kind kind, int nmb, int B, int T,
+                  char *err, size_t errlen)
+{
+    memset(pl, 0, sizeof(*pl));
+    pl->p = p;
+    pl->s = s;
+    pl->m = nmb;
+    pl->B = B;
+    pl->T = T;
+    pl->n = (size_t)B * (size_t)T * (size_t)m->cfg.n_embd;
+    if (pp_schedule_build(&pl->sc, kind, p, s, nmb, 0, err, errlen) < 0 ||
+        pp_schedule_build(&pl->ev, kind, p, s, nmb, 1, err, errlen) < 0)
+        goto fail;
+    int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
+    if (pp_link_init(&pl->link, pp_comm, ns) < 0) {
+        snprintf(err, errlen, "pipeline stage %d of %d: cannot set up the "
+                 "point-to-point link (MPI error, or MPI_TAG_UB too small "
+                 "for %d micro-batches)", s, p, nmb);
+        goto fail;
+    }
+    pl->slot = calloc((size_t)ns, sizeof(*pl->slot));
+    if (!pl->slot)
+        goto oom;
+    for (int i = 0; i < ns; i++) {
+        if (gpt_acts_init_shared(&pl->slot[i], m, B, T,
+                                 i ? &pl->slot[0] : NULL) < 0)
+            goto oom;
+        pl->act_bytes += pl->slot[i].bytes;
+    }
+    if (!m->last) { /* d(output) arrives from the next stage */
+        if (!(pl->gin = tensor_arena_alloc((size_t)ns * pl->n)))
+            goto oom;
+        pl->act_bytes += (size_t)ns * pl->n * sizeof(float);
+    }
+    if (!m->first) { /* d(input) leaves for the previous stage */
+        if (!(pl->gout = tensor_arena_alloc((size_t)ns * pl->n)))
+            goto oom;
+        pl->act_bytes += (size_t)ns * pl->n * sizeof(float);
+    }
+    return 0;
+oom:
+    snprintf(err, errlen, "out of memory allocating %d pipeline slots of "
+             "activations (micro_batch=%d seq_len=%d)", pl->sc.nslots, B, T);
+fail:
+    pipeline_free(pl);
+    return -1;
+}
+
+void pipeline_free(struct pipeline *pl)
+{
+    int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
+    if (pl->link.recv) /* first: requests may still point into buffers */
+        pp_link_free(&pl->link);
+    if (pl->slot)
+        for (int i = ns - 1; i >= 0; i--)
+            gpt_acts_free(&pl->slot[i]);
+    free(pl->slot);
+    free(pl->gin);
+    free(pl->gout);
+    pp_schedule_free(&pl->sc);
+    pp_schedule_free(&pl->ev);
+    memset(pl, 0, sizeof(*pl));
+}
+
+/* Progress the pipeline's transfers between kernels, then whatever hook
+ * the model had (the data-parallel buckets). */
+struct progress_ctx {
+    struct pipeline *pl;
+    gpt_hook_fn inner;
+    void *inner_ctx;
+};
+
+static void progress_hook(void *ctx, enum gpt_event ev, int layer)
+{
+    struct progress_ctx *pc = ctx;
+    if (ev == GPT_PROGRESS && pc->pl->p > 1)
+        pp_link_progress(&pc->pl->link);
+    if (pc->inner)
+        pc->inner(pc->inner_ctx, ev, layer);
+}
+
+/* Run one action list.  Micro-batch k's activations are in slot k % ns
+ * of this list; the link numbers its slots by k % link.nslots, which can
+ * be larger (the forward-only list has one slot): so before a slot is
+ * overwritten, the send of its previous holder k - ns is waited for. */
+static double run(struct pipeline *pl, const struct pp_schedule *sc,
+                  struct gpt *m, const int32_t *inp, const int32_t *tgt,
+                  float dloss, const struct gpt_pos *pos0)
+{
+    struct pp_link *l = &pl->link;
+    size_t bt = (size_t)pl->B * (size_t)pl->T, n = pl->n;
+    int ns = sc->nslots, last_bwd = -1;
+    for (int i = 0; i < sc->n; i++)
+        if (sc->a[i].op == PP_BWD)
+            last_bwd = i;
+    struct progress_ctx pc = {pl, m->hook, m->hook_ctx};
+    m->hook = progress_hook;
+    m->hook_ctx = &pc;
+    int final = m->hook_final;
+    double loss = 0.0, t0 = now_s();
+    l->t_wait = 0.0;
+    pl->t_busy = 0.0;
+    for (int i = 0; i < sc->n; i++) {
+        int k = sc->a[i].mb, sl = k % ns;
+        struct gpt_acts *a = &pl->slot[sl];
+        struct gpt_pos pos = *pos0;
+        pos.seq0 = pos0->seq0 + (int64_t)k * pl->B;
+        double t;
+        switch (sc->a[i].op) {
+        case PP_RECV_ACT:
+            pp_link_post_recv(l, a->emb, n, k, 0);
+            break;
+        case PP_FWD:
+            if (!m->first)
+                pp_link_wait_recv(l, k);
+            if (k >= ns) /* the slot's previous holder's output is sent */
+                pp_link_wait_send(l, k - ns);
+            phase_enter(PHASE_COMPUTE, "forward", k + 1, sc->m, -1, NULL);
+            t = now_s();
+            loss += gpt_forward(m, a, inp + (size_t)k * bt,
+                                tgt + (size_t)k * bt, &pos);
+            pl->t_busy += now_s() - t;
+            break;
+        case PP_SEND_ACT:
+            pp_link_send(l, gpt_stage_output(m, a), n, k, 0);
+            break;
+        case PP_RECV_GRAD:
+            pp_link_post_recv(l, pl->gin + (size_t)sl * n, n, k, 1);
+            break;
+        case PP_BWD:
+            if (!m->last) {
+                pp_link_wait_recv(l, k);
+                memcpy(a->dres, pl->gin + (size_t)sl * n, n * sizeof(float));
+            }
+            m->hook_final = final && i == last_bwd;
+            phase_enter(PHASE_COMPUTE, "backward", k + 1, sc->m, -1, NULL);
+            t = now_s();
+            gpt_backward(m, a, dloss, &pos);
+            pl->t_busy += now_s() - t;
+            break;
+        case PP_SEND_GRAD:
+            pp_link_wait_send(l, k);
+            memcpy(pl->gout + (size_t)sl * n, a->dres, n * sizeof(float));
+            pp_link_send(l, pl->gout + (size_t)sl * n, n, k, 1);
+            break;
+        }
+    }
+    pp_link_wait_all(l);
+    pl->t_total = now_s() - t0;
+    m->hook = pc.inner;
+    m->hook_ctx = pc.inner_ctx;
+    m->hook_final = final;
+    return loss;
+}
+
+double pipeline_train(struct pipeline *pl, struct gpt *m, const int32_t *inp,
+                      const int32_t *tgt, float dloss,
+                      const struct gpt_pos *pos)
+{
+    m->hook_final = 1;
+    return run(pl, &pl->sc, m, inp, tgt, dloss, pos);
+}
+
+double pipeline_eval(struct pipeline *pl, struct gpt *m, const int32_t *inp,
+                     const int32_t *tgt, const struct gpt_pos *pos)
+{
+    double busy = pl->t_busy, total = pl->t_total;
+    double loss = run(pl, &pl->ev, m, inp, tgt, 0.0f, pos);
+    pl->t_busy = busy; /* keep the training step's figures */
+    pl->t_total = total;
+    return loss;
+}

@@ -1,0 +1,69 @@
+/*
+ * pipeline.h - runs parallel/pp.c's schedules on the model: the
+ * micro-batches of one step through this rank's stage, activations and
+ * their gradients exchanged with the neighbouring stages.
+ *
+ * Every layout runs through here; pp = 1 is a one-stage pipeline whose
+ * 1F1B list is forward 0, backward 0, forward 1, ... with one activation
+ * slot, which is plain gradient accumulation.
+ *
+ * Memory: one gpt_acts per slot (saved activations), the backward scratch
+ * once (slot 0's, shared), and per slot an (N, n_embd) buffer for the
+ * gradient received (all but the last stage) and one for the gradient
+ * sent (all but the first).  Nothing is allocated in a step.
+ */
+#ifndef MPITRON_PIPELINE_H
+#define MPITRON_PIPELINE_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model.h"
+#include "pp.h"
+
+struct pipeline {
+    struct pp_schedule sc;    /* the training step's actions */
+    struct pp_schedule ev;    /* forward only (validation) */
+    struct pp_link link;
+    int p, s, m;              /* stages, this stage, micro-batches */
+    int B, T;                 /* micro-batch shape */
+    size_t n;                 /* floats per message: B * T * n_embd */
+    struct gpt_acts *slot;    /* sc.nslots; slot[0] owns the scratch */
+    float *gin, *gout;        /* nslots * n: d(output) in, d(input) out */
+    size_t act_bytes;         /* activations and buffers, this rank */
+    /* the last step, this rank, seconds */
+    double t_busy;            /* forward + backward compute */
+    double t_total;           /* the whole schedule, first action to the
+                                 last send completed */
+};
+
+/* Build the schedules and slots for stage s = pp_rank of p on pp_comm
+ * (not owned), m micro-batches of B sequences of length T.  m->l0/l1
+ * must already be this stage's.  Returns 0 or -1 with err (no memory,
+ * bad schedule).  Not collective. */
+int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
+                  int p, int s, enum pp_kind kind, int nmb, int B, int T,
+                  char *err, size_t errlen);
+/* Release the link (outstanding transfers cancelled or completed), then
+ * the slots and buffers; pl may be zeroed or half built. */
+void pipeline_free(struct pipeline *pl);
+
+/*
+ * One training step's forward and backward: micro-batch k is
+ * inp/tgt + k * B * T, at pos with seq0 = pos->seq0 + k * B.  Gradients
+ * accumulate into m->grads; m->hook_final is raised for this stage's last
+ * backward.  Returns the sum of the token losses on the last stage, 0
+ * elsewhere.  Collective over the pp communicator.
+ */
+double pipeline_train(struct pipeline *pl, struct gpt *m, const int32_t *inp,
+                      const int32_t *tgt, float dloss,
+                      const struct gpt_pos *pos);
+
+/* Forward only over the same m micro-batches (validation: no dropout
+ * when pos->train is 0); the loss sum as for pipeline_train.  Collective
+ * over the pp communicator. */
+double pipeline_eval(struct pipeline *pl, struct gpt *m, const int32_t *inp,
+                     const int32_t *tgt, const struct gpt_pos *pos);
+
+#endif

@@ -1,0 +1,556 @@
+/*
+ * run.c - `mpitron train`: set-up, resume, the step loop with logging,
+ * validation and checkpoints.
+ */
+#include <inttypes.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "ckpt.h"
+#include "comm.h"
+#include "phase.h"
+#include "log.h"
+#include "train.h"
+#include "watchdog.h"
+
+struct run {
+    struct trainer tr;
+    struct dataset train, val;
+    struct loader ld;
+    struct metrics mt;
+    int32_t *vinp, *vtgt;
+    int has_train, has_val, has_loader;
+    double ckpt_s;   /* time spent saving since the last log line */
+    struct ckpt_async *async; /* ckpt_async=1 */
+    int64_t async_step;
+    double stall_s;  /* total time the loop was held up by saves */
+    int saves;
+    struct nf_state nf; /* non-finite steps: policy and replay list */
+};
+
+static int open_data(struct run *r, char *err, size_t errlen)
+{
+    const struct config *c = &r->tr.c;
+    int rc = dataset_open(&r->train, c->data, "train", c->vocab_size, err,
+                          errlen);
+    r->has_train = rc == 0;
+    if (rc == 0 && r->train.ntok <= c->seq_len + 1) {
+        snprintf(err, errlen, "%s: the train split has %" PRId64 " tokens, "
+                 "fewer than seq_len+2 = %d", c->data, r->train.ntok,
+                 c->seq_len + 2);
+        rc = -1;
+    }
+    if (rc == 0) {
+        char verr[512];
+        r->has_val = dataset_open(&r->val, c->data, "val", c->vocab_size,
+                                  verr, sizeof(verr)) == 0 &&
+                     r->val.ntok > c->seq_len + 1;
+        if (!r->has_val)
+            log_warn(r->tr.g.world, "no usable val split in %s: validation "
+                     "is off", c->data);
+    }
+    if (rc == 0) {
+        size_t n = (size_t)r->tr.per_rank * c->seq_len; /* every micro-batch */
+        r->vinp = malloc(2 * n * sizeof(int32_t));
+        rc = r->vinp ? 0 : -1;
+        r->vtgt = r->vinp + n;
+    }
+    return rc;
+}
+
+/* resume=auto and rollbacks: load the newest checkpoint of run_dir that
+ * verifies and loads; one that passes the file checks but does not load
+ * (a broken tensor or config text) is skipped with a warning like a
+ * damaged one, one of another model is refused.  Returns 0 (path set),
+ * 1 (no step_*.h5 at all) or -1 with err.  Collective. */
+static int load_newest(struct run *r, char *path, size_t pathlen, char *err,
+                       size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    struct rank_state rs;
+    int64_t before = INT64_MAX, step = -1;
+    trainer_rank_state(tr, &rs);
+    for (;;) {
+        int rc = ckpt_find_good_before(tr->g.world, c->run_dir, before, path,
+                                       pathlen, &step,
+                                       tr->g.rank ? NULL : stderr, err,
+                                       errlen);
+        if (rc != 0)
+            return rc;
+        rc = model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs, err,
+                             errlen);
+        if (rc != -1)
+            return rc < 0 ? -1 : 0;
+        log_warn(tr->g.world, "skipping %s: %s", path, err);
+        before = step;
+    }
+}
+
+/* resume=auto|never|PATH and init_from.  Collective. */
+static int restore(struct run *r, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    char path[CONFIG_STR_MAX * 2];
+    struct rank_state rs;
+    trainer_rank_state(tr, &rs);
+    phase_enter(PHASE_CKPT, "resume", -1, -1, -1, &tr->wpg);
+    if (strcmp(c->resume, "never") != 0) {
+        int auto_ = strcmp(c->resume, "auto") == 0, found;
+        if (auto_) {
+            /* the newest checkpoint that verifies and loads; newer bad
+             * ones are skipped with a warning each */
+            found = load_newest(r, path, sizeof(path), err, errlen);
+            if (found < 0)
+                return -1;
+            if (found == 0) {
+                log_info(tr->g.world, "resumed from %s at step %" PRId64,
+                         path, tr->st.step);
+                return 0;
+            }
+            found = 0;
+        } else {
+            found = ckpt_resolve(c->resume, path, sizeof(path), err,
+                                 errlen) == 0;
+            if (!found) {
+                char e2[1024];
+                snprintf(e2, sizeof(e2), "resume=%s: %s", c->resume, err);
+                snprintf(err, errlen, "%s", e2);
+                return -1;
+            }
+        }
+        if (found) {
+            if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs,
+                                err, errlen) < 0)
+                return -1;
+            log_info(tr->g.world, "resumed from %s at step %" PRId64, path,
+                     tr->st.step);
+            return 0;
+        }
+        log_info(tr->g.world, "no checkpoint under %s/ckpt: starting fresh",
+                 c->run_dir);
+    }
+    if (c->init_from[0]) {
+        if (ckpt_resolve(c->init_from, path, sizeof(path), err, errlen) < 0 ||
+            model_ckpt_load(&tr->g, &tr->m, c, path, 1, &tr->st, NULL, err,
+                            errlen) < 0)
+            return -1;
+        log_info(tr->g.world, "initialised weights from %s (fresh optimizer)",
+                 path);
+    }
+    return 0;
+}
+
+/* After a committed save: report it and apply retention (rank 0). */
+static void committed(struct run *r, const char *path, int64_t step)
+{
+    const struct config *c = &r->tr.c;
+    if (r->tr.g.rank != 0)
+        return;
+    printf("checkpoint %s (step %" PRId64 ")\n", path, step);
+    char dir[CONFIG_STR_MAX + 8], err[512];
+    snprintf(dir, sizeof(dir), "%s/ckpt", c->run_dir);
+    if ((c->keep_last > 0 || c->keep_every > 0) &&
+        ckpt_retain(dir, c->keep_last, c->keep_every, path, stdout, err,
+                    sizeof(err)) < 0)
+        log_warn(MPI_COMM_SELF, "retention: %s", err);
+    fflush(stdout);
+}
+
+/* Collect an asynchronous save in flight, if any. */
+static int async_collect(struct run *r, char *err, size_t errlen)
+{
+    if (!r->async || !ckpt_save_async_busy(r->async))
+        return 0;
+    char path[CONFIG_STR_MAX * 2];
+    double t0 = now_s();
+    phase_enter(PHASE_CKPT, "waiting for the asynchronous save", -1, -1, -1,
+                &r->tr.wpg);
+    int rc = ckpt_save_async_wait(r->async, path, sizeof(path), err, errlen);
+    r->ckpt_s += now_s() - t0;
+    if (rc == 0)
+        committed(r, path, r->async_step);
+    return rc < 0 ? -1 : 0;
+}
+
+/* Save the current step; the time the training loop is held up is the
+ * stall (the whole save, or the copy when ckpt_async=1). */
+static int save(struct run *r, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    struct rank_state rs;
+    trainer_rank_state(tr, &rs);
+    double t0 = now_s();
+    phase_enter(PHASE_CKPT, "save", tr->st.step, -1, -1, &tr->wpg);
+    if (trainer_tie_check(tr))
+        log_warn(tr->g.world, "the tied embedding's copies on the first and "
+                 "last pipeline stages had drifted apart (a bug: please "
+                 "report it); both now hold the first stage's");
+    int rc;
+    if (r->async) {
+        rc = async_collect(r, err, errlen);
+        if (rc == 0)
+            rc = model_ckpt_save_async(&tr->g, &tr->m, &tr->c, &tr->st, &rs,
+                                       r->async, err, errlen);
+        r->async_step = tr->st.step;
+    } else {
+        char path[CONFIG_STR_MAX * 2];
+        rc = model_ckpt_save(&tr->g, &tr->m, &tr->c, &tr->st, &rs, path,
+                             sizeof(path), err, errlen);
+        if (rc == 0)
+            committed(r, path, tr->st.step);
+    }
+    double stall = now_s() - t0;
+    r->ckpt_s += stall;
+    r->stall_s += stall;
+    r->saves++;
+    return rc;
+}
+
+/* ---- signals: a handler only sets a flag; ranks agree at step ends ---- */
+
+static volatile sig_atomic_t got_signal;
+
+static void on_signal(int sig)
+{
+    if (sig == SIGINT && got_signal == SIGINT)
+        _exit(130); /* a second SIGINT aborts at once */
+    got_signal = sig;
+}
+
+static void install_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGUSR1, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+}
+
+/* The largest signal number any rank received (0 = none).  Collective. */
+static int agreed_signal(MPI_Comm world, const struct phase_group *pg)
+{
+    int mine = got_signal, any = 0;
+    phase_enter(PHASE_COLLECTIVE, "step-end signal check", -1, -1, -1, pg);
+    MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, world);
+    return any;
+}
+
+static const char *signal_name(int sig)
+{
+    return sig == SIGUSR1 ? "SIGUSR1" : sig == SIGTERM ? "SIGTERM"
+           : sig == SIGINT ? "SIGINT" : "a signal";
+}
+
+static int setup(struct run *r, const struct config *c, char *err,
+                 size_t errlen)
+{
+    if (trainer_init(&r->tr, c, MPI_COMM_WORLD, err, errlen) < 0)
+        return -1;
+    struct trainer *tr = &r->tr;
+    grid_print_banner(&tr->g, stdout);
+    if (tr->g.pp > 1 && tr->g.rank == 0) {
+        printf("pipeline: %d stages, %s, %d micro-batches per step "
+               "(bubble in theory %.3f); blocks per stage:", tr->g.pp,
+               c->pp_schedule, tr->accum, pp_bubble_theory(tr->g.pp,
+                                                            tr->accum));
+        for (int s = 0; s < tr->g.pp; s++)
+            printf(" [%d,%d)", tr->bound[s], tr->bound[s + 1]);
+        printf("\n");
+        fflush(stdout);
+    }
+    if (tr->g.pp > 1 && tr->accum < 4 * tr->g.pp)
+        log_warn(tr->g.world, "pp=%d with %d micro-batch(es) per step: the "
+                 "pipeline idles %.0f%% of the step in theory; a smaller "
+                 "micro_batch (or a larger batch_size) gives more "
+                 "micro-batches (>= %d keeps it under 20%%)", tr->g.pp,
+                 tr->accum, 100 * pp_bubble_theory(tr->g.pp, tr->accum),
+                 4 * tr->g.pp);
+    int rc = open_data(r, err, errlen);
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
+        return -1;
+    rc = tr->g.rank == 0 ? ckpt_mkdir_p(c->run_dir, err, errlen) : 0;
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
+        return -1;
+    if (restore(r, err, errlen) < 0)
+        return -1;
+    rc = metrics_open(&r->mt, tr->g.rank == 0 ? c->run_dir : NULL,
+                      tr->st.step, err, errlen);
+    if (rc == 0) {
+        rc = loader_init(&r->ld, &r->train, c->seed,
+                         (int64_t)tr->g.dp_rank * tr->per_rank, tr->per_rank,
+                         c->seq_len, tr->st.step, err, errlen);
+        r->has_loader = rc == 0;
+    }
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
+        return -1;
+    if (c->ckpt_async && ckpt_async_init(tr->g.world, &r->async, err,
+                                         errlen) < 0)
+        return -1;
+    enum nf_policy pol = NF_SKIP;
+    nf_policy_parse(c->nonfinite, &pol); /* checked by config */
+    nf_init(&r->nf, pol, c->nonfinite_patience);
+    install_signals();
+    return 0;
+}
+
+static void teardown(struct run *r)
+{
+    nf_free(&r->nf);
+    ckpt_async_free(r->async);
+    if (r->has_loader)
+        loader_free(&r->ld);
+    metrics_close(&r->mt);
+    if (r->has_val)
+        dataset_close(&r->val);
+    if (r->has_train)
+        dataset_close(&r->train);
+    free(r->vinp);
+    trainer_free(&r->tr);
+}
+
+/* Accumulated over a log interval. */
+struct interval {
+    double t_start, compute, comm, comm_hidden, data, wire, bubble, pp_wait;
+    int steps;
+    double loss_last, loss_z;
+    int skipped, skip_flags; /* steps skipped, their NF_* reasons */
+};
+
+static void log_step(struct run *r, struct interval *iv, double gnorm,
+                     double lr, int has_val, double val)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    double wall = now_s() - iv->t_start;
+    double ms = 1e3 / iv->steps;
+    double tokens = (double)iv->steps * c->batch_size * c->seq_len;
+    struct step_stats s = {
+        .step = tr->st.step, .steps = c->steps, .loss = iv->loss_last,
+        .lr = lr, .grad_norm = gnorm, .tokens_per_s = tokens / wall,
+        .ms_step = wall * ms, .ms_compute = iv->compute * ms,
+        .ms_comm = iv->comm * ms, .ms_data = iv->data * ms,
+        .ms_comm_overlapped = iv->comm_hidden * ms,
+        .wire_mb = iv->wire / iv->steps / 1048576.0,
+        .ms_ckpt = r->ckpt_s * ms, .has_val = has_val, .val_loss = val,
+        .ms_pp_wait = iv->pp_wait * ms,
+        .pp = tr->g.pp, .bubble = iv->bubble / iv->steps,
+        .bubble_theory = pp_bubble_theory(tr->g.pp, tr->accum),
+        .stage_busy = tr->stage_busy, .stage_idle = tr->stage_idle,
+        .loss_z = iv->loss_z, .skipped = iv->skipped,
+    };
+    char why[160];
+    nf_reason(iv->skip_flags, why, (int)sizeof(why));
+    s.skip_reason = why;
+    s.mfu = s.tokens_per_s * gpt_flops_per_token(&tr->m.cfg) /
+            (tr->peak_gflops * 1e9);
+    s.eta_s = (double)(c->steps - tr->st.step) * wall / iv->steps;
+    metrics_log(&r->mt, &s, tr->g.rank == 0 ? stdout : NULL);
+    memset(iv, 0, sizeof(*iv));
+    iv->t_start = now_s();
+    r->ckpt_s = 0;
+}
+
+/* nonfinite=rollback: reload the newest good checkpoint of run_dir (the
+ * run of non-finite steps that ended at step s is then left out on
+ * replay), and make metrics.jsonl one history again.  Collective. */
+static int rollback(struct run *r, int64_t s, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    char path[CONFIG_STR_MAX * 2];
+    int64_t first = r->nf.run_first;
+    if (async_collect(r, err, errlen) < 0)
+        return -1;
+    phase_enter(PHASE_CKPT, "rollback", first, s, -1, &tr->wpg);
+    int found = load_newest(r, path, sizeof(path), err, errlen);
+    if (found != 0) {
+        if (found > 0)
+            snprintf(err, errlen, "steps %" PRId64 "-%" PRId64 " were not "
+                     "finite and there is no checkpoint in %s/ckpt to roll "
+                     "back to", first, s, c->run_dir);
+        return -1;
+    }
+    int rc = nf_rolled_back(&r->nf, tr->st.step);
+    if (rc != 0) {
+        snprintf(err, errlen, rc > 0 ? "steps %" PRId64 "-%" PRId64 " were "
+                 "not finite after %d rollbacks to step %" PRId64 ": "
+                 "stopping (nonfinite_patience=%d)" : "out of memory",
+                 first, s, r->nf.rb_count, tr->st.step, c->nonfinite_patience);
+        return -1;
+    }
+    memset(&tr->win, 0, sizeof(tr->win)); /* as after a resume */
+    log_warn(tr->g.world, "steps %" PRId64 "-%" PRId64 " were not finite: "
+             "rolled back to %s (step %" PRId64 "); their batches are left "
+             "out", first, s, path, tr->st.step);
+    metrics_close(&r->mt);
+    rc = metrics_open(&r->mt, tr->g.rank == 0 ? c->run_dir : NULL,
+                      tr->st.step, err, errlen);
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
+        return -1;
+    metrics_log_rollback(&r->mt, tr->st.step, s, r->nf.skip, r->nf.nskip);
+    return 0;
+}
+
+/* One step, or its skip when the replay leaves its batch out. */
+static void run_step(struct run *r, struct interval *iv, double *gnorm,
+                     double *lr, struct step_times *tm)
+{
+    struct trainer *tr = &r->tr;
+    memset(tm, 0, sizeof(*tm));
+    if (nf_replay_skip(&r->nf, tr->st.step + 1)) {
+        *lr = lr_at(&tr->sched, tr->st.step);
+        *gnorm = NAN;
+        iv->loss_last = iv->loss_z = NAN;
+        tm->skipped = NF_REPLAY;
+        trainer_skip_step(tr);
+        return;
+    }
+    const int32_t *inp, *tgt;
+    double wait = 0.0;
+    phase_enter(PHASE_DATA, "next batch", -1, -1, -1, NULL);
+    loader_next(&r->ld, tr->st.step, &inp, &tgt, &wait);
+    iv->loss_last = trainer_step(tr, inp, tgt, gnorm, lr, tm);
+    iv->loss_z = tm->loss_z;
+    iv->data += wait;
+}
+
+/* After step s with verdict flags: warn, and stop or roll back as the
+ * policy says.  Returns 0 (go on), 1 (rolled back: start the interval
+ * again) or -1 with err (stop). */
+static int nonfinite_step(struct run *r, struct interval *iv, int64_t s,
+                          int flags, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    char why[160];
+    if (!flags) {
+        nf_after_step(&r->nf, s, 0);
+        return 0;
+    }
+    nf_reason(flags, why, (int)sizeof(why));
+    enum nf_action act = nf_after_step(&r->nf, s, flags);
+    if (!(flags & NF_REPLAY))
+        log_warn(tr->g.world, "step %" PRId64 ": %s: update skipped (%d in "
+                 "a row, nonfinite=%s)", s, why, r->nf.run,
+                 tr->c.nonfinite);
+    if (act == NF_CONTINUE)
+        return 0;
+    if (act == NF_DO_STOP) {
+        if (r->nf.policy == NF_ABORT)
+            snprintf(err, errlen, "step %" PRId64 ": %s (nonfinite=abort)",
+                     s, why);
+        else
+            snprintf(err, errlen, "steps %" PRId64 "-%" PRId64 ": %d "
+                     "non-finite steps in a row (%s): the run has diverged "
+                     "(nonfinite=skip, nonfinite_patience=%d)",
+                     r->nf.run_first, s, r->nf.run, why,
+                     tr->c.nonfinite_patience);
+        return -1;
+    }
+    if (rollback(r, s, err, errlen) < 0)
+        return -1;
+    memset(iv, 0, sizeof(*iv));
+    iv->t_start = now_s();
+    return 1;
+}
+
+static int loop(struct run *r, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    struct interval iv = {.t_start = now_s()};
+    int64_t stop = c->steps;
+    if (c->stop_at_step > 0 && c->stop_at_step < stop)
+        stop = c->stop_at_step;
+    while (tr->st.step < stop) {
+        double gnorm, lr;
+        struct step_times tm;
+        phase_step(tr->st.step + 1);
+        watchdog_debug_hang(c->debug_hang, tr->g.rank, tr->st.step + 1);
+        run_step(r, &iv, &gnorm, &lr, &tm);
+        iv.compute += tm.compute;
+        iv.comm += tm.comm;
+        iv.comm_hidden += tm.comm_overlapped;
+        iv.wire += (double)tm.wire_bytes;
+        iv.bubble += tm.bubble;
+        iv.pp_wait += tm.pp_wait;
+        iv.steps++;
+        iv.skipped += tm.skipped != 0;
+        iv.skip_flags |= tm.skipped;
+        int64_t s = tr->st.step;
+        int nf = nonfinite_step(r, &iv, s, tm.skipped, err, errlen);
+        if (nf < 0) {
+            log_step(r, &iv, gnorm, lr, 0, 0.0); /* the last line */
+            return -1;
+        }
+        if (nf > 0)
+            continue;
+        int sig = agreed_signal(tr->g.world, &tr->wpg);
+        int last = s == stop || sig;
+        int do_val = r->has_val && ((c->val_every > 0 && s % c->val_every == 0)
+                                    || s == c->steps);
+        double val = do_val ? trainer_validate(tr, &r->val, r->vinp, r->vtgt)
+                            : 0.0;
+        /* the step's line before its save: a job killed in between
+         * resumes from the previous checkpoint and drops the line (the
+         * other order would lose it), so metrics.jsonl stays one history;
+         * the save's time goes into the next line's ms_ckpt */
+        if (s % c->log_every == 0 || last)
+            log_step(r, &iv, gnorm, lr, do_val, val);
+        else if (do_val)
+            metrics_log_val(&r->mt, s, val, tr->g.rank == 0 ? stdout : NULL);
+        int do_save = last || (c->ckpt_every > 0 && s % c->ckpt_every == 0);
+        if (do_save && save(r, err, errlen) < 0)
+            return -1;
+        if (last && async_collect(r, err, errlen) < 0)
+            return -1;
+        if (sig) {
+            log_info(tr->g.world, "checkpoint saved at step %" PRId64
+                     " after %s", s, signal_name(sig));
+            break;
+        }
+    }
+    if (r->saves > 0)
+        log_info(tr->g.world, "checkpoint stall: %.1f ms per save over %d "
+                 "save(s)%s", 1e3 * r->stall_s / r->saves, r->saves,
+                 r->async ? " (asynchronous)" : "");
+    return 0;
+}
+
+int train_main(const struct config *c)
+{
+    struct run r;
+    struct watchdog *wd = NULL;
+    memset(&r, 0, sizeof(r));
+    char err[1024] = "";
+    phase_enter(PHASE_SETUP, "set-up", -1, -1, -1, NULL);
+    int rc = watchdog_start(&wd, MPI_COMM_WORLD, c->hang_timeout, c->run_dir,
+                            err, sizeof(err));
+    if (comm_agree(MPI_COMM_WORLD, rc, NULL, 0) < 0) {
+        if (err[0])
+            log_error("%s", err);
+        watchdog_stop(wd);
+        return 1;
+    }
+    rc = setup(&r, c, err, sizeof(err));
+    if (rc == 0) {
+        log_info(MPI_COMM_WORLD, "training %" PRId64 " parameters, "
+                 "%d steps of %d x %d tokens (micro_batch %d x %d)",
+                 gpt_num_params(&r.tr.m.cfg), c->steps, c->batch_size,
+                 c->seq_len, r.tr.mb, r.tr.accum);
+        rc = loop(&r, err, sizeof(err));
+    }
+    if (rc < 0 && err[0])
+        log_error("%s", err);
+    phase_enter(PHASE_SETUP, "shutdown", -1, -1, -1, NULL);
+    teardown(&r);
+    watchdog_stop(wd);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,206 @@
+/*
+ * sample.c - `mpitron sample`: load a checkpoint's weights and generate
+ * bytes with temperature, top-k and top-p (nucleus) sampling.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt.h"
+#include "ckpt_io.h"
+#include "cli.h"
+#include "infer.h"
+#include "log.h"
+#include "rng.h"
+
+struct sample_opts {
+    const char *ckpt, *prompt;
+    long tokens, top_k;
+    double temperature, top_p;
+    long seed;
+};
+
+static int parse_opts(int argc, char **argv, struct sample_opts *o,
+                      char *err, size_t errlen)
+{
+    static const char *const names[] = {"ckpt", "prompt", "tokens",
+        "temperature", "top_k", "top_p", "seed", NULL};
+    const char *v[7] = {NULL, "\n", "256", "0.8", "0", "0.95", "1"};
+    const char *pos[1];
+    if (cli_parse(argc, argv, names, v, pos, 0, err, errlen) < 0)
+        return -1;
+    o->ckpt = v[0];
+    o->prompt = v[1];
+    if (cli_int("tokens", v[2], &o->tokens, err, errlen) < 0 ||
+        cli_double("temperature", v[3], &o->temperature, err, errlen) < 0 ||
+        cli_int("top_k", v[4], &o->top_k, err, errlen) < 0 ||
+        cli_double("top_p", v[5], &o->top_p, err, errlen) < 0 ||
+        cli_int("seed", v[6], &o->seed, err, errlen) < 0)
+        return -1;
+    if (!o->ckpt) {
+        snprintf(err, errlen, "sample needs --ckpt PATH|RUN_DIR");
+        return -1;
+    }
+    if (o->temperature < 0 || o->top_p <= 0 || o->top_p > 1 ||
+        o->top_k < 0 || o->tokens < 0) {
+        snprintf(err, errlen, "need temperature >= 0, 0 < top_p <= 1, "
+                 "top_k >= 0, tokens >= 0");
+        return -1;
+    }
+    return 0;
+}
+
+static int cmp_desc(const void *a, const void *b)
+{
+    float x = *(const float *)a, y = *(const float *)b;
+    return (x < y) - (x > y);
+}
+
+/* Pick a token from logits (V); scratch (2V).  temperature 0 = argmax. */
+static int pick(const float *logits, int V, const struct sample_opts *o,
+                float u, float *scratch)
+{
+    int best = 0;
+    for (int i = 1; i < V; i++)
+        if (logits[i] > logits[best])
+            best = i;
+    if (o->temperature == 0.0)
+        return best;
+    float *p = scratch, *sorted = scratch + V;
+    float mx = logits[best], sum = 0.0f;
+    for (int i = 0; i < V; i++) {
+        p[i] = expf((logits[i] - mx) / (float)o->temperature);
+        sum += p[i];
+    }
+    for (int i = 0; i < V; i++)
+        sorted[i] = p[i] /= sum;
+    qsort(sorted, (size_t)V, sizeof(float), cmp_desc);
+    /* threshold: keep probabilities >= the k-th largest and inside the
+     * top_p nucleus */
+    float cut = 0.0f, acc = 0.0f;
+    for (int i = 0; i < V; i++) {
+        acc += sorted[i];
+        cut = sorted[i];
+        if ((o->top_k > 0 && i + 1 >= o->top_k) || acc >= o->top_p)
+            break;
+    }
+    float kept = 0.0f;
+    for (int i = 0; i < V; i++)
+        kept += p[i] >= cut ? p[i] : 0.0f;
+    float r = u * kept;
+    for (int i = 0; i < V; i++) {
+        if (p[i] < cut)
+            continue;
+        r -= p[i];
+        if (r <= 0.0f)
+            return i;
+    }
+    return best;
+}
+
+static int load(const char *arg, struct config *c, struct gpt *m,
+                char *err, size_t errlen)
+{
+    char path[4096];
+    struct ckpt_meta meta;
+    memset(&meta, 0, sizeof(meta));
+    if (ckpt_resolve(arg, path, sizeof(path), err, errlen) < 0 ||
+        ckpt_read_meta(MPI_COMM_SELF, path, &meta, err, errlen) < 0)
+        return -1;
+    config_defaults(c);
+    int rc = config_load_text(c, meta.config_text ? meta.config_text : "",
+                              path, err, errlen);
+    free(meta.config_text);
+    if (rc < 0 || config_finalize(c, err, errlen) < 0)
+        return -1;
+    struct gpt_config gc;
+    gpt_config_from(c, &gc);
+    struct grid g;
+    if (grid_init(&g, MPI_COMM_SELF, 1, 1, 1, 0, err, errlen) < 0)
+        return -1;
+    rc = gpt_init(m, &gc, 1, 0, 0, gc.n_layer, c->seed, err, errlen);
+    if (rc == 0) {
+        struct train_state st;
+        rc = model_ckpt_load(&g, m, c, path, 1, &st, NULL, err, errlen);
+        if (rc < 0)
+            gpt_free(m);
+    }
+    grid_free(&g);
+    return rc;
+}
+
+static void generate(struct gpt *m, const struct sample_opts *o)
+{
+    struct infer s;
+    int T = m->cfg.seq_len, V = m->cfg.vocab_size;
+    size_t np = strlen(o->prompt), cap = np + (size_t)o->tokens + 1;
+    int *hist = malloc(cap * sizeof(int));
+    float *scratch = malloc(2 * (size_t)V * sizeof(float));
+    if (!hist || !scratch || infer_init(&s, m) < 0) {
+        log_error("out of memory for generation");
+        free(hist);
+        free(scratch);
+        return;
+    }
+    size_t n = 0;
+    for (size_t i = 0; i < np; i++)
+        hist[n++] = (unsigned char)o->prompt[i] % V;
+    if (n == 0)
+        hist[n++] = '\n';
+    fwrite(o->prompt, 1, np, stdout);
+    uint64_t key = rng_key((uint64_t)o->seed, RNG_SAMPLE, 0);
+    int pos = 0;
+    size_t fed = n > (size_t)T ? n - (size_t)T / 2 : 0; /* context start */
+    for (long t = 0; t < o->tokens; t++) {
+        /* feed what the cache has not seen; when it is full, restart it
+         * on the last T/2 tokens (positions are learned: the window
+         * slides) */
+        if (pos == T) {
+            fed = n - (size_t)T / 2;
+            pos = 0;
+        }
+        while (fed + (size_t)pos < n) {
+            infer_step(&s, hist[fed + (size_t)pos], pos);
+            pos++;
+        }
+        int next = pick(s.logits, V, o, rng_uniform(key, (uint64_t)t),
+                        scratch);
+        hist[n++] = next;
+        putchar(next < 256 ? next : '?');
+    }
+    putchar('\n');
+    fflush(stdout);
+    infer_free(&s);
+    free(hist);
+    free(scratch);
+}
+
+int cmd_sample(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: mpitron sample --ckpt PATH|RUN_DIR [--prompt=TEXT] "
+               "[--tokens=N]\n       [--temperature=T] [--top_k=K] "
+               "[--top_p=P] [--seed=S]\n\n"
+               "Generates N bytes (default 256) after the prompt (default a\n"
+               "newline) with a KV cache.  temperature 0 is greedy (default\n"
+               "0.8); top_k 0 = off (default); top_p nucleus (default 0.95).\n"
+               "The same seed gives the same text.\n");
+        return 0;
+    }
+    struct sample_opts o;
+    struct config c;
+    struct gpt m;
+    char err[1024];
+    if (parse_opts(argc, argv, &o, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 2;
+    }
+    if (load(o.ckpt, &c, &m, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
+    generate(&m, &o);
+    gpt_free(&m);
+    return 0;
+}

@@ -1,0 +1,92 @@
+#include "tensor.h"
+
+#include <stdlib.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "rng.h"
+
+int tensor_table_add(struct tensor_table *tt, const char *name, int ndim,
+                     const int64_t *gshape, int tp_dim, int tp_rank, int tp,
+                     int decay, int layer, float init_std, float init_const)
+{
+    if (tt->n == tt->cap) {
+        int cap = tt->cap ? 2 * tt->cap : 64;
+        struct tensor_desc *t = realloc(tt->t, (size_t)cap * sizeof(*t));
+        if (!t)
+            return -1;
+        tt->t = t;
+        tt->cap = cap;
+    }
+    struct tensor_desc *d = &tt->t[tt->n];
+    memset(d, 0, sizeof(*d));
+    snprintf(d->name, sizeof(d->name), "%s", name);
+    d->ndim = ndim;
+    d->numel = 1;
+    for (int i = 0; i < ndim; i++) {
+        d->gshape[i] = gshape[i];
+        d->start[i] = 0;
+        d->count[i] = gshape[i];
+        if (i == tp_dim) {
+            d->count[i] = gshape[i] / tp;
+            d->start[i] = d->count[i] * tp_rank;
+        }
+        d->numel *= (size_t)d->count[i];
+    }
+    d->tp_dim = tp_dim;
+    d->decay = decay;
+    d->layer = layer;
+    d->init_std = init_std;
+    d->init_const = init_const;
+    d->off = tt->total;
+    tt->total += d->numel;
+    return tt->n++;
+}
+
+int tensor_table_find(const struct tensor_table *tt, const char *name)
+{
+    for (int i = 0; i < tt->n; i++)
+        if (strcmp(tt->t[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+void tensor_table_free(struct tensor_table *tt)
+{
+    free(tt->t);
+    memset(tt, 0, sizeof(*tt));
+}
+
+void tensor_table_init_params(const struct tensor_table *tt, float *params,
+                              uint64_t seed)
+{
+    for (int i = 0; i < tt->n; i++) {
+        const struct tensor_desc *d = &tt->t[i];
+        float *p = params + d->off;
+        if (d->init_std == 0.0f) {
+            for (size_t k = 0; k < d->numel; k++)
+                p[k] = d->init_const;
+            continue;
+        }
+        uint64_t key = rng_key(seed, RNG_INIT, rng_hash_str(d->name));
+        int64_t rows = d->ndim == 2 ? d->count[0] : 1;
+        int64_t cols = d->ndim == 2 ? d->count[1] : d->count[0];
+        int64_t gcols = d->ndim == 2 ? d->gshape[1] : d->gshape[0];
+        int64_t r0 = d->ndim == 2 ? d->start[0] : 0;
+        int64_t c0 = d->ndim == 2 ? d->start[1] : d->start[0];
+        for (int64_t r = 0; r < rows; r++)
+            for (int64_t c = 0; c < cols; c++) {
+                uint64_t g = (uint64_t)((r0 + r) * gcols + c0 + c);
+                p[r * cols + c] = d->init_std * rng_normal(key, g);
+            }
+    }
+}
+
+float *tensor_arena_alloc(size_t n)
+{
+    size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
+    float *p = aligned_alloc(64, bytes ? bytes : 64);
+    if (p)
+        memset(p, 0, bytes);
+    return p;
+}

@@ -1,0 +1,568 @@
+/*
+ * train.c - trainer set-up and the optimizer step.  The run loop
+ * (resume, logging, validation, checkpoints) is in run.c.
+ */
+#include "train.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ckpt.h"
+#include "log.h"
+#include "peak.h"
+
+static int check_layout(struct trainer *tr, char *err, size_t errlen)
+{
+    const struct config *c = &tr->c;
+    const struct grid *g = &tr->g;
+    if (g->tp > 1 && g->dp > 1 && strcmp(c->compress, "none") != 0 &&
+        strcmp(c->compress, "fp16") != 0 && strcmp(c->compress, "bf16") != 0) {
+        /* each tp rank buckets a different set of tensors, so a codec that
+         * selects or scales per bucket would compress the replicated
+         * tensors' gradients differently on each tp rank and their copies
+         * would drift apart */
+        snprintf(err, errlen, "compress=%s with tp=%d: only none, fp16 and "
+                 "bf16 keep the replicated tensors identical across "
+                 "tensor-parallel ranks", c->compress, g->tp);
+        return -1;
+    }
+    if (c->batch_size % g->dp != 0) {
+        snprintf(err, errlen, "batch_size=%d is not divisible by dp=%d",
+                 c->batch_size, g->dp);
+        return -1;
+    }
+    tr->per_rank = c->batch_size / g->dp;
+    tr->mb = c->micro_batch ? c->micro_batch : tr->per_rank;
+    if (tr->per_rank % tr->mb != 0) {
+        snprintf(err, errlen, "micro_batch=%d does not divide the %d "
+                 "sequences per data-parallel rank (batch_size=%d / dp=%d)",
+                 tr->mb, tr->per_rank, c->batch_size, g->dp);
+        return -1;
+    }
+    tr->accum = tr->per_rank / tr->mb;
+    return 0;
+}
+
+/*
+ * Data parallelism.  Backward produces gradients in reverse table order
+ * (head, last block, ..., first block, embedding), so the production order
+ * is the table reversed and its tensors abut in memory: buckets reduce in
+ * place.  Events: index 0 = head, 1 + l = block l, 1 + n_layer = embedding.
+ */
+static int event_of(const struct gpt *m, const struct tensor_desc *d)
+{
+    if (d->layer >= 0)
+        return 1 + d->layer;
+    return strncmp(d->name, "lnf.", 4) == 0 ? 0 : 1 + m->cfg.n_layer;
+}
+
+static void dp_hook(void *ctx, enum gpt_event ev, int layer)
+{
+    struct trainer *tr = ctx;
+    if (ev == GPT_PROGRESS) {
+        bucketer_progress(&tr->bk);
+        return;
+    }
+    int e = ev == GPT_GRADS_HEAD ? 0 : ev == GPT_GRADS_LAYER ? 1 + layer
+                                                            : 1 + tr->m.cfg.n_layer;
+    for (int k = 0; k < tr->ev_count[e]; k++)
+        bucketer_ready(&tr->bk, tr->ev_first[e] + k);
+    bucketer_progress(&tr->bk);
+}
+
+static int dp_init(struct trainer *tr, char *err, size_t errlen)
+{
+    const struct config *c = &tr->c;
+    struct gpt *m = &tr->m;
+    if (tr->g.dp == 1)
+        return 0;
+    int n = m->tt.n, ne = m->cfg.n_layer + 2;
+    struct bucket_tensor *bt = calloc((size_t)n, sizeof(*bt));
+    tr->ev_first = calloc((size_t)ne, sizeof(int));
+    tr->ev_count = calloc((size_t)ne, sizeof(int));
+    if (!bt || !tr->ev_first || !tr->ev_count) {
+        free(bt);
+        snprintf(err, errlen, "out of memory planning buckets");
+        return -1;
+    }
+    for (int p = 0; p < n; p++) {
+        const struct tensor_desc *d = &m->tt.t[n - 1 - p];
+        int e = event_of(m, d);
+        if (tr->ev_count[e]++ == 0)
+            tr->ev_first[e] = p;
+        bt[p].off = d->off;
+        bt[p].numel = d->numel;
+        bt[p].rows = d->ndim == 2 ? (size_t)d->count[0] : d->numel;
+        bt[p].cols = d->ndim == 2 ? (size_t)d->count[1] : 0;
+    }
+    int rc = comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node);
+    if (rc == 0)
+        tr->dpg.pg.name = "dp group";
+    struct allreduce_tune tune;
+    allreduce_tune_defaults(&tune);
+    if (rc == 0 && c->allreduce_tune[0])
+        rc = allreduce_tune_load(&tune, c->allreduce_tune, err, errlen);
+    if (rc == 0)
+        rc = bucketer_init(&tr->bk, &tr->dpg, m->grads, bt, n,
+                           (size_t)((double)c->bucket_mb * 1048576.0),
+                           c->allreduce, &tune, c->compress,
+                           c->compress_warmup, c->seed, err, errlen);
+    free(bt);
+    if (rc < 0)
+        return -1;
+    tr->has_dp = 1;
+    tr->st_p = calloc((size_t)tr->bk.nb, sizeof(float *));
+    tr->st_len = calloc((size_t)tr->bk.nb, sizeof(size_t));
+    if (!tr->st_p || !tr->st_len) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < tr->bk.nb; i++)
+        bucketer_state(&tr->bk, i, &tr->st_p[i], &tr->st_len[i]);
+    m->hook = dp_hook;
+    m->hook_ctx = tr;
+    return 0;
+}
+
+/* Tensor parallelism: the tp group and scratch for the model's
+ * all-reduces of (micro_batch * seq_len, n_embd) activations.  Collective
+ * over the tp communicator; tp = 1 builds nothing. */
+static int tp_init(struct trainer *tr, char *err, size_t errlen)
+{
+    if (tr->g.tp == 1)
+        return 0;
+    size_t n = (size_t)tr->mb * (size_t)tr->c.seq_len *
+               (size_t)tr->m.cfg.n_embd;
+    if (tp_ctx_init(&tr->tpc, tr->g.tp_comm, tr->g.node, n, err, errlen) < 0)
+        return -1;
+    tr->has_tp = 1;
+    tr->m.tpc = &tr->tpc;
+    return 0;
+}
+
+/* Pipeline stages: split the blocks to balance parameter counts (the
+ * first stage also holds wte and wpe, the last wte's tied copy and lnf),
+ * build this stage's model and its schedule. */
+static int stage_init(struct trainer *tr, const struct gpt_config *gc,
+                      char *err, size_t errlen)
+{
+    const struct grid *g = &tr->g;
+    int L = gc->n_layer;
+    double *cost = malloc((size_t)L * sizeof(double));
+    tr->bound = malloc((size_t)(g->pp + 1) * sizeof(int));
+    tr->stage_busy = calloc((size_t)g->pp, sizeof(double));
+    tr->stage_idle = calloc((size_t)g->pp, sizeof(double));
+    if (!cost || !tr->bound || !tr->stage_busy || !tr->stage_idle) {
+        free(cost);
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    struct gpt_config one = *gc;
+    one.n_layer = 1;
+    double C = gc->n_embd, V = gc->vocab_size, T = gc->seq_len;
+    double block = (double)(gpt_num_params(&one) - (V + T) * C - 2 * C);
+    for (int l = 0; l < L; l++)
+        cost[l] = block;
+    int rc = pp_partition(L, g->pp, cost, (V + T) * C, V * C + 2 * C,
+                          tr->bound, err, errlen);
+    free(cost);
+    if (rc < 0)
+        return -1;
+    int l0 = tr->bound[g->pp_rank], l1 = tr->bound[g->pp_rank + 1];
+    if (gpt_init(&tr->m, gc, g->tp, g->tp_rank, l0, l1, tr->c.seed, err,
+                 errlen) < 0)
+        return -1;
+    tr->has_model = 1;
+    enum pp_kind kind = PP_1F1B; /* one stage: gpipe would only hold all
+                                    micro-batches' activations at once */
+    if (g->pp > 1)
+        pp_kind_parse(tr->c.pp_schedule, &kind);
+    if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
+                      tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
+        return -1;
+    tr->has_acts = 1;
+    return 0;
+}
+
+/* The tied embedding: wte lives on the first stage (embedding) and the
+ * last (LM head); their gradients are summed over this pair after the
+ * data-parallel reduction.  Collective over world. */
+static int tie_init(struct trainer *tr)
+{
+    const struct grid *g = &tr->g;
+    tr->tie_comm = MPI_COMM_NULL;
+    if (g->pp == 1)
+        return 0;
+    int in = tr->m.first || tr->m.last;
+    int color = in ? g->dp_rank * g->tp + g->tp_rank : MPI_UNDEFINED;
+    if (MPI_Comm_split(g->world, color, g->pp_rank, &tr->tie_comm) !=
+        MPI_SUCCESS)
+        return -1;
+    tr->has_tie = 1;
+    return 0;
+}
+
+int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
+                 char *err, size_t errlen)
+{
+    memset(tr, 0, sizeof(*tr));
+    tr->c = *c;
+    if (grid_init(&tr->g, world, c->dp, c->tp, c->pp, c->ranks_per_node,
+                  err, errlen) < 0)
+        return -1;
+    tr->has_grid = 1;
+    if (comm_agree(world, phase_group_init(&tr->wpg, "job", world), NULL,
+                   0) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (check_layout(tr, err, errlen) < 0)
+        return -1; /* same decision on every rank */
+    struct gpt_config gc;
+    gpt_config_from(c, &gc);
+    if (gpt_config_check(&gc, tr->g.tp, err, errlen) < 0)
+        return -1;
+    threads_set(c->threads);
+    if (comm_agree(world, stage_init(tr, &gc, err, errlen), err, errlen) < 0)
+        return -1;
+    if (comm_agree(world, tie_init(tr), NULL, 0) < 0) {
+        snprintf(err, errlen, "could not build the tied-embedding group");
+        return -1;
+    }
+    if (comm_agree(world, tp_init(tr, err, errlen), err, errlen) < 0)
+        return -1;
+    if (comm_agree(world, dp_init(tr, err, errlen), err, errlen) < 0)
+        return -1;
+    tr->nan_rank = -1;
+    if (c->debug_nan[0]) { /* checked by config: R:STEP:grad|weight */
+        long long st = 0;
+        char what[8] = "";
+        sscanf(c->debug_nan, "%d:%lld:%7[a-z]", &tr->nan_rank, &st, what);
+        tr->nan_step = st;
+        tr->nan_weight = strcmp(what, "weight") == 0;
+    }
+        lr_kind_parse(c->lr_schedule, &tr->sched.kind);
+    tr->sched.lr = c->lr;
+    tr->sched.min_lr = c->min_lr;
+    tr->sched.warmup = c->warmup_steps;
+    tr->sched.steps = c->steps;
+    tr->sched.cycle = c->lr_cycle;
+    double peak = sgemm_peak_gflops();
+    MPI_Allreduce(&peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, world);
+    return 0;
+}
+
+void trainer_free(struct trainer *tr)
+{
+    if (tr->has_dp) {
+        bucketer_free(&tr->bk);
+        comm_group_free(&tr->dpg);
+    }
+    if (tr->has_tp)
+        tp_ctx_free(&tr->tpc);
+    free(tr->ev_first);
+    free(tr->ev_count);
+    free(tr->st_p);
+    free(tr->st_len);
+    if (tr->has_acts)
+        pipeline_free(&tr->pl);
+    if (tr->has_tie && tr->tie_comm != MPI_COMM_NULL)
+        MPI_Comm_free(&tr->tie_comm);
+    free(tr->bound);
+    free(tr->stage_busy);
+    free(tr->stage_idle);
+    if (tr->has_model)
+        gpt_free(&tr->m);
+    phase_group_free(&tr->wpg);
+    if (tr->has_grid)
+        grid_free(&tr->g);
+    memset(tr, 0, sizeof(*tr));
+}
+
+void trainer_rank_state(struct trainer *tr, struct rank_state *rs)
+{
+    rs->kind = "residual";
+    rs->n = tr->has_dp && tr->bk.compress ? tr->bk.nb : 0;
+    rs->p = tr->st_p;
+    rs->len = tr->st_len;
+}
+
+/* Global gradient norm.  Under tp, the sharded tensors' squares are summed
+ * over the tp group and the replicated ones (identical on every tp rank)
+ * counted once; under pp, the stages' sums are added in stage order and
+ * the last stage's tied copy of wte is left out (the first stage counts
+ * it).  Every rank gets the same bits. */
+static double grad_norm(struct trainer *tr)
+{
+    const struct gpt *m = &tr->m;
+    double shard = 0.0, rep = 0.0;
+    for (int i = 0; i < m->tt.n; i++) {
+        const struct tensor_desc *d = &m->tt.t[i];
+        if (!m->first && m->dwte && m->grads + d->off == m->dwte)
+            continue;
+        double s = sumsq(m->grads + d->off, d->numel);
+        if (d->tp_dim >= 0)
+            shard += s;
+        else
+            rep += s;
+    }
+    double t0 = now_s();
+    if (m->tp > 1)
+        shard = tp_sum_double(shard, &tr->tpc);
+    tr->m.op_time[OPK_TP_COMM] += now_s() - t0;
+    double mine = shard + rep, total = mine;
+    if (tr->g.pp > 1) {
+        double all[tr->g.pp];
+        phase_enter(PHASE_COLLECTIVE, "gradient-norm sum over the stages", -1,
+                    -1, -1, &tr->wpg);
+        MPI_Allgather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE,
+                      tr->g.pp_comm);
+        total = 0.0;
+        for (int s = 0; s < tr->g.pp; s++)
+            total += all[s];
+    }
+    return sqrt(total);
+}
+
+/* Sum the tied embedding's two halves (embedding on the first stage,
+ * head on the last) after the data-parallel reduction: a + b == b + a, so
+ * both copies get the same bits and stay identical.  Aborts on MPI
+ * error. */
+static void tie_reduce(struct trainer *tr)
+{
+    if (!tr->has_tie || tr->tie_comm == MPI_COMM_NULL)
+        return;
+    size_t n = (size_t)tr->m.cfg.vocab_size * (size_t)tr->m.cfg.n_embd;
+    phase_enter(PHASE_COLLECTIVE, "tied-embedding gradient sum of the "
+                "first and last stage", -1, -1, -1, &tr->wpg);
+    for (size_t off = 0; off < n; off += (size_t)1 << 30) { /* int counts */
+        size_t k = n - off < (size_t)1 << 30 ? n - off : (size_t)1 << 30;
+        if (MPI_Allreduce(MPI_IN_PLACE, tr->m.dwte + off, (int)k, MPI_FLOAT,
+                          MPI_SUM, tr->tie_comm) != MPI_SUCCESS) {
+            fprintf(stderr, "mpitron: rank %d: tied-embedding reduction "
+                    "failed\n", tr->g.rank);
+            MPI_Abort(tr->g.world, 3);
+        }
+    }
+}
+
+int trainer_tie_check(struct trainer *tr)
+{
+    int drift = 0;
+    if (tr->has_tie && tr->tie_comm != MPI_COMM_NULL) {
+        struct gpt *m = &tr->m;
+        size_t n = (size_t)m->cfg.vocab_size * (size_t)m->cfg.n_embd;
+        size_t off = (size_t)(m->wte - m->params);
+        float *arena[3] = {m->params, m->m, m->v};
+        uint64_t h[3], lo[3], hi[3];
+        for (int k = 0; k < 3; k++)
+            h[k] = ckpt_hash64(arena[k] + off, n * sizeof(float));
+        MPI_Allreduce(h, lo, 3, MPI_UINT64_T, MPI_MIN, tr->tie_comm);
+        MPI_Allreduce(h, hi, 3, MPI_UINT64_T, MPI_MAX, tr->tie_comm);
+        for (int k = 0; k < 3; k++)
+            if (lo[k] != hi[k]) {
+                drift = 1; /* the first stage (rank 0 here) wins */
+                for (size_t o = 0; o < n; o += (size_t)1 << 30) {
+                    size_t c = n - o < (size_t)1 << 30 ? n - o
+                                                       : (size_t)1 << 30;
+                    MPI_Bcast(arena[k] + off + o, (int)c, MPI_FLOAT, 0,
+                              tr->tie_comm);
+                }
+            }
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &drift, 1, MPI_INT, MPI_MAX, tr->g.world);
+    return drift;
+}
+
+/* Per-stage busy and idle seconds of the last schedule, gathered to every
+ * rank; returns the idle share of all stages' time (the bubble).  The
+ * stages start a step nearly together (the previous step ended in
+ * collectives over the pp group; only the optimizer's extra wte on the
+ * end stages and rank 0's logging come between), so the pipeline's span
+ * is taken as the longest stage's schedule, and a stage is idle for the
+ * span minus its compute: a stage that finished early counts as idle
+ * until the last one is done, as in the theory (p-1)/(m+p-1). */
+static double gather_bubble(struct trainer *tr)
+{
+    int p = tr->g.pp;
+    double mine[2] = {tr->pl.t_busy, tr->pl.t_total};
+    double all[2 * p], span = 0.0, busy = 0.0;
+    phase_enter(PHASE_COLLECTIVE, "stage time gather", -1, -1, -1, &tr->wpg);
+    MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, tr->g.pp_comm);
+    for (int s = 0; s < p; s++)
+        span = all[2 * s + 1] > span ? all[2 * s + 1] : span;
+    for (int s = 0; s < p; s++) {
+        tr->stage_busy[s] = all[2 * s];
+        tr->stage_idle[s] = span - all[2 * s];
+        busy += all[2 * s];
+    }
+    return span > 0.0 ? 1.0 - busy / (p * span) : 0.0;
+}
+
+/* debug_nan: at its step on its rank, a NaN in this rank's first
+ * weight (before forward, once per process: a transient corruption) or
+ * gradient (after the reductions: only this rank sees it). */
+static void debug_nan(struct trainer *tr, int weight)
+{
+    if (tr->nan_rank != tr->g.rank || tr->st.step + 1 != tr->nan_step ||
+        tr->nan_weight != weight || (weight && tr->nan_fired))
+        return;
+    (weight ? tr->m.params : tr->m.grads)[0] = NAN;
+    tr->nan_fired = 1;
+    fprintf(stderr, "mpitron: rank %d: debug_nan: a NaN %s at step %lld\n",
+            tr->g.rank, weight ? "weight" : "gradient",
+            (long long)tr->nan_step);
+}
+
+/* 1 if any of the n floats is NaN or infinite. */
+static int any_nonfinite(const float *x, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], sizeof(b));
+        bad |= (b & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
+/* The step's verdict (nonfinite.h), agreed over the world: every rank
+ * takes the same branch even if only one saw a problem. */
+static int step_verdict(struct trainer *tr, double loss, double norm,
+                        double z)
+{
+    int flags = 0;
+    if (!isfinite(loss))
+        flags |= NF_LOSS;
+    if (!isfinite(norm))
+        flags |= NF_GRAD;
+    for (int b = 0; tr->has_dp && tr->bk.compress && b < tr->bk.nb; b++)
+        if (any_nonfinite(tr->st_p[b], tr->st_len[b]))
+            flags |= NF_STATE;
+    if (tr->c.spike_zscore > 0.0f && z > tr->c.spike_zscore)
+        flags |= NF_SPIKE;
+    phase_enter(PHASE_COLLECTIVE, "step verdict (non-finite check)", -1, -1,
+                -1, &tr->wpg);
+    MPI_Allreduce(MPI_IN_PLACE, &flags, 1, MPI_INT, MPI_BOR, tr->g.world);
+    return flags;
+}
+
+static void optimizer_step(struct trainer *tr, float scale, double lr)
+{
+    struct adamw_hp hp = {
+        .lr = (float)lr, .beta1 = tr->c.beta1, .beta2 = tr->c.beta2,
+        .eps = tr->c.eps, .weight_decay = tr->c.weight_decay,
+        .t = tr->st.step + 1,
+    };
+    struct gpt *m = &tr->m;
+    for (int i = 0; i < m->tt.n; i++) {
+        const struct tensor_desc *d = &m->tt.t[i];
+        adamw_update(m->params + d->off, m->grads + d->off, m->m + d->off,
+                     m->v + d->off, d->numel, &hp, scale, d->decay);
+    }
+}
+
+double trainer_step(struct trainer *tr, const int32_t *inp,
+                    const int32_t *tgt, double *gnorm, double *lr,
+                    struct step_times *tm)
+{
+    const struct config *c = &tr->c;
+    size_t T = (size_t)c->seq_len;
+    double t0 = now_s();
+    gpt_zero_grad(&tr->m);
+    debug_nan(tr, 1);
+    float dloss = 1.0f / (float)((double)c->batch_size * (double)T);
+    double loss = 0.0;
+    if (tr->has_dp)
+        bucketer_begin(&tr->bk, tr->st.step);
+    struct gpt_pos pos = {
+        .step = tr->st.step, .seed = c->seed, .train = 1,
+        .seq0 = (int64_t)tr->g.dp_rank * tr->per_rank,
+    };
+    loss = pipeline_train(&tr->pl, &tr->m, inp, tgt, dloss, &pos);
+    double t1 = now_s();
+    if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
+        MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
+    tie_reduce(tr);
+    debug_nan(tr, 0);
+    phase_enter(PHASE_COLLECTIVE, "loss sum over the dp and pp groups", -1, -1,
+                -1, &tr->wpg);
+    MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    if (tr->g.pp > 1) /* the loss is the last stage's */
+        MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM,
+                      tr->g.pp_comm);
+    double bubble = tr->g.pp > 1 ? gather_bubble(tr) : 0.0;
+    double t2 = now_s();
+    double norm = grad_norm(tr);
+    float scale = clip_scale(norm, c->grad_clip);
+    double rate = lr_at(&tr->sched, tr->st.step);
+    double mean = loss / ((double)c->batch_size * (double)T);
+    double z = loss_window_z(&tr->win, mean);
+    int verdict = step_verdict(tr, mean, norm, z);
+    phase_enter(PHASE_OPTIM, NULL, -1, -1, -1, NULL);
+    if (!verdict) {
+        optimizer_step(tr, scale, rate);
+        loss_window_add(&tr->win, mean);
+    } else if (tr->has_dp && tr->bk.compress) {
+        bucketer_state_reset(&tr->bk);
+    }
+    double t3 = now_s();
+    tr->st.step++;
+    tr->st.tokens_seen += (int64_t)c->batch_size * (int64_t)T;
+    if (tm) {
+        tm->skipped = verdict;
+        tm->loss_z = z;
+        tm->pp_wait = tr->pl.t_total - tr->pl.t_busy;
+        tm->compute = (t1 - t0) - tm->pp_wait + (t3 - t2);
+        tm->optim = t3 - t2;
+        tm->comm = t2 - t1;
+        tm->total = t3 - t0;
+        tm->comm_overlapped = 0.0;
+        tm->wire_bytes = 0;
+        tm->bubble = bubble;
+        if (tr->has_dp) {
+            double hidden = tr->bk.t_comm - tr->bk.t_wait;
+            tm->comm_overlapped = hidden > 0 ? hidden : 0.0;
+            tm->wire_bytes = tr->bk.wire_bytes;
+        }
+    }
+    *gnorm = norm;
+    *lr = rate;
+    return mean;
+}
+
+void trainer_skip_step(struct trainer *tr)
+{
+    tr->st.step++;
+    tr->st.tokens_seen += (int64_t)tr->c.batch_size * (int64_t)tr->c.seq_len;
+}
+
+double trainer_validate(struct trainer *tr, const struct dataset *val,
+                        int32_t *inp, int32_t *tgt)
+{
+    const struct config *c = &tr->c;
+    int T = c->seq_len;
+    double sum = 0.0;
+    for (int j = 0; j < c->val_batches; j++) {
+        int64_t seq0 = (int64_t)tr->g.dp_rank * tr->per_rank;
+        for (int k = 0; k < tr->accum; k++) {
+            size_t off = (size_t)k * tr->mb * T;
+            dataset_val_batch(val, j, c->batch_size, seq0 + k * tr->mb,
+                              tr->mb, T, inp + off, tgt + off);
+        }
+        struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
+                              .seed = c->seed, .train = 0};
+        phase_enter(PHASE_VALIDATE, "validation", j + 1, c->val_batches, -1,
+                    NULL);
+        sum += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
+    }
+    phase_enter(PHASE_COLLECTIVE, "validation loss sum", -1, -1, -1,
+                &tr->wpg);
+    if (tr->g.pp > 1)
+        MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM,
+                      tr->g.pp_comm);
+    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    return sum / ((double)c->val_batches * c->batch_size * T);
+}

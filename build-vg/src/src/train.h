@@ -1,0 +1,113 @@
+/*
+ * train.h - the training driver: one trainer per rank owns the grid, the
+ * model, its activations, the data and the optimizer state, and runs
+ * steps.  `mpitron train` loops trainer_step; `mpitron bench step` runs the
+ * same steps on synthetic tokens.
+ */
+#ifndef MPITRON_TRAIN_H
+#define MPITRON_TRAIN_H
+
+#include <stdint.h>
+
+#include "bucket.h"
+#include "ckpt_io.h"
+#include "comm.h"
+#include "config.h"
+#include "data.h"
+#include "grid.h"
+#include "metrics.h"
+#include "model.h"
+#include "nonfinite.h"
+#include "optim.h"
+#include "pipeline.h"
+#include "tp.h"
+
+struct step_times {      /* seconds, this rank, one step; total =
+                            compute + comm + pp_wait (+ data outside) */
+    double compute, comm, data, optim, total;
+    double comm_overlapped;  /* reduction time hidden behind backward */
+    uint64_t wire_bytes;     /* gradient bytes this rank sent */
+    double bubble;           /* idle share of the pipeline schedule, all
+                                stages (0 without pipeline parallelism) */
+    double pp_wait;          /* this rank's time in the schedule not
+                                computing: waiting for its neighbours */
+    int skipped;             /* NF_* verdict (nonfinite.h), the same on
+                                every rank; 0: the update was applied */
+    double loss_z;           /* the loss's z-score against the window
+                                (NaN until it holds NF_MIN_SAMPLES) */
+};
+
+struct trainer {
+    struct config c;
+    struct grid g;
+    struct gpt m;
+    struct pipeline pl;  /* this stage's micro-batch schedule and slots */
+    struct lr_sched sched;
+    struct train_state st;
+    int per_rank;        /* sequences per dp rank per step */
+    int mb, accum;       /* micro-batch size, micro-batches per step */
+    double peak_gflops;  /* sgemm peak summed over all ranks */
+    /* data parallelism: the dp group and its gradient buckets */
+    struct comm_group dpg;
+    struct bucketer bk;
+    int *ev_first, *ev_count; /* per backward event: production-order
+                                 range of tensors made final */
+    float **st_p;        /* per-rank compression state, by bucket */
+    size_t *st_len;
+    /* tensor parallelism: the tp group the model's collectives run on */
+    struct tp_ctx tpc;
+    /* pipeline parallelism: first and last stage of one (dp, tp) pair
+     * share the tied embedding; per-stage figures of the last step */
+    MPI_Comm tie_comm;   /* MPI_COMM_NULL unless pp > 1 and first/last */
+    int *bound;          /* pp + 1 stage boundaries (blocks) */
+    double *stage_busy, *stage_idle; /* pp entries, seconds */
+    /* non-finite steps: the running loss window (nonfinite.h) and the
+     * debug_nan fault (rank, 1-based step, weight or grad, fired) */
+    struct loss_window win;
+    struct phase_group wpg; /* all ranks, for the watchdog's reports */
+    int nan_rank, nan_weight, nan_fired;
+    int64_t nan_step;
+    int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
+};
+
+/* This rank's state that checkpoints save per rank (compression
+ * residuals; n = 0 without compression).  Points into tr. */
+void trainer_rank_state(struct trainer *tr, struct rank_state *rs);
+
+/* Build grid, model and activations from a finalized config (no data, no
+ * checkpoint).  Collective over world; every rank returns the same status.
+ * Returns 0 or -1 with err (layout or shape errors name the keys). */
+int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
+                 char *err, size_t errlen);
+void trainer_free(struct trainer *tr);
+
+/* One optimizer step on this rank's slice of the global batch: inp, tgt
+ * (per_rank, seq_len).  Returns the global mean loss (same on all ranks);
+ * *gnorm and *lr receive the pre-clip gradient norm and the rate used.
+ * A step whose loss or gradient norm is not finite (or a spike, see
+ * nonfinite.h) is skipped: every rank agrees, nothing is updated,
+ * tm->skipped says why (tm must not be NULL); the step still counts. */
+double trainer_step(struct trainer *tr, const int32_t *inp,
+                    const int32_t *tgt, double *gnorm, double *lr,
+                    struct step_times *tm);
+
+/* Skip the step without computing it (a batch left out on replay after a
+ * rollback): the step and tokens_seen advance as if it had run. */
+void trainer_skip_step(struct trainer *tr);
+
+/* Mean validation loss over c.val_batches batches; inp, tgt are scratch
+ * of per_rank * seq_len tokens each.  Collective. */
+double trainer_validate(struct trainer *tr, const struct dataset *val,
+                        int32_t *inp, int32_t *tgt);
+
+/* The tied embedding's copies on the first and last pipeline stage
+ * (parameters and both AdamW moments) must stay bitwise equal: compare
+ * their hashes; where they differ, the last stage takes the first stage's
+ * copy.  Returns 1 on every rank if any pair had drifted, else 0 (always
+ * 0 without pipeline parallelism).  Collective over world. */
+int trainer_tie_check(struct trainer *tr);
+
+/* `mpitron train`: the whole run.  Returns the process exit status. */
+int train_main(const struct config *c);
+
+#endif

@@ -1,0 +1,71 @@
+#!/bin/sh
+# Bad input through the mpitron binary: each case must exit non-zero with
+# a message naming the key, value, file or path at fault.
+set -u
+MPITRON=${MPITRON:-./mpitron}
+MPIRUN=${MPIRUN:-mpirun}
+W=$(mktemp -d "${TMPDIR:-/tmp}/mpitron-cli.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+pass=0 failed=0
+
+# expect "what" "substring" command...
+expect() {
+    what=$1 want=$2
+    shift 2
+    "$@" > "$W/out" 2>&1
+    rc=$?
+    if [ $rc -ne 0 ] && grep -qF -- "$want" "$W/out"; then
+        pass=$((pass + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL: $what: exit $rc, expected a message containing: $want"
+        sed 's/^/    /' "$W/out"
+    fi
+}
+train() { $MPIRUN -np 1 "$MPITRON" train "$@"; }
+
+# a tiny valid corpus
+printf 'hello world, this is a small corpus for mpitron tests.\n%.0s' \
+    $(seq 1 200) > "$W/text.txt"
+"$MPITRON" prepare --out "$W/data" "$W/text.txt" > /dev/null
+T="--data=$W/data --n_layer=1 --n_embd=16 --n_head=2 --seq_len=16 --batch_size=2 --steps=2"
+
+expect "unknown key" "did you mean 'n_embd'" train $T --n_embed=64
+expect "bad integer" "'abc'" train $T --n_layer=abc
+expect "n_embd % n_head" "n_embd=250 is not divisible by n_head=4" \
+    train $T --n_embd=250 --n_head=4
+expect "n_head % n_kv_head" "n_kv_head" train $T --n_head=2 --n_kv_head=3
+expect "bad schedule" "lr_schedule" train $T --lr_schedule=triangle
+expect "missing data dir" "$W/nope" train $T --data="$W/nope"
+printf '[model]\nn_layer = 2\nn_embdd = 3\n' > "$W/bad.ini"
+expect "ini unknown key" "bad.ini:3" train "$W/bad.ini" $T
+expect "missing ini" "$W/missing.ini" train "$W/missing.ini" $T
+expect "batch vs micro" "micro_batch" train $T --batch_size=4 --micro_batch=3
+expect "bad pp schedule" "'pp_schedule' (command line): must be gpipe or 1f1b" \
+    train $T --pp_schedule=zigzag
+expect "pp > n_layer" "pp=2 exceeds n_layer=1" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --pp=2
+expect "layout vs world" "tp*pp = 1*2 = 2 does not divide the world size 3" \
+    $MPIRUN -np 3 --oversubscribe "$MPITRON" train $T --n_layer=2 --pp=2
+
+# corrupt shards: bad magic, size that disagrees with the header
+mkdir -p "$W/bad1" "$W/bad2"
+cp "$W/data/train_000.bin" "$W/bad1/train_000.bin"
+printf '\001\002\003\004' | dd of="$W/bad1/train_000.bin" bs=1 seek=0 \
+    conv=notrunc 2>/dev/null
+expect "bad magic" "bad1/train_000.bin" train $T --data="$W/bad1"
+head -c 2000 "$W/data/train_000.bin" > "$W/bad2/train_000.bin"
+expect "truncated shard" "bad2/train_000.bin" train $T --data="$W/bad2"
+
+# resume: a checkpoint of another shape is refused with the keys that differ
+train $T --run_dir="$W/run" > /dev/null 2>&1 || echo "setup run failed"
+expect "shape mismatch" "n_embd" train $T --run_dir="$W/run" --n_embd=32
+expect "resume path" "$W/none.h5" train $T --run_dir="$W/r2" --resume="$W/none.h5"
+expect "sample unknown option" "did you mean '--tokens'" \
+    $MPIRUN -np 1 "$MPITRON" sample --ckpt "$W/run" --tokenz=3
+expect "ckpt info on non-file" "$W/text.txt" \
+    $MPIRUN -np 1 "$MPITRON" ckpt info "$W/text.txt"
+expect "unknown command" "unknown command" "$MPITRON" frobnicate
+
+echo "$pass passed, $failed failed"
+[ $failed -eq 0 ]

@@ -1,0 +1,536 @@
+/*
+ * test_allreduce.c - the reduction group and the all-reduce algorithms of
+ * comm/ (mpi, ring, rhd, hier, auto), under MPI.
+ *
+ * Run with mpirun -np 1..8 (--oversubscribe).  Inputs are functions of
+ * (rank, index), so every rank can compute every other rank's input:
+ *   - small integers: the exact sum is known, every algorithm must hit it;
+ *   - dyadic values in [-1, 1) with 24 significant bits: sums round, so
+ *     the bits depend on the order.  For ring, rhd and hier the test sums
+ *     in the documented order with a naive loop (an independent
+ *     reimplementation of the order, not of the state machine) and wants
+ *     identical bits; every algorithm is compared with MPI_Allreduce
+ *     within round-off, and every rank must hold rank 0's bits.
+ * The build compiles comm/'s sources into this program with
+ * AR_SEG_FLOATS = 4096 (16 KiB segments) so the lengths below span many
+ * segments, receive windows and hier pieces; the reference orders read
+ * the same constants.
+ * Every check runs on every rank; the ranks agree on the verdict with an
+ * all-reduce before the CMocka assertion (CHECK and verdict() of
+ * tests/mpi_check.h), so a failure never leaves the others hung in a
+ * collective.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "allreduce.h"
+#include "ar_internal.h" /* AR_SEG_FLOATS, AR_HIER_PIECES: hier's order */
+#include "comm.h"
+#include "mpi_check.h"
+
+static int wrank, wsize;
+
+/* ---- inputs -------------------------------------------------------------- */
+
+static const size_t lengths[] = {0, 1, 2, 7, 13, 97, 1000, 65537, 300001};
+#define NLEN (sizeof lengths / sizeof lengths[0])
+
+/* salt 0: integers in [-8, 8]; otherwise dyadic values in [-1, 1). */
+static float input(int r, size_t i, unsigned salt)
+{
+    if (salt == 0)
+        return (float)((int)(((uint64_t)r * 7 + i * 13) % 17) - 8);
+    uint64_t h = ((uint64_t)r << 40) ^ i ^ ((uint64_t)salt << 56);
+    h += 0x9e3779b97f4a7c15ull;
+    h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+    h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+    h ^= h >> 31;
+    return (float)((double)(int64_t)(h >> 40) / 8388608.0 - 1.0);
+}
+
+static void fill(float *buf, size_t n, int r, unsigned salt)
+{
+    for (size_t i = 0; i < n; i++)
+        buf[i] = input(r, i, salt);
+}
+
+/* ---- the documented sum orders, element by element ----------------------- */
+
+/* node layouts: rank r is on node r / rpn (rpn >= size: one node) */
+struct layout {
+    int rpn;
+};
+
+/* Ring over p contributors v[0..p): element i lies in chunk c (the first
+ * n % p chunks one longer); sum from v[c] upwards, cyclically. */
+static float ring_order(const float *v, int p, size_t n, size_t i)
+{
+    size_t q = n / (size_t)p, r = n % (size_t)p, c;
+    c = i < r * (q + 1) ? i / (q + 1) : r + (i - r * (q + 1)) / q;
+    float s = v[c];
+    for (int k = 1; k < p; k++)
+        s += v[(c + (size_t)k) % (size_t)p];
+    return s;
+}
+
+static float rhd_order(const float *v, int p)
+{
+    float t[8];
+    int pof2 = 1;
+    while (pof2 * 2 <= p)
+        pof2 *= 2;
+    for (int r = 0; r < pof2; r++)
+        t[r] = r + pof2 < p ? v[r] + v[r + pof2] : v[r];
+    for (int d = pof2 / 2; d >= 1; d /= 2) {
+        float u[8];
+        for (int r = 0; r < pof2; r++)
+            u[r] = t[r] + t[r ^ d];
+        memcpy(t, u, sizeof t);
+    }
+    return t[0];
+}
+
+/* Chain inside each node (last node rank first), ring over the nodes
+ * inside each of hier's pieces (ar_internal.h: min(AR_HIER_PIECES,
+ * ceil(n / AR_SEG_FLOATS)) pieces, the first n % K one longer). */
+static float hier_order(const float *v, int p, int rpn, size_t n, size_t i)
+{
+    size_t k = (n + AR_SEG_FLOATS - 1) / AR_SEG_FLOATS, q, r, j, off, len;
+    k = k < 1 ? 1 : k > AR_HIER_PIECES ? AR_HIER_PIECES : k;
+    q = n / k;
+    r = n % k;
+    j = i < r * (q + 1) ? i / (q + 1) : r + (i - r * (q + 1)) / q;
+    off = j * q + (j < r ? j : r);
+    len = q + (j < r);
+    float part[8];
+    int nn = (p + rpn - 1) / rpn;
+    for (int k = 0; k < nn; k++) {
+        int lo = k * rpn, hi = lo + rpn < p ? lo + rpn : p;
+        float s = v[hi - 1];
+        for (int r = hi - 2; r >= lo; r--)
+            s += v[r];
+        part[k] = s;
+    }
+    return ring_order(part, nn, len, i - off);
+}
+
+/* want[i] in the order of algo ("ring", "rhd", "hier"). */
+static void expected(const char *algo, int p, int rpn, size_t n,
+                     unsigned salt, float *want)
+{
+    float v[8];
+    for (size_t i = 0; i < n; i++) {
+        for (int r = 0; r < p; r++)
+            v[r] = input(r, i, salt);
+        if (strcmp(algo, "ring") == 0)
+            want[i] = ring_order(v, p, n, i);
+        else if (strcmp(algo, "rhd") == 0)
+            want[i] = rhd_order(v, p);
+        else
+            want[i] = hier_order(v, p, rpn, n, i);
+    }
+}
+
+/* ---- groups -------------------------------------------------------------- */
+
+static int group_make(struct comm_group *g, int rpn)
+{
+    return comm_group_init(g, MPI_COMM_WORLD, wrank / rpn);
+}
+
+static void test_group(void **state)
+{
+    (void)state;
+    const int rpns[] = {1, 2, 3, 64};
+    for (size_t t = 0; t < sizeof rpns / sizeof rpns[0]; t++) {
+        struct comm_group g;
+        int rpn = rpns[t], nn = (wsize + rpn - 1) / rpn, node = wrank / rpn;
+        int want_size = (node + 1) * rpn <= wsize ? rpn : wsize - node * rpn;
+        /* node ids given in reverse and sparse: renumbered by leader rank */
+        int rc = comm_group_init(&g, MPI_COMM_WORLD, 1000 - 10 * node);
+        CHECK(rc == 0, "init rpn %d", rpn);
+        if (rc != 0)
+            continue;
+        CHECK(g.rank == wrank && g.size == wsize, "rank %d size %d", g.rank,
+              g.size);
+        CHECK(g.node_rank == wrank % rpn, "rpn %d node_rank %d", rpn,
+              g.node_rank);
+        CHECK(g.node_size == want_size, "rpn %d node_size %d want %d", rpn,
+              g.node_size, want_size);
+        CHECK(g.node_id == node, "rpn %d node_id %d want %d", rpn, g.node_id,
+              node);
+        CHECK(g.nnodes == nn, "rpn %d nnodes %d want %d", rpn, g.nnodes, nn);
+        CHECK((g.leaders != MPI_COMM_NULL) == (wrank % rpn == 0),
+              "rpn %d leaders", rpn);
+        if (g.leaders != MPI_COMM_NULL) {
+            int lr, ls;
+            MPI_Comm_rank(g.leaders, &lr);
+            MPI_Comm_size(g.leaders, &ls);
+            CHECK(lr == node && ls == nn, "leaders rank %d size %d", lr, ls);
+        }
+        CHECK(g.tag_ub >= 32767, "tag_ub %d", g.tag_ub);
+        comm_group_free(&g);
+        CHECK(g.comm == MPI_COMM_NULL && g.tag_seq == NULL, "freed");
+    }
+    /* a negative node id on one rank fails everywhere */
+    struct comm_group g;
+    int rc = comm_group_init(&g, MPI_COMM_WORLD, wrank == wsize - 1 ? -1 : 0);
+    CHECK(rc == -1, "negative node id accepted");
+    verdict();
+}
+
+/* ---- every algorithm, every length --------------------------------------- */
+
+struct bufs {
+    float *buf, *first, *want, *tmp;
+};
+
+/* Mismatches of got against want (bits), reporting the first. */
+static void check_bits(const float *got, const float *want, size_t n,
+                       const char *what, const char *algo, int rpn)
+{
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&got[i], &want[i], sizeof(float)) != 0 && bad++ == 0)
+            first = i;
+    CHECK(bad == 0, "%s rpn %d n %zu: %s: %zu mismatches, first [%zu] %a "
+          "want %a", algo, rpn, n, what, bad, first, got[first], want[first]);
+}
+
+/* Every rank holds rank 0's bits. */
+static void check_same_everywhere(const float *buf, float *tmp, size_t n,
+                                  const char *algo, int rpn)
+{
+    memcpy(tmp, buf, n * sizeof(float));
+    MPI_Bcast(tmp, (int)n, MPI_FLOAT, 0, MPI_COMM_WORLD);
+    check_bits(buf, tmp, n, "differs from rank 0", algo, rpn);
+}
+
+static void run_one(const char *name, const struct comm_group *g, int rpn,
+                    size_t n, struct bufs *b)
+{
+    const struct allreduce_algo *algo = allreduce_find(name);
+    int ours = strcmp(name, "mpi") != 0;
+    /* integers: the exact sum */
+    fill(b->buf, n, wrank, 0);
+    CHECK(allreduce(algo, g, b->buf, n) == 0, "%s n %zu", name, n);
+    for (size_t i = 0; i < n; i++) {
+        float s = 0;
+        for (int r = 0; r < wsize; r++)
+            s += input(r, i, 0);
+        b->want[i] = s;
+    }
+    check_bits(b->buf, b->want, n, "exact integer sum", name, rpn);
+    /* dyadic values: MPI_Allreduce within round-off, our order exactly */
+    fill(b->buf, n, wrank, 1);
+    CHECK(allreduce(algo, g, b->buf, n) == 0, "%s n %zu", name, n);
+    check_same_everywhere(b->buf, b->tmp, n, name, rpn);
+    fill(b->tmp, n, wrank, 1);
+    MPI_Allreduce(MPI_IN_PLACE, b->tmp, (int)n, MPI_FLOAT, MPI_SUM,
+                  MPI_COMM_WORLD);
+    size_t far = 0;
+    for (size_t i = 0; i < n; i++)
+        far += fabsf(b->buf[i] - b->tmp[i]) > 1e-5f;
+    CHECK(far == 0, "%s rpn %d n %zu: %zu values differ from MPI_Allreduce",
+          name, rpn, n, far);
+    if (!ours)
+        return;
+    expected(name, wsize, rpn, n, 1, b->want);
+    check_bits(b->buf, b->want, n, "documented sum order", name, rpn);
+    /* deterministic: a second run gives the same bits */
+    memcpy(b->first, b->buf, n * sizeof(float));
+    fill(b->buf, n, wrank, 1);
+    CHECK(allreduce(algo, g, b->buf, n) == 0, "%s n %zu", name, n);
+    check_bits(b->buf, b->first, n, "second run", name, rpn);
+}
+
+static void bufs_alloc(struct bufs *b, size_t n)
+{
+    b->buf = malloc(n * sizeof(float));
+    b->first = malloc(n * sizeof(float));
+    b->want = malloc(n * sizeof(float));
+    b->tmp = malloc(n * sizeof(float));
+    assert_non_null(b->buf && b->first && b->want && b->tmp);
+}
+
+static void bufs_free(struct bufs *b)
+{
+    free(b->buf);
+    free(b->first);
+    free(b->want);
+    free(b->tmp);
+}
+
+/* mpi, ring, rhd: node layout irrelevant (rpn 2 to show it is ignored) */
+static void test_flat_algorithms(void **state)
+{
+    (void)state;
+    struct comm_group g;
+    struct bufs b;
+    bufs_alloc(&b, lengths[NLEN - 1]);
+    assert_int_equal(group_make(&g, 2), 0);
+    const char *names[] = {"mpi", "ring", "rhd"};
+    for (size_t a = 0; a < 3; a++)
+        for (size_t k = 0; k < NLEN; k++)
+            run_one(names[a], &g, 2, lengths[k], &b);
+    comm_group_free(&g);
+    bufs_free(&b);
+    verdict();
+}
+
+/* hier with ranks_per_node 1 (nodes of one rank), 2, 3 (uneven last node
+ * when 3 does not divide p) and all ranks on one node */
+static void test_hier_layouts(void **state)
+{
+    (void)state;
+    const int rpns[] = {1, 2, 3, 64};
+    struct bufs b;
+    bufs_alloc(&b, lengths[NLEN - 1]);
+    for (size_t t = 0; t < sizeof rpns / sizeof rpns[0]; t++) {
+        struct comm_group g;
+        assert_int_equal(group_make(&g, rpns[t]), 0);
+        for (size_t k = 0; k < NLEN; k++)
+            run_one("hier", &g, rpns[t], lengths[k], &b);
+        comm_group_free(&g);
+    }
+    bufs_free(&b);
+    verdict();
+}
+
+/* ---- several operations in flight on one group --------------------------- */
+
+#define NOPS 5
+struct flight {
+    const char *algo;
+    size_t n;
+    struct comm_op op;
+    void *scratch;
+    float *buf, *want;
+};
+
+/* Bytes a ring rank sends: every chunk but (rank + 1)'s in the
+ * reduce-scatter (it ends there), every chunk but (rank + 2)'s in the
+ * all-gather (the last one it receives). */
+static uint64_t ring_wire(int p, int r, size_t n)
+{
+    size_t q = n / (size_t)p, m = n % (size_t)p;
+    size_t c1 = (size_t)(r + 1) % (size_t)p, c2 = (size_t)(r + 2) % (size_t)p;
+    size_t l1 = q + (c1 < m), l2 = q + (c2 < m);
+    return p == 1 || n == 0 ? 0 : (2 * n - l1 - l2) * sizeof(float);
+}
+
+static void flight_start(struct flight *f, unsigned salt)
+{
+    for (int j = 0; j < NOPS; j++) {
+        unsigned s = strcmp(f[j].algo, "mpi") == 0 ? 0 : salt + (unsigned)j;
+        fill(f[j].buf, f[j].n, wrank, s);
+        if (s == 0)
+            for (size_t i = 0; i < f[j].n; i++) {
+                f[j].want[i] = 0;
+                for (int r = 0; r < wsize; r++)
+                    f[j].want[i] += input(r, i, 0);
+            }
+        else
+            expected(f[j].algo, wsize, 2, f[j].n, s, f[j].want);
+        CHECK(comm_op_start(&f[j].op) == 0, "start %d (%s)", j, f[j].algo);
+    }
+    for (int j = 0; j < NOPS; j++)
+        for (int k = j + 1; k < NOPS; k++)
+            CHECK(f[j].op.tag != f[k].op.tag, "ops %d and %d share tag %d",
+                  j, k, f[j].op.tag);
+}
+
+/* Test in a rank-dependent interleaved order for a while, then wait in
+ * the order `order` (the same on every rank), and check. */
+static void flight_finish(struct flight *f, const int *order)
+{
+    for (int round = 0; round < 40; round++)
+        for (int j = 0; j < NOPS; j++) {
+            int k = wrank % 2 ? NOPS - 1 - j : (j + round) % NOPS;
+            CHECK(comm_op_test(&f[k].op) >= 0, "test %d", k);
+        }
+    for (int j = 0; j < NOPS; j++)
+        CHECK(comm_op_wait(&f[order[j]].op) == 0, "wait %d", order[j]);
+    for (int j = 0; j < NOPS; j++) {
+        check_bits(f[j].buf, f[j].want, f[j].n, "in flight", f[j].algo, 2);
+        CHECK(f[j].op.done && f[j].op.t_done >= f[j].op.t_start, "op %d", j);
+    }
+    CHECK(f[0].op.wire_bytes == ring_wire(wsize, wrank, f[0].n),
+          "ring wire bytes %llu want %llu",
+          (unsigned long long)f[0].op.wire_bytes,
+          (unsigned long long)ring_wire(wsize, wrank, f[0].n));
+}
+
+static void test_in_flight(void **state)
+{
+    (void)state;
+    struct comm_group g;
+    struct flight f[NOPS] = {
+        {.algo = "ring", .n = 65537},  {.algo = "hier", .n = 300001},
+        {.algo = "rhd", .n = 1000},    {.algo = "ring", .n = 65537},
+        {.algo = "mpi", .n = 13},
+    };
+    const int forward[NOPS] = {0, 1, 2, 3, 4}, backward[NOPS] = {4, 3, 2, 1, 0};
+    assert_int_equal(group_make(&g, 2), 0);
+    for (int j = 0; j < NOPS; j++) {
+        const struct allreduce_algo *a = allreduce_find(f[j].algo);
+        size_t sb = a->scratch(&g, f[j].n);
+        f[j].scratch = malloc(sb ? sb : 1);
+        f[j].buf = malloc(f[j].n * sizeof(float));
+        f[j].want = malloc(f[j].n * sizeof(float));
+        assert_non_null(f[j].scratch && f[j].buf && f[j].want);
+        allreduce_op_init(&f[j].op, a, &g, f[j].buf, f[j].n, f[j].scratch,
+                          sb);
+    }
+    flight_start(f, 10);
+    flight_finish(f, forward);
+    /* the same ops again (a bucket reuses its op every step) */
+    flight_start(f, 20);
+    flight_finish(f, backward);
+    for (int j = 0; j < NOPS; j++) {
+        free(f[j].scratch);
+        free(f[j].buf);
+        free(f[j].want);
+    }
+    comm_group_free(&g);
+    verdict();
+}
+
+/* ---- auto, the table, the tuning file ------------------------------------ */
+
+static void test_find_and_pick(void **state)
+{
+    (void)state;
+    const char *names[] = {"mpi", "ring", "rhd", "hier"};
+    int i = 0;
+    for (; allreduce_algos[i]; i++)
+        CHECK(i < 4 && strcmp(allreduce_algos[i]->name, names[i]) == 0 &&
+                  allreduce_find(names[i]) == allreduce_algos[i],
+              "table entry %d", i);
+    CHECK(i == 4, "%d algorithms", i);
+    CHECK(allreduce_find("auto") != NULL, "auto");
+    CHECK(allreduce_find("nope") == NULL && allreduce_find(NULL) == NULL,
+          "unknown");
+
+    struct allreduce_tune t = {.small_max = 4096, .hier_min = 65536};
+    const struct allreduce_algo *rhd = allreduce_find("rhd"),
+                                *ring = allreduce_find("ring"),
+                                *hier = allreduce_find("hier");
+    const int rpns[] = {1, 2, 64};
+    for (int k = 0; k < 3; k++) {
+        struct comm_group g;
+        assert_int_equal(group_make(&g, rpns[k]), 0);
+        /* hier needs >1 node with some node of >1 rank: rpn 2 and p >= 3 */
+        int multi = rpns[k] == 2 && wsize >= 3;
+        CHECK(allreduce_pick(&t, &g, 1023) == rhd, "4092 B");
+        CHECK(allreduce_pick(&t, &g, 1024) == ring, "4096 B");
+        CHECK(allreduce_pick(&t, &g, 16383) == ring, "65532 B");
+        CHECK(allreduce_pick(&t, &g, 16384) == (multi ? hier : ring),
+              "65536 B rpn %d", rpns[k]);
+        CHECK(allreduce_pick(&t, &g, 1 << 24) == (multi ? hier : ring),
+              "64 MiB rpn %d", rpns[k]);
+        /* auto through the blocking call: right sum at a few sizes */
+        for (size_t n = 1; n <= 300001; n *= 13) {
+            float *buf = malloc(n * sizeof(float));
+            assert_non_null(buf);
+            fill(buf, n, wrank, 0);
+            CHECK(allreduce(allreduce_find("auto"), &g, buf, n) == 0, "auto");
+            for (size_t e = 0; e < n; e++) {
+                float s = 0;
+                for (int r = 0; r < wsize; r++)
+                    s += input(r, e, 0);
+                CHECK(buf[e] == s, "auto n %zu [%zu] %g want %g", n, e,
+                      buf[e], s);
+                if (buf[e] != s)
+                    break;
+            }
+            free(buf);
+        }
+        comm_group_free(&g);
+    }
+    struct allreduce_tune d;
+    allreduce_tune_defaults(&d);
+    CHECK(d.small_max > 0 && d.hier_min >= d.small_max, "defaults");
+    verdict();
+}
+
+/* Write text to a per-rank temporary file; returns its path. */
+static void write_file(char *path, size_t len, const char *text)
+{
+    snprintf(path, len, "/tmp/test_allreduce.%d.%d.tune", (int)getpid(),
+             wrank);
+    FILE *f = fopen(path, "w");
+    assert_non_null(f);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_tune_load(void **state)
+{
+    (void)state;
+    char path[128], err[256];
+    struct allreduce_tune t;
+    allreduce_tune_defaults(&t);
+    size_t hier0 = t.hier_min;
+    write_file(path, sizeof path,
+               "# measured\n\n  small_max = 32768  # bytes\n");
+    CHECK(allreduce_tune_load(&t, path, err, sizeof err) == 0, "%s", err);
+    CHECK(t.small_max == 32768 && t.hier_min == hier0, "small_max %zu",
+          t.small_max);
+    write_file(path, sizeof path, "hier_min=2M\nsmall_max = 8k\n");
+    CHECK(allreduce_tune_load(&t, path, err, sizeof err) == 0, "%s", err);
+    CHECK(t.hier_min == (2u << 20) && t.small_max == 8192, "%zu %zu",
+          t.hier_min, t.small_max);
+    write_file(path, sizeof path, "small_max = 1\nbogus = 3\n");
+    CHECK(allreduce_tune_load(&t, path, err, sizeof err) == -1, "bad key");
+    CHECK(strstr(err, path) && strstr(err, ":2:") && strstr(err, "bogus"),
+          "err '%s'", err);
+    write_file(path, sizeof path, "hier_min = -4\n");
+    CHECK(allreduce_tune_load(&t, path, err, sizeof err) == -1, "bad value");
+    CHECK(strstr(err, ":1:") && strstr(err, "-4"), "err '%s'", err);
+    write_file(path, sizeof path, "hier_min 4\n");
+    CHECK(allreduce_tune_load(&t, path, err, sizeof err) == -1, "no '='");
+    unlink(path);
+    CHECK(allreduce_tune_load(&t, path, err, sizeof err) == -1, "missing");
+    CHECK(strstr(err, path) != NULL, "err '%s'", err);
+    verdict();
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    MPI_Comm_rank(MPI_COMM_WORLD, &wrank);
+    MPI_Comm_size(MPI_COMM_WORLD, &wsize);
+    if (wsize > 8) {
+        if (wrank == 0)
+            fprintf(stderr, "test_allreduce: at most 8 ranks\n");
+        MPI_Finalize();
+        return 77;
+    }
+    if (wrank != 0 && !freopen("/dev/null", "w", stdout))
+        fprintf(stderr, "rank %d: cannot silence stdout\n", wrank);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_group),
+        cmocka_unit_test(test_flat_algorithms),
+        cmocka_unit_test(test_hier_layouts),
+        cmocka_unit_test(test_in_flight),
+        cmocka_unit_test(test_find_and_pick),
+        cmocka_unit_test(test_tune_load),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    int any = 0;
+    MPI_Allreduce(&failed, &any, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Finalize();
+    return any ? 1 : 0;
+}

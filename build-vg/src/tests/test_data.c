@@ -1,0 +1,474 @@
+/*
+ * test_data.c - shards, batches and the loader against independent
+ * references: the input bytes themselves, a hand-written llm.c shard, and
+ * the batch formulas of data.h recomputed here with rng_u64.  No MPI.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "data.h"
+#include "rng.h"
+
+#define ERRLEN 512
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static char *tmpdir_make(void)
+{
+    char *d = strdup("/tmp/mpitron_test_data_XXXXXX");
+    assert_non_null(d);
+    assert_non_null(mkdtemp(d));
+    return d;
+}
+
+/* rm -r of a directory holding files and one level of subdirectories. */
+static void tree_remove(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+            continue;
+        char p[1024];
+        snprintf(p, sizeof p, "%s/%s", dir, e->d_name);
+        struct stat st;
+        if (lstat(p, &st) == 0 && S_ISDIR(st.st_mode))
+            tree_remove(p);
+        else
+            unlink(p);
+    }
+    closedir(d);
+    rmdir(dir);
+}
+
+static void bytes_write(const char *path, const unsigned char *b, size_t n)
+{
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(b, 1, n, f), n);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* An independent llm.c-style writer: header of 256 int32, then uint16. */
+static void shard_hand_write(const char *path, int32_t magic,
+                             int32_t version, int32_t count,
+                             const uint16_t *tok, size_t ntok)
+{
+    int32_t hdr[256] = {0};
+    hdr[0] = magic;
+    hdr[1] = version;
+    hdr[2] = count;
+    FILE *f = fopen(path, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(hdr, sizeof(int32_t), 256, f), 256);
+    assert_int_equal(fwrite(tok, sizeof(uint16_t), ntok, f), ntok);
+    assert_int_equal(fclose(f), 0);
+}
+
+static int file_exists(const char *dir, const char *name)
+{
+    char p[2048];
+    snprintf(p, sizeof p, "%s/%s", dir, name);
+    struct stat st;
+    return stat(p, &st) == 0;
+}
+
+/* Fixture: three input files of pseudo-random bytes prepared into
+ * shards of 100 tokens, with val_fraction 0.1. */
+#define NA 250
+#define NB 333
+#define NC 417
+#define NTOTAL (NA + NB + NC)
+#define NVAL 100 /* floor(1000 * 0.1) */
+#define NTRAIN (NTOTAL - NVAL)
+
+struct fix {
+    char *dir;
+    char out[1024];
+    unsigned char bytes[NTOTAL];
+    struct dataset train, val;
+};
+
+static int fix_setup(void **state)
+{
+    struct fix *f = calloc(1, sizeof *f);
+    f->dir = tmpdir_make();
+    for (int i = 0; i < NTOTAL; i++)
+        f->bytes[i] = (unsigned char)(rng_u64(77, (uint64_t)i) >> 56);
+    char pa[1024], pb[1024], pc[1024];
+    snprintf(pa, sizeof pa, "%s/a.txt", f->dir);
+    snprintf(pb, sizeof pb, "%s/b.txt", f->dir);
+    snprintf(pc, sizeof pc, "%s/c.txt", f->dir);
+    bytes_write(pa, f->bytes, NA);
+    bytes_write(pb, f->bytes + NA, NB);
+    bytes_write(pc, f->bytes + NA + NB, NC);
+    snprintf(f->out, sizeof f->out, "%s/deep/out", f->dir);
+    const char *files[3] = {pa, pb, pc};
+    char err[ERRLEN];
+    int rc = data_prepare(f->out, files, 3, 0.1, 100, 0, err, sizeof err);
+    if (rc != 0)
+        fprintf(stderr, "prepare: %s\n", err);
+    assert_int_equal(rc, 0);
+    assert_int_equal(dataset_open(&f->train, f->out, "train", 256, err,
+                                  sizeof err), 0);
+    assert_int_equal(dataset_open(&f->val, f->out, "val", 256, err,
+                                  sizeof err), 0);
+    *state = f;
+    return 0;
+}
+
+static int fix_teardown(void **state)
+{
+    struct fix *f = *state;
+    dataset_close(&f->train);
+    dataset_close(&f->val);
+    tree_remove(f->dir);
+    free(f->dir);
+    free(f);
+    return 0;
+}
+
+/* ---- prepare + open + read ------------------------------------------ */
+
+static void test_prepare_roundtrip(void **state)
+{
+    struct fix *f = *state;
+    assert_int_equal(f->train.ntok, NTRAIN);
+    assert_int_equal(f->val.ntok, NVAL);
+    assert_int_equal(f->train.nshards, 9);   /* ceil(900 / 100) */
+    assert_int_equal(f->val.nshards, 1);
+    assert_true(file_exists(f->out, "train_000.bin"));
+    assert_true(file_exists(f->out, "train_008.bin"));
+    assert_false(file_exists(f->out, "train_009.bin"));
+    assert_true(file_exists(f->out, "val_000.bin"));
+    assert_false(file_exists(f->out, "train_000.bin.tmp"));
+
+    int32_t *buf = malloc(NTOTAL * sizeof *buf);
+    dataset_read(&f->train, 0, NTRAIN, buf);
+    for (int i = 0; i < NTRAIN; i++)
+        assert_int_equal(buf[i], f->bytes[i]);
+    dataset_read(&f->val, 0, NVAL, buf);
+    for (int i = 0; i < NVAL; i++)
+        assert_int_equal(buf[i], f->bytes[NTRAIN + i]);
+    /* every window that crosses or touches a shard boundary */
+    for (int64_t pos = 0; pos < NTRAIN; pos += 7)
+        for (int64_t n = 0; pos + n <= NTRAIN && n < 260; n += 13) {
+            dataset_read(&f->train, pos, n, buf);
+            for (int64_t t = 0; t < n; t++)
+                assert_int_equal(buf[t], f->bytes[pos + t]);
+        }
+    free(buf);
+}
+
+static void test_prepare_rerun_and_no_val(void **state)
+{
+    struct fix *f = *state;
+    char in[1024], out[1024], err[ERRLEN];
+    snprintf(in, sizeof in, "%s/a.txt", f->dir);
+    snprintf(out, sizeof out, "%s/rerun", f->dir);
+    const char *files[1] = {in};
+    /* many small shards first, then few big ones and no val split: the
+     * stale shards of the first run must be gone */
+    assert_int_equal(data_prepare(out, files, 1, 0.2, 10, 0, err, sizeof err),
+                     0);
+    assert_true(file_exists(out, "train_019.bin"));
+    assert_true(file_exists(out, "val_004.bin"));
+    assert_int_equal(data_prepare(out, files, 1, 0.0, 1000, 0, err,
+                                  sizeof err), 0);
+    struct dataset ds;
+    assert_int_equal(dataset_open(&ds, out, "train", 256, err, sizeof err), 0);
+    assert_int_equal(ds.nshards, 1);
+    assert_int_equal(ds.ntok, NA);
+    int32_t buf[NA];
+    dataset_read(&ds, 0, NA, buf);
+    for (int i = 0; i < NA; i++)
+        assert_int_equal(buf[i], f->bytes[i]);
+    dataset_close(&ds);
+    assert_int_equal(dataset_open(&ds, out, "val", 256, err, sizeof err), -1);
+    assert_non_null(strstr(err, out));
+    assert_false(file_exists(out, "val_000.bin"));
+}
+
+static void test_prepare_errors(void **state)
+{
+    struct fix *f = *state;
+    char in[1024], missing[1024], out[1024], err[ERRLEN];
+    snprintf(in, sizeof in, "%s/a.txt", f->dir);
+    snprintf(missing, sizeof missing, "%s/no_such_input.txt", f->dir);
+    snprintf(out, sizeof out, "%s/errs", f->dir);
+    const char *files[2] = {in, missing};
+    assert_int_equal(data_prepare(out, files, 2, 0.1, 100, 0, err,
+                                  sizeof err), -1);
+    assert_non_null(strstr(err, "no_such_input.txt"));
+    assert_int_equal(data_prepare(out, files, 1, 1.0, 100, 0, err,
+                                  sizeof err), -1);
+    assert_non_null(strstr(err, "val_fraction"));
+    assert_int_equal(data_prepare(out, files, 1, -0.1, 100, 0, err,
+                                  sizeof err), -1);
+    assert_int_equal(data_prepare(out, files, 1, 0.1, 0, 0, err,
+                                  sizeof err), -1);
+    assert_non_null(strstr(err, "shard_tokens"));
+}
+
+/* ---- batches ---------------------------------------------------------- */
+
+#define T 16
+#define B 8
+#define SEED 1234u
+
+static void test_train_batch_formula(void **state)
+{
+    struct fix *f = *state;
+    int32_t inp[B * T], tgt[B * T];
+    for (int64_t step = 0; step < 5; step++) {
+        dataset_train_batch(&f->train, SEED, step, 0, B, T, inp, tgt);
+        uint64_t key = rng_key(SEED, RNG_DATA, (uint64_t)step);
+        for (int i = 0; i < B; i++) {
+            uint64_t pos = rng_u64(key, (uint64_t)i) % (NTRAIN - T);
+            for (int t = 0; t < T; t++) {
+                assert_int_equal(inp[i * T + t], f->bytes[pos + t]);
+                assert_int_equal(tgt[i * T + t], f->bytes[pos + t + 1]);
+            }
+            /* targets are the inputs shifted by one */
+            for (int t = 0; t + 1 < T; t++)
+                assert_int_equal(tgt[i * T + t], inp[i * T + t + 1]);
+        }
+    }
+}
+
+static void test_train_batch_determinism(void **state)
+{
+    struct fix *f = *state;
+    int32_t a[B * T], at[B * T], b[B * T], bt[B * T];
+    dataset_train_batch(&f->train, SEED, 3, 0, B, T, a, at);
+    dataset_train_batch(&f->train, SEED, 3, 0, B, T, b, bt);
+    assert_memory_equal(a, b, sizeof a);
+    assert_memory_equal(at, bt, sizeof at);
+    dataset_train_batch(&f->train, SEED, 4, 0, B, T, b, bt);
+    assert_memory_not_equal(a, b, sizeof a);
+    dataset_train_batch(&f->train, SEED + 1, 3, 0, B, T, b, bt);
+    assert_memory_not_equal(a, b, sizeof a);
+    /* any slice [seq0, seq0+n) equals those rows of the full batch */
+    for (int seq0 = 0; seq0 < B; seq0++)
+        for (int n = 0; seq0 + n <= B; n++) {
+            int32_t s[B * T], st[B * T];
+            dataset_train_batch(&f->train, SEED, 3, seq0, n, T, s, st);
+            if (n == 0)
+                continue;
+            assert_memory_equal(s, a + seq0 * T, (size_t)n * T * sizeof *s);
+            assert_memory_equal(st, at + seq0 * T,
+                                (size_t)n * T * sizeof *st);
+        }
+}
+
+static void test_val_batch(void **state)
+{
+    struct fix *f = *state;
+    const int vb = 4;
+    int32_t inp[4 * T], tgt[4 * T];
+    /* j large enough that the windows wrap modulo (ntok - T) */
+    for (int64_t j = 0; j < 6; j++) {
+        dataset_val_batch(&f->val, j, vb, 0, vb, T, inp, tgt);
+        for (int i = 0; i < vb; i++) {
+            int64_t pos = ((j * vb + i) * T) % (NVAL - T);
+            for (int t = 0; t < T; t++) {
+                assert_int_equal(inp[i * T + t], f->bytes[NTRAIN + pos + t]);
+                assert_int_equal(tgt[i * T + t],
+                                 f->bytes[NTRAIN + pos + t + 1]);
+            }
+        }
+        int32_t s[2 * T], st[2 * T];
+        dataset_val_batch(&f->val, j, vb, 1, 2, T, s, st);
+        assert_memory_equal(s, inp + T, sizeof s);
+        assert_memory_equal(st, tgt + T, sizeof st);
+    }
+}
+
+/* ---- loader ----------------------------------------------------------- */
+
+static void loader_check(struct loader *l, const struct dataset *ds,
+                         int64_t step, int seq0, int nseq, double *wait)
+{
+    const int32_t *inp, *tgt;
+    int32_t ref[B * T], reft[B * T];
+    loader_next(l, step, &inp, &tgt, wait);
+    dataset_train_batch(ds, SEED, step, seq0, nseq, T, ref, reft);
+    assert_memory_equal(inp, ref, (size_t)nseq * T * sizeof *ref);
+    assert_memory_equal(tgt, reft, (size_t)nseq * T * sizeof *reft);
+}
+
+static void test_loader(void **state)
+{
+    struct fix *f = *state;
+    struct loader l;
+    char err[ERRLEN];
+    const int seq0 = 2, nseq = 3, s = 5;
+    assert_int_equal(loader_init(&l, &f->train, SEED, seq0, nseq, T, s, err,
+                                 sizeof err), 0);
+    double wait = 0.0;
+    loader_check(&l, &f->train, s, seq0, nseq, &wait);
+    loader_check(&l, &f->train, s + 1, seq0, nseq, &wait);
+    loader_check(&l, &f->train, s + 2, seq0, nseq, &wait);
+    loader_check(&l, &f->train, s + 10, seq0, nseq, &wait);   /* resume */
+    loader_check(&l, &f->train, s + 11, seq0, nseq, &wait);
+    loader_check(&l, &f->train, s + 13, seq0, nseq, &wait);   /* same slot */
+    loader_check(&l, &f->train, s + 1, seq0, nseq, &wait);    /* back */
+    for (int64_t k = 100; k < 140; k++)
+        loader_check(&l, &f->train, k, seq0, nseq, NULL);
+    assert_true(wait >= 0.0);
+    loader_free(&l);
+    loader_free(&l);   /* second free is a no-op */
+
+    /* a loader that is freed before its first step is ever requested */
+    assert_int_equal(loader_init(&l, &f->train, SEED, 0, B, T, 0, err,
+                                 sizeof err), 0);
+    loader_free(&l);
+}
+
+/* ---- errors and foreign shards ---------------------------------------- */
+
+static void dir_fresh(char *d, size_t n, const struct fix *f,
+                      const char *name)
+{
+    snprintf(d, n, "%s/%s", f->dir, name);
+    assert_int_equal(mkdir(d, 0755), 0);
+}
+
+static void expect_open_error(const char *dir, int vocab, const char *needle,
+                              const char *needle2)
+{
+    struct dataset ds;
+    char err[ERRLEN];
+    assert_int_equal(dataset_open(&ds, dir, "train", vocab, err, sizeof err),
+                     -1);
+    if (!strstr(err, needle) || (needle2 && !strstr(err, needle2)))
+        fail_msg("error '%s' lacks '%s' / '%s'", err, needle,
+                 needle2 ? needle2 : "");
+    assert_null(ds.shards);
+    assert_int_equal(ds.nshards, 0);
+}
+
+static void test_open_errors(void **state)
+{
+    struct fix *f = *state;
+    uint16_t tok[50];
+    for (int i = 0; i < 50; i++)
+        tok[i] = (uint16_t)(i * 5);
+    char d[1024], p[1100], good[1100];
+
+    dir_fresh(d, sizeof d, f, "magic");
+    snprintf(good, sizeof good, "%s/train_000.bin", d);
+    shard_hand_write(good, SHARD_MAGIC, 1, 50, tok, 50);
+    snprintf(p, sizeof p, "%s/train_001.bin", d);
+    shard_hand_write(p, 12345, 1, 50, tok, 50);
+    expect_open_error(d, 256, "train_001.bin", "bad magic 12345");
+
+    dir_fresh(d, sizeof d, f, "version");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 2, 50, tok, 50);
+    expect_open_error(d, 256, "train_000.bin", "version 2");
+
+    dir_fresh(d, sizeof d, f, "trunc");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 1, 50, tok, 49);
+    expect_open_error(d, 256, "train_000.bin", "header says 50 tokens");
+
+    dir_fresh(d, sizeof d, f, "tiny");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    bytes_write(p, (const unsigned char *)"abc", 3);
+    expect_open_error(d, 256, "train_000.bin", NULL);
+
+    dir_fresh(d, sizeof d, f, "vocab");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 1, 50, tok, 50);   /* max token 245 */
+    expect_open_error(d, 200, "train_000.bin", "position 40");
+
+    snprintf(d, sizeof d, "%s/no_such_dir", f->dir);
+    expect_open_error(d, 256, "no_such_dir", "does not exist");
+
+    dir_fresh(d, sizeof d, f, "empty");
+    snprintf(p, sizeof p, "%s/notes.txt", d);
+    bytes_write(p, (const unsigned char *)"x", 1);
+    expect_open_error(d, 256, d, "train_*.bin");
+}
+
+static void test_hand_written_shards(void **state)
+{
+    struct fix *f = *state;
+    char d[1024], p[1100], err[ERRLEN];
+    dir_fresh(d, sizeof d, f, "llmc");
+    /* two shards and an empty one between them, tokens beyond 256 */
+    uint16_t a[70], b[40];
+    for (int i = 0; i < 70; i++)
+        a[i] = (uint16_t)(50000 + i);
+    for (int i = 0; i < 40; i++)
+        b[i] = (uint16_t)(3 * i);
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, SHARD_VERSION, 70, a, 70);
+    snprintf(p, sizeof p, "%s/train_001.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, SHARD_VERSION, 0, a, 0);
+    snprintf(p, sizeof p, "%s/train_002.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, SHARD_VERSION, 40, b, 40);
+    snprintf(p, sizeof p, "%s/train_002.bin.tmp", d);   /* ignored */
+    bytes_write(p, (const unsigned char *)"junk", 4);
+    struct dataset ds;
+    assert_int_equal(dataset_open(&ds, d, "train", 50257, err, sizeof err),
+                     0);
+    assert_int_equal(ds.nshards, 3);
+    assert_int_equal(ds.ntok, 110);
+    int32_t out[110];
+    dataset_read(&ds, 0, 110, out);
+    for (int i = 0; i < 70; i++)
+        assert_int_equal(out[i], 50000 + i);
+    for (int i = 0; i < 40; i++)
+        assert_int_equal(out[70 + i], 3 * i);
+    dataset_read(&ds, 69, 2, out);
+    assert_int_equal(out[0], 50069);
+    assert_int_equal(out[1], 0);
+    dataset_close(&ds);
+
+    /* and a shard from shard_write is byte-identical to the hand-written */
+    char q[1100];
+    snprintf(q, sizeof q, "%s/train_000.bin", d);
+    snprintf(p, sizeof p, "%s/copy.bin", d);
+    assert_int_equal(shard_write(p, a, 70, err, sizeof err), 0);
+    FILE *x = fopen(p, "rb"), *y = fopen(q, "rb");
+    assert_non_null(x);
+    assert_non_null(y);
+    int cx, cy;
+    do {
+        cx = fgetc(x);
+        cy = fgetc(y);
+        assert_int_equal(cx, cy);
+    } while (cx != EOF);
+    fclose(x);
+    fclose(y);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_prepare_roundtrip),
+        cmocka_unit_test(test_prepare_rerun_and_no_val),
+        cmocka_unit_test(test_prepare_errors),
+        cmocka_unit_test(test_train_batch_formula),
+        cmocka_unit_test(test_train_batch_determinism),
+        cmocka_unit_test(test_val_batch),
+        cmocka_unit_test(test_loader),
+        cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_hand_written_shards),
+    };
+    return cmocka_run_group_tests(tests, fix_setup, fix_teardown);
+}

@@ -1,0 +1,380 @@
+/*
+ * test_model.c - the whole model against independent references:
+ *  - every parameter gradient of a tiny GPT (GQA, sliding window, dropout)
+ *    against central finite differences of the loss;
+ *  - gradient accumulation: a batch of 8 as 4 micro-batches of 2 gives the
+ *    same AdamW update as one micro-batch of 8;
+ *  - parameter init depends on the global index only: a row shard of a
+ *    tensor initialises to the same values as the whole tensor;
+ *  - pipeline stages: the model cut into three stages, chained by hand
+ *    (activations forward, their gradients back, the tied wte gradient
+ *    of the first and last stage summed), gives the whole model's loss
+ *    and every gradient, with micro-batches' activations held in slots
+ *    that share one scratch.
+ * Runs under mpirun -np 1 (the trainer builds a process grid).
+ */
+#include <math.h>
+#include <mpi.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+#include "infer.h"
+#include "model.h"
+#include "rng.h"
+#include "train.h"
+
+static void tokens(int32_t *x, size_t n, int V, uint64_t salt)
+{
+    for (size_t i = 0; i < n; i++)
+        x[i] = (int32_t)(rng_u64(salt, i) % (uint64_t)V);
+}
+
+static double loss_of(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
+                      const int32_t *tgt, const struct gpt_pos *pos)
+{
+    return gpt_forward(m, a, inp, tgt, pos) / (double)a->N;
+}
+
+static void test_whole_model_gradcheck(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 2, .n_embd = 8, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 11,
+                           .attn_window = 3, .dropout = 0.2f};
+    struct gpt m;
+    struct gpt_acts a;
+    char err[256];
+    assert_int_equal(gpt_init(&m, &c, 1, 0, 0, c.n_layer, 7, err,
+                              sizeof(err)), 0);
+    /* perturb LayerNorm and bias parameters too, so their gradients are
+     * not trivially structured */
+    for (size_t i = 0; i < m.tt.total; i++)
+        m.params[i] += 0.3f * rng_normal(99, i);
+    int B = 2, T = 6;
+    assert_int_equal(gpt_acts_init(&a, &m, B, T), 0);
+    int32_t inp[12], tgt[12];
+    tokens(inp, 12, c.vocab_size, 1);
+    tokens(tgt, 12, c.vocab_size, 2);
+    struct gpt_pos pos = {.step = 3, .seq0 = 5, .seed = 11, .train = 1};
+
+    gpt_zero_grad(&m);
+    loss_of(&m, &a, inp, tgt, &pos);
+    gpt_backward(&m, &a, 1.0f / (float)a.N, &pos);
+
+    const float h = 1e-2f;
+    for (int t = 0; t < m.tt.n; t++) {
+        const struct tensor_desc *d = &m.tt.t[t];
+        double num = 0, den = 0, gmax = 0;
+        for (size_t k = 0; k < d->numel; k++) {
+            float *p = m.params + d->off + k, save = *p;
+            *p = save + h;
+            double lp = loss_of(&m, &a, inp, tgt, &pos);
+            *p = save - h;
+            double lm = loss_of(&m, &a, inp, tgt, &pos);
+            *p = save;
+            double fd = (lp - lm) / (2.0 * h);
+            double g = m.grads[d->off + k];
+            num += (g - fd) * (g - fd);
+            gmax = fmax(gmax, fabs(g));
+            den += fd * fd;
+        }
+        double rel = sqrt(num) / (sqrt(den) + 1e-6);
+        if (strstr(d->name, "attn.bk")) {
+            /* softmax is invariant to adding one constant to a query's
+             * scores, so the key bias has zero gradient exactly */
+            if (gmax > 1e-5)
+                fail_msg("%s: gradient %.3g, expected 0", d->name, gmax);
+        } else if (rel > 5e-3)
+            fail_msg("%s: |grad - fd| / |fd| = %.3g", d->name, rel);
+    }
+    gpt_acts_free(&a);
+    gpt_free(&m);
+}
+
+/* Grad of tensor `name` in m, or NULL when the stage does not hold it. */
+static const float *grad_of(const struct gpt *m, const char *name)
+{
+    int i = tensor_table_find(&m->tt, name);
+    return i < 0 ? NULL : m->grads + m->tt.t[i].off;
+}
+
+/* Every gradient of whole equals the one of the stage that holds it. */
+static void expect_stage_grads(const struct gpt *whole, const struct gpt *st,
+                               int S)
+{
+    for (int t = 0; t < whole->tt.n; t++) {
+        const struct tensor_desc *d = &whole->tt.t[t];
+        const float *g = NULL;
+        for (int s = 0; s < S && !g; s++)
+            g = grad_of(&st[s], d->name);
+        if (!g)
+            fail_msg("no stage holds %s", d->name);
+        const float *w = whole->grads + d->off;
+        double gmax = 0.0, dmax = 0.0;
+        for (size_t i = 0; i < d->numel; i++) {
+            gmax = fmax(gmax, fabs(w[i]));
+            dmax = fmax(dmax, fabs(w[i] - g[i]));
+        }
+        if (dmax > 1e-5 * gmax + 1e-9)
+            fail_msg("%s: stages differ from the whole model by %.3g "
+                     "(max |g| %.3g)", d->name, dmax, gmax);
+    }
+}
+
+static void test_stages_equal_whole_model(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 4, .n_embd = 8, .n_head = 2,
+                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 11,
+                           .dropout = 0.2f};
+    enum { S = 3, MB = 2, B = 2, T = 6, N = B * T };
+    const int bound[S + 1] = {0, 1, 3, 4};
+    char err[256];
+    struct gpt whole, st[S];
+    struct gpt_acts wa, sa[S][MB];
+    assert_int_equal(gpt_init(&whole, &c, 1, 0, 0, 4, 7, err, 256), 0);
+    assert_int_equal(gpt_acts_init(&wa, &whole, B, T), 0);
+    for (int s = 0; s < S; s++) {
+        assert_int_equal(gpt_init(&st[s], &c, 1, 0, bound[s], bound[s + 1],
+                                  7, err, 256), 0);
+        assert_int_equal(st[s].first, s == 0);
+        assert_int_equal(st[s].last, s == S - 1);
+        for (int k = 0; k < MB; k++)
+            assert_int_equal(gpt_acts_init_shared(&sa[s][k], &st[s], B, T,
+                                                  k ? &sa[s][0] : NULL), 0);
+        gpt_zero_grad(&st[s]);
+    }
+    gpt_zero_grad(&whole);
+    int32_t inp[MB * N], tgt[MB * N];
+    tokens(inp, MB * N, c.vocab_size, 3);
+    tokens(tgt, MB * N, c.vocab_size, 4);
+    float dloss = 1.0f / (MB * N);
+    double lw = 0.0, ls = 0.0;
+    for (int k = 0; k < MB; k++) { /* the reference */
+        struct gpt_pos pos = {.step = 2, .seq0 = k * B, .seed = 5, .train = 1};
+        lw += gpt_forward(&whole, &wa, inp + k * N, tgt + k * N, &pos);
+        gpt_backward(&whole, &wa, dloss, &pos);
+    }
+    /* GPipe order: both forwards through all stages, then backwards in
+     * reverse micro-batch order (each slot's activations must survive) */
+    size_t nc = (size_t)N * c.n_embd;
+    for (int k = 0; k < MB; k++)
+        for (int s = 0; s < S; s++) {
+            struct gpt_pos pos = {.step = 2, .seq0 = k * B, .seed = 5,
+                                  .train = 1};
+            if (s > 0)
+                memcpy(sa[s][k].emb, gpt_stage_output(&st[s - 1],
+                       &sa[s - 1][k]), nc * sizeof(float));
+            double l = gpt_forward(&st[s], &sa[s][k], inp + k * N,
+                                   tgt + k * N, &pos);
+            if (s < S - 1)
+                assert_true(l == 0.0);
+            ls += l;
+        }
+    for (int k = MB - 1; k >= 0; k--)
+        for (int s = S - 1; s >= 0; s--) {
+            struct gpt_pos pos = {.step = 2, .seq0 = k * B, .seed = 5,
+                                  .train = 1};
+            if (s < S - 1)
+                memcpy(sa[s][k].dres, sa[s + 1][k].dres, nc * sizeof(float));
+            gpt_backward(&st[s], &sa[s][k], dloss, &pos);
+        }
+    assert_true(fabs(lw - ls) <= 1e-5 * fabs(lw));
+    float *dw0 = (float *)grad_of(&st[0], "wte");
+    const float *dw2 = grad_of(&st[S - 1], "wte");
+    assert_non_null(dw0);
+    assert_non_null(dw2);
+    assert_null(grad_of(&st[1], "wte"));
+    for (size_t i = 0; i < (size_t)c.vocab_size * c.n_embd; i++)
+        dw0[i] += dw2[i]; /* what the trainer's tie reduction does */
+    expect_stage_grads(&whole, st, S);
+    for (int s = 0; s < S; s++) {
+        for (int k = MB - 1; k >= 0; k--)
+            gpt_acts_free(&sa[s][k]);
+        gpt_free(&st[s]);
+    }
+    gpt_acts_free(&wa);
+    gpt_free(&whole);
+}
+
+static void make_config(struct config *c, int micro)
+{
+    char err[256];
+    config_defaults(c);
+    c->n_layer = 2;
+    c->n_embd = 32;
+    c->n_head = 4;
+    c->n_kv_head = 2;
+    c->seq_len = 16;
+    c->batch_size = 8;
+    c->micro_batch = micro;
+    c->dropout = 0.1f;
+    c->warmup_steps = 0;
+    assert_int_equal(config_finalize(c, err, sizeof(err)), 0);
+}
+
+/* max |a - b| over the arena, skipping elements where |g| < gmin */
+static double max_diff(const float *a, const float *b, const float *g,
+                       size_t n, double gmin)
+{
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (g && fabs(g[i]) < gmin)
+            continue;
+        double x = fabs((double)a[i] - b[i]);
+        worst = x > worst ? x : worst;
+    }
+    return worst;
+}
+
+static void test_accumulation_equals_full_batch(void **state)
+{
+    (void)state;
+    struct trainer full, acc;
+    struct config c1, c2;
+    char err[256];
+    make_config(&c1, 8);
+    make_config(&c2, 2);
+    assert_int_equal(trainer_init(&full, &c1, MPI_COMM_WORLD, err,
+                                  sizeof(err)), 0);
+    assert_int_equal(trainer_init(&acc, &c2, MPI_COMM_WORLD, err,
+                                  sizeof(err)), 0);
+    assert_int_equal(full.accum, 1);
+    assert_int_equal(acc.accum, 4);
+    size_t n = 8 * 16, total = full.m.tt.total;
+    int32_t *inp = malloc(2 * n * sizeof(int32_t));
+    tokens(inp, 2 * n, 256, 5);
+    double g1, g2, lr1, lr2;
+    double l1 = trainer_step(&full, inp, inp + n, &g1, &lr1, NULL);
+    double l2 = trainer_step(&acc, inp, inp + n, &g2, &lr2, NULL);
+    assert_true(fabs(l1 - l2) <= 1e-6 * fabs(l1));
+    assert_true(fabs(g1 - g2) <= 1e-6 * fabs(g1));
+    /* the accumulated gradient equals the full-batch gradient */
+    double gmax = 0;
+    for (size_t i = 0; i < total; i++)
+        gmax = fmax(gmax, fabs(full.m.grads[i]));
+    double gd = max_diff(full.m.grads, acc.m.grads, NULL, total, 0);
+    if (gd > 1e-6 * gmax)
+        fail_msg("max |gradient difference| = %.3g", gd);
+    /* ... and so does the update, wherever AdamW is well-conditioned: the
+     * first step moves by lr * g / (|g| + eps), whose slope lr eps / g^2
+     * turns round-off in a gradient near eps = 1e-8 into 1e-5 steps */
+    double ud = max_diff(full.m.params, acc.m.params, full.m.grads, total,
+                         1e-5);
+    if (ud > 1e-6)
+        fail_msg("max |update difference| = %.3g", ud);
+    /* a second step from the (near-)identical states agrees in loss */
+    l1 = trainer_step(&full, inp, inp + n, &g1, &lr1, NULL);
+    l2 = trainer_step(&acc, inp, inp + n, &g2, &lr2, NULL);
+    assert_true(fabs(l1 - l2) <= 1e-6 * fabs(l1));
+    free(inp);
+    trainer_free(&full);
+    trainer_free(&acc);
+}
+
+static void test_init_by_global_index(void **state)
+{
+    (void)state;
+    struct tensor_table whole = {0}, half = {0};
+    int64_t shape[2] = {6, 4};
+    assert_int_equal(tensor_table_add(&whole, "w", 2, shape, -1, 0, 1, 1, 0,
+                                      0.02f, 0), 0);
+    assert_int_equal(tensor_table_add(&half, "w", 2, shape, 0, 1, 2, 1, 0,
+                                      0.02f, 0), 0);
+    float *pw = tensor_arena_alloc(whole.total);
+    float *ph = tensor_arena_alloc(half.total);
+    tensor_table_init_params(&whole, pw, 3);
+    tensor_table_init_params(&half, ph, 3);
+    assert_int_equal(half.t[0].start[0], 3);
+    assert_memory_equal(ph, pw + 12, 12 * sizeof(float));
+    /* and a column shard */
+    struct tensor_table col = {0};
+    assert_int_equal(tensor_table_add(&col, "w", 2, shape, 1, 1, 2, 1, 0,
+                                      0.02f, 0), 0);
+    float *pc = tensor_arena_alloc(col.total);
+    tensor_table_init_params(&col, pc, 3);
+    for (int r = 0; r < 6; r++)
+        for (int k = 0; k < 2; k++)
+            assert_true(pc[r * 2 + k] == pw[r * 4 + 2 + k]);
+    free(pw);
+    free(ph);
+    free(pc);
+    tensor_table_free(&whole);
+    tensor_table_free(&half);
+    tensor_table_free(&col);
+}
+
+static void test_param_count_matches_table(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 3, .n_embd = 24, .n_head = 6,
+                           .n_kv_head = 2, .seq_len = 10, .vocab_size = 50};
+    struct tensor_table tt;
+    assert_int_equal(gpt_global_table(&c, &tt), 0);
+    assert_int_equal((int64_t)tt.total, gpt_num_params(&c));
+    /* hand count: wte 50*24 + wpe 10*24 + lnf 48 + per layer
+     * ln 96 + q 24*24+24 + k,v 2*(8*24+8) + wo 24*24+24
+     * + fc 96*24+96 + proj 24*96+24 */
+    int64_t per = 96 + 600 + 400 + 600 + 2400 + 2328;
+    assert_int_equal(gpt_num_params(&c), 1200 + 240 + 48 + 3 * per);
+    tensor_table_free(&tt);
+}
+
+/* KV-cache generation computes the same logits as the full forward, with
+ * grouped-query heads and a sliding window. */
+static void test_kv_cache_matches_forward(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 12, .vocab_size = 19,
+                           .attn_window = 5, .dropout = 0.3f};
+    struct gpt m;
+    struct gpt_acts a;
+    struct infer inf;
+    char err[256];
+    assert_int_equal(gpt_init(&m, &c, 1, 0, 0, c.n_layer, 3, err,
+                              sizeof(err)), 0);
+    for (size_t i = 0; i < m.tt.total; i++)
+        m.params[i] += 0.2f * rng_normal(17, i);
+    assert_int_equal(gpt_acts_init(&a, &m, 1, 12), 0);
+    assert_int_equal(infer_init(&inf, &m), 0);
+    int32_t inp[12], tgt[12];
+    tokens(inp, 12, c.vocab_size, 8);
+    tokens(tgt, 12, c.vocab_size, 9);
+    struct gpt_pos pos = {.seed = 1, .train = 0};
+    gpt_forward(&m, &a, inp, tgt, &pos);
+    for (int t = 0; t < 12; t++) {
+        infer_step(&inf, inp[t], t);
+        for (int v = 0; v < c.vocab_size; v++) {
+            float want = a.logits[(size_t)t * c.vocab_size + v];
+            if (fabsf(inf.logits[v] - want) > 1e-4f * (1 + fabsf(want)))
+                fail_msg("position %d token %d: cache %.7g, full %.7g", t, v,
+                         inf.logits[v], want);
+        }
+    }
+    infer_free(&inf);
+    gpt_acts_free(&a);
+    gpt_free(&m);
+}
+
+int main(int argc, char **argv)
+{
+    MPI_Init(&argc, &argv);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_whole_model_gradcheck),
+        cmocka_unit_test(test_accumulation_equals_full_batch),
+        cmocka_unit_test(test_init_by_global_index),
+        cmocka_unit_test(test_stages_equal_whole_model),
+        cmocka_unit_test(test_param_count_matches_table),
+        cmocka_unit_test(test_kv_cache_matches_forward),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    MPI_Finalize();
+    return rc;
+}

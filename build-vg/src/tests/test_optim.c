@@ -1,0 +1,359 @@
+/*
+ * test_optim.c - AdamW, sumsq, clip_scale and the LR schedules against
+ * independent references: literal values computed by hand (or with
+ * python3 from the formulas in optim.h, pasted here), and a scalar AdamW
+ * written in double inside this file.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "optim.h"
+
+/* |got - want| <= rel * |want| + abs_tol, with a readable failure */
+static void check_close(double got, double want, double rel, double abs_tol,
+                        const char *what, long long i)
+{
+    double tol = rel * fabs(want) + abs_tol;
+    if (!(fabs(got - want) <= tol))
+        fail_msg("%s[%lld]: got %.10g, want %.10g (tol %.3g)", what, i, got,
+                 want, tol);
+}
+
+/* ---------------------------------------------------------------- AdamW */
+
+/* The formula of optim.h, one element, everything in double. */
+static void ref_adamw(double *p, double g, double *m, double *v, double lr,
+                      double b1, double b2, double eps, double wd, long t,
+                      double scale)
+{
+    g *= scale;
+    *m = b1 * *m + (1 - b1) * g;
+    *v = b2 * *v + (1 - b2) * g * g;
+    double mh = *m / (1 - pow(b1, (double)t));
+    double vh = *v / (1 - pow(b2, (double)t));
+    *p -= lr * (mh / (sqrt(vh) + eps) + wd * *p);
+}
+
+/* Step 1 by hand: lr 0.01, b1 0.9, b2 0.999, eps 1e-8, m = v = 0.
+ * g = 0.5: m = 0.1 g = 0.05, v = 0.001 g^2 = 0.00025, mhat = 0.5,
+ * vhat = 0.25, update = 0.01 * 0.5 / (0.5 + 1e-8) = 0.0099999998,
+ * so p: 1 -> 0.99.  With wd = 0.1 and decay on: 1 - 0.01*(1 + 0.1) =
+ * 0.989.  g = -2: p -> 1.01 (lr * sign(g)).  g = 1 with grad_scale 0.5
+ * is the g = 0.5 case. */
+static void test_adamw_step1_by_hand(void **state)
+{
+    (void)state;
+    float p[4] = {1.0f, 1.0f, 1.0f, 1.0f};
+    float g[4] = {0.5f, -2.0f, 0.5f, 0.0f};
+    float m[4] = {0}, v[4] = {0};
+    struct adamw_hp hp = {0.01f, 0.9f, 0.999f, 1e-8f, 0.1f, 1};
+
+    adamw_update(p, g, m, v, 4, &hp, 1.0f, 0);
+    check_close(p[0], 0.99, 1e-7, 0, "p no decay", 0);
+    check_close(p[1], 1.01, 1e-7, 0, "p no decay", 1);
+    /* 1 - 0.999f is 0.00099998713 in float (relative 1.3e-5 off), which
+     * the bias correction cancels in p but not in v itself */
+    check_close(m[0], 0.05, 2e-5, 0, "m", 0);
+    check_close(v[0], 0.00025, 2e-5, 0, "v", 0);
+    check_close(m[1], -0.2, 2e-5, 0, "m", 1);
+    check_close(v[1], 0.004, 2e-5, 0, "v", 1);
+    assert_true(p[3] == 1.0f); /* g = 0, no decay: untouched */
+
+    float q[2] = {1.0f, 1.0f}, gq[2] = {0.5f, 0.0f};
+    float mq[2] = {0}, vq[2] = {0};
+    adamw_update(q, gq, mq, vq, 2, &hp, 1.0f, 1);
+    check_close(q[0], 0.989, 1e-7, 0, "p decay", 0);
+    check_close(q[1], 0.999, 1e-7, 0, "p decay only", 1); /* lr*wd*p */
+
+    float s[1] = {1.0f}, gs[1] = {1.0f}, ms[1] = {0}, vs[1] = {0};
+    adamw_update(s, gs, ms, vs, 1, &hp, 0.5f, 0);
+    check_close(ms[0], 0.05, 2e-5, 0, "m scaled", 0);
+    check_close(vs[0], 0.00025, 2e-5, 0, "v scaled", 0);
+    check_close(s[0], 0.99, 1e-7, 0, "p scaled", 0);
+}
+
+/* Three steps on a few elements against ref_adamw, with decay on and off
+ * and a grad_scale != 1; gradients change every step. */
+static void run_adamw_vs_ref(int decay, float scale)
+{
+    enum { N = 11, T = 3 };
+    float p[N], m[N], v[N], g[N];
+    double rp[N], rm[N], rv[N];
+    struct adamw_hp hp = {3e-3f, 0.9f, 0.95f, 1e-6f, 0.05f, 0};
+    for (int i = 0; i < N; i++) {
+        p[i] = (float)(0.3 * (i - 5)) + 0.1f;
+        m[i] = v[i] = 0.0f;
+        rp[i] = p[i];
+        rm[i] = rv[i] = 0.0;
+    }
+    for (int t = 1; t <= T; t++) {
+        for (int i = 0; i < N; i++)
+            g[i] = (float)(0.7 * sin(1.3 * i + 0.9 * t) + 0.05 * (i - 4));
+        hp.t = t;
+        adamw_update(p, g, m, v, N, &hp, scale, decay);
+        for (int i = 0; i < N; i++)
+            ref_adamw(&rp[i], g[i], &rm[i], &rv[i], hp.lr, hp.beta1,
+                      hp.beta2, hp.eps, decay ? hp.weight_decay : 0.0, t,
+                      scale);
+        for (int i = 0; i < N; i++) {
+            check_close(p[i], rp[i], 2e-6, 1e-7, "p", i);
+            check_close(m[i], rm[i], 1e-5, 1e-8, "m", i);
+            check_close(v[i], rv[i], 1e-5, 1e-10, "v", i);
+        }
+    }
+}
+
+static void test_adamw_vs_reference(void **state)
+{
+    (void)state;
+    run_adamw_vs_ref(0, 1.0f);
+    run_adamw_vs_ref(1, 1.0f);
+    run_adamw_vs_ref(1, 0.37f);
+    run_adamw_vs_ref(0, 2.5f);
+}
+
+/* decay = 0 must ignore weight_decay entirely: same bits as wd = 0. */
+static void test_adamw_no_decay(void **state)
+{
+    (void)state;
+    enum { N = 37 };
+    float p1[N], p2[N], m1[N] = {0}, m2[N] = {0}, v1[N] = {0}, v2[N] = {0};
+    float g[N];
+    for (int i = 0; i < N; i++) {
+        p1[i] = p2[i] = (float)i - 18.0f;
+        g[i] = (float)cos(i);
+    }
+    struct adamw_hp a = {1e-2f, 0.9f, 0.999f, 1e-8f, 0.5f, 1};
+    struct adamw_hp b = a;
+    b.weight_decay = 0.0f;
+    adamw_update(p1, g, m1, v1, N, &a, 1.0f, 0);
+    adamw_update(p2, g, m2, v2, N, &b, 1.0f, 1);
+    assert_memory_equal(p1, p2, sizeof p1);
+}
+
+/* n = 1e6 + 3 (many chunks plus a ragged tail): same bits for 1, 2 and 3
+ * threads; sumsq likewise. */
+static void test_adamw_threads_bitwise(void **state)
+{
+    (void)state;
+    const size_t n = 1000003;
+    float *g = malloc(n * sizeof *g);
+    float *p[3], *m[3], *v[3];
+    double ss[3];
+    assert_non_null(g);
+    for (size_t i = 0; i < n; i++)
+        g[i] = (float)sin(0.001 * (double)i) * (float)(1 + i % 7);
+    int saved = omp_get_max_threads();
+    for (int k = 0; k < 3; k++) {
+        p[k] = malloc(n * sizeof(float));
+        m[k] = calloc(n, sizeof(float));
+        v[k] = calloc(n, sizeof(float));
+        assert_true(p[k] && m[k] && v[k]);
+        for (size_t i = 0; i < n; i++)
+            p[k][i] = (float)cos(0.37 * (double)i);
+        omp_set_num_threads(k + 1);
+        struct adamw_hp hp = {1e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, 0};
+        for (int t = 1; t <= 2; t++) {
+            hp.t = t;
+            adamw_update(p[k], g, m[k], v[k], n, &hp, 0.8f, 1);
+        }
+        ss[k] = sumsq(p[k], n);
+    }
+    omp_set_num_threads(saved);
+    for (int k = 1; k < 3; k++) {
+        assert_memory_equal(p[0], p[k], n * sizeof(float));
+        assert_memory_equal(m[0], m[k], n * sizeof(float));
+        assert_memory_equal(v[0], v[k], n * sizeof(float));
+        assert_memory_equal(&ss[0], &ss[k], sizeof(double));
+    }
+    for (int k = 0; k < 3; k++) {
+        free(p[k]);
+        free(m[k]);
+        free(v[k]);
+    }
+    free(g);
+}
+
+/* ------------------------------------------------------ sumsq, clipping */
+
+static void test_sumsq_vs_naive(void **state)
+{
+    (void)state;
+    const size_t sizes[] = {0, 1, 7, 8, 9, 1000, 32768, 32769, 1000003,
+                            9000001};
+    size_t nmax = 9000001;
+    float *x = malloc(nmax * sizeof *x);
+    assert_non_null(x);
+    for (size_t i = 0; i < nmax; i++)
+        x[i] = (float)sin(0.013 * (double)i) * (float)(1 + i % 5);
+    for (size_t k = 0; k < sizeof sizes / sizeof sizes[0]; k++) {
+        double want = 0.0;
+        for (size_t i = 0; i < sizes[k]; i++)
+            want += (double)x[i] * (double)x[i];
+        check_close(sumsq(x, sizes[k]), want, 1e-12, 0, "sumsq n",
+                    (long long)sizes[k]);
+    }
+    float small[3] = {3.0f, -4.0f, 12.0f};
+    assert_true(sumsq(small, 3) == 169.0);
+    free(x);
+}
+
+static void test_clip_scale(void **state)
+{
+    (void)state;
+    assert_true(clip_scale(0.5, 1.0f) == 1.0f);
+    assert_true(clip_scale(1.0, 1.0f) == 1.0f);
+    assert_true(clip_scale(4.0, 1.0f) == 0.25f);
+    check_close(clip_scale(3.0, 1.0f), 1.0 / 3.0, 1e-7, 0, "clip", 3);
+    assert_true(clip_scale(100.0, 0.0f) == 1.0f);
+    assert_true(clip_scale(100.0, -1.0f) == 1.0f);
+    assert_true(clip_scale(0.0, 1.0f) == 1.0f);
+}
+
+/* ------------------------------------------------------- LR schedules */
+
+struct lr_case {
+    int64_t step;
+    double want;
+};
+
+static void check_sched(const struct lr_sched *s, const struct lr_case *c,
+                        size_t nc)
+{
+    for (size_t i = 0; i < nc; i++)
+        check_close(lr_at(s, c[i].step), c[i].want, 1e-6, 0, "lr at step",
+                    (long long)c[i].step);
+}
+
+#define CHECK_SCHED(s, cases) \
+    check_sched(&(s), cases, sizeof(cases) / sizeof(cases)[0])
+
+/* lr 1e-3, min_lr 1e-4, warmup 10, steps 110: p = (s - 10) / 100.
+ * Values from the formulas of optim.h (python3, lr and min_lr rounded to
+ * float first), checked by hand where short: warm-up step 0 is lr/10,
+ * step 4 lr/2; the middle (step 60, p = 0.5) of cosine and linear is
+ * (lr + min_lr)/2 = 5.5e-4; linear at 109 is 1e-3 - 9e-4 * 0.99 = 1.09e-4;
+ * onecycle step 4 is lr/25 + (lr - lr/25)/2 = 5.2e-4. */
+static void test_lr_schedules(void **state)
+{
+    (void)state;
+    struct lr_sched s = {LR_CONSTANT, 1e-3f, 1e-4f, 10, 110, 20};
+    static const struct lr_case constant[] = {
+        {0, 1.000000047e-04}, {4, 5.000000237e-04}, {9, 1.000000047e-03},
+        {10, 1.000000047e-03}, {60, 1.000000047e-03},
+        {109, 1.000000047e-03}, {200, 1.000000047e-03}};
+    static const struct lr_case cosine[] = {
+        {0, 1.000000047e-04}, {4, 5.000000237e-04}, {9, 1.000000047e-03},
+        {10, 1.000000047e-03}, {60, 5.500000225e-04},
+        {109, 1.002220453e-04}, {110, 9.999999747e-05},
+        {200, 9.999999747e-05}};
+    static const struct lr_case linear[] = {
+        {0, 1.000000047e-04}, {4, 5.000000237e-04}, {9, 1.000000047e-03},
+        {10, 1.000000047e-03}, {60, 5.500000225e-04},
+        {109, 1.089999980e-04}, {110, 9.999999747e-05},
+        {200, 9.999999747e-05}};
+    static const struct lr_case onecycle[] = {
+        {0, 6.349287519e-05}, {4, 5.200000247e-04}, {9, 1.000000047e-03},
+        {10, 1.000000047e-03}, {60, 5.500000225e-04},
+        {109, 1.002220453e-04}, {110, 9.999999747e-05},
+        {200, 9.999999747e-05}};
+    /* cycle 20 after warm-up 10: lr at 10, 50, 90; min_lr at 30, 70 */
+    static const struct lr_case cyclic[] = {
+        {0, 1.000000047e-04}, {9, 1.000000047e-03}, {10, 1.000000047e-03},
+        {15, 7.750000350e-04}, {20, 5.500000225e-04},
+        {30, 9.999999747e-05}, {40, 5.500000225e-04},
+        {50, 1.000000047e-03}, {55, 7.750000350e-04},
+        {60, 5.500000225e-04}, {70, 9.999999747e-05},
+        {90, 1.000000047e-03}};
+    CHECK_SCHED(s, constant);
+    s.kind = LR_COSINE;
+    CHECK_SCHED(s, cosine);
+    s.kind = LR_LINEAR;
+    CHECK_SCHED(s, linear);
+    s.kind = LR_ONECYCLE;
+    CHECK_SCHED(s, onecycle);
+    s.kind = LR_CYCLIC;
+    CHECK_SCHED(s, cyclic);
+}
+
+static void test_lr_edge_cases(void **state)
+{
+    (void)state;
+    /* no warm-up: cosine starts at lr, middle of 100 steps is 5.5e-4 */
+    struct lr_sched s = {LR_COSINE, 1e-3f, 1e-4f, 0, 100, 0};
+    static const struct lr_case nowarm[] = {
+        {0, 1.000000047e-03}, {50, 5.500000225e-04}, {100, 9.999999747e-05}};
+    CHECK_SCHED(s, nowarm);
+    s.warmup = -3; /* negative warm-up is none */
+    CHECK_SCHED(s, nowarm);
+
+    /* steps <= warmup: warm-up as usual, then p jumps to 1 a step later */
+    struct lr_sched l = {LR_LINEAR, 1e-3f, 1e-4f, 10, 5, 0};
+    static const struct lr_case short_run[] = {
+        {9, 1.000000047e-03}, {10, 1.000000047e-03}, {11, 9.999999747e-05},
+        {50, 9.999999747e-05}};
+    CHECK_SCHED(l, short_run);
+
+    /* cycle <= 0 is 1: lr, min, lr, min, ... */
+    struct lr_sched c = {LR_CYCLIC, 1e-3f, 1e-4f, 0, 100, 0};
+    static const struct lr_case cyc1[] = {
+        {0, 1.000000047e-03}, {1, 9.999999747e-05}, {2, 1.000000047e-03},
+        {3, 9.999999747e-05}, {98, 1.000000047e-03}};
+    CHECK_SCHED(c, cyc1);
+    c.cycle = -4;
+    CHECK_SCHED(c, cyc1);
+
+    /* warmup 1: step 0 is lr itself (onecycle: lr/25 + (lr-lr/25)*1) */
+    struct lr_sched o = {LR_ONECYCLE, 1e-3f, 1e-4f, 1, 11, 0};
+    static const struct lr_case one[] = {
+        {0, 1.000000047e-03}, {1, 1.000000047e-03}, {6, 5.500000225e-04},
+        {11, 9.999999747e-05}};
+    CHECK_SCHED(o, one);
+}
+
+static void test_lr_kind_parse(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *name;
+        enum lr_kind kind;
+    } ok[] = {{"constant", LR_CONSTANT}, {"cosine", LR_COSINE},
+              {"linear", LR_LINEAR},     {"onecycle", LR_ONECYCLE},
+              {"cyclic", LR_CYCLIC}};
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        enum lr_kind k = LR_CONSTANT;
+        assert_int_equal(lr_kind_parse(ok[i].name, &k), 0);
+        assert_int_equal(k, ok[i].kind);
+    }
+    enum lr_kind k = LR_LINEAR;
+    assert_int_equal(lr_kind_parse("cosin", &k), -1);
+    assert_int_equal(lr_kind_parse("", &k), -1);
+    assert_int_equal(lr_kind_parse("Cosine ", &k), -1);
+    assert_int_equal(lr_kind_parse(NULL, &k), -1);
+    assert_int_equal(k, LR_LINEAR); /* untouched on error */
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_adamw_step1_by_hand),
+        cmocka_unit_test(test_adamw_vs_reference),
+        cmocka_unit_test(test_adamw_no_decay),
+        cmocka_unit_test(test_adamw_threads_bitwise),
+        cmocka_unit_test(test_sumsq_vs_naive),
+        cmocka_unit_test(test_clip_scale),
+        cmocka_unit_test(test_lr_schedules),
+        cmocka_unit_test(test_lr_edge_cases),
+        cmocka_unit_test(test_lr_kind_parse),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -93,10 +93,16 @@ static int build_table(struct gpt *m)
     int64_t q = c->n_head * hd, kv = c->n_kv_head * hd, F = 4 * C;
     float std = 0.02f, pstd = 0.02f / sqrtf(2.0f * (float)c->n_layer);
     int rc = 0;
+    /* the embedding unit first, contiguous: wte, wpe, the final LayerNorm
+     * (ZeRO gathers and reduces it as one range) */
     if (m->first || m->last)
         rc |= add(m, -1, "wte", c->vocab_size, C, -1, 1, std, 0) < 0;
     if (m->first)
         rc |= add(m, -1, "wpe", c->seq_len, C, -1, 1, std, 0) < 0;
+    if (m->last) {
+        rc |= add(m, -1, "lnf.w", C, 0, -1, 0, 0, 1) < 0;
+        rc |= add(m, -1, "lnf.b", C, 0, -1, 0, 0, 0) < 0;
+    }
     for (int l = m->l0; l < m->l1; l++) {
         rc |= add(m, l, "ln1.w", C, 0, -1, 0, 0, 1) < 0;
         rc |= add(m, l, "ln1.b", C, 0, -1, 0, 0, 0) < 0;
@@ -115,10 +121,6 @@ static int build_table(struct gpt *m)
         rc |= add(m, l, "mlp.wproj", C, F, 1, 1, pstd, 0) < 0;
         rc |= add(m, l, "mlp.bproj", C, 0, -1, 0, 0, 0) < 0;
     }
-    if (m->last) {
-        rc |= add(m, -1, "lnf.w", C, 0, -1, 0, 0, 1) < 0;
-        rc |= add(m, -1, "lnf.b", C, 0, -1, 0, 0, 0) < 0;
-    }
     return rc ? -1 : 0;
 }
 
@@ -135,8 +137,11 @@ int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt)
     return rc;
 }
 
-static float *view(const struct gpt *m, float *arena, int layer,
-                   const char *nm)
+/* Tensor nm of block layer (-1: no prefix) in memory laid out as the
+ * arena from arena offset base on (base 0: the arena itself); NULL when
+ * the tensor is not on this stage or there is no memory. */
+static float *view_at(const struct gpt *m, float *arena, size_t base,
+                      int layer, const char *nm)
 {
     char name[TENSOR_NAME_MAX];
     if (layer >= 0)
@@ -144,28 +149,75 @@ static float *view(const struct gpt *m, float *arena, int layer,
     else
         snprintf(name, sizeof(name), "%s", nm);
     int i = tensor_table_find(&m->tt, name);
-    return i < 0 ? NULL : arena + m->tt.t[i].off;
+    return i < 0 || !arena ? NULL : arena + (m->tt.t[i].off - base);
 }
 
-static void layer_views(const struct gpt *m, float *arena, int l,
-                        struct gpt_layer_w *w)
+static void layer_views(const struct gpt *m, float *arena, size_t base,
+                        int l, struct gpt_layer_w *w)
 {
-    w->ln1w = view(m, arena, l, "ln1.w");
-    w->ln1b = view(m, arena, l, "ln1.b");
-    w->wqkv = view(m, arena, l, "attn.wq"); /* wq wk wv adjacent */
-    w->bqkv = view(m, arena, l, "attn.bq"); /* bq bk bv adjacent */
-    w->wo = view(m, arena, l, "attn.wo");
-    w->bo = view(m, arena, l, "attn.bo");
-    w->ln2w = view(m, arena, l, "ln2.w");
-    w->ln2b = view(m, arena, l, "ln2.b");
-    w->wfc = view(m, arena, l, "mlp.wfc");
-    w->bfc = view(m, arena, l, "mlp.bfc");
-    w->wproj = view(m, arena, l, "mlp.wproj");
-    w->bproj = view(m, arena, l, "mlp.bproj");
+    w->ln1w = view_at(m, arena, base, l, "ln1.w");
+    w->ln1b = view_at(m, arena, base, l, "ln1.b");
+    w->wqkv = view_at(m, arena, base, l, "attn.wq"); /* wq wk wv adjacent */
+    w->bqkv = view_at(m, arena, base, l, "attn.bq"); /* bq bk bv adjacent */
+    w->wo = view_at(m, arena, base, l, "attn.wo");
+    w->bo = view_at(m, arena, base, l, "attn.bo");
+    w->ln2w = view_at(m, arena, base, l, "ln2.w");
+    w->ln2b = view_at(m, arena, base, l, "ln2.b");
+    w->wfc = view_at(m, arena, base, l, "mlp.wfc");
+    w->bfc = view_at(m, arena, base, l, "mlp.bfc");
+    w->wproj = view_at(m, arena, base, l, "mlp.wproj");
+    w->bproj = view_at(m, arena, base, l, "mlp.bproj");
+}
+
+/* The embedding unit's views into params / grads (NULL: leave them). */
+static void outer_views(struct gpt *m, float *params, float *grads,
+                        size_t base)
+{
+    if (params) {
+        m->wte = view_at(m, params, base, -1, "wte");
+        m->wpe = view_at(m, params, base, -1, "wpe");
+        m->lnfw = view_at(m, params, base, -1, "lnf.w");
+        m->lnfb = view_at(m, params, base, -1, "lnf.b");
+    }
+    if (grads) {
+        m->dwte = view_at(m, grads, base, -1, "wte");
+        m->dwpe = view_at(m, grads, base, -1, "wpe");
+        m->dlnfw = view_at(m, grads, base, -1, "lnf.w");
+        m->dlnfb = view_at(m, grads, base, -1, "lnf.b");
+    }
+}
+
+void gpt_bind_unit(struct gpt *m, int layer, float *params, float *grads)
+{
+    char name[TENSOR_NAME_MAX]; /* the unit's first tensor */
+    if (layer >= 0)
+        snprintf(name, sizeof(name), "h.%d.ln1.w", layer);
+    else
+        snprintf(name, sizeof(name), "wte");
+    int i = tensor_table_find(&m->tt, name);
+    if (i < 0)
+        return;
+    size_t base = m->tt.t[i].off;
+    if (layer < 0) {
+        outer_views(m, params, grads, base);
+        return;
+    }
+    if (params)
+        layer_views(m, params, base, layer, &m->lw[layer - m->l0]);
+    if (grads)
+        layer_views(m, grads, base, layer, &m->lg[layer - m->l0]);
 }
 
 int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
              int l0, int l1, uint64_t seed, char *err, size_t errlen)
+{
+    return gpt_init_arenas(m, c, tp, tp_rank, l0, l1, seed, GPT_ARENA_ALL,
+                           err, errlen);
+}
+
+int gpt_init_arenas(struct gpt *m, const struct gpt_config *c, int tp,
+                    int tp_rank, int l0, int l1, uint64_t seed, int arenas,
+                    char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
     m->cfg = *c;
@@ -182,28 +234,25 @@ int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
     if (build_table(m) < 0)
         goto oom;
     size_t n = m->tt.total;
-    m->params = tensor_arena_alloc(n);
-    m->grads = tensor_arena_alloc(n);
-    m->m = tensor_arena_alloc(n);
-    m->v = tensor_arena_alloc(n);
+    int ap = arenas & GPT_ARENA_PARAMS, ag = arenas & GPT_ARENA_GRADS;
+    int am = arenas & GPT_ARENA_MOMENTS;
+    m->params = ap ? tensor_arena_alloc(n) : NULL;
+    m->grads = ag ? tensor_arena_alloc(n) : NULL;
+    m->m = am ? tensor_arena_alloc(n) : NULL;
+    m->v = am ? tensor_arena_alloc(n) : NULL;
     int nl = l1 - l0;
     m->lw = calloc((size_t)(nl ? nl : 1), sizeof(*m->lw));
     m->lg = calloc((size_t)(nl ? nl : 1), sizeof(*m->lg));
-    if (!m->params || !m->grads || !m->m || !m->v || !m->lw || !m->lg)
+    if ((ap && !m->params) || (ag && !m->grads) || (am && (!m->m || !m->v))
+        || !m->lw || !m->lg)
         goto oom;
     for (int l = l0; l < l1; l++) {
-        layer_views(m, m->params, l, &m->lw[l - l0]);
-        layer_views(m, m->grads, l, &m->lg[l - l0]);
+        layer_views(m, m->params, 0, l, &m->lw[l - l0]);
+        layer_views(m, m->grads, 0, l, &m->lg[l - l0]);
     }
-    m->wte = view(m, m->params, -1, "wte");
-    m->wpe = view(m, m->params, -1, "wpe");
-    m->lnfw = view(m, m->params, -1, "lnf.w");
-    m->lnfb = view(m, m->params, -1, "lnf.b");
-    m->dwte = view(m, m->grads, -1, "wte");
-    m->dwpe = view(m, m->grads, -1, "wpe");
-    m->dlnfw = view(m, m->grads, -1, "lnf.w");
-    m->dlnfb = view(m, m->grads, -1, "lnf.b");
-    tensor_table_init_params(&m->tt, m->params, seed);
+    outer_views(m, m->params, m->grads, 0);
+    if (m->params)
+        tensor_table_init_params(&m->tt, m->params, seed);
     return 0;
 oom:
     snprintf(err, errlen, "out of memory allocating the model (%zu floats "
@@ -226,7 +275,8 @@ void gpt_free(struct gpt *m)
 
 void gpt_zero_grad(struct gpt *m)
 {
-    memset(m->grads, 0, m->tt.total * sizeof(float));
+    if (m->grads)
+        memset(m->grads, 0, m->tt.total * sizeof(float));
 }
 
 /* ---- activations ------------------------------------------------------- */
@@ -326,6 +376,7 @@ int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
     }
     a->tgt = a->inp + N;
     a->bytes = total * sizeof(float) + 2 * N * sizeof(int32_t);
+    a->saved_bytes = saved * sizeof(float);
     float *end = take_saved(a, m, a->mem);
     if (owner) {
         a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
@@ -500,10 +551,12 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
     if (m->first) {
         memcpy(a->inp, inp, N * sizeof(int32_t));
+        emit(m, GPT_USE_FWD, -1);
         embed_forward(m, a, pos);
     }
     const float *x = a->emb;
     for (int l = m->l0; l < m->l1; l++) {
+        emit(m, GPT_USE_FWD, l);
         block_forward(m, a, l, x, pos);
         x = a->la[l - m->l0].res2;
         emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
@@ -511,6 +564,7 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     if (!m->last)
         return 0.0;
     memcpy(a->tgt, tgt, N * sizeof(int32_t));
+    emit(m, GPT_USE_FWD, -2);
     TIMED(m, OPK_LAYERNORM, layernorm_forward(a->lnf, a->lnf_mean,
           a->lnf_rstd, x, m->lnfw, m->lnfb, N, C));
     TIMED(m, OPK_MATMUL, matmul_forward(a->logits, a->lnf, m->wte, NULL, N,
@@ -527,7 +581,7 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
 
 static void emit(struct gpt *m, enum gpt_event ev, int layer)
 {
-    if (m->hook && (m->hook_final || ev == GPT_PROGRESS))
+    if (m->hook && (m->hook_final || ev >= GPT_PROGRESS))
         m->hook(m->hook_ctx, ev, layer);
 }
 
@@ -610,17 +664,24 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
                   const struct gpt_pos *pos)
 {
     size_t C = (size_t)m->cfg.n_embd;
-    if (m->last)
+    if (m->last) {
+        emit(m, GPT_USE_BWD, -2);
         head_backward(m, a, dloss);
+        emit(m, GPT_USE_DONE, -2);
+    }
     for (int l = m->l1 - 1; l >= m->l0; l--) {
         const float *x = l > m->l0 ? a->la[l - 1 - m->l0].res2 : a->emb;
+        emit(m, GPT_USE_BWD, l);
         block_backward(m, a, l, x, pos);
+        emit(m, GPT_USE_DONE, l);
         emit(m, GPT_GRADS_LAYER, l);
     }
     if (m->first) {
         const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
+        emit(m, GPT_USE_BWD, -1);
         TIMED(m, OPK_EMBEDDING, encoder_backward(m->dwte, m->dwpe, de,
               a->inp, (size_t)a->B, (size_t)a->T, C));
+        emit(m, GPT_USE_DONE, -1);
     }
     if (m->first || m->last)
         emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */

@@ -106,6 +106,7 @@ static int restore(struct run *r, char *err, size_t errlen)
             if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs,
                                 err, errlen) < 0)
                 return -1;
+            trainer_after_ckpt(tr);
             log_info(tr->g.world, "resumed from %s at step %" PRId64, path,
                      tr->st.step);
             return 0;
@@ -118,6 +119,7 @@ static int restore(struct run *r, char *err, size_t errlen)
             model_ckpt_load(&tr->g, &tr->m, c, path, 1, &tr->st, NULL, err,
                             errlen) < 0)
             return -1;
+        trainer_after_ckpt(tr);
         log_info(tr->g.world, "initialised weights from %s (fresh optimizer)",
                  path);
     }
@@ -180,6 +182,7 @@ static int save(struct run *r, char *err, size_t errlen)
         if (rc == 0)
             committed(r, path, tr->st.step);
     }
+    trainer_after_ckpt(tr);
     double stall = now_s() - t0;
     r->ckpt_s += stall;
     r->stall_s += stall;

@@ -160,6 +160,7 @@ struct zero_comm {
     uint64_t wire_bytes;
     double t_wait;                /* blocked in zero_comm_wait */
     double *span;                 /* (start, done) of completed ops */
+    double t_clear;               /* time of the last clear */
     int nspan, capspan;
     size_t scratch_bytes;         /* all pools' scratch, for the memory
                                      report */

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "log.h"
+#include "mem_report.h"
 #include "peak.h"
 #include "rng.h"
 #include "train.h"
@@ -116,14 +117,16 @@ static void report(struct trainer *tr, const struct bench_result *r)
     double tps = tokens / (r->ms * 1e-3);
     double mfu = tps * gpt_flops_per_token(&tr->m.cfg) /
                  (tr->peak_gflops * 1e9);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double mb = 1.0 / (1 << 20), pbytes = tr->m.tt.total * sizeof(float);
-    double rss = (double)ru.ru_maxrss / 1024.0;
-    double act = (double)tr->pl.act_bytes * mb, acts[tr->g.size];
-    MPI_Gather(&act, 1, MPI_DOUBLE, acts, 1, MPI_DOUBLE, 0, tr->g.world);
+    double mb = 1.0 / (1 << 20);
+    struct mem_report *all = tr->g.rank == 0
+        ? calloc((size_t)tr->g.size, sizeof(*all)) : NULL;
+    if (agree(tr->g.world, tr->g.rank == 0 && !all ? -1 : 0) < 0)
+        return; /* rank 0 has no memory for the report */
+    mem_report_gather(tr, all); /* collective */
     if (tr->g.rank != 0)
         return;
+    const struct mem_report *m0 = all; /* rank 0's roles */
+    double rss = m0->rss_peak * mb;
     printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
            (long long)gpt_num_params(&tr->m.cfg),
            gpt_flops_per_token(&tr->m.cfg) * 1e-9);
@@ -139,13 +142,8 @@ static void report(struct trainer *tr, const struct bench_result *r)
     for (int k = 0; k < OPK_COUNT; k++)
         printf("  %-12s %8.1f ms  %5.1f%%\n", op_kind_names[k], r->op[k],
                100 * r->op[k] / r->ms);
-    printf("memory (rank 0): peak RSS %.1f MB; params %.1f, grads %.1f, "
-           "optimizer %.1f, activations %.1f MB\n", rss, pbytes * mb,
-           pbytes * mb, 2 * pbytes * mb, tr->pl.act_bytes * mb);
-    printf("activations per rank (MB):");
-    for (int i = 0; i < tr->g.size; i++)
-        printf(" %.1f", acts[i]);
-    printf("\n");
+
+    mem_report_print(stdout, c, all, tr->g.size);
     if (tr->g.pp > 1) {
         printf("pipeline: pp=%d %s, %d micro-batches: bubble %.3f measured, "
                "%.3f in theory (p-1)/(m+p-1)\n", tr->g.pp, c->pp_schedule,
@@ -165,17 +163,30 @@ static void report(struct trainer *tr, const struct bench_result *r)
     for (int k = 0; k < OPK_COUNT; k++)
         printf(",\"ms_%s\":%.3f", op_kind_names[k], r->op[k]);
     printf(",\"rss_peak_mb\":%.1f,\"params_mb\":%.1f,\"grads_mb\":%.1f,"
-           "\"optimizer_mb\":%.1f,\"activations_mb\":%.1f,\"world\":%d,"
+           "\"optimizer_mb\":%.1f,\"activations_mb\":%.1f,"
+           "\"scratch_mb\":%.1f,\"comm_mb\":%.1f,\"computed_mb\":%.1f,"
+           "\"offload_file_mb\":%.1f,\"rss_now_mb\":%.1f,\"world\":%d,"
            "\"threads\":%d,\"n_params\":%lld,\"dp\":%d,\"tp\":%d,"
            "\"pp\":%d,\"pp_schedule\":\"%s\",\"micro_batches\":%d,"
-           "\"allreduce\":\"%s\",\"compress\":\"%s\"", rss, pbytes * mb,
-           pbytes * mb, 2 * pbytes * mb, tr->pl.act_bytes * mb, tr->g.size,
+           "\"allreduce\":\"%s\",\"compress\":\"%s\",\"zero\":%d,"
+           "\"recompute\":\"%s\",\"offload\":\"%s\"", rss,
+           m0->params * mb, m0->grads * mb, m0->optim * mb, m0->acts * mb,
+           m0->scratch * mb, m0->comm * mb, m0->total * mb,
+           m0->offload_file * mb, m0->rss_now * mb, tr->g.size,
            threads_get(), (long long)gpt_num_params(&tr->m.cfg), tr->g.dp,
            tr->g.tp, tr->g.pp, c->pp_schedule, tr->accum, c->allreduce,
-           c->compress);
+           c->compress, c->zero, c->recompute, c->offload);
     printf(",\"activations_mb_per_rank\":[");
     for (int i = 0; i < tr->g.size; i++)
-        printf("%s%.1f", i ? "," : "", acts[i]);
+        printf("%s%.1f", i ? "," : "", all[i].acts * mb);
+    printf("],\"memory_per_rank\":[");
+    for (int i = 0; i < tr->g.size; i++)
+        printf("%s{\"params_mb\":%.1f,\"grads_mb\":%.1f,\"optimizer_mb\":"
+               "%.1f,\"activations_mb\":%.1f,\"scratch_mb\":%.1f,"
+               "\"comm_mb\":%.1f,\"computed_mb\":%.1f,\"rss_peak_mb\":%.1f}",
+               i ? "," : "", all[i].params * mb, all[i].grads * mb,
+               all[i].optim * mb, all[i].acts * mb, all[i].scratch * mb,
+               all[i].comm * mb, all[i].total * mb, all[i].rss_peak * mb);
     printf("],\"bubble\":%.4f,\"bubble_theory\":%.4f", r->bubble,
            pp_bubble_theory(tr->g.pp, tr->accum));
     const double *arr[2] = {tr->stage_busy, tr->stage_idle};
@@ -188,6 +199,7 @@ static void report(struct trainer *tr, const struct bench_result *r)
     }
     printf("}\n");
     fflush(stdout);
+    free(all);
 }
 
 static int bench_step(int argc, char **argv)

@@ -13,6 +13,7 @@
 
 #include "ckpt.h"
 #include "log.h"
+#include "mem_report.h"
 #include "train.h"
 
 struct run {
@@ -233,6 +234,7 @@ static int setup(struct run *r, const struct config *c, char *err,
         return -1;
     struct trainer *tr = &r->tr;
     grid_print_banner(&tr->g, stdout);
+    mem_report_banner(tr, stdout);
     if (tr->g.pp > 1 && tr->g.rank == 0) {
         printf("pipeline: %d stages, %s, %d micro-batches per step "
                "(bubble in theory %.3f); blocks per stage:", tr->g.pp,

@@ -89,7 +89,8 @@ void mem_report_banner(const struct trainer *tr, FILE *out)
 {
     struct mem_report *all = tr->g.rank == 0
         ? calloc((size_t)tr->g.size, sizeof(*all)) : NULL;
-    if (agree(tr->g.world, tr->g.rank == 0 && !all ? -1 : 0) < 0)
+    if (comm_agree(tr->g.world, tr->g.rank == 0 && !all ? -1 : 0, NULL,
+                   0) < 0)
         return; /* no memory for the report on rank 0: skip it */
     mem_report_gather(tr, all);
     if (all)

@@ -80,6 +80,7 @@ static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)
 
 struct bench_result {
     double ms, compute, comm, hidden, optim, op[OPK_COUNT];
+    double recompute;  /* rank 0's recomputation in backward */
     double wire_mb;
     double bubble;     /* mean over the steps; pp > 1 */
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
@@ -90,6 +91,7 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
 {
     memset(r, 0, sizeof(*r));
     memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
+    tr->m.recompute_time = 0.0;
     MPI_Barrier(tr->g.world);
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
@@ -116,6 +118,7 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->pp_wait *= scale;
     for (int k = 0; k < OPK_COUNT; k++)
         r->op[k] = tr->m.op_time[k] * scale;
+    r->recompute = tr->m.recompute_time * scale;
 }
 
 static void report(struct trainer *tr, const struct bench_result *r)
@@ -147,7 +150,8 @@ static void report(struct trainer *tr, const struct bench_result *r)
            "(%.1f%% of the step) + %.1f ms overlapped; %.1f MB sent per "
            "rank; pipeline wait %.1f ms\n", r->compute, r->optim, r->comm,
            100 * r->comm / r->ms, r->hidden, r->wire_mb, r->pp_wait);
-    printf("  per op kind (rank 0%s):\n", tr->g.pp > 1 ? ", stage 0" : "");
+    printf("  per op kind (rank 0%s; recomputation %.1f ms of it):\n",
+           tr->g.pp > 1 ? ", stage 0" : "", r->recompute);
     for (int k = 0; k < OPK_COUNT; k++)
         printf("  %-12s %8.1f ms  %5.1f%%\n", op_kind_names[k], r->op[k],
                100 * r->op[k] / r->ms);
@@ -172,7 +176,7 @@ static void report(struct trainer *tr, const struct bench_result *r)
         {"ms_comm_overlapped", r->hidden},
         {"comm_exposed_frac", r->comm / r->ms}, {"wire_mb", r->wire_mb},
         {"ms_optimizer", r->optim}, {"ms_data", 0.0},
-        {"ms_pp_wait", r->pp_wait},
+        {"ms_pp_wait", r->pp_wait}, {"ms_recompute", r->recompute},
     };
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         json_num(&j, f[i].k, f[i].v, 6);

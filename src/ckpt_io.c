@@ -19,6 +19,9 @@ void gpt_config_from(const struct config *c, struct gpt_config *gc)
     gc->vocab_size = c->vocab_size;
     gc->attn_window = c->attn_window;
     gc->dropout = c->dropout;
+    gc->recompute = !strcmp(c->recompute, "full") ? GPT_RECOMPUTE_FULL
+                    : !strcmp(c->recompute, "selective")
+                        ? GPT_RECOMPUTE_SELECTIVE : GPT_RECOMPUTE_NONE;
 }
 
 static const char *const group_names[3] = {"/model/", "/optim/m/",

@@ -281,110 +281,155 @@ void gpt_zero_grad(struct gpt *m)
 
 /* ---- activations ------------------------------------------------------- */
 
-/* Floats of one micro-batch's saved activations (what must live from its
- * forward to its backward) and of the backward/forward scratch. */
-static void acts_sizes(const struct gpt *m, size_t N, size_t B, size_t T,
-                       size_t *saved, size_t *scratch)
+/* A block's activations, as bits of a mask. */
+enum {
+    A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATT, A_ATTY, A_ATTPROJ, A_RES1,
+    A_LN2, A_LN2_MEAN, A_LN2_RSTD, A_FCH, A_FCH_GELU, A_FCPROJ, A_RES2,
+    A_ALL = (1u << (A_RES2 + 1)) - 1
+};
+
+/* What a slot keeps of a block (model.h: recomputation), and what the
+ * shared work layer holds: the rest, and under full also a res2 for the
+ * recomputation to write. */
+static unsigned kept_mask(const struct gpt *m)
 {
-    size_t C = (size_t)m->cfg.n_embd;
-    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
-    size_t TT = B * (size_t)m->nh * T * T;
-    size_t nl = (size_t)(m->l1 - m->l0);
-    size_t per = 6 * N * C + 4 * N + N * Q + TT + N * A + 2 * N * F;
-    size_t head = m->last ? N * C + 2 * N + 2 * N * V : 0; /* lnf.., probs */
-    *saved = N * C + nl * per + head;
-    *scratch = 3 * N * C + N * Q + N * A + TT + 2 * N * F +
-               (m->last ? 2 * N * V : 0); /* logits, dlogits */
+    switch (m->cfg.recompute) {
+    case GPT_RECOMPUTE_SELECTIVE:
+        return 1u << A_QKV | 1u << A_RES1 | 1u << A_FCH | 1u << A_RES2;
+    case GPT_RECOMPUTE_FULL:
+        return 1u << A_RES2;
+    default:
+        return A_ALL;
+    }
 }
 
-/* Carve the saved activations out of p; returns the end. */
-static float *take_saved(struct gpt_acts *a, const struct gpt *m, float *p)
+static unsigned work_mask(const struct gpt *m)
 {
-    size_t N = a->N, C = (size_t)m->cfg.n_embd;
-    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
-    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
-#define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
-    TAKE(a->emb, N * C);
-    for (int l = 0; l < m->l1 - m->l0; l++) {
-        struct gpt_layer_acts *la = &a->la[l];
-        TAKE(la->ln1, N * C);
-        TAKE(la->ln1_mean, N);
-        TAKE(la->ln1_rstd, N);
-        TAKE(la->qkv, N * Q);
-        TAKE(la->att, TT);
-        TAKE(la->atty, N * A);
-        TAKE(la->attproj, N * C);
-        TAKE(la->res1, N * C);
-        TAKE(la->ln2, N * C);
-        TAKE(la->ln2_mean, N);
-        TAKE(la->ln2_rstd, N);
-        TAKE(la->fch, N * F);
-        TAKE(la->fch_gelu, N * F);
-        TAKE(la->fcproj, N * C);
-        TAKE(la->res2, N * C);
-    }
-    if (m->last) {
-        TAKE(a->lnf, N * C);
-        TAKE(a->lnf_mean, N);
-        TAKE(a->lnf_rstd, N);
-        TAKE(a->probs, N * V);
-        TAKE(a->losses, N);
-    }
+    unsigned w = A_ALL & ~kept_mask(m);
+    return m->cfg.recompute == GPT_RECOMPUTE_FULL ? w | 1u << A_RES2 : w;
+}
+
+/* Carves consecutive tensors out of one allocation: with a NULL base it
+ * only counts, so sizes and pointers come from the same code. */
+struct carver {
+    float *base;
+    size_t off;
+};
+
+static float *take(struct carver *cv, size_t n)
+{
+    float *p = cv->base ? cv->base + cv->off : NULL;
+    cv->off += n;
     return p;
 }
 
-static void take_scratch(struct gpt_acts *a, const struct gpt *m, float *p)
+/* The tensors of one block named in mask (the others NULL). */
+static void take_layer(struct gpt_layer_acts *la, const struct gpt *m,
+                       const struct gpt_acts *a, unsigned mask,
+                       struct carver *cv)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
+    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
+    size_t F = (size_t)m->F;
+    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
+#define L(bit, ptr, n) ((ptr) = (mask >> (bit)) & 1u ? take(cv, (n)) : NULL)
+    L(A_LN1, la->ln1, N * C);
+    L(A_LN1_MEAN, la->ln1_mean, N);
+    L(A_LN1_RSTD, la->ln1_rstd, N);
+    L(A_QKV, la->qkv, N * Q);
+    L(A_ATT, la->att, TT);
+    L(A_ATTY, la->atty, N * A);
+    L(A_ATTPROJ, la->attproj, N * C);
+    L(A_RES1, la->res1, N * C);
+    L(A_LN2, la->ln2, N * C);
+    L(A_LN2_MEAN, la->ln2_mean, N);
+    L(A_LN2_RSTD, la->ln2_rstd, N);
+    L(A_FCH, la->fch, N * F);
+    L(A_FCH_GELU, la->fch_gelu, N * F);
+    L(A_FCPROJ, la->fcproj, N * C);
+    L(A_RES2, la->res2, N * C);
+#undef L
+}
+
+/* What must live from a micro-batch's forward to its backward. */
+static void take_saved(struct gpt_acts *a, const struct gpt *m,
+                       struct carver *cv)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
+    a->emb = take(cv, N * C);
+    for (int l = 0; l < m->l1 - m->l0; l++)
+        take_layer(&a->la[l], m, a, kept_mask(m), cv);
+    if (m->last) {
+        a->lnf = take(cv, N * C);
+        a->lnf_mean = take(cv, N);
+        a->lnf_rstd = take(cv, N);
+        a->probs = take(cv, N * V);
+        a->losses = take(cv, N);
+    }
+}
+
+/* Backward (and forward) scratch, shared by the slots of a pipeline. */
+static void take_scratch(struct gpt_acts *a, const struct gpt *m,
+                         struct carver *cv)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
     size_t TT = (size_t)a->B * m->nh * a->T * a->T;
-    TAKE(a->dres, N * C);
-    TAKE(a->dC, N * C);
-    TAKE(a->dln, N * C);
-    TAKE(a->dqkv, N * Q);
-    TAKE(a->datty, N * A);
-    TAKE(a->datt, TT);
-    TAKE(a->dF1, N * F);
-    TAKE(a->dF2, N * F);
+    a->dres = take(cv, N * C);
+    a->dC = take(cv, N * C);
+    a->dln = take(cv, N * C);
+    a->dqkv = take(cv, N * Q);
+    a->datty = take(cv, N * A);
+    a->datt = take(cv, TT);
+    a->dF1 = take(cv, N * F);
+    a->dF2 = take(cv, N * F);
     if (m->last) {
-        TAKE(a->logits, N * V);
-        TAKE(a->dlogits, N * V);
+        a->logits = take(cv, N * V);
+        a->dlogits = take(cv, N * V);
     }
-#undef TAKE
+    take_layer(&a->work, m, a, work_mask(m), cv);
 }
 
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner)
 {
     memset(a, 0, sizeof(*a));
-    size_t N = (size_t)B * T, saved, scratch;
-    acts_sizes(m, N, (size_t)B, (size_t)T, &saved, &scratch);
+    size_t N = (size_t)B * T;
     size_t nl = (size_t)(m->l1 - m->l0);
-    size_t total = saved + (owner ? 0 : scratch);
     a->B = B;
     a->T = T;
     a->N = N;
     a->la = calloc(nl ? nl : 1, sizeof(*a->la));
     a->inp = calloc(2 * N, sizeof(int32_t));
+    if (!a->la || !a->inp) {
+        gpt_acts_free(a);
+        return -1;
+    }
+    struct carver cv = {NULL, 0}; /* count first */
+    take_saved(a, m, &cv);
+    size_t saved = cv.off;
+    if (!owner)
+        take_scratch(a, m, &cv);
+    size_t total = cv.off;
     a->mem = tensor_arena_alloc(total);
-    if (!a->la || !a->inp || !a->mem) {
+    if (!a->mem) {
         gpt_acts_free(a);
         return -1;
     }
     a->tgt = a->inp + N;
     a->bytes = total * sizeof(float) + 2 * N * sizeof(int32_t);
     a->saved_bytes = saved * sizeof(float);
-    float *end = take_saved(a, m, a->mem);
+    cv = (struct carver){a->mem, 0};
+    take_saved(a, m, &cv);
     if (owner) {
         a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
         a->dqkv = owner->dqkv, a->datty = owner->datty;
         a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
         a->logits = owner->logits, a->dlogits = owner->dlogits;
+        a->work = owner->work;
     } else {
-        take_scratch(a, m, end);
+        take_scratch(a, m, &cv);
     }
     return 0;
 }
@@ -493,12 +538,31 @@ static void column_parallel_dinp(struct gpt *m, float *dinp, size_t n)
         TIMED(m, OPK_TP_COMM, tp_allreduce_sum(dinp, n, m->tpc));
 }
 
+/* Block l's activations as forward writes them (model.h: the slot's
+ * kept tensors, the work layer's others); res2_work: res2 in the work
+ * layer too, for a recomputation that must not touch the kept copy. */
+static struct gpt_layer_acts layer_acts(const struct gpt *m,
+                                        const struct gpt_acts *a, int l,
+                                        int res2_work)
+{
+    const struct gpt_layer_acts *k = &a->la[l - m->l0], *w = &a->work;
+    struct gpt_layer_acts r;
+#define PICK(f) r.f = k->f ? k->f : w->f
+    PICK(ln1); PICK(ln1_mean); PICK(ln1_rstd); PICK(qkv); PICK(att);
+    PICK(atty); PICK(attproj); PICK(res1); PICK(ln2); PICK(ln2_mean);
+    PICK(ln2_rstd); PICK(fch); PICK(fch_gelu); PICK(fcproj); PICK(res2);
+#undef PICK
+    if (res2_work)
+        r.res2 = w->res2;
+    return r;
+}
+
 /* One block forward: x (N,C) -> la->res2. */
-static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
-                          const float *x, const struct gpt_pos *pos)
+static void block_forward(struct gpt *m, struct gpt_acts *a,
+                          struct gpt_layer_acts *la, int l, const float *x,
+                          const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
-    struct gpt_layer_acts *la = &a->la[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
@@ -556,8 +620,9 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     }
     const float *x = a->emb;
     for (int l = m->l0; l < m->l1; l++) {
+        struct gpt_layer_acts la = layer_acts(m, a, l, 0);
         emit(m, GPT_USE_FWD, l);
-        block_forward(m, a, l, x, pos);
+        block_forward(m, a, &la, l, x, pos);
         x = a->la[l - m->l0].res2;
         emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
     }
@@ -599,13 +664,41 @@ static void mm_backward(struct gpt *m, int l, float *dinp, float *dw,
     emit(m, GPT_PROGRESS, l);
 }
 
+/* Before block l's backward: the activations its slot did not keep, as
+ * forward computed them (model.h: recomputation).  Selective: the
+ * LayerNorms (outputs and statistics), attention and GELU from the kept
+ * input, qkv, res1 and fch; full: the whole block from its input x. */
+static void recompute(struct gpt *m, struct gpt_acts *a,
+                      struct gpt_layer_acts *la, int l, const float *x,
+                      const struct gpt_pos *pos)
+{
+    if (m->cfg.recompute == GPT_RECOMPUTE_NONE)
+        return;
+    double t0 = now_s();
+    if (m->cfg.recompute == GPT_RECOMPUTE_FULL) {
+        block_forward(m, a, la, l, x, pos);
+    } else {
+        const struct gpt_layer_w *w = &m->lw[l - m->l0];
+        size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
+        struct attn_shape s = attn_shape_of(m, a);
+        TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln1, la->ln1_mean,
+              la->ln1_rstd, x, w->ln1w, w->ln1b, N, C));
+        TIMED(m, OPK_ATTENTION, attention_forward(la->atty, la->att, la->qkv,
+                                                  &s));
+        TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln2, la->ln2_mean,
+              la->ln2_rstd, la->res1, w->ln2w, w->ln2b, N, C));
+        TIMED(m, OPK_GELU, gelu_forward(la->fch_gelu, la->fch, N * F));
+    }
+    m->recompute_time += now_s() - t0;
+}
+
 /* One block backward: a->dres holds d(res2) on entry, d(x) on exit. */
-static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
+static void block_backward(struct gpt *m, struct gpt_acts *a,
+                           const struct gpt_layer_acts *la, int l,
                            const float *x, const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
     const struct gpt_layer_w *g = &m->lg[l - m->l0];
-    struct gpt_layer_acts *la = &a->la[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
@@ -671,8 +764,11 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
     }
     for (int l = m->l1 - 1; l >= m->l0; l--) {
         const float *x = l > m->l0 ? a->la[l - 1 - m->l0].res2 : a->emb;
+        struct gpt_layer_acts la =
+            layer_acts(m, a, l, m->cfg.recompute == GPT_RECOMPUTE_FULL);
         emit(m, GPT_USE_BWD, l);
-        block_backward(m, a, l, x, pos);
+        recompute(m, a, &la, l, x, pos);
+        block_backward(m, a, &la, l, x, pos);
         emit(m, GPT_USE_DONE, l);
         emit(m, GPT_GRADS_LAYER, l);
     }

@@ -46,10 +46,16 @@
 struct tp_ctx; /* parallel/tp.h: the tensor-parallel collectives */
 struct model_shards; /* ckpt_io.h: what a ZeRO rank holds instead */
 
+/* Activation recomputation: what a block keeps from forward to backward
+ * (see gpt_layer_acts). */
+enum gpt_recompute { GPT_RECOMPUTE_NONE, GPT_RECOMPUTE_SELECTIVE,
+                     GPT_RECOMPUTE_FULL };
+
 struct gpt_config {
     int n_layer, n_embd, n_head, n_kv_head, seq_len, vocab_size;
     int attn_window;
     float dropout;
+    enum gpt_recompute recompute;
 };
 
 /* Time spent per kind of op, seconds (what bench step splits by). */
@@ -104,6 +110,8 @@ struct gpt {
     float *wte, *wpe, *lnfw, *lnfb;     /* NULL when not on this stage */
     float *dwte, *dwpe, *dlnfw, *dlnfb;
     double op_time[OPK_COUNT];
+    double recompute_time; /* seconds recomputing activations in backward
+                              (also counted in op_time by kind) */
 };
 
 /* Check the shape against the layout: n_embd % n_head, head and kv-head
@@ -143,6 +151,23 @@ double gpt_flops_per_token(const struct gpt_config *c);
  * Activations of one micro-batch of B sequences of length T on this
  * stage, plus backward scratch.  Owned by the caller; allocate once.
  */
+/*
+ * Recomputation (gpt_config.recompute) decides which of a block's
+ * activations a slot keeps; the others live in one shared work layer
+ * (scratch) that forward writes and backward recomputes:
+ *   none       everything is kept
+ *   selective  qkv and fch (the products' outputs backward reads), res1
+ *              and res2 (the residual stream) are kept; LayerNorm outputs
+ *              and statistics, the attention probabilities and output and
+ *              GELU's output are recomputed from them before the block's
+ *              backward (no products but attention's own, no tp traffic)
+ *   full       only res2 (the next block's input) is kept: the whole
+ *              block is recomputed from its input (its products, dropout
+ *              masks and tp all-reduces again) before its backward
+ * The recomputation runs the same kernels on the same inputs, so the
+ * gradients are bitwise those of none.  attproj and fcproj are read by
+ * no backward: kept only under none.
+ */
 struct gpt_layer_acts { /* one block's saved activations */
     float *ln1, *ln1_mean, *ln1_rstd; /* (N,C) (N) (N) */
     float *qkv;                       /* (N,(nh+2nkv)*hd) */
@@ -168,6 +193,8 @@ struct gpt_acts {
     float *datt;             /* (B,nh,T,T) */
     float *dF1, *dF2;        /* (N,F) */
     float *dlogits;          /* (N,V) */
+    struct gpt_layer_acts work; /* recompute: the tensors slots do not
+                                   keep (scratch, shared) */
     float *mem;              /* the one allocation behind all of these */
     size_t bytes;            /* its size, for the memory report */
     size_t saved_bytes;      /* of which saved activations (the rest is

@@ -1,5 +1,6 @@
 #!/bin/sh
-# ZeRO trains the same model as without it: for zero = 1, 2 and 3 at
+# The memory techniques train the same model as without them.
+# ZeRO: for zero = 1, 2 and 3 at
 # dp = 2, dp = 4 (four micro-batches per rank: stage 2 and 3 reduce each
 # one), dp2xtp2 and dp2xpp2 (two micro-batches, one block per stage),
 # dropout 0.1, each of 10 steps' loss is within relative 1e-5 of zero = 0
@@ -10,7 +11,9 @@
 # within 1e-5 of the uninterrupted run.  offload=optimizer gives the same
 # bits as keeping the moments in memory (zero = 0 on one rank, zero = 2 on
 # two), and the start-up banner reports the file; an offload_dir that
-# cannot hold the file is refused, naming it.
+# cannot hold the file is refused, naming it.  Activation recomputation
+# gives the same bits: full at dp2xtp2 (the tp all-reduces replayed),
+# selective and full at dp2xpp2 with zero = 3.
 . "$(dirname "$0")/equiv_lib.sh"
 
 STEPS=10
@@ -61,6 +64,16 @@ grep -q "MiB of moments in the offload file" "$W/dp2_z2_off.log" \
     || fail "no offload file in the memory report"
 [ -z "$(ls "$W/off")" ] || fail "offload files left behind: $(ls "$W/off")"
 pass=$((pass + 2))
+
+# recomputation: the same bits as keeping every activation
+train 4 dp2xtp2_full --dp=2 --tp=2 --recompute=full
+same dp2xtp2_z0 dp2xtp2_full
+for r in selective full; do
+    train 4 dp2xpp2_z3_$r --dp=2 --pp=2 --micro_batch=2 --zero=3 \
+        --recompute=$r
+    same dp2xpp2_z3 dp2xpp2_z3_$r
+done
+pass=$((pass + 3))
 
 # refused at start-up, naming the key: an offload_dir that is a file
 # (bad values of zero, offload and a codec with zero: test_config)

@@ -91,6 +91,20 @@ static int zero_init(struct trainer *tr, char *err, size_t errlen)
         }
         tr->has_dpg = 1;
     }
+    if (c->zero >= 2) {
+        /* stages 2 and 3 reduce (and 3 gathers) per micro-batch: every dp
+         * rank of a stage must run as many micro-batches (stage 1 reduces
+         * once per step and takes unequal shares) */
+        int mm[2] = {tr->accum, -tr->accum};
+        MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_INT, MPI_MAX, tr->g.dp_comm);
+        if (mm[0] != -mm[1]) {
+            snprintf(err, errlen, "zero=%d needs the same number of "
+                     "micro-batches on every data-parallel rank (they run "
+                     "%d to %d); use zero=1 with unequal batch shares",
+                     c->zero, -mm[1], mm[0]);
+            return -1;
+        }
+    }
     if (zero_exec_init(&tr->zx, &tr->m, c->zero, c->zero ? &tr->dpg : NULL,
                        &tr->pl.sc, &tr->pl.ev, off ? c->offload_dir : NULL,
                        tr->g.rank, c->seed, err, errlen) < 0) {

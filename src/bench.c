@@ -121,24 +121,11 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->recompute = tr->m.recompute_time * scale;
 }
 
-static void report(struct trainer *tr, const struct bench_result *r)
+/* The human-readable part of the report (rank 0). */
+static void report_text(struct trainer *tr, const struct bench_result *r,
+                        double tps, double mfu, const struct mem_report *all)
 {
     const struct config *c = &tr->c;
-    double tokens = (double)c->batch_size * c->seq_len;
-    double tps = tokens / (r->ms * 1e-3);
-    double mfu = tps * gpt_flops_per_token(&tr->m.cfg) /
-                 (tr->peak_gflops * 1e9);
-    double mb = 1.0 / (1 << 20);
-    struct mem_report *all = tr->g.rank == 0
-        ? calloc((size_t)tr->g.size, sizeof(*all)) : NULL;
-    if (comm_agree(tr->g.world, tr->g.rank == 0 && !all ? -1 : 0, NULL,
-                   0) < 0)
-        return; /* rank 0 has no memory for the report */
-    mem_report_gather(tr, all); /* collective */
-    if (tr->g.rank != 0)
-        return;
-    const struct mem_report *m0 = all; /* rank 0's roles */
-    double rss = m0->rss_peak * mb;
     printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
            (long long)gpt_num_params(&tr->m.cfg),
            gpt_flops_per_token(&tr->m.cfg) * 1e-9);
@@ -166,6 +153,24 @@ static void report(struct trainer *tr, const struct bench_result *r)
                    "(last step)\n", s, tr->bound[s], tr->bound[s + 1],
                    1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
     }
+}
+
+static void report(struct trainer *tr, const struct bench_result *r)
+{
+    const struct config *c = &tr->c;
+    double tokens = (double)c->batch_size * c->seq_len;
+    double tps = tokens / (r->ms * 1e-3);
+    double mfu = tps * gpt_flops_per_token(&tr->m.cfg) /
+                 (tr->peak_gflops * 1e9);
+    struct mem_report *all = tr->g.rank == 0
+        ? calloc((size_t)tr->g.size, sizeof(*all)) : NULL;
+    if (comm_agree(tr->g.world, tr->g.rank == 0 && !all ? -1 : 0, NULL,
+                   0) < 0)
+        return; /* rank 0 has no memory for the report */
+    mem_report_gather(tr, all); /* collective */
+    if (tr->g.rank != 0)
+        return;
+    report_text(tr, r, tps, mfu, all);
     struct json j;
     json_init(&j);
     json_obj_begin(&j, NULL);
@@ -185,17 +190,7 @@ static void report(struct trainer *tr, const struct bench_result *r)
         snprintf(key, sizeof(key), "ms_%s", op_kind_names[k]);
         json_num(&j, key, r->op[k], 6);
     }
-    /* rank 0's memory by role (mem_report.h), and every rank's below */
-    const struct { const char *k; double v; } mem[] = {
-        {"rss_peak_mb", rss}, {"params_mb", m0->params * mb},
-        {"grads_mb", m0->grads * mb}, {"optimizer_mb", m0->optim * mb},
-        {"activations_mb", m0->acts * mb}, {"scratch_mb", m0->scratch * mb},
-        {"comm_mb", m0->comm * mb}, {"computed_mb", m0->total * mb},
-        {"offload_file_mb", m0->offload_file * mb},
-        {"rss_now_mb", m0->rss_now * mb},
-    };
-    for (size_t i = 0; i < sizeof(mem) / sizeof(mem[0]); i++)
-        json_num(&j, mem[i].k, mem[i].v, 6);
+    mem_report_json(&j, all, tr->g.size); /* rank 0's, every rank's */
     json_int(&j, "world", tr->g.size);
     json_int(&j, "threads", threads_get());
     json_int(&j, "n_params", gpt_num_params(&tr->m.cfg));
@@ -209,25 +204,6 @@ static void report(struct trainer *tr, const struct bench_result *r)
     json_int(&j, "zero", c->zero);
     json_str(&j, "recompute", c->recompute);
     json_str(&j, "offload", c->offload);
-    json_arr_begin(&j, "activations_mb_per_rank");
-    for (int i = 0; i < tr->g.size; i++)
-        json_num(&j, NULL, all[i].acts * mb, 6);
-    json_arr_end(&j);
-    json_arr_begin(&j, "memory_per_rank");
-    for (int i = 0; i < tr->g.size; i++) {
-        json_obj_begin(&j, NULL);
-        const struct { const char *k; double v; } rm[] = {
-            {"params_mb", all[i].params}, {"grads_mb", all[i].grads},
-            {"optimizer_mb", all[i].optim},
-            {"activations_mb", all[i].acts}, {"scratch_mb", all[i].scratch},
-            {"comm_mb", all[i].comm}, {"computed_mb", all[i].total},
-            {"rss_peak_mb", all[i].rss_peak},
-        };
-        for (size_t k = 0; k < sizeof(rm) / sizeof(rm[0]); k++)
-            json_num(&j, rm[k].k, rm[k].v * mb, 6);
-        json_obj_end(&j);
-    }
-    json_arr_end(&j);
     json_num(&j, "bubble", r->bubble, 6);
     json_num(&j, "bubble_theory", pp_bubble_theory(tr->g.pp, tr->accum), 6);
     const double *arr[2] = {tr->stage_busy, tr->stage_idle};

@@ -4,6 +4,8 @@
  */
 #include "mem_report.h"
 
+#include "json.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
@@ -96,4 +98,38 @@ void mem_report_banner(const struct trainer *tr, FILE *out)
     if (all)
         mem_report_print(out, &tr->c, all, tr->g.size);
     free(all);
+}
+
+void mem_report_json(struct json *j, const struct mem_report *all, int n)
+{
+    const double mb = 1.0 / 1048576.0;
+    const struct mem_report *m0 = &all[0];
+    const struct { const char *k; double v; } mem[] = {
+        {"rss_peak_mb", m0->rss_peak}, {"params_mb", m0->params},
+        {"grads_mb", m0->grads}, {"optimizer_mb", m0->optim},
+        {"activations_mb", m0->acts}, {"scratch_mb", m0->scratch},
+        {"comm_mb", m0->comm}, {"computed_mb", m0->total},
+        {"offload_file_mb", m0->offload_file}, {"rss_now_mb", m0->rss_now},
+    };
+    for (size_t i = 0; i < sizeof(mem) / sizeof(mem[0]); i++)
+        json_num(j, mem[i].k, mem[i].v * mb, 6);
+    json_arr_begin(j, "activations_mb_per_rank");
+    for (int i = 0; i < n; i++)
+        json_num(j, NULL, all[i].acts * mb, 6);
+    json_arr_end(j);
+    json_arr_begin(j, "memory_per_rank");
+    for (int i = 0; i < n; i++) {
+        json_obj_begin(j, NULL);
+        const struct { const char *k; double v; } rm[] = {
+            {"params_mb", all[i].params}, {"grads_mb", all[i].grads},
+            {"optimizer_mb", all[i].optim},
+            {"activations_mb", all[i].acts}, {"scratch_mb", all[i].scratch},
+            {"comm_mb", all[i].comm}, {"computed_mb", all[i].total},
+            {"rss_peak_mb", all[i].rss_peak},
+        };
+        for (size_t k = 0; k < sizeof(rm) / sizeof(rm[0]); k++)
+            json_num(j, rm[k].k, rm[k].v * mb, 6);
+        json_obj_end(j);
+    }
+    json_arr_end(j);
 }

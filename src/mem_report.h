@@ -46,6 +46,13 @@ void mem_report_gather(const struct trainer *tr, struct mem_report *all);
  * RSS) of the n gathered reports. */
 void mem_report_print(FILE *out, const struct config *c,
                       const struct mem_report *all, int n);
+/* Into an open JSON object: rank 0's roles as rss_peak_mb, params_mb,
+ * grads_mb, optimizer_mb, activations_mb, scratch_mb, comm_mb,
+ * computed_mb, offload_file_mb, rss_now_mb (MiB), then
+ * activations_mb_per_rank (an array) and memory_per_rank (an array of
+ * objects with the roles, computed_mb and rss_peak_mb of every rank). */
+struct json;
+void mem_report_json(struct json *j, const struct mem_report *all, int n);
 /* Both, for the start-up banner: gather and print on rank 0. */
 void mem_report_banner(const struct trainer *tr, FILE *out);
 

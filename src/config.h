@@ -54,6 +54,9 @@ struct config {
     int hang_timeout;   /* seconds without progress before the watchdog
                            aborts the job; 0 = off */
     char debug_hang[32]; /* tests: "R:STEP" stops rank R at step STEP */
+    char recompute[16];   /* none | selective | full */
+    char offload[16];     /* none | optimizer */
+    char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;
@@ -64,6 +67,7 @@ struct config {
     float bucket_mb;
     char compress[64];   /* none | fp16 | bf16 | topk:R | powersgd:R | sign */
     int compress_warmup;
+    int zero;            /* ZeRO stage 0..3 over the dp group */
 };
 
 enum config_type { CONFIG_INT, CONFIG_U64, CONFIG_FLOAT, CONFIG_STR };

@@ -14,6 +14,7 @@
 #include "comm.h"
 #include "phase.h"
 #include "log.h"
+#include "mem_report.h"
 #include "train.h"
 #include "watchdog.h"
 
@@ -128,6 +129,7 @@ static int restore(struct run *r, char *err, size_t errlen)
             if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs,
                                 err, errlen) < 0)
                 return -1;
+            trainer_after_ckpt(tr);
             log_info(tr->g.world, "resumed from %s at step %" PRId64, path,
                      tr->st.step);
             return 0;
@@ -140,6 +142,7 @@ static int restore(struct run *r, char *err, size_t errlen)
             model_ckpt_load(&tr->g, &tr->m, c, path, 1, &tr->st, NULL, err,
                             errlen) < 0)
             return -1;
+        trainer_after_ckpt(tr);
         log_info(tr->g.world, "initialised weights from %s (fresh optimizer)",
                  path);
     }
@@ -205,6 +208,7 @@ static int save(struct run *r, char *err, size_t errlen)
         if (rc == 0)
             committed(r, path, tr->st.step);
     }
+    trainer_after_ckpt(tr);
     double stall = now_s() - t0;
     r->ckpt_s += stall;
     r->stall_s += stall;
@@ -256,6 +260,7 @@ static int setup(struct run *r, const struct config *c, char *err,
         return -1;
     struct trainer *tr = &r->tr;
     grid_print_banner(&tr->g, stdout);
+    mem_report_banner(tr, stdout);
     if (tr->g.pp > 1 && tr->g.rank == 0) {
         printf("pipeline: %d stages, %s, %d micro-batches per step "
                "(bubble in theory %.3f); blocks per stage:", tr->g.pp,

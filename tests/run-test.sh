@@ -23,6 +23,7 @@ case $(basename "$prog") in
     test_bucket) nps="1 2 3 4" ;;
     test_tp) nps="1 2 3 4" ;;
     test_pp) nps="1 2 3 4" ;;
+    test_zero) nps="1 2 3 4" ;;
     *) exec "$prog" "$@" ;;
 esac
 # MPITRON_MAX_NP=N: only the rank counts up to N (the sanitizer pass of

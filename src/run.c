@@ -76,6 +76,7 @@ static int load_newest(struct run *r, char *path, size_t pathlen, char *err,
     struct rank_state rs;
     int64_t before = INT64_MAX, step = -1;
     trainer_rank_state(tr, &rs);
+    trainer_sync(tr); /* ZeRO's operations in flight end before the read */
     for (;;) {
         int rc = ckpt_find_good_before(tr->g.world, c->run_dir, before, path,
                                        pathlen, &step,
@@ -85,6 +86,9 @@ static int load_newest(struct run *r, char *path, size_t pathlen, char *err,
             return rc;
         rc = model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs, err,
                              errlen);
+        if (rc == 0) /* zero = 3 forgets its gathered slots (a rollback
+                        changed the shards under them) */
+            trainer_after_ckpt(tr);
         if (rc != -1)
             return rc < 0 ? -1 : 0;
         log_warn(tr->g.world, "skipping %s: %s", path, err);

@@ -498,15 +498,42 @@ static double gather_bubble(struct trainer *tr)
     return span > 0.0 ? 1.0 - busy / (p * span) : 0.0;
 }
 
+/* The first float of this rank's weights (weight) or gradient that the
+ * step uses: with ZeRO the gradient is this rank's shard (stage >= 1) and
+ * at stage 3 so are the weights.  NULL if it holds none. */
+static float *first_float(struct trainer *tr, int weight)
+{
+    int zs = tr->has_zx ? tr->zx.stage : 0;
+    if (weight && zs == 3)
+        return tr->zx.plan.shard_n ? tr->zx.p_shard : NULL;
+    if (weight || zs == 0)
+        return weight ? tr->m.params : tr->m.grads;
+    for (int t = 0; t < tr->m.tt.n; t++) {
+        size_t len;
+        float *g = zero_exec_grad_of(&tr->zx, t, &len);
+        if (g && len)
+            return g;
+    }
+    return NULL;
+}
+
 /* debug_nan: at its step on its rank, a NaN in this rank's first
  * weight (before forward, once per process: a transient corruption) or
  * gradient (after the reductions: only this rank sees it). */
 static void debug_nan(struct trainer *tr, int weight)
 {
-    if (tr->nan_rank != tr->g.rank || tr->st.step + 1 != tr->nan_step ||
-        tr->nan_weight != weight || (weight && tr->nan_fired))
+    if (tr->nan_rank < 0 || tr->st.step + 1 != tr->nan_step ||
+        tr->nan_weight != weight)
         return;
-    (weight ? tr->m.params : tr->m.grads)[0] = NAN;
+    /* zero = 3 keeps gathered units in slots (and the next step's first
+     * unit prefetched): every rank forgets them, so the NaN in a shard
+     * reaches the forward of this step, as without ZeRO */
+    if (weight && tr->has_zx && tr->zx.stage == 3)
+        zero_exec_after_ckpt(&tr->zx);
+    float *x = first_float(tr, weight);
+    if (tr->nan_rank != tr->g.rank || (weight && tr->nan_fired) || !x)
+        return;
+    x[0] = NAN;
     tr->nan_fired = 1;
     fprintf(stderr, "mpitron: rank %d: debug_nan: a NaN %s at step %lld\n",
             tr->g.rank, weight ? "weight" : "gradient",

@@ -19,7 +19,14 @@
 #     fluctuates, so z > 0.5 happens): each step's loss_z recomputed in awk from the logged
 #     losses of the previous good steps (mean and population sd of the
 #     last 100, from 20 on), and a step is skipped exactly when its z
-#     exceeds the threshold.
+#     exceeds the threshold;
+#  7. with ZeRO and offload=optimizer: skip at zero = 2 leaves the
+#     parameter and gradient shards and the moments (streamed through the
+#     offload file's mapping; the checkpoint reads them from it) untouched,
+#     step 4's checkpoint holds step 3's /model and /optim bits; rollback
+#     at zero = 3 (a NaN in rank 1's parameter shard, gathered by both
+#     ranks) reloads step 6 into the shards, forgets the gathered units
+#     and trains steps 9-10 finite.
 set -u
 MPITRON=${MPITRON:-./mpitron}
 MPIRUN=${MPIRUN:-mpirun}
@@ -171,6 +178,46 @@ if [ $rc -eq 0 ] && awk -v thr=0.5 '
     ok "spike_zscore: z recomputed from the logged losses, spikes skipped"
 else
     bad "spike_zscore (exit $rc)"; cat "$W/spike.txt"
+fi
+
+# 7. ZeRO: skip at zero = 2, rollback at zero = 3, moments offloaded
+Z="--zero=2 --offload=optimizer --offload_dir=$W/off"
+train --steps=6 --ckpt_every=1 --debug_nan=1:4:grad $Z --run_dir="$W/zskip" \
+    > "$W/zskip.log" 2>&1
+rc=$?
+c="$W/zskip/ckpt"
+tensors "$c/step_00000003.h5" > "$W/z3"
+tensors "$c/step_00000004.h5" > "$W/z4"
+tensors "$c/step_00000005.h5" > "$W/z5"
+if [ $rc -eq 0 ] && json_ok "$W/zskip" &&
+   [ "$(jq -s '[.[].skipped] | add' "$W/zskip/metrics.jsonl")" = 1 ] &&
+   [ "$(jq -r 'select(.step == 4) | .skipped' "$W/zskip/metrics.jsonl")" = 1 ] &&
+   grep -q '/optim/' "$W/z3" && cmp -s "$W/z3" "$W/z4" &&
+   ! cmp -s "$W/z4" "$W/z5" &&
+   grep -q "step 4: non-finite gradient norm: update skipped" "$W/zskip.log"
+then
+    ok "zero=2 + offload: the skipped step 4 left shards and moments untouched"
+else
+    bad "zero=2 skip (exit $rc)"; cat "$W/zskip.log"; diff "$W/z3" "$W/z4" | head
+fi
+Z="--zero=3 --offload=optimizer --offload_dir=$W/off"
+train --steps=10 --ckpt_every=3 --debug_nan=1:7:weight --nonfinite=rollback \
+    --nonfinite_patience=2 $Z --run_dir="$W/zrb" > "$W/zrb.log" 2>&1
+rc=$?
+# step 9 runs right after the rollback, before any save: with the
+# gathered units of the NaN steps still in the slots it is NaN
+if [ $rc -eq 0 ] && json_ok "$W/zrb" &&
+   [ "$(jq -c 'select(has("rollback_from"))' "$W/zrb/metrics.jsonl")" = \
+     '{"step":6,"rollback_from":8,"skip_steps":[7,8]}' ] &&
+   [ "$(jq -r 'select(.step > 8 and has("loss")) | .loss' \
+        "$W/zrb/metrics.jsonl" | grep -c '^[0-9]')" -eq 2 ] &&
+   [ "$(jq -s '[.[] | select(.step > 8) | .skipped // 0] | add' \
+        "$W/zrb/metrics.jsonl")" = 0 ] &&
+   "$MPITRON" ckpt verify "$W/zrb" > /dev/null 2>&1
+then
+    ok "zero=3 + offload: rollback to step 6 reloaded the shards, 9-10 finite"
+else
+    bad "zero=3 rollback (exit $rc)"; cat "$W/zrb.log" "$W/zrb/metrics.jsonl"
 fi
 
 echo "$pass passed, $failed failed"

@@ -69,6 +69,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     MPI_Init(argc, argv);
     devnull = fopen("/dev/null", "w");
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    /* no limit on HDF5's free lists: its per-file blocks (the metadata
+     * cache is megabytes) are reused for the next input, not returned */
+    H5set_free_list_limits(-1, -1, -1, -1, -1, -1);
     /* one read of a good file first: Open MPI and HDF5 allocate what they
      * keep for the process (components, caches) on their first use, which
      * the per-input leak check would take for a leak of ours */
@@ -153,11 +156,13 @@ static void dataset(hid_t fid, const char *name, struct src *s)
                  : ty == 2 ? H5T_STD_I32LE : H5T_IEEE_F32BE;
     hid_t d = H5Dcreate2(fid, name, type, sp, lcpl, dcpl, H5P_DEFAULT);
     if (d >= 0) {
-        float data[81];
+        float data[256]; /* up to 4 dimensions of up to 4 */
         for (int i = 0; i < 81; i++) {
             uint32_t b = (uint32_t)u64(s);
             memcpy(&data[i], &b, sizeof b);
         }
+        for (int i = 81; i < 256; i++)
+            data[i] = data[i % 81];
         if (u8(s) % 2)
             H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT,
                      data);
@@ -239,6 +244,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         H5Fclose(fid);
     }
     H5Eclear2(H5E_DEFAULT);
-    H5garbage_collect();
+    /* HDF5 keeps freed blocks on its free lists for the next file (its
+     * metadata cache alone is megabytes): emptying them after every input
+     * made each open fault in fresh pages (with the free-list limit lifted
+     * below: 177 -> 470 inputs/s); they are reachable,
+     * so the leak check at exit does not count them */
     return 0;
 }

@@ -122,8 +122,8 @@ static int mini(int argc, char **argv)
     char err[CKPT_ERRMAX], cfg[] = "[model]\nn_layer = 1\n";
     float w[6] = {1, 2, 3, 4, 5, 6}, m[6] = {0};
     struct ckpt_tensor t[2] = {
-        {"/model/w", 2, {2, 3}, {0, 0}, {2, 3}, w},
-        {"/optim/m/w", 2, {2, 3}, {0, 0}, {2, 3}, m},
+        {"/model/w", 2, {2, 3}, {0, 0}, {2, 3}, w, 0, 0},
+        {"/optim/m/w", 2, {2, 3}, {0, 0}, {2, 3}, m, 0, 0},
     };
     struct ckpt_meta meta = {1, 6, 1, 7, "dp=1 tp=1 pp=1 world=1", cfg};
     MPI_Init(&argc, &argv);

@@ -219,8 +219,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     size_t n = build(&s, &img);
     float w[6], m[6];
     struct ckpt_tensor t[2] = {
-        {"/model/w", 2, {2, 3}, {0, 0}, {2, 3}, w},
-        {"/optim/m/w", 2, {2, 3}, {0, 0}, {2, 3}, m},
+        {"/model/w", 2, {2, 3}, {0, 0}, {2, 3}, w, 0, 0},
+        {"/optim/m/w", 2, {2, 3}, {0, 0}, {2, 3}, m, 0, 0},
     };
     if (!n) {
         free(img);

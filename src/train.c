@@ -90,6 +90,7 @@ static int zero_init(struct trainer *tr, char *err, size_t errlen)
             return -1;
         }
         tr->has_dpg = 1;
+        tr->dpg.pg.name = "dp group"; /* the hang watchdog's reports */
     }
     if (c->zero >= 2) {
         /* stages 2 and 3 reduce (and 3 gathers) per micro-batch: every dp
@@ -305,8 +306,14 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     tr->sched.warmup = c->warmup_steps;
     tr->sched.steps = c->steps;
     tr->sched.cycle = c->lr_cycle;
+    /* phases of their own: the watchdog's clock restarts at each (the
+     * measurement is seconds of compute on a loaded machine) */
+    phase_enter(PHASE_SETUP, "measuring the sgemm peak for MFU", -1, -1, -1,
+                NULL);
     double peak = sgemm_peak_gflops();
+    phase_enter(PHASE_COLLECTIVE, "sgemm peak sum", -1, -1, -1, &tr->wpg);
     MPI_Allreduce(&peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, world);
+    phase_enter(PHASE_SETUP, "set-up", -1, -1, -1, NULL);
     return 0;
 }
 

@@ -11,7 +11,9 @@
 #     waiting to receive a gradient from world rank 2 and tells the
 #     others, which report at once: rank 1 waits for a gradient from
 #     world rank 3, rank 2 in a tensor-parallel all-reduce with world
-#     rank 3, rank 3 stopped on purpose.
+#     rank 3, rank 3 stopped on purpose;
+#  3. zero=3, dp=2, rank 1 stopped: rank 0 waits in ZeRO's all-gather of
+#     parameters from the dp group (world rank 1).
 set -u
 MPITRON=${MPITRON:-./mpitron}
 MPIRUN=${MPIRUN:-mpirun}
@@ -64,6 +66,21 @@ if [ $rc -ne 0 ] && [ $rc -ne 124 ] &&
     ok "tp2 x pp2: transfers and tp all-reduce named; the others told at once"
 else
     bad "tp x pp hang (exit $rc)"; cat "$W/tpp.log"
+fi
+
+# 3. ZeRO (zero = 3, dp = 2): rank 0 waits in the all-gather of a unit's
+#    parameters from the dp group
+timeout $GUARD $MPIRUN -np 2 --oversubscribe "$MPITRON" train $M --zero=3 \
+    --hang_timeout=10 --debug_hang=1:3 --run_dir="$W/zero" \
+    > "$W/zero.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] && [ $rc -ne 124 ] &&
+   grep -q "rank 1: hang: no progress for .* stopped on purpose (debug_hang) at step 3" "$W/zero.log" &&
+   grep -q "rank 0: hang: no progress for .* waiting in the ZeRO all-gather of parameters from the dp group (world ranks 1) at step 3" "$W/zero.log"
+then
+    ok "zero=3: rank 0 names the ZeRO all-gather and world rank 1"
+else
+    bad "zero=3 hang (exit $rc)"; cat "$W/zero.log"
 fi
 
 echo "$pass passed, $failed failed"

@@ -36,22 +36,35 @@ seed=${CHAOS_SEED:-$$}
 kills=0 restarts=0 last_start=0 t0=$(date +%s)
 while [ $kills -lt "$N" ]; do
     restarts=$((restarts + 1))
-    run "$W/chaos" >> "$W/chaos.log" 2>&1 &
+    run "$W/chaos" > "$W/run.log" 2>&1 &
     mp=$!
-    # a random moment in [0.2, MAXDELAY) s and a random rank (awk's rand)
+    # a random moment in [0.2, MAXDELAY) s, a random rank, and whether the
+    # moment counts from the launch (1 in 5: start-up, on a loaded machine
+    # start-up alone can outlast MAXDELAY) or from the first step's start
+    # (the "training" line: steps, saves, metrics writes) (awk's rand)
     set -- $(awk -v s=$((seed + restarts)) -v m="$MAXDELAY" \
-             'BEGIN { srand(s); printf "%.2f %d\n", 0.2 + rand() * (m - 0.2),
-                      int(rand() * 2) }')
+             'BEGIN { srand(s); printf "%.2f %d %d\n", 0.2 + rand() * (m - 0.2),
+                      int(rand() * 2), rand() < 0.2 }')
+    if [ "$3" -eq 0 ]; then
+        while kill -0 $mp 2>/dev/null &&
+              ! grep -q "^training " "$W/run.log"; do
+            sleep 0.1
+        done
+    fi
     sleep "$1"
-    pids=$(pgrep -f "mpitron train .*--run_dir=$W/chaos" | grep -v "^$mp$" |
-           sort -n)
+    # the ranks (their command line starts with the binary; mpirun's and
+    # this subshell's do not)
+    pids=$(pgrep -f "^[^ ]*mpitron train .*--run_dir=$W/chaos" | sort -n)
     victim=$(echo "$pids" | awk -v k="$2" 'NF { p[n++] = $1 }
              END { if (n) print p[k % n] }')
     if [ -n "$victim" ] && kill -9 "$victim" 2>/dev/null; then
         kills=$((kills + 1))
-        echo "kill $kills: rank pid $victim after $1 s" >> "$W/kills.log"
+        echo "kill $kills: rank pid $victim $1 s after the" \
+             "$([ "$3" -eq 1 ] && echo launch || echo training line)" \
+             >> "$W/kills.log"
     fi
     wait $mp
+    cat "$W/run.log" >> "$W/chaos.log"
     if [ -f "$W/chaos/ckpt/step_$(printf %08d "$STEPS").h5" ] &&
        [ $kills -lt "$N" ]; then
         # it finished before the Nth kill: the kills go on in a new run
@@ -65,7 +78,8 @@ while ! [ -f "$W/chaos/ckpt/step_$(printf %08d "$STEPS").h5" ]; do
     run "$W/chaos" >> "$W/chaos.log" 2>&1 ||
         { tail -n 30 "$W/chaos.log"; fail "the final restart failed"; }
 done
-echo "$kills kills ($((kills - last_start)) in the compared run)," \
+echo "$kills kills ($((kills - last_start)) in the compared run," \
+     "$(grep -c 'launch$' "$W/kills.log") of them in start-up)," \
      "$restarts restarts in $(( $(date +%s) - t0 )) s"
 
 jq -r 'select(has("loss")) | "\(.step) \(.loss)"' "$W/ref/metrics.jsonl" \

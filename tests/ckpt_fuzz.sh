@@ -21,6 +21,8 @@
 set -u
 MPITRON=${MPITRON:-./mpitron}
 MPIRUN=${MPIRUN:-mpirun}
+# no MFU here: a peak given, not measured (seconds of start-up per run)
+export MPITRON_PEAK_GFLOPS=50
 MUTATE=${MUTATE:-${top_builddir:-.}/tests/ckpt_mutate}
 N=${CKPT_FUZZ_N:-4}
 SEED0=${CKPT_FUZZ_SEED:-0}

@@ -6,7 +6,7 @@
 # OpenBLAS is held to its AVX2 kernels (OPENBLAS_CORETYPE=Haswell).  Two
 # ranks (dp = 2: the gradient buckets, checkpoints, validation, resume)
 # each run under memcheck with Open MPI's suppression file; prints each
-# rank's error summary and the errors whose stacks reach mpitron's code.
+# rank's error summary and the errors that are mpitron's own.
 #   VG_DIR=build-vg (default)
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -41,10 +41,32 @@ mv "$W/vg.0.log" "$W/vg.first.0.log"; mv "$W/vg.1.log" "$W/vg.first.1.log"
 mpirun -np 2 --oversubscribe $VG ./mpitron train $M --steps=6 \
     --run_dir="$W/r" > "$W/train2.log" 2>&1
 grep -h "resumed from" "$W/train2.log"
+# mpitron's own sources, by file name (valgrind prints base names)
+OURS=$(cd "$top" && ls src/*.c comm/*.c parallel/*.c ckpt/*.c |
+       sed 's|.*/||' | tr '\n' ' ')
 for f in "$W"/vg.*.log; do
-    echo "== $(basename "$f"): $(grep 'ERROR SUMMARY' "$f" | sed 's/^==[0-9]*== //')"
-    # the error blocks that reach our sources (src/, comm/, parallel/, ckpt/)
-    awk '/^==[0-9]+== [A-Z].*(Invalid|uninitialised|definitely lost|Mismatched|overlap|Syscall)/ { blk = $0 "\n"; keep = 0; inb = 1; next }
-         inb && /^==[0-9]+== *$/ { if (keep) printf "%s", blk; inb = 0; next }
-         inb { blk = blk $0 "\n"; if ($0 ~ /\((src|comm|parallel|ckpt)\/|\/(src|comm|parallel|ckpt)\/[a-z_]+\.c/) keep = 1 }' "$f"
+    # one log per rank; the checkpoint probe's forked children append
+    # their own summaries to it
+    echo "== $(basename "$f"): $(grep 'ERROR SUMMARY' "$f" |
+        sed 's/^==[0-9]*== ERROR SUMMARY: //; s/ (suppressed.*//' |
+        tr '\n' ';')"
+    # an error is mpitron's when the first frame of its first stack,
+    # past valgrind's allocator and the C library's string and I/O
+    # functions, is in one of mpitron's sources; print those blocks
+    awk -v ours="$OURS" '
+        BEGIN { n = split(ours, o, " "); for (i = 1; i <= n; i++) mine[o[i]] = 1 }
+        { sub(/^==[0-9]+== ?/, "") }
+        /^$/ || /^Thread [0-9]+:/ { if (blk != "" && keep) { printf "%s\n", blk; found++ }
+                                   blk = ""; keep = 0; decided = 0; next }
+        blk == "" { blk = $0; if ($0 !~ /Invalid|uninitialised|definitely lost|Mismatched|overlap|Conditional jump/) decided = 1; next }
+        { blk = blk "\n" $0 }
+        !decided && /^ *(at|by) 0x/ {
+            if ($0 ~ /vgpreload|\((strdup|malloc|calloc|realloc|vasprintf|writev|write|send|sendmsg|memcpy|memmove|memset|strlen)[a-z0-9_-]*\.[cS]:/) next
+            decided = 1
+            if (match($0, /\([A-Za-z0-9_-]+\.c:[0-9]+\)/)) {
+                file = substr($0, RSTART + 1, RLENGTH - 2); sub(/:.*/, "", file)
+                keep = (file in mine)
+            }
+        }
+        END { printf "   errors in mpitron'"'"'s code: %d\n", found + 0 }' "$f"
 done

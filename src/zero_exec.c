@@ -144,9 +144,10 @@ static int make_memory(struct zero_exec *zx, const char *offload_dir,
                                zx->p_shard + s->shard_off, s->t_off, s->len,
                                seed);
     }
-    const size_t whole = zx->m->tt.total * F;
-    zx->bytes_params = zx->stage >= 3 ? sn * F + slots : whole;
-    zx->bytes_grads = zx->stage >= 2 ? sn * F : whole;
+    /* what this executor allocated (the model's arenas are counted by
+     * mem_report from the model itself) */
+    zx->bytes_params = zx->p_shard ? sn * F + slots : 0;
+    zx->bytes_grads = zx->g_shard ? sn * F : 0;
     zx->bytes_comm = zx->stage >= 2 ? slots : 0;
     return 0;
 }

@@ -175,7 +175,8 @@ int zero_exec_init(struct zero_exec *zx, struct gpt *m, int stage,
         zx->bytes_comm += zx->zc.scratch_bytes;
     }
     zx->shards = (struct model_shards){
-        .params = stage >= 3, .seg = zx->plan.seg, .nseg = zx->plan.nsegs,
+        .params = stage >= 3, .whole = stage == 0,
+        .seg = zx->plan.seg, .nseg = zx->plan.nsegs,
         .p = zx->p_shard, .m = zx->m_shard, .v = zx->v_shard,
     };
     m->shards = &zx->shards;

@@ -10,15 +10,18 @@
 # layout; where stages 2 and 3 reduce the same way (one micro-batch per
 # step: also stage 1) they give the same bits.  On the way:
 #   offload=optimizer (dp2, zero=2): the same bits, the start-up banner
-#     reports the file, none is left behind
+#     reports the file, none is left behind; also under zero = 0 (dp4:
+#     every dp rank holds the whole moments, one writes each to the
+#     checkpoint)
 #   recompute=full (dp4 and dp2xtp2, zero=3: the tp all-reduces
 #     replayed) and selective (dp2xpp2, zero=3): the same bits
 #   the banner's computed bytes: at dp = 2 zero >= 1 halves the moments,
 #     zero >= 2 the gradients, zero = 3 keeps the shard plus working
 #     slots instead of the parameter arena
 # Checkpoints stay in global shape: zero = 0 at dp = 2 resumes at
-# zero = 3, zero = 3 at zero = 0 and at dp = 4 (from the step-5
-# checkpoints of the dp2 runs), each within 1e-5 of the uninterrupted run.
+# zero = 3, zero = 3 at zero = 0 and at dp = 4, zero = 2 with offloaded
+# moments at zero = 1 (from the step-5 checkpoints of the dp2 runs), each
+# within 1e-5 of the uninterrupted run.
 # An offload_dir that cannot hold the file is refused, naming it.
 # (Offload over several streaming blocks: test_optim; recompute in
 # detail: test_model; bad values of zero, offload, codec with zero:
@@ -54,8 +57,10 @@ do
     shift 2
     case $name in # what rides along on the zero = 2 and 3 runs
         dp2) x0=--ckpt_every=5
-             x2="--offload=optimizer --offload_dir=$W/off" x3=$x0 ;;
-        dp4|dp2xtp2) x0= x2= x3=--recompute=full ;;
+             x2="$x0 --offload=optimizer --offload_dir=$W/off" x3=$x0 ;;
+        dp4) x0="--offload=optimizer --offload_dir=$W/off" x2=
+             x3=--recompute=full ;;
+        dp2xtp2) x0= x2= x3=--recompute=full ;;
         dp2xpp2) x0= x2= x3=--recompute=selective ;;
     esac
     train "$np" ${name}_z0 "$@" $x0
@@ -106,6 +111,9 @@ resume_from() { # ref np name options...: ref's steps 1-5, then the run's
 resume_from dp2_z0 2 ckpt_z0_to_z3 --dp=2 --zero=3
 resume_from dp2_z3 2 ckpt_z3_to_z0 --dp=2 --zero=0
 resume_from dp2_z3 4 ckpt_z3_dp2_to_dp4 --dp=4 --zero=3
+# saved while zero=2's parameter all-gathers run behind the next forward,
+# moments from the offload file
+resume_from dp2_z2 2 ckpt_z2off_to_z1 --dp=2 --zero=1
 
 # refused at start-up, naming the key: an offload_dir that is a file
 if $MPIRUN -np 1 "$MPITRON" train $M --offload=optimizer \

@@ -99,8 +99,10 @@ static int make_memory(struct zero_exec *zx, const char *offload_dir,
         zx->m_shard = zx->off.m;
         zx->v_shard = zx->off.v;
         zx->bytes_file = zx->off.map_bytes;
-        /* resident while streaming: about two blocks of each moment */
-        zx->bytes_optim = 4 * (sn < OFFLOAD_BLOCK ? sn : OFFLOAD_BLOCK) * F;
+        /* resident while streaming: about two blocks of each moment (at
+         * most the moment itself) */
+        zx->bytes_optim = 2 * (sn < 2 * OFFLOAD_BLOCK ? sn
+                                                     : 2 * OFFLOAD_BLOCK) * F;
     } else {
         zx->m_shard = tensor_arena_alloc(sn);
         zx->v_shard = tensor_arena_alloc(sn);

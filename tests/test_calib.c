@@ -57,7 +57,8 @@ static void test_figures_sane(void **state)
     assert_non_null(strstr(err, "mb=0"));
 }
 
-/* Median seconds of forward + backward of the whole model over reps. */
+/* Fastest forward + backward of the whole model over reps (the fastest:
+ * other processes on the machine only ever slow a run down). */
 static double whole_model_s(const struct gpt_config *c, int B, int reps)
 {
     struct gpt m;
@@ -79,16 +80,13 @@ static double whole_model_s(const struct gpt_config *c, int B, int reps)
         if (r > 0) /* r == 0 warms up */
             t[r - 1] = now_s() - t0;
     }
-    for (int i = 1; i < reps; i++) /* median */
-        for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
-            double x = t[j];
-            t[j] = t[j - 1];
-            t[j - 1] = x;
-        }
+    double best = t[0];
+    for (int i = 1; i < reps; i++)
+        best = t[i] < best ? t[i] : best;
     free(tok);
     gpt_acts_free(&a);
     gpt_free(&m);
-    return t[reps / 2];
+    return best;
 }
 
 static void test_parts_add_up(void **state)
@@ -100,9 +98,15 @@ static void test_parts_add_up(void **state)
     c.vocab_size = 2048;
     struct calib_costs cc;
     char err[256];
-    assert_int_equal(calib_measure(&c, 2, 2.0, &cc, err, sizeof(err)), 0);
-    double parts = c.n_layer * cc.block_s + cc.embed_s + cc.head_s;
-    double whole = whole_model_s(&c, 2, 5);
+    double parts = INFINITY, whole = INFINITY;
+    for (int k = 0; k < 3; k++) { /* interleaved; the fastest of each */
+        assert_int_equal(calib_measure(&c, 2, 0.5, &cc, err, sizeof(err)),
+                         0);
+        double p = c.n_layer * cc.block_s + cc.embed_s + cc.head_s;
+        double w = whole_model_s(&c, 2, 3);
+        parts = p < parts ? p : parts;
+        whole = w < whole ? w : whole;
+    }
     double r = parts / whole;
     print_message("parts %.2f ms, whole model %.2f ms, ratio %.2f "
                   "(seqs %d reps %d)\n", 1e3 * parts, 1e3 * whole, r,

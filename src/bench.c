@@ -74,6 +74,7 @@ struct bench_result {
     double wire_mb;
     double bubble;     /* mean over the steps; pp > 1 */
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
+    double busy[64];   /* per stage (up to 64): mean busy ms per step */
 };
 
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
@@ -94,6 +95,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
         r->optim += tm.optim;
         r->bubble += tm.bubble;
         r->pp_wait += tm.pp_wait;
+        for (int s = 0; s < tr->g.pp && s < 64; s++)
+            r->busy[s] += tr->stage_busy[s];
     }
     MPI_Barrier(tr->g.world);
     double scale = 1e3 / n;
@@ -105,6 +108,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->optim *= scale;
     r->bubble /= n;
     r->pp_wait *= scale;
+    for (int s = 0; s < tr->g.pp && s < 64; s++)
+        r->busy[s] *= scale;
     for (int k = 0; k < OPK_COUNT; k++)
         r->op[k] = tr->m.op_time[k] * scale;
 }
@@ -151,8 +156,9 @@ static void report(struct trainer *tr, const struct bench_result *r)
                "%.3f in theory (p-1)/(m+p-1)\n", tr->g.pp, c->pp_schedule,
                tr->accum, r->bubble, pp_bubble_theory(tr->g.pp, tr->accum));
         for (int s = 0; s < tr->g.pp; s++)
-            printf("  stage %d: blocks [%d, %d)  busy %.1f ms  idle %.1f ms "
-                   "(last step)\n", s, tr->bound[s], tr->bound[s + 1],
+            printf("  stage %d: blocks [%d, %d)  busy %.1f ms per step "
+                   "(mean)  last step: busy %.1f ms  idle %.1f ms\n", s,
+                   tr->bound[s], tr->bound[s + 1], s < 64 ? r->busy[s] : 0.0,
                    1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
     }
     printf("{\"tokens_per_s\":%.2f,\"mfu\":%.4f,\"peak_gflops\":%.2f,"
@@ -186,7 +192,18 @@ static void report(struct trainer *tr, const struct bench_result *r)
             printf("%s%.3f", s ? "," : "", 1e3 * arr[k][s]);
         printf("]");
     }
-    printf("}\n");
+    printf(",\"stage_busy_ms_mean\":[");
+    for (int s = 0; s < tr->g.pp && s < 64; s++)
+        printf("%s%.3f", s ? "," : "", r->busy[s]);
+    char sh[512];
+    trainer_shares_string(tr, sh, sizeof(sh));
+    printf("],\"stage_blocks\":[");
+    for (int s = 0; s < tr->g.pp; s++)
+        printf("%s%d", s ? "," : "", tr->bound[s + 1] - tr->bound[s]);
+    printf("],\"pp_partition\":\"%s\",\"balance\":\"%s\",\"dp_shares\":[%s],"
+           "\"debug_slow_rank\":\"%s\",\"bind\":\"%s\",\"blas_threads\":%d,"
+           "\"omp_threads\":%d}\n", c->pp_partition, c->balance, sh,
+           c->debug_slow_rank, c->bind, tr->place.blas, tr->place.omp);
     fflush(stdout);
 }
 
@@ -213,6 +230,7 @@ static int bench_step(int argc, char **argv)
     }
     place_print_banner(&tr.place, tr.g.world, stdout);
     place_warn(&tr.place, tr.g.world);
+    trainer_print_balance(&tr, stdout);
     size_t n = (size_t)tr.per_rank * c.seq_len;
     int32_t *inp = malloc(2 * n * sizeof(int32_t));
     fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);
@@ -253,7 +271,10 @@ int cmd_bench(int argc, char **argv)
                "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
                "activations_mb, activations_mb_per_rank;\nthe layout keys "
                "dp, tp, pp, pp_schedule apply: with pp > 1 also bubble "
-               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms."
+               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms (last "
+               "step), stage_busy_ms_mean,\nstage_blocks; and pp_partition, "
+               "balance, dp_shares, bind, blas_threads, omp_threads.\n"
+               "Each rank is bound and calibrated first, as for train."
                "\nallreduce: per size, algorithm and codec: "
                "time, algorithm and bus bandwidth\n(2(p-1)/p bytes/time), "
                "bytes this rank sent, and the ratio to MPI_Allreduce\nin the "

@@ -19,7 +19,7 @@
 #include "peak.h"
 #include "rng.h"
 
-#define CALIB_MAX_REPS 5
+#define CALIB_MAX_REPS 9
 #define CALIB_MAX_BYTES ((size_t)1 << 30) /* activations of one part */
 
 enum part_kind { PART_BLOCK, PART_ENDS, PART_COUNT };
@@ -163,15 +163,14 @@ int calib_slow_pad(double slow, double t, void (*again)(void *ctx),
     return n;
 }
 
-static double median(double *x, int n)
+/* The fastest of n repetitions: other processes on the machine only ever
+ * slow one down, and on a busy machine most repetitions are. */
+static double fastest(const double *x, int n)
 {
-    for (int i = 1; i < n; i++) /* insertion sort: n <= CALIB_MAX_REPS */
-        for (int j = i; j > 0 && x[j] < x[j - 1]; j--) {
-            double t = x[j];
-            x[j] = x[j - 1];
-            x[j - 1] = t;
-        }
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+    double m = x[0];
+    for (int i = 1; i < n; i++)
+        m = x[i] < m ? x[i] : m;
+    return m;
 }
 
 /* One repetition over both parts into rt[k][rep] (rep >= 0; a warm-up
@@ -214,7 +213,7 @@ static void part_shape(enum part_kind k, int T, int mb, double units, int *B,
 }
 
 /* After the warm-up (each[k] seconds at the warm-up shapes): the shapes
- * whose repetitions fit 4 times (a warm-up and three timed) in what is
+ * whose repetitions fit 6 times (a warm-up and five timed) in what is
  * left of the budget, half of it per part, and CALIB_MAX_BYTES of
  * activations.  Returns 1 when a shape changed, 0 if not, -1 when out of
  * memory. */
@@ -227,7 +226,7 @@ static int choose_shapes(struct part *pt, int mb, double left,
         double units0 = k == PART_BLOCK ? p->a.B : (double)p->a.N;
         double per_unit = each[k] / units0;
         double bytes_unit = (double)p->a.bytes / units0;
-        double units = per_unit > 0.0 ? left / 8.0 / per_unit : 1e30;
+        double units = per_unit > 0.0 ? left / 12.0 / per_unit : 1e30;
         if (units * bytes_unit > (double)CALIB_MAX_BYTES)
             units = (double)CALIB_MAX_BYTES / bytes_unit;
         int B, Tk;
@@ -254,15 +253,15 @@ static void fill_out(struct calib_costs *out, const struct part *pt,
             x[r] = rt[k][r].fwd;
             y[r] = rt[k][r].tot;
         }
-        f[k] = s[k] * median(x, reps);
-        t[k] = s[k] * median(y, reps);
+        f[k] = s[k] * fastest(x, reps);
+        t[k] = s[k] * fastest(y, reps);
     }
     for (int r = 0; r < reps; r++) {
         ef[r] = rt[PART_ENDS][r].emb_fwd;
         et[r] = rt[PART_ENDS][r].emb_tot;
     }
-    double e_f = s[PART_ENDS] * median(ef, reps);
-    double e_t = s[PART_ENDS] * median(et, reps);
+    double e_f = s[PART_ENDS] * fastest(ef, reps);
+    double e_t = s[PART_ENDS] * fastest(et, reps);
     out->block_s = t[PART_BLOCK];
     out->block_fwd_s = f[PART_BLOCK];
     out->embed_s = e_t < t[PART_ENDS] ? e_t : t[PART_ENDS];

@@ -23,8 +23,9 @@
  * each part at the size whose repetitions fit the budget (a block in
  * whole sequences, up to mb: attention is quadratic in the sequence
  * length; the embedding and head in tokens, up to mb sequences: their
- * cost is per token), up to 5 repetitions.  A figure is the median of the
- * repetitions scaled to mb sequences of seq_len tokens (costs are linear
+ * cost is per token), up to 9 repetitions.  A figure is the fastest
+ * repetition (other processes only ever slow one down) scaled to mb
+ * sequences of seq_len tokens (costs are linear
  * in the sequences or tokens; this only loses a larger product's slightly
  * better sgemm efficiency).  The budget is exceeded only when one warm-up
  * and one repetition at the smallest sizes take longer.  Building the two
@@ -52,7 +53,7 @@ struct calib_costs {
     double head_fwd_s;
     int mb;             /* sequences per micro-batch the figures are for */
     int seqs;           /* sequences of a block actually timed (<= mb) */
-    int reps;           /* timed repetitions (the median is reported) */
+    int reps;           /* timed repetitions (the fastest is reported) */
     int threads;        /* BLAS threads in force while measuring */
     double wall_s;      /* what the measurement took, set-up included */
     int head_tokens;    /* tokens the embedding and head were timed on */

@@ -52,6 +52,8 @@ struct trainer {
     struct calib_costs cal; /* this rank's speed at start-up */
     double *cal_all;     /* 3 per world rank: block, embed, head seconds */
     double slow;         /* debug_slow_rank's factor on this rank (1) */
+    double stage_auto_s, stage_params_s; /* pp_partition=auto: calibrated
+                            slowest stage of both partitions, seconds */
     double busy_acc;     /* forward + backward seconds since the last */
     int64_t seqs_acc;    /* re-split, and the sequences they covered */
     double peak_gflops;  /* sgemm peak summed over all ranks */

@@ -58,6 +58,41 @@ static double median_cost(const struct trainer *tr, int k)
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
+/* The calibrated time of the slowest stage of a partition. */
+static double slowest_stage(const struct trainer *tr, const int *bound)
+{
+    double m = 0.0, blk = median_cost(tr, 0);
+    for (int s = 0; s < tr->g.pp; s++) {
+        double c = (bound[s + 1] - bound[s]) * blk;
+        c += (s == 0 ? median_cost(tr, 1) : 0.0) +
+             (s == tr->g.pp - 1 ? median_cost(tr, 2) : 0.0);
+        m = c > m ? c : m;
+    }
+    return m;
+}
+
+/* pp_partition=auto: the calibrated min-max partition, unless it is
+ * within AUTO_KEEP_PARAMS of the parameter-balanced one; then that one,
+ * which does not depend on timing, so that runs (and resumed runs) keep
+ * their partition when the measurement cannot tell them apart. */
+#define AUTO_KEEP_PARAMS 0.05
+
+static int partition_auto(struct trainer *tr, const struct gpt_config *gc,
+                          char *err, size_t errlen)
+{
+    int p = tr->g.pp, byp[p + 1];
+    if (partition_params(gc, p, byp, err, errlen) < 0 ||
+        balance_stages(gc->n_layer, p, median_cost(tr, 0),
+                       median_cost(tr, 1), median_cost(tr, 2), tr->bound,
+                       err, errlen) < 0)
+        return -1;
+    tr->stage_auto_s = slowest_stage(tr, tr->bound);
+    tr->stage_params_s = slowest_stage(tr, byp);
+    if (tr->stage_auto_s >= (1.0 - AUTO_KEEP_PARAMS) * tr->stage_params_s)
+        memcpy(tr->bound, byp, sizeof(byp));
+    return 0;
+}
+
 static int partition(struct trainer *tr, const struct gpt_config *gc,
                      char *err, size_t errlen)
 {
@@ -66,9 +101,7 @@ static int partition(struct trainer *tr, const struct gpt_config *gc,
     if (!strcmp(pp, "params"))
         return partition_params(gc, p, tr->bound, err, errlen);
     if (!strcmp(pp, "auto"))
-        return balance_stages(gc->n_layer, p, median_cost(tr, 0),
-                              median_cost(tr, 1), median_cost(tr, 2),
-                              tr->bound, err, errlen);
+        return partition_auto(tr, gc, err, errlen);
     int counts[p];
     config_int_list(pp, counts, p); /* checked by config_finalize */
     balance_stages_from_counts(p, counts, tr->bound);
@@ -243,10 +276,33 @@ void trainer_print_balance(const struct trainer *tr, FILE *out)
     fprintf(out, "calibration (forward + backward of one micro-batch of %d "
             "sequences, %d timed, %d reps, %.2f s):\n", tr->cal.mb,
             tr->cal.seqs, tr->cal.reps, tr->cal.wall_s);
-    for (int r = 0; r < g->size; r++)
-        fprintf(out, "  rank %d: block %.2f ms, embedding %.2f ms, head + "
-                "loss %.2f ms\n", r, 1e3 * tr->cal_all[3 * r],
-                1e3 * tr->cal_all[3 * r + 1], 1e3 * tr->cal_all[3 * r + 2]);
+    if (g->size <= 16) {
+        for (int r = 0; r < g->size; r++)
+            fprintf(out, "  rank %d: block %.2f ms, embedding %.2f ms, head "
+                    "+ loss %.2f ms\n", r, 1e3 * tr->cal_all[3 * r],
+                    1e3 * tr->cal_all[3 * r + 1],
+                    1e3 * tr->cal_all[3 * r + 2]);
+    } else { /* a summary: the block's spread names the extremes */
+        int lo = 0, hi = 0;
+        for (int r = 1; r < g->size; r++) {
+            lo = tr->cal_all[3 * r] < tr->cal_all[3 * lo] ? r : lo;
+            hi = tr->cal_all[3 * r] > tr->cal_all[3 * hi] ? r : hi;
+        }
+        fprintf(out, "  %d ranks: block %.2f ms (rank %d) .. %.2f ms (rank "
+                "%d), median %.2f; embedding median %.2f ms, head + loss "
+                "median %.2f ms\n", g->size, 1e3 * tr->cal_all[3 * lo], lo,
+                1e3 * tr->cal_all[3 * hi], hi,
+                1e3 * median_cost(tr, 0) * g->tp, 1e3 * median_cost(tr, 1),
+                1e3 * median_cost(tr, 2));
+    }
+    if (g->pp > 1 && !strcmp(tr->c.pp_partition, "auto"))
+        fprintf(out, "pp_partition=auto: slowest stage %.2f ms per "
+                "micro-batch calibrated (the parameter-balanced partition: "
+                "%.2f ms)%s\n", 1e3 * slowest_stage(tr, tr->bound),
+                1e3 * tr->stage_params_s,
+                tr->stage_auto_s >= (1.0 - AUTO_KEEP_PARAMS) *
+                tr->stage_params_s ? "; keeps the parameter-balanced one "
+                "(within 5%)" : "");
     if (g->dp > 1) {
         char s[512];
         trainer_shares_string(tr, s, sizeof(s));

@@ -66,9 +66,9 @@ grep -q "straggler rank 1 (" "$W/strag.log" || fail "progress line"
 pass=$((pass + 1))
 
 # pipeline partitions, against a serial run of the same 4-block model
-# with a 16384-token vocabulary (its head costs several blocks)
+# with a 32768-token vocabulary (its head costs tens of blocks)
 STEPS=10
-M="$M --n_layer=4 --vocab_size=16384 --steps=$STEPS --val_every=5"
+M="$M --n_layer=4 --vocab_size=32768 --steps=$STEPS --val_every=5"
 REF=serial4
 train 1 serial4
 train 2 pp31 --pp=2 --micro_batch=2 --pp_partition=3,1

@@ -4,7 +4,7 @@
  *    reps within their bounds, the thread count reported;
  *  - the parts add up: L blocks + embedding + head, as calibrated, against
  *    forward + backward of the whole L-block model timed here directly
- *    through model.c (an independent measurement), within 0.6x..1.6x
+ *    through model.c (an independent measurement), within 0.35x..1.8x
  *    (a ratio of two timings taken back to back, not a time limit);
  *  - the vocabulary moves the head and not the block: the head's cost
  *    relative to the block's grows with V (a ratio again);
@@ -43,7 +43,7 @@ static void test_figures_sane(void **state)
     assert_true(cc.embed_fwd_s > 0 && cc.embed_fwd_s < cc.embed_s);
     assert_int_equal(cc.mb, 4);
     assert_true(cc.seqs >= 1 && cc.seqs <= 4);
-    assert_true(cc.reps >= 1 && cc.reps <= 5);
+    assert_true(cc.reps >= 1 && cc.reps <= 9);
     assert_true(cc.head_tokens >= 16 && cc.head_tokens <= 4 * 32);
     assert_int_equal(cc.threads, threads_get());
     assert_true(cc.wall_s > 0);
@@ -112,7 +112,12 @@ static void test_parts_add_up(void **state)
     print_message("parts %.2f ms, whole model %.2f ms, ratio %.2f "
                   "(seqs %d reps %d)\n", 1e3 * parts, 1e3 * whole, r,
                   cc.seqs, cc.reps);
-    assert_true(r > 0.6 && r < 1.6);
+    /* 1.00-1.11 on a quiet machine; a busy one preempts a whole-model run
+     * more often than the parts' shorter repetitions, whose fastest then
+     * wins: 0.45 at a load of 25 on 2 cores.  So the bounds only catch
+     * gross errors (a part left out or counted twice when it dominates, a
+     * scaling off by 2 or more upwards). */
+    assert_true(r > 0.35 && r < 1.8);
 }
 
 static void test_vocab_moves_the_head(void **state)

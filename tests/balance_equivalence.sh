@@ -9,9 +9,9 @@
 #    losses still match the serial run;
 #  - the slowed rank is named in metrics.jsonl (straggler_rank) on most
 #    logged intervals of an unbalanced run, and no other rank ever is;
-#  - pipeline stages: pp_partition=3,1 is taken as given, and auto gives
-#    a large vocabulary's head stage fewer blocks than params does; both
-#    train the serial model.
+#  - pipeline stages: pp_partition=5,3 is taken as given, and auto gives
+#    the head's stage fewer blocks than params does when the head costs
+#    several blocks; all train the serial model.
 . "$(dirname "$0")/equiv_lib.sh"
 
 STEPS=20
@@ -65,23 +65,26 @@ awk '/"straggler_rank":/ {
 grep -q "straggler rank 1 (" "$W/strag.log" || fail "progress line"
 pass=$((pass + 1))
 
-# pipeline partitions, against a serial run of the same 4-block model
-# with a 32768-token vocabulary (its head costs tens of blocks)
+# pipeline partitions, against a serial run of the same 8-block model
+# with a 4096-token vocabulary, whose head costs several blocks (its
+# softmax and cross-entropy included): the parameter-balanced partition
+# gives the head's stage half the blocks, auto fewer
 STEPS=10
-M="$M --n_layer=4 --vocab_size=32768 --steps=$STEPS --val_every=5"
-REF=serial4
-train 1 serial4
-train 2 pp31 --pp=2 --micro_batch=2 --pp_partition=3,1
-grep -q "blocks per stage: \[0,3) \[3,4)" "$W/pp31.log" \
-    || { cat "$W/pp31.log"; fail "pp_partition=3,1 not applied"; }
-check pp31
+M="$M --n_layer=8 --vocab_size=4096 --steps=$STEPS --val_every=5"
+REF=serial8
+train 1 serial8
+train 2 pp53 --pp=2 --micro_batch=2 --pp_partition=5,3
+grep -q "blocks per stage: \[0,5) \[5,8)" "$W/pp53.log" \
+    || { cat "$W/pp53.log"; fail "pp_partition=5,3 not applied"; }
+check pp53
 for part in params auto; do
     train 2 pp_$part --pp=2 --micro_batch=2 --pp_partition=$part
     check pp_$part
 done
-last() { sed -n 's/.*blocks per stage: \[0,[0-9]*) \[\([0-9]*\),4).*/\1/p' \
+last() { sed -n 's/.*blocks per stage: \[0,[0-9]*) \[\([0-9]*\),8).*/\1/p' \
              "$W/$1.log"; }
 echo "head stage starts at block $(last pp_params) (params), $(last pp_auto) (auto)"
+grep "^pp_partition=auto" "$W/pp_auto.log"
 [ "$(last pp_auto)" -gt "$(last pp_params)" ] \
     || { cat "$W/pp_auto.log"; fail "auto did not move blocks off the head"; }
 echo "$pass passed, 0 failed"

@@ -165,12 +165,14 @@ int trainer_balance_init(struct trainer *tr, const struct gpt_config *gc,
     tr->cal_all = malloc(3 * (size_t)g->size * sizeof(double));
     tr->shares = malloc((size_t)g->dp * sizeof(int));
     tr->mb_sizes = malloc((size_t)tr->c.batch_size * sizeof(int));
-    if (!tr->bound || !tr->cal_all || !tr->shares || !tr->mb_sizes) {
-        snprintf(err, errlen, "out of memory");
+    int ok = tr->bound && tr->cal_all && tr->shares && tr->mb_sizes;
+    if (agree(g->world, ok ? 0 : -1) < 0) {
+        snprintf(err, errlen, "out of memory (rank %d or another)",
+                 g->rank);
         return -1;
     }
     if (slow_factor(tr, err, errlen) < 0)
-        return -1;
+        return -1; /* the same verdict everywhere: the same config */
     int rc = calib_measure_slow(gc, tr->mb, CALIB_BUDGET_S, tr->slow,
                                 &tr->cal, err, errlen);
     if (agree(g->world, rc) < 0) {

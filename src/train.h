@@ -135,7 +135,4 @@ void trainer_print_balance(const struct trainer *tr, FILE *out);
 /* `mpitron train`: the whole run.  Returns the process exit status. */
 int train_main(const struct config *c);
 
-/* Agree on a status over comm: -1 if any rank failed. */
-int agree(MPI_Comm comm, int rc);
-
 #endif

@@ -166,20 +166,16 @@ int trainer_balance_init(struct trainer *tr, const struct gpt_config *gc,
     tr->shares = malloc((size_t)g->dp * sizeof(int));
     tr->mb_sizes = malloc((size_t)tr->c.batch_size * sizeof(int));
     int ok = tr->bound && tr->cal_all && tr->shares && tr->mb_sizes;
-    if (agree(g->world, ok ? 0 : -1) < 0) {
-        snprintf(err, errlen, "out of memory (rank %d or another)",
-                 g->rank);
+    if (!ok)
+        snprintf(err, errlen, "out of memory");
+    if (comm_agree(g->world, ok ? 0 : -1, err, errlen) < 0)
         return -1;
-    }
     if (slow_factor(tr, err, errlen) < 0)
         return -1; /* the same verdict everywhere: the same config */
-    int rc = calib_measure_slow(gc, tr->mb, CALIB_BUDGET_S, tr->slow,
-                                &tr->cal, err, errlen);
-    if (agree(g->world, rc) < 0) {
-        if (rc == 0)
-            snprintf(err, errlen, "another rank failed to calibrate");
+    if (comm_agree(g->world, calib_measure_slow(gc, tr->mb, CALIB_BUDGET_S,
+                                                tr->slow, &tr->cal, err,
+                                                errlen), err, errlen) < 0)
         return -1;
-    }
     double mine[3] = {tr->cal.block_s, tr->cal.embed_s, tr->cal.head_s};
     MPI_Allgather(mine, 3, MPI_DOUBLE, tr->cal_all, 3, MPI_DOUBLE,
                   g->world);
@@ -241,13 +237,9 @@ int trainer_rebalance(struct trainer *tr, char *err, size_t errlen)
                            REBALANCE_MIN_GAIN, next))
         return 0;
     trainer_apply_shares(tr, next);
-    int rc = rebuild_pipeline(tr, err, errlen);
-    if (agree(g->world, rc) < 0) {
-        if (rc == 0)
-            snprintf(err, errlen, "another rank failed to rebuild its "
-                     "pipeline after a re-split");
+    if (comm_agree(g->world, rebuild_pipeline(tr, err, errlen), err,
+                   errlen) < 0)
         return -1;
-    }
     return 1;
 }
 

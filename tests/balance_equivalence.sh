@@ -11,7 +11,8 @@
 #    logged intervals of an unbalanced run, and no other rank ever is;
 #  - pipeline stages: pp_partition=5,3 is taken as given, and auto gives
 #    the head's stage fewer blocks than params does when the head costs
-#    several blocks; all train the serial model.
+#    several blocks, and more again when the first stage's rank is slowed
+#    down; all train the serial model.
 . "$(dirname "$0")/equiv_lib.sh"
 
 STEPS=20
@@ -87,4 +88,11 @@ echo "head stage starts at block $(last pp_params) (params), $(last pp_auto) (au
 grep "^pp_partition=auto" "$W/pp_auto.log"
 [ "$(last pp_auto)" -gt "$(last pp_params)" ] \
     || { cat "$W/pp_auto.log"; fail "auto did not move blocks off the head"; }
+# the first stage on a rank three times slower: auto moves blocks to the
+# head's stage
+train 2 pp_slow --pp=2 --micro_batch=2 --debug_slow_rank=0:3
+check pp_slow
+echo "with the first stage slowed down 3x: head stage starts at block $(last pp_slow)"
+[ "$(last pp_slow)" -lt "$(last pp_auto)" ] \
+    || { cat "$W/pp_slow.log"; fail "auto ignored the slow stage"; }
 echo "$pass passed, 0 failed"

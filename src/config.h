@@ -49,6 +49,9 @@ struct config {
     int threads; /* BLAS/OpenMP threads per rank; 0 = sized to the cores
                     held (or an exported OPENBLAS/OMP_NUM_THREADS) */
     char bind[16]; /* auto | launcher | none */
+    char recompute[16];   /* none | selective | full */
+    char offload[16];     /* none | optimizer */
+    char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;
@@ -64,6 +67,7 @@ struct config {
     float straggler_ratio;  /* name a rank slower than this x the median */
     int rebalance_every;    /* re-split dp shares every N steps; 0 = never */
     char debug_slow_rank[32]; /* "R:F": rank R runs F times slower */
+    int zero;            /* ZeRO stage 0..3 over the dp group */
 };
 
 enum config_type { CONFIG_INT, CONFIG_U64, CONFIG_FLOAT, CONFIG_STR };

@@ -212,23 +212,36 @@ static void part_shape(enum part_kind k, int T, int mb, double units, int *B,
     *Tk = t;
 }
 
-/* After the warm-up (each[k] seconds at the warm-up shapes): the shapes
- * whose repetitions fit 6 times (a warm-up and five timed) in what is
- * left of the budget, half of it per part, and CALIB_MAX_BYTES of
- * activations.  Returns 1 when a shape changed, 0 if not, -1 when out of
- * memory. */
+/* After a warm-up that took each[k] seconds per part at the current
+ * shapes: the shapes whose repetition (all parts together) fits 6 times
+ * (a warm-up and five timed) in what is left of the budget.  Each part's
+ * full-size time is estimated from its cost per unit now; when they add
+ * up to more than a sixth of what is left, every part is scaled down by
+ * the same factor, so the budget goes where the time is.  A shape
+ * changes only by more than 1.5x (the estimate from a small warm-up is
+ * rough: a product with a V x C matrix costs its weight traffic however
+ * few the tokens), and stays within CALIB_MAX_BYTES of activations.
+ * Returns 1 when a shape changed, 0 if not, -1 when out of memory. */
 static int choose_shapes(struct part *pt, int mb, double left,
                          const double *each)
 {
+    double full[PART_COUNT], cur[PART_COUNT], est = 0.0;
+    for (int k = 0; k < PART_COUNT; k++) {
+        int T = pt[k].m.cfg.seq_len;
+        cur[k] = k == PART_BLOCK ? pt[k].a.B : (double)pt[k].a.N;
+        full[k] = k == PART_BLOCK ? mb : (double)mb * T;
+        est += each[k] / cur[k] * full[k];
+    }
+    double alpha = est > 0.0 && est > left / 6.0 ? left / 6.0 / est : 1.0;
     int changed = 0;
     for (int k = 0; k < PART_COUNT; k++) {
         struct part *p = &pt[k];
-        double units0 = k == PART_BLOCK ? p->a.B : (double)p->a.N;
-        double per_unit = each[k] / units0;
-        double bytes_unit = (double)p->a.bytes / units0;
-        double units = per_unit > 0.0 ? left / 12.0 / per_unit : 1e30;
+        double units = alpha * full[k];
+        double bytes_unit = (double)p->a.bytes / cur[k];
         if (units * bytes_unit > (double)CALIB_MAX_BYTES)
             units = (double)CALIB_MAX_BYTES / bytes_unit;
+        if (units < 1.5 * cur[k] && units > cur[k] / 1.5)
+            continue;
         int B, Tk;
         part_shape((enum part_kind)k, p->m.cfg.seq_len, mb, units, &B, &Tk);
         if (B != p->a.B || Tk != p->a.T) {
@@ -305,12 +318,16 @@ int calib_measure_slow(const struct gpt_config *gc, int mb, double budget_s,
     /* the budget is for the kernels: building the parts is not timed */
     double t_kern = now_s();
     double t_rep = rep_run(pt, rt, -1, each); /* page faults, pools */
-    int changed = choose_shapes(pt, mb, budget_s - (now_s() - t_kern),
-                                each);
-    if (changed < 0)
-        goto oom;
-    if (changed) /* warm-up at the new shapes */
-        t_rep = rep_run(pt, rt, -1, NULL);
+    for (int it = 0; it < 3; it++) { /* a warm-up at each new size refines
+                                        the estimate of the next */
+        int changed = choose_shapes(pt, mb, budget_s - (now_s() - t_kern),
+                                    each);
+        if (changed < 0)
+            goto oom;
+        if (!changed)
+            break;
+        t_rep = rep_run(pt, rt, -1, each);
+    }
     while (reps < CALIB_MAX_REPS &&
            (reps == 0 || now_s() - t_kern + t_rep <= budget_s))
         t_rep = rep_run(pt, rt, reps++, NULL);

@@ -239,6 +239,11 @@ static int rebuild_pipeline(struct trainer *tr, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory for debug_slow_rank's scratch");
         return -1;
     }
+    /* ZeRO checks the model's uses against orders built from the
+     * schedules (zero=1 takes unequal counts: it reduces once per step) */
+    if (tr->has_zx &&
+        zero_exec_replan(&tr->zx, &tr->pl.sc, &tr->pl.ev, err, errlen) < 0)
+        return -1;
     return 0;
 }
 

@@ -7,6 +7,8 @@
 #  - dp = 2 and dp = 4 with rebalance_every=5 from the equal split: the
 #    shares are re-split mid-run (the log says from what to what), and the
 #    losses still match the serial run;
+#  - the same with zero=1 (ZeRO reduces once per step, so it takes
+#    unequal micro-batch counts; a re-split re-plans its order of uses);
 #  - the slowed rank is named in metrics.jsonl (straggler_rank) on most
 #    logged intervals of an unbalanced run, and no other rank ever is;
 #  - pipeline stages: pp_partition=5,3 is taken as given, and auto gives
@@ -54,6 +56,18 @@ for np in 2 4; do
     grep "re-split" "$W/$run.log" | head -1
     check $run
 done
+
+# ZeRO stage 1 reduces once per step: unequal shares (and micro-batch
+# counts) from calibration and from a re-split, whose new schedule ZeRO
+# re-plans its order of unit uses for
+train 2 z1bal --zero=1 --balance=on --debug_slow_rank=1:4 --micro_batch=2
+unequal z1bal
+check z1bal
+train 2 z1reb --zero=1 --rebalance_every=5 --debug_slow_rank=1:4 \
+    --micro_batch=1
+grep -q "^step 5: data-parallel shares re-split" "$W/z1reb.log" \
+    || { cat "$W/z1reb.log"; fail "z1reb: no re-split"; }
+check z1reb
 
 # straggler: rank 1 at a third of the speed, equal shares, no re-split
 train 2 strag --debug_slow_rank=1:3 --log_every=5

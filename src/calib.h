@@ -27,10 +27,13 @@
  * length -- the embedding and head in tokens), then up to 9 timed
  * repetitions.  A figure is the fastest repetition (other processes only
  * ever slow one down) scaled to mb sequences of seq_len tokens: exact
- * when the budget allowed the full size, else an estimate that is linear
- * in the sequences or tokens (a product with the V x C matrix costs its
- * weight traffic however few the tokens, so a small size overestimates
- * the head a little).  The budget is exceeded only when the first
+ * when the budget allowed the full size, else an estimate: linear in the
+ * sequences for a block; for the embedding and head, which are also
+ * timed on half their tokens in every repetition, a fixed cost plus a
+ * cost per token fitted to the two (a product with the V x C matrix
+ * costs its weight traffic however few the tokens: scaling a small size
+ * in proportion overestimated the head of a 50257-token vocabulary
+ * about 2x).  The budget is exceeded only when the first
  * warm-up and one repetition at the smallest sizes take longer.
  * Building the two stages (parameter init of the V x C matrix and one
  * block) comes on top and is part of wall_s.
@@ -60,6 +63,8 @@ struct calib_costs {
     int threads;        /* BLAS threads in force while measuring */
     double wall_s;      /* what the measurement took, set-up included */
     int head_tokens;    /* tokens the embedding and head were timed on */
+    int head_fit;       /* 1: the head was also timed on half its tokens
+                           and a fixed + per-token cost fitted */
 };
 
 /*

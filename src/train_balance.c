@@ -293,9 +293,11 @@ void trainer_print_balance(const struct trainer *tr, FILE *out)
         return;
     fprintf(out, "calibration (forward + backward of one micro-batch of %d "
             "sequences; rank 0 timed a block on %d sequences, the embedding "
-            "and head on %d tokens, fastest of %d reps, %.2f s):\n",
-            tr->cal.mb, tr->cal.seqs, tr->cal.head_tokens, tr->cal.reps,
-            tr->cal.wall_s);
+            "and head on %d tokens%s, fastest of %d reps, %.2f s):\n",
+            tr->cal.mb, tr->cal.seqs, tr->cal.head_tokens,
+            tr->cal.head_fit ? " and half of them (fixed + per-token cost "
+                               "fitted)" : "",
+            tr->cal.reps, tr->cal.wall_s);
     if (g->size <= 16) {
         for (int r = 0; r < g->size; r++)
             fprintf(out, "  rank %d: block %.2f ms, embedding %.2f ms, head "

@@ -8,7 +8,7 @@
 # checks this in a bare Debian 12 chroot.
 set -e
 PKGS="build-essential autoconf automake libtool pkg-config
-      libopenmpi-dev openmpi-bin libopenblas-dev
+      libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev
       libhdf5-openmpi-dev hdf5-tools libhwloc-dev libcmocka-dev
       fortunes fortunes-min procps"
 missing=""

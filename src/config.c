@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "codec.h"
+#include "gemm.h"
 #include "pp.h"
 
 #include <ctype.h>
@@ -130,6 +131,26 @@ static int check_pp_schedule(const struct config *c,
     return -1;
 }
 
+static int check_precision(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (strcmp(v, "fp32") == 0 || strcmp(v, "bf16") == 0)
+        return 0;
+    seterr(err, errlen, "must be fp32 or bf16");
+    return -1;
+}
+
+static int check_fp32_gemm(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    enum gemm_fp32_mode mode;
+    if (gemm_fp32_mode_parse(cfield(c, k), &mode) == 0)
+        return 0;
+    seterr(err, errlen, "must be auto, openblas or onednn");
+    return -1;
+}
+
 static int check_compress(const struct config *c, const struct config_key *k,
                           char *err, size_t errlen)
 {
@@ -195,6 +216,11 @@ const struct config_key config_keys[] = {
         "clip the global gradient norm to this; 0 = off", check_fnonneg),
     KEY("optim", seed, CONFIG_U64, "1337",
         "seed of every random stream (init, data order, dropout)", NULL),
+    KEY("optim", precision, CONFIG_STR, "fp32",
+        "fp32 | bf16: bf16 = mixed precision, products on bf16 inputs with "
+        "fp32 accumulation, fp32 master weights, gradients and AdamW (needs "
+        "AVX512_BF16 or AMX; else trains in fp32 with a warning)",
+        check_precision),
     KEY("data", data, CONFIG_STR, "data/fortunes",
         "directory of train_NNN.bin / val_NNN.bin token shards",
         check_nonempty),
@@ -228,6 +254,10 @@ const struct config_key config_keys[] = {
         NULL),
     KEY("run", threads, CONFIG_INT, "0",
         "BLAS/OpenMP threads per rank; 0 = leave as found", check_nonneg),
+    KEY("run", fp32_gemm, CONFIG_STR, "auto",
+        "library of fp32 products: auto (oneDNN where `mpitron bench gemm` "
+        "measures it faster: AVX-512 CPUs) | openblas | onednn",
+        check_fp32_gemm),
     KEY("parallel", dp, CONFIG_INT, "0",
         "data-parallel ranks; 0 = world / (tp * pp)", check_nonneg),
     KEY("parallel", tp, CONFIG_INT, "1", "tensor-parallel ranks", check_pos),

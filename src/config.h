@@ -35,6 +35,7 @@ struct config {
     int lr_cycle;         /* cyclic: steps per half cycle */
     float weight_decay, beta1, beta2, eps, grad_clip;
     uint64_t seed;
+    char precision[8]; /* fp32 | bf16 (mixed: fp32 master weights) */
     /* [data] */
     char data[CONFIG_STR_MAX];
     int val_every, val_batches;
@@ -47,6 +48,7 @@ struct config {
     char resume[CONFIG_STR_MAX];    /* auto | never | PATH */
     char init_from[CONFIG_STR_MAX]; /* weights only; "" = none */
     int threads; /* BLAS/OpenMP threads per rank; 0 = leave as found */
+    char fp32_gemm[16]; /* auto | openblas | onednn: fp32 products' library */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;

@@ -10,21 +10,16 @@
 #include <string.h>
 
 #include "log.h"
+#include "model_ops.h"
 #include "ops.h"
 #include "rng.h"
 #include "tp.h"
 
 const char *const op_kind_names[OPK_COUNT] = {
-    "matmul", "attention", "layernorm", "gelu", "elementwise", "loss",
-    "embedding", "tp_comm",
+    "matmul", "attention", "softmax", "layernorm", "gelu", "elementwise",
+    "cast", "loss", "embedding", "tp_comm",
 };
 
-#define TIMED(m, kind, call)                                                  \
-    do {                                                                      \
-        double t0_ = now_s();                                                 \
-        call;                                                                 \
-        (m)->op_time[kind] += now_s() - t0_;                                  \
-    } while (0)
 
 int gpt_config_check(const struct gpt_config *c, int tp, char *err,
                      size_t errlen)
@@ -147,6 +142,13 @@ static float *view(const struct gpt *m, float *arena, int layer,
     return i < 0 ? NULL : arena + m->tt.t[i].off;
 }
 
+/* the bf16 copy of a tensor: same offset in params_h */
+static const bf16 *hview(const struct gpt *m, int layer, const char *nm)
+{
+    const float *p = view(m, m->params, layer, nm);
+    return p ? m->params_h + (p - m->params) : NULL;
+}
+
 static void layer_views(const struct gpt *m, float *arena, int l,
                         struct gpt_layer_w *w)
 {
@@ -203,7 +205,22 @@ int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
     m->dwpe = view(m, m->grads, -1, "wpe");
     m->dlnfw = view(m, m->grads, -1, "lnf.w");
     m->dlnfb = view(m, m->grads, -1, "lnf.b");
+    if (c->precision == GPT_BF16) {
+        m->params_h = (bf16 *)tensor_arena_alloc((n + 1) / 2);
+        m->lh = calloc((size_t)(nl ? nl : 1), sizeof(*m->lh));
+        if (!m->params_h || !m->lh)
+            goto oom;
+        for (int l = l0; l < l1; l++) {
+            struct gpt_layer_h *h = &m->lh[l - l0];
+            h->wqkv = hview(m, l, "attn.wq");
+            h->wo = hview(m, l, "attn.wo");
+            h->wfc = hview(m, l, "mlp.wfc");
+            h->wproj = hview(m, l, "mlp.wproj");
+        }
+        m->wte_h = hview(m, -1, "wte");
+    }
     tensor_table_init_params(&m->tt, m->params, seed);
+    gpt_refresh_bf16(m);
     return 0;
 oom:
     snprintf(err, errlen, "out of memory allocating the model (%zu floats "
@@ -212,8 +229,16 @@ oom:
     return -1;
 }
 
+void gpt_refresh_bf16(struct gpt *m)
+{
+    if (m->params_h)
+        bf16_from_f32_n(m->params_h, m->params, m->tt.total);
+}
+
 void gpt_free(struct gpt *m)
 {
+    free(m->params_h);
+    free(m->lh);
     free(m->params);
     free(m->grads);
     free(m->m);
@@ -231,109 +256,130 @@ void gpt_zero_grad(struct gpt *m)
 
 /* ---- activations ------------------------------------------------------- */
 
-/* Floats of one micro-batch's saved activations (what must live from its
- * forward to its backward) and of the backward/forward scratch. */
-static void acts_sizes(const struct gpt *m, size_t N, size_t B, size_t T,
-                       size_t *saved, size_t *scratch)
-{
-    size_t C = (size_t)m->cfg.n_embd;
-    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
-    size_t TT = B * (size_t)m->nh * T * T;
-    size_t nl = (size_t)(m->l1 - m->l0);
-    size_t per = 6 * N * C + 4 * N + N * Q + TT + N * A + 2 * N * F;
-    size_t head = m->last ? N * C + 2 * N + 2 * N * V : 0; /* lnf.., probs */
-    *saved = N * C + nl * per + head;
-    *scratch = 3 * N * C + N * Q + N * A + TT + 2 * N * F +
-               (m->last ? 2 * N * V : 0); /* logits, dlogits */
-}
+/* Carves the one allocation behind a gpt_acts into its tensors: a byte
+ * offset that every piece advances, rounded up to 64 bytes.  With a NULL
+ * base it only counts, so sizes and pointers come from the same code. */
+struct carver {
+    char *base;
+    size_t off;
+};
 
-/* Carve the saved activations out of p; returns the end. */
-static float *take_saved(struct gpt_acts *a, const struct gpt *m, float *p)
+static void *carve(struct carver *cv, size_t n, size_t esize)
 {
-    size_t N = a->N, C = (size_t)m->cfg.n_embd;
-    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
-    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
-#define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
-    TAKE(a->emb, N * C);
-    for (int l = 0; l < m->l1 - m->l0; l++) {
-        struct gpt_layer_acts *la = &a->la[l];
-        TAKE(la->ln1, N * C);
-        TAKE(la->ln1_mean, N);
-        TAKE(la->ln1_rstd, N);
-        TAKE(la->qkv, N * Q);
-        TAKE(la->att, TT);
-        TAKE(la->atty, N * A);
-        TAKE(la->attproj, N * C);
-        TAKE(la->res1, N * C);
-        TAKE(la->ln2, N * C);
-        TAKE(la->ln2_mean, N);
-        TAKE(la->ln2_rstd, N);
-        TAKE(la->fch, N * F);
-        TAKE(la->fch_gelu, N * F);
-        TAKE(la->fcproj, N * C);
-        TAKE(la->res2, N * C);
-    }
-    if (m->last) {
-        TAKE(a->lnf, N * C);
-        TAKE(a->lnf_mean, N);
-        TAKE(a->lnf_rstd, N);
-        TAKE(a->probs, N * V);
-        TAKE(a->losses, N);
-    }
+    void *p = cv->base ? cv->base + cv->off : NULL;
+    cv->off += (n * esize + 63) & ~(size_t)63;
     return p;
 }
 
-static void take_scratch(struct gpt_acts *a, const struct gpt *m, float *p)
+#define CF(n) carve(cv, (n), sizeof(float))
+#define CP(n) carve(cv, (n), hsz) /* a [p] tensor: float or bf16 */
+
+/* What must live from a micro-batch's forward to its backward. */
+static void carve_saved(struct gpt_acts *a, const struct gpt *m,
+                        struct carver *cv)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
     size_t TT = (size_t)a->B * m->nh * a->T * a->T;
-    TAKE(a->dres, N * C);
-    TAKE(a->dC, N * C);
-    TAKE(a->dln, N * C);
-    TAKE(a->dqkv, N * Q);
-    TAKE(a->datty, N * A);
-    TAKE(a->datt, TT);
-    TAKE(a->dF1, N * F);
-    TAKE(a->dF2, N * F);
-    if (m->last) {
-        TAKE(a->logits, N * V);
-        TAKE(a->dlogits, N * V);
+    size_t hsz = m->cfg.precision == GPT_BF16 ? sizeof(bf16) : sizeof(float);
+    a->emb = CF(N * C);
+    for (int l = 0; l < m->l1 - m->l0; l++) {
+        struct gpt_layer_acts *la = &a->la[l];
+        la->ln1 = CP(N * C);
+        la->ln1_mean = CF(N);
+        la->ln1_rstd = CF(N);
+        la->qkv = CP(N * Q);
+        la->att = CP(TT);
+        la->atty = CP(N * A);
+        la->attproj = CF(N * C);
+        la->res1 = CF(N * C);
+        la->ln2 = CP(N * C);
+        la->ln2_mean = CF(N);
+        la->ln2_rstd = CF(N);
+        la->fch = CP(N * F);
+        la->fch_gelu = CP(N * F);
+        la->fcproj = CF(N * C);
+        la->res2 = CF(N * C);
     }
-#undef TAKE
+    if (m->last) {
+        a->lnf = CP(N * C);
+        a->lnf_mean = CF(N);
+        a->lnf_rstd = CF(N);
+        a->probs = CF(N * V);
+        a->losses = CF(N);
+    }
 }
+
+/* Backward (and forward) scratch, shared by the slots of a pipeline. */
+static void carve_scratch(struct gpt_acts *a, const struct gpt *m,
+                          struct carver *cv)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
+    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
+    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
+    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
+    a->dres = CF(N * C);
+    a->dC = CF(N * C);
+    a->dln = CF(N * C);
+    a->dqkv = CF(N * Q);
+    a->datty = CF(N * A);
+    a->datt = CF(TT);
+    a->dF1 = CF(N * F);
+    a->dF2 = CF(N * F);
+    if (m->last) {
+        a->logits = CF(N * V);
+        a->dlogits = CF(N * V);
+    }
+    if (m->cfg.precision == GPT_BF16) {
+        size_t w = C > F ? C : F;
+        w = w > Q ? w : Q;
+        w = w > A ? w : A;
+        w = m->last && V > w ? V : w;
+        a->dh = carve(cv, N * w, sizeof(bf16));
+        a->datt_h = carve(cv, TT, sizeof(bf16));
+    }
+}
+#undef CF
+#undef CP
 
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner)
 {
     memset(a, 0, sizeof(*a));
-    size_t N = (size_t)B * T, saved, scratch;
-    acts_sizes(m, N, (size_t)B, (size_t)T, &saved, &scratch);
+    size_t N = (size_t)B * T;
     size_t nl = (size_t)(m->l1 - m->l0);
-    size_t total = saved + (owner ? 0 : scratch);
     a->B = B;
     a->T = T;
     a->N = N;
     a->la = calloc(nl ? nl : 1, sizeof(*a->la));
     a->inp = calloc(2 * N, sizeof(int32_t));
-    a->mem = tensor_arena_alloc(total);
-    if (!a->la || !a->inp || !a->mem) {
+    if (!a->la || !a->inp) {
+        gpt_acts_free(a);
+        return -1;
+    }
+    struct carver cv = {NULL, 0}; /* count first */
+    carve_saved(a, m, &cv);
+    if (!owner)
+        carve_scratch(a, m, &cv);
+    size_t total = cv.off;
+    a->mem = tensor_arena_alloc(total / sizeof(float));
+    if (!a->mem) {
         gpt_acts_free(a);
         return -1;
     }
     a->tgt = a->inp + N;
-    a->bytes = total * sizeof(float) + 2 * N * sizeof(int32_t);
-    float *end = take_saved(a, m, a->mem);
+    a->bytes = total + 2 * N * sizeof(int32_t);
+    cv = (struct carver){(char *)a->mem, 0};
+    carve_saved(a, m, &cv);
     if (owner) {
         a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
         a->dqkv = owner->dqkv, a->datty = owner->datty;
         a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
         a->logits = owner->logits, a->dlogits = owner->dlogits;
+        a->dh = owner->dh, a->datt_h = owner->datt_h;
     } else {
-        take_scratch(a, m, end);
+        carve_scratch(a, m, &cv);
     }
     return 0;
 }
@@ -351,7 +397,6 @@ void gpt_acts_free(struct gpt_acts *a)
     memset(a, 0, sizeof(*a));
 }
 
-static void emit(struct gpt *m, enum gpt_event ev, int layer);
 
 /* ---- forward ------------------------------------------------------------ */
 
@@ -414,15 +459,15 @@ static struct attn_shape attn_shape_of(const struct gpt *m,
  * layer: IC is this rank's slice of the input width, so the local product
  * is a partial sum; it is all-reduced in the tp group (Megatron's g) and
  * the replicated bias added once.  tp = 1: the plain matmul. */
-static void row_parallel_forward(struct gpt *m, float *out, const float *inp,
-                                 const float *w, const float *bias, size_t N,
+static void row_parallel_forward(struct gpt *m, float *out, const void *inp,
+                                 const void *w, const float *bias, size_t N,
                                  size_t IC, size_t OC)
 {
     if (m->tp == 1) {
-        TIMED(m, OPK_MATMUL, matmul_forward(out, inp, w, bias, N, IC, OC));
+        gpt_op_matmul(m, out, GEMM_F32, inp, w, bias, N, IC, OC);
         return;
     }
-    TIMED(m, OPK_MATMUL, matmul_forward(out, inp, w, NULL, N, IC, OC));
+    gpt_op_matmul(m, out, GEMM_F32, inp, w, NULL, N, IC, OC);
     TIMED(m, OPK_TP_COMM, tp_allreduce_sum(out, N * OC, m->tpc));
     double t0 = now_s();
     for (size_t i = 0; i < N; i++) {
@@ -442,30 +487,33 @@ static void column_parallel_dinp(struct gpt *m, float *dinp, size_t n)
         TIMED(m, OPK_TP_COMM, tp_allreduce_sum(dinp, n, m->tpc));
 }
 
+/* A layer's weight matrix as the products read it (h: its bf16 views) */
+#define W(name) gpt_op_weight(m, w->name, h ? h->name : NULL)
+
 /* One block forward: x (N,C) -> la->res2. */
 static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
                           const float *x, const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
+    const struct gpt_layer_h *h = m->lh ? &m->lh[l - m->l0] : NULL;
     struct gpt_layer_acts *la = &a->la[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
+    enum gemm_type pt = gpt_act_type(m);
 
-    TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln1, la->ln1_mean,
-          la->ln1_rstd, x, w->ln1w, w->ln1b, N, C));
-    TIMED(m, OPK_MATMUL, matmul_forward(la->qkv, la->ln1, w->wqkv, w->bqkv,
-                                        N, C, Q));
-    TIMED(m, OPK_ATTENTION, attention_forward(la->atty, la->att, la->qkv, &s));
-    row_parallel_forward(m, la->attproj, la->atty, w->wo, w->bo, N, A, C);
+    gpt_op_layernorm(m, la->ln1, la->ln1_mean, la->ln1_rstd, x, w->ln1w,
+                     w->ln1b, N, C);
+    gpt_op_matmul(m, la->qkv, pt, la->ln1, W(wqkv), w->bqkv, N, C, Q);
+    gpt_op_attention(m, a, la, &s);
+    row_parallel_forward(m, la->attproj, la->atty, W(wo), w->bo, N, A, C);
     residual_dropout(m, a, la->res1, x, la->attproj, a->dC, pos, 1 + 2 * l);
 
-    TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln2, la->ln2_mean,
-          la->ln2_rstd, la->res1, w->ln2w, w->ln2b, N, C));
-    TIMED(m, OPK_MATMUL, matmul_forward(la->fch, la->ln2, w->wfc, w->bfc, N,
-                                        C, F));
-    TIMED(m, OPK_GELU, gelu_forward(la->fch_gelu, la->fch, N * F));
-    row_parallel_forward(m, la->fcproj, la->fch_gelu, w->wproj, w->bproj, N,
+    gpt_op_layernorm(m, la->ln2, la->ln2_mean, la->ln2_rstd, la->res1,
+                     w->ln2w, w->ln2b, N, C);
+    gpt_op_matmul(m, la->fch, pt, la->ln2, W(wfc), w->bfc, N, C, F);
+    gpt_op_gelu(m, la->fch_gelu, la->fch, N * F);
+    row_parallel_forward(m, la->fcproj, la->fch_gelu, W(wproj), w->bproj, N,
                          F, C);
     residual_dropout(m, a, la->res2, la->res1, la->fcproj, a->dC, pos,
                      2 + 2 * l);
@@ -506,15 +554,15 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     for (int l = m->l0; l < m->l1; l++) {
         block_forward(m, a, l, x, pos);
         x = a->la[l - m->l0].res2;
-        emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
+        gpt_emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
     }
     if (!m->last)
         return 0.0;
     memcpy(a->tgt, tgt, N * sizeof(int32_t));
-    TIMED(m, OPK_LAYERNORM, layernorm_forward(a->lnf, a->lnf_mean,
-          a->lnf_rstd, x, m->lnfw, m->lnfb, N, C));
-    TIMED(m, OPK_MATMUL, matmul_forward(a->logits, a->lnf, m->wte, NULL, N,
-                                        C, V));
+    gpt_op_layernorm(m, a->lnf, a->lnf_mean, a->lnf_rstd, x, m->lnfw,
+                     m->lnfb, N, C);
+    gpt_op_matmul(m, a->logits, GEMM_F32, a->lnf,
+                  gpt_op_weight(m, m->wte, m->wte_h), NULL, N, C, V);
     TIMED(m, OPK_LOSS, crossentropy_softmax_forward(a->losses, a->probs,
           a->logits, a->tgt, N, V));
     double sum = 0.0;
@@ -525,24 +573,10 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
 
 /* ---- backward ----------------------------------------------------------- */
 
-static void emit(struct gpt *m, enum gpt_event ev, int layer)
+void gpt_emit(struct gpt *m, enum gpt_event ev, int layer)
 {
     if (m->hook && (m->hook_final || ev == GPT_PROGRESS))
         m->hook(m->hook_ctx, ev, layer);
-}
-
-/* matmul_backward split in its two products with a chance to progress
- * communication after each: the weight gradient, then the input's. */
-static void mm_backward(struct gpt *m, int l, float *dinp, float *dw,
-                        float *db, const float *dout, const float *inp,
-                        const float *w, size_t N, size_t C, size_t OC)
-{
-    TIMED(m, OPK_MATMUL, matmul_backward(NULL, dw, db, dout, inp, w, N, C,
-                                         OC));
-    emit(m, GPT_PROGRESS, l);
-    TIMED(m, OPK_MATMUL, matmul_backward(dinp, NULL, NULL, dout, inp, w, N,
-                                         C, OC));
-    emit(m, GPT_PROGRESS, l);
 }
 
 /* One block backward: a->dres holds d(res2) on entry, d(x) on exit. */
@@ -550,6 +584,7 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
                            const float *x, const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
+    const struct gpt_layer_h *h = m->lh ? &m->lh[l - m->l0] : NULL;
     const struct gpt_layer_w *g = &m->lg[l - m->l0];
     struct gpt_layer_acts *la = &a->la[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
@@ -559,34 +594,31 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
 
     /* MLP branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 2 + 2 * l);
-    memset(a->dF1, 0, N * F * sizeof(float));
-    mm_backward(m, l, a->dF1, g->wproj, g->bproj, dout, la->fch_gelu,
-                w->wproj, N, F, C);
+    gpt_op_matmul_backward(m, l, a->dh, a->dF1, 0, g->wproj, g->bproj, dout,
+                           la->fch_gelu, W(wproj), N, F, C);
     memset(a->dF2, 0, N * F * sizeof(float));
-    TIMED(m, OPK_GELU, gelu_backward(a->dF2, la->fch, a->dF1, N * F));
-    memset(a->dln, 0, N * C * sizeof(float));
-    mm_backward(m, l, a->dln, g->wfc, g->bfc, a->dF2, la->ln2, w->wfc, N, C,
-                F);
+    gpt_op_gelu_backward(m, a->dF2, la->fch, a->dF1, N * F);
+    gpt_op_matmul_backward(m, l, a->dh, a->dln, 0, g->wfc, g->bfc, a->dF2,
+                           la->ln2, W(wfc), N, C, F);
     column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln2w, g->ln2b,
           a->dln, la->res1, w->ln2w, la->ln2_mean, la->ln2_rstd, N, C));
 
     /* attention branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 1 + 2 * l);
-    memset(a->datty, 0, N * A * sizeof(float));
-    mm_backward(m, l, a->datty, g->wo, g->bo, dout, la->atty, w->wo, N, A,
-                C);
+    gpt_op_matmul_backward(m, l, a->dh, a->datty, 0, g->wo, g->bo, dout,
+                           la->atty, W(wo), N, A, C);
     memset(a->dqkv, 0, N * Q * sizeof(float));
-    TIMED(m, OPK_ATTENTION, attention_backward(a->dqkv, a->datt, a->datty,
-                                               la->qkv, la->att, &s));
-    emit(m, GPT_PROGRESS, l);
-    memset(a->dln, 0, N * C * sizeof(float));
-    mm_backward(m, l, a->dln, g->wqkv, g->bqkv, a->dqkv, la->ln1, w->wqkv,
-                N, C, Q);
+    gpt_op_attention_backward(m, a, la, &s);
+    gpt_emit(m, GPT_PROGRESS, l);
+    gpt_op_matmul_backward(m, l, a->dh, a->dln, 0, g->wqkv, g->bqkv, a->dqkv,
+                           la->ln1, W(wqkv), N, C, Q);
     column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln1w, g->ln1b,
           a->dln, x, w->ln1w, la->ln1_mean, la->ln1_rstd, N, C));
 }
+
+#undef W
 
 /* The last stage's head: loss, LM head (tied wte), final LayerNorm;
  * leaves d(last block output) in a->dres. */
@@ -596,14 +628,14 @@ static void head_backward(struct gpt *m, struct gpt_acts *a, float dloss)
     memset(a->dlogits, 0, N * V * sizeof(float));
     TIMED(m, OPK_LOSS, crossentropy_softmax_backward(a->dlogits, a->probs,
           a->tgt, dloss, N, V));
-    memset(a->dln, 0, N * C * sizeof(float));
-    TIMED(m, OPK_MATMUL, matmul_backward(a->dln, m->dwte, NULL, a->dlogits,
-                                         a->lnf, m->wte, N, C, V));
+    gpt_op_matmul_backward(m, -1, a->dh, a->dln, 0, m->dwte, NULL,
+                           a->dlogits, a->lnf,
+                           gpt_op_weight(m, m->wte, m->wte_h), N, C, V);
     memset(a->dres, 0, N * C * sizeof(float));
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, m->dlnfw, m->dlnfb,
           a->dln, gpt_stage_output(m, a), m->lnfw, a->lnf_mean, a->lnf_rstd,
           N, C));
-    emit(m, GPT_GRADS_HEAD, -1);
+    gpt_emit(m, GPT_GRADS_HEAD, -1);
 }
 
 void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
@@ -615,7 +647,7 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
     for (int l = m->l1 - 1; l >= m->l0; l--) {
         const float *x = l > m->l0 ? a->la[l - 1 - m->l0].res2 : a->emb;
         block_backward(m, a, l, x, pos);
-        emit(m, GPT_GRADS_LAYER, l);
+        gpt_emit(m, GPT_GRADS_LAYER, l);
     }
     if (m->first) {
         const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
@@ -623,5 +655,5 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
               a->inp, (size_t)a->B, (size_t)a->T, C));
     }
     if (m->first || m->last)
-        emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */
+        gpt_emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */
 }

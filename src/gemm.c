@@ -487,10 +487,11 @@ static void openblas_run(const struct gemm_desc *d, const float *A,
 void gemm(const struct gemm_desc *d, const void *A, const void *B,
           const float *bias, void *C)
 {
-    if ((bias != NULL) != (d->bias != 0)) {
+    if ((bias != NULL) != (d->bias != 0) || (d->bias && d->alpha != 1.0f)) {
         char what[160];
         desc_text(d, what, sizeof(what));
-        FATAL("gemm %s: bias pointer and desc disagree", what);
+        FATAL("gemm %s alpha %g: bias pointer and desc disagree, or a bias "
+              "with alpha != 1", what, d->alpha);
     }
     if (d->M == 0 || d->N == 0)
         return;

@@ -9,8 +9,9 @@
  * or with ta, A stored (K,M) with row stride lda and read transposed;
  * likewise op(B) is B (K,N) with row stride ldb, or with tb B stored
  * (N,K).  C has row stride ldc.  bias (N floats, NULL = none) is added to
- * every row of C.  accumulate adds the product to C (beta = 1), else C is
- * overwritten (beta = 0).
+ * every row of C (only with alpha = 1: oneDNN would scale the bias too).
+ * accumulate adds the product to C (beta = 1), else C is overwritten
+ * (beta = 0).
  *
  * Types: A and B are both fp32 or both bf16 (bf16.h); C is fp32, or bf16
  * when not accumulating.  Every backend accumulates in fp32; a bf16 C is

@@ -591,28 +591,31 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
     const float *dout;
+    const void *d; /* an output gradient as the products read it */
 
     /* MLP branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 2 + 2 * l);
-    gpt_op_matmul_backward(m, l, a->dh, a->dF1, 0, g->wproj, g->bproj, dout,
-                           la->fch_gelu, W(wproj), N, F, C);
-    memset(a->dF2, 0, N * F * sizeof(float));
-    gpt_op_gelu_backward(m, a->dF2, la->fch, a->dF1, N * F);
-    gpt_op_matmul_backward(m, l, a->dh, a->dln, 0, g->wfc, g->bfc, a->dF2,
-                           la->ln2, W(wfc), N, C, F);
+    d = gpt_op_grad(m, a, dout, g->bproj, N, C);
+    gpt_op_matmul_backward(m, l, a->dF1, 0, g->wproj, d, la->fch_gelu,
+                           W(wproj), N, F, C);
+    d = gpt_op_gelu_backward(m, a, la->fch, a->dF1, g->bfc, N, F);
+    gpt_op_matmul_backward(m, l, a->dln, 0, g->wfc, d, la->ln2, W(wfc), N, C,
+                           F);
     column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln2w, g->ln2b,
           a->dln, la->res1, w->ln2w, la->ln2_mean, la->ln2_rstd, N, C));
 
     /* attention branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 1 + 2 * l);
-    gpt_op_matmul_backward(m, l, a->dh, a->datty, 0, g->wo, g->bo, dout,
-                           la->atty, W(wo), N, A, C);
+    d = gpt_op_grad(m, a, dout, g->bo, N, C);
+    gpt_op_matmul_backward(m, l, a->datty, 0, g->wo, d, la->atty, W(wo), N,
+                           A, C);
     memset(a->dqkv, 0, N * Q * sizeof(float));
     gpt_op_attention_backward(m, a, la, &s);
     gpt_emit(m, GPT_PROGRESS, l);
-    gpt_op_matmul_backward(m, l, a->dh, a->dln, 0, g->wqkv, g->bqkv, a->dqkv,
-                           la->ln1, W(wqkv), N, C, Q);
+    d = gpt_op_grad(m, a, a->dqkv, g->bqkv, N, Q);
+    gpt_op_matmul_backward(m, l, a->dln, 0, g->wqkv, d, la->ln1, W(wqkv), N,
+                           C, Q);
     column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln1w, g->ln1b,
           a->dln, x, w->ln1w, la->ln1_mean, la->ln1_rstd, N, C));
@@ -628,8 +631,8 @@ static void head_backward(struct gpt *m, struct gpt_acts *a, float dloss)
     memset(a->dlogits, 0, N * V * sizeof(float));
     TIMED(m, OPK_LOSS, crossentropy_softmax_backward(a->dlogits, a->probs,
           a->tgt, dloss, N, V));
-    gpt_op_matmul_backward(m, -1, a->dh, a->dln, 0, m->dwte, NULL,
-                           a->dlogits, a->lnf,
+    const void *d = gpt_op_grad(m, a, a->dlogits, NULL, N, V);
+    gpt_op_matmul_backward(m, -1, a->dln, 0, m->dwte, d, a->lnf,
                            gpt_op_weight(m, m->wte, m->wte_h), N, C, V);
     memset(a->dres, 0, N * C * sizeof(float));
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, m->dlnfw, m->dlnfb,

@@ -34,27 +34,29 @@ void gpt_op_matmul(struct gpt *m, void *out, enum gemm_type out_t,
         TIMED(m, OPK_MATMUL, matmul_forward(out, inp, w, bias, N, C, OC));
 }
 
-void gpt_op_matmul_backward(struct gpt *m, int l, bf16 *dh, float *dinp,
-                            int dinp_acc, float *dw, float *db,
-                            const float *dout, const void *inp, const void *w,
-                            size_t N, size_t C, size_t OC)
+const void *gpt_op_grad(struct gpt *m, struct gpt_acts *a, const float *dout,
+                        float *db, size_t N, size_t OC)
 {
-    if (!dinp_acc) /* the product accumulates */
-        memset(dinp, 0, N * C * sizeof(float));
     if (is_bf16(m)) {
-        TIMED(m, OPK_CAST, bf16_round_colsum(dh, db, dout, N, OC));
-        TIMED(m, OPK_MATMUL,
-              matmul_backward_bf16(NULL, dw, dh, inp, w, N, C, OC));
-        gpt_emit(m, GPT_PROGRESS, l);
-        TIMED(m, OPK_MATMUL,
-              matmul_backward_bf16(dinp, NULL, dh, inp, w, N, C, OC));
-    } else {
-        TIMED(m, OPK_MATMUL,
-              matmul_backward(NULL, dw, db, dout, inp, w, N, C, OC));
-        gpt_emit(m, GPT_PROGRESS, l);
-        TIMED(m, OPK_MATMUL,
-              matmul_backward(dinp, NULL, NULL, dout, inp, w, N, C, OC));
+        TIMED(m, OPK_CAST, bf16_round_colsum(a->dh, db, dout, N, OC));
+        return a->dh;
     }
+    if (db) /* the bias gradient, as matmul_backward computes it */
+        TIMED(m, OPK_MATMUL,
+              matmul_backward(NULL, NULL, db, dout, NULL, NULL, N, 0, OC));
+    return dout;
+}
+
+void gpt_op_matmul_backward(struct gpt *m, int l, float *dinp, int dinp_acc,
+                            float *dw, const void *dout, const void *inp,
+                            const void *w, size_t N, size_t C, size_t OC)
+{
+    enum gemm_type t = gpt_act_type(m);
+    TIMED(m, OPK_MATMUL, matmul_backward_products(NULL, 0, dw, dout, inp, w,
+                                                  N, C, OC, t));
+    gpt_emit(m, GPT_PROGRESS, l);
+    TIMED(m, OPK_MATMUL, matmul_backward_products(dinp, dinp_acc, NULL, dout,
+                                                  inp, w, N, C, OC, t));
     gpt_emit(m, GPT_PROGRESS, l);
 }
 
@@ -66,13 +68,18 @@ void gpt_op_gelu(struct gpt *m, void *out, const void *inp, size_t n)
         TIMED(m, OPK_GELU, gelu_forward(out, inp, n));
 }
 
-void gpt_op_gelu_backward(struct gpt *m, float *dinp, const void *inp,
-                          const float *dout, size_t n)
+const void *gpt_op_gelu_backward(struct gpt *m, struct gpt_acts *a,
+                                 const void *inp, const float *dout,
+                                 float *db, size_t N, size_t F)
 {
-    if (is_bf16(m))
-        TIMED(m, OPK_GELU, gelu_backward_bf16(dinp, inp, dout, n));
-    else
-        TIMED(m, OPK_GELU, gelu_backward(dinp, inp, dout, n));
+    if (is_bf16(m)) {
+        TIMED(m, OPK_GELU,
+              gelu_backward_round_bf16(a->dh, db, inp, dout, N, F));
+        return a->dh;
+    }
+    memset(a->dF2, 0, N * F * sizeof(float));
+    TIMED(m, OPK_GELU, gelu_backward(a->dF2, inp, dout, N * F));
+    return gpt_op_grad(m, a, a->dF2, db, N, F);
 }
 
 /* attention's wall time t, of which soft in the softmax */

@@ -52,20 +52,28 @@ void gpt_op_layernorm(struct gpt *m, void *out, float *mean, float *rstd,
 void gpt_op_matmul(struct gpt *m, void *out, enum gemm_type out_t,
                    const void *inp, const void *w, const float *bias,
                    size_t N, size_t C, size_t OC);
-/* matmul_backward in two products with a chance to progress communication
+/* An output gradient dout (N,OC) made ready for the backward products:
+ * db (OC) += its column sums (the bias gradient; NULL = none), and the
+ * operand returned: dout itself in fp32, dout rounded into a->dh in bf16
+ * (valid until a->dh is next written). */
+const void *gpt_op_grad(struct gpt *m, struct gpt_acts *a, const float *dout,
+                        float *db, size_t N, size_t OC);
+/* matmul_backward's two products with a chance to progress communication
  * (gpt_emit GPT_PROGRESS for block l) after each: dw (OC,C) += dout^T inp,
- * db (OC) += column sums of dout, then dinp (N,C) = or += dout @ w
- * (dinp_acc 0: overwritten, no need to zero it first).  In bf16, dout (N,OC)
- * fp32 is first rounded into dh (scratch). */
-void gpt_op_matmul_backward(struct gpt *m, int l, bf16 *dh, float *dinp,
-                            int dinp_acc, float *dw, float *db,
-                            const float *dout, const void *inp, const void *w,
-                            size_t N, size_t C, size_t OC);
+ * then dinp (N,C) = dout @ w, added when dinp_acc, else overwritten.
+ * dout is an operand from gpt_op_grad or gpt_op_gelu_backward. */
+void gpt_op_matmul_backward(struct gpt *m, int l, float *dinp, int dinp_acc,
+                            float *dw, const void *dout, const void *inp,
+                            const void *w, size_t N, size_t C, size_t OC);
 /* gelu_forward: out, inp [p] (n) */
 void gpt_op_gelu(struct gpt *m, void *out, const void *inp, size_t n);
-/* gelu_backward: dinp (n) += gelu'(inp [p]) dout */
-void gpt_op_gelu_backward(struct gpt *m, float *dinp, const void *inp,
-                          const float *dout, size_t n);
+/* GELU's backward into the MLP's first layer: g = gelu'(inp [p]) * dout
+ * (N,F), db (F) += column sums of g, and g returned as the operand of the
+ * FC products (in a->dF2 for fp32, rounded into a->dh for bf16, in one
+ * fused pass). */
+const void *gpt_op_gelu_backward(struct gpt *m, struct gpt_acts *a,
+                                 const void *inp, const float *dout,
+                                 float *db, size_t N, size_t F);
 /* attention of the block whose activations are la: la->qkv -> la->atty,
  * la->att saved; a's scratch used (bf16: a->datt holds the scores).  Time
  * split between OPK_ATTENTION (products) and OPK_SOFTMAX. */

@@ -157,20 +157,11 @@ void matmul_forward(float *out, const float *inp, const float *w,
     gemm(&d, inp, w, bias, out);
 }
 
-/* dinp (N,C) += dout @ w; dw (OC,C) += dout^T @ inp; operands of type t
- * (shared with the bf16 variant in ops_bf16.c) */
-void matmul_backward_products(float *dinp, float *dw, const void *dout,
-                              const void *inp, const void *w, size_t N,
-                              size_t C, size_t OC, int t)
+void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
+                              const void *dout, const void *inp,
+                              const void *w, size_t N, size_t C, size_t OC,
+                              enum gemm_type t)
 {
-    if (dinp) {
-        struct gemm_desc d = {
-            .M = (int64_t)N, .N = (int64_t)C, .K = (int64_t)OC,
-            .lda = (int64_t)OC, .ldb = (int64_t)C, .ldc = (int64_t)C,
-            .in = t, .out = GEMM_F32, .alpha = 1.0f, .accumulate = 1,
-        };
-        gemm(&d, dout, w, NULL, dinp);
-    }
     if (dw) {
         struct gemm_desc d = {
             .ta = 1, .M = (int64_t)OC, .N = (int64_t)C, .K = (int64_t)N,
@@ -178,6 +169,14 @@ void matmul_backward_products(float *dinp, float *dw, const void *dout,
             .in = t, .out = GEMM_F32, .alpha = 1.0f, .accumulate = 1,
         };
         gemm(&d, dout, inp, NULL, dw);
+    }
+    if (dinp) {
+        struct gemm_desc d = {
+            .M = (int64_t)N, .N = (int64_t)C, .K = (int64_t)OC,
+            .lda = (int64_t)OC, .ldb = (int64_t)C, .ldc = (int64_t)C,
+            .in = t, .out = GEMM_F32, .alpha = 1.0f, .accumulate = dinp_acc,
+        };
+        gemm(&d, dout, w, NULL, dinp);
     }
 }
 
@@ -196,7 +195,7 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                      const float *inp, const float *w, size_t N, size_t C,
                      size_t OC)
 {
-    matmul_backward_products(dinp, dw, dout, inp, w, N, C, OC, GEMM_F32);
+    matmul_backward_products(dinp, 1, dw, dout, inp, w, N, C, OC, GEMM_F32);
     if (dbias) {
 #pragma omp parallel if (N * OC >= OPS_PAR_MIN)
         {
@@ -455,13 +454,6 @@ void matmul_forward_bf16(void *out, int out_type, const bf16 *inp,
     gemm(&d, inp, w, bias, out);
 }
 
-void matmul_backward_bf16(float *dinp, float *dw, const bf16 *dout,
-                          const bf16 *inp, const bf16 *w, size_t N, size_t C,
-                          size_t OC)
-{
-    matmul_backward_products(dinp, dw, dout, inp, w, N, C, OC, GEMM_BF16);
-}
-
 /* columns [lo, hi) of bf16_round_colsum, rows in order */
 static void round_colsum_cols(bf16 *out, float *colsum, const float *x,
                               size_t N, size_t C, size_t lo, size_t hi)
@@ -530,5 +522,35 @@ void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout,
         ops_range_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo,
                         &hi);
         gelu_backward_bf16_range(dinp, inp, dout, lo, hi);
+    }
+}
+
+/* columns [lo, hi) of gelu_backward_round_bf16, rows in order */
+static void gelu_round_cols(bf16 *out, float *colsum, const bf16 *inp,
+                            const float *dout, size_t N, size_t F, size_t lo,
+                            size_t hi)
+{
+    float x[CHUNK], g[CHUNK];
+    for (size_t n = 0; n < N; n++)
+        for (size_t c0 = lo; c0 < hi; c0 += CHUNK) {
+            size_t k = hi - c0 < CHUNK ? hi - c0 : CHUNK, i = n * F + c0;
+            bf16_to_f32_n(x, inp + i, k);
+            memset(g, 0, k * sizeof(float));
+            gelu_backward_range(g, x, dout + i, 0, k);
+            bf16_from_f32_n(out + i, g, k);
+            for (size_t c = 0; c < k; c++)
+                colsum[c0 + c] += g[c];
+        }
+}
+
+void gelu_backward_round_bf16(bf16 *out, float *colsum, const bf16 *inp,
+                              const float *dout, size_t N, size_t F)
+{
+#pragma omp parallel if (N * F >= OPS_PAR_MIN)
+    {
+        size_t lo, hi;
+        ops_range_split(F, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        gelu_round_cols(out, colsum, inp, dout, N, F, lo, hi);
     }
 }

@@ -27,6 +27,7 @@
 #include <stdint.h>
 
 #include "bf16.h"
+#include "gemm.h"
 
 /* out (B,T,C) = wte[inp[b,t]] + wpe[t]; inp (B,T); wte (V,C); wpe (>=T,C) */
 void encoder_forward(float *out, const int32_t *inp, const float *wte,
@@ -139,15 +140,17 @@ void layernorm_forward_bf16(bf16 *out, float *mean, float *rstd,
 void matmul_forward_bf16(void *out, int out_type, const bf16 *inp,
                          const bf16 *w, const float *bias, size_t N, size_t C,
                          size_t OC);
-/* The products of matmul_backward with bf16 operands: dinp (N,C) +=
- * dout @ w; dw (OC,C) += dout^T @ inp (fp32 accumulators; either may be
- * NULL); dout (N,OC) as rounded by bf16_round_colsum. */
-void matmul_backward_bf16(float *dinp, float *dw, const bf16 *dout,
-                          const bf16 *inp, const bf16 *w, size_t N, size_t C,
-                          size_t OC);
+/* The two products of matmul_backward alone, operands (dout, inp, w) of
+ * type t, fp32 accumulators: dw (OC,C) += dout^T @ inp, then dinp (N,C)
+ * = dout @ w, added (dinp_acc) or overwriting dinp (no zeroing needed).
+ * dinp or dw may be NULL (not wanted). */
+void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
+                              const void *dout, const void *inp,
+                              const void *w, size_t N, size_t C, size_t OC,
+                              enum gemm_type t);
 /* out (N,C) = bf16(x); colsum (C) += column sums of x in fp32, rows in
  * order (a bias gradient; NULL = not wanted).  The rounding of an output
- * gradient for the products above. */
+ * gradient for the products of matmul_backward_products. */
 void bf16_round_colsum(bf16 *out, float *colsum, const float *x, size_t N,
                        size_t C);
 
@@ -156,6 +159,13 @@ void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n);
 /* dinp (n) += gelu'(inp) * dout, inp bf16 */
 void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout,
                         size_t n);
+/* GELU's backward fused with the rounding of its result for the products
+ * that follow (the MLP's first layer): g = gelu'(inp) * dout in fp32, out
+ * (N,F) = bf16(g), colsum (F) += column sums of g, rows in order (the FC
+ * bias gradient).  inp (N,F) bf16, dout (N,F).  One pass instead of three
+ * (gelu_backward_bf16 into a zeroed buffer, then bf16_round_colsum). */
+void gelu_backward_round_bf16(bf16 *out, float *colsum, const bf16 *inp,
+                              const float *dout, size_t N, size_t F);
 
 /* attention_forward with qkv, out and the saved probabilities att (all
  * shapes as there) in bf16; scratch (B,nh,T,T) fp32 holds the scores and

@@ -33,16 +33,12 @@
  * wider than the target's ABI knows.  The exp-based loops are written on
  * it because gcc will not if-convert (hence not vectorise) a float
  * comparison in a scalar loop unless -fno-trapping-math is given. */
-#ifdef __AVX__
+#if defined(__AVX512F__)
+#define OPS_VBYTES 64
+#elif defined(__AVX__)
 #define OPS_VBYTES 32
 #else
 #define OPS_VBYTES 16
-/* ops.c's matmul_backward products with operands of gemm type t: dinp
- * (N,C) += dout @ w; dw (OC,C) += dout^T @ inp; either may be NULL */
-void matmul_backward_products(float *dinp, float *dw, const void *dout,
-                              const void *inp, const void *w, size_t N,
-                              size_t C, size_t OC, int t);
-
 #endif
 #define OPS_VL (OPS_VBYTES / 4)
 typedef float ops_vf __attribute__((vector_size(OPS_VBYTES)));
@@ -204,11 +200,5 @@ static inline void ops_range_split(size_t n, int tid, int nt, size_t *lo,
     *lo = b0 * 16 < n ? b0 * 16 : n;
     *hi = b1 * 16 < n ? b1 * 16 : n;
 }
-
-/* ops.c's matmul_backward products with operands of gemm type t: dinp
- * (N,C) += dout @ w; dw (OC,C) += dout^T @ inp; either may be NULL */
-void matmul_backward_products(float *dinp, float *dw, const void *dout,
-                              const void *inp, const void *w, size_t N,
-                              size_t C, size_t OC, int t);
 
 #endif

@@ -226,7 +226,7 @@ static void precision_init(struct trainer *tr, struct gpt_config *gc)
             fprintf(stderr, "mpitron: rank %d: %s\n", tr->g.rank, why);
         log_warn(tr->g.world, "precision=bf16: a rank's CPU has no bf16 "
                  "instructions (oneDNN would emulate them, slower than "
-                 "fp32): training in fp32, products on %s",
+                 "fp32): training in fp32 (fp32_gemm=%s)",
                  gemm_fp32_mode_name(mode));
         gc->precision = GPT_FP32;
     }

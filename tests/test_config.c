@@ -92,6 +92,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.resume, "auto");
     assert_string_equal(c.init_from, "");
     assert_int_equal(c.threads, 0);
+    assert_string_equal(c.fp32_gemm, "auto");
+    assert_string_equal(c.precision, "fp32");
     assert_int_equal(c.dp, 0);
     assert_int_equal(c.tp, 1);
     assert_int_equal(c.pp, 1);
@@ -103,8 +105,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
 
-    /* 8 model + 14 optim + 3 data + 10 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 45);
+    /* 8 model + 15 optim + 3 data + 11 run + 10 parallel keys */
+    assert_int_equal(config_nkeys, 47);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

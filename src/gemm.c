@@ -10,9 +10,9 @@
  *    a common output scale, accumulation as a sum post-op, scratchpad in
  *    user mode), the primitive descriptor (asked for its implementation
  *    name and scratchpad size) and the primitive, created once;
- *  - per call: memory objects wrapping the caller's pointers (a few
- *    hundred nanoseconds), the primitive executed on the calling thread's
- *    stream with the calling thread's scratchpad.
+ *  - per call: the entry's memory objects for the calling thread pointed
+ *    at the caller's buffers, the primitive executed on the calling
+ *    thread's stream with the calling thread's scratchpad.
  * The cache is a hash table under one mutex; entries never move or die
  * before gemm_cache_clear, so the lock is held only for the lookup, and
  * each thread remembers its last few entries and finds them without the

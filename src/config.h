@@ -49,6 +49,9 @@ struct config {
     char init_from[CONFIG_STR_MAX]; /* weights only; "" = none */
     int threads; /* BLAS/OpenMP threads per rank; 0 = leave as found */
     char fp32_gemm[16]; /* auto | openblas | onednn: fp32 products' library */
+    char recompute[16];   /* none | selective | full */
+    char offload[16];     /* none | optimizer */
+    char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;
@@ -59,6 +62,7 @@ struct config {
     float bucket_mb;
     char compress[64];   /* none | fp16 | bf16 | topk:R | powersgd:R | sign */
     int compress_warmup;
+    int zero;            /* ZeRO stage 0..3 over the dp group */
 };
 
 enum config_type { CONFIG_INT, CONFIG_U64, CONFIG_FLOAT, CONFIG_STR };

@@ -88,10 +88,16 @@ static int build_table(struct gpt *m)
     int64_t q = c->n_head * hd, kv = c->n_kv_head * hd, F = 4 * C;
     float std = 0.02f, pstd = 0.02f / sqrtf(2.0f * (float)c->n_layer);
     int rc = 0;
+    /* the embedding unit first, contiguous: wte, wpe, the final LayerNorm
+     * (ZeRO gathers and reduces it as one range) */
     if (m->first || m->last)
         rc |= add(m, -1, "wte", c->vocab_size, C, -1, 1, std, 0) < 0;
     if (m->first)
         rc |= add(m, -1, "wpe", c->seq_len, C, -1, 1, std, 0) < 0;
+    if (m->last) {
+        rc |= add(m, -1, "lnf.w", C, 0, -1, 0, 0, 1) < 0;
+        rc |= add(m, -1, "lnf.b", C, 0, -1, 0, 0, 0) < 0;
+    }
     for (int l = m->l0; l < m->l1; l++) {
         rc |= add(m, l, "ln1.w", C, 0, -1, 0, 0, 1) < 0;
         rc |= add(m, l, "ln1.b", C, 0, -1, 0, 0, 0) < 0;
@@ -110,10 +116,6 @@ static int build_table(struct gpt *m)
         rc |= add(m, l, "mlp.wproj", C, F, 1, 1, pstd, 0) < 0;
         rc |= add(m, l, "mlp.bproj", C, 0, -1, 0, 0, 0) < 0;
     }
-    if (m->last) {
-        rc |= add(m, -1, "lnf.w", C, 0, -1, 0, 0, 1) < 0;
-        rc |= add(m, -1, "lnf.b", C, 0, -1, 0, 0, 0) < 0;
-    }
     return rc ? -1 : 0;
 }
 
@@ -130,8 +132,11 @@ int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt)
     return rc;
 }
 
-static float *view(const struct gpt *m, float *arena, int layer,
-                   const char *nm)
+/* Tensor nm of block layer (-1: no prefix) in memory laid out as the
+ * arena from arena offset base on (base 0: the arena itself); NULL when
+ * the tensor is not on this stage or there is no memory. */
+static float *view_at(const struct gpt *m, float *arena, size_t base,
+                      int layer, const char *nm)
 {
     char name[TENSOR_NAME_MAX];
     if (layer >= 0)
@@ -139,35 +144,82 @@ static float *view(const struct gpt *m, float *arena, int layer,
     else
         snprintf(name, sizeof(name), "%s", nm);
     int i = tensor_table_find(&m->tt, name);
-    return i < 0 ? NULL : arena + m->tt.t[i].off;
+    return i < 0 || !arena ? NULL : arena + (m->tt.t[i].off - base);
 }
 
 /* the bf16 copy of a tensor: same offset in params_h */
 static const bf16 *hview(const struct gpt *m, int layer, const char *nm)
 {
-    const float *p = view(m, m->params, layer, nm);
+    const float *p = view_at(m, m->params, 0, layer, nm);
     return p ? m->params_h + (p - m->params) : NULL;
 }
 
-static void layer_views(const struct gpt *m, float *arena, int l,
-                        struct gpt_layer_w *w)
+static void layer_views(const struct gpt *m, float *arena, size_t base,
+                        int l, struct gpt_layer_w *w)
 {
-    w->ln1w = view(m, arena, l, "ln1.w");
-    w->ln1b = view(m, arena, l, "ln1.b");
-    w->wqkv = view(m, arena, l, "attn.wq"); /* wq wk wv adjacent */
-    w->bqkv = view(m, arena, l, "attn.bq"); /* bq bk bv adjacent */
-    w->wo = view(m, arena, l, "attn.wo");
-    w->bo = view(m, arena, l, "attn.bo");
-    w->ln2w = view(m, arena, l, "ln2.w");
-    w->ln2b = view(m, arena, l, "ln2.b");
-    w->wfc = view(m, arena, l, "mlp.wfc");
-    w->bfc = view(m, arena, l, "mlp.bfc");
-    w->wproj = view(m, arena, l, "mlp.wproj");
-    w->bproj = view(m, arena, l, "mlp.bproj");
+    w->ln1w = view_at(m, arena, base, l, "ln1.w");
+    w->ln1b = view_at(m, arena, base, l, "ln1.b");
+    w->wqkv = view_at(m, arena, base, l, "attn.wq"); /* wq wk wv adjacent */
+    w->bqkv = view_at(m, arena, base, l, "attn.bq"); /* bq bk bv adjacent */
+    w->wo = view_at(m, arena, base, l, "attn.wo");
+    w->bo = view_at(m, arena, base, l, "attn.bo");
+    w->ln2w = view_at(m, arena, base, l, "ln2.w");
+    w->ln2b = view_at(m, arena, base, l, "ln2.b");
+    w->wfc = view_at(m, arena, base, l, "mlp.wfc");
+    w->bfc = view_at(m, arena, base, l, "mlp.bfc");
+    w->wproj = view_at(m, arena, base, l, "mlp.wproj");
+    w->bproj = view_at(m, arena, base, l, "mlp.bproj");
+}
+
+/* The embedding unit's views into params / grads (NULL: leave them). */
+static void outer_views(struct gpt *m, float *params, float *grads,
+                        size_t base)
+{
+    if (params) {
+        m->wte = view_at(m, params, base, -1, "wte");
+        m->wpe = view_at(m, params, base, -1, "wpe");
+        m->lnfw = view_at(m, params, base, -1, "lnf.w");
+        m->lnfb = view_at(m, params, base, -1, "lnf.b");
+    }
+    if (grads) {
+        m->dwte = view_at(m, grads, base, -1, "wte");
+        m->dwpe = view_at(m, grads, base, -1, "wpe");
+        m->dlnfw = view_at(m, grads, base, -1, "lnf.w");
+        m->dlnfb = view_at(m, grads, base, -1, "lnf.b");
+    }
+}
+
+void gpt_bind_unit(struct gpt *m, int layer, float *params, float *grads)
+{
+    char name[TENSOR_NAME_MAX]; /* the unit's first tensor */
+    if (layer >= 0)
+        snprintf(name, sizeof(name), "h.%d.ln1.w", layer);
+    else
+        snprintf(name, sizeof(name), "wte");
+    int i = tensor_table_find(&m->tt, name);
+    if (i < 0)
+        return;
+    size_t base = m->tt.t[i].off;
+    if (layer < 0) {
+        outer_views(m, params, grads, base);
+        return;
+    }
+    if (params)
+        layer_views(m, params, base, layer, &m->lw[layer - m->l0]);
+    if (grads)
+        layer_views(m, grads, base, layer, &m->lg[layer - m->l0]);
 }
 
 int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
              int l0, int l1, uint64_t seed, char *err, size_t errlen)
+{
+    return gpt_init_arenas(m, c, tp, tp_rank, l0, l1, seed, GPT_ARENA_ALL,
+                           err, errlen);
+}
+
+int gpt_init_arenas(struct gpt *m, const struct gpt_config *c, int tp,
+                    int tp_rank, int l0, int l1, uint64_t seed, int arenas,
+                    char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
     m->cfg = *c;
@@ -184,28 +236,26 @@ int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
     if (build_table(m) < 0)
         goto oom;
     size_t n = m->tt.total;
-    m->params = tensor_arena_alloc(n);
-    m->grads = tensor_arena_alloc(n);
-    m->m = tensor_arena_alloc(n);
-    m->v = tensor_arena_alloc(n);
+    int ap = arenas & GPT_ARENA_PARAMS, ag = arenas & GPT_ARENA_GRADS;
+    int am = arenas & GPT_ARENA_MOMENTS;
+    m->params = ap ? tensor_arena_alloc(n) : NULL;
+    m->grads = ag ? tensor_arena_alloc(n) : NULL;
+    m->m = am ? tensor_arena_alloc(n) : NULL;
+    m->v = am ? tensor_arena_alloc(n) : NULL;
     int nl = l1 - l0;
     m->lw = calloc((size_t)(nl ? nl : 1), sizeof(*m->lw));
     m->lg = calloc((size_t)(nl ? nl : 1), sizeof(*m->lg));
-    if (!m->params || !m->grads || !m->m || !m->v || !m->lw || !m->lg)
+    if ((ap && !m->params) || (ag && !m->grads) || (am && (!m->m || !m->v))
+        || !m->lw || !m->lg)
         goto oom;
     for (int l = l0; l < l1; l++) {
-        layer_views(m, m->params, l, &m->lw[l - l0]);
-        layer_views(m, m->grads, l, &m->lg[l - l0]);
+        layer_views(m, m->params, 0, l, &m->lw[l - l0]);
+        layer_views(m, m->grads, 0, l, &m->lg[l - l0]);
     }
-    m->wte = view(m, m->params, -1, "wte");
-    m->wpe = view(m, m->params, -1, "wpe");
-    m->lnfw = view(m, m->params, -1, "lnf.w");
-    m->lnfb = view(m, m->params, -1, "lnf.b");
-    m->dwte = view(m, m->grads, -1, "wte");
-    m->dwpe = view(m, m->grads, -1, "wpe");
-    m->dlnfw = view(m, m->grads, -1, "lnf.w");
-    m->dlnfb = view(m, m->grads, -1, "lnf.b");
-    if (c->precision == GPT_BF16) {
+    outer_views(m, m->params, m->grads, 0);
+    if (m->params)
+        tensor_table_init_params(&m->tt, m->params, seed);
+    if (c->precision == GPT_BF16 && m->params) {
         m->params_h = (bf16 *)tensor_arena_alloc((n + 1) / 2);
         m->lh = calloc((size_t)(nl ? nl : 1), sizeof(*m->lh));
         if (!m->params_h || !m->lh)
@@ -219,7 +269,6 @@ int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
         }
         m->wte_h = hview(m, -1, "wte");
     }
-    tensor_table_init_params(&m->tt, m->params, seed);
     gpt_refresh_bf16(m);
     return 0;
 oom:
@@ -251,10 +300,39 @@ void gpt_free(struct gpt *m)
 
 void gpt_zero_grad(struct gpt *m)
 {
-    memset(m->grads, 0, m->tt.total * sizeof(float));
+    if (m->grads)
+        memset(m->grads, 0, m->tt.total * sizeof(float));
 }
 
 /* ---- activations ------------------------------------------------------- */
+
+/* A block's activations, as bits of a mask. */
+enum {
+    A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATT, A_ATTY, A_ATTPROJ, A_RES1,
+    A_LN2, A_LN2_MEAN, A_LN2_RSTD, A_FCH, A_FCH_GELU, A_FCPROJ, A_RES2,
+    A_ALL = (1u << (A_RES2 + 1)) - 1
+};
+
+/* What a slot keeps of a block (model.h: recomputation), and what the
+ * shared work layer holds: the rest, and under full also a res2 for the
+ * recomputation to write. */
+static unsigned kept_mask(const struct gpt *m)
+{
+    switch (m->cfg.recompute) {
+    case GPT_RECOMPUTE_SELECTIVE:
+        return 1u << A_QKV | 1u << A_RES1 | 1u << A_FCH | 1u << A_RES2;
+    case GPT_RECOMPUTE_FULL:
+        return 1u << A_RES2;
+    default:
+        return A_ALL;
+    }
+}
+
+static unsigned work_mask(const struct gpt *m)
+{
+    unsigned w = A_ALL & ~kept_mask(m);
+    return m->cfg.recompute == GPT_RECOMPUTE_FULL ? w | 1u << A_RES2 : w;
+}
 
 /* Carves the one allocation behind a gpt_acts into its tensors: a byte
  * offset that every piece advances, rounded up to 64 bytes.  With a NULL
@@ -272,38 +350,49 @@ static void *carve(struct carver *cv, size_t n, size_t esize)
 }
 
 #define CF(n) carve(cv, (n), sizeof(float))
-#define CP(n) carve(cv, (n), hsz) /* a [p] tensor: float or bf16 */
+
+/* The tensors of one block named in mask (the others NULL); [p] tensors
+ * in the precision's type. */
+static void carve_layer(struct gpt_layer_acts *la, const struct gpt *m,
+                        const struct gpt_acts *a, unsigned mask,
+                        struct carver *cv)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
+    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
+    size_t F = (size_t)m->F;
+    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
+    size_t hsz = m->cfg.precision == GPT_BF16 ? sizeof(bf16) : sizeof(float);
+#define L(bit, ptr, n, sz) \
+    ((ptr) = (mask >> (bit)) & 1u ? carve(cv, (n), (sz)) : NULL)
+    L(A_LN1, la->ln1, N * C, hsz);
+    L(A_LN1_MEAN, la->ln1_mean, N, sizeof(float));
+    L(A_LN1_RSTD, la->ln1_rstd, N, sizeof(float));
+    L(A_QKV, la->qkv, N * Q, hsz);
+    L(A_ATT, la->att, TT, hsz);
+    L(A_ATTY, la->atty, N * A, hsz);
+    L(A_ATTPROJ, la->attproj, N * C, sizeof(float));
+    L(A_RES1, la->res1, N * C, sizeof(float));
+    L(A_LN2, la->ln2, N * C, hsz);
+    L(A_LN2_MEAN, la->ln2_mean, N, sizeof(float));
+    L(A_LN2_RSTD, la->ln2_rstd, N, sizeof(float));
+    L(A_FCH, la->fch, N * F, hsz);
+    L(A_FCH_GELU, la->fch_gelu, N * F, hsz);
+    L(A_FCPROJ, la->fcproj, N * C, sizeof(float));
+    L(A_RES2, la->res2, N * C, sizeof(float));
+#undef L
+}
 
 /* What must live from a micro-batch's forward to its backward. */
 static void carve_saved(struct gpt_acts *a, const struct gpt *m,
                         struct carver *cv)
 {
-    size_t N = a->N, C = (size_t)m->cfg.n_embd;
-    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
-    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
+    size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
     size_t hsz = m->cfg.precision == GPT_BF16 ? sizeof(bf16) : sizeof(float);
     a->emb = CF(N * C);
-    for (int l = 0; l < m->l1 - m->l0; l++) {
-        struct gpt_layer_acts *la = &a->la[l];
-        la->ln1 = CP(N * C);
-        la->ln1_mean = CF(N);
-        la->ln1_rstd = CF(N);
-        la->qkv = CP(N * Q);
-        la->att = CP(TT);
-        la->atty = CP(N * A);
-        la->attproj = CF(N * C);
-        la->res1 = CF(N * C);
-        la->ln2 = CP(N * C);
-        la->ln2_mean = CF(N);
-        la->ln2_rstd = CF(N);
-        la->fch = CP(N * F);
-        la->fch_gelu = CP(N * F);
-        la->fcproj = CF(N * C);
-        la->res2 = CF(N * C);
-    }
+    for (int l = 0; l < m->l1 - m->l0; l++)
+        carve_layer(&a->la[l], m, a, kept_mask(m), cv);
     if (m->last) {
-        a->lnf = CP(N * C);
+        a->lnf = carve(cv, N * C, hsz);
         a->lnf_mean = CF(N);
         a->lnf_rstd = CF(N);
         a->probs = CF(N * V);
@@ -339,9 +428,9 @@ static void carve_scratch(struct gpt_acts *a, const struct gpt *m,
         a->dh = carve(cv, N * w, sizeof(bf16));
         a->datt_h = carve(cv, TT, sizeof(bf16));
     }
+    carve_layer(&a->work, m, a, work_mask(m), cv);
 }
 #undef CF
-#undef CP
 
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner)
@@ -360,16 +449,18 @@ int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
     }
     struct carver cv = {NULL, 0}; /* count first */
     carve_saved(a, m, &cv);
+    size_t saved = cv.off;
     if (!owner)
         carve_scratch(a, m, &cv);
     size_t total = cv.off;
-    a->mem = tensor_arena_alloc(total / sizeof(float));
+    a->mem = tensor_arena_alloc((total + sizeof(float) - 1) / sizeof(float));
     if (!a->mem) {
         gpt_acts_free(a);
         return -1;
     }
     a->tgt = a->inp + N;
     a->bytes = total + 2 * N * sizeof(int32_t);
+    a->saved_bytes = saved;
     cv = (struct carver){(char *)a->mem, 0};
     carve_saved(a, m, &cv);
     if (owner) {
@@ -378,6 +469,7 @@ int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
         a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
         a->logits = owner->logits, a->dlogits = owner->dlogits;
         a->dh = owner->dh, a->datt_h = owner->datt_h;
+        a->work = owner->work;
     } else {
         carve_scratch(a, m, &cv);
     }
@@ -489,14 +581,32 @@ static void column_parallel_dinp(struct gpt *m, float *dinp, size_t n)
 
 /* A layer's weight matrix as the products read it (h: its bf16 views) */
 #define W(name) gpt_op_weight(m, w->name, h ? h->name : NULL)
+/* Block l's activations as forward writes them (model.h: the slot's
+ * kept tensors, the work layer's others); res2_work: res2 in the work
+ * layer too, for a recomputation that must not touch the kept copy. */
+static struct gpt_layer_acts layer_acts(const struct gpt *m,
+                                        const struct gpt_acts *a, int l,
+                                        int res2_work)
+{
+    const struct gpt_layer_acts *k = &a->la[l - m->l0], *w = &a->work;
+    struct gpt_layer_acts r;
+#define PICK(f) r.f = k->f ? k->f : w->f
+    PICK(ln1); PICK(ln1_mean); PICK(ln1_rstd); PICK(qkv); PICK(att);
+    PICK(atty); PICK(attproj); PICK(res1); PICK(ln2); PICK(ln2_mean);
+    PICK(ln2_rstd); PICK(fch); PICK(fch_gelu); PICK(fcproj); PICK(res2);
+#undef PICK
+    if (res2_work)
+        r.res2 = w->res2;
+    return r;
+}
 
 /* One block forward: x (N,C) -> la->res2. */
-static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
-                          const float *x, const struct gpt_pos *pos)
+static void block_forward(struct gpt *m, struct gpt_acts *a,
+                          struct gpt_layer_acts *la, int l, const float *x,
+                          const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
     const struct gpt_layer_h *h = m->lh ? &m->lh[l - m->l0] : NULL;
-    struct gpt_layer_acts *la = &a->la[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
@@ -548,17 +658,21 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
     if (m->first) {
         memcpy(a->inp, inp, N * sizeof(int32_t));
+        gpt_emit(m, GPT_USE_FWD, -1);
         embed_forward(m, a, pos);
     }
     const float *x = a->emb;
     for (int l = m->l0; l < m->l1; l++) {
-        block_forward(m, a, l, x, pos);
+        struct gpt_layer_acts la = layer_acts(m, a, l, 0);
+        gpt_emit(m, GPT_USE_FWD, l);
+        block_forward(m, a, &la, l, x, pos);
         x = a->la[l - m->l0].res2;
         gpt_emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
     }
     if (!m->last)
         return 0.0;
     memcpy(a->tgt, tgt, N * sizeof(int32_t));
+    gpt_emit(m, GPT_USE_FWD, -2);
     gpt_op_layernorm(m, a->lnf, a->lnf_mean, a->lnf_rstd, x, m->lnfw,
                      m->lnfb, N, C);
     gpt_op_matmul(m, a->logits, GEMM_F32, a->lnf,
@@ -575,18 +689,45 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
 
 void gpt_emit(struct gpt *m, enum gpt_event ev, int layer)
 {
-    if (m->hook && (m->hook_final || ev == GPT_PROGRESS))
+    if (m->hook && (m->hook_final || ev >= GPT_PROGRESS))
         m->hook(m->hook_ctx, ev, layer);
 }
 
+/* Before block l's backward: the activations its slot did not keep, as
+ * forward computed them (model.h: recomputation).  Selective: the
+ * LayerNorms (outputs and statistics), attention and GELU from the kept
+ * input, qkv, res1 and fch; full: the whole block from its input x. */
+static void recompute(struct gpt *m, struct gpt_acts *a,
+                      struct gpt_layer_acts *la, int l, const float *x,
+                      const struct gpt_pos *pos)
+{
+    if (m->cfg.recompute == GPT_RECOMPUTE_NONE)
+        return;
+    double t0 = now_s();
+    if (m->cfg.recompute == GPT_RECOMPUTE_FULL) {
+        block_forward(m, a, la, l, x, pos);
+    } else {
+        const struct gpt_layer_w *w = &m->lw[l - m->l0];
+        size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
+        struct attn_shape s = attn_shape_of(m, a);
+        gpt_op_layernorm(m, la->ln1, la->ln1_mean, la->ln1_rstd, x, w->ln1w,
+                         w->ln1b, N, C);
+        gpt_op_attention(m, a, la, &s);
+        gpt_op_layernorm(m, la->ln2, la->ln2_mean, la->ln2_rstd, la->res1,
+                         w->ln2w, w->ln2b, N, C);
+        gpt_op_gelu(m, la->fch_gelu, la->fch, N * F);
+    }
+    m->recompute_time += now_s() - t0;
+}
+
 /* One block backward: a->dres holds d(res2) on entry, d(x) on exit. */
-static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
+static void block_backward(struct gpt *m, struct gpt_acts *a,
+                           const struct gpt_layer_acts *la, int l,
                            const float *x, const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
     const struct gpt_layer_h *h = m->lh ? &m->lh[l - m->l0] : NULL;
     const struct gpt_layer_w *g = &m->lg[l - m->l0];
-    struct gpt_layer_acts *la = &a->la[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
@@ -645,17 +786,27 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
                   const struct gpt_pos *pos)
 {
     size_t C = (size_t)m->cfg.n_embd;
-    if (m->last)
+    if (m->last) {
+        gpt_emit(m, GPT_USE_BWD, -2);
         head_backward(m, a, dloss);
+        gpt_emit(m, GPT_USE_DONE, -2);
+    }
     for (int l = m->l1 - 1; l >= m->l0; l--) {
         const float *x = l > m->l0 ? a->la[l - 1 - m->l0].res2 : a->emb;
-        block_backward(m, a, l, x, pos);
+        struct gpt_layer_acts la =
+            layer_acts(m, a, l, m->cfg.recompute == GPT_RECOMPUTE_FULL);
+        gpt_emit(m, GPT_USE_BWD, l);
+        recompute(m, a, &la, l, x, pos);
+        block_backward(m, a, &la, l, x, pos);
+        gpt_emit(m, GPT_USE_DONE, l);
         gpt_emit(m, GPT_GRADS_LAYER, l);
     }
     if (m->first) {
         const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
+        gpt_emit(m, GPT_USE_BWD, -1);
         TIMED(m, OPK_EMBEDDING, encoder_backward(m->dwte, m->dwpe, de,
               a->inp, (size_t)a->B, (size_t)a->T, C));
+        gpt_emit(m, GPT_USE_DONE, -1);
     }
     if (m->first || m->last)
         gpt_emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */

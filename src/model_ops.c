@@ -104,7 +104,7 @@ void gpt_op_attention(struct gpt *m, struct gpt_acts *a,
 }
 
 void gpt_op_attention_backward(struct gpt *m, struct gpt_acts *a,
-                               struct gpt_layer_acts *la,
+                               const struct gpt_layer_acts *la,
                                const struct attn_shape *s)
 {
     size_t n = s->B * s->T, A = s->nh * s->hd;

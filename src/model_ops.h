@@ -81,7 +81,7 @@ void gpt_op_attention(struct gpt *m, struct gpt_acts *a,
                       struct gpt_layer_acts *la, const struct attn_shape *s);
 /* a->dqkv += d(qkv) from a->datty (fp32; rounded into a->dh in bf16) */
 void gpt_op_attention_backward(struct gpt *m, struct gpt_acts *a,
-                               struct gpt_layer_acts *la,
+                               const struct gpt_layer_acts *la,
                                const struct attn_shape *s);
 
 #endif

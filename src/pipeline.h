@@ -32,6 +32,8 @@ struct pipeline {
     struct gpt_acts *slot;    /* sc.nslots; slot[0] owns the scratch */
     float *gin, *gout;        /* nslots * n: d(output) in, d(input) out */
     size_t act_bytes;         /* activations and buffers, this rank */
+    size_t saved_bytes;       /* of which saved activations (all slots) */
+    size_t link_bytes;        /* of which gin/gout (communication) */
     /* the last step, this rank, seconds */
     double t_busy;            /* forward + backward compute */
     double t_total;           /* the whole schedule, first action to the

@@ -2,17 +2,16 @@
  * run.c - `mpitron train`: set-up, resume, the step loop with logging,
  * validation and checkpoints.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ckpt.h"
 #include "log.h"
+#include "mem_report.h"
 #include "train.h"
 
 struct run {
@@ -28,20 +27,6 @@ struct run {
     double stall_s;  /* total time the loop was held up by saves */
     int saves;
 };
-
-static int mkdir_p(const char *path)
-{
-    char buf[CONFIG_STR_MAX * 2];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
-}
 
 static int open_data(struct run *r, char *err, size_t errlen)
 {
@@ -106,6 +91,7 @@ static int restore(struct run *r, char *err, size_t errlen)
             if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs,
                                 err, errlen) < 0)
                 return -1;
+            trainer_after_ckpt(tr);
             log_info(tr->g.world, "resumed from %s at step %" PRId64, path,
                      tr->st.step);
             return 0;
@@ -118,6 +104,7 @@ static int restore(struct run *r, char *err, size_t errlen)
             model_ckpt_load(&tr->g, &tr->m, c, path, 1, &tr->st, NULL, err,
                             errlen) < 0)
             return -1;
+        trainer_after_ckpt(tr);
         log_info(tr->g.world, "initialised weights from %s (fresh optimizer)",
                  path);
     }
@@ -180,6 +167,7 @@ static int save(struct run *r, char *err, size_t errlen)
         if (rc == 0)
             committed(r, path, tr->st.step);
     }
+    trainer_after_ckpt(tr);
     double stall = now_s() - t0;
     r->ckpt_s += stall;
     r->stall_s += stall;
@@ -230,6 +218,7 @@ static int setup(struct run *r, const struct config *c, char *err,
         return -1;
     struct trainer *tr = &r->tr;
     grid_print_banner(&tr->g, stdout);
+    mem_report_banner(tr, stdout);
     if (tr->g.pp > 1 && tr->g.rank == 0) {
         printf("pipeline: %d stages, %s, %d micro-batches per step "
                "(bubble in theory %.3f); blocks per stage:", tr->g.pp,
@@ -248,13 +237,10 @@ static int setup(struct run *r, const struct config *c, char *err,
                  tr->accum, 100 * pp_bubble_theory(tr->g.pp, tr->accum),
                  4 * tr->g.pp);
     int rc = open_data(r, err, errlen);
-    if (agree(tr->g.world, rc) < 0)
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
-    rc = tr->g.rank == 0 && mkdir_p(c->run_dir) < 0 ? -1 : 0;
-    if (rc < 0)
-        snprintf(err, errlen, "cannot create run_dir %s: %s", c->run_dir,
-                 strerror(errno));
-    if (agree(tr->g.world, rc) < 0)
+    rc = tr->g.rank == 0 ? ckpt_mkdir_p(c->run_dir, err, errlen) : 0;
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
     if (restore(r, err, errlen) < 0)
         return -1;
@@ -266,7 +252,7 @@ static int setup(struct run *r, const struct config *c, char *err,
                          c->seq_len, tr->st.step, err, errlen);
         r->has_loader = rc == 0;
     }
-    if (agree(tr->g.world, rc) < 0)
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
     if (c->ckpt_async && ckpt_async_init(tr->g.world, &r->async, err,
                                          errlen) < 0)

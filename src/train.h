@@ -20,6 +20,7 @@
 #include "optim.h"
 #include "pipeline.h"
 #include "tp.h"
+#include "zero_exec.h"
 
 struct step_times {      /* seconds, this rank, one step; total =
                             compute + comm + pp_wait (+ data outside) */
@@ -48,8 +49,8 @@ struct trainer {
     char precision[8];   /* the precision in force: fp32 | bf16 (bf16
                             asked for on a CPU without bf16 runs fp32) */
     /* data parallelism: the dp group and its gradient buckets */
-    struct comm_group dpg;
-    struct bucketer bk;
+    struct comm_group dpg;   /* built when dp > 1 or zero >= 1 */
+    struct bucketer bk;      /* zero = 0, dp > 1 */
     int *ev_first, *ev_count; /* per backward event: production-order
                                  range of tensors made final */
     float **st_p;        /* per-rank compression state, by bucket */
@@ -61,7 +62,11 @@ struct trainer {
     MPI_Comm tie_comm;   /* MPI_COMM_NULL unless pp > 1 and first/last */
     int *bound;          /* pp + 1 stage boundaries (blocks) */
     double *stage_busy, *stage_idle; /* pp entries, seconds */
+    /* ZeRO (zero >= 1) and optimizer offload: shards, their reductions
+     * and the update */
+    struct zero_exec zx;
     int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
+    int has_dpg, has_zx;
 };
 
 /* This rank's state that checkpoints save per rank (compression
@@ -100,10 +105,17 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
  * 0 without pipeline parallelism).  Collective over world. */
 int trainer_tie_check(struct trainer *tr);
 
+/* Parameters whole and no ZeRO operation in flight (the all-gathers
+ * after an update run behind the next forward): call before reading the
+ * parameters outside a step (checkpoint, validation, tie check).
+ * Collective over the dp group; a no-op without ZeRO. */
+void trainer_sync(struct trainer *tr);
+/* After a checkpoint was read into the model (and its shards) or written
+ * from it: ZeRO stage 3 forgets its gathered units, offloaded moments
+ * that the checkpoint I/O paged in leave this process's memory. */
+void trainer_after_ckpt(struct trainer *tr);
+
 /* `mpitron train`: the whole run.  Returns the process exit status. */
 int train_main(const struct config *c);
-
-/* Agree on a status over comm: -1 if any rank failed. */
-int agree(MPI_Comm comm, int rc);
 
 #endif

@@ -38,6 +38,8 @@ void mem_report_rank(const struct trainer *tr, struct mem_report *r)
     } else {
         r->params = r->grads = whole;
         r->optim = 2 * whole;
+        if (tr->m.params_h) /* bf16: the weight copy */
+            r->params += (double)tr->m.tt.total * sizeof(bf16);
     }
     r->acts = (double)tr->pl.saved_bytes;
     r->scratch = (double)(tr->pl.act_bytes - tr->pl.saved_bytes -

@@ -135,15 +135,20 @@ int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt)
 /* Tensor nm of block layer (-1: no prefix) in memory laid out as the
  * arena from arena offset base on (base 0: the arena itself); NULL when
  * the tensor is not on this stage or there is no memory. */
-static float *view_at(const struct gpt *m, float *arena, size_t base,
-                      int layer, const char *nm)
+static int find_tensor(const struct gpt *m, int layer, const char *nm)
 {
     char name[TENSOR_NAME_MAX];
     if (layer >= 0)
         snprintf(name, sizeof(name), "h.%d.%s", layer, nm);
     else
         snprintf(name, sizeof(name), "%s", nm);
-    int i = tensor_table_find(&m->tt, name);
+    return tensor_table_find(&m->tt, name);
+}
+
+static float *view_at(const struct gpt *m, float *arena, size_t base,
+                      int layer, const char *nm)
+{
+    int i = find_tensor(m, layer, nm);
     return i < 0 || !arena ? NULL : arena + (m->tt.t[i].off - base);
 }
 
@@ -191,12 +196,8 @@ static void outer_views(struct gpt *m, float *params, float *grads,
 
 void gpt_bind_unit(struct gpt *m, int layer, float *params, float *grads)
 {
-    char name[TENSOR_NAME_MAX]; /* the unit's first tensor */
-    if (layer >= 0)
-        snprintf(name, sizeof(name), "h.%d.ln1.w", layer);
-    else
-        snprintf(name, sizeof(name), "wte");
-    int i = tensor_table_find(&m->tt, name);
+    /* the unit's first tensor */
+    int i = find_tensor(m, layer, layer >= 0 ? "ln1.w" : "wte");
     if (i < 0)
         return;
     size_t base = m->tt.t[i].off;
@@ -255,19 +256,18 @@ int gpt_init_arenas(struct gpt *m, const struct gpt_config *c, int tp,
     outer_views(m, m->params, m->grads, 0);
     if (m->params)
         tensor_table_init_params(&m->tt, m->params, seed);
-    if (c->precision == GPT_BF16 && m->params) {
-        m->params_h = (bf16 *)tensor_arena_alloc((n + 1) / 2);
+    if (c->precision == GPT_BF16) { /* without a params arena (ZeRO-3)
+                                       the views come from gpt_bind_unit_h */
         m->lh = calloc((size_t)(nl ? nl : 1), sizeof(*m->lh));
-        if (!m->params_h || !m->lh)
+        m->params_h = m->params ? (bf16 *)tensor_arena_alloc((n + 1) / 2)
+                                : NULL;
+        if (!m->lh || (m->params && !m->params_h))
             goto oom;
-        for (int l = l0; l < l1; l++) {
-            struct gpt_layer_h *h = &m->lh[l - l0];
-            h->wqkv = hview(m, l, "attn.wq");
-            h->wo = hview(m, l, "attn.wo");
-            h->wfc = hview(m, l, "mlp.wfc");
-            h->wproj = hview(m, l, "mlp.wproj");
-        }
-        m->wte_h = hview(m, -1, "wte");
+        if (m->params_h)
+            for (int l = l0; l < l1; l++)
+                gpt_bind_unit_h(m, l, hview(m, l, "ln1.w"));
+        if (m->params_h)
+            gpt_bind_unit_h(m, -1, hview(m, -1, "wte"));
     }
     gpt_refresh_bf16(m);
     return 0;
@@ -282,6 +282,38 @@ void gpt_refresh_bf16(struct gpt *m)
 {
     if (m->params_h)
         bf16_from_f32_n(m->params_h, m->params, m->tt.total);
+}
+
+void gpt_refresh_bf16_range(struct gpt *m, size_t off, size_t n)
+{
+    if (m->params_h)
+        bf16_from_f32_n(m->params_h + off, m->params + off, n);
+}
+
+/* The bf16 copy of a tensor of the unit whose first tensor is at base,
+ * in a copy of the unit at h. */
+static const bf16 *hview_at(const struct gpt *m, const bf16 *h, size_t base,
+                            int layer, const char *nm)
+{
+    int i = find_tensor(m, layer, nm);
+    return i < 0 || !h ? NULL : h + (m->tt.t[i].off - base);
+}
+
+void gpt_bind_unit_h(struct gpt *m, int layer, const bf16 *h)
+{
+    int i = find_tensor(m, layer, layer >= 0 ? "ln1.w" : "wte");
+    if (!m->lh || i < 0)
+        return;
+    size_t base = m->tt.t[i].off;
+    if (layer < 0) {
+        m->wte_h = hview_at(m, h, base, -1, "wte");
+        return;
+    }
+    struct gpt_layer_h *v = &m->lh[layer - m->l0];
+    v->wqkv = hview_at(m, h, base, layer, "attn.wq");
+    v->wo = hview_at(m, h, base, layer, "attn.wo");
+    v->wfc = hview_at(m, h, base, layer, "mlp.wfc");
+    v->wproj = hview_at(m, h, base, layer, "mlp.wproj");
 }
 
 void gpt_free(struct gpt *m)

@@ -40,7 +40,9 @@
  * moments stay fp32 (the master weights); params_h is a bf16 copy of the
  * parameter arena, laid out by the same tensor table (tensor i at
  * params_h + tt.t[i].off), refreshed after every change of the parameters
- * (gpt_refresh_bf16, or adamw_update_bf16 per tensor).  Every matrix
+ * (gpt_refresh_bf16, or adamw_update_bf16 per tensor; with ZeRO the
+ * executor refreshes it from the all-gathered fp32 values: zero_exec.h).
+ * Every matrix
  * product reads bf16 (weights from params_h, activations and output
  * gradients rounded once) and accumulates in fp32 (ops.h).  The
  * activations that only products read are saved in bf16, the others in
@@ -136,7 +138,8 @@ struct gpt {
     float *wte, *wpe, *lnfw, *lnfb;     /* NULL when not on this stage */
     float *dwte, *dwpe, *dlnfw, *dlnfb;
     /* GPT_BF16 only (else NULL): the bf16 weight copy, tt.total values
-     * laid out by the table, and its views */
+     * laid out by the table (NULL too without a params arena: ZeRO-3
+     * binds lh and wte_h to its bf16 working slots), and its views */
     bf16 *params_h;
     struct gpt_layer_h *lh;
     const bf16 *wte_h;
@@ -170,6 +173,14 @@ void gpt_free(struct gpt *m);
  * changed (a checkpoint load, a broadcast); no-op in fp32.  The optimizer
  * refreshes per tensor as it updates (adamw_update_bf16). */
 void gpt_refresh_bf16(struct gpt *m);
+/* The same for the n values from arena offset off (a ZeRO unit whose fp32
+ * parameters were just all-gathered). */
+void gpt_refresh_bf16_range(struct gpt *m, size_t off, size_t n);
+/* gpt_bind_unit for the bf16 copy: the products of block `layer` (or -1:
+ * the LM head's wte) read their weights from h, the unit's bf16 values
+ * laid out as the arena from the unit's first tensor on (ZeRO-3's
+ * working slots).  No-op in fp32. */
+void gpt_bind_unit_h(struct gpt *m, int layer, const bf16 *h);
 /* Point the views of one unit at other memory: block `layer`, or -1 for
  * the embedding unit (wte, wpe, lnf of this stage).  params / grads are
  * laid out as the arena from the unit's first tensor on (NULL: leave

@@ -18,7 +18,14 @@
 #  3. the same layout resumed from a checkpoint continues bit for bit
 #     (tp2xpp2: sharded tensors and the tied embedding, whose bf16 copies
 #     are rebuilt from the loaded fp32 weights);
-#  4. a CPU without bf16 instructions (emulated with oneDNN's own
+#  4. ZeRO with the bf16 weight copy (zero_exec.h): at dp = 2 with one
+#     micro-batch per rank, zero = 1, 2 and 3 each within 1e-5 of zero = 0
+#     (they give the same bits: the bf16 copy is rounded from the same
+#     fp32 masters whether the update wrote them or an all-gather did),
+#     zero = 3 with recompute = selective and zero = 3 resumed at step 5
+#     give bitwise its bits; serial with the moments offloaded (AdamW
+#     refreshing the copy as it streams) gives bitwise serial's bits;
+#  5. a CPU without bf16 instructions (emulated with oneDNN's own
 #     ONEDNN_MAX_CPU_ISA=AVX512_CORE) says why and trains in fp32: the same
 #     bits as precision=fp32.
 . "$(dirname "$0")/equiv_lib.sh"
@@ -66,6 +73,31 @@ cmp "$W/tp2xpp2.loss" "$W/resume_tp2xpp2.loss" \
     || fail "tp2xpp2 resumed at step 5 differs from the uninterrupted run"
 echo "resume_tp2xpp2         bitwise equal to the uninterrupted run"
 pass=$((pass + 1))
+
+# ZeRO: the bf16 copy follows the sharded, gathered fp32 masters
+TOL=1e-5
+Z="--dp=2 --micro_batch=4"
+same() { # a b: the same loss bits
+    cmp -s "$W/$1.loss" "$W/$2.loss" || {
+        paste "$W/$1.loss" "$W/$2.loss"; fail "$2 is not bitwise $1"; }
+    echo "$2 bitwise equal to $1"
+}
+train 2 z0 $Z
+for z in 1 2 3; do
+    train 2 z$z $Z --zero=$z
+    compare z0 z$z || fail "zero=$z differs from zero=0 in bf16"
+    pass=$((pass + 1))
+done
+same z1 z2
+same z1 z3
+train 2 z3_selective $Z --zero=3 --recompute=selective
+same z3 z3_selective
+mkdir -p "$W/off"
+train 1 serial_offload --offload=optimizer --offload_dir="$W/off"
+same serial serial_offload
+resume_run z3_resume 5 2 "$Z --zero=3" 2 "$Z --zero=3"
+same z3 z3_resume
+pass=$((pass + 3))
 
 # no bf16 instructions: a clear message, then fp32
 ONEDNN_MAX_CPU_ISA=AVX512_CORE

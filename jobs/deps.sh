@@ -9,7 +9,7 @@
 # checks this in a bare Debian 12 chroot.
 set -e
 PKGS="build-essential autoconf automake libtool pkg-config
-      libopenmpi-dev openmpi-bin libopenblas-dev
+      libopenmpi-dev openmpi-bin libopenblas-dev libdnnl-dev
       libhdf5-openmpi-dev hdf5-tools libhwloc-dev libcmocka-dev
       fortunes fortunes-min procps jq"
 # `sh jobs/deps.sh fuzz`: also the libFuzzer toolchain of `make fuzz`

@@ -8,65 +8,13 @@
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "gemm.h"
 #include "json.h"
 #include "log.h"
 #include "mem_report.h"
 #include "peak.h"
 #include "rng.h"
 #include "train.h"
-
-static int bench_gemm(int argc, char **argv)
-{
-    static const char *const names[] = {"sizes", "threads", "reps", NULL};
-    const char *v[3] = {"256,512,1024,1536,2048", "0", "5"};
-    const char *pos[1];
-    char err[512];
-    long threads, reps;
-    if (cli_parse(argc, argv, names, v, pos, 0, err, sizeof(err)) < 0 ||
-        cli_int("threads", v[1], &threads, err, sizeof(err)) < 0 ||
-        cli_int("reps", v[2], &reps, err, sizeof(err)) < 0) {
-        log_error("%s", err);
-        return 2;
-    }
-    threads_set((int)threads);
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    struct json j;
-    json_init(&j);
-    json_obj_begin(&j, NULL);
-    json_int(&j, "threads", threads_get());
-    json_arr_begin(&j, "gemm");
-    double peak = 0.0;
-    char *list = strdup(v[0]);
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        long n;
-        if (cli_int("sizes", tok, &n, err, sizeof(err)) < 0 || n <= 0) {
-            log_error("bad size '%s' in --sizes", tok);
-            free(list);
-            json_free(&j);
-            return 2;
-        }
-        double g = sgemm_gflops((int)n, (int)n, (int)n, (int)reps);
-        MPI_Allreduce(MPI_IN_PLACE, &g, 1, MPI_DOUBLE, MPI_SUM,
-                      MPI_COMM_WORLD);
-        if (g > peak)
-            peak = g;
-        log_info(MPI_COMM_WORLD, "sgemm %5ld x %5ld x %5ld  %8.1f GFLOP/s "
-                 "(all ranks)", n, n, n, g);
-        json_obj_begin(&j, NULL);
-        json_int(&j, "n", n);
-        json_num(&j, "gflops", g, 6);
-        json_obj_end(&j);
-    }
-    free(list);
-    json_arr_end(&j);
-    json_num(&j, "peak_gflops", peak, 6);
-    json_obj_end(&j);
-    if (rank == 0)
-        json_write_line(&j, stdout);
-    json_free(&j);
-    return 0;
-}
 
 /* Synthetic tokens for bench step: data loading is not what it measures. */
 static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)
@@ -131,13 +79,18 @@ static void report_text(struct trainer *tr, const struct bench_result *r,
                         double tps, double mfu, const struct mem_report *all)
 {
     const struct config *c = &tr->c;
+    double mfu32 = tps * gpt_flops_per_token(&tr->m.cfg) /
+                   (tr->peak_fp32_gflops * 1e9);
     printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
            (long long)gpt_num_params(&tr->m.cfg),
            gpt_flops_per_token(&tr->m.cfg) * 1e-9);
-    printf("sgemm peak %.1f GFLOP/s (all %d ranks, %d threads each)\n",
-           tr->peak_gflops, tr->g.size, threads_get());
-    printf("step %.1f ms  %.0f tokens/s  MFU %.1f%%\n", r->ms, tps,
-           100 * mfu);
+    printf("precision %s; GEMM peak %.1f GFLOP/s %s (fp32 %.1f; all %d "
+           "ranks, %d threads each; fp32 products: %s)\n", tr->precision,
+           tr->peak_gflops, tr->precision, tr->peak_fp32_gflops, tr->g.size,
+           threads_get(), gemm_fp32_mode_name(gemm_get_fp32_mode()));
+    printf("step %.1f ms  %.0f tokens/s  MFU %.1f%% (against the %s peak; "
+           "%.1f%% against fp32's)\n", r->ms, tps, 100 * mfu, tr->precision,
+           100 * mfu32);
     printf("  compute %.1f ms (optimizer %.1f)  comm %.1f ms exposed "
            "(%.1f%% of the step) + %.1f ms overlapped; %.1f MB sent per "
            "rank; pipeline wait %.1f ms\n", r->compute, r->optim, r->comm,
@@ -180,6 +133,12 @@ static void report(struct trainer *tr, const struct bench_result *r)
     struct json j;
     json_init(&j);
     json_obj_begin(&j, NULL);
+    json_str(&j, "precision", tr->precision);
+    json_num(&j, "mfu_fp32_peak",
+             tps * gpt_flops_per_token(&tr->m.cfg) /
+                 (tr->peak_fp32_gflops * 1e9), 6);
+    json_num(&j, "peak_fp32_gflops", tr->peak_fp32_gflops, 6);
+    json_str(&j, "fp32_gemm", gemm_fp32_mode_name(gemm_get_fp32_mode()));
     const struct { const char *k; double v; } f[] = {
         {"tokens_per_s", tps}, {"mfu", mfu}, {"peak_gflops", tr->peak_gflops},
         {"ms_per_step", r->ms}, {"ms_compute", r->compute},
@@ -273,11 +232,9 @@ static int bench_step(int argc, char **argv)
     fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);
     struct bench_result r;
     run_steps(&tr, (int)nw, inp, inp + n, &r);
-    /* the reference: sgemm peak measured again, carefully, just before
+    /* the reference: the GEMM peaks measured again, carefully, just before
      * the timed steps, at the same thread count, on every rank at once */
-    double peak = sgemm_peak_careful(6);
-    MPI_Allreduce(&peak, &tr.peak_gflops, 1, MPI_DOUBLE, MPI_SUM,
-                  tr.g.world);
+    trainer_measure_peak(&tr, 1);
     run_steps(&tr, (int)(ns > 0 ? ns : 1), inp, inp + n, &r);
     report(&tr, &r);
     free(inp);
@@ -288,8 +245,9 @@ static int bench_step(int argc, char **argv)
 int cmd_bench(int argc, char **argv)
 {
     if (argc < 1 || cli_wants_help(argc, argv)) {
-        printf("usage: mpitron bench gemm [--sizes=N,N,...] [--threads=N] "
-               "[--reps=N]\n"
+        printf("usage: mpitron bench gemm [--sizes=N,N,...] "
+               "[--shapes=MxNxK[:nt],...] [--threads=N]\n"
+               "                [--reps=N]\n"
                "       mpitron bench step [CONFIG.ini] [--key=value ...] "
                "[--bench_steps=N] [--bench_warmup=N]\n"
                "       mpitron bench allreduce [--sizes=4K,1M,16M,...] "
@@ -299,12 +257,19 @@ int cmd_bench(int argc, char **argv)
                "                [--tune=FILE]\n"
                "       mpitron bench ckpt [CONFIG.ini] [--key=value ...] "
                "[--dir=DIR] [--reps=N]\n\n"
-               "gemm: square sgemm GFLOP/s at each size (summed over ranks)."
+               "gemm: GFLOP/s (summed over ranks) of each square size and "
+               "shape (MxNxK:nt,\n... with n/t for op(A), op(B)), on "
+               "OpenBLAS, oneDNN fp32 and oneDNN bf16\n(bf16 inputs, fp32 "
+               "output), the fp32 library the fp32_gemm mode picks, and\n"
+               "the peaks over the squares; the default shapes are a "
+               "GPT-2-small layer's.\n"
                "\nstep: times training steps of the configured model on "
                "synthetic tokens\n(every train key applies); prints the "
-               "time split per op kind, MFU against\nthe sgemm peak measured "
-               "in the same process, and memory.  The last line is\none JSON "
-               "object: tokens_per_s, mfu, peak_gflops, ms_per_step, ms_* "
+               "time split per op kind, MFU against\nthe GEMM peak of the "
+               "precision in use measured in the same process (and\n"
+               "mfu_fp32_peak against fp32's), and memory.  The last line is"
+               "\none JSON object: precision, tokens_per_s, mfu, mfu_fp32_peak, "
+               "peak_gflops,\npeak_fp32_gflops, ms_per_step, ms_* "
                "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
                "activations_mb, activations_mb_per_rank;\nthe layout keys "
                "dp, tp, pp, pp_schedule apply: with pp > 1 also bubble "

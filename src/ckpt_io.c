@@ -19,6 +19,7 @@ void gpt_config_from(const struct config *c, struct gpt_config *gc)
     gc->vocab_size = c->vocab_size;
     gc->attn_window = c->attn_window;
     gc->dropout = c->dropout;
+    gc->precision = strcmp(c->precision, "bf16") == 0 ? GPT_BF16 : GPT_FP32;
     gc->recompute = !strcmp(c->recompute, "full") ? GPT_RECOMPUTE_FULL
                     : !strcmp(c->recompute, "selective")
                         ? GPT_RECOMPUTE_SELECTIVE : GPT_RECOMPUTE_NONE;
@@ -425,6 +426,8 @@ int model_ckpt_load(const struct grid *g, struct gpt *m,
         rc = ckpt_read_tensors(g->world, path, t, n, err, errlen);
     if (t)
         free_list(t, n);
+    if (rc == 0)
+        gpt_refresh_bf16(m); /* the weights changed */
     if (rc == 0 && !weights_only) {
         rc = load_state(g, c, path, &meta, rs, err, errlen);
         st->step = meta.step;

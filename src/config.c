@@ -10,6 +10,7 @@
 #include "config.h"
 
 #include "codec.h"
+#include "gemm.h"
 #include "pp.h"
 
 #include <ctype.h>
@@ -172,6 +173,26 @@ static int check_debug_nan(const struct config *c, const struct config_key *k,
         (!strcmp(what, "grad") || !strcmp(what, "weight")))
         return 0;
     seterr(err, errlen, "must be RANK:STEP:grad or RANK:STEP:weight");
+    return -1;
+}
+
+static int check_precision(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (strcmp(v, "fp32") == 0 || strcmp(v, "bf16") == 0)
+        return 0;
+    seterr(err, errlen, "must be fp32 or bf16");
+    return -1;
+}
+
+static int check_fp32_gemm(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    enum gemm_fp32_mode mode;
+    if (gemm_fp32_mode_parse(cfield(c, k), &mode) == 0)
+        return 0;
+    seterr(err, errlen, "must be auto, openblas or onednn");
     return -1;
 }
 
@@ -379,6 +400,11 @@ const struct config_key config_keys[] = {
     KEY("optim", spike_zscore, CONFIG_FLOAT, "0",
         "a loss this many standard deviations above the mean of the last "
         "100 steps counts as non-finite; 0 = off", check_fnonneg),
+    KEY("optim", precision, CONFIG_STR, "fp32",
+        "fp32 | bf16: bf16 = mixed precision, products on bf16 inputs with "
+        "fp32 accumulation, fp32 master weights, gradients and AdamW (needs "
+        "AVX512_BF16 or AMX; else trains in fp32 with a warning)",
+        check_precision),
     KEY("data", data, CONFIG_STR, "data/fortunes",
         "directory of train_NNN.bin / val_NNN.bin token shards",
         check_nonempty),
@@ -429,6 +455,10 @@ const struct config_key config_keys[] = {
     KEY("run", debug_hang, CONFIG_STR, "",
         "testing: R:STEP stops rank R's progress at step STEP; \"\" = off",
         check_debug_hang),
+    KEY("run", fp32_gemm, CONFIG_STR, "auto",
+        "library of fp32 products: auto (oneDNN where `mpitron bench gemm` "
+        "measures it faster: AVX-512 CPUs) | openblas | onednn",
+        check_fp32_gemm),
     KEY("run", recompute, CONFIG_STR, "none",
         "activation recomputation: none | selective (keep the matmul "
         "outputs, recompute attention, GELU and LayerNorm outputs in "

@@ -38,6 +38,7 @@ struct config {
     char nonfinite[16];     /* skip | rollback | abort */
     int nonfinite_patience; /* consecutive skipped steps tolerated */
     float spike_zscore;     /* loss z-score that counts as non-finite; 0 off */
+    char precision[8]; /* fp32 | bf16 (mixed: fp32 master weights) */
     /* [data] */
     char data[CONFIG_STR_MAX];
     int val_every, val_batches;
@@ -56,6 +57,7 @@ struct config {
     int hang_timeout;   /* seconds without progress before the watchdog
                            aborts the job; 0 = off */
     char debug_hang[32]; /* tests: "R:STEP" stops rank R at step STEP */
+    char fp32_gemm[16]; /* auto | openblas | onednn: fp32 products' library */
     char recompute[16];   /* none | selective | full */
     char offload[16];     /* none | optimizer */
     char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */

@@ -40,7 +40,9 @@
  * wider than the target's ABI knows.  The exp-based loops are written on
  * it because gcc will not if-convert (hence not vectorise) a float
  * comparison in a scalar loop unless -fno-trapping-math is given. */
-#ifdef __AVX__
+#if defined(__AVX512F__)
+#define OPS_VBYTES 64
+#elif defined(__AVX__)
 #define OPS_VBYTES 32
 #else
 #define OPS_VBYTES 16

@@ -51,13 +51,9 @@ static void adamw_chunk(float *restrict p, const float *restrict g_in,
     }
 }
 
-/*
- * param, m, v are updated in place (caller owns all arrays, n elements
- * each, not overlapping).  hp->t must be >= 1.  No allocation, no errors.
- */
-void adamw_update(float *param, const float *grad, float *m, float *v,
-                  size_t n, const struct adamw_hp *hp, float grad_scale,
-                  int decay)
+static void adamw_any(float *param, bf16 *half, const float *grad, float *m,
+                      float *v, size_t n, const struct adamw_hp *hp,
+                      float grad_scale, int decay)
 {
     /* bias corrections once, in double: 1 - b^t loses digits in float
      * when b is close to 1 and t is small */
@@ -76,7 +72,27 @@ void adamw_update(float *param, const float *grad, float *m, float *v,
         size_t len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;
         adamw_chunk(param + lo, grad + lo, m + lo, v + lo, len, lr, b1, b2,
                     eps, wd, inv_bc1, inv_bc2, grad_scale);
+        if (half) /* the chunk is still in cache */
+            bf16_from_f32_n(half + lo, param + lo, len);
     }
+}
+
+/*
+ * param, m, v are updated in place (caller owns all arrays, n elements
+ * each, not overlapping).  hp->t must be >= 1.  No allocation, no errors.
+ */
+void adamw_update(float *param, const float *grad, float *m, float *v,
+                  size_t n, const struct adamw_hp *hp, float grad_scale,
+                  int decay)
+{
+    adamw_any(param, NULL, grad, m, v, n, hp, grad_scale, decay);
+}
+
+void adamw_update_bf16(float *param, bf16 *half, const float *grad, float *m,
+                       float *v, size_t n, const struct adamw_hp *hp,
+                       float grad_scale, int decay)
+{
+    adamw_any(param, half, grad, m, v, n, hp, grad_scale, decay);
 }
 
 /* Sum of squares of one chunk in double, SUMSQ_LANES partial sums added

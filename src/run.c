@@ -584,9 +584,10 @@ int train_main(const struct config *c)
     rc = setup(&r, c, err, sizeof(err));
     if (rc == 0) {
         log_info(MPI_COMM_WORLD, "training %" PRId64 " parameters, "
-                 "%d steps of %d x %d tokens (micro_batch %d x %d)",
-                 gpt_num_params(&r.tr.m.cfg), c->steps, c->batch_size,
-                 c->seq_len, r.tr.mb, r.tr.accum);
+                 "%d steps of %d x %d tokens (micro_batch %d x %d), "
+                 "precision %s", gpt_num_params(&r.tr.m.cfg), c->steps,
+                 c->batch_size, c->seq_len, r.tr.mb, r.tr.accum,
+                 r.tr.precision);
         rc = loop(&r, err, sizeof(err));
     }
     if (rc < 0 && err[0])

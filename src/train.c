@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "gemm.h"
 #include "log.h"
 #include "peak.h"
 
@@ -279,6 +280,31 @@ static int tie_init(struct trainer *tr)
     return 0;
 }
 
+/* Precision: the fp32 products' library, and bf16 only where every rank
+ * has bf16 instructions (else fp32 everywhere, with the reason).
+ * Collective over world. */
+static void precision_init(struct trainer *tr, struct gpt_config *gc)
+{
+    enum gemm_fp32_mode mode = GEMM_FP32_AUTO;
+    gemm_fp32_mode_parse(tr->c.fp32_gemm, &mode); /* checked by config */
+    gemm_set_fp32_mode(mode);
+    char why[256] = "";
+    int ok = gc->precision != GPT_BF16 || gemm_bf16_supported(why, sizeof(why));
+    int all = ok;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, tr->g.world);
+    if (!all) {
+        if (!ok)
+            fprintf(stderr, "mpitron: rank %d: %s\n", tr->g.rank, why);
+        log_warn(tr->g.world, "precision=bf16: a rank's CPU has no bf16 "
+                 "instructions (oneDNN would emulate them, slower than "
+                 "fp32): training in fp32 (fp32_gemm=%s)",
+                 gemm_fp32_mode_name(mode));
+        gc->precision = GPT_FP32;
+    }
+    snprintf(tr->precision, sizeof(tr->precision), "%s",
+             gc->precision == GPT_BF16 ? "bf16" : "fp32");
+}
+
 int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
                  char *err, size_t errlen)
 {
@@ -305,6 +331,7 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     if (comm_agree(world, place_init(&tr->place, world, c->bind, c->threads,
                                      err, errlen), err, errlen) < 0)
         return -1;
+    precision_init(tr, &gc); /* before calibration: it times these kernels */
     if (trainer_balance_init(tr, &gc, err, errlen) < 0)
         return -1; /* every rank agrees inside */
     if (comm_agree(world, stage_init(tr, &gc, err, errlen), err, errlen) < 0)
@@ -333,19 +360,36 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     tr->sched.warmup = c->warmup_steps;
     tr->sched.steps = c->steps;
     tr->sched.cycle = c->lr_cycle;
+    trainer_measure_peak(tr, 0);
+    return 0;
+}
+
+void trainer_measure_peak(struct trainer *tr, int careful)
+{
+    int bf = tr->m.cfg.precision == GPT_BF16;
+    double p[2] = {0.0, 0.0}; /* the precision used, fp32 */
     /* phases of their own: the watchdog's clock restarts at each (the
      * measurement is seconds of compute on a loaded machine) */
-    phase_enter(PHASE_SETUP, "measuring the sgemm peak for MFU", -1, -1, -1,
+    phase_enter(PHASE_SETUP, "measuring the GEMM peak for MFU", -1, -1, -1,
                 NULL);
-    /* MPITRON_PEAK_GFLOPS: this rank's peak given, not measured (valgrind
-     * runs the measurement's 36 GFLOP some 50x slower) */
+    /* MPITRON_PEAK_GFLOPS: this rank's peak (both precisions) given, not
+     * measured (valgrind runs the measurement some 50x slower) */
     const char *given = getenv("MPITRON_PEAK_GFLOPS");
-    double peak = given && atof(given) > 0.0 ? atof(given)
-                                             : sgemm_peak_gflops();
-    phase_enter(PHASE_COLLECTIVE, "sgemm peak sum", -1, -1, -1, &tr->wpg);
-    MPI_Allreduce(&peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, world);
+    if (given && atof(given) > 0.0) {
+        p[0] = p[1] = atof(given);
+    } else {
+        p[0] = careful ? gemm_peak_gflops(bf ? GEMM_BF16 : GEMM_F32, 6)
+                       : gemm_peak_quick(bf ? GEMM_BF16 : GEMM_F32);
+        p[1] = !bf ? p[0]
+                   : careful ? gemm_peak_gflops(GEMM_F32, 6)
+                             : gemm_peak_quick(GEMM_F32);
+    }
+    double sum[2];
+    phase_enter(PHASE_COLLECTIVE, "GEMM peak sum", -1, -1, -1, &tr->wpg);
+    MPI_Allreduce(p, sum, 2, MPI_DOUBLE, MPI_SUM, tr->g.world);
     phase_enter(PHASE_SETUP, "set-up", -1, -1, -1, NULL);
-    return 0;
+    tr->peak_gflops = sum[0];
+    tr->peak_fp32_gflops = sum[1];
 }
 
 void trainer_free(struct trainer *tr)
@@ -511,6 +555,8 @@ int trainer_tie_check(struct trainer *tr)
             }
     }
     MPI_Allreduce(MPI_IN_PLACE, &drift, 1, MPI_INT, MPI_MAX, tr->g.world);
+    if (drift)
+        gpt_refresh_bf16(&tr->m);
     return drift;
 }
 
@@ -628,8 +674,14 @@ static void optimizer_step(struct trainer *tr, float scale, double lr)
     }
     for (int i = 0; i < m->tt.n; i++) {
         const struct tensor_desc *d = &m->tt.t[i];
-        adamw_update(m->params + d->off, m->grads + d->off, m->m + d->off,
-                     m->v + d->off, d->numel, &hp, scale, d->decay);
+        if (m->params_h) /* refreshes the bf16 weight copy too */
+            adamw_update_bf16(m->params + d->off, m->params_h + d->off,
+                              m->grads + d->off, m->m + d->off,
+                              m->v + d->off, d->numel, &hp, scale, d->decay);
+        else
+            adamw_update(m->params + d->off, m->grads + d->off,
+                         m->m + d->off, m->v + d->off, d->numel, &hp, scale,
+                         d->decay);
     }
 }
 

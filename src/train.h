@@ -62,7 +62,12 @@ struct trainer {
                             slowest stage of both partitions, seconds */
     double busy_acc;     /* forward + backward seconds since the last */
     int64_t seqs_acc;    /* re-split, and the sequences they covered */
-    double peak_gflops;  /* sgemm peak summed over all ranks */
+    double peak_gflops;  /* GEMM peak of the precision used (gemm.h),
+                            summed over all ranks: MFU's reference */
+    double peak_fp32_gflops; /* the fp32 peak, likewise (= peak_gflops in
+                                fp32) */
+    char precision[8];   /* the precision in force: fp32 | bf16 (bf16
+                            asked for on a CPU without bf16 runs fp32) */
     /* data parallelism: the dp group and its gradient buckets */
     struct comm_group dpg;   /* built when dp > 1 or zero >= 1 */
     struct bucketer bk;      /* zero = 0, dp > 1 */
@@ -100,6 +105,12 @@ void trainer_rank_state(struct trainer *tr, struct rank_state *rs);
 int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
                  char *err, size_t errlen);
 void trainer_free(struct trainer *tr);
+
+/* Measure the GEMM peaks MFU is measured against (peak_gflops of the
+ * precision in force, peak_fp32_gflops), every rank at once, summed over
+ * ranks: quick (one size, at start-up) or careful (three sizes, for
+ * benchmarks).  Collective over world. */
+void trainer_measure_peak(struct trainer *tr, int careful);
 
 /* One optimizer step on this rank's slice of the global batch: inp, tgt
  * (per_rank, seq_len).  Returns the global mean loss (same on all ranks);

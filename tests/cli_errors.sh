@@ -43,6 +43,11 @@ expect "missing ini" "$W/missing.ini" train "$W/missing.ini" $T
 expect "batch vs micro" "micro_batch" train $T --batch_size=4 --micro_batch=3
 expect "bad pp schedule" "'pp_schedule' (command line): must be gpipe or 1f1b" \
     train $T --pp_schedule=zigzag
+expect "bad precision" "'precision' (command line): must be fp32 or bf16" \
+    train $T --precision=fp16
+expect "bad fp32_gemm" "fp32_gemm" train $T --fp32_gemm=mkl
+expect "bench gemm shape" "bad shape '12x3'" \
+    $MPIRUN -np 1 "$MPITRON" bench gemm --sizes= --shapes=12x3
 expect "pp > n_layer" "pp=2 exceeds n_layer=1" \
     $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --pp=2
 expect "layout vs world" "tp*pp = 1*2 = 2 does not divide the world size 3" \

@@ -92,6 +92,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.resume, "auto");
     assert_string_equal(c.init_from, "");
     assert_int_equal(c.threads, 0);
+    assert_string_equal(c.fp32_gemm, "auto");
+    assert_string_equal(c.precision, "fp32");
     assert_int_equal(c.dp, 0);
     assert_int_equal(c.tp, 1);
     assert_int_equal(c.pp, 1);
@@ -121,8 +123,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.hang_timeout, 600);
     assert_string_equal(c.debug_hang, "");
 
-    /* 8 model + 17 optim + 3 data + 17 run + 16 parallel keys */
-    assert_int_equal(config_nkeys, 61);
+    /* 8 model + 18 optim + 3 data + 18 run + 16 parallel keys */
+    assert_int_equal(config_nkeys, 63);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

@@ -120,8 +120,10 @@ static int make_memory(struct zero_exec *zx, const char *offload_dir,
         zx->m_shard = zx->off.m;
         zx->v_shard = zx->off.v;
         zx->bytes_file = zx->off.map_bytes;
-        /* resident while streaming: about two blocks of each moment */
-        zx->bytes_optim = 4 * (sn < OFFLOAD_BLOCK ? sn : OFFLOAD_BLOCK) * F;
+        /* resident while streaming: about two blocks of each moment (at
+         * most the moment itself) */
+        zx->bytes_optim = 2 * (sn < 2 * OFFLOAD_BLOCK ? sn
+                                                     : 2 * OFFLOAD_BLOCK) * F;
     } else {
         zx->m_shard = tensor_arena_alloc(sn);
         zx->v_shard = tensor_arena_alloc(sn);
@@ -165,9 +167,10 @@ static int make_memory(struct zero_exec *zx, const char *offload_dir,
                                zx->p_shard + s->shard_off, s->t_off, s->len,
                                seed);
     }
-    const size_t whole = zx->m->tt.total * F;
-    zx->bytes_params = zx->stage >= 3 ? sn * F + slots : whole;
-    zx->bytes_grads = zx->stage >= 2 ? sn * F : whole;
+    /* what this executor allocated (the model's arenas are counted by
+     * mem_report from the model itself) */
+    zx->bytes_params = zx->p_shard ? sn * F + slots : 0;
+    zx->bytes_grads = zx->g_shard ? sn * F : 0;
     zx->bytes_comm = zx->stage >= 2 ? slots : 0;
     return 0;
 }
@@ -195,7 +198,8 @@ int zero_exec_init(struct zero_exec *zx, struct gpt *m, int stage,
         zx->bytes_comm += zx->zc.scratch_bytes;
     }
     zx->shards = (struct model_shards){
-        .params = stage >= 3, .seg = zx->plan.seg, .nseg = zx->plan.nsegs,
+        .params = stage >= 3, .whole = stage == 0,
+        .seg = zx->plan.seg, .nseg = zx->plan.nsegs,
         .p = zx->p_shard, .m = zx->m_shard, .v = zx->v_shard,
     };
     m->shards = &zx->shards;

@@ -76,7 +76,8 @@ struct zero_exec {
     uint64_t slot_used[ZERO_SLOTS], tick;
     int last_gbuf;
     struct model_shards shards; /* m->shards points here */
-    /* accounting */
+    /* accounting: the bytes this executor allocated (shards, slots,
+     * buffers), in addition to the model's arenas */
     size_t bytes_params, bytes_grads, bytes_optim, bytes_comm;
     size_t bytes_file;          /* offloaded moments (on disk) */
 };

@@ -304,7 +304,8 @@ static double scaled(const struct part *pt, int k,
     const struct part *p = &pt[k];
     double n = (double)p->a.N, nf = (double)mb * p->m.cfg.seq_len;
     double tn = fastest_of(rt[k], reps, off);
-    if (!p->half)
+    if (!p->half || reps < 3) /* a fit to one or two noisy pairs can put
+                                 the whole cost in the fixed part */
         return tn * nf / n;
     double nh = p->a.B == 1 ? (double)(p->a.T / 2)
                             : (double)(p->a.B / 2) * p->a.T;

@@ -30,7 +30,8 @@
  * when the budget allowed the full size, else an estimate: linear in the
  * sequences for a block; for the embedding and head, which are also
  * timed on half their tokens in every repetition, a fixed cost plus a
- * cost per token fitted to the two (a product with the V x C matrix
+ * cost per token fitted to the two when there are at least 3
+ * repetitions, else linear too (a product with the V x C matrix
  * costs its weight traffic however few the tokens: scaling a small size
  * in proportion overestimated the head of a 50257-token vocabulary
  * about 2x).  The budget is exceeded only when the first

@@ -63,6 +63,21 @@ out:
     return rc;
 }
 
+/* The orders of unit uses of the two schedules. */
+static int build_orders(struct zero_exec *zx, const struct pp_schedule *train,
+                        const struct pp_schedule *eval, char *err,
+                        size_t errlen)
+{
+    struct gpt *m = zx->m;
+    int nl = m->l1 - m->l0;
+    if (zero_order_build(&zx->train, train, zx->embed_unit, zx->block_unit,
+                         nl, m->first, m->last, err, errlen) < 0 ||
+        zero_order_build(&zx->eval, eval, zx->embed_unit, zx->block_unit,
+                         nl, m->first, m->last, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
 static int make_orders(struct zero_exec *zx, const struct pp_schedule *train,
                        const struct pp_schedule *eval, char *err,
                        size_t errlen)
@@ -77,12 +92,18 @@ static int make_orders(struct zero_exec *zx, const struct pp_schedule *train,
     zx->embed_unit = zero_unit_of(&zx->plan, -1);
     for (int l = 0; l < nl; l++)
         zx->block_unit[l] = zero_unit_of(&zx->plan, m->l0 + l);
-    if (zero_order_build(&zx->train, train, zx->embed_unit, zx->block_unit,
-                         nl, m->first, m->last, err, errlen) < 0 ||
-        zero_order_build(&zx->eval, eval, zx->embed_unit, zx->block_unit,
-                         nl, m->first, m->last, err, errlen) < 0)
-        return -1;
-    return 0;
+    return build_orders(zx, train, eval, err, errlen);
+}
+
+int zero_exec_replan(struct zero_exec *zx, const struct pp_schedule *train,
+                     const struct pp_schedule *eval, char *err,
+                     size_t errlen)
+{
+    if (!zx->block_unit) /* stage 0 (offload only): no orders */
+        return 0;
+    zero_order_free(&zx->train);
+    zero_order_free(&zx->eval);
+    return build_orders(zx, train, eval, err, errlen);
 }
 
 /* Shards, slots and buffers; the stage-3 parameter shard initialised. */

@@ -102,13 +102,21 @@ static void test_defaults(void **state)
     assert_true(c.bucket_mb == 25.0f);
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
+    assert_string_equal(c.bind, "auto");
+    assert_string_equal(c.pp_partition, "auto");
+    assert_string_equal(c.balance, "off");
+    assert_true(c.straggler_ratio == 1.2f);
+    assert_int_equal(c.rebalance_every, 0);
+    assert_string_equal(c.debug_slow_rank, "");
+
     assert_int_equal(c.zero, 0);
     assert_string_equal(c.recompute, "none");
     assert_string_equal(c.offload, "none");
     assert_string_equal(c.offload_dir, "");
 
-    /* 8 model + 14 optim + 3 data + 13 run + 11 parallel keys */
-    assert_int_equal(config_nkeys, 49);
+
+    /* 8 model + 14 optim + 3 data + 14 run + 16 parallel keys */
+    assert_int_equal(config_nkeys, 55);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

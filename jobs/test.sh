@@ -1,6 +1,7 @@
 #!/bin/sh
 # The test command: install packages, build, run `make check` (CMocka unit
-# tests, mpirun integration tests).  Prints the logs of failed tests.
+# tests, mpirun integration tests), then `make check-slurm` (the job
+# template on a one-node SLURM it starts and stops).  Prints the logs.
 set -e
 cd "$(dirname "$0")/.."
 sh jobs/build.sh
@@ -11,4 +12,6 @@ for log in tests/*.log; do
     echo "---- $log"; tail -n 40 "$log"
 done
 [ -f test-suite.log ] && sed -n '1,12p' test-suite.log
+echo "---- make check-slurm"
+make check-slurm || status=$?
 exit $status

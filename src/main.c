@@ -68,6 +68,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "prepare")) /* no MPI needed */
         return cmd_prepare(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train"))
+        train_signals_install();
     int provided;
     /* MULTIPLE: ckpt_async=1 writes checkpoints from a second thread */
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);

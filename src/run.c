@@ -198,7 +198,7 @@ static void on_signal(int sig)
     got_signal = sig;
 }
 
-static void install_signals(void)
+void train_signals_install(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -271,7 +271,7 @@ static int setup(struct run *r, const struct config *c, char *err,
     if (c->ckpt_async && ckpt_async_init(tr->g.world, &r->async, err,
                                          errlen) < 0)
         return -1;
-    install_signals();
+    train_signals_install(); /* again: main() did before MPI_Init */
     return 0;
 }
 
@@ -364,7 +364,10 @@ static int loop(struct run *r, char *err, size_t errlen)
             log_step(r, &iv, gnorm, lr, do_val, val);
         else if (do_val)
             metrics_log_val(&r->mt, s, val, tr->g.rank == 0 ? stdout : NULL);
-        if (sig) {
+        if (sig && s < stop) {
+            /* a batch script requeues the job on this line (and exit 0);
+             * a signal during the last step changes nothing: the run is
+             * done and says nothing of the signal */
             log_info(tr->g.world, "checkpoint saved at step %" PRId64
                      " after %s", s, signal_name(sig));
             break;

@@ -211,6 +211,8 @@ static int bench_step(int argc, char **argv)
         trainer_free(&tr);
         return 1;
     }
+    place_print_banner(&tr.place, tr.g.world, stdout);
+    place_warn(&tr.place, tr.g.world);
     size_t n = (size_t)tr.per_rank * c.seq_len;
     int32_t *inp = malloc(2 * n * sizeof(int32_t));
     fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);

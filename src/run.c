@@ -230,6 +230,8 @@ static int setup(struct run *r, const struct config *c, char *err,
         return -1;
     struct trainer *tr = &r->tr;
     grid_print_banner(&tr->g, stdout);
+    place_print_banner(&tr->place, tr->g.world, stdout);
+    place_warn(&tr->place, tr->g.world);
     if (tr->g.pp > 1 && tr->g.rank == 0) {
         printf("pipeline: %d stages, %s, %d micro-batches per step "
                "(bubble in theory %.3f); blocks per stage:", tr->g.pp,

@@ -223,8 +223,13 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     gpt_config_from(c, &gc);
     if (gpt_config_check(&gc, tr->g.tp, err, errlen) < 0)
         return -1;
-    threads_set(c->threads);
-    int rc = stage_init(tr, &gc, err, errlen);
+    /* bind and size the thread pools before any arena is allocated, so
+     * that its pages are first touched on this rank's NUMA node */
+    int rc = place_init(&tr->place, world, c->bind, c->threads, err, errlen);
+    tr->has_place = 1; /* place_free is safe on a failed placement */
+    if (agree(world, rc) < 0)
+        return -1;
+    rc = stage_init(tr, &gc, err, errlen);
     if (agree(world, rc) < 0) {
         if (rc == 0)
             snprintf(err, errlen, "another rank failed to allocate the model");
@@ -279,6 +284,8 @@ void trainer_free(struct trainer *tr)
         gpt_free(&tr->m);
     if (tr->has_grid)
         grid_free(&tr->g);
+    if (tr->has_place)
+        place_free(&tr->place);
     memset(tr, 0, sizeof(*tr));
 }
 

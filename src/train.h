@@ -19,6 +19,7 @@
 #include "model.h"
 #include "optim.h"
 #include "pipeline.h"
+#include "place.h"
 #include "tp.h"
 
 struct step_times {      /* seconds, this rank, one step; total =
@@ -35,6 +36,7 @@ struct step_times {      /* seconds, this rank, one step; total =
 struct trainer {
     struct config c;
     struct grid g;
+    struct placement place; /* binding and thread pools of this rank */
     struct gpt m;
     struct pipeline pl;  /* this stage's micro-batch schedule and slots */
     struct lr_sched sched;
@@ -56,7 +58,7 @@ struct trainer {
     MPI_Comm tie_comm;   /* MPI_COMM_NULL unless pp > 1 and first/last */
     int *bound;          /* pp + 1 stage boundaries (blocks) */
     double *stage_busy, *stage_idle; /* pp entries, seconds */
-    int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
+    int has_place, has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
 };
 
 /* This rank's state that checkpoints save per rank (compression

@@ -102,9 +102,15 @@ static void test_defaults(void **state)
     assert_true(c.bucket_mb == 25.0f);
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
+    assert_string_equal(c.bind, "auto");
+    assert_string_equal(c.pp_partition, "auto");
+    assert_string_equal(c.balance, "off");
+    assert_true(c.straggler_ratio == 1.2f);
+    assert_int_equal(c.rebalance_every, 0);
+    assert_string_equal(c.debug_slow_rank, "");
 
-    /* 8 model + 14 optim + 3 data + 10 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 45);
+    /* 8 model + 14 optim + 3 data + 11 run + 15 parallel keys */
+    assert_int_equal(config_nkeys, 51);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

@@ -1,0 +1,83 @@
+/*
+ * calib.h - this rank's speed on the model's real kernels.
+ *
+ * calib_measure builds the three parts of the model that a pipeline stage
+ * can hold, each as a stand-alone stage (model.c's gpt_init with a block
+ * range), and times forward + backward of one micro-batch through each:
+ *
+ *   block  one transformer block (a middle stage [1, 2) of 3 blocks):
+ *          LayerNorms, QKV, attention, projection, MLP, GELU, dropout
+ *   embed  the first stage without blocks: token + position embedding
+ *          (and its dropout), forward and the scatter-add backward
+ *   head   the last stage without blocks: final LayerNorm, the tied LM
+ *          head (2 N V C FLOPs each way) and the fused softmax +
+ *          cross-entropy
+ *
+ * on synthetic tokens and activations, at the BLAS/OpenMP thread counts in
+ * force (the caller sets them: threads_set), without tensor parallelism.
+ * It runs at most about budget_s seconds, set-up included: one
+ * warm-up sequence first, then as many sequences per micro-batch (up to mb)
+ * and repetitions (up to 5) as the budget allows; a figure is the median
+ * of the repetitions, scaled by mb / seqs when fewer than mb sequences
+ * were timed (the kernels' cost is linear in the sequence count, so this
+ * only loses the larger micro-batch's slightly better sgemm efficiency).
+ *
+ * The figures are seconds for ONE micro-batch of mb sequences of
+ * gc->seq_len tokens.  A pipeline stage holding blocks [l0, l1) costs
+ * (l1 - l0) * block_s, plus embed_s on the first stage and head_s on the
+ * last; a step runs that per micro-batch.
+ */
+#ifndef MPITRON_CALIB_H
+#define MPITRON_CALIB_H
+
+#include <stddef.h>
+
+#include "model.h"
+
+struct calib_costs {
+    double block_s;     /* one block, forward + backward */
+    double embed_s;     /* the embedding, forward + backward */
+    double head_s;      /* final LayerNorm + LM head + loss, fwd + bwd */
+    double block_fwd_s; /* the forward part of each of the above */
+    double embed_fwd_s;
+    double head_fwd_s;
+    int mb;             /* sequences per micro-batch the figures are for */
+    int seqs;           /* sequences actually timed (1 <= seqs <= mb) */
+    int reps;           /* timed repetitions (the median is reported) */
+    int threads;        /* BLAS threads in force while measuring */
+    double wall_s;      /* what the measurement took, set-up included */
+};
+
+/*
+ * Measure this rank's costs for model gc (n_kv_head resolved, as after
+ * config_finalize) and micro-batches of mb sequences, in about budget_s
+ * seconds (at least one repetition of one sequence whatever the budget).
+ * Not collective: every rank measures itself.  Allocates and frees its own
+ * models and activations.  Returns 0 with *out filled, or -1 with err
+ * (bad arguments, out of memory).
+ */
+int calib_measure(const struct gpt_config *gc, int mb, double budget_s,
+                  struct calib_costs *out, char *err, size_t errlen);
+
+/*
+ * The same with every kernel run `slow` times over in effect
+ * (debug_slow_rank=R:F): after each forward and backward that took t
+ * seconds, calib_slow_pad repeats it until about (slow - 1) t more seconds
+ * have passed.  slow <= 1 is calib_measure.
+ */
+int calib_measure_slow(const struct gpt_config *gc, int mb, double budget_s,
+                       double slow, struct calib_costs *out, char *err,
+                       size_t errlen);
+
+/*
+ * Emulated heterogeneity (debug_slow_rank): after a kernel that took t
+ * seconds, call again(ctx) -- the same kernel, or one of the same model on
+ * scratch -- until the extra time is (slow - 1) t to the nearest whole
+ * repetition.  The time is really spent computing on this rank's cores,
+ * so it is honest for timing.  Returns the number of repetitions (0 when
+ * slow <= 1).
+ */
+int calib_slow_pad(double slow, double t, void (*again)(void *ctx),
+                   void *ctx);
+
+#endif

@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "log.h"
+#include "perf/perf_model.h"
 #include "peak.h"
 #include "rng.h"
 #include "train.h"
@@ -74,7 +75,14 @@ struct bench_result {
     double wire_mb;
     double bubble;     /* mean over the steps; pp > 1 */
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
+    double ms_median;  /* the median step (robust to other jobs) */
 };
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
                       const int32_t *tgt, struct bench_result *r)
@@ -82,11 +90,13 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     memset(r, 0, sizeof(*r));
     memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
     MPI_Barrier(tr->g.world);
-    double t0 = now_s();
+    double t0 = now_s(), *each = calloc((size_t)n, sizeof(double));
     for (int i = 0; i < n; i++) {
-        double gn, lr;
+        double gn, lr, ts = now_s();
         struct step_times tm;
         trainer_step(tr, inp, tgt, &gn, &lr, &tm);
+        if (each) /* the step as the slowest rank saw it */
+            each[i] = now_s() - ts;
         r->compute += tm.compute;
         r->comm += tm.comm;
         r->hidden += tm.comm_overlapped;
@@ -98,6 +108,14 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     MPI_Barrier(tr->g.world);
     double scale = 1e3 / n;
     r->ms = (now_s() - t0) * scale;
+    if (each) {
+        MPI_Allreduce(MPI_IN_PLACE, each, n, MPI_DOUBLE, MPI_MAX,
+                      tr->g.world);
+        qsort(each, (size_t)n, sizeof(double), cmp_double);
+        r->ms_median = 1e3 * (n % 2 ? each[n / 2]
+                                    : 0.5 * (each[n / 2 - 1] + each[n / 2]));
+        free(each);
+    }
     r->compute *= scale;
     r->comm *= scale;
     r->hidden *= scale;
@@ -156,11 +174,12 @@ static void report(struct trainer *tr, const struct bench_result *r)
                    1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
     }
     printf("{\"tokens_per_s\":%.2f,\"mfu\":%.4f,\"peak_gflops\":%.2f,"
-           "\"ms_per_step\":%.3f,\"ms_compute\":%.3f,\"ms_comm\":%.3f,"
+           "\"ms_per_step\":%.3f,\"ms_per_step_median\":%.3f,"
+           "\"ms_compute\":%.3f,\"ms_comm\":%.3f,"
            "\"ms_comm_exposed\":%.3f,\"ms_comm_overlapped\":%.3f,"
            "\"comm_exposed_frac\":%.4f,\"wire_mb\":%.3f,"
            "\"ms_optimizer\":%.3f,\"ms_data\":0,\"ms_pp_wait\":%.3f", tps,
-           mfu, tr->peak_gflops, r->ms, r->compute, r->comm, r->comm,
+           mfu, tr->peak_gflops, r->ms, r->ms_median, r->compute, r->comm, r->comm,
            r->hidden, r->comm / r->ms, r->wire_mb, r->optim, r->pp_wait);
     for (int k = 0; k < OPK_COUNT; k++)
         printf(",\"ms_%s\":%.3f", op_kind_names[k], r->op[k]);
@@ -204,6 +223,11 @@ static int bench_step(int argc, char **argv)
         cli_int("bench_warmup", ev[1], &nw, err, sizeof(err)) < 0) {
         log_error("%s", err);
         return 2;
+    }
+    if (!strcmp(c.layout, "auto") &&
+        perf_layout_auto(&c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 1;
     }
     struct trainer tr;
     if (trainer_init(&tr, &c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {

@@ -64,6 +64,8 @@ struct config {
     float straggler_ratio;  /* name a rank slower than this x the median */
     int rebalance_every;    /* re-split dp shares every N steps; 0 = never */
     char debug_slow_rank[32]; /* "R:F": rank R runs F times slower */
+    char layout[8];           /* manual | auto (the performance model) */
+    char perf_calib[CONFIG_STR_MAX]; /* predict --calibrate's file; "" */
 };
 
 enum config_type { CONFIG_INT, CONFIG_U64, CONFIG_FLOAT, CONFIG_STR };

@@ -135,6 +135,35 @@ int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt)
     return rc;
 }
 
+/* Floats of one micro-batch's saved activations and of the scratch. */
+static void acts_sizes(const struct gpt *m, size_t N, size_t B, size_t T,
+                       size_t *saved, size_t *scratch);
+
+int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
+                   struct tensor_table *tt, size_t *saved_bytes,
+                   size_t *scratch_bytes)
+{
+    struct gpt g;
+    memset(&g, 0, sizeof(g));
+    g.cfg = *c;
+    g.tp = tp;
+    g.l0 = l0;
+    g.l1 = l1;
+    g.first = l0 == 0;
+    g.last = l1 == c->n_layer;
+    g.nh = c->n_head / tp;
+    g.nkv = c->n_kv_head / tp;
+    g.hd = c->n_embd / c->n_head;
+    g.F = 4 * c->n_embd / tp;
+    int rc = build_table(&g);
+    *tt = g.tt;
+    size_t T = (size_t)c->seq_len, N = (size_t)B * T, saved, scratch;
+    acts_sizes(&g, N, (size_t)B, T, &saved, &scratch);
+    *saved_bytes = saved * sizeof(float) + 2 * N * sizeof(int32_t);
+    *scratch_bytes = scratch * sizeof(float);
+    return rc;
+}
+
 static float *view(const struct gpt *m, float *arena, int layer,
                    const char *nm)
 {

@@ -15,7 +15,8 @@
 #      checkpoint intact; a job with a bad config key fails (exit 2) and
 #      is not requeued;
 #   3. a job submitted with --dependency=afterok on job 1 starts only after
-#      job 1 completed and fine-tunes from its checkpoint (init_from).
+#      job 1 completed and fine-tunes from its checkpoint (init_from);
+#   4. jobs/scaling.sbatch runs a two-point study inside its allocation.
 # Every daemon it started, and every process of its jobs, is stopped on
 # exit whatever happened (trap), and the test fails if any had to be
 # killed.  Cost: 2.5-4 minutes (2-3 of them scenario 2: SLURM checks
@@ -288,6 +289,29 @@ else
         "$(field "$j3" JobState); job 1 ended $end1, job 3 started $start3;" \
         "first loss '$first3', fresh $fresh, job 1's last $last1)"
     show "$T/s3.out"
+fi
+
+# ---- 4: a scaling study in one allocation (jobs/scaling.sbatch) ---------
+
+cat > "$T/spec" << EOF
+mode=strong ranks=1 micro_batch=2
+mode=strong ranks=2 dp=2 micro_batch=2
+EOF
+j6=$(ATTEMPTS=1 sl sbatch --parsable --job-name=scaling \
+     --output="$T/scaling.out" \
+     --chdir="$top" --nodes=1 --ntasks-per-node=2 --time=10 \
+     "$top/jobs/scaling.sbatch" --out="$T/scaling" --spec="$T/spec" \
+     --steps=1 --quick --n_layer=2 --n_embd=32 --n_head=2 --seq_len=16 \
+     --batch_size=4)
+wait_done "$j6"
+if [ "$(field "$j6" JobState)" = COMPLETED ] &&
+   grep -q "calibrating on SLURM job $j6: 1 node" "$T/scaling.out" &&
+   [ "$(tail -n +2 "$T/scaling/scaling.csv" | cut -d, -f1-3 | tr '\n' ' ')" \
+       = "1,1,1 2,1,2 " ] && [ -s "$T/scaling/scaling.png" ]; then
+    ok "4: jobs/scaling.sbatch ran the study inside its allocation"
+else
+    bad "4: scaling.sbatch (state $(field "$j6" JobState))"
+    show "$T/scaling.out"
 fi
 
 # ---- 2: out of time twice; the requeue limit; a real error --------------

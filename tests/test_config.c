@@ -108,9 +108,11 @@ static void test_defaults(void **state)
     assert_true(c.straggler_ratio == 1.2f);
     assert_int_equal(c.rebalance_every, 0);
     assert_string_equal(c.debug_slow_rank, "");
+    assert_string_equal(c.layout, "manual");
+    assert_string_equal(c.perf_calib, "");
 
-    /* 8 model + 14 optim + 3 data + 11 run + 15 parallel keys */
-    assert_int_equal(config_nkeys, 51);
+    /* 8 model + 14 optim + 3 data + 11 run + 17 parallel keys */
+    assert_int_equal(config_nkeys, 53);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -179,6 +181,7 @@ static void test_set_errors(void **state)
         expect_bad("n_layer", bad_ints[i], "expected an integer");
     expect_bad("steps", "99999999999", "out of range");
     expect_bad("steps", "-99999999999", "out of range");
+    expect_bad("layout", "fastest", "must be manual or auto");
 
     const char *bad_floats[] = {"", "abc", "1e-3x", "0.1.2", "nan", "inf",
                                 "1e40", " 0.1", "0.1 "};

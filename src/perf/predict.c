@@ -19,12 +19,13 @@ static const char *const extra[] = {
     "calibrate", "calib", "nodes", "ranks", "tps", "loads", "mbs",
     "threads_list", "kinds", "budget", "gpt2", "measured", "write",
     "extrapolate", "nets", "net_gbps", "latency_us", "max_nodes",
-    "node_batch", "layouts", "json", "quick", NULL};
+    "node_batch", "layouts", "json", "quick", "node_cores", "node_mem_gb",
+    NULL};
 enum {
     X_CALIBRATE, X_CALIB, X_NODES, X_RANKS, X_TPS, X_LOADS, X_MBS,
     X_THREADS, X_KINDS, X_BUDGET, X_GPT2, X_MEASURED, X_WRITE, X_EXTRAP,
     X_NETS, X_NET_GBPS, X_LATENCY, X_MAX_NODES, X_NODE_BATCH, X_LAYOUTS,
-    X_JSON, X_QUICK, X_COUNT
+    X_JSON, X_QUICK, X_NODE_CORES, X_NODE_MEM, X_COUNT
 };
 
 static void help(void)
@@ -34,7 +35,8 @@ static void help(void)
         "[--key=value ...]\n"
         "           [--tps=1,2] [--loads=1,2,P] [--mbs=N,...] "
         "[--threads_list=1,...]\n"
-        "           [--kinds=ring,rhd,mpi,CODEC,...] [--budget=S] [--gpt2]\n"
+        "           [--kinds=ring,rhd,mpi,CODEC,...] [--budget=S] [--gpt2] "
+        "[--quick]\n"
         "       mpitron predict --calib=FILE [CONFIG] [--key=value ...] "
         "[--nodes=N] [--ranks=R]\n"
         "           [--net_gbps=G --latency_us=U] [--json] [--layouts]\n"
@@ -42,7 +44,8 @@ static void help(void)
         "[--write]\n"
         "       mpitron predict --calib=FILE --extrapolate [--nets=100,400] "
         "[--latency_us=2]\n"
-        "           [--max_nodes=4096] [--node_batch=8]\n\n"
+        "           [--max_nodes=4096] [--node_batch=8] [--node_cores=N] "
+        "[--node_mem_gb=G]\n\n"
         "The performance model of a training step (README: Scaling "
         "studies).\n\n"
         "--calibrate=FILE  measure on the ranks of this launch (run it under "
@@ -88,7 +91,9 @@ static void help(void)
         "memory) on\n"
         "    networks of --nets Gb/s: the fastest layout that fits, its "
         "efficiency,\n"
-        "    and where hier or compression pays.\n\n"
+        "    and where hier or compression pays.  --node_cores, "
+        "--node_mem_gb: bigger\n"
+        "    nodes of the calibrated per-core speed.\n\n"
         "Model and training keys:\n\n");
     config_print_help(stdout);
 }
@@ -271,10 +276,12 @@ static int do_predict(const struct config *c, const char **xv, char *err,
     int rc = perf_calib_load(&pc, xv[X_CALIB], err, errlen);
     if (rc == 0)
         rc = apply_net(&pc, xv, err, errlen);
-    if (rc == 0 && xv[X_EXTRAP])
-        rc = predict_extrapolate(&pc, c, xv[X_NETS], xv[X_LATENCY],
-                                 xv[X_MAX_NODES], xv[X_NODE_BATCH], err,
-                                 errlen);
+    if (rc == 0 && xv[X_EXTRAP]) {
+        struct extrap_opts eo = {xv[X_NETS], xv[X_LATENCY], xv[X_MAX_NODES],
+                                 xv[X_NODE_BATCH], xv[X_NODE_CORES],
+                                 xv[X_NODE_MEM]};
+        rc = predict_extrapolate(&pc, c, &eo, err, errlen);
+    }
     else if (rc == 0 && xv[X_MEASURED])
         rc = predict_measured(&pc, c, xv[X_MEASURED], xv[X_WRITE] != NULL,
                               err, errlen);

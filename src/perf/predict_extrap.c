@@ -131,25 +131,30 @@ static int table_pays(const struct ex *x, const struct config *c0,
     return 0;
 }
 
-int predict_extrapolate(const struct perf_calib *pc, const struct config *c,
-                        const char *nets, const char *latency_us,
-                        const char *max_nodes, const char *node_batch,
-                        char *err, size_t errlen)
+int predict_extrapolate(const struct perf_calib *pc0, const struct config *c,
+                        const struct extrap_opts *o, char *err,
+                        size_t errlen)
 {
     struct ex x;
+    struct perf_calib node = *pc0; /* the figures shared; the node's own */
+    const struct perf_calib *pc = &node;
     memset(&x, 0, sizeof(x));
     x.pc = pc;
-    x.lat = latency_us ? atof(latency_us) : 2.0;
-    x.node_batch = node_batch ? atoi(node_batch) : 8;
-    x.rpn = pc->cores;
-    int maxn = max_nodes ? atoi(max_nodes) : 4096;
+    x.lat = o->latency_us ? atof(o->latency_us) : 2.0;
+    x.node_batch = o->node_batch ? atoi(o->node_batch) : 8;
+    if (o->node_cores)
+        node.cores = atoi(o->node_cores);
+    if (o->node_mem_gb)
+        node.mem_bytes = atof(o->node_mem_gb) * 1e9;
+    x.rpn = node.cores;
+    int maxn = o->max_nodes ? atoi(o->max_nodes) : 4096;
     int g[MAX_NETS];
-    int ng = config_int_list(nets ? nets : "100,400", g, MAX_NETS);
+    int ng = config_int_list(o->nets ? o->nets : "100,400", g, MAX_NETS);
     if (ng < 1 || ng > MAX_NETS || !(x.lat >= 0) || x.node_batch < 1 ||
-        maxn < 1) {
+        maxn < 1 || node.cores < 1 || !(node.mem_bytes > 0)) {
         snprintf(err, errlen, "--nets (Gb/s, comma-separated, at most %d), "
-                 "--latency_us, --max_nodes, --node_batch must be positive",
-                 MAX_NETS);
+                 "--latency_us, --max_nodes, --node_batch, --node_cores, "
+                 "--node_mem_gb must be positive", MAX_NETS);
         return -1;
     }
     for (int k = 0; k < ng; k++)
@@ -157,9 +162,10 @@ int predict_extrapolate(const struct perf_calib *pc, const struct config *c,
     x.nnet = ng;
     for (int n = 1; n <= maxn && x.nn < MAX_N; n *= 2)
         x.nodes[x.nn++] = n;
-    printf("Extrapolation from this machine's calibration: nodes of %d "
-           "cores (one rank each, 1 thread) and %.1f GB; networks of",
-           pc->cores, pc->mem_bytes / 1e9);
+    printf("Extrapolation from this machine's calibration (%d cores): "
+           "nodes of %d cores at its per-core speed (one rank each, 1 "
+           "thread) and %.1f GB; networks of", pc0->cores, pc->cores,
+           pc->mem_bytes / 1e9);
     for (int k = 0; k < ng; k++)
         printf(" %.0f", x.gbps[k]);
     printf(" Gb/s, %.1f us latency between nodes; inside a node the "

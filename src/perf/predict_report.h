@@ -22,14 +22,22 @@ void predict_gpt2_shapes(struct gpt_config *shapes);
 int predict_measured(const struct perf_calib *pc, const struct config *c,
                      const char *csv, int write, char *err, size_t errlen);
 
+/* Options of the extrapolation, as given (NULL: the default). */
+struct extrap_opts {
+    const char *nets;       /* Gb/s, comma-separated (100,400) */
+    const char *latency_us; /* between nodes (2) */
+    const char *max_nodes;  /* (4096) */
+    const char *node_batch; /* sequences per node and step (8) */
+    const char *node_cores; /* ranks per node, one per core (calibrated) */
+    const char *node_mem_gb; /* memory per node (calibrated) */
+};
+
 /* Weak scaling of the GPT-2 shapes (node_batch sequences per node) on
- * 1 .. max_nodes nodes of the calibrated kind for every network in nets
- * (Gb/s, comma-separated; latency_us each): the fastest layout that fits
- * and its efficiency, then where hier or compression pays.  NULL
- * arguments take the defaults (100,400; 2; 4096; 8). */
+ * 1 .. max_nodes nodes (node_cores ranks of the calibrated per-core
+ * speed, node_mem_gb) for every network: the fastest layout that fits and
+ * its efficiency, then where hier or compression pays. */
 int predict_extrapolate(const struct perf_calib *pc, const struct config *c,
-                        const char *nets, const char *latency_us,
-                        const char *max_nodes, const char *node_batch,
-                        char *err, size_t errlen);
+                        const struct extrap_opts *o, char *err,
+                        size_t errlen);
 
 #endif

@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "json.h"
 #include "log.h"
 #include "perf/perf_model.h"
 #include "peak.h"
@@ -30,9 +31,11 @@ static int bench_gemm(int argc, char **argv)
     threads_set((int)threads);
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    char json[4096];
-    int jl = snprintf(json, sizeof(json), "{\"threads\":%d,\"gemm\":[",
-                      threads_get());
+    struct json j;
+    json_init(&j);
+    json_obj_begin(&j, NULL);
+    json_int(&j, "threads", threads_get());
+    json_arr_begin(&j, "gemm");
     double peak = 0.0;
     char *list = strdup(v[0]);
     for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
@@ -40,6 +43,7 @@ static int bench_gemm(int argc, char **argv)
         if (cli_int("sizes", tok, &n, err, sizeof(err)) < 0 || n <= 0) {
             log_error("bad size '%s' in --sizes", tok);
             free(list);
+            json_free(&j);
             return 2;
         }
         double g = sgemm_gflops((int)n, (int)n, (int)n, (int)reps);
@@ -49,14 +53,18 @@ static int bench_gemm(int argc, char **argv)
             peak = g;
         log_info(MPI_COMM_WORLD, "sgemm %5ld x %5ld x %5ld  %8.1f GFLOP/s "
                  "(all ranks)", n, n, n, g);
-        if (jl < (int)sizeof(json) - 64)
-            jl += snprintf(json + jl, sizeof(json) - (size_t)jl,
-                           "%s{\"n\":%ld,\"gflops\":%.2f}",
-                           jl && json[jl - 1] == '[' ? "" : ",", n, g);
+        json_obj_begin(&j, NULL);
+        json_int(&j, "n", n);
+        json_num(&j, "gflops", g, 6);
+        json_obj_end(&j);
     }
     free(list);
+    json_arr_end(&j);
+    json_num(&j, "peak_gflops", peak, 6);
+    json_obj_end(&j);
     if (rank == 0)
-        printf("%s],\"peak_gflops\":%.2f}\n", json, peak);
+        json_write_line(&j, stdout);
+    json_free(&j);
     return 0;
 }
 
@@ -75,6 +83,7 @@ struct bench_result {
     double wire_mb;
     double bubble;     /* mean over the steps; pp > 1 */
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
+    double busy[64];   /* per stage (up to 64): mean busy ms per step */
     double ms_median;  /* the median step (robust to other jobs) */
 };
 
@@ -104,6 +113,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
         r->optim += tm.optim;
         r->bubble += tm.bubble;
         r->pp_wait += tm.pp_wait;
+        for (int s = 0; s < tr->g.pp && s < 64; s++)
+            r->busy[s] += tr->stage_busy[s];
     }
     MPI_Barrier(tr->g.world);
     double scale = 1e3 / n;
@@ -123,6 +134,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->optim *= scale;
     r->bubble /= n;
     r->pp_wait *= scale;
+    for (int s = 0; s < tr->g.pp && s < 64; s++)
+        r->busy[s] *= scale;
     for (int k = 0; k < OPK_COUNT; k++)
         r->op[k] = tr->m.op_time[k] * scale;
 }
@@ -169,44 +182,83 @@ static void report(struct trainer *tr, const struct bench_result *r)
                "%.3f in theory (p-1)/(m+p-1)\n", tr->g.pp, c->pp_schedule,
                tr->accum, r->bubble, pp_bubble_theory(tr->g.pp, tr->accum));
         for (int s = 0; s < tr->g.pp; s++)
-            printf("  stage %d: blocks [%d, %d)  busy %.1f ms  idle %.1f ms "
-                   "(last step)\n", s, tr->bound[s], tr->bound[s + 1],
+            printf("  stage %d: blocks [%d, %d)  busy %.1f ms per step "
+                   "(mean)  last step: busy %.1f ms  idle %.1f ms\n", s,
+                   tr->bound[s], tr->bound[s + 1], s < 64 ? r->busy[s] : 0.0,
                    1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
     }
-    printf("{\"tokens_per_s\":%.2f,\"mfu\":%.4f,\"peak_gflops\":%.2f,"
-           "\"ms_per_step\":%.3f,\"ms_per_step_median\":%.3f,"
-           "\"ms_compute\":%.3f,\"ms_comm\":%.3f,"
-           "\"ms_comm_exposed\":%.3f,\"ms_comm_overlapped\":%.3f,"
-           "\"comm_exposed_frac\":%.4f,\"wire_mb\":%.3f,"
-           "\"ms_optimizer\":%.3f,\"ms_data\":0,\"ms_pp_wait\":%.3f", tps,
-           mfu, tr->peak_gflops, r->ms, r->ms_median, r->compute, r->comm, r->comm,
-           r->hidden, r->comm / r->ms, r->wire_mb, r->optim, r->pp_wait);
-    for (int k = 0; k < OPK_COUNT; k++)
-        printf(",\"ms_%s\":%.3f", op_kind_names[k], r->op[k]);
-    printf(",\"rss_peak_mb\":%.1f,\"params_mb\":%.1f,\"grads_mb\":%.1f,"
-           "\"optimizer_mb\":%.1f,\"activations_mb\":%.1f,\"world\":%d,"
-           "\"threads\":%d,\"n_params\":%lld,\"dp\":%d,\"tp\":%d,"
-           "\"pp\":%d,\"pp_schedule\":\"%s\",\"micro_batches\":%d,"
-           "\"allreduce\":\"%s\",\"compress\":\"%s\"", rss, pbytes * mb,
-           pbytes * mb, 2 * pbytes * mb, tr->pl.act_bytes * mb, tr->g.size,
-           threads_get(), (long long)gpt_num_params(&tr->m.cfg), tr->g.dp,
-           tr->g.tp, tr->g.pp, c->pp_schedule, tr->accum, c->allreduce,
-           c->compress);
-    printf(",\"activations_mb_per_rank\":[");
+    struct json j;
+    json_init(&j);
+    json_obj_begin(&j, NULL);
+    const struct { const char *k; double v; } f[] = {
+        {"tokens_per_s", tps}, {"mfu", mfu}, {"peak_gflops", tr->peak_gflops},
+        {"ms_per_step", r->ms}, {"ms_per_step_median", r->ms_median},
+        {"ms_compute", r->compute},
+        {"ms_comm", r->comm}, {"ms_comm_exposed", r->comm},
+        {"ms_comm_overlapped", r->hidden},
+        {"comm_exposed_frac", r->comm / r->ms}, {"wire_mb", r->wire_mb},
+        {"ms_optimizer", r->optim}, {"ms_data", 0.0},
+        {"ms_pp_wait", r->pp_wait},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        json_num(&j, f[i].k, f[i].v, 6);
+    for (int k = 0; k < OPK_COUNT; k++) {
+        char key[64];
+        snprintf(key, sizeof(key), "ms_%s", op_kind_names[k]);
+        json_num(&j, key, r->op[k], 6);
+    }
+    const struct { const char *k; double v; } mem[] = {
+        {"rss_peak_mb", rss}, {"params_mb", pbytes * mb},
+        {"grads_mb", pbytes * mb}, {"optimizer_mb", 2 * pbytes * mb},
+        {"activations_mb", tr->pl.act_bytes * mb},
+    };
+    for (size_t i = 0; i < sizeof(mem) / sizeof(mem[0]); i++)
+        json_num(&j, mem[i].k, mem[i].v, 6);
+    json_int(&j, "world", tr->g.size);
+    json_int(&j, "threads", threads_get());
+    json_int(&j, "n_params", gpt_num_params(&tr->m.cfg));
+    json_int(&j, "dp", tr->g.dp);
+    json_int(&j, "tp", tr->g.tp);
+    json_int(&j, "pp", tr->g.pp);
+    json_str(&j, "pp_schedule", c->pp_schedule);
+    json_int(&j, "micro_batches", tr->accum);
+    json_str(&j, "allreduce", c->allreduce);
+    json_str(&j, "compress", c->compress);
+    json_arr_begin(&j, "activations_mb_per_rank");
     for (int i = 0; i < tr->g.size; i++)
-        printf("%s%.1f", i ? "," : "", acts[i]);
-    printf("],\"bubble\":%.4f,\"bubble_theory\":%.4f", r->bubble,
-           pp_bubble_theory(tr->g.pp, tr->accum));
+        json_num(&j, NULL, acts[i], 6);
+    json_arr_end(&j);
+    json_num(&j, "bubble", r->bubble, 6);
+    json_num(&j, "bubble_theory", pp_bubble_theory(tr->g.pp, tr->accum), 6);
     const double *arr[2] = {tr->stage_busy, tr->stage_idle};
     const char *key[2] = {"stage_busy_ms", "stage_idle_ms"};
     for (int k = 0; k < 2; k++) {
-        printf(",\"%s\":[", key[k]);
+        json_arr_begin(&j, key[k]);
         for (int s = 0; s < tr->g.pp; s++)
-            printf("%s%.3f", s ? "," : "", 1e3 * arr[k][s]);
-        printf("]");
+            json_num(&j, NULL, 1e3 * arr[k][s], 6);
+        json_arr_end(&j);
     }
-    printf("}\n");
-    fflush(stdout);
+    json_arr_begin(&j, "stage_busy_ms_mean");
+    for (int s = 0; s < tr->g.pp && s < 64; s++)
+        json_num(&j, NULL, r->busy[s], 6);
+    json_arr_end(&j);
+    json_arr_begin(&j, "stage_blocks");
+    for (int s = 0; s < tr->g.pp; s++)
+        json_int(&j, NULL, tr->bound[s + 1] - tr->bound[s]);
+    json_arr_end(&j);
+    json_str(&j, "pp_partition", c->pp_partition);
+    json_str(&j, "balance", c->balance);
+    json_arr_begin(&j, "dp_shares");
+    for (int d = 0; d < tr->g.dp; d++)
+        json_int(&j, NULL, tr->shares[d]);
+    json_arr_end(&j);
+    json_str(&j, "debug_slow_rank", c->debug_slow_rank);
+    json_str(&j, "bind", c->bind);
+    json_int(&j, "blas_threads", tr->place.blas);
+    json_int(&j, "omp_threads", tr->place.omp);
+    json_obj_end(&j);
+    json_write_line(&j, stdout);
+    json_free(&j);
 }
 
 static int bench_step(int argc, char **argv)
@@ -237,6 +289,7 @@ static int bench_step(int argc, char **argv)
     }
     place_print_banner(&tr.place, tr.g.world, stdout);
     place_warn(&tr.place, tr.g.world);
+    trainer_print_balance(&tr, stdout);
     size_t n = (size_t)tr.per_rank * c.seq_len;
     int32_t *inp = malloc(2 * n * sizeof(int32_t));
     fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);
@@ -277,7 +330,10 @@ int cmd_bench(int argc, char **argv)
                "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
                "activations_mb, activations_mb_per_rank;\nthe layout keys "
                "dp, tp, pp, pp_schedule apply: with pp > 1 also bubble "
-               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms."
+               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms (last "
+               "step), stage_busy_ms_mean,\nstage_blocks; and pp_partition, "
+               "balance, dp_shares, bind, blas_threads, omp_threads.\n"
+               "Each rank is bound and calibrated first, as for train."
                "\nallreduce: per size, algorithm and codec: "
                "time, algorithm and bus bandwidth\n(2(p-1)/p bytes/time), "
                "bytes this rank sent, and the ratio to MPI_Allreduce\nin the "

@@ -1,5 +1,13 @@
 /*
  * calib.c - this rank's speed on the model's real kernels (see calib.h).
+ *
+ * Two stand-alone stages are timed: a middle block, and a stage without
+ * blocks that is both first and last (the embedding straight into the
+ * head), so that the vocabulary-sized embedding matrix is built once.
+ * The embedding's share of the second is what model.c's own timers book
+ * under the embedding and element-wise kinds (the embedding's gather,
+ * scatter-add and dropout: a stage without blocks runs no other
+ * element-wise kernel); the rest is the head.
  */
 #include "calib.h"
 
@@ -11,14 +19,15 @@
 #include "peak.h"
 #include "rng.h"
 
-#define CALIB_MAX_REPS 5
+#define CALIB_MAX_REPS 9
 #define CALIB_MAX_BYTES ((size_t)1 << 30) /* activations of one part */
 
-enum part_kind { PART_EMBED, PART_BLOCK, PART_HEAD, PART_COUNT };
+enum part_kind { PART_BLOCK, PART_ENDS, PART_COUNT };
 
 /* One part of the model as a stand-alone stage, with its activations and
  * synthetic inputs. */
 struct part {
+    enum part_kind kind;
     struct gpt m;
     struct gpt_acts a;
     int32_t *tok;      /* (B, T) inputs then (B, T) targets */
@@ -29,19 +38,24 @@ struct part {
     double slow;
 };
 
+/* One repetition's seconds: forward, total, and the embedding's part of
+ * each (PART_ENDS). */
+struct rep_times {
+    double fwd, tot, emb_fwd, emb_tot;
+};
+
 static int part_init(struct part *p, const struct gpt_config *gc, int tp,
                      enum part_kind kind, char *err, size_t errlen)
 {
     struct gpt_config c = *gc;
-    int l0 = 0, l1 = 0; /* the embedding: first stage of one block, none */
-    c.n_layer = 1;
+    int l0 = 0, l1 = 0; /* PART_ENDS: no block, first and last */
+    c.n_layer = 0;
     if (kind == PART_BLOCK) { /* the middle stage of three blocks */
         c.n_layer = 3;
         l0 = 1;
         l1 = 2;
-    } else if (kind == PART_HEAD) { /* the last stage, no block */
-        l0 = l1 = 1;
     }
+    p->kind = kind;
     if (gpt_init(&p->m, &c, tp, 0, l0, l1, 20240520, err, errlen) < 0)
         return -1;
     p->has_m = 1;
@@ -67,12 +81,13 @@ static void part_free(struct part *p)
     p->has_m = 0;
 }
 
-/* Activations for B sequences, synthetic tokens, input activations and
- * output gradients (fixed pseudo-random values).  Returns 0 or -1. */
-static int part_acts(struct part *p, int B)
+/* Activations for B sequences of T tokens, synthetic tokens, input
+ * activations and output gradients (fixed pseudo-random values).
+ * Returns 0 or -1. */
+static int part_acts(struct part *p, int B, int T)
 {
     part_free_acts(p);
-    int T = p->m.cfg.seq_len, V = p->m.cfg.vocab_size;
+    int V = p->m.cfg.vocab_size;
     size_t N = (size_t)B * T, C = (size_t)p->m.cfg.n_embd;
     if (gpt_acts_init(&p->a, &p->m, B, T) < 0)
         return -1;
@@ -108,20 +123,27 @@ static void part_bwd(void *ctx)
     gpt_backward(&p->m, &p->a, p->dloss, &p->pos);
 }
 
-/* Forward then backward of p, each padded by the slow-down; the seconds
- * of each into *fwd, *bwd. */
-static void part_run(struct part *p, double *fwd, double *bwd)
+/* The embedding's seconds booked by model.c's timers so far. */
+static double embed_clock(const struct gpt *m)
 {
-    double t0 = now_s();
+    return m->op_time[OPK_EMBEDDING] + m->op_time[OPK_ELEMENTWISE];
+}
+
+/* Forward then backward of p, each padded by the slow-down. */
+static void part_run(struct part *p, struct rep_times *rt)
+{
+    double e0 = embed_clock(&p->m), t0 = now_s();
     part_fwd(p);
     double t1 = now_s();
     calib_slow_pad(p->slow, t1 - t0, part_fwd, p);
-    double t2 = now_s();
+    double e1 = embed_clock(&p->m), t2 = now_s();
     part_bwd(p);
     double t3 = now_s();
     calib_slow_pad(p->slow, t3 - t2, part_bwd, p);
-    *fwd = t2 - t0;
-    *bwd = now_s() - t2;
+    rt->fwd = t2 - t0;
+    rt->tot = now_s() - t0;
+    rt->emb_fwd = e1 - e0;
+    rt->emb_tot = embed_clock(&p->m) - e0;
 }
 
 int calib_slow_pad(double slow, double t, void (*again)(void *ctx),
@@ -141,74 +163,114 @@ int calib_slow_pad(double slow, double t, void (*again)(void *ctx),
     return n;
 }
 
-static double median(double *x, int n)
+/* The fastest of n repetitions: other processes on the machine only ever
+ * slow one down, and on a busy machine most repetitions are. */
+static double fastest(const double *x, int n)
 {
-    for (int i = 1; i < n; i++) /* insertion sort: n <= CALIB_MAX_REPS */
-        for (int j = i; j > 0 && x[j] < x[j - 1]; j--) {
-            double t = x[j];
-            x[j] = x[j - 1];
-            x[j - 1] = t;
-        }
-    return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
+    double m = x[0];
+    for (int i = 1; i < n; i++)
+        m = x[i] < m ? x[i] : m;
+    return m;
 }
 
-/* One repetition over every part: seconds into fwd[k][rep], tot[k][rep].
- * Returns the repetition's wall time. */
-static double rep_run(struct part *pt, double fwd[][CALIB_MAX_REPS],
-                      double tot[][CALIB_MAX_REPS], int rep)
+/* One repetition over both parts into rt[k][rep] (rep >= 0; a warm-up
+ * passes -1 and gets each part's total in each[k] if each).  Returns the
+ * wall time. */
+static double rep_run(struct part *pt, struct rep_times rt[][CALIB_MAX_REPS],
+                      int rep, double *each)
 {
     double t0 = now_s();
     for (int k = 0; k < PART_COUNT; k++) {
-        double f, b;
-        part_run(&pt[k], &f, &b);
-        fwd[k][rep] = f;
-        tot[k][rep] = f + b;
+        struct rep_times r;
+        part_run(&pt[k], &r);
+        if (rep >= 0)
+            rt[k][rep] = r;
+        if (each)
+            each[k] = r.tot;
     }
     return now_s() - t0;
 }
 
-static int acts_all(struct part *pt, int B)
+/* The shape a part is timed at for `units` units of work: sequences of T
+ * tokens for a block (attention is quadratic in T, so T stays), tokens
+ * for the embedding and the head (their cost is per token): fewer than T
+ * tokens as one shorter sequence (a power of two, at least 16 or T), else
+ * whole sequences.  At most mb sequences. */
+static void part_shape(enum part_kind k, int T, int mb, double units, int *B,
+                       int *Tk)
 {
-    for (int k = 0; k < PART_COUNT; k++)
-        if (part_acts(&pt[k], B) < 0)
-            return -1;
-    return 0;
+    if (k == PART_BLOCK || units >= T) {
+        double seqs = k == PART_BLOCK ? units : units / T;
+        *B = seqs < 1.0 ? 1 : seqs > mb ? mb : (int)seqs;
+        *Tk = T;
+        return;
+    }
+    int t = T < 16 ? T : 16;
+    while (2 * t <= units && 2 * t <= T)
+        t *= 2;
+    *B = 1;
+    *Tk = t;
 }
 
-/* The sequences per timed micro-batch: as many as fit 4 repetitions (one
- * of them a warm-up) in what is left of the budget, at most mb, and at
- * most CALIB_MAX_BYTES of activations per part. */
-static int choose_seqs(const struct part *pt, int mb, double left,
-                       double t1)
+/* After the warm-up (each[k] seconds at the warm-up shapes): the shapes
+ * whose repetitions fit 6 times (a warm-up and five timed) in what is
+ * left of the budget, half of it per part, and CALIB_MAX_BYTES of
+ * activations.  Returns 1 when a shape changed, 0 if not, -1 when out of
+ * memory. */
+static int choose_shapes(struct part *pt, int mb, double left,
+                         const double *each)
 {
-    double fit = t1 > 0.0 ? left / (4.0 * t1) : mb;
-    int seqs = fit < 1.0 ? 1 : fit > mb ? mb : (int)fit;
+    int changed = 0;
     for (int k = 0; k < PART_COUNT; k++) {
-        size_t per = pt[k].a.bytes > 0 ? pt[k].a.bytes : 1;
-        size_t most = CALIB_MAX_BYTES / per;
-        if ((size_t)seqs > most)
-            seqs = most < 1 ? 1 : (int)most;
+        struct part *p = &pt[k];
+        double units0 = k == PART_BLOCK ? p->a.B : (double)p->a.N;
+        double per_unit = each[k] / units0;
+        double bytes_unit = (double)p->a.bytes / units0;
+        double units = per_unit > 0.0 ? left / 12.0 / per_unit : 1e30;
+        if (units * bytes_unit > (double)CALIB_MAX_BYTES)
+            units = (double)CALIB_MAX_BYTES / bytes_unit;
+        int B, Tk;
+        part_shape((enum part_kind)k, p->m.cfg.seq_len, mb, units, &B, &Tk);
+        if (B != p->a.B || Tk != p->a.T) {
+            if (part_acts(p, B, Tk) < 0)
+                return -1;
+            changed = 1;
+        }
     }
-    return seqs;
+    return changed;
 }
 
-static void fill_out(struct calib_costs *out, double fwd[][CALIB_MAX_REPS],
-                     double tot[][CALIB_MAX_REPS], int reps, int mb,
-                     int seqs)
+static void fill_out(struct calib_costs *out, const struct part *pt,
+                     struct rep_times rt[][CALIB_MAX_REPS], int reps, int mb)
 {
-    double s = (double)mb / seqs, f[PART_COUNT], t[PART_COUNT];
+    double f[PART_COUNT], t[PART_COUNT], ef[CALIB_MAX_REPS], et[CALIB_MAX_REPS],
+        s[PART_COUNT];
     for (int k = 0; k < PART_COUNT; k++) {
-        f[k] = s * median(fwd[k], reps);
-        t[k] = s * median(tot[k], reps);
+        double x[CALIB_MAX_REPS], y[CALIB_MAX_REPS];
+        /* per micro-batch of mb sequences of seq_len tokens */
+        s[k] = (double)mb * pt[k].m.cfg.seq_len / (double)pt[k].a.N;
+        for (int r = 0; r < reps; r++) {
+            x[r] = rt[k][r].fwd;
+            y[r] = rt[k][r].tot;
+        }
+        f[k] = s[k] * fastest(x, reps);
+        t[k] = s[k] * fastest(y, reps);
     }
-    out->embed_s = t[PART_EMBED];
+    for (int r = 0; r < reps; r++) {
+        ef[r] = rt[PART_ENDS][r].emb_fwd;
+        et[r] = rt[PART_ENDS][r].emb_tot;
+    }
+    double e_f = s[PART_ENDS] * fastest(ef, reps);
+    double e_t = s[PART_ENDS] * fastest(et, reps);
     out->block_s = t[PART_BLOCK];
-    out->head_s = t[PART_HEAD];
-    out->embed_fwd_s = f[PART_EMBED];
     out->block_fwd_s = f[PART_BLOCK];
-    out->head_fwd_s = f[PART_HEAD];
+    out->embed_s = e_t < t[PART_ENDS] ? e_t : t[PART_ENDS];
+    out->embed_fwd_s = e_f < f[PART_ENDS] ? e_f : f[PART_ENDS];
+    out->head_s = t[PART_ENDS] - out->embed_s;
+    out->head_fwd_s = f[PART_ENDS] - out->embed_fwd_s;
     out->mb = mb;
-    out->seqs = seqs;
+    out->seqs = pt[PART_BLOCK].a.B;
+    out->head_tokens = (int)pt[PART_ENDS].a.N;
     out->reps = reps;
     out->threads = threads_get();
 }
@@ -226,33 +288,38 @@ static int measure(const struct gpt_config *gc, int mb, int tp,
     double t_start = now_s();
     struct part pt[PART_COUNT];
     memset(pt, 0, sizeof(pt));
-    double fwd[PART_COUNT][CALIB_MAX_REPS], tot[PART_COUNT][CALIB_MAX_REPS];
-    int rc = -1, reps = 0, seqs = 1;
+    struct rep_times rt[PART_COUNT][CALIB_MAX_REPS];
+    double each[PART_COUNT];
+    int rc = -1, reps = 0, T = gc->seq_len;
     for (int k = 0; k < PART_COUNT; k++) {
         if (part_init(&pt[k], gc, tp, (enum part_kind)k, err, errlen) < 0)
             goto out;
         pt[k].pos = (struct gpt_pos){.seed = 1, .train = 1};
         pt[k].slow = slow;
-    }
-    if (acts_all(pt, 1) < 0)
-        goto oom;
-    double t1 = rep_run(pt, fwd, tot, 0); /* warm-up: page faults, pools */
-    seqs = choose_seqs(pt, mb, budget_s - (now_s() - t_start), t1);
-    double t_rep = t1 * seqs;
-    if (seqs > 1) {
-        if (acts_all(pt, seqs) < 0)
+        int B, Tk; /* the warm-up: one sequence, or 16 tokens */
+        part_shape((enum part_kind)k, T, mb, k == PART_BLOCK ? 1 : 16, &B,
+                   &Tk);
+        if (part_acts(&pt[k], B, Tk) < 0)
             goto oom;
-        t_rep = rep_run(pt, fwd, tot, 0); /* warm-up at the new size */
     }
+    /* the budget is for the kernels: building the parts is not timed */
+    double t_kern = now_s();
+    double t_rep = rep_run(pt, rt, -1, each); /* page faults, pools */
+    int changed = choose_shapes(pt, mb, budget_s - (now_s() - t_kern),
+                                each);
+    if (changed < 0)
+        goto oom;
+    if (changed) /* warm-up at the new shapes */
+        t_rep = rep_run(pt, rt, -1, NULL);
     while (reps < CALIB_MAX_REPS &&
-           (reps == 0 || now_s() - t_start + t_rep <= budget_s))
-        t_rep = rep_run(pt, fwd, tot, reps++);
-    fill_out(out, fwd, tot, reps, mb, seqs);
+           (reps == 0 || now_s() - t_kern + t_rep <= budget_s))
+        t_rep = rep_run(pt, rt, reps++, NULL);
+    fill_out(out, pt, rt, reps, mb);
     rc = 0;
     goto out;
 oom:
-    snprintf(err, errlen, "calibration: out of memory for micro-batches of "
-             "%d sequences of %d tokens", seqs, gc->seq_len);
+    snprintf(err, errlen, "calibration: out of memory for activations of "
+             "up to %d sequences of %d tokens", mb, T);
 out:
     for (int k = 0; k < PART_COUNT; k++)
         part_free(&pt[k]);

@@ -1,26 +1,36 @@
 /*
  * calib.h - this rank's speed on the model's real kernels.
  *
- * calib_measure builds the three parts of the model that a pipeline stage
- * can hold, each as a stand-alone stage (model.c's gpt_init with a block
- * range), and times forward + backward of one micro-batch through each:
+ * calib_measure builds two stand-alone stages (model.c's gpt_init with a
+ * block range) and times forward + backward of one micro-batch through
+ * each, giving three figures:
  *
  *   block  one transformer block (a middle stage [1, 2) of 3 blocks):
  *          LayerNorms, QKV, attention, projection, MLP, GELU, dropout
- *   embed  the first stage without blocks: token + position embedding
- *          (and its dropout), forward and the scatter-add backward
- *   head   the last stage without blocks: final LayerNorm, the tied LM
- *          head (2 N V C FLOPs each way) and the fused softmax +
- *          cross-entropy
+ *   embed  token + position embedding (and its dropout), forward and the
+ *          scatter-add backward
+ *   head   final LayerNorm, the tied LM head (2 N V C FLOPs each way) and
+ *          the fused softmax + cross-entropy
  *
- * on synthetic tokens and activations, at the BLAS/OpenMP thread counts in
+ * The embedding and the head are one stage without blocks (so the V x C
+ * matrix is built once); the embedding's share of it is what model.c's
+ * timers book for the embedding's kernels, the rest is the head.  All on
+ * synthetic tokens and activations, at the BLAS/OpenMP thread counts in
  * force (the caller sets them: threads_set), without tensor parallelism.
- * It runs at most about budget_s seconds, set-up included: one
- * warm-up sequence first, then as many sequences per micro-batch (up to mb)
- * and repetitions (up to 5) as the budget allows; a figure is the median
- * of the repetitions, scaled by mb / seqs when fewer than mb sequences
- * were timed (the kernels' cost is linear in the sequence count, so this
- * only loses the larger micro-batch's slightly better sgemm efficiency).
+ *
+ * The kernels run for about budget_s seconds: a warm-up of one sequence
+ * through the block and 16 tokens through the embedding and head, then
+ * each part at the size whose repetitions fit the budget (a block in
+ * whole sequences, up to mb: attention is quadratic in the sequence
+ * length; the embedding and head in tokens, up to mb sequences: their
+ * cost is per token), up to 9 repetitions.  A figure is the fastest
+ * repetition (other processes only ever slow one down) scaled to mb
+ * sequences of seq_len tokens (costs are linear
+ * in the sequences or tokens; this only loses a larger product's slightly
+ * better sgemm efficiency).  The budget is exceeded only when one warm-up
+ * and one repetition at the smallest sizes take longer.  Building the two
+ * stages (parameter init of the V x C matrix and one block) comes on top
+ * and is part of wall_s.
  *
  * The figures are seconds for ONE micro-batch of mb sequences of
  * gc->seq_len tokens.  A pipeline stage holding blocks [l0, l1) costs
@@ -42,10 +52,11 @@ struct calib_costs {
     double embed_fwd_s;
     double head_fwd_s;
     int mb;             /* sequences per micro-batch the figures are for */
-    int seqs;           /* sequences actually timed (1 <= seqs <= mb) */
-    int reps;           /* timed repetitions (the median is reported) */
+    int seqs;           /* sequences of a block actually timed (<= mb) */
+    int reps;           /* timed repetitions (the fastest is reported) */
     int threads;        /* BLAS threads in force while measuring */
     double wall_s;      /* what the measurement took, set-up included */
+    int head_tokens;    /* tokens the embedding and head were timed on */
 };
 
 /*
@@ -58,6 +69,18 @@ struct calib_costs {
  */
 int calib_measure(const struct gpt_config *gc, int mb, double budget_s,
                   struct calib_costs *out, char *err, size_t errlen);
+
+/*
+ * The same for one of tp tensor-parallel ranks (the performance model's
+ * compute figures): the block holds this rank's heads and FC rows; its
+ * all-reduces are skipped (no group: the model times communication
+ * apart); the embedding and head are replicated, as in training.  tp = 1
+ * is calib_measure.  Returns -1 with err when the shape does not split
+ * over tp (gpt_config_check).
+ */
+int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
+                     double budget_s, struct calib_costs *out, char *err,
+                     size_t errlen);
 
 /*
  * The same for one of tp tensor-parallel ranks (the performance model's

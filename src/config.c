@@ -964,7 +964,9 @@ int config_finalize(struct config *c, char *err, size_t errlen)
     if (finalize_model(c, err, errlen) != 0 ||
         finalize_partition(c, err, errlen) != 0)
         return -1;
-    if (c->micro_batch > 0 && c->batch_size % c->micro_batch != 0) {
+    int balanced = !strcmp(c->balance, "on") || c->rebalance_every > 0;
+    if (!balanced && c->micro_batch > 0 &&
+        c->batch_size % c->micro_batch != 0) {
         seterr(err, errlen, "micro_batch=%d does not divide batch_size=%d",
                c->micro_batch, c->batch_size);
         return -1;

@@ -3,7 +3,7 @@
  *
  * metrics.jsonl: one JSON object per line, per logged step:
  *   step, loss (%.17g: full precision, so runs can be compared bit for
- *   bit), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute,
+ *   bit; a number that is not finite is null, see json.h), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute,
  *   ms_comm (= ms_comm_exposed: time the step waited for gradient
  *   reductions), ms_comm_overlapped (reduction time hidden behind
  *   backward), wire_mb, ms_data, ms_ckpt, ms_pp_wait (time in the pipeline
@@ -12,13 +12,18 @@
  *   also: bubble (1 - all stages' compute / (p x the pipeline's span, the
  *   longest stage's schedule), mean over the logged steps), bubble_theory
  *   ((p-1)/(m+p-1)), stage_busy_ms and stage_idle_ms (span - busy; arrays,
- *   one entry per stage, the last step).
+ *   one entry per stage, the last step).  With more than one rank also:
+ *   straggler_rank (the world rank whose compute time over the interval
+ *   exceeds straggler_ratio x the median of all ranks', else -1) and
+ *   straggler_ratio (the slowest rank's compute time over the median).
  */
 #ifndef MPITRON_METRICS_H
 #define MPITRON_METRICS_H
 
 #include <stdint.h>
 #include <stdio.h>
+
+#include "json.h"
 
 struct step_stats {
     int64_t step, steps;     /* step just completed (1-based), total */
@@ -32,6 +37,9 @@ struct step_stats {
     int pp;                    /* pipeline stages; the rest only if > 1 */
     double bubble, bubble_theory;
     const double *stage_busy, *stage_idle; /* pp entries, seconds */
+    int world;                 /* ranks; the straggler only if > 1 */
+    int straggler_rank;        /* -1: none above the threshold */
+    double straggler_ratio;    /* slowest compute time / the median */
     double eta_s;
     int has_val;
     double val_loss;
@@ -39,6 +47,7 @@ struct step_stats {
 
 struct metrics {
     FILE *jsonl; /* NULL on ranks other than 0 */
+    struct json json; /* the line being written */
 };
 
 /* Open RUN_DIR/metrics.jsonl for appending (rank 0 passes its run_dir,

@@ -27,11 +27,17 @@ struct pipeline {
     struct pp_schedule ev;    /* forward only (validation) */
     struct pp_link link;
     int p, s, m;              /* stages, this stage, micro-batches */
-    int B, T;                 /* micro-batch shape */
+    int B, T;                 /* micro-batch shape (B: the largest) */
+    int *size;                /* m entries: sequences of micro-batch k */
+    int *first;               /* m entries: its first sequence (offset) */
     size_t n;                 /* floats per message: B * T * n_embd */
     struct gpt_acts *slot;    /* sc.nslots; slot[0] owns the scratch */
     float *gin, *gout;        /* nslots * n: d(output) in, d(input) out */
     size_t act_bytes;         /* activations and buffers, this rank */
+    double slow;              /* debug_slow_rank: kernels padded to slow
+                                 times their time (1 = off) */
+    struct gpt_acts pad;      /* scratch the padding forwards run on */
+    int has_pad;
     /* the last step, this rank, seconds */
     double t_busy;            /* forward + backward compute */
     double t_total;           /* the whole schedule, first action to the
@@ -45,13 +51,22 @@ struct pipeline {
 int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
                   int p, int s, enum pp_kind kind, int nmb, int B, int T,
                   char *err, size_t errlen);
+/* Micro-batch k holds size[k] <= B sequences (default: B each), in
+ * order: the step's inp/tgt rows and dropout positions follow.  Not
+ * collective, but every stage of a pipeline must get the same sizes. */
+void pipeline_set_sizes(struct pipeline *pl, const int *size);
+/* debug_slow_rank: after every forward and backward that took t seconds,
+ * run forwards of the same micro-batch on scratch activations (so the
+ * real ones are untouched) for (slow - 1) t more (calib_slow_pad).
+ * Returns 0, or -1 when out of memory for the scratch. */
+int pipeline_set_slow(struct pipeline *pl, const struct gpt *m, double slow);
 /* Release the link (outstanding transfers cancelled or completed), then
  * the slots and buffers; pl may be zeroed or half built. */
 void pipeline_free(struct pipeline *pl);
 
 /*
  * One training step's forward and backward: micro-batch k is
- * inp/tgt + k * B * T, at pos with seq0 = pos->seq0 + k * B.  Gradients
+ * inp/tgt + first[k] * T, at pos with seq0 = pos->seq0 + first[k].  Gradients
  * accumulate into m->grads; m->hook_final is raised for this stage's last
  * backward.  Returns the sum of the token losses on the last stage, 0
  * elsewhere.  Collective over the pp communicator.

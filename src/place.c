@@ -202,7 +202,11 @@ void place_warn(const struct placement *p, MPI_Comm world)
     MPI_Get_processor_name(host, &len);
     host[len < 0 ? 0 : len] = '\0';
     MPI_Allreduce(&mine, &total, 1, MPI_INT, MPI_SUM, p->node);
-    if (total > p->t.ncores)
+    if (pl->n > p->t.ncores)
+        log_warn(p->node, "node %s is oversubscribed: %d ranks on %d cores "
+                 "(%d threads in all), so ranks take turns on a core",
+                 host, pl->n, p->t.ncores, total);
+    else if (total > p->t.ncores)
         log_warn(p->node, "node %s is oversubscribed: its %d rank(s) run "
                  "%d threads (the larger of each rank's BLAS and OpenMP "
                  "pools) on %d cores; expect every rank to run slower "

@@ -2,13 +2,11 @@
  * run.c - `mpitron train`: set-up, resume, the step loop with logging,
  * validation and checkpoints.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -28,20 +26,6 @@ struct run {
     double stall_s;  /* total time the loop was held up by saves */
     int saves;
 };
-
-static int mkdir_p(const char *path)
-{
-    char buf[CONFIG_STR_MAX * 2];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
-}
 
 static int open_data(struct run *r, char *err, size_t errlen)
 {
@@ -65,7 +49,8 @@ static int open_data(struct run *r, char *err, size_t errlen)
                      "is off", c->data);
     }
     if (rc == 0) {
-        size_t n = (size_t)r->tr.per_rank * c->seq_len; /* every micro-batch */
+        /* every micro-batch; any share (rebalance_every) fits */
+        size_t n = (size_t)c->batch_size * c->seq_len;
         r->vinp = malloc(2 * n * sizeof(int32_t));
         rc = r->vinp ? 0 : -1;
         r->vtgt = r->vinp + n;
@@ -232,11 +217,12 @@ static int setup(struct run *r, const struct config *c, char *err,
     grid_print_banner(&tr->g, stdout);
     place_print_banner(&tr->place, tr->g.world, stdout);
     place_warn(&tr->place, tr->g.world);
+    trainer_print_balance(tr, stdout);
     if (tr->g.pp > 1 && tr->g.rank == 0) {
         printf("pipeline: %d stages, %s, %d micro-batches per step "
-               "(bubble in theory %.3f); blocks per stage:", tr->g.pp,
-               c->pp_schedule, tr->accum, pp_bubble_theory(tr->g.pp,
-                                                            tr->accum));
+               "(bubble in theory %.3f); pp_partition=%s, blocks per "
+               "stage:", tr->g.pp, c->pp_schedule, tr->accum,
+               pp_bubble_theory(tr->g.pp, tr->accum), c->pp_partition);
         for (int s = 0; s < tr->g.pp; s++)
             printf(" [%d,%d)", tr->bound[s], tr->bound[s + 1]);
         printf("\n");
@@ -250,25 +236,21 @@ static int setup(struct run *r, const struct config *c, char *err,
                  tr->accum, 100 * pp_bubble_theory(tr->g.pp, tr->accum),
                  4 * tr->g.pp);
     int rc = open_data(r, err, errlen);
-    if (agree(tr->g.world, rc) < 0)
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
-    rc = tr->g.rank == 0 && mkdir_p(c->run_dir) < 0 ? -1 : 0;
-    if (rc < 0)
-        snprintf(err, errlen, "cannot create run_dir %s: %s", c->run_dir,
-                 strerror(errno));
-    if (agree(tr->g.world, rc) < 0)
+    rc = tr->g.rank == 0 ? ckpt_mkdir_p(c->run_dir, err, errlen) : 0;
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
     if (restore(r, err, errlen) < 0)
         return -1;
     rc = metrics_open(&r->mt, tr->g.rank == 0 ? c->run_dir : NULL,
                       tr->st.step, err, errlen);
     if (rc == 0) {
-        rc = loader_init(&r->ld, &r->train, c->seed,
-                         (int64_t)tr->g.dp_rank * tr->per_rank, tr->per_rank,
-                         c->seq_len, tr->st.step, err, errlen);
+        rc = loader_init(&r->ld, &r->train, c->seed, tr->seq0,
+                         tr->per_rank, c->seq_len, tr->st.step, err, errlen);
         r->has_loader = rc == 0;
     }
-    if (agree(tr->g.world, rc) < 0)
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
     if (c->ckpt_async && ckpt_async_init(tr->g.world, &r->async, err,
                                          errlen) < 0)
@@ -321,11 +303,37 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
     };
     s.mfu = s.tokens_per_s * gpt_flops_per_token(&tr->m.cfg) /
             (tr->peak_gflops * 1e9);
+    s.world = tr->g.size;
+    s.straggler_rank = trainer_straggler(tr, iv->compute, &s.straggler_ratio);
     s.eta_s = (double)(c->steps - tr->st.step) * wall / iv->steps;
     metrics_log(&r->mt, &s, tr->g.rank == 0 ? stdout : NULL);
     memset(iv, 0, sizeof(*iv));
     iv->t_start = now_s();
     r->ckpt_s = 0;
+}
+
+/* rebalance_every: re-split the shares from the last interval's times;
+ * when they change, cut this rank's new slice from the next step on. */
+static int resplit(struct run *r, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    char before[512], after[512];
+    trainer_shares_string(tr, before, sizeof(before));
+    int rc = trainer_rebalance(tr, err, errlen);
+    if (rc <= 0)
+        return rc;
+    trainer_shares_string(tr, after, sizeof(after));
+    loader_free(&r->ld);
+    r->has_loader = 0;
+    rc = loader_init(&r->ld, &r->train, tr->c.seed, tr->seq0, tr->per_rank,
+                     tr->c.seq_len, tr->st.step, err, errlen);
+    r->has_loader = rc == 0;
+    if (comm_agree(tr->g.world, rc, err, errlen) < 0)
+        return -1;
+    log_info(tr->g.world, "step %" PRId64 ": data-parallel shares re-split "
+             "from the last %d steps' times: %s -> %s sequences",
+             tr->st.step, tr->c.rebalance_every, before, after);
+    return 0;
 }
 
 static int loop(struct run *r, char *err, size_t errlen)
@@ -358,6 +366,9 @@ static int loop(struct run *r, char *err, size_t errlen)
         double val = do_val ? trainer_validate(tr, &r->val, r->vinp, r->vtgt)
                             : 0.0;
         int do_save = last || (c->ckpt_every > 0 && s % c->ckpt_every == 0);
+        if (c->rebalance_every > 0 && s % c->rebalance_every == 0 && !last &&
+            resplit(r, err, errlen) < 0)
+            return -1;
         if (do_save && save(r, err, errlen) < 0)
             return -1;
         if (last && async_collect(r, err, errlen) < 0)

@@ -14,6 +14,7 @@
 #include "log.h"
 #include "peak.h"
 #include "place.h"
+#include "comm.h"
 #include "train.h"
 
 #define S 256 /* a set as text */
@@ -279,19 +280,22 @@ static int run(const struct topo_opts *o)
     MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0,
                         MPI_INFO_NULL, &node);
     MPI_Get_processor_name(mine.host, &len);
-    if (!o->xml[0] && agree(MPI_COMM_WORLD, fill_binding(&t, node, &mine,
-                                                         err, sizeof(err)))
-        < 0)
+    if (!o->xml[0] &&
+        comm_agree(MPI_COMM_WORLD, fill_binding(&t, node, &mine, err,
+                                                sizeof(err)), err,
+                   sizeof(err)) < 0)
         rc = 1;
     struct topo_plan plan;
     memset(&plan, 0, sizeof(plan));
     if (rc == 0 &&
-        agree(MPI_COMM_WORLD, make_plan(o, &t, node, &plan, err,
-                                        sizeof(err))) < 0)
+        comm_agree(MPI_COMM_WORLD, make_plan(o, &t, node, &plan, err,
+                                             sizeof(err)), err,
+                   sizeof(err)) < 0)
         rc = 1;
     if (rc == 0 && o->calibrate && !o->xml[0] &&
-        agree(MPI_COMM_WORLD, calibrate(o, MPI_COMM_WORLD, &mine, err,
-                                        sizeof(err))) < 0)
+        comm_agree(MPI_COMM_WORLD, calibrate(o, MPI_COMM_WORLD, &mine, err,
+                                             sizeof(err)), err,
+                   sizeof(err)) < 0)
         rc = 1;
     if (rank == 0)
         all = calloc((size_t)size, sizeof(*all));

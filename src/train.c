@@ -9,15 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "log.h"
 #include "peak.h"
-
-int agree(MPI_Comm comm, int rc)
-{
-    int in = rc < 0 ? 1 : 0, any = 0;
-    MPI_Allreduce(&in, &any, 1, MPI_INT, MPI_MAX, comm);
-    return any ? -1 : 0;
-}
 
 static int check_layout(struct trainer *tr, char *err, size_t errlen)
 {
@@ -33,6 +27,19 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
                  "bf16 keep the replicated tensors identical across "
                  "tensor-parallel ranks", c->compress, g->tp);
         return -1;
+    }
+    tr->balanced = !strcmp(c->balance, "on") || c->rebalance_every > 0;
+    if (tr->balanced) { /* shares of any size: micro-batches up to mb */
+        if (c->batch_size < g->dp) {
+            snprintf(err, errlen, "batch_size=%d is less than dp=%d: with "
+                     "balance=on or rebalance_every, every data-parallel "
+                     "rank still takes at least one sequence",
+                     c->batch_size, g->dp);
+            return -1;
+        }
+        tr->mb = c->micro_batch ? c->micro_batch
+                                : (c->batch_size + g->dp - 1) / g->dp;
+        return 0;
     }
     if (c->batch_size % g->dp != 0) {
         snprintf(err, errlen, "batch_size=%d is not divisible by dp=%d",
@@ -146,34 +153,18 @@ static int tp_init(struct trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
-/* Pipeline stages: split the blocks to balance parameter counts (the
- * first stage also holds wte and wpe, the last wte's tied copy and lnf),
- * build this stage's model and its schedule. */
+/* Pipeline stages (boundaries from trainer_balance_init): build this
+ * stage's model and its schedule. */
 static int stage_init(struct trainer *tr, const struct gpt_config *gc,
                       char *err, size_t errlen)
 {
     const struct grid *g = &tr->g;
-    int L = gc->n_layer;
-    double *cost = malloc((size_t)L * sizeof(double));
-    tr->bound = malloc((size_t)(g->pp + 1) * sizeof(int));
     tr->stage_busy = calloc((size_t)g->pp, sizeof(double));
     tr->stage_idle = calloc((size_t)g->pp, sizeof(double));
-    if (!cost || !tr->bound || !tr->stage_busy || !tr->stage_idle) {
-        free(cost);
+    if (!tr->stage_busy || !tr->stage_idle) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    struct gpt_config one = *gc;
-    one.n_layer = 1;
-    double C = gc->n_embd, V = gc->vocab_size, T = gc->seq_len;
-    double block = (double)(gpt_num_params(&one) - (V + T) * C - 2 * C);
-    for (int l = 0; l < L; l++)
-        cost[l] = block;
-    int rc = pp_partition(L, g->pp, cost, (V + T) * C, V * C + 2 * C,
-                          tr->bound, err, errlen);
-    free(cost);
-    if (rc < 0)
-        return -1;
     int l0 = tr->bound[g->pp_rank], l1 = tr->bound[g->pp_rank + 1];
     if (gpt_init(&tr->m, gc, g->tp, g->tp_rank, l0, l1, tr->c.seed, err,
                  errlen) < 0)
@@ -187,6 +178,11 @@ static int stage_init(struct trainer *tr, const struct gpt_config *gc,
                       tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
         return -1;
     tr->has_acts = 1;
+    pipeline_set_sizes(&tr->pl, tr->mb_sizes);
+    if (pipeline_set_slow(&tr->pl, &tr->m, tr->slow) < 0) {
+        snprintf(err, errlen, "out of memory for debug_slow_rank's scratch");
+        return -1;
+    }
     return 0;
 }
 
@@ -225,31 +221,22 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
         return -1;
     /* bind and size the thread pools before any arena is allocated, so
      * that its pages are first touched on this rank's NUMA node */
-    int rc = place_init(&tr->place, world, c->bind, c->threads, err, errlen);
     tr->has_place = 1; /* place_free is safe on a failed placement */
-    if (agree(world, rc) < 0)
+    if (comm_agree(world, place_init(&tr->place, world, c->bind, c->threads,
+                                     err, errlen), err, errlen) < 0)
         return -1;
-    rc = stage_init(tr, &gc, err, errlen);
-    if (agree(world, rc) < 0) {
-        if (rc == 0)
-            snprintf(err, errlen, "another rank failed to allocate the model");
+    if (trainer_balance_init(tr, &gc, err, errlen) < 0)
+        return -1; /* every rank agrees inside */
+    if (comm_agree(world, stage_init(tr, &gc, err, errlen), err, errlen) < 0)
         return -1;
-    }
-    if (agree(world, tie_init(tr)) < 0) {
+    if (comm_agree(world, tie_init(tr), NULL, 0) < 0) {
         snprintf(err, errlen, "could not build the tied-embedding group");
         return -1;
     }
-    if (agree(world, tp_init(tr, err, errlen)) < 0) {
-        if (!err[0])
-            snprintf(err, errlen, "another rank failed to set up the "
-                     "tensor-parallel group");
+    if (comm_agree(world, tp_init(tr, err, errlen), err, errlen) < 0)
         return -1;
-    }
-    if (agree(world, dp_init(tr, err, errlen)) < 0) {
-        if (!err[0])
-            snprintf(err, errlen, "another rank failed to set up buckets");
+    if (comm_agree(world, dp_init(tr, err, errlen), err, errlen) < 0)
         return -1;
-    }
     lr_kind_parse(c->lr_schedule, &tr->sched.kind);
     tr->sched.lr = c->lr;
     tr->sched.min_lr = c->min_lr;
@@ -278,6 +265,7 @@ void trainer_free(struct trainer *tr)
     if (tr->has_tie && tr->tie_comm != MPI_COMM_NULL)
         MPI_Comm_free(&tr->tie_comm);
     free(tr->bound);
+    trainer_balance_free(tr);
     free(tr->stage_busy);
     free(tr->stage_idle);
     if (tr->has_model)
@@ -352,16 +340,6 @@ static void tie_reduce(struct trainer *tr)
     }
 }
 
-/* FNV-1a over n floats' bytes. */
-static uint64_t bits_hash(const float *x, size_t n)
-{
-    const unsigned char *b = (const unsigned char *)x;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n * sizeof(float); i++)
-        h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 int trainer_tie_check(struct trainer *tr)
 {
     int drift = 0;
@@ -372,7 +350,7 @@ int trainer_tie_check(struct trainer *tr)
         float *arena[3] = {m->params, m->m, m->v};
         uint64_t h[3], lo[3], hi[3];
         for (int k = 0; k < 3; k++)
-            h[k] = bits_hash(arena[k] + off, n);
+            h[k] = ckpt_hash64(arena[k] + off, n * sizeof(float));
         MPI_Allreduce(h, lo, 3, MPI_UINT64_T, MPI_MIN, tr->tie_comm);
         MPI_Allreduce(h, hi, 3, MPI_UINT64_T, MPI_MAX, tr->tie_comm);
         for (int k = 0; k < 3; k++)
@@ -443,9 +421,11 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
         bucketer_begin(&tr->bk, tr->st.step);
     struct gpt_pos pos = {
         .step = tr->st.step, .seed = c->seed, .train = 1,
-        .seq0 = (int64_t)tr->g.dp_rank * tr->per_rank,
+        .seq0 = tr->seq0,
     };
     loss = pipeline_train(&tr->pl, &tr->m, inp, tgt, dloss, &pos);
+    tr->busy_acc += tr->pl.t_busy;
+    tr->seqs_acc += tr->per_rank;
     double t1 = now_s();
     if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
         MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
@@ -490,11 +470,12 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
     int T = c->seq_len;
     double sum = 0.0;
     for (int j = 0; j < c->val_batches; j++) {
-        int64_t seq0 = (int64_t)tr->g.dp_rank * tr->per_rank;
+        int64_t seq0 = tr->seq0;
         for (int k = 0; k < tr->accum; k++) {
-            size_t off = (size_t)k * tr->mb * T;
-            dataset_val_batch(val, j, c->batch_size, seq0 + k * tr->mb,
-                              tr->mb, T, inp + off, tgt + off);
+            int first = tr->pl.first[k];
+            size_t off = (size_t)first * T;
+            dataset_val_batch(val, j, c->batch_size, seq0 + first,
+                              tr->pl.size[k], T, inp + off, tgt + off);
         }
         struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
                               .seed = c->seed, .train = 0};

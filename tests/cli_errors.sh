@@ -48,6 +48,27 @@ expect "pp > n_layer" "pp=2 exceeds n_layer=1" \
 expect "layout vs world" "tp*pp = 1*2 = 2 does not divide the world size 3" \
     $MPIRUN -np 3 --oversubscribe "$MPITRON" train $T --n_layer=2 --pp=2
 
+# placement and load balance
+expect "bad bind" "'bind' (command line): must be auto, launcher or none" \
+    train $T --bind=core
+expect "bad balance" "'balance' (command line): must be off or on" \
+    train $T --balance=yes
+expect "pp_partition entries" "pp_partition=1,1,1 has 3 entries: it needs one per pipeline stage (pp=2)" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --n_layer=3 --pp=2 \
+    --pp_partition=1,1,1
+expect "pp_partition sum" "pp_partition=1,1 places 2 blocks: it must place all n_layer=3" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --n_layer=3 --pp=2 \
+    --pp_partition=1,1
+expect "pp_partition syntax" "'pp_partition' (command line): must be auto, params" \
+    train $T --pp_partition=2,0
+expect "straggler_ratio" "'straggler_ratio' (command line): must be > 1" \
+    train $T --straggler_ratio=0.9
+expect "debug_slow_rank syntax" "'debug_slow_rank' (command line): must be RANK:FACTOR" \
+    train $T --debug_slow_rank=1
+expect "debug_slow_rank rank" "debug_slow_rank=3:2: there is no rank 3 (world size 1)" \
+    train $T --debug_slow_rank=3:2
+expect "topo bad xml" "$W/nope.xml" "$MPITRON" topo --xml="$W/nope.xml"
+
 # corrupt shards: bad magic, size that disagrees with the header
 mkdir -p "$W/bad1" "$W/bad2"
 cp "$W/data/train_000.bin" "$W/bad1/train_000.bin"

@@ -4,10 +4,10 @@
  *    reps within their bounds, the thread count reported;
  *  - the parts add up: L blocks + embedding + head, as calibrated, against
  *    forward + backward of the whole L-block model timed here directly
- *    through model.c (an independent measurement), within 0.6x..1.6x
+ *    through model.c (an independent measurement), within 0.35x..1.8x
  *    (a ratio of two timings taken back to back, not a time limit);
  *  - the vocabulary moves the head and not the block: the head's cost
- *    grows with V while the block's stays put (ratios again);
+ *    relative to the block's grows with V (a ratio again);
  *  - calib_slow_pad: nothing for slow <= 1, and about (slow - 1) t of
  *    extra work otherwise; calib_measure_slow at 3 measures at least
  *    twice the unslowed figures.
@@ -43,7 +43,8 @@ static void test_figures_sane(void **state)
     assert_true(cc.embed_fwd_s > 0 && cc.embed_fwd_s < cc.embed_s);
     assert_int_equal(cc.mb, 4);
     assert_true(cc.seqs >= 1 && cc.seqs <= 4);
-    assert_true(cc.reps >= 1 && cc.reps <= 5);
+    assert_true(cc.reps >= 1 && cc.reps <= 9);
+    assert_true(cc.head_tokens >= 16 && cc.head_tokens <= 4 * 32);
     assert_int_equal(cc.threads, threads_get());
     assert_true(cc.wall_s > 0);
     /* a tiny budget still measures once, one sequence */
@@ -111,7 +112,12 @@ static void test_parts_add_up(void **state)
     print_message("parts %.2f ms, whole model %.2f ms, ratio %.2f "
                   "(seqs %d reps %d)\n", 1e3 * parts, 1e3 * whole, r,
                   cc.seqs, cc.reps);
-    assert_true(r > 0.6 && r < 1.6);
+    /* 1.00-1.11 on a quiet machine; a busy one preempts a whole-model run
+     * more often than the parts' shorter repetitions, whose fastest then
+     * wins: 0.45 at a load of 25 on 2 cores.  So the bounds only catch
+     * gross errors (a part left out or counted twice when it dominates, a
+     * scaling off by 2 or more upwards). */
+    assert_true(r > 0.35 && r < 1.8);
 }
 
 static void test_vocab_moves_the_head(void **state)
@@ -128,9 +134,11 @@ static void test_vocab_moves_the_head(void **state)
     print_message("head %.3f -> %.3f ms, block %.3f -> %.3f ms\n",
                   1e3 * a.head_s, 1e3 * b.head_s, 1e3 * a.block_s,
                   1e3 * b.block_s);
-    /* 16x the head's FLOPs and memory: far more than timing noise */
-    assert_true(b.head_s > 4.0 * a.head_s);
-    assert_true(b.block_s < 2.0 * a.block_s && a.block_s < 2.0 * b.block_s);
+    /* 16x the head's FLOPs and memory, the block's unchanged: the head's
+     * cost relative to the block's (both timed in the same repetitions,
+     * so a busy machine slows both) grows far beyond timing noise */
+    double ra = a.head_s / a.block_s, rb = b.head_s / b.block_s;
+    assert_true(rb > 4.0 * ra);
 }
 
 static int calls;
@@ -170,13 +178,19 @@ static void test_slow_measures_slower(void **state)
     (void)state;
     struct calib_costs a, b;
     char err[256];
-    assert_int_equal(calib_measure(&small, 2, 0.5, &a, err, sizeof(err)),
-                     0);
-    assert_int_equal(calib_measure_slow(&small, 2, 0.5, 3.0, &b, err,
-                                        sizeof(err)), 0);
-    double ra = b.block_s / a.block_s, rh = b.head_s / a.head_s;
-    print_message("slow 3: block x%.2f head x%.2f\n", ra, rh);
-    assert_true(ra > 2.0 && rh > 2.0);
+    double ab = INFINITY, ah = INFINITY, bb = INFINITY, bh = INFINITY;
+    for (int k = 0; k < 3; k++) { /* interleaved; the fastest of each */
+        assert_int_equal(calib_measure(&small, 2, 0.2, &a, err,
+                                       sizeof(err)), 0);
+        assert_int_equal(calib_measure_slow(&small, 2, 0.2, 3.0, &b, err,
+                                            sizeof(err)), 0);
+        ab = a.block_s < ab ? a.block_s : ab;
+        ah = a.head_s < ah ? a.head_s : ah;
+        bb = b.block_s < bb ? b.block_s : bb;
+        bh = b.head_s < bh ? b.head_s : bh;
+    }
+    print_message("slow 3: block x%.2f head x%.2f\n", bb / ab, bh / ah);
+    assert_true(bb / ab > 2.0 && bh / ah > 2.0);
 }
 
 int main(void)

@@ -9,10 +9,10 @@
 
 #include "ckpt_io.h"
 #include "codec.h"
+#include "comm.h"
 #include "grid.h"
 #include "log.h"
 #include "topo.h"
-#include "train.h"
 
 /* Micro-batch sizes to try for a per-rank batch of per sequences. */
 static int mb_candidates(const struct config *c, int per, int *mbs)
@@ -224,12 +224,10 @@ int perf_layout_auto(struct config *c, MPI_Comm world, char *err,
     struct perf_layout best, rk[5];
     double rs[5];
     int nfound = 0;
-    if (agree(world, rc) == 0)
+    rc = comm_agree(world, rc, err, errlen);
+    if (rc == 0)
         rc = perf_layout_search(&pc, c, nodes, rpn, threads, &best, NULL, rk,
                                 rs, 5, &nfound, err, errlen);
-    else if (rc == 0)
-        snprintf(err, errlen, "layout=auto: calibration failed on another "
-                 "rank");
     if (rc == 0) {
         if (rank == 0)
             print_choice(&pc, c, rk, rs, nfound < 5 ? nfound : 5, nfound,
@@ -241,5 +239,5 @@ int perf_layout_auto(struct config *c, MPI_Comm world, char *err,
         c->micro_batch = best.mb;
     }
     perf_calib_free(&pc);
-    return agree(world, rc);
+    return comm_agree(world, rc, err, errlen);
 }

@@ -22,7 +22,6 @@
 #include "optim.h"
 #include "peak.h"
 #include "topo.h"
-#include "train.h"
 
 /* A barrier that does not spin: test, sleep 200 us, test again. */
 static void quiet_barrier(MPI_Comm comm)
@@ -127,11 +126,8 @@ static int compute_point(struct perf_calib *pc, const struct ctx *x,
         }
     }
     quiet_barrier(x->world);
-    if (agree(x->world, rc) < 0) {
-        if (rc == 0)
-            snprintf(err, errlen, "calibration failed on another rank");
+    if (comm_agree(x->world, rc, err, errlen) < 0)
         return -1;
-    }
     MPI_Allreduce(MPI_IN_PLACE, v, 7, MPI_DOUBLE, MPI_SUM, x->world);
     struct perf_compute e = {
         gc->n_embd, gc->n_head, gc->n_kv_head, gc->seq_len, gc->vocab_size,

@@ -206,6 +206,8 @@ int perf_pipeline(enum pp_kind kind, int p, int m, const double *f,
     }
     *makespan = span;
     *bubble = span > 0.0 ? 1.0 - busy / (p * span) : 0.0;
+    if (*bubble < 1e-12) /* round-off of a pipeline without idle time */
+        *bubble = 0.0;
     rc = 0;
 out:
     for (int s = 0; S.sc && s < p; s++)

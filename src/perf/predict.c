@@ -11,6 +11,7 @@
 #include "ckpt_io.h"
 #include "cli.h"
 #include "config.h"
+#include "json.h"
 #include "log.h"
 #include "perf_model.h"
 #include "predict_report.h"
@@ -210,16 +211,29 @@ static void print_prediction(const struct config *c,
         printf("memory %.1f MB on the largest rank (%s)\n",
                pr->mem_bytes / 1048576.0, pr->fits ? "fits" : "DOES NOT FIT");
     }
-    printf("{\"predicted_ms_step\":%.3f,\"ms_pipeline\":%.3f,"
-           "\"ms_compute\":%.3f,\"ms_comm_exposed\":%.3f,\"bubble\":%.4f,"
-           "\"ms_optimizer\":%.3f,\"ms_tp_comm\":%.3f,\"ms_dp_comm\":%.3f,"
-           "\"tokens_per_s\":%.2f,\"mem_mb_per_rank\":%.1f,\"fits\":%d,"
-           "\"nodes\":%d,\"ranks_per_node\":%d,\"dp\":%d,\"tp\":%d,\"pp\":%d,"
-           "\"micro_batch\":%d,\"micro_batches\":%d}\n", 1e3 * o->step,
-           1e3 * o->pipeline, 1e3 * o->compute, 1e3 * o->comm_exposed,
-           o->bubble, 1e3 * o->optim, 1e3 * pr->tp_comm, 1e3 * pr->dp_busy,
-           pr->tokens_per_s, pr->mem_bytes / 1048576.0, pr->fits, ly->nodes,
-           ly->rpn, ly->dp, ly->tp, ly->pp, ly->mb, pr->m);
+    struct json j;
+    json_init(&j);
+    json_obj_begin(&j, NULL);
+    const struct { const char *k; double v; } f[] = {
+        {"predicted_ms_step", 1e3 * o->step}, {"ms_pipeline", 1e3 * o->pipeline},
+        {"ms_compute", 1e3 * o->compute},
+        {"ms_comm_exposed", 1e3 * o->comm_exposed}, {"bubble", o->bubble},
+        {"ms_optimizer", 1e3 * o->optim}, {"ms_tp_comm", 1e3 * pr->tp_comm},
+        {"ms_dp_comm", 1e3 * pr->dp_busy}, {"tokens_per_s", pr->tokens_per_s},
+        {"mem_mb_per_rank", pr->mem_bytes / 1048576.0},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        json_num(&j, f[i].k, f[i].v, 6);
+    const struct { const char *k; int v; } n[] = {
+        {"fits", pr->fits}, {"nodes", ly->nodes}, {"ranks_per_node", ly->rpn},
+        {"dp", ly->dp}, {"tp", ly->tp}, {"pp", ly->pp},
+        {"micro_batch", ly->mb}, {"micro_batches", pr->m},
+    };
+    for (size_t i = 0; i < sizeof(n) / sizeof(n[0]); i++)
+        json_int(&j, n[i].k, n[i].v);
+    json_obj_end(&j);
+    json_write_line(&j, stdout);
+    json_free(&j);
 }
 
 /* The layout of c on --nodes x --ranks. */

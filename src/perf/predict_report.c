@@ -4,6 +4,8 @@
  */
 #include "predict_report.h"
 
+#include "json.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>
@@ -212,8 +214,14 @@ int predict_measured(const struct perf_calib *pc, const struct config *c,
     if (rc == 0) {
         printf("mean absolute error: %.1f%% over %d point(s)\n",
                n ? 100 * sum / n : 0.0, n);
-        printf("{\"mean_abs_error\":%.4f,\"points\":%d}\n",
-               n ? sum / n : 0.0, n);
+        struct json j;
+        json_init(&j);
+        json_obj_begin(&j, NULL);
+        json_num(&j, "mean_abs_error", n ? sum / n : 0.0, 6);
+        json_int(&j, "points", n);
+        json_obj_end(&j);
+        json_write_line(&j, stdout);
+        json_free(&j);
     }
     if (rc == 0 && write)
         rc = csv_write(&t, csv, pred, merr, ci, err, errlen);

@@ -63,8 +63,8 @@ fi
 # (/proc/stat) minus this script's children's (bash `times`), per second.
 # A timing study needs an otherwise idle machine: a point that another
 # process disturbed (more than 0.15 cores) is run again, up to ATTEMPTS
-# times, and the least disturbed run is kept (its foreign_cpu is in the
-# CSV).
+# times, and the least disturbed run is kept; its foreign_cpu is in the
+# CSV, and the model predicts it with the cores that were left.
 CLK=$(getconf CLK_TCK)
 ATTEMPTS=${ATTEMPTS:-3}
 busy() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 }' /proc/stat; }
@@ -193,8 +193,12 @@ for p in "${points[@]}"; do
         fi
         awk -v f="$f" 'BEGIN { exit !(f > 0.15) }' || break
     done
+    # the model gets the cores the other processes left to the point
+    cores=$(sed -n 's/^cores //p' "$CALIB")
+    avail=$(awk -v c="${cores:-1}" -v f="$least" \
+            'BEGIN { a = c - f; printf "%.2f", a < 0.1 ? 0.1 : a }')
     "$MPITRON" predict --calib="$CALIB" "${cfg[@]}" "${keys[@]}" \
-        --nodes="$nd" --ranks="$r" --json > "$out.pred" 2>&1
+        --nodes="$nd" --ranks="$r" --cores="$avail" --json > "$out.pred" 2>&1
     # the median step, and throughput from it: robust to a slow step
     ms=$(jnum "$out" ms_per_step_median)
     mean=$(jnum "$out" ms_per_step)

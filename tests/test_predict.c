@@ -8,7 +8,12 @@
  *    backward, so its whole ring all-reduce is exposed; the loss
  *    all-reduce is an rhd over the link behind the calibrated ring;
  *  - scaling of compute figures by the cores' share (load, threads) and
- *    by the micro-batch; a missing shape is an error naming the keys;
+ *    by the micro-batch, and of compute, communication inside the node
+ *    and the optimizer by the cores other processes leave free (when
+ *    measured and when predicted); a missing shape is an error naming the
+ *    keys;
+ *  - an oversubscribed pipeline: ranks waiting in the bubble leave their
+ *    core to the others; data parallelism keeps every rank busy;
  *  - the memory of a layout equals what gpt_init and gpt_acts_init
  *    allocate for it;
  *  - the search picks the fastest layout (tensor parallelism made cheap)
@@ -50,7 +55,7 @@ static struct perf_compute fig(int tp, int load, double block)
 {
     struct perf_compute e = {64, 4, 4, 32, 256, 0, tp, load, 1, 2,
                              block, 0.4 * block, 0.001, 0.0004, 0.002,
-                             0.001};
+                             0.001, 0.0};
     return e;
 }
 
@@ -61,12 +66,12 @@ static void synthetic(struct perf_calib *pc)
     pc->mem_bytes = 1e9;
     struct perf_compute e = fig(1, 1, 0.010);
     assert_int_equal(perf_calib_add_compute(pc, &e), 0);
-    struct perf_comm r = {"ring", 0, 2, 2, 1e-5, 1e-9};
+    struct perf_comm r = {"ring", 0, 2, 2, 1e-5, 1e-9, 0.0};
     assert_int_equal(perf_calib_add_comm(pc, &r), 0);
-    struct perf_comm p2p = {"p2p", 0, 2, 2, 1e-6, 5e-10};
+    struct perf_comm p2p = {"p2p", 0, 2, 2, 1e-6, 5e-10, 0.0};
     assert_int_equal(perf_calib_add_comm(pc, &p2p), 0);
-    assert_int_equal(perf_calib_add_optim(pc, 1, 1e-9), 0);
-    assert_int_equal(perf_calib_add_optim(pc, 2, 2e-9), 0);
+    assert_int_equal(perf_calib_add_optim(pc, 1, 1e-9, 0.0), 0);
+    assert_int_equal(perf_calib_add_optim(pc, 2, 2e-9, 0.0), 0);
 }
 
 static double params_of(const struct config *c)
@@ -130,6 +135,57 @@ static void test_two_dp_ranks(void **state)
     struct perf_layout l1 = {1, 1, 1, 1, 1, 1, 2, 0};
     assert_int_equal(perf_predict(&pc, &c, &l1, &pr, err, sizeof(err)), 0);
     NEAR(pr.o.pipeline, 8 * (f + b) / 2 / 2);
+    /* other processes take one of the two cores: the two ranks share the
+     * other, so compute, the ring inside the node and the optimizer take
+     * twice as long as calibrated with the node free */
+    pc.avail = 1.0;
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.o.pipeline, 2 * 2 * (f + b));
+    NEAR(pr.dp_busy, 2 * ring);
+    NEAR(pr.o.step, 2 * (2 * (f + b) + ring + loss + n * 2e-9));
+    /* figures measured with less free are scaled back: the one-rank
+     * compute figure had half a core, the two-rank ring one core */
+    pc.avail = 0.0;
+    pc.cp[0].cores = 0.5;
+    pc.cm[0].cores = 1.0;
+    pc.op[1].cores = 1.0;
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.o.pipeline, (f + b));
+    NEAR(pr.dp_busy, ring / 2);
+    perf_calib_free(&pc);
+}
+
+/* Two pipeline stages on one core: a waiting rank yields it, so the
+ * ranks compute at the core's pace divided by the ranks busy on average,
+ * 2 x (1 - bubble), not by all 2. */
+static void test_oversubscribed_pipeline(void **state)
+{
+    (void)state;
+    struct perf_calib pc;
+    struct config c;
+    struct perf_prediction pr;
+    char err[512];
+    perf_calib_init(&pc);
+    pc.cores = 1;
+    pc.mem_bytes = 1e9;
+    struct perf_compute e = {64, 4, 4, 32, 256, 0, 1, 1, 1, 2,
+                             0.010, 0.004, 0, 0, 0, 0, 0.0};
+    struct perf_comm free_link = {"p2p", 0, 2, 2, 0.0, 0.0, 0.0};
+    struct perf_comm ring = {"ring", 0, 2, 2, 0.0, 0.0, 0.0};
+    assert_int_equal(perf_calib_add_compute(&pc, &e), 0);
+    assert_int_equal(perf_calib_add_comm(&pc, &free_link), 0);
+    assert_int_equal(perf_calib_add_comm(&pc, &ring), 0);
+    base_config(&c);
+    /* pp = 2 of one block each, m = 4: bubble 1/5; 2 x 4/5 = 1.6 ranks
+     * compute at once, each at 1 / 1.6 of the core */
+    struct perf_layout ly = {1, 2, 1, 1, 2, 2, 1, 0};
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.o.bubble, 0.2);
+    NEAR(pr.o.pipeline, (4 + 2 - 1) * 0.010 * 1.6);
+    /* data parallelism has no bubble: both ranks compute all the time */
+    struct perf_layout dp = {1, 2, 2, 1, 1, 2, 1, 0};
+    assert_int_equal(perf_predict(&pc, &c, &dp, &pr, err, sizeof(err)), 0);
+    NEAR(pr.o.pipeline, 2 * 2 * 0.010 * 2);
     perf_calib_free(&pc);
 }
 
@@ -255,6 +311,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_rank), cmocka_unit_test(test_two_dp_ranks),
+        cmocka_unit_test(test_oversubscribed_pipeline),
         cmocka_unit_test(test_missing),  cmocka_unit_test(test_memory),
         cmocka_unit_test(test_search),   cmocka_unit_test(test_file),
     };

@@ -75,17 +75,19 @@ int perf_calib_add_comm(struct perf_calib *pc, const struct perf_comm *e)
     return 0;
 }
 
-int perf_calib_add_optim(struct perf_calib *pc, int load, double per_param)
+int perf_calib_add_optim(struct perf_calib *pc, int load, double per_param,
+                         double cores)
 {
-    for (int i = 0; i < pc->nop; i++)
-        if (pc->op[i].load == load) {
-            pc->op[i].per_param = per_param;
-            return 0;
-        }
-    if (pc->nop == PERF_MAX_OPTIM)
+    int i = 0;
+    while (i < pc->nop && pc->op[i].load != load)
+        i++;
+    if (i == PERF_MAX_OPTIM)
         return -1;
-    pc->op[pc->nop].load = load;
-    pc->op[pc->nop++].per_param = per_param;
+    pc->op[i].load = load;
+    pc->op[i].per_param = per_param;
+    pc->op[i].cores = cores;
+    if (i == pc->nop)
+        pc->nop++;
     return 0;
 }
 
@@ -107,19 +109,20 @@ int perf_calib_save(const struct perf_calib *pc, const char *path, char *err,
         fprintf(f, "compute n_embd=%d n_head=%d n_kv_head=%d seq_len=%d "
                 "vocab_size=%d attn_window=%d tp=%d load=%d threads=%d mb=%d "
                 "block=%.6g block_fwd=%.6g embed=%.6g embed_fwd=%.6g "
-                "head=%.6g head_fwd=%.6g\n", e->n_embd, e->n_head,
+                "head=%.6g head_fwd=%.6g cores=%.3g\n", e->n_embd, e->n_head,
                 e->n_kv_head, e->seq_len, e->vocab_size, e->attn_window,
                 e->tp, e->load, e->threads, e->mb, e->block, e->block_fwd,
-                e->embed, e->embed_fwd, e->head, e->head_fwd);
+                e->embed, e->embed_fwd, e->head, e->head_fwd, e->cores);
     }
     for (int i = 0; i < pc->ncm; i++) {
         const struct perf_comm *e = &pc->cm[i];
-        fprintf(f, "comm kind=%s level=%d p=%d load=%d a=%.6g b=%.6g\n",
-                e->kind, e->level, e->p, e->load, e->a, e->b);
+        fprintf(f, "comm kind=%s level=%d p=%d load=%d a=%.6g b=%.6g "
+                "cores=%.3g\n", e->kind, e->level, e->p, e->load, e->a, e->b,
+                e->cores);
     }
     for (int i = 0; i < pc->nop; i++)
-        fprintf(f, "optim load=%d per_param=%.6g\n", pc->op[i].load,
-                pc->op[i].per_param);
+        fprintf(f, "optim load=%d per_param=%.6g cores=%.3g\n",
+                pc->op[i].load, pc->op[i].per_param, pc->op[i].cores);
     int bad = ferror(f);
     if (fclose(f) != 0 || bad) {
         snprintf(err, errlen, "cannot write %s", path);
@@ -134,7 +137,7 @@ struct field {
     const char *name;
     char type;   /* 'i' int, 'd' double, 's' string (32) */
     void *p;
-    int seen;
+    int seen;    /* set to -1 beforehand: optional (keeps its value) */
 };
 
 /* key=value tokens of one line into fields; every field required. */
@@ -172,7 +175,7 @@ static int parse_fields(char *line, struct field *fl, int nf, char *why,
         fl[k].seen = 1;
     }
     for (int i = 0; i < nf; i++)
-        if (!fl[i].seen) {
+        if (fl[i].seen == 0) {
             snprintf(why, whylen, "missing %s=", fl[i].name);
             return -1;
         }
@@ -192,8 +195,9 @@ static int load_compute(struct perf_calib *pc, char *rest, char *why,
         {"mb", 'i', &e.mb, 0}, {"block", 'd', &e.block, 0},
         {"block_fwd", 'd', &e.block_fwd, 0}, {"embed", 'd', &e.embed, 0},
         {"embed_fwd", 'd', &e.embed_fwd, 0}, {"head", 'd', &e.head, 0},
-        {"head_fwd", 'd', &e.head_fwd, 0},
+        {"head_fwd", 'd', &e.head_fwd, 0}, {"cores", 'd', &e.cores, -1},
     };
+    e.cores = 0.0;
     if (parse_fields(rest, fl, (int)(sizeof fl / sizeof fl[0]), why,
                      whylen) < 0)
         return -1;
@@ -214,8 +218,9 @@ static int load_comm(struct perf_calib *pc, char *rest, char *why,
         {"kind", 's', e.kind, 0}, {"level", 'i', &e.level, 0},
         {"p", 'i', &e.p, 0}, {"load", 'i', &e.load, 0},
         {"a", 'd', &e.a, 0}, {"b", 'd', &e.b, 0},
+        {"cores", 'd', &e.cores, -1},
     };
-    if (parse_fields(rest, fl, 6, why, whylen) < 0)
+    if (parse_fields(rest, fl, 7, why, whylen) < 0)
         return -1;
     if (e.p < 2 || e.load < 1 || e.level < 0 || e.level > 1 || e.a < 0 ||
         e.b < 0) {
@@ -238,12 +243,13 @@ static int load_line(struct perf_calib *pc, char *line, char *why,
         return load_comm(pc, rest, why, whylen);
     if (!strcmp(line, "optim")) {
         int load;
-        double pp;
+        double pp, cores = 0.0;
         struct field fl[] = {{"load", 'i', &load, 0},
-                             {"per_param", 'd', &pp, 0}};
-        if (parse_fields(rest, fl, 2, why, whylen) < 0)
+                             {"per_param", 'd', &pp, 0},
+                             {"cores", 'd', &cores, -1}};
+        if (parse_fields(rest, fl, 3, why, whylen) < 0)
             return -1;
-        return perf_calib_add_optim(pc, load, pp);
+        return perf_calib_add_optim(pc, load, pp, cores);
     }
     if (!strcmp(line, "net")) {
         struct field fl[] = {{"alpha", 'd', &pc->net.alpha, 0},

@@ -9,10 +9,11 @@
 
 /* One micro-batch's compute figures for gc at (tp, load, threads, mb): the
  * calibrated point, or the nearest of the same shape and tp scaled by the
- * cores' share min(threads, cores / load) and linearly in mb.  -1 with
- * err when the calibration has no figure of that shape and tp. */
+ * cores' share min(threads, cores / load) and linearly in mb.  load may
+ * be fractional: the ranks of the node computing at once on average.  -1
+ * with err when the calibration has no figure of that shape and tp. */
 int perf_compute_costs(const struct perf_calib *pc,
-                       const struct gpt_config *gc, int tp, int load,
+                       const struct gpt_config *gc, int tp, double load,
                        int threads, int mb, struct perf_compute *out,
                        char *err, size_t errlen);
 

@@ -126,10 +126,14 @@ int perf_layout_search(const struct perf_calib *pc, const struct config *c,
  * rhd all-reduces (and
  * c's algorithm and codec) in groups of every size. */
 static int quick_calibrate(struct perf_calib *pc, const struct config *c,
-                           MPI_Comm world, int rpn, int threads, char *err,
-                           size_t errlen)
+                           MPI_Comm world, int rpn, int threads, int cores,
+                           char *err, size_t errlen)
 {
     int size, tps[16], nt = 0;
+    /* compute is measured without oversubscribing (perf_calibrate) */
+    int cload = rpn * threads <= cores ? rpn
+                : cores / threads > 0 ? cores / threads : 1;
+    int loads[2] = {cload, rpn}, nload = cload == rpn ? 1 : 2;
     MPI_Comm_size(world, &size);
     for (int tp = 1; tp <= rpn && nt < 16; tp++)
         if (rpn % tp == 0 && c->n_head % tp == 0 && c->n_kv_head % tp == 0)
@@ -160,7 +164,7 @@ static int quick_calibrate(struct perf_calib *pc, const struct config *c,
     gpt_config_from(c, &gc);
     struct perf_calib_req rq = {
         .shapes = &gc, .nshapes = 1, .mbs = mbs, .nmb = nmb, .tps = tps,
-        .ntp = nt, .loads = &rpn, .nload = 1, .threads = &threads,
+        .ntp = nt, .loads = loads, .nload = nload, .threads = &threads,
         .nthreads = 1, .kinds = kinds, .nkinds = nk, .budget_s = 0.5,
         .ranks_per_node = c->ranks_per_node, .quick = 1};
     return perf_calibrate(pc, &rq, world, NULL, err, errlen);
@@ -220,7 +224,8 @@ int perf_layout_auto(struct config *c, MPI_Comm world, char *err,
     if (c->perf_calib[0])
         rc = perf_calib_load(&pc, c->perf_calib, err, errlen);
     else
-        rc = quick_calibrate(&pc, c, world, rpn, threads, err, errlen);
+        rc = quick_calibrate(&pc, c, world, rpn, threads, cores, err,
+                             errlen);
     struct perf_layout best, rk[5];
     double rs[5];
     int nfound = 0;

@@ -20,10 +20,31 @@
 
 /* A rank's compute rate is proportional to the cores it gets:
  * min(threads, cores / load). */
-static double rate(int load, int threads, int cores)
+static double rate(double load, int threads, double cores)
 {
-    double share = (double)cores / load;
+    double share = cores / load;
     return threads < share ? threads : share;
+}
+
+/* The cores free when a figure was measured, and for the prediction. */
+static double cores_then(const struct perf_calib *pc, double c)
+{
+    return c > 0.0 ? c : pc->cores;
+}
+
+static double cores_now(const struct perf_calib *pc)
+{
+    return pc->avail > 0.0 ? pc->avail : pc->cores;
+}
+
+/* How much longer communication inside a node takes now than when entry
+ * e was measured: the ratio of a single-threaded rank's share of the
+ * cores (shared-memory transfers are copies by the ranks' cores). */
+static double contention(const struct perf_calib *pc,
+                         const struct perf_comm *e, int load)
+{
+    return rate(e->load, 1, cores_then(pc, e->cores)) /
+           rate(load, 1, cores_now(pc));
 }
 
 static int same_shape(const struct perf_compute *e, const struct gpt_config *g)
@@ -37,7 +58,7 @@ static int same_shape(const struct perf_compute *e, const struct gpt_config *g)
  * calibrated point, else the nearest one of the same shape and tp scaled
  * by the cores' share and linearly in mb. */
 int perf_compute_costs(const struct perf_calib *pc,
-                       const struct gpt_config *gc, int tp, int load,
+                       const struct gpt_config *gc, int tp, double load,
                        int threads, int mb, struct perf_compute *out,
                        char *err, size_t errlen)
 {
@@ -48,7 +69,7 @@ int perf_compute_costs(const struct perf_calib *pc,
         if (!same_shape(e, gc) || e->tp != tp)
             continue;
         double d = 1000.0 * (e->threads != threads) +
-                   10.0 * abs(e->load - load) +
+                   10.0 * fabs(e->load - load) +
                    fabs(log2((double)e->mb / mb)); /* nearest mb */
         if (d < bd)
             bd = d, best = e;
@@ -62,13 +83,14 @@ int perf_compute_costs(const struct perf_calib *pc,
         return -1;
     }
     double s = (double)mb / best->mb *
-               rate(best->load, best->threads, pc->cores) /
-               rate(load, threads, pc->cores);
+               rate(best->load, best->threads,
+                    cores_then(pc, best->cores)) /
+               rate(load, threads, cores_now(pc));
     *out = *best;
     out->block *= s, out->block_fwd *= s;
     out->embed *= s, out->embed_fwd *= s;
     out->head *= s, out->head_fwd *= s;
-    out->load = load, out->threads = threads, out->mb = mb;
+    out->load = (int)ceil(load), out->threads = threads, out->mb = mb;
     return 0;
 }
 
@@ -81,8 +103,12 @@ double perf_optim_per_param(const struct perf_calib *pc, int load)
             best = i;
     if (best < 0)
         return 0.0;
-    /* memory-bound: the node's bandwidth is shared by the busy ranks */
-    return pc->op[best].per_param * load / pc->op[best].load;
+    /* measured with cores / load threads per rank; memory-bound, so the
+     * share of the node (its bandwidth) is what counts */
+    const struct perf_optim *o = &pc->op[best];
+    double then = cores_then(pc, o->cores), now = cores_now(pc);
+    return o->per_param * rate(o->load, pc->cores, then) /
+           rate(load, pc->cores, now);
 }
 
 /* ---- communication ------------------------------------------------------ */
@@ -129,7 +155,8 @@ static int links(const struct perf_calib *pc, int load, struct perf_link *in,
                  "least 2 ranks)");
         return -1;
     }
-    *in = perf_link_from_ring(r->p, r->a, r->b);
+    double f = contention(pc, r, load);
+    *in = perf_link_from_ring(r->p, r->a * f, r->b * f);
     const struct perf_comm *r1 = near_comm(pc, "ring", 1, 1);
     *out = pc->has_net ? pc->net
            : r1        ? perf_link_from_ring(r1->p, r1->a, r1->b)
@@ -196,6 +223,7 @@ static double codec_time(const struct perf_calib *pc, const char *spec,
     double gamma = (ce->a + ce->b * B - w0) / B;
     if (gamma < 0)
         gamma = 0;
+    gamma *= contention(pc, ce, load);
     if (gather)
         gamma *= (double)p / ce->p;
     return wire + gamma * bytes;
@@ -220,7 +248,8 @@ double perf_comm_time(const struct perf_calib *pc, const char *kind,
                    ? "hier" : "ring";
     const struct perf_comm *e = find_comm(pc, kind, level, p, load);
     if (e)
-        return e->a + e->b * bytes;
+        return (e->a + e->b * bytes) *
+               (level ? 1.0 : contention(pc, e, load));
     struct perf_link in, out;
     if (links(pc, load, &in, &out, err, errlen) < 0)
         return -1.0;
@@ -234,7 +263,8 @@ double perf_comm_time(const struct perf_calib *pc, const char *kind,
     if (!strcmp(kind, "p2p")) {
         const struct perf_comm *pe = level ? NULL : near_comm(pc, "p2p", 0,
                                                               load);
-        return pe ? pe->a + pe->b * bytes : perf_p2p(bytes, l);
+        return pe ? (pe->a + pe->b * bytes) * contention(pc, pe, load)
+                  : perf_p2p(bytes, l);
     }
     return codec_time(pc, kind, bytes, p, load, in, l, compressed);
 }

@@ -28,8 +28,14 @@
  * of a node computes, so a layout's compute figures are the ones
  * calibrated at load = ranks per node; when that load (or thread count or
  * micro-batch) was not calibrated, the nearest calibrated one is scaled by
- * the cores' share (max(1, load x threads / cores)) and linearly in the
- * micro-batch.  A communication of a calibrated (kind, level, p, load) is
+ * each rank's share of the cores, min(threads, cores / load), and
+ * linearly in the micro-batch.  Cores are the ones other processes leave
+ * free: a prediction may give fewer (avail), and compute, communication
+ * inside a node and the optimizer are scaled by the change of a rank's
+ * share.  Compute and optimizer figures are fastest repetitions (as if
+ * the node were free); communication figures are medians, so each
+ * records the cores others left while it was measured (the machine's
+ * busy time not spent by the ranks), and is scaled from those.  A communication of a calibrated (kind, level, p, load) is
  * its fitted line; any other is parallel/perf.c's formula over the links
  * behind the calibrated ring all-reduces (or the target network), codecs
  * by their bytes on the wire plus their calibrated per-value compute.
@@ -57,6 +63,8 @@ struct perf_compute {
     /* seconds per micro-batch of mb sequences, forward + backward, and
      * the forward part */
     double block, block_fwd, embed, embed_fwd, head, head_fwd;
+    double cores; /* the node's cores free of other processes meanwhile
+                     (0: all of them) */
 };
 
 struct perf_comm {
@@ -64,11 +72,13 @@ struct perf_comm {
     int level;      /* 0: inside a node; 1: between nodes */
     int p, load;    /* group size; ranks of the node busy meanwhile */
     double a, b;    /* t = a + b n: seconds, seconds per payload byte */
+    double cores;   /* as in perf_compute */
 };
 
 struct perf_optim {
     int load;
     double per_param; /* seconds per parameter: norm + AdamW */
+    double cores;     /* as in perf_compute */
 };
 
 #define PERF_MAX_OPTIM 32
@@ -84,6 +94,9 @@ struct perf_calib {
     int nop;
     int has_net;       /* a target network between nodes is given */
     struct perf_link net;
+    double avail;      /* predictions: cores per node left to the job by
+                          other processes (0: all); every figure is scaled
+                          from the cores free when it was measured */
 };
 
 void perf_calib_init(struct perf_calib *pc);
@@ -91,7 +104,8 @@ void perf_calib_free(struct perf_calib *pc);
 /* Append entries (copies); -1 when out of memory. */
 int perf_calib_add_compute(struct perf_calib *pc, const struct perf_compute *e);
 int perf_calib_add_comm(struct perf_calib *pc, const struct perf_comm *e);
-int perf_calib_add_optim(struct perf_calib *pc, int load, double per_param);
+int perf_calib_add_optim(struct perf_calib *pc, int load, double per_param,
+                         double cores);
 
 /* The text file: a "mpitron-perf-calib 1" line, then one entry per line
  * ("compute key=value ...", "comm ...", "optim ...", "net ...",

@@ -152,7 +152,7 @@ static int stage_fill(const struct plan *P, int s, int l0, int l1,
 
 static int plan_init(struct plan *P, const struct perf_calib *pc,
                      const struct config *c, const struct perf_layout *ly,
-                     char *err, size_t errlen)
+                     double cload, char *err, size_t errlen)
 {
     memset(P, 0, sizeof(*P));
     P->pc = pc, P->c = c, P->ly = ly;
@@ -167,7 +167,7 @@ static int plan_init(struct plan *P, const struct perf_calib *pc,
         return -1;
     }
     if (gpt_config_check(&P->gc, ly->tp, err, errlen) < 0 ||
-        perf_compute_costs(pc, &P->gc, ly->tp, ly->rpn, ly->threads, ly->mb,
+        perf_compute_costs(pc, &P->gc, ly->tp, cload, ly->threads, ly->mb,
                            &P->cc, err, errlen) < 0)
         return -1;
     P->m = c->batch_size / (ly->dp * ly->mb);
@@ -222,13 +222,15 @@ static int step_extras(const struct plan *P, struct perf_step_in *in,
     return 0;
 }
 
-int perf_predict(const struct perf_calib *pc, const struct config *c,
-                 const struct perf_layout *ly, struct perf_prediction *pr,
-                 char *err, size_t errlen)
+/* The prediction with compute figures at cload ranks computing at once
+ * per node. */
+static int predict_at(const struct perf_calib *pc, const struct config *c,
+                      const struct perf_layout *ly, double cload,
+                      struct perf_prediction *pr, char *err, size_t errlen)
 {
     memset(pr, 0, sizeof(*pr));
     struct plan P;
-    if (plan_init(&P, pc, c, ly, err, errlen) < 0)
+    if (plan_init(&P, pc, c, ly, cload, err, errlen) < 0)
         return -1;
     int p = ly->pp, rc = -1;
     struct perf_stage *st = calloc((size_t)p, sizeof(*st));
@@ -267,4 +269,22 @@ out:
     }
     free(st);
     return rc;
+}
+
+/* On an oversubscribed node a rank that waits yields its core (Open MPI
+ * yields when oversubscribed), so the cores serve the ranks that compute:
+ * with a pipeline's bubble b, load x (1 - b) ranks compute at once on
+ * average, and a rank's share of the cores is that much larger. */
+int perf_predict(const struct perf_calib *pc, const struct config *c,
+                 const struct perf_layout *ly, struct perf_prediction *pr,
+                 char *err, size_t errlen)
+{
+    if (predict_at(pc, c, ly, ly->rpn, pr, err, errlen) < 0)
+        return -1;
+    double cores = pc->avail > 0.0 ? pc->avail : pc->cores;
+    double busy = ly->rpn * (1.0 - pr->o.bubble) * ly->threads;
+    if ((double)ly->rpn * ly->threads <= cores || pr->o.bubble <= 0.0)
+        return 0;
+    double cload = (busy > cores ? busy : cores) / ly->threads;
+    return predict_at(pc, c, ly, cload, pr, err, errlen);
 }

@@ -21,12 +21,12 @@ static const char *const extra[] = {
     "threads_list", "kinds", "budget", "gpt2", "measured", "write",
     "extrapolate", "nets", "net_gbps", "latency_us", "max_nodes",
     "node_batch", "layouts", "json", "quick", "node_cores", "node_mem_gb",
-    NULL};
+    "cores", NULL};
 enum {
     X_CALIBRATE, X_CALIB, X_NODES, X_RANKS, X_TPS, X_LOADS, X_MBS,
     X_THREADS, X_KINDS, X_BUDGET, X_GPT2, X_MEASURED, X_WRITE, X_EXTRAP,
     X_NETS, X_NET_GBPS, X_LATENCY, X_MAX_NODES, X_NODE_BATCH, X_LAYOUTS,
-    X_JSON, X_QUICK, X_NODE_CORES, X_NODE_MEM, X_COUNT
+    X_JSON, X_QUICK, X_NODE_CORES, X_NODE_MEM, X_CORES, X_COUNT
 };
 
 static void help(void)
@@ -40,7 +40,8 @@ static void help(void)
         "[--quick]\n"
         "       mpitron predict --calib=FILE [CONFIG] [--key=value ...] "
         "[--nodes=N] [--ranks=R]\n"
-        "           [--net_gbps=G --latency_us=U] [--json] [--layouts]\n"
+        "           [--net_gbps=G --latency_us=U] [--cores=C] [--json] "
+        "[--layouts]\n"
         "       mpitron predict --calib=FILE [CONFIG] --measured=scaling.csv "
         "[--write]\n"
         "       mpitron predict --calib=FILE --extrapolate [--nets=100,400] "
@@ -78,7 +79,11 @@ static void help(void)
         "memory.\n"
         "    --net_gbps, --latency_us: a target network between nodes "
         "instead of the\n"
-        "    calibrated one.  --layouts: rank every layout that fits (what "
+        "    calibrated one.  --cores: the cores per node other processes "
+        "leave to the\n"
+        "    job (default all; figures measured with fewer free are scaled "
+        "up).\n"
+        "    --layouts: rank every layout that fits (what "
         "layout=auto\n"
         "    picks from).  --json: one JSON object.\n"
         "--measured=CSV  predicted next to measured for each point of a "
@@ -173,10 +178,18 @@ static int do_calibrate(const struct config *c, const char **xv, char *err,
     return rc;
 }
 
-/* --net_gbps / --latency_us into the calibration. */
+/* --net_gbps / --latency_us and --cores into the calibration. */
 static int apply_net(struct perf_calib *pc, const char **xv, char *err,
                      size_t errlen)
 {
+    if (xv[X_CORES]) {
+        pc->avail = atof(xv[X_CORES]);
+        if (!(pc->avail > 0) || pc->avail > pc->cores) {
+            snprintf(err, errlen, "--cores=%s: must be in (0, %d], the "
+                     "calibrated node's cores", xv[X_CORES], pc->cores);
+            return -1;
+        }
+    }
     if (!xv[X_NET_GBPS])
         return 0;
     double g = atof(xv[X_NET_GBPS]);

@@ -111,13 +111,14 @@ enum { C_RANKS, C_NODES, C_RPN, C_DP, C_TP, C_PP, C_MB, C_GB, C_COMP, C_AR,
 
 /* Row r's config and layout. */
 static int row_layout(const struct csv *t, const int *ci, int r,
-                      const struct perf_calib *pc, const struct config *c0,
+                      struct perf_calib *pc, const struct config *c0,
                       struct config *c, struct perf_layout *ly, char *err,
                       size_t errlen)
 {
     char *const *v = t->cell[r];
     *c = *c0;
     int th = col(t, "threads"), sch = col(t, "pp_schedule");
+    int fc = col(t, "foreign_cpu");
     const char *keys[] = {"batch_size", "compress", "allreduce"};
     const int cols[] = {ci[C_GB], ci[C_COMP], ci[C_AR]};
     for (int k = 0; k < 3; k++)
@@ -141,6 +142,11 @@ static int row_layout(const struct csv *t, const int *ci, int r,
     c->pp = ly->pp;
     c->dp = ly->dp;
     c->micro_batch = ly->mb;
+    /* the cores other processes left during the run */
+    double f = fc >= 0 ? atof(v[fc]) : 0.0;
+    pc->avail = f > 0.0 ? pc->cores - f : 0.0;
+    if (pc->avail != 0.0 && pc->avail < 0.1)
+        pc->avail = 0.1;
     return 0;
 }
 
@@ -189,15 +195,16 @@ int predict_measured(const struct perf_calib *pc, const struct config *c,
         printf("| ranks | nodes | dp | tp | pp | micro_batch | compress | "
                "allreduce | measured ms | predicted ms | error |\n"
                "|---|---|---|---|---|---|---|---|---|---|---|\n");
+    struct perf_calib rowpc = *pc; /* the figures shared; own cores */
     for (int r = 0; rc == 0 && r < t.nrow; r++) {
         struct config cr;
         struct perf_layout ly;
         struct perf_prediction pr;
         char *const *v = t.cell[r];
         pred[r] = pbuf[r], merr[r] = ebuf[r];
-        rc = row_layout(&t, ci, r, pc, c, &cr, &ly, err, errlen);
+        rc = row_layout(&t, ci, r, &rowpc, c, &cr, &ly, err, errlen);
         if (rc == 0)
-            rc = perf_predict(pc, &cr, &ly, &pr, err, errlen);
+            rc = perf_predict(&rowpc, &cr, &ly, &pr, err, errlen);
         if (rc < 0)
             break;
         double meas = atof(v[ci[C_MS]]), p = 1e3 * pr.o.step;

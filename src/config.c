@@ -249,6 +249,36 @@ static int check_slow_rank(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+static int check_zero(const struct config *c, const struct config_key *k,
+                      char *err, size_t errlen)
+{
+    int v = get_int(c, k);
+    if (v >= 0 && v <= 3)
+        return 0;
+    seterr(err, errlen, "must be 0, 1, 2 or 3");
+    return -1;
+}
+
+static int check_recompute(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "none") || !strcmp(v, "selective") || !strcmp(v, "full"))
+        return 0;
+    seterr(err, errlen, "must be none, selective or full");
+    return -1;
+}
+
+static int check_offload(const struct config *c, const struct config_key *k,
+                         char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "none") || !strcmp(v, "optimizer"))
+        return 0;
+    seterr(err, errlen, "must be none or optimizer");
+    return -1;
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
 #define KEY(sec, f, type, def, help, check)                                   \
@@ -342,6 +372,17 @@ const struct config_key config_keys[] = {
         "auto (a rank left unbound, or not bound to its share of the "
         "node's cores, binds itself to disjoint cores) | launcher (keep "
         "the launcher's binding) | none (touch nothing)", check_bind),
+    KEY("run", recompute, CONFIG_STR, "none",
+        "activation recomputation: none | selective (keep the matmul "
+        "outputs, recompute attention, GELU and LayerNorm outputs in "
+        "backward) | full (keep each block's input, recompute the block)",
+        check_recompute),
+    KEY("run", offload, CONFIG_STR, "none",
+        "none | optimizer: AdamW moments (with zero >= 1 this rank's shard) "
+        "in a file in offload_dir, streamed through the update", check_offload),
+    KEY("run", offload_dir, CONFIG_STR, "",
+        "directory for offload=optimizer, on node-local disk; \"\" = $TMPDIR "
+        "or /tmp", NULL),
     KEY("parallel", dp, CONFIG_INT, "0",
         "data-parallel ranks; 0 = world / (tp * pp)", check_nonneg),
     KEY("parallel", tp, CONFIG_INT, "1", "tensor-parallel ranks", check_pos),
@@ -391,6 +432,10 @@ const struct config_key config_keys[] = {
     KEY("parallel", perf_calib, CONFIG_STR, "",
         "calibration file of `mpitron predict --calibrate` for layout=auto; "
         "\"\" = a quick calibration at start-up", NULL),
+    KEY("parallel", zero, CONFIG_INT, "0",
+        "ZeRO over each stage's dp group: 0 off | 1 AdamW moments sharded | "
+        "2 also gradients | 3 also parameters (gathered per block)",
+        check_zero),
 };
 
 const int config_nkeys = (int)(sizeof config_keys / sizeof config_keys[0]);
@@ -964,6 +1009,16 @@ int config_finalize(struct config *c, char *err, size_t errlen)
     if (finalize_model(c, err, errlen) != 0 ||
         finalize_partition(c, err, errlen) != 0)
         return -1;
+    if (c->zero > 0 && strcmp(c->compress, "none") != 0) {
+        /* every codec keeps an error-feedback residual as large as the
+         * whole gradient and ends with the whole decoded sum on every
+         * rank: the memory and the reduce-scatter ZeRO is for */
+        seterr(err, errlen, "compress=%s with zero=%d: ZeRO reduce-scatters "
+               "the gradient, and every codec is an all-reduce with a "
+               "residual the size of the whole gradient; use compress=none "
+               "(or zero=0)", c->compress, c->zero);
+        return -1;
+    }
     int balanced = !strcmp(c->balance, "on") || c->rebalance_every > 0;
     if (!balanced && c->micro_batch > 0 &&
         c->batch_size % c->micro_batch != 0) {

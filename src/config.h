@@ -49,6 +49,9 @@ struct config {
     int threads; /* BLAS/OpenMP threads per rank; 0 = sized to the cores
                     held (or an exported OPENBLAS/OMP_NUM_THREADS) */
     char bind[16]; /* auto | launcher | none */
+    char recompute[16];   /* none | selective | full */
+    char offload[16];     /* none | optimizer */
+    char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;
@@ -66,6 +69,7 @@ struct config {
     char debug_slow_rank[32]; /* "R:F": rank R runs F times slower */
     char layout[8];           /* manual | auto (the performance model) */
     char perf_calib[CONFIG_STR_MAX]; /* predict --calibrate's file; "" */
+    int zero;            /* ZeRO stage 0..3 over the dp group */
 };
 
 enum config_type { CONFIG_INT, CONFIG_U64, CONFIG_FLOAT, CONFIG_STR };

@@ -44,16 +44,19 @@ int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
                                  i ? &pl->slot[0] : NULL) < 0)
             goto oom;
         pl->act_bytes += pl->slot[i].bytes;
+        pl->saved_bytes += pl->slot[i].saved_bytes;
     }
     if (!m->last) { /* d(output) arrives from the next stage */
         if (!(pl->gin = tensor_arena_alloc((size_t)ns * pl->n)))
             goto oom;
         pl->act_bytes += (size_t)ns * pl->n * sizeof(float);
+        pl->link_bytes += (size_t)ns * pl->n * sizeof(float);
     }
     if (!m->first) { /* d(input) leaves for the previous stage */
         if (!(pl->gout = tensor_arena_alloc((size_t)ns * pl->n)))
             goto oom;
         pl->act_bytes += (size_t)ns * pl->n * sizeof(float);
+        pl->link_bytes += (size_t)ns * pl->n * sizeof(float);
     }
     return 0;
 oom:

@@ -38,6 +38,8 @@ struct pipeline {
                                  times their time (1 = off) */
     struct gpt_acts pad;      /* scratch the padding forwards run on */
     int has_pad;
+    size_t saved_bytes;       /* of which saved activations (all slots) */
+    size_t link_bytes;        /* of which gin/gout (communication) */
     /* the last step, this rank, seconds */
     double t_busy;            /* forward + backward compute */
     double t_total;           /* the whole schedule, first action to the

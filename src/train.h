@@ -22,6 +22,7 @@
 #include "pipeline.h"
 #include "place.h"
 #include "tp.h"
+#include "zero_exec.h"
 
 struct step_times {      /* seconds, this rank, one step; total =
                             compute + comm + pp_wait (+ data outside) */
@@ -58,8 +59,8 @@ struct trainer {
     int64_t seqs_acc;    /* re-split, and the sequences they covered */
     double peak_gflops;  /* sgemm peak summed over all ranks */
     /* data parallelism: the dp group and its gradient buckets */
-    struct comm_group dpg;
-    struct bucketer bk;
+    struct comm_group dpg;   /* built when dp > 1 or zero >= 1 */
+    struct bucketer bk;      /* zero = 0, dp > 1 */
     int *ev_first, *ev_count; /* per backward event: production-order
                                  range of tensors made final */
     float **st_p;        /* per-rank compression state, by bucket */
@@ -71,7 +72,11 @@ struct trainer {
     MPI_Comm tie_comm;   /* MPI_COMM_NULL unless pp > 1 and first/last */
     int *bound;          /* pp + 1 stage boundaries (blocks) */
     double *stage_busy, *stage_idle; /* pp entries, seconds */
+    /* ZeRO (zero >= 1) and optimizer offload: shards, their reductions
+     * and the update */
+    struct zero_exec zx;
     int has_place, has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
+    int has_dpg, has_zx;
 };
 
 /* This rank's state that checkpoints save per rank (compression
@@ -137,6 +142,15 @@ int trainer_straggler(struct trainer *tr, double busy_s, double *ratio);
 void trainer_shares_string(const struct trainer *tr, char *buf, size_t len);
 /* Rank 0: every rank's calibration, the shares, the slow rank. */
 void trainer_print_balance(const struct trainer *tr, FILE *out);
+/* Parameters whole and no ZeRO operation in flight (the all-gathers
+ * after an update run behind the next forward): call before reading the
+ * parameters outside a step (checkpoint, validation, tie check).
+ * Collective over the dp group; a no-op without ZeRO. */
+void trainer_sync(struct trainer *tr);
+/* After a checkpoint was read into the model (and its shards) or written
+ * from it: ZeRO stage 3 forgets its gathered units, offloaded moments
+ * that the checkpoint I/O paged in leave this process's memory. */
+void trainer_after_ckpt(struct trainer *tr);
 
 /* `mpitron train`: the whole run.  Returns the process exit status. */
 int train_main(const struct config *c);

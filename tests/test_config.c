@@ -111,8 +111,13 @@ static void test_defaults(void **state)
     assert_string_equal(c.layout, "manual");
     assert_string_equal(c.perf_calib, "");
 
-    /* 8 model + 14 optim + 3 data + 11 run + 17 parallel keys */
-    assert_int_equal(config_nkeys, 53);
+    assert_int_equal(c.zero, 0);
+    assert_string_equal(c.recompute, "none");
+    assert_string_equal(c.offload, "none");
+    assert_string_equal(c.offload_dir, "");
+
+    /* 8 model + 14 optim + 3 data + 14 run + 18 parallel keys */
+    assert_int_equal(config_nkeys, 57);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -211,6 +216,10 @@ static void test_set_errors(void **state)
     expect_bad("tp", "0", "must be > 0");
     expect_bad("dp", "-2", "must be >= 0");
     expect_bad("data", "", "must not be empty");
+    expect_bad("zero", "4", "must be 0, 1, 2 or 3");
+    expect_bad("zero", "-1", "must be 0, 1, 2 or 3");
+    expect_bad("recompute", "some", "must be none, selective or full");
+    expect_bad("offload", "params", "must be none or optimizer");
     expect_bad("data", "a\nb", "control character");
 
     char longs[CONFIG_STR_MAX + 8];
@@ -268,6 +277,11 @@ static void test_finalize(void **state)
     expect_finalize((const char *[]){"lr", "1e-5", NULL},
                     "min_lr=9.99999975e-05 exceeds lr=9.99999975e-06 "
                     "(lr_schedule=cosine)");
+    expect_finalize((const char *[]){"zero", "2", "compress", "fp16", NULL},
+                    "compress=fp16 with zero=2: ZeRO reduce-scatters the "
+                    "gradient, and every codec is an all-reduce with a "
+                    "residual the size of the whole gradient; use "
+                    "compress=none (or zero=0)");
 
     struct config c;
     char err[ERRLEN] = "";

@@ -15,7 +15,7 @@
 # The spec (default jobs/scaling.spec): one point per line, key=value:
 #   mode=strong|weak ranks=N [nodes=N] [dp=N] [tp=N] [pp=N]
 #   [micro_batch=N] [compress=SPEC] [allreduce=ALGO] [pp_schedule=S]
-#   [threads=N]
+#   [threads=N] [zero=0|1|2|3]
 # strong keeps CONFIG's batch_size; weak multiplies it by ranks / the
 # ranks of the mode's first point.  speedup is tokens/s over the mode's
 # first point; efficiency is speedup x (its ranks / ranks).
@@ -135,7 +135,7 @@ fi
 echo "ranks,nodes,ranks_per_node,dp,tp,pp,micro_batch,global_batch,compress,\
 allreduce,tokens_per_s,mfu,ms_step,ms_compute,ms_comm_exposed,bubble,\
 speedup,efficiency,predicted_ms_step,model_error,mode,threads,pp_schedule,\
-predicted_speedup,predicted_efficiency,foreign_cpu" > "$CSV"
+predicted_speedup,predicted_efficiency,foreign_cpu,zero" > "$CSV"
 base_batch=$(printf '%s\n' "${cfg[@]}" | sed -n 's/^--batch_size=//p' |
              tail -n 1)
 if [ -z "$base_batch" ]; then
@@ -161,6 +161,7 @@ for p in "${points[@]}"; do
     ar=$(get "$p" allreduce auto)
     sch=$(get "$p" pp_schedule 1f1b)
     th=$(get "$p" threads 1)
+    z=$(get "$p" zero 0)
     if [ -z "${SLURM_JOB_ID:-}" ] && [ "$nd" -gt 1 ]; then
         echo "[$i/$n] $p: nodes=$nd needs a SLURM allocation; skipped"
         status=1
@@ -171,7 +172,7 @@ for p in "${points[@]}"; do
     [ "$mode" = weak ] && gb=$((base_batch * r / b_ranks[$mode]))
     keys=(--dp="$dp" --tp="$tp" --pp="$pp" --micro_batch="$mb"
           --compress="$comp" --allreduce="$ar" --pp_schedule="$sch"
-          --threads="$th" --batch_size="$gb")
+          --threads="$th" --batch_size="$gb" --zero="$z")
     if [ -n "${SLURM_JOB_ID:-}" ]; then
         launch=(mpirun -np "$r" --map-by "ppr:$rpn:node" --bind-to none)
     else
@@ -225,7 +226,7 @@ for p in "${points[@]}"; do
     echo "$r,$nd,$rpn,$dp,$tp,$pp,$mb,$gb,$comp,$ar,$tps_m,\
 $mfu,$ms,$(jnum "$out" ms_compute),\
 $(jnum "$out" ms_comm_exposed),$(jnum "$out" bubble),$speedup,$eff,$pred,\
-$err,$mode,$(jnum "$out" threads),$sch,$psp,$peff,$least" >> "$CSV"
+$err,$mode,$(jnum "$out" threads),$sch,$psp,$peff,$least,$z" >> "$CSV"
     awk -v i="$i" -v n="$n" -v m="$mode" -v r="$r" -v nd="$nd" -v dp="$dp" \
         -v tp="$tp" -v pp="$pp" -v mb="$mb" -v c="$comp" -v a="$ar" \
         -v ms="$ms" -v t="$tps_m" -v pr="$pred" -v e="$err" -v s="$speedup" \
@@ -248,14 +249,14 @@ mae=$(sed -n 's/^mean absolute error: //p' "$OUT/model.md")
          "model: ${cfg[*]:-defaults}; calibration: $CALIB."
     echo
     echo "| mode | ranks | nodes | dp | tp | pp | micro_batch | global_batch" \
-         "| compress | allreduce | tokens/s | MFU | ms/step | compute" \
+         "| compress | allreduce | zero | tokens/s | MFU | ms/step | compute" \
          "| comm exposed | bubble | speedup | efficiency | predicted ms" \
          "| error |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
     tail -n +2 "$CSV" | awk -F, '{ printf "| %s | %s | %s | %s | %s | %s | " \
-        "%s | %s | %s | %s | %.0f | %.3f | %.1f | %.1f | %.1f | %.3f | " \
+        "%s | %s | %s | %s | %s | %.0f | %.3f | %.1f | %.1f | %.1f | %.3f | " \
         "%.2f | %.2f | %.1f | %+.1f%% |\n", $21, $1, $2, $4, $5, $6, $7, \
-        $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, 100 * $20 }'
+        $8, $9, $10, $27, $11, $12, $13, $14, $15, $16, $17, $18, $19, 100 * $20 }'
     echo
     echo "Mean absolute error of the model: ${mae:-n/a}."
 } > "$OUT/scaling.md"

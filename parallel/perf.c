@@ -223,7 +223,7 @@ out:
 double perf_buckets_exposed(int nb, const double *ready, const double *cost,
                             double bwd_end, double *busy)
 {
-    double t = 0.0, sum = 0.0;
+    double t = -HUGE_VAL, sum = 0.0;
     for (int i = 0; i < nb; i++) {
         double start = ready[i] > t ? ready[i] : t;
         t = start + cost[i];
@@ -234,9 +234,23 @@ double perf_buckets_exposed(int nb, const double *ready, const double *cost,
     return nb > 0 && t > bwd_end ? t - bwd_end : 0.0;
 }
 
-double perf_zero(int stage)
+double perf_ring_half(int p, double bytes, struct perf_link l)
 {
-    return stage == 0 ? 0.0 : -1.0;
+    return 0.5 * perf_ring_allreduce(p, bytes, l);
+}
+
+double perf_gather_exposed(int n, const double *ag, const double *use,
+                           int ahead)
+{
+    double g_end = 0.0, u_end = 0.0, u_start = 0.0, sum = 0.0;
+    for (int k = 0; k < n; k++) {
+        double g0 = ahead && k > 0 && u_start > g_end ? u_start : g_end;
+        g_end = g0 + ag[k];
+        u_start = u_end > g_end ? u_end : g_end;
+        u_end = u_start + use[k];
+        sum += use[k];
+    }
+    return u_end - sum;
 }
 
 int perf_step(const struct perf_step_in *in, struct perf_step_out *out,
@@ -244,7 +258,7 @@ int perf_step(const struct perf_step_in *in, struct perf_step_out *out,
 {
     memset(out, 0, sizeof(*out));
     int p = in->p;
-    double *f = malloc((size_t)p * 3 * sizeof(double));
+    double *f = calloc((size_t)(p > 0 ? p : 1) * 3, sizeof(double));
     if (!f) {
         snprintf(err, errlen, "step model: out of memory");
         return -1;
@@ -256,12 +270,7 @@ int perf_step(const struct perf_step_in *in, struct perf_step_out *out,
     }
     int rc = perf_pipeline(in->kind, p, in->m, f, b, in->xfer, end,
                            &out->pipeline, &out->bubble, err, errlen);
-    out->zero = perf_zero(in->zero_stage);
-    if (rc == 0 && out->zero < 0.0) {
-        snprintf(err, errlen, "step model: ZeRO stage %d is not modelled",
-                 in->zero_stage);
-        rc = -1;
-    }
+    out->zero = in->zero;
     if (rc < 0) {
         free(f);
         return -1;

@@ -34,7 +34,22 @@
  * Overlap.  Gradient buckets are reduced one after the other, each
  * starting when its last gradient is final (during the last micro-batch's
  * backward) and the previous reduction has finished; what runs past the
- * end of backward is exposed.
+ * end of backward is exposed.  The reductions of earlier micro-batches
+ * (ZeRO stages 2 and 3 reduce-scatter a unit after each micro-batch's
+ * use) enter the same queue with ready times before the last backward.
+ *
+ * ZeRO (parallel/zero.c's units, src/zero_exec.c's schedule).  A unit's
+ * reduce-scatter and all-gather each cost one half of the ring all-reduce
+ * of its bytes: (p-1) alpha + (p-1)/p n beta.  Stage 1 reduce-scatters
+ * each unit once, after its last backward of the step (the buckets'
+ * queue, with units for buckets), updates 1/p of the parameters, and
+ * all-gathers every unit after the update, all queued at once and
+ * overtaken by the next forward, which waits for a unit's gather only
+ * when it reaches the unit (perf_gather_exposed, ahead = 0).  Stage 2
+ * reduce-scatters after every micro-batch's last use of a unit.  Stage 3
+ * also gathers each unit before each use, the next one prefetched during
+ * the current use (ahead = 1): what a micro-batch's forward and backward
+ * wait for is added to them.
  *
  * parallel/ depends on comm/, MPI and hwloc only (never on src/).
  */
@@ -79,8 +94,9 @@ int perf_pipeline(enum pp_kind kind, int p, int m, const double *f,
                   size_t errlen);
 
 /*
- * Buckets reduced in order: bucket i becomes ready at ready[i] and takes
- * cost[i]; it starts at max(ready[i], end of bucket i-1).  Returns the
+ * Buckets reduced in order: bucket i becomes ready at ready[i] (may be
+ * negative: before the last backward) and takes cost[i]; it starts at
+ * max(ready[i], end of bucket i-1).  Returns the
  * time past bwd_end at which the last one ends (0 when all end before);
  * *busy (may be NULL) receives the total reduction time.
  */
@@ -105,7 +121,8 @@ struct perf_step_in {
     double xfer;   /* one activation (or its gradient) to the next stage */
     double tie;    /* the tied embedding's sum (pp > 1) */
     double small;  /* the step's scalar collectives (loss, norm, bubble) */
-    int zero_stage; /* ZeRO stage; only 0 is modelled (see perf_zero) */
+    double zero;   /* ZeRO's gathers that the first forward waits for
+                      (stage 1; perf_gather_exposed) */
 };
 
 struct perf_step_out {
@@ -119,14 +136,21 @@ struct perf_step_out {
     double zero;        /* ZeRO's collectives */
 };
 
+/* One half of a ring all-reduce of `bytes` over p ranks: ZeRO's
+ * reduce-scatter, and its all-gather. */
+double perf_ring_half(int p, double bytes, struct perf_link l);
+
 /*
- * ZeRO's collectives (the hook for parallel/zero.c): 0 for stage 0 (plain
- * data parallelism: the buckets carry it).  Stages 1-3 replace the bucket
- * all-reduce by a reduce-scatter and add the parameter all-gather (stage
- * 3: per layer in forward and backward); they are not modelled until they
- * exist, and return -1.
+ * n units used one after another, unit k's use taking use[k] seconds and
+ * waiting for its all-gather (ag[k] seconds; 0: already there).  The
+ * gathers run one at a time in order: ahead = 0, each right after the
+ * previous one (ZeRO-1's gathers queued after the update); ahead = 1, no
+ * earlier than the start of the use before (ZeRO-3's prefetch into the
+ * other slot).  The first gather starts at 0.  Returns how much longer
+ * than sum(use) the uses take.
  */
-double perf_zero(int stage);
+double perf_gather_exposed(int n, const double *ag, const double *use,
+                           int ahead);
 
 /* The step: the schedule, then each stage's exposed reductions, the tied
  * embedding's sum, the scalar collectives and the optimizer.  Returns 0,

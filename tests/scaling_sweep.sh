@@ -1,8 +1,8 @@
 #!/bin/sh
 # scaling_sweep.sh - jobs/scaling.sh end to end on a tiny model (no timing
 # asserts), and layout=auto:
-#  - five points (1 rank; 2 ranks dp, tp; weak 1 and 2 ranks) with a quick
-#    calibration: scaling.csv has the issue's columns in order, one row
+#  - five points (1 rank; 2 ranks dp with ZeRO-1, tp; weak 1 and 2 ranks)
+#    with a quick calibration: scaling.csv has the issue's columns in order, one row
 #    per point; speedup, efficiency and model_error are what their
 #    definitions give from the row's own numbers; the weak point's batch
 #    doubled; a PNG (by its signature), the markdown table, a progress
@@ -25,7 +25,7 @@ bad() { echo "FAIL: $*"; failed=$((failed + 1)); }
 
 cat > "$W/spec" << 'SPEC'
 mode=strong ranks=1 micro_batch=2
-mode=strong ranks=2 dp=2 micro_batch=2
+mode=strong ranks=2 dp=2 micro_batch=2 zero=1
 mode=strong ranks=2 tp=2 micro_batch=2
 mode=weak ranks=1 micro_batch=2
 mode=weak ranks=2 dp=2 micro_batch=2
@@ -66,6 +66,10 @@ fi
     [ "$(sed -n 6p "$CSV" | cut -d, -f8,21)" = 8,weak ] &&
     ok "global batch: 4 for strong points, doubled by the weak 2 ranks" ||
     bad "global batch column"
+[ "$(sed -n 3p "$CSV" | cut -d, -f27)" = 1 ] &&
+    grep -q '^| 2 | 1 | 2 | 1 | 1 | 2 | none | auto | 1 |' "$W/out/model.md" &&
+    ok "the ZeRO-1 point: zero=1 in the CSV, predicted as such" ||
+    { bad "zero column"; sed -n 3p "$CSV"; cat "$W/out/model.md"; }
 sig=$(od -An -tx1 -N8 "$W/out/scaling.png" 2> /dev/null | tr -d ' \n')
 [ "$sig" = 89504e470d0a1a0a ] && ok "scaling.png is a PNG" ||
     bad "scaling.png ($sig)"

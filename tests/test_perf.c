@@ -163,11 +163,45 @@ static void test_step(void **state)
     NEAR(out.pipeline, 15.0);
     NEAR(out.step, 15.0 + 0.05 + 0.3);
     NEAR(out.bubble, 1.0 / 5.0);
-    /* ZeRO: stage 0 costs nothing extra; others are not modelled yet */
-    NEAR(perf_zero(0), 0.0);
-    assert_true(perf_zero(2) < 0.0);
-    in.zero_stage = 1;
-    assert_int_equal(perf_step(&in, &out, err, sizeof(err)), -1);
+    /* ZeRO-1's gathers that the first forward waits for add to the step
+     * and to the exposed communication */
+    in.zero = 0.25;
+    assert_int_equal(perf_step(&in, &out, err, sizeof(err)), 0);
+    NEAR(out.step, 7.6 + 0.25);
+    NEAR(out.comm_exposed, 1.1 + 0.25);
+    NEAR(out.zero, 0.25);
+}
+
+/* ZeRO's formulas by hand: the ring's half, gathers queued (ZeRO-1) and
+ * prefetched one ahead (ZeRO-3), and reductions of earlier micro-batches
+ * in the buckets' queue. */
+static void test_zero(void **state)
+{
+    (void)state;
+    struct perf_link l = {1e-5, 1e-9};
+    /* p = 4: 3 alpha + 3/4 n beta */
+    NEAR(perf_ring_half(4, 4e6, l), 3e-5 + 0.75 * 4e6 * 1e-9);
+    NEAR(perf_ring_half(1, 4e6, l), 0.0);
+    /* gathers 1, 1, 1 s before uses 3, 0, 0 s.  Queued: gathers end at
+     * 1, 2, 3; uses run [1, 4], [4, 4], [4, 4]: 1 s past the 3 s of
+     * compute.  One ahead: the third gather starts with the second use
+     * at 4 and ends at 5: 2 s */
+    double ag[3] = {1, 1, 1}, use[3] = {3, 0, 0};
+    NEAR(perf_gather_exposed(3, ag, use, 0), 1.0);
+    NEAR(perf_gather_exposed(3, ag, use, 1), 2.0);
+    /* gathers 3 s before uses 2 s: [0,3] use [3,5]; [3,6] use [6,8];
+     * [6,9] use [9,11]: 11 - 6 = 5 s either way */
+    double slow[3] = {3, 3, 3}, two[3] = {2, 2, 2};
+    NEAR(perf_gather_exposed(3, slow, two, 0), 5.0);
+    NEAR(perf_gather_exposed(3, slow, two, 1), 5.0);
+    /* gathers already there cost nothing */
+    double none[3] = {0, 0, 0};
+    NEAR(perf_gather_exposed(3, none, two, 1), 0.0);
+    /* a reduction ready 2 s before the last backward (an earlier
+     * micro-batch) taking 3 s delays one ready at 0.5 to 1; 1 s more
+     * runs to 2, past a 1.5 s backward by 0.5 */
+    double ready[2] = {-2.0, 0.5}, cost[2] = {3.0, 1.0};
+    NEAR(perf_buckets_exposed(2, ready, cost, 1.5, NULL), 0.5);
 }
 
 int main(void)
@@ -178,6 +212,7 @@ int main(void)
         cmocka_unit_test(test_pipeline_uniform),
         cmocka_unit_test(test_pipeline_by_hand),
         cmocka_unit_test(test_buckets),
+        cmocka_unit_test(test_zero),
         cmocka_unit_test(test_step),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -91,7 +91,7 @@ static void test_one_rank(void **state)
     char err[512];
     synthetic(&pc);
     base_config(&c);
-    struct perf_layout ly = {1, 1, 1, 1, 1, 2, 1, 0};
+    struct perf_layout ly = {1, 1, 1, 1, 1, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
     /* m = 8 / 2 = 4 micro-batches of f = 2 x 4 ms + 0.4 + 1 and
      * b = 2 x 6 ms + 0.6 + 1; the optimizer at 1 ns per parameter */
@@ -115,7 +115,7 @@ static void test_two_dp_ranks(void **state)
     base_config(&c);
     /* dp = 2: 4 sequences per rank, m = 2; the load-2 figure is the
      * load-1 one at the same share of a core (2 ranks on 2 cores) */
-    struct perf_layout ly = {1, 2, 2, 1, 1, 2, 1, 0};
+    struct perf_layout ly = {1, 2, 2, 1, 1, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
     double f = 2 * 0.004 + 0.0004 + 0.001, b = 2 * 0.006 + 0.0006 + 0.001;
     double n = params_of(&c);
@@ -129,11 +129,11 @@ static void test_two_dp_ranks(void **state)
     NEAR(pr.o.step, 2 * (f + b) + ring + loss + n * 2e-9);
     /* 4 ranks on 2 cores: each has half a core, compute takes twice as
      * long as calibrated at one rank per core */
-    struct perf_layout l4 = {1, 4, 4, 1, 1, 2, 1, 0};
+    struct perf_layout l4 = {1, 4, 4, 1, 1, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &l4, &pr, err, sizeof(err)), 0);
     NEAR(pr.o.pipeline, 2 * (f + b));
     /* 2 threads alone: twice as fast; micro-batch 1: half as long */
-    struct perf_layout l1 = {1, 1, 1, 1, 1, 1, 2, 0};
+    struct perf_layout l1 = {1, 1, 1, 1, 1, 1, 2};
     assert_int_equal(perf_predict(&pc, &c, &l1, &pr, err, sizeof(err)), 0);
     NEAR(pr.o.pipeline, 8 * (f + b) / 2 / 2);
     /* other processes take one of the two cores: the two ranks share the
@@ -153,6 +153,55 @@ static void test_two_dp_ranks(void **state)
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
     NEAR(pr.o.pipeline, (f + b));
     NEAR(pr.dp_busy, ring / 2);
+    perf_calib_free(&pc);
+}
+
+/* ZeRO at dp = 2 against hand computations: units are reduce-scattered
+ * and gathered at half the calibrated ring's time of their bytes. */
+static void test_zero(void **state)
+{
+    (void)state;
+    struct perf_calib pc;
+    struct config c;
+    struct perf_prediction pr, p0;
+    char err[512];
+    synthetic(&pc);
+    base_config(&c);
+    struct perf_layout ly = {1, 2, 2, 1, 1, 2, 1};
+    assert_int_equal(perf_predict(&pc, &c, &ly, &p0, err, sizeof(err)), 0);
+    double f = 2 * 0.004 + 0.0004 + 0.001, b = 2 * 0.006 + 0.0006 + 0.001;
+    double n = params_of(&c), loss = 1e-5 + 8e-9;
+    /* a block: 12 C^2 + 13 C; the embedding unit: wte, wpe, lnf */
+    double blk = 12.0 * 64 * 64 + 13 * 64, emb = 256 * 64 + 32 * 64 + 128;
+    NEAR(2 * blk + emb, n);
+    double rb = 0.5 * (1e-5 + 1e-9 * 4 * blk);
+    double re = 0.5 * (1e-5 + 1e-9 * 4 * emb);
+    /* zero = 1: the blocks' reduce-scatters end long before backward
+     * (ready at 7 and 13 ms, 0.1 ms each); the embedding unit's is ready
+     * at the end: re exposed.  The update covers half the parameters.
+     * The gathers after it: the embedding unit's (re) delays the first
+     * forward, the blocks' (0.1 ms) hide behind the 0.4 ms embedding */
+    c.zero = 1;
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.o.pipeline, 2 * (f + b));
+    NEAR(pr.o.zero, re);
+    NEAR(pr.o.step, 2 * (f + b) + re + loss + re + n / 2 * 2e-9);
+    NEAR(pr.dp_busy, 2 * rb + re);
+    /* moments 8 bytes a parameter, halved */
+    NEAR(p0.mem_bytes - pr.mem_bytes, 4.0 * n);
+    /* zero = 2: a reduce-scatter per micro-batch, the first one's hidden
+     * behind the second's compute; no gathers */
+    c.zero = 2;
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.o.step, 2 * (f + b) + re + loss + n / 2 * 2e-9);
+    NEAR(pr.dp_busy, 2 * (2 * rb + re));
+    /* zero = 3: each forward waits for the embedding unit's gather (the
+     * next unit's is prefetched during the current use); backward finds
+     * the two blocks still in their slots */
+    c.zero = 3;
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.o.pipeline, 2 * (f + re + b));
+    NEAR(pr.o.step, 2 * (f + re + b) + re + loss + n / 2 * 2e-9);
     perf_calib_free(&pc);
 }
 
@@ -179,12 +228,12 @@ static void test_oversubscribed_pipeline(void **state)
     base_config(&c);
     /* pp = 2 of one block each, m = 4: bubble 1/5; 2 x 4/5 = 1.6 ranks
      * compute at once, each at 1 / 1.6 of the core */
-    struct perf_layout ly = {1, 2, 1, 1, 2, 2, 1, 0};
+    struct perf_layout ly = {1, 2, 1, 1, 2, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
     NEAR(pr.o.bubble, 0.2);
     NEAR(pr.o.pipeline, (4 + 2 - 1) * 0.010 * 1.6);
     /* data parallelism has no bubble: both ranks compute all the time */
-    struct perf_layout dp = {1, 2, 2, 1, 1, 2, 1, 0};
+    struct perf_layout dp = {1, 2, 2, 1, 1, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &dp, &pr, err, sizeof(err)), 0);
     NEAR(pr.o.pipeline, 2 * 2 * 0.010 * 2);
     perf_calib_free(&pc);
@@ -200,14 +249,14 @@ static void test_missing(void **state)
     synthetic(&pc);
     base_config(&c);
     c.n_embd = 128;
-    struct perf_layout ly = {1, 1, 1, 1, 1, 2, 1, 0};
+    struct perf_layout ly = {1, 1, 1, 1, 1, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "n_embd=128"));
     base_config(&c);
-    struct perf_layout l2 = {1, 2, 1, 2, 1, 2, 1, 0}; /* no tp=2 figure */
+    struct perf_layout l2 = {1, 2, 1, 2, 1, 2, 1}; /* no tp=2 figure */
     assert_int_equal(perf_predict(&pc, &c, &l2, &pr, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "tp=2"));
-    struct perf_layout bad = {1, 2, 2, 1, 1, 3, 1, 0}; /* 3 does not */
+    struct perf_layout bad = {1, 2, 2, 1, 1, 3, 1}; /* 3 does not */
     assert_int_equal(perf_predict(&pc, &c, &bad, &pr, err, sizeof(err)), -1);
     perf_calib_free(&pc);
 }
@@ -221,7 +270,7 @@ static void test_memory(void **state)
     char err[512];
     synthetic(&pc);
     base_config(&c);
-    struct perf_layout ly = {1, 1, 1, 1, 1, 2, 1, 0};
+    struct perf_layout ly = {1, 1, 1, 1, 1, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
     struct gpt_config gc = {2, 64, 4, 4, 32, 256, 0, 0, GPT_RECOMPUTE_NONE};
     struct gpt m;
@@ -262,7 +311,7 @@ static void test_search(void **state)
     perf_calib_free(&pc);
     synthetic(&pc);
     c.micro_batch = 0;
-    struct perf_layout pl = {1, 2, 1, 1, 2, 1, 1, 0};
+    struct perf_layout pl = {1, 2, 1, 1, 2, 1, 1};
     struct perf_prediction pr;
     assert_int_equal(perf_predict(&pc, &c, &pl, &pr, err, sizeof(err)), 0);
     pc.mem_bytes = 2 * pr.mem_bytes / 0.9 * 1.0000001;
@@ -313,6 +362,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_one_rank), cmocka_unit_test(test_two_dp_ranks),
         cmocka_unit_test(test_oversubscribed_pipeline),
+        cmocka_unit_test(test_zero),
         cmocka_unit_test(test_missing),  cmocka_unit_test(test_memory),
         cmocka_unit_test(test_search),   cmocka_unit_test(test_file),
     };

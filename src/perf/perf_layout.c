@@ -77,7 +77,7 @@ int perf_layout_search(const struct perf_calib *pc, const struct config *c,
             int mbs[32], nm = mb_candidates(c, c->batch_size / dp, mbs);
             for (int k = 0; k < nm; k++) {
                 struct perf_layout ly = {nodes, rpn, dp, tp, pp, mbs[k],
-                                         threads, 0};
+                                         threads};
                 struct perf_prediction pr;
                 char e[512];
                 if (perf_predict(pc, c, &ly, &pr, e, sizeof(e)) < 0) {

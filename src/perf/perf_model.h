@@ -147,8 +147,7 @@ int perf_calibrate(struct perf_calib *pc, const struct perf_calib_req *rq,
 struct perf_layout {
     int nodes, rpn;     /* nodes, ranks per node (world = nodes x rpn) */
     int dp, tp, pp, mb; /* mb: sequences per micro-batch */
-    int threads;        /* per rank */
-    int zero_stage;     /* 0 (the ZeRO hook: perf_zero) */
+    int threads;        /* per rank (the ZeRO stage is the config's) */
 };
 
 struct perf_prediction {
@@ -164,7 +163,7 @@ struct perf_prediction {
 
 /* Predict c's model and training keys (batch_size, pp_schedule,
  * pp_partition, allreduce, allreduce_tune, compress, compress_warmup,
- * bucket_mb) on layout ly.  Returns 0, or -1 with err naming what the
+ * bucket_mb, zero) on layout ly.  Returns 0, or -1 with err naming what the
  * calibration lacks or why the layout is impossible. */
 int perf_predict(const struct perf_calib *pc, const struct config *c,
                  const struct perf_layout *ly, struct perf_prediction *pr,

@@ -106,10 +106,183 @@ out:
     return nb;
 }
 
+/* ---- ZeRO (parallel/perf.h: the formulas) ---------------------------- */
+
+/* A stage's units in forward order as parallel/zero.c cuts them: the
+ * embedding unit (every tensor outside a block: wte, wpe, lnf) and each
+ * block, with one micro-batch's compute of each use. */
+struct zunits {
+    int nblk, has_e;
+    double e_bytes, *b_bytes; /* nblk entries, block l0 + i */
+    double e_rs, *b_rs;       /* a reduce-scatter (= an all-gather) */
+};
+
+static int zunits_init(const struct plan *P, const struct tensor_table *tt,
+                       int l0, int l1, struct zunits *u, char *err,
+                       size_t errlen)
+{
+    memset(u, 0, sizeof(*u));
+    u->nblk = l1 - l0;
+    u->b_bytes = calloc((size_t)u->nblk + 1, sizeof(double));
+    u->b_rs = calloc((size_t)u->nblk + 1, sizeof(double));
+    if (!u->b_bytes || !u->b_rs) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < tt->n; i++) {
+        const struct tensor_desc *d = &tt->t[i];
+        double *to = d->layer >= 0 ? &u->b_bytes[d->layer - l0]
+                                   : &u->e_bytes;
+        *to += 4.0 * (double)d->numel;
+    }
+    u->has_e = u->e_bytes > 0;
+    for (int i = 0; i <= u->nblk; i++) {
+        double bytes = i < u->nblk ? u->b_bytes[i] : u->e_bytes;
+        double t = bytes > 0 ? perf_comm_time(P->pc, "ring", bytes, P->ly->dp,
+                                              P->dp_nodes, P->ly->rpn, NULL,
+                                              0, err, errlen)
+                             : 0.0;
+        if (t < 0)
+            return -1;
+        *(i < u->nblk ? &u->b_rs[i] : &u->e_rs) = 0.5 * t; /* one half */
+    }
+    return 0;
+}
+
+static void zunits_free(struct zunits *u)
+{
+    free(u->b_bytes);
+    free(u->b_rs);
+}
+
+/* ZeRO-3: what a micro-batch's forward and backward wait for their
+ * units' gathers (the next prefetched during each use; the embedding
+ * unit keeps its own slot; the last two blocks of the forward are still
+ * in the two block slots when backward starts). */
+static int zero3_waits(const struct zunits *u, int first, int last,
+                       const double *use_f, const double *use_b,
+                       double *wf, double *wb)
+{
+    int n = u->nblk + 2, k = 0;
+    double *ag = calloc((size_t)n, sizeof(double));
+    double *use = calloc((size_t)n, sizeof(double));
+    if (!ag || !use) {
+        free(ag);
+        free(use);
+        return -1;
+    }
+    if (first)
+        ag[k] = u->e_rs, use[k++] = use_f[0];
+    for (int i = 0; i < u->nblk; i++)
+        ag[k] = u->b_rs[i], use[k++] = use_f[1];
+    if (last)
+        ag[k] = first ? 0.0 : u->e_rs, use[k++] = use_f[2];
+    *wf = perf_gather_exposed(k, ag, use, 1);
+    k = 0;
+    if (last)
+        ag[k] = 0.0, use[k++] = use_b[2];
+    for (int i = u->nblk - 1; i >= 0; i--)
+        ag[k] = u->nblk - i <= 2 ? 0.0 : u->b_rs[i], use[k++] = use_b[1];
+    if (first)
+        ag[k] = 0.0, use[k++] = use_b[0];
+    *wb = perf_gather_exposed(k, ag, use, 1);
+    free(ag);
+    free(use);
+    return 0;
+}
+
+/* ZeRO-1: what the first forward waits for the gathers after the
+ * update (all queued at once; stage 0's, the others start later). */
+static double zero1_wait(const struct zunits *u, int first, int last,
+                         const double *use_f)
+{
+    int n = u->nblk + 2, k = 0;
+    double ag[n], use[n];
+    if (first || last)
+        ag[k] = u->e_rs, use[k++] = first ? use_f[0] : 0.0;
+    for (int i = 0; i < u->nblk; i++)
+        ag[k] = u->b_rs[i], use[k++] = use_f[1];
+    return perf_gather_exposed(k, ag, use, 0);
+}
+
+/* The reduce-scatters as the step's queue: units in the order of their
+ * last backward use (blocks from the last, the embedding unit at the
+ * end), once (stage 1) or after every micro-batch (stages 2, 3: micro-
+ * batch i's backward `period` x (m - 1 - i) before the last one). */
+static int zero_queue(const struct plan *P, const struct zunits *u,
+                      int last, double head_b, double blk_b, double b_end,
+                      double period, struct perf_stage *st)
+{
+    int per = u->nblk + u->has_e, reps = P->c->zero >= 2 ? P->m : 1;
+    double *ready = calloc((size_t)(per * reps) + 1, sizeof(double));
+    double *cost = calloc((size_t)(per * reps) + 1, sizeof(double));
+    if (!ready || !cost) {
+        free(ready);
+        free(cost);
+        return -1;
+    }
+    int k = 0;
+    for (int r = 0; r < reps; r++) {
+        double off = -(double)(reps - 1 - r) * period;
+        for (int i = u->nblk - 1; i >= 0; i--) {
+            ready[k] = off + (last ? head_b : 0.0) + (u->nblk - i) * blk_b;
+            cost[k++] = u->b_rs[i];
+        }
+        if (u->has_e)
+            ready[k] = off + b_end, cost[k++] = u->e_rs;
+    }
+    st->nb = k;
+    st->ready = ready;
+    st->cost = cost;
+    return 0;
+}
+
+/* Stage s under ZeRO: figures (stage 3's waits), the queue, memory;
+ * *wait1: ZeRO-1's gather wait of the first forward (stage 0). */
+static int zero_fill(const struct plan *P, const struct tensor_table *tt,
+                     int l0, int l1, double blk_f, double blk_b,
+                     double head_b, struct perf_stage *st, double *mem,
+                     double *wait1, char *err, size_t errlen)
+{
+    const struct perf_compute *cc = &P->cc;
+    int first = l0 == 0, last = l1 == P->gc.n_layer, z = P->c->zero;
+    struct zunits u;
+    if (zunits_init(P, tt, l0, l1, &u, err, errlen) < 0) {
+        zunits_free(&u);
+        return -1;
+    }
+    double use_f[3] = {cc->embed_fwd, blk_f, cc->head_fwd};
+    double use_b[3] = {cc->embed - cc->embed_fwd, blk_b, head_b};
+    double wf = 0.0, wb = 0.0, big = 0.0, params = (double)tt->total;
+    int rc = 0;
+    if (z == 3)
+        rc = zero3_waits(&u, first, last, use_f, use_b, &wf, &wb);
+    st->f += wf;
+    st->b += wb;
+    if (z == 1 && first)
+        *wait1 = zero1_wait(&u, first, last, use_f);
+    int gpipe = P->ly->pp > 1 && !strcmp(P->c->pp_schedule, "gpipe");
+    if (rc == 0)
+        rc = zero_queue(P, &u, last, head_b, blk_b + wb / (u.nblk + 1),
+                        st->b, gpipe ? st->b : st->f + st->b, st);
+    for (int i = 0; i < u.nblk; i++)
+        big = u.b_bytes[i] > big ? u.b_bytes[i] : big;
+    /* parameters, gradients, moments: zero_exec.c's shards; stage 2's
+     * three staging buffers, stage 3's three working slots too */
+    double dp = P->ly->dp, w = 4.0 * params;
+    *mem += z == 1 ? 2 * w + 2 * w / dp
+            : z == 2 ? w + 3 * w / dp + 3 * big
+                     : 4 * w / dp + 6 * big;
+    zunits_free(&u);
+    if (rc < 0)
+        snprintf(err, errlen, "out of memory");
+    return rc;
+}
+
 /* Stage s: its figures, buckets and memory. */
 static int stage_fill(const struct plan *P, int s, int l0, int l1,
-                      struct perf_stage *st, double *mem, char *err,
-                      size_t errlen)
+                      struct perf_stage *st, double *mem, double *wait1,
+                      char *err, size_t errlen)
 {
     const struct perf_layout *ly = P->ly;
     const struct perf_compute *cc = &P->cc;
@@ -132,13 +305,19 @@ static int stage_fill(const struct plan *P, int s, int l0, int l1,
     int slots = ly->pp == 1 ? 1
                 : strcmp(P->c->pp_schedule, "gpipe") == 0 ? P->m
                 : ly->pp - s < P->m ? ly->pp - s : P->m;
-    *mem = 16.0 * params + (P->lossy ? 4.0 * params : 0.0) +
+    int z = ly->dp > 1 ? P->c->zero : 0;
+    *mem = (z ? 0.0 : 16.0 * params) + (P->lossy ? 4.0 * params : 0.0) +
            slots * (double)saved + (double)scratch;
-    st->optim = params * perf_optim_per_param(P->pc, ly->rpn);
+    /* ZeRO updates this rank's 1/dp of the parameters */
+    st->optim = params / (z ? ly->dp : 1) *
+                perf_optim_per_param(P->pc, ly->rpn);
     st->nb = 0;
     st->ready = st->cost = NULL;
     int rc = 0;
-    if (ly->dp > 1) {
+    if (z) {
+        rc = zero_fill(P, &tt, l0, l1, blk_f, blk_b, head_b, st, mem, wait1,
+                       err, errlen);
+    } else if (ly->dp > 1) {
         double *ready, *cost;
         st->nb = stage_buckets(P, &tt, last, head_b, blk_b, st->b, l1,
                                &ready, &cost, err, errlen);
@@ -240,14 +419,15 @@ static int predict_at(const struct perf_calib *pc, const struct config *c,
     }
     if (perf_stage_bounds(c, &P.gc, p, &P.cc, pr->bound, err, errlen) < 0)
         goto out;
+    double wait1 = 0.0;
     for (int s = 0; s < p; s++) {
         double mem;
         if (stage_fill(&P, s, pr->bound[s], pr->bound[s + 1], &st[s], &mem,
-                       err, errlen) < 0)
+                       &wait1, err, errlen) < 0)
             goto out;
         pr->mem_bytes = mem > pr->mem_bytes ? mem : pr->mem_bytes;
     }
-    struct perf_step_in in = {PP_1F1B, p, P.m, st, 0, 0, 0, ly->zero_stage};
+    struct perf_step_in in = {PP_1F1B, p, P.m, st, 0, 0, 0, wait1};
     pp_kind_parse(c->pp_schedule, &in.kind);
     if (p == 1)
         in.kind = PP_1F1B; /* the trainer runs one stage as 1F1B */

@@ -73,7 +73,7 @@ static void help(void)
         "    --quick: two message sizes and few repetitions (tests).\n"
         "--calib=FILE  predict CONFIG's layout (dp, tp, pp, micro_batch, "
         "pp_schedule,\n"
-        "    allreduce, compress, bucket_mb, threads keys) on --nodes x "
+        "    allreduce, compress, bucket_mb, threads, zero keys) on --nodes x "
         "--ranks/--nodes\n"
         "    ranks: the step, its compute, exposed communication, bubble, "
         "memory.\n"

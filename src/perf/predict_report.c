@@ -118,15 +118,17 @@ static int row_layout(const struct csv *t, const int *ci, int r,
     char *const *v = t->cell[r];
     *c = *c0;
     int th = col(t, "threads"), sch = col(t, "pp_schedule");
-    int fc = col(t, "foreign_cpu");
+    int fc = col(t, "foreign_cpu"), zc = col(t, "zero");
     const char *keys[] = {"batch_size", "compress", "allreduce"};
     const int cols[] = {ci[C_GB], ci[C_COMP], ci[C_AR]};
     for (int k = 0; k < 3; k++)
         if (config_set(c, keys[k], v[cols[k]], "scaling.csv", err,
                        errlen) < 0)
             return -1;
-    if (sch >= 0 && config_set(c, "pp_schedule", v[sch], "scaling.csv", err,
-                               errlen) < 0)
+    if ((sch >= 0 && config_set(c, "pp_schedule", v[sch], "scaling.csv",
+                                err, errlen) < 0) ||
+        (zc >= 0 && config_set(c, "zero", v[zc], "scaling.csv", err,
+                               errlen) < 0))
         return -1;
     memset(ly, 0, sizeof(*ly));
     ly->nodes = atoi(v[ci[C_NODES]]);
@@ -193,8 +195,9 @@ int predict_measured(const struct perf_calib *pc, const struct config *c,
     double sum = 0.0;
     if (rc == 0)
         printf("| ranks | nodes | dp | tp | pp | micro_batch | compress | "
-               "allreduce | measured ms | predicted ms | error |\n"
-               "|---|---|---|---|---|---|---|---|---|---|---|\n");
+               "allreduce | zero | measured ms | predicted ms | error |\n"
+               "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+    int zc = col(&t, "zero");
     struct perf_calib rowpc = *pc; /* the figures shared; own cores */
     for (int r = 0; rc == 0 && r < t.nrow; r++) {
         struct config cr;
@@ -213,10 +216,10 @@ int predict_measured(const struct perf_calib *pc, const struct config *c,
         snprintf(ebuf[r], 32, "%.4f", e);
         sum += fabs(e);
         n++;
-        printf("| %s | %s | %s | %s | %s | %s | %s | %s | %.1f | %.1f | "
-               "%+.1f%% |\n", v[ci[C_RANKS]], v[ci[C_NODES]], v[ci[C_DP]],
+        printf("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %.1f | %.1f "
+               "| %+.1f%% |\n", v[ci[C_RANKS]], v[ci[C_NODES]], v[ci[C_DP]],
                v[ci[C_TP]], v[ci[C_PP]], v[ci[C_MB]], v[ci[C_COMP]],
-               v[ci[C_AR]], meas, p, 100 * e);
+               v[ci[C_AR]], zc >= 0 ? v[zc] : "0", meas, p, 100 * e);
     }
     if (rc == 0) {
         printf("mean absolute error: %.1f%% over %d point(s)\n",

@@ -101,6 +101,10 @@ static void test_one_rank(void **state)
     NEAR(pr.o.step, 4 * (f + b) + params_of(&c) * 1e-9);
     NEAR(pr.o.bubble, 0.0);
     NEAR(pr.tokens_per_s, 8 * 32 / pr.o.step);
+    /* recompute=full: each block's forward again in backward */
+    snprintf(c.recompute, sizeof(c.recompute), "full");
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.o.pipeline, 4 * (f + b + 2 * 0.004));
     perf_calib_free(&pc);
 }
 

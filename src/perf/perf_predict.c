@@ -289,6 +289,11 @@ static int stage_fill(const struct plan *P, int s, int l0, int l1,
     int first = l0 == 0, last = l1 == P->gc.n_layer, nblk = l1 - l0;
     double blk_f = cc->block_fwd + 2 * P->tp_ar;
     double blk_b = cc->block - cc->block_fwd + 2 * P->tp_ar;
+    /* recompute=full runs each block's forward again in backward
+     * (selective's recomputed attention, GELU and LayerNorm outputs are
+     * not separated in the calibration: not modelled) */
+    if (P->gc.recompute == GPT_RECOMPUTE_FULL)
+        blk_b += blk_f;
     double head_b = last ? cc->head - cc->head_fwd : 0.0;
     st->f = nblk * blk_f + (first ? cc->embed_fwd : 0) +
             (last ? cc->head_fwd : 0);

@@ -35,6 +35,86 @@ int balance_stages(int n_layer, int p, double block_s, double embed_s,
     return rc;
 }
 
+/* Stage s on blocks [a, b), summed in one fixed order so that equal
+ * splits give bit-equal costs (the comparisons with the optimum are
+ * exact). */
+static double stage_cost(const double *blk, int s, int p, int a, int b,
+                         double embed_s, double head_s)
+{
+    double c = (b - a) * blk[s];
+    if (s == 0)
+        c += embed_s;
+    if (s == p - 1)
+        c += head_s;
+    return c;
+}
+
+double balance_stages_slowest(int p, const int *bound, const double *blk,
+                              double embed_s, double head_s)
+{
+    double m = 0.0;
+    for (int s = 0; s < p; s++) {
+        double c = stage_cost(blk, s, p, bound[s], bound[s + 1], embed_s,
+                              head_s);
+        m = c > m ? c : m;
+    }
+    return m;
+}
+
+/* f[s (n + 1) + j]: the least slowest stage of blocks [j, n) over stages
+ * s..p-1, each at least one block (INFINITY where impossible). */
+static void speeds_table(int n, int p, const double *blk, double e,
+                         double h, double *f)
+{
+    for (int s = p - 1; s >= 0; s--)
+        for (int j = 0; j <= n; j++) {
+            double best = INFINITY;
+            if (s == p - 1 && n - j >= 1)
+                best = stage_cost(blk, s, p, j, n, e, h);
+            for (int b = j + 1; s < p - 1 && n - b >= p - 1 - s; b++) {
+                double x = stage_cost(blk, s, p, j, b, e, h);
+                double y = f[(size_t)(s + 1) * (n + 1) + b];
+                double v = x > y ? x : y;
+                best = v < best ? v : best;
+            }
+            f[(size_t)s * (n + 1) + j] = best;
+        }
+}
+
+int balance_stages_speeds(int n_layer, int p, const double *blk,
+                          double embed_s, double head_s, int *bound,
+                          char *err, size_t errlen)
+{
+    int n = n_layer, ok = embed_s >= 0.0 && head_s >= 0.0 &&
+                           isfinite(embed_s + head_s);
+    for (int s = 0; ok && s < p; s++)
+        ok = blk[s] >= 0.0 && isfinite(blk[s]);
+    if (p < 1 || n < p || !ok) {
+        snprintf(err, errlen, "pipeline partition: cannot split %d blocks "
+                 "into %d stages by calibrated costs (at least one block "
+                 "each; costs finite and >= 0)", n, p);
+        return -1;
+    }
+    double *f = malloc((size_t)p * (size_t)(n + 1) * sizeof(double));
+    if (!f) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    speeds_table(n, p, blk, embed_s, head_s, f);
+    double opt = f[0];
+    bound[0] = 0;
+    for (int s = 0; s < p - 1; s++) { /* each boundary as early as it can */
+        int b = bound[s] + 1;
+        while (stage_cost(blk, s, p, bound[s], b, embed_s, head_s) > opt ||
+               f[(size_t)(s + 1) * (n + 1) + b] > opt)
+            b++; /* terminates: the optimum's own split qualifies */
+        bound[s + 1] = b;
+    }
+    bound[p] = n;
+    free(f);
+    return 0;
+}
+
 void balance_stages_from_counts(int p, const int *counts, int *bound)
 {
     bound[0] = 0;

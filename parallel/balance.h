@@ -24,6 +24,23 @@
 int balance_stages(int n_layer, int p, double block_s, double embed_s,
                    double head_s, int *bound, char *err, size_t errlen);
 
+/*
+ * The same when the stages run at different speeds (a slower node, a
+ * shared core): a block costs blk[s] on stage s (the slowest of that
+ * stage's ranks), the embedding embed_s on stage 0 and the head head_s on
+ * stage p-1 (measured there).  Exact min-max by dynamic programming over
+ * (stage, first block) -- pp.c's pp_partition is the case of equal blk[s]
+ * and gives the same boundaries then -- with pp.c's tie rule: each
+ * boundary as early as the optimum allows.  Returns 0, or -1 with err.
+ */
+int balance_stages_speeds(int n_layer, int p, const double *blk,
+                          double embed_s, double head_s, int *bound,
+                          char *err, size_t errlen);
+
+/* The slowest stage's cost of a partition under the same model. */
+double balance_stages_slowest(int p, const int *bound, const double *blk,
+                              double embed_s, double head_s);
+
 /* The blocks per stage of an explicit list (counts[0..p), adding up to
  * n_layer) as boundaries bound[0..p]. */
 void balance_stages_from_counts(int p, const int *counts, int *bound);

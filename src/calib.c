@@ -11,6 +11,7 @@
  */
 #include "calib.h"
 
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -36,6 +37,9 @@ struct part {
     struct gpt_pos pos;
     float dloss;
     double slow;
+    int half;          /* PART_ENDS timed below full size: also at half the
+                          tokens, to fit a fixed cost (the V x C matrix's
+                          traffic) and a cost per token */
 };
 
 /* One repetition's seconds: forward, total, and the embedding's part of
@@ -173,11 +177,19 @@ static double fastest(const double *x, int n)
     return m;
 }
 
+static void part_use(struct part *p, int B, int T)
+{
+    p->a.B = B;
+    p->a.T = T;
+    p->a.N = (size_t)B * (size_t)T;
+}
+
 /* One repetition over both parts into rt[k][rep] (rep >= 0; a warm-up
- * passes -1 and gets each part's total in each[k] if each).  Returns the
- * wall time. */
+ * passes -1 and gets each part's total in each[k] if each), and the half
+ * size of PART_ENDS into rh[rep] when it is timed.  Returns the wall
+ * time. */
 static double rep_run(struct part *pt, struct rep_times rt[][CALIB_MAX_REPS],
-                      int rep, double *each)
+                      struct rep_times *rh, int rep, double *each)
 {
     double t0 = now_s();
     for (int k = 0; k < PART_COUNT; k++) {
@@ -187,6 +199,16 @@ static double rep_run(struct part *pt, struct rep_times rt[][CALIB_MAX_REPS],
             rt[k][rep] = r;
         if (each)
             each[k] = r.tot;
+        struct part *p = &pt[k];
+        if (rep >= 0 && p->half) {
+            int B = p->a.B, T = p->a.T;
+            if (B == 1)
+                part_use(p, 1, T / 2);
+            else
+                part_use(p, B / 2, T);
+            part_run(p, &rh[rep]);
+            part_use(p, B, T);
+        }
     }
     return now_s() - t0;
 }
@@ -212,23 +234,36 @@ static void part_shape(enum part_kind k, int T, int mb, double units, int *B,
     *Tk = t;
 }
 
-/* After the warm-up (each[k] seconds at the warm-up shapes): the shapes
- * whose repetitions fit 6 times (a warm-up and five timed) in what is
- * left of the budget, half of it per part, and CALIB_MAX_BYTES of
- * activations.  Returns 1 when a shape changed, 0 if not, -1 when out of
- * memory. */
+/* After a warm-up that took each[k] seconds per part at the current
+ * shapes: the shapes whose repetition (all parts together) fits 6 times
+ * (a warm-up and five timed) in what is left of the budget.  Each part's
+ * full-size time is estimated from its cost per unit now; when they add
+ * up to more than a sixth of what is left, every part is scaled down by
+ * the same factor, so the budget goes where the time is.  A shape
+ * changes only by more than 1.5x (the estimate from a small warm-up is
+ * rough: a product with a V x C matrix costs its weight traffic however
+ * few the tokens), and stays within CALIB_MAX_BYTES of activations.
+ * Returns 1 when a shape changed, 0 if not, -1 when out of memory. */
 static int choose_shapes(struct part *pt, int mb, double left,
                          const double *each)
 {
+    double full[PART_COUNT], cur[PART_COUNT], est = 0.0;
+    for (int k = 0; k < PART_COUNT; k++) {
+        int T = pt[k].m.cfg.seq_len;
+        cur[k] = k == PART_BLOCK ? pt[k].a.B : (double)pt[k].a.N;
+        full[k] = k == PART_BLOCK ? mb : (double)mb * T;
+        est += each[k] / cur[k] * full[k];
+    }
+    double alpha = est > 0.0 && est > left / 6.0 ? left / 6.0 / est : 1.0;
     int changed = 0;
     for (int k = 0; k < PART_COUNT; k++) {
         struct part *p = &pt[k];
-        double units0 = k == PART_BLOCK ? p->a.B : (double)p->a.N;
-        double per_unit = each[k] / units0;
-        double bytes_unit = (double)p->a.bytes / units0;
-        double units = per_unit > 0.0 ? left / 12.0 / per_unit : 1e30;
+        double units = alpha * full[k];
+        double bytes_unit = (double)p->a.bytes / cur[k];
         if (units * bytes_unit > (double)CALIB_MAX_BYTES)
             units = (double)CALIB_MAX_BYTES / bytes_unit;
+        if (units < 1.5 * cur[k] && units > cur[k] / 1.5)
+            continue;
         int B, Tk;
         part_shape((enum part_kind)k, p->m.cfg.seq_len, mb, units, &B, &Tk);
         if (B != p->a.B || Tk != p->a.T) {
@@ -240,37 +275,64 @@ static int choose_shapes(struct part *pt, int mb, double left,
     return changed;
 }
 
-static void fill_out(struct calib_costs *out, const struct part *pt,
-                     struct rep_times rt[][CALIB_MAX_REPS], int reps, int mb)
+/* Seconds for nf tokens from the fastest times tn at n tokens and th at
+ * nh < n: a fixed cost plus a cost per token.  Noise that makes the fit
+ * meaningless (a cost per token <= 0, a negative fixed cost) falls back
+ * to scaling tn in proportion. */
+static double fit_tokens(double tn, double th, double n, double nh, double nf)
 {
-    double f[PART_COUNT], t[PART_COUNT], ef[CALIB_MAX_REPS], et[CALIB_MAX_REPS],
-        s[PART_COUNT];
-    for (int k = 0; k < PART_COUNT; k++) {
-        double x[CALIB_MAX_REPS], y[CALIB_MAX_REPS];
-        /* per micro-batch of mb sequences of seq_len tokens */
-        s[k] = (double)mb * pt[k].m.cfg.seq_len / (double)pt[k].a.N;
-        for (int r = 0; r < reps; r++) {
-            x[r] = rt[k][r].fwd;
-            y[r] = rt[k][r].tot;
-        }
-        f[k] = s[k] * fastest(x, reps);
-        t[k] = s[k] * fastest(y, reps);
-    }
-    for (int r = 0; r < reps; r++) {
-        ef[r] = rt[PART_ENDS][r].emb_fwd;
-        et[r] = rt[PART_ENDS][r].emb_tot;
-    }
-    double e_f = s[PART_ENDS] * fastest(ef, reps);
-    double e_t = s[PART_ENDS] * fastest(et, reps);
-    out->block_s = t[PART_BLOCK];
-    out->block_fwd_s = f[PART_BLOCK];
-    out->embed_s = e_t < t[PART_ENDS] ? e_t : t[PART_ENDS];
-    out->embed_fwd_s = e_f < f[PART_ENDS] ? e_f : f[PART_ENDS];
-    out->head_s = t[PART_ENDS] - out->embed_s;
-    out->head_fwd_s = f[PART_ENDS] - out->embed_fwd_s;
+    double slope = (tn - th) / (n - nh), fixed = tn - slope * n;
+    if (!(slope > 0.0) || fixed < 0.0)
+        return tn * nf / n;
+    return fixed + slope * nf;
+}
+
+/* The fastest of field `off` of reps repetitions. */
+static double fastest_of(const struct rep_times *r, int reps, size_t off)
+{
+    double x[CALIB_MAX_REPS];
+    for (int i = 0; i < reps; i++)
+        x[i] = *(const double *)((const char *)&r[i] + off);
+    return fastest(x, reps);
+}
+
+/* Part k's field `off` scaled to mb sequences of seq_len tokens. */
+static double scaled(const struct part *pt, int k,
+                     struct rep_times rt[][CALIB_MAX_REPS],
+                     const struct rep_times *rh, int reps, int mb, size_t off)
+{
+    const struct part *p = &pt[k];
+    double n = (double)p->a.N, nf = (double)mb * p->m.cfg.seq_len;
+    double tn = fastest_of(rt[k], reps, off);
+    if (!p->half)
+        return tn * nf / n;
+    double nh = p->a.B == 1 ? (double)(p->a.T / 2)
+                            : (double)(p->a.B / 2) * p->a.T;
+    return fit_tokens(tn, fastest_of(rh, reps, off), n, nh, nf);
+}
+
+static void fill_out(struct calib_costs *out, const struct part *pt,
+                     struct rep_times rt[][CALIB_MAX_REPS],
+                     const struct rep_times *rh, int reps, int mb)
+{
+    const size_t F = offsetof(struct rep_times, fwd),
+                 TOT = offsetof(struct rep_times, tot),
+                 EF = offsetof(struct rep_times, emb_fwd),
+                 ET = offsetof(struct rep_times, emb_tot);
+    double f = scaled(pt, PART_ENDS, rt, rh, reps, mb, F);
+    double t = scaled(pt, PART_ENDS, rt, rh, reps, mb, TOT);
+    double e_f = scaled(pt, PART_ENDS, rt, rh, reps, mb, EF);
+    double e_t = scaled(pt, PART_ENDS, rt, rh, reps, mb, ET);
+    out->block_s = scaled(pt, PART_BLOCK, rt, rh, reps, mb, TOT);
+    out->block_fwd_s = scaled(pt, PART_BLOCK, rt, rh, reps, mb, F);
+    out->embed_s = e_t < t ? e_t : t;
+    out->embed_fwd_s = e_f < f ? e_f : f;
+    out->head_s = t - out->embed_s;
+    out->head_fwd_s = f - out->embed_fwd_s;
     out->mb = mb;
     out->seqs = pt[PART_BLOCK].a.B;
     out->head_tokens = (int)pt[PART_ENDS].a.N;
+    out->head_fit = pt[PART_ENDS].half;
     out->reps = reps;
     out->threads = threads_get();
 }
@@ -288,7 +350,7 @@ static int measure(const struct gpt_config *gc, int mb, int tp,
     double t_start = now_s();
     struct part pt[PART_COUNT];
     memset(pt, 0, sizeof(pt));
-    struct rep_times rt[PART_COUNT][CALIB_MAX_REPS];
+    struct rep_times rt[PART_COUNT][CALIB_MAX_REPS], rh[CALIB_MAX_REPS];
     double each[PART_COUNT];
     int rc = -1, reps = 0, T = gc->seq_len;
     for (int k = 0; k < PART_COUNT; k++) {
@@ -304,17 +366,25 @@ static int measure(const struct gpt_config *gc, int mb, int tp,
     }
     /* the budget is for the kernels: building the parts is not timed */
     double t_kern = now_s();
-    double t_rep = rep_run(pt, rt, -1, each); /* page faults, pools */
-    int changed = choose_shapes(pt, mb, budget_s - (now_s() - t_kern),
-                                each);
-    if (changed < 0)
-        goto oom;
-    if (changed) /* warm-up at the new shapes */
-        t_rep = rep_run(pt, rt, -1, NULL);
+    double t_rep = rep_run(pt, rt, rh, -1, each); /* page faults, pools */
+    for (int it = 0; it < 3; it++) { /* a warm-up at each new size refines
+                                        the estimate of the next */
+        int changed = choose_shapes(pt, mb, budget_s - (now_s() - t_kern),
+                                    each);
+        if (changed < 0)
+            goto oom;
+        if (!changed)
+            break;
+        t_rep = rep_run(pt, rt, rh, -1, each);
+    }
+    /* a head timed on fewer tokens than a micro-batch's: fit its fixed
+     * cost too (from 32 tokens, so that the half has 16) */
+    pt[PART_ENDS].half = pt[PART_ENDS].a.N < (size_t)mb * T &&
+                         pt[PART_ENDS].a.N >= 32;
     while (reps < CALIB_MAX_REPS &&
            (reps == 0 || now_s() - t_kern + t_rep <= budget_s))
-        t_rep = rep_run(pt, rt, reps++, NULL);
-    fill_out(out, pt, rt, reps, mb);
+        t_rep = rep_run(pt, rt, rh, reps++, NULL);
+    fill_out(out, pt, rt, rh, reps, mb);
     rc = 0;
     goto out;
 oom:

@@ -20,17 +20,23 @@
  *
  * The kernels run for about budget_s seconds: a warm-up of one sequence
  * through the block and 16 tokens through the embedding and head, then
- * each part at the size whose repetitions fit the budget (a block in
- * whole sequences, up to mb: attention is quadratic in the sequence
- * length; the embedding and head in tokens, up to mb sequences: their
- * cost is per token), up to 9 repetitions.  A figure is the fastest
- * repetition (other processes only ever slow one down) scaled to mb
- * sequences of seq_len tokens (costs are linear
- * in the sequences or tokens; this only loses a larger product's slightly
- * better sgemm efficiency).  The budget is exceeded only when one warm-up
- * and one repetition at the smallest sizes take longer.  Building the two
- * stages (parameter init of the V x C matrix and one block) comes on top
- * and is part of wall_s.
+ * warm-ups at larger sizes, each refining the estimate of the next, up to
+ * the size whose repetitions fit the budget (all of it: mb sequences of
+ * seq_len tokens, when they fit; else every part scaled down alike, a
+ * block in whole sequences -- attention is quadratic in the sequence
+ * length -- the embedding and head in tokens), then up to 9 timed
+ * repetitions.  A figure is the fastest repetition (other processes only
+ * ever slow one down) scaled to mb sequences of seq_len tokens: exact
+ * when the budget allowed the full size, else an estimate: linear in the
+ * sequences for a block; for the embedding and head, which are also
+ * timed on half their tokens in every repetition, a fixed cost plus a
+ * cost per token fitted to the two (a product with the V x C matrix
+ * costs its weight traffic however few the tokens: scaling a small size
+ * in proportion overestimated the head of a 50257-token vocabulary
+ * about 2x).  The budget is exceeded only when the first
+ * warm-up and one repetition at the smallest sizes take longer.
+ * Building the two stages (parameter init of the V x C matrix and one
+ * block) comes on top and is part of wall_s.
  *
  * The figures are seconds for ONE micro-batch of mb sequences of
  * gc->seq_len tokens.  A pipeline stage holding blocks [l0, l1) costs
@@ -57,6 +63,8 @@ struct calib_costs {
     int threads;        /* BLAS threads in force while measuring */
     double wall_s;      /* what the measurement took, set-up included */
     int head_tokens;    /* tokens the embedding and head were timed on */
+    int head_fit;       /* 1: the head was also timed on half its tokens
+                           and a fixed + per-token cost fitted */
 };
 
 /*

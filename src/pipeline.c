@@ -142,7 +142,9 @@ static void slow_down(struct pipeline *pl, struct gpt *m,
         memcpy(pl->pad.emb, a->emb,
                a->N * (size_t)m->cfg.n_embd * sizeof(float));
     struct pad_ctx pc = {pl, m, inp, tgt, pos};
+    pl->padding = 1; /* its uses are not the schedule's (ZeRO) */
     calib_slow_pad(pl->slow, t, pad_forward, &pc);
+    pl->padding = 0;
 }
 
 /* Progress the pipeline's transfers between kernels, then whatever hook
@@ -158,6 +160,8 @@ static void progress_hook(void *ctx, enum gpt_event ev, int layer)
     struct progress_ctx *pc = ctx;
     if (ev == GPT_PROGRESS && pc->pl->p > 1)
         pp_link_progress(&pc->pl->link);
+    if (pc->pl->padding && ev != GPT_PROGRESS)
+        return;
     if (pc->inner)
         pc->inner(pc->inner_ctx, ev, layer);
 }

@@ -38,6 +38,9 @@ struct pipeline {
                                  times their time (1 = off) */
     struct gpt_acts pad;      /* scratch the padding forwards run on */
     int has_pad;
+    int padding;              /* inside a padding forward: the model's
+                                 events other than progress are not
+                                 passed on */
     size_t saved_bytes;       /* of which saved activations (all slots) */
     size_t link_bytes;        /* of which gin/gout (communication) */
     /* the last step, this rank, seconds */

@@ -10,7 +10,7 @@
 #include "log.h"
 #include "peak.h"
 
-#define PLACE_LINE 640
+#define PLACE_LINE 1024
 
 /* A positive count exported in name, else 0. */
 static int env_threads(const char *name)
@@ -51,7 +51,7 @@ static void explain(struct placement *p, hwloc_const_bitmap_t before,
         return;
     }
     snprintf(p->how, sizeof(p->how), "bound by mpitron (the launcher's %d "
-             "core(s) %s)", b.ncores,
+             "core(s), PUs %s, %s)", b.ncores, p->launcher,
              b.ncores > hi   ? "are more than its share"
              : b.ncores < lo ? "are fewer than its share"
                              : "overlap another rank's");

@@ -30,7 +30,7 @@ struct placement {
     const char *blas_src, *omp_src; /* "cores", "threads", env name */
     char launcher[160];         /* the binding found: PUs, or "unbound" */
     char where[256];            /* the place now (topo_place_string) */
-    char how[160];              /* kept / bound by mpitron, and why */
+    char how[320];              /* kept / bound by mpitron, and why */
 };
 
 /*

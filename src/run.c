@@ -150,6 +150,7 @@ static int save(struct run *r, char *err, size_t errlen)
     struct rank_state rs;
     trainer_rank_state(tr, &rs);
     double t0 = now_s();
+    trainer_sync(tr); /* zero 1/2: the parameters' all-gathers complete */
     if (trainer_tie_check(tr))
         log_warn(tr->g.world, "the tied embedding's copies on the first and "
                  "last pipeline stages had drifted apart (a bug: please "

@@ -29,6 +29,24 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
         return -1;
     }
     tr->balanced = !strcmp(c->balance, "on") || c->rebalance_every > 0;
+    if (tr->balanced && c->zero >= 2 && g->dp > 1) {
+        /* stages 2 and 3 reduce (and 3 gathers) per micro-batch, in
+         * lockstep over the dp group; shares by speed give the ranks
+         * different micro-batch counts */
+        char key[48];
+        if (!strcmp(c->balance, "on"))
+            snprintf(key, sizeof key, "balance=on");
+        else
+            snprintf(key, sizeof key, "rebalance_every=%d",
+                     c->rebalance_every);
+        snprintf(err, errlen, "%s with zero=%d: ZeRO stages 2 and 3 "
+                 "reduce every micro-batch over the data-parallel ranks, "
+                 "so they must all run the same number of micro-batches, "
+                 "and shares by speed differ; use zero=1 (which reduces "
+                 "once per step) or balance=off and rebalance_every=0",
+                 key, c->zero);
+        return -1;
+    }
     if (tr->balanced) { /* shares of any size: micro-batches up to mb */
         if (c->batch_size < g->dp) {
             snprintf(err, errlen, "batch_size=%d is less than dp=%d: with "
@@ -582,9 +600,9 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
     int T = c->seq_len;
     double sum = 0.0;
     for (int j = 0; j < c->val_batches; j++) {
-        int64_t seq0 = tr->seq0;
         if (tr->has_zx)
             zero_exec_begin(&tr->zx, 0);
+        int64_t seq0 = tr->seq0;
         for (int k = 0; k < tr->accum; k++) {
             int first = tr->pl.first[k];
             size_t off = (size_t)first * T;

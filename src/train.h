@@ -142,6 +142,7 @@ int trainer_straggler(struct trainer *tr, double busy_s, double *ratio);
 void trainer_shares_string(const struct trainer *tr, char *buf, size_t len);
 /* Rank 0: every rank's calibration, the shares, the slow rank. */
 void trainer_print_balance(const struct trainer *tr, FILE *out);
+
 /* Parameters whole and no ZeRO operation in flight (the all-gathers
  * after an update run behind the next forward): call before reading the
  * parameters outside a step (checkpoint, validation, tie check).

@@ -58,33 +58,52 @@ static double median_cost(const struct trainer *tr, int k)
     return n % 2 ? x[n / 2] : 0.5 * (x[n / 2 - 1] + x[n / 2]);
 }
 
+/* Per-stage calibrated figures: blk[s] the slowest block time among
+ * stage s's ranks (divided by tp: a block's work is split over the tp
+ * ranks, calibration runs it whole), the embedding's on stage 0 and the
+ * head's on the last stage (the slowest of their ranks). */
+static void stage_figures(const struct trainer *tr, double *blk, double *emb,
+                          double *head)
+{
+    const struct grid *g = &tr->g;
+    *emb = *head = 0.0;
+    for (int s = 0; s < g->pp; s++)
+        blk[s] = 0.0;
+    for (int r = 0; r < g->size; r++) {
+        int s = r / (g->tp * g->dp);
+        const double *c = tr->cal_all + 3 * r;
+        blk[s] = c[0] / g->tp > blk[s] ? c[0] / g->tp : blk[s];
+        if (s == 0 && c[1] > *emb)
+            *emb = c[1];
+        if (s == g->pp - 1 && c[2] > *head)
+            *head = c[2];
+    }
+}
+
 /* The calibrated time of the slowest stage of a partition. */
 static double slowest_stage(const struct trainer *tr, const int *bound)
 {
-    double m = 0.0, blk = median_cost(tr, 0);
-    for (int s = 0; s < tr->g.pp; s++) {
-        double c = (bound[s + 1] - bound[s]) * blk;
-        c += (s == 0 ? median_cost(tr, 1) : 0.0) +
-             (s == tr->g.pp - 1 ? median_cost(tr, 2) : 0.0);
-        m = c > m ? c : m;
-    }
-    return m;
+    double blk[tr->g.pp], emb, head;
+    stage_figures(tr, blk, &emb, &head);
+    return balance_stages_slowest(tr->g.pp, bound, blk, emb, head);
 }
 
-/* pp_partition=auto: the calibrated min-max partition, unless it is
- * within AUTO_KEEP_PARAMS of the parameter-balanced one; then that one,
- * which does not depend on timing, so that runs (and resumed runs) keep
- * their partition when the measurement cannot tell them apart. */
+/* pp_partition=auto: the min-max partition of the calibrated costs, each
+ * stage's blocks at the speed of its own ranks, unless it is within
+ * AUTO_KEEP_PARAMS of the parameter-balanced one; then that one, which
+ * does not depend on timing, so that runs (and resumed runs) keep their
+ * partition when the measurement cannot tell them apart. */
 #define AUTO_KEEP_PARAMS 0.05
 
 static int partition_auto(struct trainer *tr, const struct gpt_config *gc,
                           char *err, size_t errlen)
 {
     int p = tr->g.pp, byp[p + 1];
+    double blk[p], emb, head;
+    stage_figures(tr, blk, &emb, &head);
     if (partition_params(gc, p, byp, err, errlen) < 0 ||
-        balance_stages(gc->n_layer, p, median_cost(tr, 0),
-                       median_cost(tr, 1), median_cost(tr, 2), tr->bound,
-                       err, errlen) < 0)
+        balance_stages_speeds(gc->n_layer, p, blk, emb, head, tr->bound,
+                              err, errlen) < 0)
         return -1;
     tr->stage_auto_s = slowest_stage(tr, tr->bound);
     tr->stage_params_s = slowest_stage(tr, byp);
@@ -220,6 +239,11 @@ static int rebuild_pipeline(struct trainer *tr, char *err, size_t errlen)
         snprintf(err, errlen, "out of memory for debug_slow_rank's scratch");
         return -1;
     }
+    /* ZeRO checks the model's uses against orders built from the
+     * schedules (zero=1 takes unequal counts: it reduces once per step) */
+    if (tr->has_zx &&
+        zero_exec_replan(&tr->zx, &tr->pl.sc, &tr->pl.ev, err, errlen) < 0)
+        return -1;
     return 0;
 }
 
@@ -268,8 +292,12 @@ void trainer_print_balance(const struct trainer *tr, FILE *out)
     if (g->rank != 0)
         return;
     fprintf(out, "calibration (forward + backward of one micro-batch of %d "
-            "sequences, %d timed, %d reps, %.2f s):\n", tr->cal.mb,
-            tr->cal.seqs, tr->cal.reps, tr->cal.wall_s);
+            "sequences; rank 0 timed a block on %d sequences, the embedding "
+            "and head on %d tokens%s, fastest of %d reps, %.2f s):\n",
+            tr->cal.mb, tr->cal.seqs, tr->cal.head_tokens,
+            tr->cal.head_fit ? " and half of them (fixed + per-token cost "
+                               "fitted)" : "",
+            tr->cal.reps, tr->cal.wall_s);
     if (g->size <= 16) {
         for (int r = 0; r < g->size; r++)
             fprintf(out, "  rank %d: block %.2f ms, embedding %.2f ms, head "

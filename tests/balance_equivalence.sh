@@ -7,11 +7,14 @@
 #  - dp = 2 and dp = 4 with rebalance_every=5 from the equal split: the
 #    shares are re-split mid-run (the log says from what to what), and the
 #    losses still match the serial run;
+#  - the same with zero=1 (ZeRO reduces once per step, so it takes
+#    unequal micro-batch counts; a re-split re-plans its order of uses);
 #  - the slowed rank is named in metrics.jsonl (straggler_rank) on most
 #    logged intervals of an unbalanced run, and no other rank ever is;
 #  - pipeline stages: pp_partition=5,3 is taken as given, and auto gives
 #    the head's stage fewer blocks than params does when the head costs
-#    several blocks; all train the serial model.
+#    several blocks, and more again when the first stage's rank is slowed
+#    down; all train the serial model.
 . "$(dirname "$0")/equiv_lib.sh"
 
 STEPS=20
@@ -54,6 +57,18 @@ for np in 2 4; do
     check $run
 done
 
+# ZeRO stage 1 reduces once per step: unequal shares (and micro-batch
+# counts) from calibration and from a re-split, whose new schedule ZeRO
+# re-plans its order of unit uses for
+train 2 z1bal --zero=1 --balance=on --debug_slow_rank=1:4 --micro_batch=2
+unequal z1bal
+check z1bal
+train 2 z1reb --zero=1 --rebalance_every=5 --debug_slow_rank=1:4 \
+    --micro_batch=1
+grep -q "^step 5: data-parallel shares re-split" "$W/z1reb.log" \
+    || { cat "$W/z1reb.log"; fail "z1reb: no re-split"; }
+check z1reb
+
 # straggler: rank 1 at a third of the speed, equal shares, no re-split
 train 2 strag --debug_slow_rank=1:3 --log_every=5
 awk '/"straggler_rank":/ {
@@ -87,4 +102,11 @@ echo "head stage starts at block $(last pp_params) (params), $(last pp_auto) (au
 grep "^pp_partition=auto" "$W/pp_auto.log"
 [ "$(last pp_auto)" -gt "$(last pp_params)" ] \
     || { cat "$W/pp_auto.log"; fail "auto did not move blocks off the head"; }
+# the first stage on a rank three times slower: auto moves blocks to the
+# head's stage
+train 2 pp_slow --pp=2 --micro_batch=2 --debug_slow_rank=0:3
+check pp_slow
+echo "with the first stage slowed down 3x: head stage starts at block $(last pp_slow)"
+[ "$(last pp_slow)" -lt "$(last pp_auto)" ] \
+    || { cat "$W/pp_slow.log"; fail "auto ignored the slow stage"; }
 echo "$pass passed, 0 failed"

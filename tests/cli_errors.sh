@@ -67,6 +67,11 @@ expect "debug_slow_rank syntax" "'debug_slow_rank' (command line): must be RANK:
     train $T --debug_slow_rank=1
 expect "debug_slow_rank rank" "debug_slow_rank=3:2: there is no rank 3 (world size 1)" \
     train $T --debug_slow_rank=3:2
+expect "zero>=2 with balance=on" "balance=on with zero=2: ZeRO stages 2 and 3" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --zero=2 --balance=on
+expect "zero>=2 with rebalance_every" "rebalance_every=5 with zero=3" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --zero=3 \
+    --rebalance_every=5
 expect "topo bad xml" "$W/nope.xml" "$MPITRON" topo --xml="$W/nope.xml"
 
 # corrupt shards: bad magic, size that disagrees with the header

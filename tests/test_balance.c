@@ -8,9 +8,11 @@
  *  - micro-batch sizes: whole, at most mb, as equal as they go;
  *  - the straggler against hand-computed medians and ratios;
  *  - stage boundaries from costs measured by calib.c on the model's real
- *    kernels (a byte vocabulary and a 16x larger one) against brute force
+ *    kernels (a byte vocabulary and a 32x larger one) against brute force
  *    over every partition: the same slowest stage; and the large
- *    vocabulary moves blocks off the last stage.
+ *    vocabulary moves blocks off the last stage;
+ *  - stages at different speeds: against brute force, and equal to pp.c's
+ *    partition (boundaries and ties) when the speeds are equal.
  */
 #include <math.h>
 #include <setjmp.h>
@@ -221,6 +223,61 @@ static void test_stages_from_calibration(void **state)
     assert_int_equal(b[4], 12);
 }
 
+/* The least slowest stage over every partition, stage s's blocks at
+ * blk[s] (recursive). */
+static double brute_speeds(int n, int p, const double *blk, double emb,
+                           double head, int s, int l0)
+{
+    if (s == p - 1)
+        return n - l0 >= 1 ? (n - l0) * blk[s] + head + (s == 0 ? emb : 0)
+                           : INFINITY;
+    double best = INFINITY;
+    for (int l1 = l0 + 1; l1 <= n - (p - 1 - s); l1++) {
+        double c = (l1 - l0) * blk[s] + (s == 0 ? emb : 0.0);
+        double rest = brute_speeds(n, p, blk, emb, head, s + 1, l1);
+        double m = c > rest ? c : rest;
+        best = m < best ? m : best;
+    }
+    return best;
+}
+
+static void test_stages_speeds(void **state)
+{
+    (void)state;
+    char err[256];
+    int b[9], u[9];
+    for (int trial = 0; trial < 300; trial++) {
+        int p = 1 + trial % 4, n = p + (trial / 4) % (9 - p);
+        double blk[4], emb = rng_uniform(5, (uint64_t)trial),
+                       head = 6.0 * rng_uniform(6, (uint64_t)trial);
+        for (int s = 0; s < p; s++)
+            blk[s] = 0.2 + 2.0 * rng_uniform(7, (uint64_t)(4 * trial + s));
+        assert_int_equal(balance_stages_speeds(n, p, blk, emb, head, b, err,
+                                               sizeof(err)), 0);
+        assert_int_equal(b[0], 0);
+        assert_int_equal(b[p], n);
+        for (int s = 0; s < p; s++)
+            assert_true(b[s + 1] > b[s]);
+        double want = brute_speeds(n, p, blk, emb, head, 0, 0);
+        assert_true(fabs(balance_stages_slowest(p, b, blk, emb, head) -
+                         want) <= 1e-12 * want);
+        /* equal speeds: pp.c's partition, boundaries and ties alike */
+        for (int s = 1; s < p; s++)
+            blk[s] = blk[0];
+        assert_int_equal(balance_stages_speeds(n, p, blk, emb, head, b, err,
+                                               sizeof(err)), 0);
+        assert_int_equal(balance_stages(n, p, blk[0], emb, head, u, err,
+                                        sizeof(err)), 0);
+        assert_memory_equal(b, u, (size_t)(p + 1) * sizeof(int));
+    }
+    /* the second of two stages at half speed takes a third of the blocks */
+    assert_int_equal(balance_stages_speeds(9, 2, (double[]){1.0, 2.0}, 0.0,
+                                           0.0, b, err, sizeof(err)), 0);
+    assert_int_equal(b[1], 6);
+    assert_int_equal(balance_stages_speeds(2, 3, (double[]){1, 1, 1}, 0, 0,
+                                           b, err, sizeof(err)), -1);
+}
+
 int main(void)
 {
     threads_set(1);
@@ -230,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_micro_batches),
         cmocka_unit_test(test_straggler),
         cmocka_unit_test(test_stages_from_calibration),
+        cmocka_unit_test(test_stages_speeds),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -58,6 +58,17 @@ struct bucketer {
 };
 
 /*
+ * The plan alone (pure): tensor_bucket[i] receives the bucket of tensor i
+ * of t[0..nt) (backward production order) for buckets of at most
+ * bucket_bytes (a tensor larger than that is a bucket of its own); a
+ * tensor that does not abut the open bucket, or would overfill it, opens
+ * the next.  Returns the number of buckets.  bucketer_init uses it; the
+ * performance model too.
+ */
+int bucket_plan(const struct bucket_tensor *t, int nt, size_t bucket_bytes,
+                int *tensor_bucket);
+
+/*
  * Plan buckets over tensors t[0..nt) (backward production order) of the
  * gradient arena grads, for group g.  algo: "mpi" | "ring" | "rhd" |
  * "hier" | "auto" (tune may be NULL: built-in thresholds).  compress: a

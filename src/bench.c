@@ -11,6 +11,7 @@
 #include "gemm.h"
 #include "json.h"
 #include "log.h"
+#include "perf/perf_model.h"
 #include "mem_report.h"
 #include "peak.h"
 #include "rng.h"
@@ -33,7 +34,14 @@ struct bench_result {
     double bubble;     /* mean over the steps; pp > 1 */
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
     double busy[64];   /* per stage (up to 64): mean busy ms per step */
+    double ms_median;  /* the median step (robust to other jobs) */
 };
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
                       const int32_t *tgt, struct bench_result *r)
@@ -42,11 +50,13 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
     tr->m.recompute_time = 0.0;
     MPI_Barrier(tr->g.world);
-    double t0 = now_s();
+    double t0 = now_s(), *each = calloc((size_t)n, sizeof(double));
     for (int i = 0; i < n; i++) {
-        double gn, lr;
+        double gn, lr, ts = now_s();
         struct step_times tm;
         trainer_step(tr, inp, tgt, &gn, &lr, &tm);
+        if (each) /* the step as the slowest rank saw it */
+            each[i] = now_s() - ts;
         r->compute += tm.compute;
         r->comm += tm.comm;
         r->hidden += tm.comm_overlapped;
@@ -60,6 +70,14 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     MPI_Barrier(tr->g.world);
     double scale = 1e3 / n;
     r->ms = (now_s() - t0) * scale;
+    if (each) {
+        MPI_Allreduce(MPI_IN_PLACE, each, n, MPI_DOUBLE, MPI_MAX,
+                      tr->g.world);
+        qsort(each, (size_t)n, sizeof(double), cmp_double);
+        r->ms_median = 1e3 * (n % 2 ? each[n / 2]
+                                    : 0.5 * (each[n / 2 - 1] + each[n / 2]));
+        free(each);
+    }
     r->compute *= scale;
     r->comm *= scale;
     r->hidden *= scale;
@@ -141,7 +159,8 @@ static void report(struct trainer *tr, const struct bench_result *r)
     json_str(&j, "fp32_gemm", gemm_fp32_mode_name(gemm_get_fp32_mode()));
     const struct { const char *k; double v; } f[] = {
         {"tokens_per_s", tps}, {"mfu", mfu}, {"peak_gflops", tr->peak_gflops},
-        {"ms_per_step", r->ms}, {"ms_compute", r->compute},
+        {"ms_per_step", r->ms}, {"ms_per_step_median", r->ms_median},
+        {"ms_compute", r->compute},
         {"ms_comm", r->comm}, {"ms_comm_exposed", r->comm},
         {"ms_comm_overlapped", r->hidden},
         {"comm_exposed_frac", r->comm / r->ms}, {"wire_mb", r->wire_mb},
@@ -217,6 +236,11 @@ static int bench_step(int argc, char **argv)
         cli_int("bench_warmup", ev[1], &nw, err, sizeof(err)) < 0) {
         log_error("%s", err);
         return 2;
+    }
+    if (!strcmp(c.layout, "auto") &&
+        perf_layout_auto(&c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 1;
     }
     struct trainer tr;
     if (trainer_init(&tr, &c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {

@@ -80,6 +80,30 @@ int calib_measure(const struct gpt_config *gc, int mb, double budget_s,
                   struct calib_costs *out, char *err, size_t errlen);
 
 /*
+ * The same for one of tp tensor-parallel ranks (the performance model's
+ * compute figures): the block holds this rank's heads and FC rows; its
+ * all-reduces are skipped (no group: the model times communication
+ * apart); the embedding and head are replicated, as in training.  tp = 1
+ * is calib_measure.  Returns -1 with err when the shape does not split
+ * over tp (gpt_config_check).
+ */
+int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
+                     double budget_s, struct calib_costs *out, char *err,
+                     size_t errlen);
+
+/*
+ * The same for one of tp tensor-parallel ranks (the performance model's
+ * compute figures): the block holds this rank's heads and FC rows; its
+ * all-reduces are skipped (no group: the model times communication
+ * apart); the embedding and head are replicated, as in training.  tp = 1
+ * is calib_measure.  Returns -1 with err when the shape does not split
+ * over tp (gpt_config_check).
+ */
+int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
+                     double budget_s, struct calib_costs *out, char *err,
+                     size_t errlen);
+
+/*
  * The same with every kernel run `slow` times over in effect
  * (debug_slow_rank=R:F): after each forward and backward that took t
  * seconds, calib_slow_pad repeats it until about (slow - 1) t more seconds

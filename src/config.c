@@ -120,6 +120,16 @@ static int check_allreduce(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+static int check_layout(const struct config *c, const struct config_key *k,
+                        char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "manual") || !strcmp(v, "auto"))
+        return 0;
+    seterr(err, errlen, "must be manual or auto");
+    return -1;
+}
+
 static int check_pp_schedule(const struct config *c,
                              const struct config_key *k, char *err,
                              size_t errlen)
@@ -512,6 +522,13 @@ const struct config_key config_keys[] = {
     KEY("parallel", debug_slow_rank, CONFIG_STR, "",
         "test knob: R:F makes rank R F times slower by repeating its "
         "kernels (emulated heterogeneity); \"\" = off", check_slow_rank),
+    KEY("parallel", layout, CONFIG_STR, "manual",
+        "manual: dp, tp, pp and micro_batch as given | auto: the fastest "
+        "layout the performance model predicts that fits in memory (sets "
+        "dp, tp, pp, and micro_batch when it is 0)", check_layout),
+    KEY("parallel", perf_calib, CONFIG_STR, "",
+        "calibration file of `mpitron predict --calibrate` for layout=auto; "
+        "\"\" = a quick calibration at start-up", NULL),
     KEY("parallel", zero, CONFIG_INT, "0",
         "ZeRO over each stage's dp group: 0 off | 1 AdamW moments sharded | "
         "2 also gradients | 3 also parameters (gathered per block)",

@@ -76,6 +76,8 @@ struct config {
     float straggler_ratio;  /* name a rank slower than this x the median */
     int rebalance_every;    /* re-split dp shares every N steps; 0 = never */
     char debug_slow_rank[32]; /* "R:F": rank R runs F times slower */
+    char layout[8];           /* manual | auto (the performance model) */
+    char perf_calib[CONFIG_STR_MAX]; /* predict --calibrate's file; "" */
     int zero;            /* ZeRO stage 0..3 over the dp group */
 };
 

@@ -464,6 +464,42 @@ static void carve_scratch(struct gpt_acts *a, const struct gpt *m,
 }
 #undef CF
 
+int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
+                   struct tensor_table *tt, size_t *saved_bytes,
+                   size_t *scratch_bytes)
+{
+    struct gpt g;
+    memset(&g, 0, sizeof(g));
+    g.cfg = *c;
+    g.tp = tp;
+    g.l0 = l0;
+    g.l1 = l1;
+    g.first = l0 == 0;
+    g.last = l1 == c->n_layer;
+    g.nh = c->n_head / tp;
+    g.nkv = c->n_kv_head / tp;
+    g.hd = c->n_embd / c->n_head;
+    g.F = 4 * c->n_embd / tp;
+    int rc = build_table(&g);
+    *tt = g.tt;
+    /* the same carving as gpt_acts_init_shared, counting only */
+    struct gpt_acts a;
+    memset(&a, 0, sizeof(a));
+    size_t nl = (size_t)(l1 - l0), N = (size_t)B * c->seq_len;
+    a.B = B, a.T = c->seq_len, a.N = N;
+    a.la = calloc(nl ? nl : 1, sizeof(*a.la));
+    if (!a.la)
+        return -1;
+    struct carver cv = {NULL, 0};
+    take_saved(&a, &g, &cv);
+    size_t saved = cv.off;
+    take_scratch(&a, &g, &cv);
+    free(a.la);
+    *saved_bytes = saved * sizeof(float) + 2 * N * sizeof(int32_t);
+    *scratch_bytes = (cv.off - saved) * sizeof(float);
+    return rc;
+}
+
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner)
 {

@@ -311,4 +311,14 @@ void gpt_zero_grad(struct gpt *m);
  * Returns 0 or -1 (out of memory).  Free with tensor_table_free. */
 int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt);
 
+/* One stage's plan without allocating anything: the tensor table of tp
+ * rank 0's shard of blocks [l0, l1) (the first stage holds the embedding,
+ * the last the head), and the bytes of one micro-batch of B sequences'
+ * saved activations and of the backward scratch, as gpt_init and
+ * gpt_acts_init lay them out.  For the performance model and layout=auto.
+ * Returns 0 or -1 (out of memory); free tt with tensor_table_free. */
+int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
+                   struct tensor_table *tt, size_t *saved_bytes,
+                   size_t *scratch_bytes);
+
 #endif

@@ -233,7 +233,7 @@ static void on_signal(int sig)
     got_signal = sig;
 }
 
-static void install_signals(void)
+void train_signals_install(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -310,7 +310,7 @@ static int setup(struct run *r, const struct config *c, char *err,
     enum nf_policy pol = NF_SKIP;
     nf_policy_parse(c->nonfinite, &pol); /* checked by config */
     nf_init(&r->nf, pol, c->nonfinite_patience);
-    install_signals();
+    train_signals_install(); /* again: main() did before MPI_Init */
     return 0;
 }
 
@@ -553,7 +553,10 @@ static int loop(struct run *r, char *err, size_t errlen)
             return -1;
         if (last && async_collect(r, err, errlen) < 0)
             return -1;
-        if (sig) {
+        if (sig && s < stop) {
+            /* a batch script requeues the job on this line (and exit 0);
+             * a signal during the last step changes nothing: the run is
+             * done and says nothing of the signal */
             log_info(tr->g.world, "checkpoint saved at step %" PRId64
                      " after %s", s, signal_name(sig));
             break;

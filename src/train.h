@@ -138,6 +138,12 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
  * 0 without pipeline parallelism).  Collective over world. */
 int trainer_tie_check(struct trainer *tr);
 
+/* SIGUSR1, SIGTERM and SIGINT set a flag that the step loop reads (a
+ * second SIGINT exits at once).  main() calls this before MPI_Init, so a
+ * signal that a batch script forwards while the ranks start up is not
+ * fatal; train_main installs it again. */
+void train_signals_install(void);
+
 /* ---- load balance (train_balance.c) ---- */
 
 /* Calibrate this rank (debug_slow_rank's factor applied), gather every

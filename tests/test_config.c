@@ -110,6 +110,8 @@ static void test_defaults(void **state)
     assert_true(c.straggler_ratio == 1.2f);
     assert_int_equal(c.rebalance_every, 0);
     assert_string_equal(c.debug_slow_rank, "");
+    assert_string_equal(c.layout, "manual");
+    assert_string_equal(c.perf_calib, "");
 
     assert_int_equal(c.zero, 0);
     assert_string_equal(c.recompute, "none");
@@ -123,8 +125,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.hang_timeout, 600);
     assert_string_equal(c.debug_hang, "");
 
-    /* 8 model + 18 optim + 3 data + 18 run + 16 parallel keys */
-    assert_int_equal(config_nkeys, 63);
+    /* 8 model + 18 optim + 3 data + 18 run + 18 parallel keys */
+    assert_int_equal(config_nkeys, 65);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -207,6 +209,7 @@ static void test_set_errors(void **state)
                                 sizeof err), 0);
     expect_bad("steps", "99999999999", "out of range");
     expect_bad("steps", "-99999999999", "out of range");
+    expect_bad("layout", "fastest", "must be manual or auto");
 
     const char *bad_floats[] = {"", "abc", "1e-3x", "0.1.2", "nan", "inf",
                                 "1e40", " 0.1", "0.1 "};

@@ -205,6 +205,10 @@ static int bench_step(int argc, char **argv)
         log_error("%s", err);
         return 2;
     }
+    if (data_vocab_resolve(c.data, &c.vocab_size, 1, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
     struct trainer tr;
     if (trainer_init(&tr, &c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {
         log_error("%s", err);

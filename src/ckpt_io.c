@@ -17,6 +17,8 @@ void gpt_config_from(const struct config *c, struct gpt_config *gc)
     gc->vocab_size = c->vocab_size;
     gc->attn_window = c->attn_window;
     gc->dropout = c->dropout;
+    gc->label_smoothing = c->label_smoothing;
+    gc->z_loss = c->z_loss;
 }
 
 static const char *const group_names[3] = {"/model/", "/optim/m/",

@@ -159,8 +159,10 @@ const struct config_key config_keys[] = {
         check_nonneg),
     KEY("model", seq_len, CONFIG_INT, "128", "context length in tokens",
         check_pos),
-    KEY("model", vocab_size, CONFIG_INT, "256",
-        "vocabulary size (256 = byte-level tokens)", check_pos),
+    KEY("model", vocab_size, CONFIG_INT, "0",
+        "vocabulary size; 0 = from the data directory (its merges.txt, "
+        "256 for byte shards, 50257 for llm.c's GPT-2 shards)",
+        check_nonneg),
     KEY("model", attn_window, CONFIG_INT, "0",
         "0 = full causal attention, W = sliding window of W tokens",
         check_nonneg),
@@ -193,6 +195,13 @@ const struct config_key config_keys[] = {
         check_fpos),
     KEY("optim", grad_clip, CONFIG_FLOAT, "1.0",
         "clip the global gradient norm to this; 0 = off", check_fnonneg),
+    KEY("optim", label_smoothing, CONFIG_FLOAT, "0.0",
+        "label smoothing s in [0, 1): the training loss mixes s of the "
+        "uniform distribution into the target (validation stays plain "
+        "cross-entropy)", check_unit),
+    KEY("optim", z_loss, CONFIG_FLOAT, "0.0",
+        "z-loss coefficient: adds z_loss * logsumexp(logits)^2 per token "
+        "to the training loss (PaLM uses 1e-4); 0 = off", check_fnonneg),
     KEY("optim", seed, CONFIG_U64, "1337",
         "seed of every random stream (init, data order, dropout)", NULL),
     KEY("data", data, CONFIG_STR, "data/fortunes",

@@ -22,7 +22,7 @@ struct config {
     /* [model] */
     int n_layer, n_embd, n_head;
     int n_kv_head;   /* 0 in the table means "same as n_head"; resolved */
-    int seq_len, vocab_size;
+    int seq_len, vocab_size; /* vocab_size 0 = from the data directory */
     int attn_window; /* 0 = full causal */
     float dropout;
     /* [optim] */
@@ -34,6 +34,7 @@ struct config {
     char lr_schedule[32]; /* constant | cosine | linear | onecycle | cyclic */
     int lr_cycle;         /* cyclic: steps per half cycle */
     float weight_decay, beta1, beta2, eps, grad_clip;
+    float label_smoothing, z_loss;
     uint64_t seed;
     /* [data] */
     char data[CONFIG_STR_MAX];

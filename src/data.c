@@ -4,6 +4,7 @@
  */
 #include "data.h"
 
+#include "bpe.h"
 #include "rng.h"
 
 #include <assert.h>
@@ -177,6 +178,161 @@ static int shard_map(struct shard *s, int vocab_size, char *err,
     return shard_validate(s, vocab_size, err, errlen);
 }
 
+/* Read and check <dir>/<split>.docs against a split of ntok tokens; a
+ * missing file leaves ds->docs NULL. */
+static int docs_load(struct dataset *ds, const char *dir, const char *split,
+                     char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s" DOCS_SUFFIX, dir, split);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "cannot open %s: "
+                                      "%s", path, strerror(errno)), -1);
+    unsigned char h[SHARD_HEADER_BYTES];
+    struct stat st;
+    int rc = -1;
+    if (fstat(fileno(f), &st) != 0 || fread(h, 1, sizeof h, f) != sizeof h) {
+        snprintf(err, errlen, "%s: shorter than the %zu-byte header", path,
+                 SHARD_HEADER_BYTES);
+        goto out;
+    }
+    int32_t magic = le32_get(h), version = le32_get(h + 4);
+    int64_t n = le32_get(h + 8);
+    int64_t ntok = (int64_t)((uint64_t)(uint32_t)le32_get(h + 12) |
+                             (uint64_t)(uint32_t)le32_get(h + 16) << 32);
+    if (magic != DOCS_MAGIC || version != DOCS_VERSION) {
+        snprintf(err, errlen, "%s: not a document index (magic %d version "
+                 "%d; expected %d version %d)", path, magic, version,
+                 DOCS_MAGIC, DOCS_VERSION);
+        goto out;
+    }
+    if (n < 1 || (uint64_t)st.st_size != SHARD_HEADER_BYTES + 8 * (uint64_t)n
+        || ntok != ds->ntok) {
+        snprintf(err, errlen, "%s: %lld documents of a %lld-token split in "
+                 "%lld bytes, but the shards hold %lld tokens", path,
+                 (long long)n, (long long)ntok, (long long)st.st_size,
+                 (long long)ds->ntok);
+        goto out;
+    }
+    if (!(ds->docs = malloc((size_t)n * sizeof *ds->docs)) ||
+        fread(ds->docs, sizeof *ds->docs, (size_t)n, f) != (size_t)n) {
+        snprintf(err, errlen, "cannot read %s", path);
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++)
+        if ((i == 0 && ds->docs[0] != 0) ||
+            (i > 0 && ds->docs[i] <= ds->docs[i - 1]) ||
+            ds->docs[i] >= ds->ntok) {
+            snprintf(err, errlen, "%s: document %lld starts at %lld: starts "
+                     "must ascend from 0 and stay below %lld", path,
+                     (long long)i, (long long)ds->docs[i],
+                     (long long)ds->ntok);
+            goto out;
+        }
+    ds->ndocs = n;
+    rc = 0;
+out:
+    fclose(f);
+    if (rc < 0) {
+        free(ds->docs);
+        ds->docs = NULL;
+    }
+    return rc;
+}
+
+int64_t dataset_doc_start(const struct dataset *ds, int64_t pos)
+{
+    if (!ds->docs)
+        return 0;
+    int64_t lo = 0, hi = ds->ndocs - 1; /* last start <= pos */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (ds->docs[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return ds->docs[lo];
+}
+
+int dataset_max_token(const struct dataset *ds)
+{
+    int mx = 0;
+    for (int k = 0; k < ds->nshards; k++) {
+        const struct shard *s = &ds->shards[k];
+        for (int64_t i = 0; i < s->ntok; i++)
+            mx = s->tok[i] > mx ? s->tok[i] : mx;
+    }
+    return mx;
+}
+
+int data_vocab_detect(const char *dir, int *vocab, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, BPE_FILE);
+    if (access(path, F_OK) == 0) {
+        struct bpe b;
+        if (bpe_load(&b, path, err, errlen) < 0)
+            return -1;
+        *vocab = b.vocab;
+        bpe_free(&b);
+        return 0;
+    }
+    int mx = 0;
+    const char *splits[2] = {"train", "val"};
+    for (int s = 0; s < 2; s++) {
+        struct dataset ds;
+        char e2[512];
+        if (dataset_open(&ds, dir, splits[s], 0, s ? e2 : err,
+                         s ? sizeof e2 : errlen) < 0) {
+            if (s == 0)
+                return -1;
+            continue; /* no val split: fine */
+        }
+        int m = dataset_max_token(&ds);
+        mx = m > mx ? m : mx;
+        dataset_close(&ds);
+    }
+    if (mx < 256)
+        *vocab = 256;
+    else if (mx < 50257)
+        *vocab = 50257;
+    else {
+        snprintf(err, errlen, "%s: tokens up to %d and no %s: set "
+                 "vocab_size (> %d)", dir, mx, BPE_FILE, mx);
+        return -1;
+    }
+    return 0;
+}
+
+int data_vocab_resolve(const char *dir, int *vocab, int optional, char *err,
+                       size_t errlen)
+{
+    struct stat st;
+    if (optional && stat(dir, &st) != 0) {
+        if (*vocab == 0)
+            *vocab = 256;
+        return 0;
+    }
+    if (*vocab == 0)
+        return data_vocab_detect(dir, vocab, err, errlen);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, BPE_FILE);
+    if (access(path, F_OK) != 0)
+        return 0;
+    int v;
+    if (data_vocab_detect(dir, &v, err, errlen) < 0)
+        return -1;
+    if (v != *vocab) {
+        snprintf(err, errlen, "vocab_size=%d, but the tokenizer %s has %d "
+                 "tokens (vocab_size=0 takes it from the data)", *vocab,
+                 path, v);
+        return -1;
+    }
+    return 0;
+}
+
 /* vocab_size <= 0 (or > 65535) skips the token range check. */
 int dataset_open(struct dataset *ds, const char *dir, const char *split,
                  int vocab_size, char *err, size_t errlen)
@@ -206,6 +362,10 @@ int dataset_open(struct dataset *ds, const char *dir, const char *split,
         s->start = ds->ntok;
         ds->ntok += s->ntok;
     }
+    if (docs_load(ds, dir, split, err, errlen) < 0) {
+        dataset_close(ds);
+        return -1;
+    }
     return 0;
 }
 
@@ -217,6 +377,7 @@ void dataset_close(struct dataset *ds)
         free(ds->shards[i].path);
     }
     free(ds->shards);
+    free(ds->docs);
     memset(ds, 0, sizeof *ds);
 }
 

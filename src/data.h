@@ -43,7 +43,24 @@ struct dataset {
     struct shard *shards;
     int nshards;
     int64_t ntok;       /* total tokens in the split */
+    int64_t *docs;      /* document starts (<split>.docs), ascending, the
+                           first 0; NULL when the directory has none */
+    int64_t ndocs;
 };
+
+/*
+ * Document index <dir>/<split>.docs, written by prepare beside the shards
+ * (the shard format itself stays llm.c's):
+ *   1. header: 256 little-endian int32; [0] magic 20240523, [1] version 1,
+ *      [2] document count n, [3] and [4] the split's token count (low and
+ *      high 32 bits); the rest zero;
+ *   2. n little-endian int64: the stream position of each document's
+ *      first token; ascending, the first 0, each below the token count.
+ *   The file size must be exactly 1024 + 8n.
+ */
+#define DOCS_MAGIC 20240523
+#define DOCS_VERSION 1
+#define DOCS_SUFFIX ".docs"
 
 /* Map every <dir>/<split>_*.bin.  Returns 0, or -1 with err naming the
  * file at fault (missing directory, no shards, bad magic, bad version,
@@ -52,6 +69,30 @@ struct dataset {
 int dataset_open(struct dataset *ds, const char *dir, const char *split,
                  int vocab_size, char *err, size_t errlen);
 void dataset_close(struct dataset *ds);
+
+/* The start of the document holding stream position pos (0 without a
+ * document index). */
+int64_t dataset_doc_start(const struct dataset *ds, int64_t pos);
+
+/* The largest token of the split (a pass over every token). */
+int dataset_max_token(const struct dataset *ds);
+
+/*
+ * The vocabulary of the shards in dir, for vocab_size = 0: the size named
+ * by dir/merges.txt (bpe.h) when there is one; else 256 when every train
+ * and val token is below 256 (byte-level); else 50257 when every token is
+ * below 50257 (llm.c's GPT-2-tokenised shards, which carry no vocabulary
+ * file); else -1 with err asking for vocab_size.  Also -1 when the
+ * directory or its shards are bad.
+ */
+int data_vocab_detect(const char *dir, int *vocab, char *err, size_t errlen);
+
+/* The config's vocab_size against dir: *vocab 0 is detected
+ * (data_vocab_detect; when optional and dir does not exist, 256); a
+ * positive *vocab must equal merges.txt's size when dir has one.  0, or
+ * -1 with err naming the directory and both sizes. */
+int data_vocab_resolve(const char *dir, int *vocab, int optional, char *err,
+                       size_t errlen);
 
 /* Copy n tokens starting at stream position pos into out (wraps nothing:
  * pos + n <= ntok is the caller's contract). */
@@ -99,14 +140,30 @@ void loader_next(struct loader *l, int64_t step, const int32_t **inp,
 void loader_free(struct loader *l);
 
 /*
- * `mpitron prepare`: byte-level tokenisation (token = byte, vocabulary 256)
- * of the concatenation of files, in order.  The last val_fraction of the
- * stream becomes the val split, the rest train; each split is written as
- * shards of at most shard_tokens tokens: <outdir>/train_000.bin, ...,
- * <outdir>/val_000.bin.  Writes go to a temporary name, then rename.
- * Returns 0, or -1 with err naming the file.  Reports totals to stdout
- * when verbose.
+ * `mpitron prepare`: tokenisation of the concatenation of files, in order.
+ * The last val_fraction of the bytes becomes the val split, the rest
+ * train.  vocab_size 256: token = byte.  More: a byte-level BPE tokenizer
+ * (bpe.h) is trained on the train split, saved as <outdir>/merges.txt, and
+ * both splits are encoded with it.  Documents: every file starts one, and
+ * so does the line after each line equal to doc_sep (fortunes' "%"; ""
+ * = files only); the separator lines stay in the text, and no BPE piece
+ * crosses a document start.  Each split is written as shards of at most
+ * shard_tokens tokens (<outdir>/train_000.bin, ..., <outdir>/val_000.bin)
+ * and its document starts as <outdir>/<split>.docs.  Earlier outputs in
+ * outdir are removed first (after every input was read).  Writes go to a
+ * temporary name, then rename.  Returns 0, or -1 with err naming the file
+ * or option.  Reports totals to stdout when verbose.
  */
+struct prepare_opts {
+    double val_fraction;
+    int64_t shard_tokens;
+    int vocab_size;      /* 256 = bytes, up to 65535 = BPE */
+    const char *doc_sep; /* a line equal to it separates documents */
+    int verbose;
+};
+int data_prepare_ex(const char *outdir, const char *const *files, int nfiles,
+                    const struct prepare_opts *o, char *err, size_t errlen);
+/* data_prepare_ex with vocab_size 256 and doc_sep "%". */
 int data_prepare(const char *outdir, const char *const *files, int nfiles,
                  double val_fraction, int64_t shard_tokens, int verbose,
                  char *err, size_t errlen);
@@ -114,5 +171,9 @@ int data_prepare(const char *outdir, const char *const *files, int nfiles,
 /* Write one shard (header + tokens) atomically. Returns 0 or -1 + err. */
 int shard_write(const char *path, const uint16_t *tok, int64_t n, char *err,
                 size_t errlen);
+/* Write a document index (starts[0..n), of a split of ntok tokens)
+ * atomically.  Returns 0 or -1 + err. */
+int docs_write(const char *path, const int64_t *starts, int64_t n,
+               int64_t ntok, char *err, size_t errlen);
 
 #endif

@@ -47,7 +47,8 @@ int gpt_config_check(const struct gpt_config *c, int tp, char *err,
     }
     if (c->vocab_size < 2 || c->vocab_size > 65536) {
         snprintf(err, errlen, "vocab_size=%d must be in [2, 65536] (uint16 "
-                 "tokens)", c->vocab_size);
+                 "tokens; 0 is resolved from the data directory before "
+                 "this)", c->vocab_size);
         return -1;
     }
     return 0;
@@ -62,7 +63,8 @@ int64_t gpt_num_params(const struct gpt_config *c)
                   + C * q + C              /* wo, bo */
                   + 4 * C * C + 4 * C      /* wfc, bfc */
                   + C * 4 * C + C;         /* wproj, bproj */
-    return (int64_t)c->vocab_size * C + (int64_t)c->seq_len * C +
+    return (int64_t)gpt_vocab_padded(c->vocab_size) * C +
+           (int64_t)c->seq_len * C +
            c->n_layer * per + 2 * C;
 }
 
@@ -94,7 +96,8 @@ static int build_table(struct gpt *m)
     float std = 0.02f, pstd = 0.02f / sqrtf(2.0f * (float)c->n_layer);
     int rc = 0;
     if (m->first || m->last)
-        rc |= add(m, -1, "wte", c->vocab_size, C, -1, 1, std, 0) < 0;
+        rc |= add(m, -1, "wte", gpt_vocab_padded(c->vocab_size), C, -1, 1,
+                  std, 0) < 0;
     if (m->first)
         rc |= add(m, -1, "wpe", c->seq_len, C, -1, 1, std, 0) < 0;
     for (int l = m->l0; l < m->l1; l++) {
@@ -238,11 +241,11 @@ static void acts_sizes(const struct gpt *m, size_t N, size_t B, size_t T,
 {
     size_t C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
+    size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
     size_t TT = B * (size_t)m->nh * T * T;
     size_t nl = (size_t)(m->l1 - m->l0);
     size_t per = 6 * N * C + 4 * N + N * Q + TT + N * A + 2 * N * F;
-    size_t head = m->last ? N * C + 2 * N + 2 * N * V : 0; /* lnf.., probs */
+    size_t head = m->last ? N * C + 3 * N + 2 * N * V : 0; /* lnf.., probs */
     *saved = N * C + nl * per + head;
     *scratch = 3 * N * C + N * Q + N * A + TT + 2 * N * F +
                (m->last ? 2 * N * V : 0); /* logits, dlogits */
@@ -253,7 +256,7 @@ static float *take_saved(struct gpt_acts *a, const struct gpt *m, float *p)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
+    size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
     size_t TT = (size_t)a->B * m->nh * a->T * a->T;
 #define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
     TAKE(a->emb, N * C);
@@ -281,6 +284,7 @@ static float *take_saved(struct gpt_acts *a, const struct gpt *m, float *p)
         TAKE(a->lnf_rstd, N);
         TAKE(a->probs, N * V);
         TAKE(a->losses, N);
+        TAKE(a->lse, N);
     }
     return p;
 }
@@ -289,7 +293,7 @@ static void take_scratch(struct gpt_acts *a, const struct gpt *m, float *p)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
+    size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
     size_t TT = (size_t)a->B * m->nh * a->T * a->T;
     TAKE(a->dres, N * C);
     TAKE(a->dC, N * C);
@@ -498,6 +502,7 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
                    const int32_t *tgt, const struct gpt_pos *pos)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
+    size_t Vp = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
     if (m->first) {
         memcpy(a->inp, inp, N * sizeof(int32_t));
         embed_forward(m, a, pos);
@@ -514,9 +519,10 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     TIMED(m, OPK_LAYERNORM, layernorm_forward(a->lnf, a->lnf_mean,
           a->lnf_rstd, x, m->lnfw, m->lnfb, N, C));
     TIMED(m, OPK_MATMUL, matmul_forward(a->logits, a->lnf, m->wte, NULL, N,
-                                        C, V));
-    TIMED(m, OPK_LOSS, crossentropy_softmax_forward(a->losses, a->probs,
-          a->logits, a->tgt, N, V));
+                                        C, Vp));
+    struct xent_opts xo = {m->cfg.label_smoothing, m->cfg.z_loss};
+    TIMED(m, OPK_LOSS, xent_forward(a->losses, a->probs, a->lse, a->logits,
+          a->tgt, N, V, Vp, pos->train ? &xo : NULL));
     double sum = 0.0;
     for (size_t i = 0; i < N; i++)
         sum += a->losses[i];
@@ -593,12 +599,14 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
 static void head_backward(struct gpt *m, struct gpt_acts *a, float dloss)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
-    memset(a->dlogits, 0, N * V * sizeof(float));
-    TIMED(m, OPK_LOSS, crossentropy_softmax_backward(a->dlogits, a->probs,
-          a->tgt, dloss, N, V));
+    size_t Vp = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
+    struct xent_opts xo = {m->cfg.label_smoothing, m->cfg.z_loss};
+    memset(a->dlogits, 0, N * Vp * sizeof(float));
+    TIMED(m, OPK_LOSS, xent_backward(a->dlogits, a->probs, a->lse, a->tgt,
+          dloss, N, V, Vp, &xo));
     memset(a->dln, 0, N * C * sizeof(float));
     TIMED(m, OPK_MATMUL, matmul_backward(a->dln, m->dwte, NULL, a->dlogits,
-                                         a->lnf, m->wte, N, C, V));
+                                         a->lnf, m->wte, N, C, Vp));
     memset(a->dres, 0, N * C * sizeof(float));
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, m->dlnfw, m->dlnfb,
           a->dln, gpt_stage_output(m, a), m->lnfw, a->lnf_mean, a->lnf_rstd,

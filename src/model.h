@@ -12,7 +12,8 @@
  * cross-entropy.
  *
  * Parameters (global shapes; W (out, in), tp split in brackets):
- *   wte (V,C), wpe (T,C)                           [replicated]
+ *   wte (Vp,C), wpe (T,C)                          [replicated]
+ *     (Vp = gpt_vocab_padded(V) rows)
  *   h.L.ln1.w, h.L.ln1.b (C)                       [replicated]
  *   h.L.attn.wq (nh*hd,C)  wk, wv (nkv*hd,C)       [dim 0: heads]
  *   h.L.attn.bq (nh*hd)    bk, bv (nkv*hd)         [dim 0]
@@ -49,7 +50,18 @@ struct gpt_config {
     int n_layer, n_embd, n_head, n_kv_head, seq_len, vocab_size;
     int attn_window;
     float dropout;
+    float label_smoothing, z_loss; /* training loss only (ops.h xent) */
 };
+
+/* Rows of wte and columns of the logits: the vocabulary padded as llm.c
+ * pads it (GPT-2's 50257 -> 50304), to a multiple of 128 when it is above
+ * 256; smaller vocabularies (bytes, the tests') are not padded.  The
+ * padded tokens never occur: the loss and sampling read the first
+ * vocab_size logits only, and their wte rows get no gradient. */
+static inline int gpt_vocab_padded(int V)
+{
+    return V > 256 ? (V + 127) / 128 * 128 : V;
+}
 
 /* Time spent per kind of op, seconds (what bench step splits by). */
 enum op_kind {
@@ -132,13 +144,14 @@ struct gpt_acts {
     float *emb;          /* (N,C) embedding output, after dropout */
     struct gpt_layer_acts *la; /* per local layer */
     float *lnf, *lnf_mean, *lnf_rstd; /* (N,C) (N) (N) */
-    float *logits, *probs, *losses;   /* (N,V) (N,V) (N) */
+    float *logits, *probs, *losses;   /* (N,Vp) (N,Vp) (N) */
+    float *lse;                       /* (N) log-sum-exp, for the z-loss */
     /* backward scratch, shared by all layers */
     float *dres, *dC, *dln;  /* (N,C) */
     float *dqkv, *datty;     /* (N,Q) (N,nh*hd) */
     float *datt;             /* (B,nh,T,T) */
     float *dF1, *dF2;        /* (N,F) */
-    float *dlogits;          /* (N,V) */
+    float *dlogits;          /* (N,Vp) */
     float *mem;              /* the one allocation behind all of these */
     size_t bytes;            /* its size, for the memory report */
 };

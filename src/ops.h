@@ -96,6 +96,34 @@ void crossentropy_softmax_backward(float *dlogits, const float *probs,
                                    size_t N, size_t V);
 
 /*
+ * The training loss: softmax cross-entropy with label smoothing and
+ * z-loss.  A row of logits is ld >= V floats wide; columns [V, ld) are
+ * vocabulary padding, ignored (their probabilities are 0, their gradients
+ * untouched).  With p = softmax(logits[0, V)), lse = log sum_v exp(l_v),
+ * target t, smoothing s and z-loss coefficient z:
+ *   loss = (1 - s) (-log p_t) + s mean_v(-log p_v) + z lse^2
+ *        = lse - (1 - s) l_t - s mean_v(l_v) + z lse^2
+ *   dloss/dl_v = p_v (1 + 2 z lse) - (1 - s) [v == t] - s / V
+ * (label smoothing: Szegedy et al. 2016; z-loss: PaLM, Chowdhery et al.
+ * 2022).  s = z = 0 is plain cross-entropy, computed exactly as
+ * crossentropy_softmax_*.
+ */
+struct xent_opts {
+    float label_smoothing; /* s in [0, 1) */
+    float z_loss;          /* z >= 0 */
+};
+/* losses (N); probs (N,ld) saved (0 in the padding); lse (N) saved (may
+ * be NULL when z = 0); logits (N,ld); targets (N) in [0,V); o NULL =
+ * plain cross-entropy */
+void xent_forward(float *losses, float *probs, float *lse,
+                  const float *logits, const int32_t *targets, size_t N,
+                  size_t V, size_t ld, const struct xent_opts *o);
+/* dlogits (N,ld) += dloss/dlogits * dloss, columns [0,V) only */
+void xent_backward(float *dlogits, const float *probs, const float *lse,
+                   const int32_t *targets, float dloss, size_t N, size_t V,
+                   size_t ld, const struct xent_opts *o);
+
+/*
  * Inverted dropout with a counter-based mask: element (i, j) of the (N,C)
  * block is kept when rng_uniform(key, (row0 + i) * ld + col0 + j) >= p and
  * then scaled by 1/(1-p).  row0 is the global row (token) index of the first

@@ -223,9 +223,14 @@ static const char *signal_name(int sig)
            : sig == SIGINT ? "SIGINT" : "a signal";
 }
 
-static int setup(struct run *r, const struct config *c, char *err,
+static int setup(struct run *r, const struct config *c0, char *err,
                  size_t errlen)
 {
+    struct config cv = *c0; /* vocab_size resolved against the data */
+    int vrc = data_vocab_resolve(cv.data, &cv.vocab_size, 0, err, errlen);
+    if (agree(MPI_COMM_WORLD, vrc) < 0)
+        return -1;
+    const struct config *c = &cv;
     if (trainer_init(&r->tr, c, MPI_COMM_WORLD, err, errlen) < 0)
         return -1;
     struct trainer *tr = &r->tr;
@@ -385,9 +390,10 @@ int train_main(const struct config *c)
     int rc = setup(&r, c, err, sizeof(err));
     if (rc == 0) {
         log_info(MPI_COMM_WORLD, "training %" PRId64 " parameters, "
-                 "%d steps of %d x %d tokens (micro_batch %d x %d)",
-                 gpt_num_params(&r.tr.m.cfg), c->steps, c->batch_size,
-                 c->seq_len, r.tr.mb, r.tr.accum);
+                 "%d steps of %d x %d tokens (micro_batch %d x %d), "
+                 "vocabulary %d", gpt_num_params(&r.tr.m.cfg), c->steps,
+                 c->batch_size, c->seq_len, r.tr.mb, r.tr.accum,
+                 r.tr.c.vocab_size);
         rc = loop(&r, err, sizeof(err));
     }
     if (rc < 0 && err[0])

@@ -165,7 +165,8 @@ static int stage_init(struct trainer *tr, const struct gpt_config *gc,
     }
     struct gpt_config one = *gc;
     one.n_layer = 1;
-    double C = gc->n_embd, V = gc->vocab_size, T = gc->seq_len;
+    double C = gc->n_embd, V = gpt_vocab_padded(gc->vocab_size);
+    double T = gc->seq_len;
     double block = (double)(gpt_num_params(&one) - (V + T) * C - 2 * C);
     for (int l = 0; l < L; l++)
         cost[l] = block;
@@ -333,7 +334,8 @@ static void tie_reduce(struct trainer *tr)
 {
     if (!tr->has_tie || tr->tie_comm == MPI_COMM_NULL)
         return;
-    size_t n = (size_t)tr->m.cfg.vocab_size * (size_t)tr->m.cfg.n_embd;
+    size_t n = (size_t)gpt_vocab_padded(tr->m.cfg.vocab_size) *
+               (size_t)tr->m.cfg.n_embd;
     for (size_t off = 0; off < n; off += (size_t)1 << 30) { /* int counts */
         size_t k = n - off < (size_t)1 << 30 ? n - off : (size_t)1 << 30;
         if (MPI_Allreduce(MPI_IN_PLACE, tr->m.dwte + off, (int)k, MPI_FLOAT,
@@ -360,7 +362,8 @@ int trainer_tie_check(struct trainer *tr)
     int drift = 0;
     if (tr->has_tie && tr->tie_comm != MPI_COMM_NULL) {
         struct gpt *m = &tr->m;
-        size_t n = (size_t)m->cfg.vocab_size * (size_t)m->cfg.n_embd;
+        size_t n = (size_t)gpt_vocab_padded(m->cfg.vocab_size) *
+                   (size_t)m->cfg.n_embd;
         size_t off = (size_t)(m->wte - m->params);
         float *arena[3] = {m->params, m->m, m->v};
         uint64_t h[3], lo[3], hi[3];

@@ -62,7 +62,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.n_head, 4);
     assert_int_equal(c.n_kv_head, 0);
     assert_int_equal(c.seq_len, 128);
-    assert_int_equal(c.vocab_size, 256);
+    assert_int_equal(c.vocab_size, 0); /* from the data directory */
     assert_int_equal(c.attn_window, 0);
     assert_true(c.dropout == 0.0f);
     assert_int_equal(c.batch_size, 8);
@@ -103,8 +103,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
 
-    /* 8 model + 14 optim + 3 data + 10 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 45);
+    /* 8 model + 16 optim + 3 data + 10 run + 10 parallel keys */
+    assert_int_equal(config_nkeys, 47);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

@@ -16,6 +16,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bpe.h"
 #include "data.h"
 #include "rng.h"
 
@@ -457,6 +458,175 @@ static void test_hand_written_shards(void **state)
     fclose(y);
 }
 
+/* ---- documents, BPE, the vocabulary ---------------------------------- */
+
+/* Two files: three fortunes separated by "%" lines, then one more file.
+ * Documents start at 0, after each "%\n", and at the second file. */
+static const char DOC_A[] = "first one\nline two\n%\nsecond\n%\nthird doc "
+                            "that is a bit longer than the others\n";
+static const char DOC_B[] = "fourth, the second file\n%\n";
+
+static void write_docs_inputs(const struct fix *f, char *pa, char *pb,
+                              size_t n)
+{
+    snprintf(pa, n, "%s/docs_a.txt", f->dir);
+    snprintf(pb, n, "%s/docs_b.txt", f->dir);
+    bytes_write(pa, (const unsigned char *)DOC_A, strlen(DOC_A));
+    bytes_write(pb, (const unsigned char *)DOC_B, strlen(DOC_B));
+}
+
+static void test_prepare_docs(void **state)
+{
+    struct fix *f = *state;
+    char pa[1024], pb[1024], out[1024], err[ERRLEN];
+    write_docs_inputs(f, pa, pb, sizeof pa);
+    snprintf(out, sizeof out, "%s/docs", f->dir);
+    const char *files[2] = {pa, pb};
+    struct prepare_opts o = {.val_fraction = 0.0, .shard_tokens = 1000,
+                             .vocab_size = 256, .doc_sep = "%"};
+    assert_int_equal(data_prepare_ex(out, files, 2, &o, err, sizeof err), 0);
+    struct dataset ds;
+    assert_int_equal(dataset_open(&ds, out, "train", 256, err, sizeof err), 0);
+    int64_t a = (int64_t)strlen(DOC_A);
+    int64_t want[4] = {0, 21, 30, a}; /* the trailing "%" of B ends it */
+    assert_int_equal(ds.ndocs, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(ds.docs[i], want[i]);
+    assert_int_equal(dataset_doc_start(&ds, 0), 0);
+    assert_int_equal(dataset_doc_start(&ds, 20), 0);
+    assert_int_equal(dataset_doc_start(&ds, 21), 21);
+    assert_int_equal(dataset_doc_start(&ds, a + 3), a);
+    dataset_close(&ds);
+    /* doc_sep "" = file boundaries only */
+    o.doc_sep = "";
+    assert_int_equal(data_prepare_ex(out, files, 2, &o, err, sizeof err), 0);
+    assert_int_equal(dataset_open(&ds, out, "train", 256, err, sizeof err), 0);
+    assert_int_equal(ds.ndocs, 2);
+    assert_int_equal(ds.docs[1], a);
+    dataset_close(&ds);
+}
+
+/* BPE: merges.txt beside the shards, every document's tokens decode to
+ * its bytes, train and val; the vocabulary comes from the directory. */
+static void test_prepare_bpe(void **state)
+{
+    struct fix *f = *state;
+    char pa[1024], pb[1024], out[1024], mp[1100], err[ERRLEN];
+    write_docs_inputs(f, pa, pb, sizeof pa);
+    snprintf(out, sizeof out, "%s/bpe", f->dir);
+    const char *files[3] = {pa, pb, pa};
+    struct prepare_opts o = {.val_fraction = 0.3, .shard_tokens = 7,
+                             .vocab_size = 290, .doc_sep = "%"};
+    assert_int_equal(data_prepare_ex(out, files, 3, &o, err, sizeof err), 0);
+    snprintf(mp, sizeof mp, "%s/merges.txt", out);
+    struct bpe b;
+    assert_int_equal(bpe_load(&b, mp, err, sizeof err), 0);
+    assert_true(b.vocab > 256 && b.vocab <= 290);
+    int v = 0;
+    assert_int_equal(data_vocab_detect(out, &v, err, sizeof err), 0);
+    assert_int_equal(v, b.vocab);
+    /* the input bytes, as one stream, cut where prepare cuts */
+    size_t la = strlen(DOC_A), lb = strlen(DOC_B), n = 2 * la + lb;
+    char *all = malloc(n);
+    memcpy(all, DOC_A, la);
+    memcpy(all + la, DOC_B, lb);
+    memcpy(all + la + lb, DOC_A, la);
+    size_t ntrain = n - (size_t)((double)n * 0.3), off = 0;
+    const char *splits[2] = {"train", "val"};
+    for (int s = 0; s < 2; s++) {
+        struct dataset ds;
+        assert_int_equal(dataset_open(&ds, out, splits[s], b.vocab, err,
+                                      sizeof err), 0);
+        assert_true(ds.nshards > 1);
+        int32_t *tok = malloc((size_t)ds.ntok * sizeof *tok);
+        dataset_read(&ds, 0, ds.ntok, tok);
+        for (int64_t d = 0, t = 0; d < ds.ndocs; d++) {
+            int64_t end = d + 1 < ds.ndocs ? ds.docs[d + 1] : ds.ntok;
+            assert_int_equal(ds.docs[d], t);
+            for (; t < end; t++) {
+                size_t len;
+                const unsigned char *p = bpe_token(&b, tok[t], &len);
+                assert_memory_equal(p, all + off, len);
+                off += len;
+            }
+        }
+        assert_int_equal(off, s ? n : ntrain);
+        free(tok);
+        dataset_close(&ds);
+    }
+    /* vocab_size against the directory */
+    v = b.vocab;
+    assert_int_equal(data_vocab_resolve(out, &v, 0, err, sizeof err), 0);
+    v = 256;
+    assert_int_equal(data_vocab_resolve(out, &v, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "merges.txt"));
+    assert_non_null(strstr(err, "vocab_size=256"));
+    /* a byte-level prepare in the same directory removes the tokenizer */
+    o.vocab_size = 256;
+    assert_int_equal(data_prepare_ex(out, files, 3, &o, err, sizeof err), 0);
+    assert_false(file_exists(out, "merges.txt"));
+    v = 0;
+    assert_int_equal(data_vocab_resolve(out, &v, 0, err, sizeof err), 0);
+    assert_int_equal(v, 256);
+    bpe_free(&b);
+    free(all);
+}
+
+static void test_vocab_detect_llmc(void **state)
+{
+    struct fix *f = *state;
+    char d[1024], p[1100], err[ERRLEN];
+    uint16_t tok[3] = {10, 50256, 300};
+    dir_fresh(d, sizeof d, f, "gpt2");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 1, 3, tok, 3);
+    int v = 0;
+    assert_int_equal(data_vocab_detect(d, &v, err, sizeof err), 0);
+    assert_int_equal(v, 50257);
+    tok[1] = 60000;
+    dir_fresh(d, sizeof d, f, "big");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 1, 3, tok, 3);
+    assert_int_equal(data_vocab_detect(d, &v, err, sizeof err), -1);
+    assert_non_null(strstr(err, "set vocab_size"));
+    snprintf(d, sizeof d, "%s/absent", f->dir);
+    v = 0;
+    assert_int_equal(data_vocab_resolve(d, &v, 1, err, sizeof err), 0);
+    assert_int_equal(v, 256); /* bench without data: bytes */
+    assert_int_equal(data_vocab_resolve(d, &v, 0, err, sizeof err), 0);
+    v = 0;
+    assert_int_equal(data_vocab_resolve(d, &v, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "does not exist"));
+}
+
+static void test_docs_errors(void **state)
+{
+    struct fix *f = *state;
+    char d[1024], p[1100], err[ERRLEN];
+    uint16_t tok[20] = {0};
+    int64_t good[3] = {0, 5, 9};
+    dir_fresh(d, sizeof d, f, "docerr");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 1, 20, tok, 20);
+    snprintf(p, sizeof p, "%s/train.docs", d);
+    assert_int_equal(docs_write(p, good, 3, 20, err, sizeof err), 0);
+    struct dataset ds;
+    assert_int_equal(dataset_open(&ds, d, "train", 256, err, sizeof err), 0);
+    assert_int_equal(ds.ndocs, 3);
+    dataset_close(&ds);
+    int64_t bad1[3] = {0, 9, 5}, bad2[2] = {1, 5}, bad3[2] = {0, 20};
+    assert_int_equal(docs_write(p, bad1, 3, 20, err, sizeof err), 0);
+    expect_open_error(d, 256, "train.docs", "must ascend");
+    assert_int_equal(docs_write(p, bad2, 2, 20, err, sizeof err), 0);
+    expect_open_error(d, 256, "train.docs", "must ascend from 0");
+    assert_int_equal(docs_write(p, bad3, 2, 20, err, sizeof err), 0);
+    expect_open_error(d, 256, "train.docs", "below 20");
+    assert_int_equal(docs_write(p, good, 3, 21, err, sizeof err), 0);
+    expect_open_error(d, 256, "train.docs", "the shards hold 20 tokens");
+    bytes_write(p, (const unsigned char *)"short", 5);
+    expect_open_error(d, 256, "train.docs", "header");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -468,6 +638,10 @@ int main(void)
         cmocka_unit_test(test_val_batch),
         cmocka_unit_test(test_loader),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_prepare_docs),
+        cmocka_unit_test(test_prepare_bpe),
+        cmocka_unit_test(test_vocab_detect_llmc),
+        cmocka_unit_test(test_docs_errors),
         cmocka_unit_test(test_hand_written_shards),
     };
     return cmocka_run_group_tests(tests, fix_setup, fix_teardown);

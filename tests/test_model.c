@@ -1,7 +1,8 @@
 /*
  * test_model.c - the whole model against independent references:
- *  - every parameter gradient of a tiny GPT (GQA, sliding window, dropout)
- *    against central finite differences of the loss;
+ *  - every parameter gradient of a tiny GPT (GQA, sliding window, dropout;
+ *    label smoothing, z-loss and a padded vocabulary) against central
+ *    finite differences of the loss;
  *  - gradient accumulation: a batch of 8 as 4 micro-batches of 2 gives the
  *    same AdamW update as one micro-batch of 8;
  *  - parameter init depends on the global index only: a row shard of a
@@ -41,12 +42,9 @@ static double loss_of(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     return gpt_forward(m, a, inp, tgt, pos) / (double)a->N;
 }
 
-static void test_whole_model_gradcheck(void **state)
+static void gradcheck(const struct gpt_config *cp)
 {
-    (void)state;
-    struct gpt_config c = {.n_layer = 2, .n_embd = 8, .n_head = 4,
-                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 11,
-                           .attn_window = 3, .dropout = 0.2f};
+    struct gpt_config c = *cp;
     struct gpt m;
     struct gpt_acts a;
     char err[256];
@@ -95,6 +93,31 @@ static void test_whole_model_gradcheck(void **state)
     }
     gpt_acts_free(&a);
     gpt_free(&m);
+}
+
+static void test_whole_model_gradcheck(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 2, .n_embd = 8, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 11,
+                           .attn_window = 3, .dropout = 0.2f};
+    gradcheck(&c);
+}
+
+/* The training loss with label smoothing and z-loss, and a vocabulary
+ * padded to a multiple of 128 (300 -> 384 rows of wte, whose padded rows
+ * get exactly zero gradient, as finite differences say). */
+static void test_gradcheck_loss_options(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 1, .n_embd = 8, .n_head = 2,
+                           .n_kv_head = 1, .seq_len = 6, .vocab_size = 300,
+                           .label_smoothing = 0.1f, .z_loss = 0.01f};
+    assert_int_equal(gpt_vocab_padded(300), 384);
+    assert_int_equal(gpt_vocab_padded(50257), 50304);
+    assert_int_equal(gpt_vocab_padded(4096), 4096);
+    assert_int_equal(gpt_vocab_padded(256), 256);
+    gradcheck(&c);
 }
 
 /* Grad of tensor `name` in m, or NULL when the stage does not hold it. */
@@ -212,6 +235,7 @@ static void make_config(struct config *c, int micro)
     c->n_head = 4;
     c->n_kv_head = 2;
     c->seq_len = 16;
+    c->vocab_size = 256;
     c->batch_size = 8;
     c->micro_batch = micro;
     c->dropout = 0.1f;
@@ -368,6 +392,7 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradcheck),
+        cmocka_unit_test(test_gradcheck_loss_options),
         cmocka_unit_test(test_accumulation_equals_full_batch),
         cmocka_unit_test(test_init_by_global_index),
         cmocka_unit_test(test_stages_equal_whole_model),

@@ -105,6 +105,30 @@ static int check_schedule(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+static const char *const optimizer_names[] = {"adamw", "lamb", "onebit_adam",
+                                              NULL};
+
+static int check_optimizer(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    for (int i = 0; optimizer_names[i]; i++)
+        if (strcmp(v, optimizer_names[i]) == 0)
+            return 0;
+    seterr(err, errlen, "must be one of adamw, lamb, onebit_adam");
+    return -1;
+}
+
+static int check_decay(const struct config *c, const struct config_key *k,
+                       char *err, size_t errlen)
+{
+    float v = get_float(c, k);
+    if (v > 0.0f && v <= 1.0f)
+        return 0;
+    seterr(err, errlen, "must be in (0, 1]");
+    return -1;
+}
+
 static const char *const allreduce_names[] = {"auto", "mpi", "ring", "rhd",
                                               "hier", NULL};
 
@@ -195,6 +219,16 @@ const struct config_key config_keys[] = {
         check_fpos),
     KEY("optim", grad_clip, CONFIG_FLOAT, "1.0",
         "clip the global gradient norm to this; 0 = off", check_fnonneg),
+    KEY("optim", optimizer, CONFIG_STR, "adamw",
+        "adamw | lamb (AdamW's direction scaled per tensor by the trust "
+        "ratio ||p||/||u||) | onebit_adam (1-bit Adam: AdamW for "
+        "compress_warmup steps, then the second moment frozen and, with "
+        "compress at dp > 1, the momentum all-reduced compressed with error "
+        "feedback instead of the gradient)", check_optimizer),
+    KEY("optim", lr_layer_decay, CONFIG_FLOAT, "1.0",
+        "layer-wise learning-rate decay d in (0, 1]: block l of L gets "
+        "lr * d^(L-1-l), the embeddings wte and wpe lr * d^L, the final "
+        "LayerNorm lr; 1 = off", check_decay),
     KEY("optim", label_smoothing, CONFIG_FLOAT, "0.0",
         "label smoothing s in [0, 1): the training loss mixes s of the "
         "uniform distribution into the target (validation stays plain "
@@ -820,6 +854,23 @@ int config_finalize(struct config *c, char *err, size_t errlen)
         seterr(err, errlen, "min_lr=%.9g exceeds lr=%.9g (lr_schedule=%s)",
                (double)c->min_lr, (double)c->lr, c->lr_schedule);
         return -1;
+    }
+    if (strcmp(c->optimizer, "onebit_adam") == 0) {
+        if (c->compress_warmup < 1) {
+            seterr(err, errlen, "optimizer=onebit_adam needs "
+                   "compress_warmup >= 1: AdamW steps that estimate the "
+                   "second moment before it is frozen");
+            return -1;
+        }
+        if ((c->pp > 1 || c->tp > 1) && strcmp(c->compress, "none") != 0) {
+            seterr(err, errlen, "optimizer=onebit_adam with compress=%s "
+                   "needs tp=1 and pp=1 (here tp=%d pp=%d): it reduces "
+                   "the momentum, which the tied embedding's two stages "
+                   "would each add, and bounds the gradient norm by "
+                   "ranks' local norms that tp ranks do not share",
+                   c->compress, c->tp, c->pp);
+            return -1;
+        }
     }
     if (c->n_kv_head == 0)
         c->n_kv_head = c->n_head;

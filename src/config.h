@@ -35,6 +35,8 @@ struct config {
     int lr_cycle;         /* cyclic: steps per half cycle */
     float weight_decay, beta1, beta2, eps, grad_clip;
     float label_smoothing, z_loss;
+    char optimizer[16];   /* adamw | lamb | onebit_adam */
+    float lr_layer_decay; /* 1 = off */
     uint64_t seed;
     /* [data] */
     char data[CONFIG_STR_MAX];

@@ -246,6 +246,17 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
             snprintf(err, errlen, "another rank failed to set up buckets");
         return -1;
     }
+    tr->optim = !strcmp(c->optimizer, "lamb") ? OPT_LAMB
+                : !strcmp(c->optimizer, "onebit_adam") ? OPT_ONEBIT
+                                                       : OPT_ADAMW;
+    tr->lamb_ss = calloc(2 * (size_t)(tr->m.tt.n ? tr->m.tt.n : 1),
+                         sizeof(double));
+    if (!tr->lamb_ss) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (tr->optim == OPT_ONEBIT && tr->has_dp && tr->bk.compress)
+        bucketer_set_momentum(&tr->bk, tr->m.m, c->beta1);
     lr_kind_parse(c->lr_schedule, &tr->sched.kind);
     tr->sched.lr = c->lr;
     tr->sched.min_lr = c->min_lr;
@@ -276,6 +287,7 @@ void trainer_free(struct trainer *tr)
     free(tr->bound);
     free(tr->stage_busy);
     free(tr->stage_idle);
+    free(tr->lamb_ss);
     if (tr->has_model)
         gpt_free(&tr->m);
     if (tr->has_grid)
@@ -410,6 +422,76 @@ static double gather_bubble(struct trainer *tr)
     return span > 0.0 ? 1.0 - busy / (p * span) : 0.0;
 }
 
+/* 1-bit Adam's compression stage: the second moment is frozen; with a
+ * codec at dp > 1 the gradient arena holds the all-reduced momentum. */
+static int onebit_frozen(const struct trainer *tr)
+{
+    return tr->optim == OPT_ONEBIT && tr->st.step >= tr->c.compress_warmup;
+}
+
+static int onebit_momentum(const struct trainer *tr)
+{
+    return onebit_frozen(tr) && tr->has_dp && tr->bk.compress;
+}
+
+/* The learning rate of tensor d: lr_layer_decay by its block (wte and
+ * wpe below block 0, the final LayerNorm at the top). */
+static float tensor_lr(const struct trainer *tr, const struct tensor_desc *d,
+                       double lr)
+{
+    int embed = !strcmp(d->name, "wte") || !strcmp(d->name, "wpe");
+    return (float)lr * lr_layer_scale(d->layer, embed, tr->c.n_layer,
+                                      tr->c.lr_layer_decay);
+}
+
+/* LAMB: moments and the sums of squares of every tensor, those of the
+ * tensors split over tp summed over the tp group (in table order, the
+ * same on every tp rank), then each tensor's step with its trust ratio.
+ * A replicated tensor has the same sums on every rank; the tied wte's
+ * two pipeline copies too. */
+static void lamb_step(struct trainer *tr, const struct adamw_hp *hp0,
+                      float scale, double lr)
+{
+    struct gpt *m = &tr->m;
+    double *ss = tr->lamb_ss;
+    int nsplit = 0;
+    for (int i = 0; i < m->tt.n; i++) {
+        const struct tensor_desc *d = &m->tt.t[i];
+        struct adamw_hp hp = *hp0;
+        hp.lr = tensor_lr(tr, d, lr);
+        ss[2 * i] = ss[2 * i + 1] = 0.0;
+        lamb_moments(m->params + d->off, m->grads + d->off, m->m + d->off,
+                     m->v + d->off, d->numel, &hp, scale, d->decay,
+                     &ss[2 * i], &ss[2 * i + 1]);
+        nsplit += d->tp_dim >= 0;
+    }
+    if (m->tp > 1 && nsplit > 0) {
+        double buf[2 * nsplit];
+        for (int i = 0, k = 0; i < m->tt.n; i++)
+            if (m->tt.t[i].tp_dim >= 0) {
+                buf[k++] = ss[2 * i];
+                buf[k++] = ss[2 * i + 1];
+            }
+        double t0 = now_s();
+        MPI_Allreduce(MPI_IN_PLACE, buf, 2 * nsplit, MPI_DOUBLE, MPI_SUM,
+                      tr->g.tp_comm);
+        m->op_time[OPK_TP_COMM] += now_s() - t0;
+        for (int i = 0, k = 0; i < m->tt.n; i++)
+            if (m->tt.t[i].tp_dim >= 0) {
+                ss[2 * i] = buf[k++];
+                ss[2 * i + 1] = buf[k++];
+            }
+    }
+    for (int i = 0; i < m->tt.n; i++) {
+        const struct tensor_desc *d = &m->tt.t[i];
+        struct adamw_hp hp = *hp0;
+        hp.lr = tensor_lr(tr, d, lr);
+        lamb_apply(m->params + d->off, m->m + d->off, m->v + d->off,
+                   d->numel, &hp, d->decay,
+                   lamb_ratio(ss[2 * i], ss[2 * i + 1]));
+    }
+}
+
 static void optimizer_step(struct trainer *tr, float scale, double lr)
 {
     struct adamw_hp hp = {
@@ -417,12 +499,38 @@ static void optimizer_step(struct trainer *tr, float scale, double lr)
         .eps = tr->c.eps, .weight_decay = tr->c.weight_decay,
         .t = tr->st.step + 1,
     };
+    if (tr->optim == OPT_LAMB) {
+        lamb_step(tr, &hp, scale, lr);
+        return;
+    }
+    int frozen = onebit_frozen(tr), mom = onebit_momentum(tr);
     struct gpt *m = &tr->m;
     for (int i = 0; i < m->tt.n; i++) {
         const struct tensor_desc *d = &m->tt.t[i];
-        adamw_update(m->params + d->off, m->grads + d->off, m->m + d->off,
-                     m->v + d->off, d->numel, &hp, scale, d->decay);
+        hp.lr = tensor_lr(tr, d, lr);
+        if (frozen)
+            frozen_v_update(m->params + d->off, m->grads + d->off,
+                            m->m + d->off, m->v + d->off, d->numel, &hp,
+                            scale, d->decay, tr->c.compress_warmup, mom);
+        else
+            adamw_update(m->params + d->off, m->grads + d->off,
+                         m->m + d->off, m->v + d->off, d->numel, &hp, scale,
+                         d->decay);
     }
+}
+
+/* The gradient norm that clipping uses.  In 1-bit Adam's momentum mode
+ * the arena holds the momentum, not the gradient, and the global
+ * gradient never exists uncompressed: the ranks' local gradient norms
+ * bound it, ||sum_r g_r|| <= sqrt(p sum_r ||g_r||^2) (Cauchy-Schwarz),
+ * so clipping with the bound never clips less than dense would. */
+static double clip_norm(struct trainer *tr)
+{
+    if (!onebit_momentum(tr))
+        return grad_norm(tr);
+    double s = tr->bk.local_sumsq;
+    MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    return sqrt((double)tr->g.dp * s);
 }
 
 double trainer_step(struct trainer *tr, const int32_t *inp,
@@ -452,7 +560,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
                       tr->g.pp_comm);
     double bubble = tr->g.pp > 1 ? gather_bubble(tr) : 0.0;
     double t2 = now_s();
-    double norm = grad_norm(tr);
+    double norm = clip_norm(tr);
     float scale = clip_scale(norm, c->grad_clip);
     double rate = lr_at(&tr->sched, tr->st.step);
     optimizer_step(tr, scale, rate);

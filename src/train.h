@@ -56,6 +56,10 @@ struct trainer {
     MPI_Comm tie_comm;   /* MPI_COMM_NULL unless pp > 1 and first/last */
     int *bound;          /* pp + 1 stage boundaries (blocks) */
     double *stage_busy, *stage_idle; /* pp entries, seconds */
+    /* optimizer: kind, and LAMB's per-tensor sums of squares (2 per
+     * tensor: ||p||^2, ||u||^2) */
+    enum optim_kind { OPT_ADAMW, OPT_LAMB, OPT_ONEBIT } optim;
+    double *lamb_ss;
     int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
 };
 

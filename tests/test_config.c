@@ -103,8 +103,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
 
-    /* 8 model + 16 optim + 3 data + 10 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 47);
+    /* 8 model + 18 optim + 3 data + 10 run + 10 parallel keys */
+    assert_int_equal(config_nkeys, 49);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

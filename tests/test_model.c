@@ -387,6 +387,53 @@ static void test_kv_cache_matches_forward(void **state)
     gpt_free(&m);
 }
 
+/* lr_layer_decay: from the same state and batch, every tensor's first
+ * AdamW step (weight decay off) is the decay-1 step times the tensor's
+ * factor: d^(L-1-l) in block l, d^L for wte and wpe, 1 for the final
+ * LayerNorm. */
+static void test_lr_layer_decay(void **state)
+{
+    (void)state;
+    struct trainer a, b;
+    struct config c1, c2;
+    char err[256];
+    make_config(&c1, 8);
+    c1.dropout = 0.0f;
+    c1.weight_decay = 0.0f;
+    c2 = c1;
+    c2.lr_layer_decay = 0.5f;
+    assert_int_equal(trainer_init(&a, &c1, MPI_COMM_WORLD, err,
+                                  sizeof(err)), 0);
+    assert_int_equal(trainer_init(&b, &c2, MPI_COMM_WORLD, err,
+                                  sizeof(err)), 0);
+    size_t n = 8 * 16, total = a.m.tt.total;
+    float *p0 = malloc(total * sizeof(float));
+    memcpy(p0, a.m.params, total * sizeof(float));
+    int32_t *inp = malloc(2 * n * sizeof(int32_t));
+    tokens(inp, 2 * n, 256, 5);
+    double g, lr;
+    trainer_step(&a, inp, inp + n, &g, &lr, NULL);
+    trainer_step(&b, inp, inp + n, &g, &lr, NULL);
+    for (int t = 0; t < a.m.tt.n; t++) {
+        const struct tensor_desc *d = &a.m.tt.t[t];
+        double da = 0, db = 0;
+        for (size_t i = d->off; i < d->off + d->numel; i++) {
+            da += fabs((double)a.m.params[i] - p0[i]);
+            db += fabs((double)b.m.params[i] - p0[i]);
+        }
+        int L = c1.n_layer;
+        double want = d->layer >= 0 ? pow(0.5, L - 1 - d->layer)
+                      : strncmp(d->name, "lnf", 3) ? pow(0.5, L) : 1.0;
+        if (!(fabs(db / da - want) <= 1e-3 * want))
+            fail_msg("%s: step ratio %.6g, want %.6g", d->name, db / da,
+                     want);
+    }
+    free(inp);
+    free(p0);
+    trainer_free(&a);
+    trainer_free(&b);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -394,6 +441,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_whole_model_gradcheck),
         cmocka_unit_test(test_gradcheck_loss_options),
         cmocka_unit_test(test_accumulation_equals_full_batch),
+        cmocka_unit_test(test_lr_layer_decay),
         cmocka_unit_test(test_init_by_global_index),
         cmocka_unit_test(test_stages_equal_whole_model),
         cmocka_unit_test(test_param_count_matches_table),

@@ -290,6 +290,30 @@ int ckpt_retain(const char *dir, int64_t keep_last, int64_t keep_every,
  * Serial (opens the file on one process).  Returns 0 or -1 with err. */
 int ckpt_print_info(const char *path, FILE *out, char *err, size_t errlen);
 
+/* ---- durable files (ckpt_file.c) ---------------------------------------
+ * The one `mkdir -p` and the one durable replace of the program: ckpt/
+ * owns durable files and includes nothing but itself, so src/ (token
+ * shards, metrics.jsonl, hang reports) uses these too. */
+
+/* mkdir -p (mode 0777 less the umask).  Returns 0, or -1 with err naming
+ * dir and the component that could not be created or is not a directory;
+ * a path of CKPT_PATHMAX (4096) bytes or more is an error, never cut. */
+int ckpt_mkdir_p(const char *dir, char *err, size_t errlen);
+
+/* A piece of a file's new contents. */
+struct ckpt_buf {
+    const void *p;
+    size_t len;
+};
+
+/* Replace path durably with the n pieces b[0..n) in order: write
+ * PATH.tmp, fsync, close, rename over path, fsync path's directory.  A
+ * crash at any moment leaves the old contents or the new ones.  Returns
+ * 0, or -1 with err naming the file and the failing call (PATH.tmp is
+ * removed, path untouched, unless only the directory fsync failed). */
+int ckpt_replace(const char *path, const struct ckpt_buf *b, int n,
+                 char *err, size_t errlen);
+
 /* XXH64 with seed 0 of len bytes: the manifest's hash (and that of the
  * xxh64 dataset checksum), exported for tests and tools. */
 uint64_t ckpt_hash64(const void *p, size_t len);

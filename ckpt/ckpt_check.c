@@ -353,11 +353,6 @@ static int hash_file(MPI_Comm comm, const char *path, struct ckpt_piece *got,
     return rc;
 }
 
-static int agree(MPI_Comm comm, int rc, char *err)
-{
-    return comm == MPI_COMM_NULL ? rc : ckpt_agree(comm, rc, err);
-}
-
 /* Rank 0's pieces (and block size) on every rank into *got (malloc'ed). */
 static int share_pieces(MPI_Comm comm, int rank, const struct ckpt_manifest *m,
                         struct ckpt_piece **got, int64_t *n, uint64_t *block,
@@ -370,7 +365,7 @@ static int share_pieces(MPI_Comm comm, int rank, const struct ckpt_manifest *m,
     *n = (int64_t)hdr[0];
     *block = hdr[1];
     *got = malloc(sizeof **got * (size_t)(*n + 1));
-    if (agree(comm, *got ? 0 : ckpt_errf(err, "out of memory"), err))
+    if (ckpt_agree(comm, *got ? 0 : ckpt_errf(err, "out of memory"), err))
         return -1;
     if (rank == 0 && *n > 0)
         memcpy(*got, m->piece, sizeof **got * (size_t)*n);
@@ -400,7 +395,7 @@ static int check_run(MPI_Comm comm, const char *path, FILE *report, int once,
         rc = check_head(path, &m, &id, err);
         hit = !rc && once && verified_find(&id);
     }
-    if ((rc = agree(comm, rc, err)) != 0)
+    if ((rc = ckpt_agree(comm, rc, err)) != 0)
         goto out;
     if (comm != MPI_COMM_NULL)
         MPI_Bcast(&hit, 1, MPI_INT, 0, comm);
@@ -414,7 +409,7 @@ static int check_run(MPI_Comm comm, const char *path, FILE *report, int once,
         if (!rc)
             rc = check_datasets(path, &m, err);
     }
-    rc = agree(comm, rc, err);
+    rc = ckpt_agree(comm, rc, err);
     if (rc == 0 && rank == 0 && once)
         verified_add(&id, &t0);
 out:

@@ -50,9 +50,11 @@ struct ckpt_h5_quiet {
 void ckpt_h5_quiet_begin(struct ckpt_h5_quiet *q);
 void ckpt_h5_quiet_end(const struct ckpt_h5_quiet *q);
 
-/* Collective: 0 when rc == 0 on every rank; else -1 on every rank and err
- * (CKPT_ERRMAX) holds the message of the lowest failing rank, prefixed
- * with "rank R: " when R is not 0. */
+/* The agreement of ckpt/ (the layer includes only itself, so not comm/'s
+ * comm_agree).  Collective: 0 when rc == 0 on every rank; else -1 on
+ * every rank and err (CKPT_ERRMAX) holds the message of the lowest
+ * failing rank, prefixed with "rank R: " when R is not 0.  comm ==
+ * MPI_COMM_NULL: serial, rc alone decides, no MPI call. */
 int ckpt_agree(MPI_Comm comm, int rc, char *err);
 
 /* Collective, agreed: checks the caller's tensor list (ndim, shapes, the
@@ -203,9 +205,9 @@ char *ckpt_manifest_text(const char *fname, uint64_t size, uint64_t block,
                          const struct ckpt_piece *p, int64_t n,
                          const struct ckpt_extents *x);
 
-/* Writes text as FINAL.manifest durably: FINAL.manifest.tmp, fsync,
- * rename (the caller fsyncs the directory).  0 or -1 with err; the .tmp
- * is removed on failure. */
+/* Writes text as FINAL.manifest durably (ckpt_replace: through
+ * FINAL.manifest.tmp).  0 or -1 with err; the .tmp is removed on
+ * failure. */
 int ckpt_manifest_write(const char *final, const char *text, char *err);
 
 /* The manifest check of ckpt_check_manifest on an internal err
@@ -271,16 +273,10 @@ int ckpt_dir_scan(const char *dir, struct ckpt_entry **out, int *n,
 /* The file name DIR/latest holds (trimmed), or "" when there is none. */
 void ckpt_latest_name(const char *dir, char *name, size_t len);
 
-/* ---- write helpers (ckpt_write.c) ---------------------------------------- */
+/* ---- write helpers (ckpt_file.c, ckpt_write.c) -------------------------- */
 
 /* open(path, flags), fsync, close.  Directories take O_RDONLY. */
 int ckpt_fsync_path(const char *path, int flags, char *err);
-/* Replace dst atomically with len bytes of text: write tmp, fsync, close,
- * rename over dst (the directory is not fsynced).  Returns 0, or -1 with
- * err naming the file and call; tmp is removed on failure. */
-int ckpt_replace_file(const char *tmp, const char *dst, const char *text,
-                      size_t len, char *err);
-
 /* The fault-injection hook of ckpt.h: called by every rank after each of
  * the n datasets of path (done of them written). */
 void ckpt_fault_point(int rank, int done, int n, const char *path);

@@ -240,62 +240,14 @@ char *ckpt_manifest_text(const char *fname, uint64_t size, uint64_t block,
     return s;
 }
 
-/* write(2) all of len bytes; 0 or -1 with errno set. */
-static int write_all(int fd, const char *p, size_t len)
-{
-    while (len > 0) {
-        ssize_t w = write(fd, p, len);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = EIO;
-            return -1;
-        }
-        p += w;
-        len -= (size_t)w;
-    }
-    return 0;
-}
-
-int ckpt_replace_file(const char *tmp, const char *dst, const char *text,
-                      size_t len, char *err)
-{
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0666);
-    if (fd < 0)
-        return ckpt_errf(err, "open(%s): %s", tmp, strerror(errno));
-    if (write_all(fd, text, len) != 0) {
-        ckpt_errf(err, "write(%s): %s", tmp, strerror(errno));
-        goto fail_close;
-    }
-    if (fsync(fd) != 0) {
-        ckpt_errf(err, "fsync(%s): %s", tmp, strerror(errno));
-        goto fail_close;
-    }
-    if (close(fd) != 0) {
-        ckpt_errf(err, "close(%s): %s", tmp, strerror(errno));
-        goto fail_unlink;
-    }
-    if (rename(tmp, dst) != 0) {
-        ckpt_errf(err, "rename(%s, %s): %s", tmp, dst, strerror(errno));
-        goto fail_unlink;
-    }
-    return 0;
-fail_close:
-    close(fd);
-fail_unlink:
-    unlink(tmp);
-    return -1;
-}
-
 int ckpt_manifest_write(const char *final, const char *text, char *err)
 {
-    char tmp[CKPT_PATHMAX], dst[CKPT_PATHMAX];
+    char dst[CKPT_PATHMAX];
+    struct ckpt_buf b = {text, strlen(text)};
 
-    if (ckpt_fmt(tmp, sizeof tmp, "%s.manifest.tmp", final) ||
-        ckpt_fmt(dst, sizeof dst, "%s.manifest", final))
+    if (ckpt_fmt(dst, sizeof dst, "%s.manifest", final))
         return ckpt_errf(err, "%.200s...: manifest path too long", final);
-    return ckpt_replace_file(tmp, dst, text, strlen(text), err);
+    return ckpt_replace(dst, &b, 1, err, CKPT_ERRMAX);
 }
 
 /* ---- parsing ------------------------------------------------------------ */

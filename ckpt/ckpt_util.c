@@ -81,6 +81,8 @@ int ckpt_agree(MPI_Comm comm, int rc, char *err)
     int rank, key, root;
     char msg[CKPT_ERRMAX];
 
+    if (comm == MPI_COMM_NULL) /* serial: no MPI call at all */
+        return rc ? -1 : 0;
     MPI_Comm_rank(comm, &rank);
     key = rc ? rank : INT_MAX;
     MPI_Allreduce(&key, &root, 1, MPI_INT, MPI_MIN, comm);
@@ -107,16 +109,12 @@ int64_t ckpt_tensor_local_count(const struct ckpt_tensor *t)
     return c;
 }
 
-/* FNV-1a over bytes, folded into h. */
-static uint64_t fnv1a(uint64_t h, const void *p, size_t len)
+/* h folded with XXH64 of len bytes at p: XXH64 of (h, XXH64(p)). */
+static uint64_t fold(uint64_t h, const void *p, size_t len)
 {
-    const unsigned char *b = p;
+    uint64_t two[2] = {h, ckpt_hash64(p, len)};
 
-    for (size_t i = 0; i < len; i++) {
-        h ^= b[i];
-        h *= 1099511628211ULL;
-    }
-    return h;
+    return ckpt_hash64(two, sizeof two);
 }
 
 static int tensor_check_local(const struct ckpt_tensor *t, int i, char *err)
@@ -152,7 +150,7 @@ static int tensor_check_local(const struct ckpt_tensor *t, int i, char *err)
 int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,
                        char *err)
 {
-    uint64_t h = 14695981039346656037ULL, v[2], r[2];
+    uint64_t h = 0, v[2], r[2];
     int rc = 0;
 
     if (n < 0 || (n > 0 && !t))
@@ -161,11 +159,11 @@ int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,
         rc = tensor_check_local(&t[i], i, err);
     if (ckpt_agree(comm, rc, err))
         return -1;
-    h = fnv1a(h, &n, sizeof n);
+    h = fold(h, &n, sizeof n);
     for (int i = 0; i < n; i++) {
-        h = fnv1a(h, t[i].name, strlen(t[i].name) + 1);
-        h = fnv1a(h, &t[i].ndim, sizeof t[i].ndim);
-        h = fnv1a(h, t[i].gshape, sizeof(int64_t) * (size_t)t[i].ndim);
+        h = fold(h, t[i].name, strlen(t[i].name) + 1);
+        h = fold(h, &t[i].ndim, sizeof t[i].ndim);
+        h = fold(h, t[i].gshape, sizeof(int64_t) * (size_t)t[i].ndim);
     }
     /* max(h) and max(~h) == ~min(h): one all-reduce tells min == max */
     v[0] = h;

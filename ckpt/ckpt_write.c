@@ -22,66 +22,18 @@
 
 #include "ckpt_internal.h"
 
-/* mkdir -p; returns 0 or -1 with err naming dir and the component that
- * failed. */
-static int mkdir_p(const char *dir, char *err)
-{
-    char p[CKPT_PATHMAX];
-    struct stat st;
-    size_t len = strlen(dir);
-
-    if (len == 0 || len >= sizeof p)
-        return ckpt_errf(err, "checkpoint directory '%.200s': bad length",
-                         dir);
-    memcpy(p, dir, len + 1);
-    for (size_t i = 1; i <= len; i++) {
-        const char *why = NULL;
-        if (p[i] != '/' && p[i] != '\0')
-            continue;
-        p[i] = '\0';
-        if (mkdir(p, 0777) != 0 && errno != EEXIST)
-            why = strerror(errno);
-        else if (stat(p, &st) != 0)
-            why = strerror(errno);
-        else if (!S_ISDIR(st.st_mode))
-            why = "exists and is not a directory";
-        if (why)
-            return ckpt_errf(err, "cannot create checkpoint directory "
-                                  "%.400s: %.400s: %s", dir, p, why);
-        p[i] = i < len ? '/' : '\0';
-    }
-    return 0;
-}
-
-int ckpt_fsync_path(const char *path, int flags, char *err)
-{
-    int fd = open(path, flags);
-
-    if (fd < 0)
-        return ckpt_errf(err, "open(%s) for fsync: %s", path, strerror(errno));
-    if (fsync(fd) != 0) {
-        int e = errno;
-        close(fd);
-        return ckpt_errf(err, "fsync(%s): %s", path, strerror(e));
-    }
-    if (close(fd) != 0)
-        return ckpt_errf(err, "close(%s): %s", path, strerror(errno));
-    return 0;
-}
-
-/* Writes DIR/latest.tmp (name + newline), fsyncs, renames to DIR/latest,
- * fsyncs DIR. */
+/* Replaces DIR/latest (the file name and a newline) durably. */
 static int latest_write(const char *dir, const char *name, char *err)
 {
-    char tmp[CKPT_PATHMAX], dst[CKPT_PATHMAX], line[CKPT_PATHMAX];
+    char dst[CKPT_PATHMAX], line[CKPT_PATHMAX];
+    struct ckpt_buf b;
 
-    if (ckpt_fmt(tmp, sizeof tmp, "%s/latest.tmp", dir) ||
-        ckpt_fmt(dst, sizeof dst, "%s/latest", dir) ||
+    if (ckpt_fmt(dst, sizeof dst, "%s/latest", dir) ||
         ckpt_fmt(line, sizeof line, "%s\n", name))
         return ckpt_errf(err, "%.200s...: path too long", dir);
-    if (ckpt_replace_file(tmp, dst, line, strlen(line), err) != 0)
-        return -1;
-    return ckpt_fsync_path(dir, O_RDONLY, err);
+    b.p = line;
+    b.len = strlen(line);
+    return ckpt_replace(dst, &b, 1, err, CKPT_ERRMAX);
 }
 
 /* Rank 0's meta on every rank (they must agree on attribute values: HDF5
@@ -647,7 +599,7 @@ static int save_run(struct save *s, const struct ckpt_meta *m,
     ckpt_phase(s->comm, NULL);
     size_bounds(s, t, n);
     rc = fsize_check(s, err);
-    if (!rc && s->rank == 0 && (rc = mkdir_p(s->dir, err)) == 0)
+    if (!rc && s->rank == 0 && (rc = ckpt_mkdir_p(s->dir, err, CKPT_ERRMAX)) == 0)
         rc = space_check(s, err);
     if (ckpt_agree(s->comm, rc, err))
         return -1;

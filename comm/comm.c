@@ -4,8 +4,36 @@
  */
 #include "comm.h"
 
+#include <limits.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+int comm_agree(MPI_Comm comm, int rc, char *err, size_t errlen)
+{
+    int rank, key, root, any_msg, has;
+    char msg[COMM_AGREE_MSG];
+
+    MPI_Comm_rank(comm, &rank);
+    key = rc ? rank : INT_MAX;
+    MPI_Allreduce(&key, &root, 1, MPI_INT, MPI_MIN, comm);
+    if (root == INT_MAX)
+        return 0;
+    has = err != NULL;
+    MPI_Allreduce(&has, &any_msg, 1, MPI_INT, MPI_MAX, comm);
+    if (!any_msg)
+        return -1;
+    if (rank == root)
+        snprintf(msg, sizeof msg, "%s", err ? err : "");
+    MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, root, comm);
+    if (err && errlen > 0 && msg[0] && rank != root) {
+        if (root == 0)
+            snprintf(err, errlen, "%s", msg);
+        else
+            snprintf(err, errlen, "rank %d: %s", root, msg);
+    }
+    return -1;
+}
 
 static void group_clear(struct comm_group *g)
 {
@@ -54,7 +82,7 @@ static int group_split(struct comm_group *g, int node_id)
 
 int comm_group_init(struct comm_group *g, MPI_Comm comm, int node_id)
 {
-    int bad, any_bad = 1, flag = 0, *ub = NULL;
+    int bad, flag = 0, *ub = NULL;
     group_clear(g);
     if (MPI_Comm_dup(comm, &g->comm) != MPI_SUCCESS)
         goto fail;
@@ -63,8 +91,7 @@ int comm_group_init(struct comm_group *g, MPI_Comm comm, int node_id)
     g->tag_seq = calloc(1, sizeof *g->tag_seq);
     bad = node_id < 0 || !g->tag_seq;
     /* agree before splitting, so a bad rank never leaves others hung */
-    if (MPI_Allreduce(&bad, &any_bad, 1, MPI_INT, MPI_MAX, g->comm)
-        != MPI_SUCCESS || any_bad)
+    if (comm_agree(g->comm, bad ? -1 : 0, NULL, 0) < 0)
         goto fail;
     MPI_Comm_get_attr(g->comm, MPI_TAG_UB, &ub, &flag);
     g->tag_ub = flag && ub ? *ub : 32767; /* 32767: the standard's floor */

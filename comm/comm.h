@@ -41,6 +41,17 @@ struct comm_group {
     unsigned *tag_seq;
 };
 
+/* The one agreement on a status for comm/, parallel/ and src/ (ckpt/,
+ * which includes only itself, has ckpt_agree).  Collective over comm.
+ * Returns 0 when rc == 0 on every rank, else -1 on every rank.  When err
+ * is not NULL (on every rank, or on none), every rank's err then holds
+ * the message of the lowest failing rank (its err as it was, at most
+ * COMM_AGREE_MSG bytes, prefixed "rank R: " when R is not 0 in comm), cut
+ * to errlen; a failing rank with an empty err leaves the others' err
+ * unchanged.  An MPI error aborts (MPI_ERRORS_ARE_FATAL). */
+#define COMM_AGREE_MSG 1024
+int comm_agree(MPI_Comm comm, int rc, char *err, size_t errlen);
+
 /* Build from comm and this rank's node id (>= 0; ranks with the same id
  * share a node; the grid computes it, honouring ranks_per_node).
  * Collective over comm.  The group owns the communicators it creates

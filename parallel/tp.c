@@ -45,9 +45,7 @@ int tp_ctx_init(struct tp_ctx *t, MPI_Comm tp_comm, int node_id,
     t->rank = t->g.rank;
     t->algo = allreduce_find("ring");
     int rc = t->algo ? tp_ctx_reserve(t, max_n) : -1;
-    int bad = rc < 0, any = 0;
-    MPI_Allreduce(&bad, &any, 1, MPI_INT, MPI_MAX, tp_comm);
-    if (any) {
+    if (comm_agree(tp_comm, rc, NULL, 0) < 0) {
         snprintf(err, errlen, "out of memory for the tensor-parallel "
                  "all-reduce scratch (%zu floats) on this or another tp rank",
                  max_n);

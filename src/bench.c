@@ -8,6 +8,7 @@
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "json.h"
 #include "log.h"
 #include "peak.h"
 #include "rng.h"
@@ -29,9 +30,11 @@ static int bench_gemm(int argc, char **argv)
     threads_set((int)threads);
     int rank;
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    char json[4096];
-    int jl = snprintf(json, sizeof(json), "{\"threads\":%d,\"gemm\":[",
-                      threads_get());
+    struct json j;
+    json_init(&j);
+    json_obj_begin(&j, NULL);
+    json_int(&j, "threads", threads_get());
+    json_arr_begin(&j, "gemm");
     double peak = 0.0;
     char *list = strdup(v[0]);
     for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
@@ -39,6 +42,7 @@ static int bench_gemm(int argc, char **argv)
         if (cli_int("sizes", tok, &n, err, sizeof(err)) < 0 || n <= 0) {
             log_error("bad size '%s' in --sizes", tok);
             free(list);
+            json_free(&j);
             return 2;
         }
         double g = sgemm_gflops((int)n, (int)n, (int)n, (int)reps);
@@ -48,14 +52,18 @@ static int bench_gemm(int argc, char **argv)
             peak = g;
         log_info(MPI_COMM_WORLD, "sgemm %5ld x %5ld x %5ld  %8.1f GFLOP/s "
                  "(all ranks)", n, n, n, g);
-        if (jl < (int)sizeof(json) - 64)
-            jl += snprintf(json + jl, sizeof(json) - (size_t)jl,
-                           "%s{\"n\":%ld,\"gflops\":%.2f}",
-                           jl && json[jl - 1] == '[' ? "" : ",", n, g);
+        json_obj_begin(&j, NULL);
+        json_int(&j, "n", n);
+        json_num(&j, "gflops", g, 6);
+        json_obj_end(&j);
     }
     free(list);
+    json_arr_end(&j);
+    json_num(&j, "peak_gflops", peak, 6);
+    json_obj_end(&j);
     if (rank == 0)
-        printf("%s],\"peak_gflops\":%.2f}\n", json, peak);
+        json_write_line(&j, stdout);
+    json_free(&j);
     return 0;
 }
 
@@ -155,39 +163,59 @@ static void report(struct trainer *tr, const struct bench_result *r)
                    "(last step)\n", s, tr->bound[s], tr->bound[s + 1],
                    1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
     }
-    printf("{\"tokens_per_s\":%.2f,\"mfu\":%.4f,\"peak_gflops\":%.2f,"
-           "\"ms_per_step\":%.3f,\"ms_compute\":%.3f,\"ms_comm\":%.3f,"
-           "\"ms_comm_exposed\":%.3f,\"ms_comm_overlapped\":%.3f,"
-           "\"comm_exposed_frac\":%.4f,\"wire_mb\":%.3f,"
-           "\"ms_optimizer\":%.3f,\"ms_data\":0,\"ms_pp_wait\":%.3f", tps,
-           mfu, tr->peak_gflops, r->ms, r->compute, r->comm, r->comm,
-           r->hidden, r->comm / r->ms, r->wire_mb, r->optim, r->pp_wait);
-    for (int k = 0; k < OPK_COUNT; k++)
-        printf(",\"ms_%s\":%.3f", op_kind_names[k], r->op[k]);
-    printf(",\"rss_peak_mb\":%.1f,\"params_mb\":%.1f,\"grads_mb\":%.1f,"
-           "\"optimizer_mb\":%.1f,\"activations_mb\":%.1f,\"world\":%d,"
-           "\"threads\":%d,\"n_params\":%lld,\"dp\":%d,\"tp\":%d,"
-           "\"pp\":%d,\"pp_schedule\":\"%s\",\"micro_batches\":%d,"
-           "\"allreduce\":\"%s\",\"compress\":\"%s\"", rss, pbytes * mb,
-           pbytes * mb, 2 * pbytes * mb, tr->pl.act_bytes * mb, tr->g.size,
-           threads_get(), (long long)gpt_num_params(&tr->m.cfg), tr->g.dp,
-           tr->g.tp, tr->g.pp, c->pp_schedule, tr->accum, c->allreduce,
-           c->compress);
-    printf(",\"activations_mb_per_rank\":[");
+    struct json j;
+    json_init(&j);
+    json_obj_begin(&j, NULL);
+    const struct { const char *k; double v; } f[] = {
+        {"tokens_per_s", tps}, {"mfu", mfu}, {"peak_gflops", tr->peak_gflops},
+        {"ms_per_step", r->ms}, {"ms_compute", r->compute},
+        {"ms_comm", r->comm}, {"ms_comm_exposed", r->comm},
+        {"ms_comm_overlapped", r->hidden},
+        {"comm_exposed_frac", r->comm / r->ms}, {"wire_mb", r->wire_mb},
+        {"ms_optimizer", r->optim}, {"ms_data", 0.0},
+        {"ms_pp_wait", r->pp_wait},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        json_num(&j, f[i].k, f[i].v, 6);
+    for (int k = 0; k < OPK_COUNT; k++) {
+        char key[64];
+        snprintf(key, sizeof(key), "ms_%s", op_kind_names[k]);
+        json_num(&j, key, r->op[k], 6);
+    }
+    const struct { const char *k; double v; } mem[] = {
+        {"rss_peak_mb", rss}, {"params_mb", pbytes * mb},
+        {"grads_mb", pbytes * mb}, {"optimizer_mb", 2 * pbytes * mb},
+        {"activations_mb", tr->pl.act_bytes * mb},
+    };
+    for (size_t i = 0; i < sizeof(mem) / sizeof(mem[0]); i++)
+        json_num(&j, mem[i].k, mem[i].v, 6);
+    json_int(&j, "world", tr->g.size);
+    json_int(&j, "threads", threads_get());
+    json_int(&j, "n_params", gpt_num_params(&tr->m.cfg));
+    json_int(&j, "dp", tr->g.dp);
+    json_int(&j, "tp", tr->g.tp);
+    json_int(&j, "pp", tr->g.pp);
+    json_str(&j, "pp_schedule", c->pp_schedule);
+    json_int(&j, "micro_batches", tr->accum);
+    json_str(&j, "allreduce", c->allreduce);
+    json_str(&j, "compress", c->compress);
+    json_arr_begin(&j, "activations_mb_per_rank");
     for (int i = 0; i < tr->g.size; i++)
-        printf("%s%.1f", i ? "," : "", acts[i]);
-    printf("],\"bubble\":%.4f,\"bubble_theory\":%.4f", r->bubble,
-           pp_bubble_theory(tr->g.pp, tr->accum));
+        json_num(&j, NULL, acts[i], 6);
+    json_arr_end(&j);
+    json_num(&j, "bubble", r->bubble, 6);
+    json_num(&j, "bubble_theory", pp_bubble_theory(tr->g.pp, tr->accum), 6);
     const double *arr[2] = {tr->stage_busy, tr->stage_idle};
     const char *key[2] = {"stage_busy_ms", "stage_idle_ms"};
     for (int k = 0; k < 2; k++) {
-        printf(",\"%s\":[", key[k]);
+        json_arr_begin(&j, key[k]);
         for (int s = 0; s < tr->g.pp; s++)
-            printf("%s%.3f", s ? "," : "", 1e3 * arr[k][s]);
-        printf("]");
+            json_num(&j, NULL, 1e3 * arr[k][s], 6);
+        json_arr_end(&j);
     }
-    printf("}\n");
-    fflush(stdout);
+    json_obj_end(&j);
+    json_write_line(&j, stdout);
+    json_free(&j);
 }
 
 static int bench_step(int argc, char **argv)

@@ -45,6 +45,7 @@
 
 #include "ckpt.h"
 #include "cli.h"
+#include "json.h"
 #include "log.h"
 #include "train.h"
 
@@ -263,14 +264,24 @@ static void report(const struct trainer *tr, const struct ckpt_bench *b)
     printf("  training stall per save: %.1f ms synchronous, %.1f ms with "
            "ckpt_async=1 (background write %.1f ms)\n", 1e3 * b->save_s,
            1e3 * b->stall_async_s, 1e3 * b->async_total_s);
-    printf("{\"bytes\":%zu,\"reps\":%d,\"write_gbps\":%.4f,\"read_gbps\":%.4f,"
-           "\"raw_write_gbps\":%.4f,\"raw_read_gbps\":%.4f,"
-           "\"write_vs_raw\":%.3f,\"write_vs_raw_median\":%.3f,"
-           "\"stall_ms\":%.2f,\"stall_ms_async\":%.2f,\"world\":%d}\n",
-           b->bytes, b->reps, gb / b->save_s, gb / b->load_s,
-           gb / b->raw_w_s, gb / b->raw_r_s, b->raw_w_s / b->save_s,
-           b->ratio_median, 1e3 * b->save_s, 1e3 * b->stall_async_s,
-           tr->g.size);
+    struct json j;
+    json_init(&j);
+    json_obj_begin(&j, NULL);
+    json_int(&j, "bytes", (int64_t)b->bytes);
+    json_int(&j, "reps", b->reps);
+    const struct { const char *k; double v; } f[] = {
+        {"write_gbps", gb / b->save_s}, {"read_gbps", gb / b->load_s},
+        {"raw_write_gbps", gb / b->raw_w_s}, {"raw_read_gbps", gb / b->raw_r_s},
+        {"write_vs_raw", b->raw_w_s / b->save_s},
+        {"write_vs_raw_median", b->ratio_median},
+        {"stall_ms", 1e3 * b->save_s}, {"stall_ms_async", 1e3 * b->stall_async_s},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        json_num(&j, f[i].k, f[i].v, 6);
+    json_int(&j, "world", tr->g.size);
+    json_obj_end(&j);
+    json_write_line(&j, stdout);
+    json_free(&j);
     fflush(stdout);
 }
 

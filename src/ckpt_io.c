@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "comm.h"
 #include "log.h"
 
 void gpt_config_from(const struct config *c, struct gpt_config *gc)
@@ -181,9 +182,7 @@ static int check_plan(const struct grid *g, const struct ckpt_tensor *t,
                       int n, char *err, size_t errlen)
 {
     long long *cnt = calloc((size_t)(n ? n : 1), sizeof(*cnt));
-    int bad = cnt ? 0 : 1;
-    MPI_Allreduce(MPI_IN_PLACE, &bad, 1, MPI_INT, MPI_MAX, g->world);
-    if (bad) {
+    if (comm_agree(g->world, cnt ? 0 : -1, NULL, 0) < 0) {
         free(cnt);
         snprintf(err, errlen, "out of memory checking the checkpoint plan");
         return -1;

@@ -1,47 +1,96 @@
 #include "metrics.h"
 
+#include "ckpt.h"
+
 #include <errno.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Keep only lines of path whose "step" is <= keep_step. */
-static int truncate_history(const char *path, int64_t keep_step)
+/* The whole of path, malloc'ed and NUL-terminated, in *out (NULL with
+ * *len 0 when it does not exist).  0, or -1 with errno set. */
+static int slurp(const char *path, char **out, size_t *len)
 {
-    FILE *f = fopen(path, "r");
+    FILE *f = fopen(path, "rb");
+    *out = NULL;
+    *len = 0;
     if (!f)
         return errno == ENOENT ? 0 : -1;
-    char tmp[4096];
-    snprintf(tmp, sizeof(tmp), "%s.tmp", path);
-    FILE *o = fopen(tmp, "w");
-    if (!o) {
-        fclose(f);
+    size_t cap = 0;
+    char *buf = NULL;
+    for (;;) {
+        if (cap - *len < 4096) {
+            char *nb = realloc(buf, cap = cap ? 2 * cap : 65536);
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                errno = ENOMEM;
+                return -1;
+            }
+            buf = nb;
+        }
+        size_t r = fread(buf + *len, 1, cap - *len - 1, f);
+        *len += r;
+        if (r == 0)
+            break;
+    }
+    int bad = ferror(f);
+    fclose(f);
+    if (bad) {
+        free(buf);
+        errno = EIO;
         return -1;
     }
-    char line[4096];
-    while (fgets(line, sizeof(line), f)) {
-        const char *s = strstr(line, "\"step\":");
-        if (s && strtoll(s + 7, NULL, 10) > keep_step)
-            continue;
-        fputs(line, o);
+    buf[*len] = '\0';
+    *out = buf;
+    return 0;
+}
+
+/* Keep only the lines of path whose "step" is <= keep_step, replacing
+ * the file durably (ckpt_replace) when a line goes.  0 or -1 with err. */
+static int truncate_history(const char *path, int64_t keep_step, char *err,
+                            size_t errlen)
+{
+    char *text;
+    size_t len, kept = 0;
+    if (slurp(path, &text, &len) < 0) {
+        snprintf(err, errlen, "cannot read %s: %s", path, strerror(errno));
+        return -1;
     }
-    fclose(f);
-    int rc = fclose(o);
-    return rc == 0 ? rename(tmp, path) : -1;
+    for (char *line = text; line < text + len;) {
+        char *nl = memchr(line, '\n', (size_t)(text + len - line));
+        size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(text + len - line);
+        char save = line[n - 1];
+        line[n - 1] = '\0'; /* strstr stays inside the line */
+        const char *s = strstr(line, "\"step\":");
+        int drop = s && strtoll(s + 7, NULL, 10) > keep_step;
+        line[n - 1] = save;
+        if (!drop) {
+            memmove(text + kept, line, n);
+            kept += n;
+        }
+        line += n;
+    }
+    int rc = 0;
+    if (kept < len) {
+        struct ckpt_buf b = {text, kept};
+        rc = ckpt_replace(path, &b, 1, err, errlen);
+    }
+    free(text);
+    return rc;
 }
 
 int metrics_open(struct metrics *mt, const char *run_dir, int64_t resume_step,
                  char *err, size_t errlen)
 {
     mt->jsonl = NULL;
+    json_init(&mt->json);
     if (!run_dir)
         return 0;
     char path[4096];
     snprintf(path, sizeof(path), "%s/metrics.jsonl", run_dir);
-    if (truncate_history(path, resume_step) < 0) {
-        snprintf(err, errlen, "cannot rewrite %s: %s", path, strerror(errno));
+    if (truncate_history(path, resume_step, err, errlen) < 0)
         return -1;
-    }
     mt->jsonl = fopen(path, "a");
     if (!mt->jsonl) {
         snprintf(err, errlen, "cannot open %s: %s", path, strerror(errno));
@@ -55,6 +104,7 @@ void metrics_close(struct metrics *mt)
     if (mt->jsonl)
         fclose(mt->jsonl);
     mt->jsonl = NULL;
+    json_free(&mt->json);
 }
 
 static void fmt_eta(char *buf, size_t n, double s)
@@ -96,33 +146,39 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
     }
     if (!mt->jsonl)
         return;
-    fprintf(mt->jsonl,
-            "{\"step\":%" PRId64 ",\"loss\":%.17g,\"lr\":%.9g,"
-            "\"grad_norm\":%.9g,\"tokens_per_s\":%.6g,\"mfu\":%.6g,"
-            "\"ms_step\":%.6g,\"ms_compute\":%.6g,\"ms_comm\":%.6g,"
-            "\"ms_comm_exposed\":%.6g,\"ms_comm_overlapped\":%.6g,"
-            "\"wire_mb\":%.6g,\"ms_data\":%.6g,\"ms_ckpt\":%.6g,"
-            "\"ms_pp_wait\":%.6g",
-            s->step, s->loss, s->lr, s->grad_norm, s->tokens_per_s, s->mfu,
-            s->ms_step, s->ms_compute, s->ms_comm, s->ms_comm,
-            s->ms_comm_overlapped, s->wire_mb, s->ms_data, s->ms_ckpt,
-            s->ms_pp_wait);
+    struct json *j = &mt->json;
+    json_reset(j);
+    json_obj_begin(j, NULL);
+    json_int(j, "step", s->step);
+    json_num(j, "loss", s->loss, 17);
+    json_num(j, "lr", s->lr, 9);
+    json_num(j, "grad_norm", s->grad_norm, 9);
+    const struct { const char *k; double v; } f[] = {
+        {"tokens_per_s", s->tokens_per_s}, {"mfu", s->mfu},
+        {"ms_step", s->ms_step}, {"ms_compute", s->ms_compute},
+        {"ms_comm", s->ms_comm}, {"ms_comm_exposed", s->ms_comm},
+        {"ms_comm_overlapped", s->ms_comm_overlapped},
+        {"wire_mb", s->wire_mb}, {"ms_data", s->ms_data},
+        {"ms_ckpt", s->ms_ckpt}, {"ms_pp_wait", s->ms_pp_wait},
+    };
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        json_num(j, f[i].k, f[i].v, 6);
     if (s->pp > 1) {
-        fprintf(mt->jsonl, ",\"bubble\":%.6g,\"bubble_theory\":%.6g",
-                s->bubble, s->bubble_theory);
+        json_num(j, "bubble", s->bubble, 6);
+        json_num(j, "bubble_theory", s->bubble_theory, 6);
         const double *arr[2] = {s->stage_busy, s->stage_idle};
         const char *key[2] = {"stage_busy_ms", "stage_idle_ms"};
         for (int k = 0; k < 2; k++) {
-            fprintf(mt->jsonl, ",\"%s\":[", key[k]);
+            json_arr_begin(j, key[k]);
             for (int i = 0; i < s->pp; i++)
-                fprintf(mt->jsonl, "%s%.6g", i ? "," : "", 1e3 * arr[k][i]);
-            fputc(']', mt->jsonl);
+                json_num(j, NULL, 1e3 * arr[k][i], 6);
+            json_arr_end(j);
         }
     }
     if (s->has_val)
-        fprintf(mt->jsonl, ",\"val_loss\":%.17g", s->val_loss);
-    fputs("}\n", mt->jsonl);
-    fflush(mt->jsonl);
+        json_num(j, "val_loss", s->val_loss, 17);
+    json_obj_end(j);
+    json_write_line(j, mt->jsonl);
 }
 
 void metrics_log_val(struct metrics *mt, int64_t step, double val_loss,
@@ -133,8 +189,12 @@ void metrics_log_val(struct metrics *mt, int64_t step, double val_loss,
         fflush(out);
     }
     if (mt->jsonl) {
-        fprintf(mt->jsonl, "{\"step\":%" PRId64 ",\"val_loss\":%.17g}\n",
-                step, val_loss);
-        fflush(mt->jsonl);
+        struct json *j = &mt->json;
+        json_reset(j);
+        json_obj_begin(j, NULL);
+        json_int(j, "step", step);
+        json_num(j, "val_loss", val_loss, 17);
+        json_obj_end(j);
+        json_write_line(j, mt->jsonl);
     }
 }

@@ -3,7 +3,7 @@
  *
  * metrics.jsonl: one JSON object per line, per logged step:
  *   step, loss (%.17g: full precision, so runs can be compared bit for
- *   bit), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute,
+ *   bit; a number that is not finite is null, see json.h), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute,
  *   ms_comm (= ms_comm_exposed: time the step waited for gradient
  *   reductions), ms_comm_overlapped (reduction time hidden behind
  *   backward), wire_mb, ms_data, ms_ckpt, ms_pp_wait (time in the pipeline
@@ -19,6 +19,8 @@
 
 #include <stdint.h>
 #include <stdio.h>
+
+#include "json.h"
 
 struct step_stats {
     int64_t step, steps;     /* step just completed (1-based), total */
@@ -39,6 +41,7 @@ struct step_stats {
 
 struct metrics {
     FILE *jsonl; /* NULL on ranks other than 0 */
+    struct json json; /* the line being written */
 };
 
 /* Open RUN_DIR/metrics.jsonl for appending (rank 0 passes its run_dir,

@@ -1,11 +1,12 @@
 /*
  * prepare.c - `mpitron prepare`: text files -> byte-level token shards in
- * llm.c's format (data.h), written durably (temp name, fsync, rename,
- * fsync the directory).
+ * llm.c's format (data.h), written durably (ckpt_replace: temp name,
+ * fsync, rename, fsync the directory).
  */
 #include "data.h"
 
 #include "bpe.h"
+#include "ckpt.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -27,77 +28,15 @@ static void le32_put(unsigned char *p, uint32_t v)
     p[3] = (unsigned char)(v >> 24);
 }
 
-static int write_all(int fd, const void *buf, size_t n)
-{
-    const char *p = buf;
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            return -1;
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
-/* fsync the directory holding path, so a rename in it is durable. */
-static int dir_fsync(const char *path)
-{
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (!slash)
-        snprintf(dir, sizeof dir, ".");
-    else if (slash == dir)
-        dir[1] = '\0';
-    else
-        *slash = '\0';
-    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -1;
-    int rc = fsync(fd);
-    close(fd);
-    return rc;
-}
-
-/* Write a then b (either may be empty) to path durably: a temporary
- * name, fsync, rename, fsync the directory.  0 or -1 with err. */
+/* Write a then b (either may be empty) to path durably (ckpt_replace).
+ * 0 or -1 with err. */
 static int durable_write(const char *path, const void *a, size_t na,
                          const void *b, size_t nb, char *err, size_t errlen)
 {
-    char tmp[4096];
-    if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp) {
-        snprintf(err, errlen, "path too long: %s", path);
-        return -1;
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) {
-        snprintf(err, errlen, "cannot create %s: %s", tmp, strerror(errno));
-        return -1;
-    }
-    if (write_all(fd, a, na) != 0 || write_all(fd, b, nb) != 0 ||
-        fsync(fd) != 0) {
-        snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno));
-        close(fd);
-        unlink(tmp);
-        return -1;
-    }
-    if (close(fd) != 0) {
-        snprintf(err, errlen, "cannot close %s: %s", tmp, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    if (rename(tmp, path) != 0) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path,
-                 strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    if (dir_fsync(path) != 0) {
-        snprintf(err, errlen, "cannot fsync the directory of %s: %s", path,
-                 strerror(errno));
+    struct ckpt_buf bufs[2] = {{a, na}, {b, nb}};
+    char e[1024];
+    if (ckpt_replace(path, bufs, 2, e, sizeof e) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", path, e);
         return -1;
     }
     return 0;
@@ -140,40 +79,6 @@ int docs_write(const char *path, const int64_t *starts, int64_t n,
     le32_put(hdr + 16, (uint32_t)((uint64_t)ntok >> 32));
     return durable_write(path, hdr, sizeof hdr, starts,
                          (size_t)n * sizeof *starts, err, errlen);
-}
-
-/* mkdir -p. */
-static int mkdir_p(const char *dir, char *err, size_t errlen)
-{
-    char p[4096];
-    if (dir[0] == '\0') {
-        snprintf(err, errlen, "output directory name is empty");
-        return -1;
-    }
-    if ((size_t)snprintf(p, sizeof p, "%s", dir) >= sizeof p) {
-        snprintf(err, errlen, "directory path too long: %s", dir);
-        return -1;
-    }
-    for (char *c = p + 1;; c++) {
-        if (*c != '/' && *c != '\0')
-            continue;
-        char save = *c;
-        *c = '\0';
-        struct stat st;
-        if (mkdir(p, 0755) != 0 && errno != EEXIST) {
-            snprintf(err, errlen, "cannot create directory %s: %s", p,
-                     strerror(errno));
-            return -1;
-        }
-        if (stat(p, &st) != 0 || !S_ISDIR(st.st_mode)) {
-            snprintf(err, errlen, "cannot create directory %s: %s", p,
-                     "a non-directory is in the way");
-            return -1;
-        }
-        *c = save;
-        if (save == '\0')
-            return 0;
-    }
 }
 
 /* Append the whole of file to *buf (length *len, capacity *cap). */
@@ -393,7 +298,11 @@ static int outputs_write(const char *outdir, struct split_out *sp,
                          size_t errlen)
 {
     char path[4096];
-    if (mkdir_p(outdir, err, errlen) != 0 ||
+    if (!outdir[0]) {
+        snprintf(err, errlen, "output directory name is empty");
+        return -1;
+    }
+    if (ckpt_mkdir_p(outdir, err, errlen) != 0 ||
         stale_remove(outdir, err, errlen) != 0)
         return -1;
     for (int s = 0; s < 2; s++) {

@@ -2,13 +2,11 @@
  * run.c - `mpitron train`: set-up, resume, the step loop with logging,
  * validation and checkpoints.
  */
-#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "ckpt.h"
@@ -28,20 +26,6 @@ struct run {
     double stall_s;  /* total time the loop was held up by saves */
     int saves;
 };
-
-static int mkdir_p(const char *path)
-{
-    char buf[CONFIG_STR_MAX * 2];
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *p = buf + 1; *p; p++)
-        if (*p == '/') {
-            *p = 0;
-            if (mkdir(buf, 0755) < 0 && errno != EEXIST)
-                return -1;
-            *p = '/';
-        }
-    return mkdir(buf, 0755) < 0 && errno != EEXIST ? -1 : 0;
-}
 
 static int open_data(struct run *r, char *err, size_t errlen)
 {
@@ -228,7 +212,7 @@ static int setup(struct run *r, const struct config *c0, char *err,
 {
     struct config cv = *c0; /* vocab_size resolved against the data */
     int vrc = data_vocab_resolve(cv.data, &cv.vocab_size, 0, err, errlen);
-    if (agree(MPI_COMM_WORLD, vrc) < 0)
+    if (comm_agree(MPI_COMM_WORLD, vrc, err, errlen) < 0)
         return -1;
     const struct config *c = &cv;
     if (trainer_init(&r->tr, c, MPI_COMM_WORLD, err, errlen) < 0)
@@ -253,13 +237,10 @@ static int setup(struct run *r, const struct config *c0, char *err,
                  tr->accum, 100 * pp_bubble_theory(tr->g.pp, tr->accum),
                  4 * tr->g.pp);
     int rc = open_data(r, err, errlen);
-    if (agree(tr->g.world, rc) < 0)
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
-    rc = tr->g.rank == 0 && mkdir_p(c->run_dir) < 0 ? -1 : 0;
-    if (rc < 0)
-        snprintf(err, errlen, "cannot create run_dir %s: %s", c->run_dir,
-                 strerror(errno));
-    if (agree(tr->g.world, rc) < 0)
+    rc = tr->g.rank == 0 ? ckpt_mkdir_p(c->run_dir, err, errlen) : 0;
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
     if (restore(r, err, errlen) < 0)
         return -1;
@@ -271,7 +252,7 @@ static int setup(struct run *r, const struct config *c0, char *err,
                          c->seq_len, tr->st.step, err, errlen);
         r->has_loader = rc == 0;
     }
-    if (agree(tr->g.world, rc) < 0)
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
         return -1;
     if (c->ckpt_async && ckpt_async_init(tr->g.world, &r->async, err,
                                          errlen) < 0)

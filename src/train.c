@@ -9,15 +9,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ckpt.h"
 #include "log.h"
 #include "peak.h"
-
-int agree(MPI_Comm comm, int rc)
-{
-    int in = rc < 0 ? 1 : 0, any = 0;
-    MPI_Allreduce(&in, &any, 1, MPI_INT, MPI_MAX, comm);
-    return any ? -1 : 0;
-}
 
 static int check_layout(struct trainer *tr, char *err, size_t errlen)
 {
@@ -225,27 +219,16 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     if (gpt_config_check(&gc, tr->g.tp, err, errlen) < 0)
         return -1;
     threads_set(c->threads);
-    int rc = stage_init(tr, &gc, err, errlen);
-    if (agree(world, rc) < 0) {
-        if (rc == 0)
-            snprintf(err, errlen, "another rank failed to allocate the model");
+    if (comm_agree(world, stage_init(tr, &gc, err, errlen), err, errlen) < 0)
         return -1;
-    }
-    if (agree(world, tie_init(tr)) < 0) {
+    if (comm_agree(world, tie_init(tr), NULL, 0) < 0) {
         snprintf(err, errlen, "could not build the tied-embedding group");
         return -1;
     }
-    if (agree(world, tp_init(tr, err, errlen)) < 0) {
-        if (!err[0])
-            snprintf(err, errlen, "another rank failed to set up the "
-                     "tensor-parallel group");
+    if (comm_agree(world, tp_init(tr, err, errlen), err, errlen) < 0)
         return -1;
-    }
-    if (agree(world, dp_init(tr, err, errlen)) < 0) {
-        if (!err[0])
-            snprintf(err, errlen, "another rank failed to set up buckets");
+    if (comm_agree(world, dp_init(tr, err, errlen), err, errlen) < 0)
         return -1;
-    }
     tr->optim = !strcmp(c->optimizer, "lamb") ? OPT_LAMB
                 : !strcmp(c->optimizer, "onebit_adam") ? OPT_ONEBIT
                                                        : OPT_ADAMW;
@@ -359,16 +342,6 @@ static void tie_reduce(struct trainer *tr)
     }
 }
 
-/* FNV-1a over n floats' bytes. */
-static uint64_t bits_hash(const float *x, size_t n)
-{
-    const unsigned char *b = (const unsigned char *)x;
-    uint64_t h = 0xcbf29ce484222325ULL;
-    for (size_t i = 0; i < n * sizeof(float); i++)
-        h = (h ^ b[i]) * 0x100000001b3ULL;
-    return h;
-}
-
 int trainer_tie_check(struct trainer *tr)
 {
     int drift = 0;
@@ -380,7 +353,7 @@ int trainer_tie_check(struct trainer *tr)
         float *arena[3] = {m->params, m->m, m->v};
         uint64_t h[3], lo[3], hi[3];
         for (int k = 0; k < 3; k++)
-            h[k] = bits_hash(arena[k] + off, n);
+            h[k] = ckpt_hash64(arena[k] + off, n * sizeof(float));
         MPI_Allreduce(h, lo, 3, MPI_UINT64_T, MPI_MIN, tr->tie_comm);
         MPI_Allreduce(h, hi, 3, MPI_UINT64_T, MPI_MAX, tr->tie_comm);
         for (int k = 0; k < 3; k++)

@@ -96,7 +96,4 @@ int trainer_tie_check(struct trainer *tr);
 /* `mpitron train`: the whole run.  Returns the process exit status. */
 int train_main(const struct config *c);
 
-/* Agree on a status over comm: -1 if any rank failed. */
-int agree(MPI_Comm comm, int rc);
-
 #endif

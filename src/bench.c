@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "json.h"
 #include "log.h"
+#include "mix.h"
 #include "peak.h"
 #include "rng.h"
 #include "train.h"
@@ -233,7 +234,7 @@ static int bench_step(int argc, char **argv)
         log_error("%s", err);
         return 2;
     }
-    if (data_vocab_resolve(c.data, &c.vocab_size, 1, err, sizeof(err)) < 0) {
+    if (data_spec_vocab(c.data, &c.vocab_size, 1, err, sizeof(err)) < 0) {
         log_error("%s", err);
         return 1;
     }

@@ -9,7 +9,9 @@
  */
 #include "config.h"
 
+#include "batch.h"
 #include "codec.h"
+#include "mix.h"
 #include "pp.h"
 
 #include <ctype.h>
@@ -103,6 +105,25 @@ static int check_schedule(const struct config *c, const struct config_key *k,
     seterr(err, errlen,
            "must be one of constant, cosine, linear, onecycle, cyclic");
     return -1;
+}
+
+static int check_batch_spec(const struct config *c,
+                            const struct config_key *k, char *err,
+                            size_t errlen)
+{
+    int a, b;
+    return batch_spec_parse(cfield(c, k), &a, &b, err, errlen);
+}
+
+static int check_data(const struct config *c, const struct config_key *k,
+                      char *err, size_t errlen)
+{
+    struct data_spec sp;
+    if (!*(const char *)cfield(c, k)) {
+        seterr(err, errlen, "must not be empty");
+        return -1;
+    }
+    return data_spec_parse(cfield(c, k), &sp, err, errlen);
 }
 
 static const char *const optimizer_names[] = {"adamw", "lamb", "onebit_adam",
@@ -199,6 +220,14 @@ const struct config_key config_keys[] = {
         "sequences per rank per forward/backward; 0 = the whole per-rank "
         "batch (accumulation covers the rest)",
         check_nonneg),
+    KEY("optim", batch_ramp, CONFIG_STR, "0",
+        "START:STEPS: the global batch grows from START sequences to "
+        "batch_size over STEPS steps, in whole micro-batches per rank; "
+        "0 = off", check_batch_spec),
+    KEY("optim", seq_len_warmup, CONFIG_STR, "0",
+        "START:STEPS: sequences of START = seq_len/2^K tokens first, "
+        "doubling in K equal stages up to seq_len at step STEPS, tokens "
+        "per step kept constant; 0 = off", check_batch_spec),
     KEY("optim", steps, CONFIG_INT, "1000", "optimizer steps", check_pos),
     KEY("optim", lr, CONFIG_FLOAT, "1e-3", "peak learning rate", check_fpos),
     KEY("optim", min_lr, CONFIG_FLOAT, "1e-4",
@@ -239,8 +268,10 @@ const struct config_key config_keys[] = {
     KEY("optim", seed, CONFIG_U64, "1337",
         "seed of every random stream (init, data order, dropout)", NULL),
     KEY("data", data, CONFIG_STR, "data/fortunes",
-        "directory of train_NNN.bin / val_NNN.bin token shards",
-        check_nonempty),
+        "directory of train_NNN.bin / val_NNN.bin token shards; or a "
+        "weighted mixture DIR:W,DIR:W,... (each sequence drawn from one "
+        "with probability W / sum W, a validation loss per directory)",
+        check_data),
     KEY("data", val_every, CONFIG_INT, "100",
         "validate every N steps; 0 = only at the end", check_nonneg),
     KEY("data", val_batches, CONFIG_INT, "8", "batches per validation",

@@ -28,6 +28,8 @@ struct config {
     /* [optim] */
     int batch_size;  /* global sequences per step */
     int micro_batch; /* sequences per rank per forward/backward; 0 = all */
+    char batch_ramp[32];     /* START:STEPS | 0 (batch.h) */
+    char seq_len_warmup[32]; /* START:STEPS | 0 (batch.h) */
     int steps;
     float lr, min_lr;
     int warmup_steps;
@@ -39,7 +41,7 @@ struct config {
     float lr_layer_decay; /* 1 = off */
     uint64_t seed;
     /* [data] */
-    char data[CONFIG_STR_MAX];
+    char data[CONFIG_STR_MAX]; /* DIR or DIR:W,DIR:W,... (mix.h) */
     int val_every, val_batches;
     /* [run] */
     char run_dir[CONFIG_STR_MAX];

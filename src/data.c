@@ -11,13 +11,11 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -419,14 +417,37 @@ void dataset_read(const struct dataset *ds, int64_t pos, int64_t n,
     }
 }
 
-/* Window of T+1 tokens at pos: inputs [0,T), targets [1,T+1). */
-static void window_read(const struct dataset *ds, int64_t pos, int T,
-                        int32_t *inp, int32_t *tgt)
+void dataset_window(const struct dataset *ds, int64_t pos, int T,
+                    int32_t *inp, int32_t *tgt, int32_t *dstart)
 {
     dataset_read(ds, pos, T, inp);
     for (int t = 0; t + 1 < T; t++)
         tgt[t] = inp[t + 1];
     dataset_read(ds, pos + T, 1, tgt + T - 1);
+    if (!dstart)
+        return;
+    int32_t lo = 0;
+    if (ds->docs) {
+        /* the next document start after pos */
+        int64_t a = 0, b = ds->ndocs; /* first start > pos */
+        while (a < b) {
+            int64_t mid = a + (b - a) / 2;
+            if (ds->docs[mid] <= pos)
+                a = mid + 1;
+            else
+                b = mid;
+        }
+        for (int t = 0; t < T; t++) {
+            if (a < ds->ndocs && ds->docs[a] == pos + t) {
+                lo = t;
+                a++;
+            }
+            dstart[t] = lo;
+        }
+        return;
+    }
+    for (int t = 0; t < T; t++)
+        dstart[t] = 0;
 }
 
 void dataset_train_batch(const struct dataset *ds, uint64_t seed,
@@ -439,152 +460,22 @@ void dataset_train_batch(const struct dataset *ds, uint64_t seed,
     for (int k = 0; k < nseq; k++) {
         uint64_t i = (uint64_t)(seq0 + k);
         int64_t pos = (int64_t)(rng_u64(key, i) % range);
-        window_read(ds, pos, T, inp + (size_t)k * T, tgt + (size_t)k * T);
+        dataset_window(ds, pos, T, inp + (size_t)k * T, tgt + (size_t)k * T,
+                       NULL);
     }
 }
 
 void dataset_val_batch(const struct dataset *ds, int64_t j, int val_batch,
                        int64_t seq0, int nseq, int T, int32_t *inp,
-                       int32_t *tgt)
+                       int32_t *tgt, int32_t *dstart)
 {
     assert(T > 0 && ds->ntok > T && j >= 0);
     uint64_t range = (uint64_t)(ds->ntok - T);
     for (int k = 0; k < nseq; k++) {
         uint64_t i = (uint64_t)(seq0 + k);
         uint64_t w = ((uint64_t)j * (uint64_t)val_batch + i) * (uint64_t)T;
-        window_read(ds, (int64_t)(w % range), T, inp + (size_t)k * T,
-                    tgt + (size_t)k * T);
+        dataset_window(ds, (int64_t)(w % range), T, inp + (size_t)k * T,
+                       tgt + (size_t)k * T,
+                       dstart ? dstart + (size_t)k * T : NULL);
     }
-}
-
-/* ---- prefetching loader ---------------------------------------------
- * Step s always lives in slot s & 1.  The caller holds slot s&1 between
- * loader_next(s) and its next call; the thread only ever fills slot
- * want&1, and loader_next sets want = s+1 (the other slot) once step s is
- * ready, so the two never touch the same buffer.  A jump (resume, or any
- * step other than the prefetched one) re-targets the thread and waits.
- */
-
-static void *loader_main(void *arg)
-{
-    struct loader *l = arg;
-    pthread_mutex_lock(&l->mu);
-    for (;;) {
-        while (!l->stop &&
-               (l->want < 0 || l->slot_step[l->want & 1] == l->want))
-            pthread_cond_wait(&l->cv, &l->mu);
-        if (l->stop)
-            break;
-        int64_t w = l->want;
-        int slot = (int)(w & 1);
-        l->slot_step[slot] = -1;   /* being overwritten */
-        pthread_mutex_unlock(&l->mu);
-        dataset_train_batch(l->ds, l->seed, w, l->seq0, l->nseq, l->T,
-                            l->buf[slot][0], l->buf[slot][1]);
-        pthread_mutex_lock(&l->mu);
-        l->slot_step[slot] = w;
-        pthread_cond_broadcast(&l->cv);
-    }
-    pthread_mutex_unlock(&l->mu);
-    return NULL;
-}
-
-static void loader_buffers_free(struct loader *l)
-{
-    for (int s = 0; s < 2; s++)
-        for (int b = 0; b < 2; b++) {
-            free(l->buf[s][b]);
-            l->buf[s][b] = NULL;
-        }
-}
-
-int loader_init(struct loader *l, const struct dataset *ds, uint64_t seed,
-                int64_t seq0, int nseq, int T, int64_t first_step,
-                char *err, size_t errlen)
-{
-    memset(l, 0, sizeof *l);
-    assert(nseq >= 0 && T > 0 && first_step >= 0);
-    l->ds = ds;
-    l->seed = seed;
-    l->seq0 = seq0;
-    l->nseq = nseq;
-    l->T = T;
-    l->slot_step[0] = l->slot_step[1] = -1;
-    l->want = first_step;
-    size_t n = (size_t)(nseq > 0 ? nseq : 1) * (size_t)T;
-    for (int s = 0; s < 2; s++)
-        for (int b = 0; b < 2; b++)
-            if (!(l->buf[s][b] = malloc(n * sizeof(int32_t)))) {
-                loader_buffers_free(l);
-                snprintf(err, errlen,
-                         "loader: out of memory for 4 x %zu tokens", n);
-                return -1;
-            }
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
-    /* the thread inherits a full signal mask: signals go to the main
-     * thread, whose handler sets the stop flag the step loop reads */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&l->thread, NULL, loader_main, l);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        pthread_cond_destroy(&l->cv);
-        pthread_mutex_destroy(&l->mu);
-        loader_buffers_free(l);
-        snprintf(err, errlen, "loader: cannot start thread: %s",
-                 strerror(rc));
-        return -1;
-    }
-    return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* inp/tgt (nseq, T) stay valid until the next loader_next or loader_free.
- * Allocates nothing; blocks (time added to *wait_s if non-NULL). */
-void loader_next(struct loader *l, int64_t step, const int32_t **inp,
-                 const int32_t **tgt, double *wait_s)
-{
-    assert(step >= 0);
-    int slot = (int)(step & 1);
-    pthread_mutex_lock(&l->mu);
-    if (l->slot_step[slot] != step) {
-        double t0 = now_s();
-        if (l->want != step) {   /* jump: re-target the thread */
-            l->want = step;
-            pthread_cond_broadcast(&l->cv);
-        }
-        while (l->slot_step[slot] != step)
-            pthread_cond_wait(&l->cv, &l->mu);
-        if (wait_s)
-            *wait_s += now_s() - t0;
-    }
-    l->want = step + 1;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-    *inp = l->buf[slot][0];
-    *tgt = l->buf[slot][1];
-}
-
-/* Stops and joins the thread, frees the buffers.  A no-op on a loader
- * whose init failed or that was already freed. */
-void loader_free(struct loader *l)
-{
-    if (!l->buf[0][0])
-        return;
-    pthread_mutex_lock(&l->mu);
-    l->stop = 1;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-    pthread_join(l->thread, NULL);
-    pthread_cond_destroy(&l->cv);
-    pthread_mutex_destroy(&l->mu);
-    loader_buffers_free(l);
 }

@@ -22,7 +22,6 @@
 #ifndef MPITRON_DATA_H
 #define MPITRON_DATA_H
 
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -99,45 +98,24 @@ int data_vocab_resolve(const char *dir, int *vocab, int optional, char *err,
 void dataset_read(const struct dataset *ds, int64_t pos, int64_t n,
                   int32_t *out);
 
+/* The window of T + 1 tokens at pos (pos + T < ntok): inputs inp (T)
+ * are tokens [pos, pos + T), targets tgt (T) tokens [pos + 1, pos + T];
+ * dstart (T, may be NULL) the index in the window of the first token of
+ * each input token's document (0 when it began before the window; all 0
+ * without a document index). */
+void dataset_window(const struct dataset *ds, int64_t pos, int T,
+                    int32_t *inp, int32_t *tgt, int32_t *dstart);
+
 /* Sequences [seq0, seq0+nseq) of the global train batch of step s:
  * inp, tgt (nseq, T).  Requires ds->ntok > T. */
 void dataset_train_batch(const struct dataset *ds, uint64_t seed,
                          int64_t step, int64_t seq0, int nseq, int T,
                          int32_t *inp, int32_t *tgt);
 /* Sequences [seq0, seq0+nseq) of validation batch j of val_batch
- * sequences: inp, tgt (nseq, T). */
+ * sequences: inp, tgt, dstart (nseq, T; dstart may be NULL). */
 void dataset_val_batch(const struct dataset *ds, int64_t j, int val_batch,
                        int64_t seq0, int nseq, int T, int32_t *inp,
-                       int32_t *tgt);
-
-/*
- * A background thread that prepares this rank's slice of the next step's
- * train batch while the current step computes (double buffered).
- * loader_next blocks until step s is ready and returns pointers valid until
- * the following loader_next; it then starts on step s+1.  The time spent
- * blocked is added to *wait_s.
- */
-struct loader {
-    const struct dataset *ds;
-    uint64_t seed;
-    int64_t seq0;   /* first global sequence of this rank */
-    int nseq, T;
-    int32_t *buf[2][2]; /* [slot][inp|tgt] */
-    int64_t slot_step[2];
-    int64_t want;   /* step the thread should fill next, -1 = none */
-    int stop;
-    pthread_t thread;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-};
-/* Returns 0 or -1 (allocation or thread failure, err filled).  The loader
- * owns its buffers; free with loader_free. */
-int loader_init(struct loader *l, const struct dataset *ds, uint64_t seed,
-                int64_t seq0, int nseq, int T, int64_t first_step,
-                char *err, size_t errlen);
-void loader_next(struct loader *l, int64_t step, const int32_t **inp,
-                 const int32_t **tgt, double *wait_s);
-void loader_free(struct loader *l);
+                       int32_t *tgt, int32_t *dstart);
 
 /*
  * `mpitron prepare`: tokenisation of the concatenation of files, in order.

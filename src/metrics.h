@@ -13,6 +13,13 @@
  *   longest stage's schedule), mean over the logged steps), bubble_theory
  *   ((p-1)/(m+p-1)), stage_busy_ms and stage_idle_ms (span - busy; arrays,
  *   one entry per stage, the last step).
+ *   Where validation ran, beside val_loss: val_bpb (bits per byte of the
+ *   validation text, comparable across tokenizers; when the tokenizer is
+ *   known), and with a data mixture val_loss_data and val_bpb_data,
+ *   objects keyed by data directory (val_loss and val_bpb are then their
+ *   means weighted by the mixture).  tokens (the step's tokens) and
+ *   seq_len (its sequence length) when batch_ramp or seq_len_warmup make
+ *   them vary.
  */
 #ifndef MPITRON_METRICS_H
 #define MPITRON_METRICS_H
@@ -21,6 +28,17 @@
 #include <stdio.h>
 
 #include "json.h"
+
+/* One validation: the loss (weighted mean over the datasets), bits per
+ * byte, and per dataset when there are several. */
+struct val_stats {
+    double loss;
+    int has_bpb;
+    double bpb;
+    int n;                     /* datasets; the arrays only when n > 1 */
+    const char *const *names;
+    const double *loss_by, *bpb_by;
+};
 
 struct step_stats {
     int64_t step, steps;     /* step just completed (1-based), total */
@@ -37,6 +55,9 @@ struct step_stats {
     double eta_s;
     int has_val;
     double val_loss;
+    const struct val_stats *val; /* NULL: val_loss alone */
+    int64_t tokens;              /* > 0: the last step's tokens, and */
+    int seq_len;                 /* its sequence length (varying plans) */
 };
 
 struct metrics {
@@ -57,5 +78,8 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out);
 /* Append a validation-only record and print it. */
 void metrics_log_val(struct metrics *mt, int64_t step, double val_loss,
                      FILE *out);
+/* The same with bits per byte and per-dataset figures. */
+void metrics_log_val_stats(struct metrics *mt, int64_t step,
+                           const struct val_stats *v, FILE *out);
 
 #endif

@@ -310,6 +310,22 @@ static void take_scratch(struct gpt_acts *a, const struct gpt *m, float *p)
 #undef TAKE
 }
 
+/* Point every buffer of a into a->mem for its B, T (saved, then the
+ * scratch unless owner lends it). */
+static void carve(struct gpt_acts *a, const struct gpt *m,
+                  const struct gpt_acts *owner)
+{
+    float *end = take_saved(a, m, a->mem);
+    if (owner) {
+        a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
+        a->dqkv = owner->dqkv, a->datty = owner->datty;
+        a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
+        a->logits = owner->logits, a->dlogits = owner->dlogits;
+    } else {
+        take_scratch(a, m, end);
+    }
+}
+
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner)
 {
@@ -330,16 +346,26 @@ int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
     }
     a->tgt = a->inp + N;
     a->bytes = total * sizeof(float) + 2 * N * sizeof(int32_t);
-    float *end = take_saved(a, m, a->mem);
-    if (owner) {
-        a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
-        a->dqkv = owner->dqkv, a->datty = owner->datty;
-        a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
-        a->logits = owner->logits, a->dlogits = owner->dlogits;
-    } else {
-        take_scratch(a, m, end);
-    }
+    a->cap = total;
+    a->ncap = N;
+    carve(a, m, owner);
     return 0;
+}
+
+void gpt_acts_reshape(struct gpt_acts *a, const struct gpt *m, int B, int T,
+                      const struct gpt_acts *owner)
+{
+    size_t N = (size_t)B * T, saved, scratch;
+    acts_sizes(m, N, (size_t)B, (size_t)T, &saved, &scratch);
+    if (N > a->ncap || saved + (owner ? 0 : scratch) > a->cap) {
+        fprintf(stderr, "mpitron: activations of %d x %d do not fit those "
+                "of %zu tokens\n", B, T, a->ncap);
+        abort();
+    }
+    a->B = B;
+    a->T = T;
+    a->N = N;
+    carve(a, m, owner);
 }
 
 int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T)

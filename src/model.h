@@ -154,6 +154,7 @@ struct gpt_acts {
     float *dlogits;          /* (N,Vp) */
     float *mem;              /* the one allocation behind all of these */
     size_t bytes;            /* its size, for the memory report */
+    size_t cap, ncap;        /* floats of mem, tokens of inp (and tgt) */
 };
 /* Allocate activations for micro-batches of B sequences of length T
  * (T <= seq_len), with their own backward scratch.  Head buffers (lnf,
@@ -166,6 +167,13 @@ int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T);
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner);
 void gpt_acts_free(struct gpt_acts *a);
+/* Re-cut a's memory for micro-batches of B sequences of length T with
+ * B * T no more than it was built for (sequence-length warm-up: shorter
+ * sequences, more of them; the T x T attention buffers shrink).  owner
+ * as for gpt_acts_init_shared (its scratch must be re-cut first).
+ * Allocates nothing; aborts if the shape does not fit (a caller bug). */
+void gpt_acts_reshape(struct gpt_acts *a, const struct gpt *m, int B, int T,
+                      const struct gpt_acts *owner);
 
 /* Where a micro-batch sits, for counter-based dropout. */
 struct gpt_pos {

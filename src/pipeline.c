@@ -24,6 +24,9 @@ int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
     if (pp_schedule_build(&pl->sc, kind, p, s, nmb, 0, err, errlen) < 0 ||
         pp_schedule_build(&pl->ev, kind, p, s, nmb, 1, err, errlen) < 0)
         goto fail;
+    pl->cur = &pl->sc;
+    if (!(pl->alt = calloc((size_t)nmb, sizeof(*pl->alt))))
+        goto oom;
     int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
     if (pp_link_init(&pl->link, pp_comm, ns) < 0) {
         snprintf(err, errlen, "pipeline stage %d of %d: cannot set up the "
@@ -59,6 +62,36 @@ fail:
     return -1;
 }
 
+int pipeline_add_schedule(struct pipeline *pl, enum pp_kind kind, int k,
+                          char *err, size_t errlen)
+{
+    if (k < 1 || k >= pl->m || pl->alt[k].a)
+        return 0;
+    if (pp_schedule_build(&pl->alt[k], kind, pl->p, pl->s, k, 0, err,
+                          errlen) < 0)
+        return -1;
+    return 0;
+}
+
+void pipeline_set_shape(struct pipeline *pl, const struct gpt *m, int k,
+                        int B, int T)
+{
+    pl->cur = k == pl->m ? &pl->sc : &pl->alt[k];
+    if (!pl->cur->a || (size_t)B * (size_t)T * (size_t)m->cfg.n_embd !=
+                           pl->n) {
+        fprintf(stderr, "mpitron: pipeline shape %d x %d x %d not "
+                "prepared\n", k, B, T);
+        abort(); /* a broken invariant of the batch plan */
+    }
+    if (B == pl->B && T == pl->T)
+        return;
+    int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
+    for (int i = 0; i < ns; i++)
+        gpt_acts_reshape(&pl->slot[i], m, B, T, i ? &pl->slot[0] : NULL);
+    pl->B = B;
+    pl->T = T;
+}
+
 void pipeline_free(struct pipeline *pl)
 {
     int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
@@ -70,6 +103,10 @@ void pipeline_free(struct pipeline *pl)
     free(pl->slot);
     free(pl->gin);
     free(pl->gout);
+    for (int k = 0; pl->alt && k < pl->m; k++)
+        if (pl->alt[k].a)
+            pp_schedule_free(&pl->alt[k]);
+    free(pl->alt);
     pp_schedule_free(&pl->sc);
     pp_schedule_free(&pl->ev);
     memset(pl, 0, sizeof(*pl));
@@ -169,7 +206,7 @@ double pipeline_train(struct pipeline *pl, struct gpt *m, const int32_t *inp,
                       const struct gpt_pos *pos)
 {
     m->hook_final = 1;
-    return run(pl, &pl->sc, m, inp, tgt, dloss, pos);
+    return run(pl, pl->cur, m, inp, tgt, dloss, pos);
 }
 
 double pipeline_eval(struct pipeline *pl, struct gpt *m, const int32_t *inp,

@@ -17,6 +17,7 @@
 #include "cli.h"
 #include "infer.h"
 #include "log.h"
+#include "mix.h"
 #include "rng.h"
 
 struct sample_opts {
@@ -146,17 +147,20 @@ static int tokenizer_load(const struct config *c, const char *opt, int V,
     if (V <= 256)
         return 0;
     char path[4096];
-    const char *src = opt ? opt : c->data;
     struct stat st;
-    if (stat(src, &st) == 0 && S_ISDIR(st.st_mode))
-        snprintf(path, sizeof path, "%s/%s", src, BPE_FILE);
-    else
-        snprintf(path, sizeof path, "%s", src);
-    if (!opt && stat(path, &st) != 0) {
-        snprintf(err, errlen, "the model has %d tokens and its data "
-                 "directory %s has no %s (llm.c's GPT-2 shards carry no "
-                 "tokenizer): give --tokenizer=PATH", V, c->data, BPE_FILE);
-        return -1;
+    if (!opt) {
+        data_spec_tokenizer(c->data, path, sizeof path);
+        if (!path[0]) {
+            snprintf(err, errlen, "the model has %d tokens and its data "
+                     "(%s) has no %s (llm.c's GPT-2 shards carry no "
+                     "tokenizer): give --tokenizer=PATH", V, c->data,
+                     BPE_FILE);
+            return -1;
+        }
+    } else if (stat(opt, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(path, sizeof path, "%s/%s", opt, BPE_FILE);
+    } else {
+        snprintf(path, sizeof path, "%s", opt);
     }
     if (bpe_load(b, path, err, errlen) < 0)
         return -1;

@@ -42,7 +42,17 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
         return -1;
     }
     tr->accum = tr->per_rank / tr->mb;
-    return 0;
+    struct batch_plan *pl = &tr->plan;
+    pl->batch_size = c->batch_size;
+    pl->seq_len = c->seq_len;
+    pl->dp = g->dp;
+    pl->mb = tr->mb;
+    if (batch_spec_parse(c->batch_ramp, &pl->ramp_start, &pl->ramp_steps,
+                         err, errlen) < 0 ||
+        batch_spec_parse(c->seq_len_warmup, &pl->sl_start, &pl->sl_steps,
+                         err, errlen) < 0)
+        return -1; /* config_set checked them */
+    return batch_plan_check(pl, err, errlen);
 }
 
 /*
@@ -181,6 +191,10 @@ static int stage_init(struct trainer *tr, const struct gpt_config *gc,
     if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
                       tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
         return -1;
+    for (int k = 1; k < tr->accum; k++) /* the batch ramp's smaller steps */
+        if (batch_plan_uses_accum(&tr->plan, k) &&
+            pipeline_add_schedule(&tr->pl, kind, k, err, errlen) < 0)
+            return -1;
     tr->has_acts = 1;
     return 0;
 }
@@ -506,23 +520,24 @@ static double clip_norm(struct trainer *tr)
     return sqrt((double)tr->g.dp * s);
 }
 
-double trainer_step(struct trainer *tr, const int32_t *inp,
-                    const int32_t *tgt, double *gnorm, double *lr,
-                    struct step_times *tm)
+double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
+                          double *gnorm, double *lr, struct step_times *tm)
 {
     const struct config *c = &tr->c;
-    size_t T = (size_t)c->seq_len;
+    const struct batch_shape *sh = &b->shape;
+    double tokens = (double)sh->B * (double)sh->T;
     double t0 = now_s();
+    pipeline_set_shape(&tr->pl, &tr->m, sh->accum, sh->mb, sh->T);
     gpt_zero_grad(&tr->m);
-    float dloss = 1.0f / (float)((double)c->batch_size * (double)T);
+    float dloss = (float)(1.0 / tokens);
     double loss = 0.0;
     if (tr->has_dp)
         bucketer_begin(&tr->bk, tr->st.step);
     struct gpt_pos pos = {
         .step = tr->st.step, .seed = c->seed, .train = 1,
-        .seq0 = (int64_t)tr->g.dp_rank * tr->per_rank,
+        .seq0 = (int64_t)tr->g.dp_rank * sh->per_rank,
     };
-    loss = pipeline_train(&tr->pl, &tr->m, inp, tgt, dloss, &pos);
+    loss = pipeline_train(&tr->pl, &tr->m, b->inp, b->tgt, dloss, &pos);
     double t1 = now_s();
     if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
         MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
@@ -539,7 +554,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     optimizer_step(tr, scale, rate);
     double t3 = now_s();
     tr->st.step++;
-    tr->st.tokens_seen += (int64_t)c->batch_size * (int64_t)T;
+    tr->st.tokens_seen += (int64_t)sh->B * (int64_t)sh->T;
     if (tm) {
         tm->pp_wait = tr->pl.t_total - tr->pl.t_busy;
         tm->compute = (t1 - t0) - tm->pp_wait + (t3 - t2);
@@ -557,29 +572,51 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     }
     *gnorm = norm;
     *lr = rate;
-    return loss / ((double)c->batch_size * (double)T);
+    return loss / tokens;
+}
+
+double trainer_step(struct trainer *tr, const int32_t *inp,
+                    const int32_t *tgt, double *gnorm, double *lr,
+                    struct step_times *tm)
+{
+    struct step_batch b = {.inp = inp, .tgt = tgt};
+    b.shape.T = tr->c.seq_len;
+    b.shape.B = tr->c.batch_size;
+    b.shape.per_rank = tr->per_rank;
+    b.shape.mb = tr->mb;
+    b.shape.accum = tr->accum;
+    return trainer_step_batch(tr, &b, gnorm, lr, tm);
 }
 
 double trainer_validate(struct trainer *tr, const struct dataset *val,
-                        int32_t *inp, int32_t *tgt)
+                        const uint32_t *tok_bytes, int32_t *inp, int32_t *tgt,
+                        double *bpb)
 {
     const struct config *c = &tr->c;
     int T = c->seq_len;
-    double sum = 0.0;
+    double sum[2] = {0.0, 0.0}; /* loss, bytes of the targets */
+    pipeline_set_shape(&tr->pl, &tr->m, tr->accum, tr->mb, T);
     for (int j = 0; j < c->val_batches; j++) {
         int64_t seq0 = (int64_t)tr->g.dp_rank * tr->per_rank;
         for (int k = 0; k < tr->accum; k++) {
             size_t off = (size_t)k * tr->mb * T;
             dataset_val_batch(val, j, c->batch_size, seq0 + k * tr->mb,
-                              tr->mb, T, inp + off, tgt + off);
+                              tr->mb, T, inp + off, tgt + off, NULL);
         }
         struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
                               .seed = c->seed, .train = 0};
-        sum += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
+        sum[0] += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
+        /* every stage has the same targets: count them on the first,
+         * as the loss is on the last */
+        if (tok_bytes && tr->g.pp_rank == 0)
+            for (size_t i = 0; i < (size_t)tr->per_rank * T; i++)
+                sum[1] += tok_bytes[tgt[i]];
     }
     if (tr->g.pp > 1)
-        MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM,
+        MPI_Allreduce(MPI_IN_PLACE, sum, 2, MPI_DOUBLE, MPI_SUM,
                       tr->g.pp_comm);
-    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
-    return sum / ((double)c->val_batches * c->batch_size * T);
+    MPI_Allreduce(MPI_IN_PLACE, sum, 2, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    if (bpb)
+        *bpb = tok_bytes && sum[1] > 0 ? sum[0] / sum[1] / log(2.0) : 0.0;
+    return sum[0] / ((double)c->val_batches * c->batch_size * T);
 }

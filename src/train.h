@@ -15,6 +15,7 @@
 #include "config.h"
 #include "data.h"
 #include "grid.h"
+#include "loader.h"
 #include "metrics.h"
 #include "model.h"
 #include "optim.h"
@@ -39,6 +40,7 @@ struct trainer {
     struct pipeline pl;  /* this stage's micro-batch schedule and slots */
     struct lr_sched sched;
     struct train_state st;
+    struct batch_plan plan; /* batch_ramp, seq_len_warmup */
     int per_rank;        /* sequences per dp rank per step */
     int mb, accum;       /* micro-batch size, micro-batches per step */
     double peak_gflops;  /* sgemm peak summed over all ranks */
@@ -74,17 +76,26 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
                  char *err, size_t errlen);
 void trainer_free(struct trainer *tr);
 
-/* One optimizer step on this rank's slice of the global batch: inp, tgt
- * (per_rank, seq_len).  Returns the global mean loss (same on all ranks);
- * *gnorm and *lr receive the pre-clip gradient norm and the rate used. */
+/* One optimizer step on this rank's slice of the global batch of the
+ * shape b->shape (the batch plan's, batch.h): inp, tgt (per_rank, T).
+ * Returns the global mean loss (same on all ranks); *gnorm and *lr
+ * receive the pre-clip gradient norm and the rate used. */
+double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
+                          double *gnorm, double *lr, struct step_times *tm);
+/* trainer_step_batch of the full batch (batch_size x seq_len): inp, tgt
+ * (per_rank, seq_len). */
 double trainer_step(struct trainer *tr, const int32_t *inp,
                     const int32_t *tgt, double *gnorm, double *lr,
                     struct step_times *tm);
 
-/* Mean validation loss over c.val_batches batches; inp, tgt are scratch
- * of per_rank * seq_len tokens each.  Collective. */
+/* Mean validation loss over c.val_batches batches of val; inp, tgt are
+ * scratch of per_rank * seq_len tokens each.  With tok_bytes (vocab_size
+ * entries: each token's length in bytes), *bpb receives the bits per
+ * byte of the text predicted (the summed loss over ln 2 and over the
+ * targets' bytes), else 0.  Collective. */
 double trainer_validate(struct trainer *tr, const struct dataset *val,
-                        int32_t *inp, int32_t *tgt);
+                        const uint32_t *tok_bytes, int32_t *inp, int32_t *tgt,
+                        double *bpb);
 
 /* The tied embedding's copies on the first and last pipeline stage
  * (parameters and both AdamW moments) must stay bitwise equal: compare

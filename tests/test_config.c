@@ -103,8 +103,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
 
-    /* 8 model + 18 optim + 3 data + 10 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 49);
+    /* 8 model + 20 optim + 3 data + 10 run + 10 parallel keys */
+    assert_int_equal(config_nkeys, 51);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -202,6 +202,16 @@ static void test_set_errors(void **state)
     expect_bad("tp", "0", "must be > 0");
     expect_bad("dp", "-2", "must be >= 0");
     expect_bad("data", "", "must not be empty");
+    expect_bad("data", "a:0.7,,b", "empty directory");
+    expect_bad("data", "a:0", "positive number");
+    expect_bad("optimizer", "sgd", "adamw, lamb, onebit_adam");
+    expect_bad("lr_layer_decay", "0", "(0, 1]");
+    expect_bad("lr_layer_decay", "1.5", "(0, 1]");
+    expect_bad("label_smoothing", "1", "[0, 1)");
+    expect_bad("z_loss", "-1e-4", ">= 0");
+    expect_bad("batch_ramp", "8", "START:STEPS");
+    expect_bad("seq_len_warmup", "32:0", "START:STEPS");
+    expect_bad("vocab_size", "-1", ">= 0");
     expect_bad("data", "a\nb", "control character");
 
     char longs[CONFIG_STR_MAX + 8];
@@ -259,6 +269,18 @@ static void test_finalize(void **state)
     expect_finalize((const char *[]){"lr", "1e-5", NULL},
                     "min_lr=9.99999975e-05 exceeds lr=9.99999975e-06 "
                     "(lr_schedule=cosine)");
+    expect_finalize((const char *[]){"optimizer", "onebit_adam", NULL},
+                    "optimizer=onebit_adam needs compress_warmup >= 1: "
+                    "AdamW steps that estimate the second moment before it "
+                    "is frozen");
+    expect_finalize((const char *[]){"optimizer", "onebit_adam",
+                                     "compress_warmup", "5", "compress",
+                                     "sign", "tp", "2", NULL},
+                    "optimizer=onebit_adam with compress=sign needs tp=1 "
+                    "and pp=1 (here tp=2 pp=1): it reduces the momentum, "
+                    "which the tied embedding's two stages would each add, "
+                    "and bounds the gradient norm by ranks' local norms "
+                    "that tp ranks do not share");
 
     struct config c;
     char err[ERRLEN] = "";

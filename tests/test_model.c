@@ -120,6 +120,42 @@ static void test_gradcheck_loss_options(void **state)
     gradcheck(&c);
 }
 
+/* Validation (train = 0) scores plain cross-entropy whatever the
+ * training loss's options: the same bits as a model without them, while
+ * the training forward differs. */
+static void test_val_loss_is_plain(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 1, .n_embd = 8, .n_head = 2,
+                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 19},
+                      o = c;
+    o.label_smoothing = 0.2f;
+    o.z_loss = 0.1f;
+    struct gpt a, b;
+    struct gpt_acts aa, ab;
+    char err[256];
+    assert_int_equal(gpt_init(&a, &c, 1, 0, 0, 1, 3, err, sizeof(err)), 0);
+    assert_int_equal(gpt_init(&b, &o, 1, 0, 0, 1, 3, err, sizeof(err)), 0);
+    assert_int_equal(gpt_acts_init(&aa, &a, 2, 6), 0);
+    assert_int_equal(gpt_acts_init(&ab, &b, 2, 6), 0);
+    int32_t inp[12], tgt[12];
+    tokens(inp, 12, 19, 1);
+    tokens(tgt, 12, 19, 2);
+    struct gpt_pos pos = {.step = 0, .seq0 = 0, .seed = 1, .train = 0};
+    double la = gpt_forward(&a, &aa, inp, tgt, &pos);
+    double lb = gpt_forward(&b, &ab, inp, tgt, &pos);
+    assert_true(la == lb);
+    pos.train = 1;
+    double ta = gpt_forward(&a, &aa, inp, tgt, &pos);
+    double tb = gpt_forward(&b, &ab, inp, tgt, &pos);
+    assert_true(ta == la);
+    assert_true(fabs(tb - ta) > 1e-3 * ta);
+    gpt_acts_free(&aa);
+    gpt_acts_free(&ab);
+    gpt_free(&a);
+    gpt_free(&b);
+}
+
 /* Grad of tensor `name` in m, or NULL when the stage does not hold it. */
 static const float *grad_of(const struct gpt *m, const char *name)
 {
@@ -440,6 +476,7 @@ int main(int argc, char **argv)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradcheck),
         cmocka_unit_test(test_gradcheck_loss_options),
+        cmocka_unit_test(test_val_loss_is_plain),
         cmocka_unit_test(test_accumulation_equals_full_batch),
         cmocka_unit_test(test_lr_layer_decay),
         cmocka_unit_test(test_init_by_global_index),

@@ -57,12 +57,23 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
  * positions s with s <= t and, when window > 0, t - s < window.
  * Scores are scaled by 1/sqrt(hd).
  */
+enum attn_kind {
+    ATTN_FULL,   /* softmax attention (with the window, if any) */
+    ATTN_LINEAR, /* causal linear attention, elu + 1 features */
+    ATTN_SPARSE, /* block-sparse softmax attention */
+};
+
 struct attn_shape {
     size_t B, T;   /* batch, sequence length */
     size_t nh;     /* query heads (on this rank) */
     size_t nkv;    /* key/value heads (on this rank); nh % nkv == 0 */
     size_t hd;     /* head dimension */
     size_t window; /* 0 = full causal */
+    enum attn_kind kind;
+    size_t block, stride; /* ATTN_SPARSE: attn_block, attn_stride */
+    const int32_t *lo;    /* (B,T) or NULL: token t sees positions >= lo
+                             (its document's first token), on top of the
+                             causal (and window, sparse) rule */
 };
 /* out (B,T,nh*hd); att (B,nh,T,T) softmax probabilities saved for backward
  * (entries outside the causal window are 0); qkv as above */
@@ -73,6 +84,40 @@ void attention_forward(float *out, float *att, const float *qkv,
 void attention_backward(float *dqkv, float *scratch, const float *dout,
                         const float *qkv, const float *att,
                         const struct attn_shape *s);
+
+/*
+ * Causal linear attention (ops_attention_linear.c): with phi(x) = elu(x)
+ * + 1 applied to every query and key element,
+ *   out_t = sum_{lo(t)<=s<=t} (phi(q_t).phi(k_s)) v_s
+ *           / (sum_{lo(t)<=s<=t} phi(q_t).phi(k_s) + 1e-6),
+ * computed with running sums in O(T hd^2) per head (no T x T matrix; no
+ * window).  den (B,nh,T) is saved for backward, out is read back there;
+ * scratch holds attention_linear_scratch(s) floats.
+ */
+size_t attention_linear_scratch(const struct attn_shape *s);
+void attention_linear_forward(float *out, float *den, float *scratch,
+                              const float *qkv, const struct attn_shape *s);
+/* dqkv +=; scratch overwritten; dout, out (B,T,nh*hd), den, qkv from the
+ * forward */
+void attention_linear_backward(float *dqkv, float *scratch, const float *dout,
+                               const float *qkv, const float *out,
+                               const float *den, const struct attn_shape *s);
+
+/*
+ * Block-sparse attention (ops_attention_sparse.c), softmax over the keys
+ * a query sees: positions are cut into blocks of s->block; query block i
+ * sees key block j <= i when j >= i - 1 (its own block, causally, and the
+ * one before: local) or j % s->stride == 0 (every stride-th block, block 0
+ * included: global, strided).  Scaled by 1/sqrt(hd).  The probabilities
+ * of the visible blocks are saved packed, attention_sparse_floats(s)
+ * floats (att); the backward's scratch is as large.
+ */
+size_t attention_sparse_floats(const struct attn_shape *s);
+void attention_sparse_forward(float *out, float *att, const float *qkv,
+                              const struct attn_shape *s);
+void attention_sparse_backward(float *dqkv, float *scratch, const float *dout,
+                               const float *qkv, const float *att,
+                               const struct attn_shape *s);
 
 /* GELU, tanh approximation (GPT-2's); out, inp (n) */
 void gelu_forward(float *out, const float *inp, size_t n);

@@ -7,6 +7,7 @@
 #include "ckpt.h"
 #include "comm.h"
 #include "log.h"
+#include "ops.h"
 
 void gpt_config_from(const struct config *c, struct gpt_config *gc)
 {
@@ -20,6 +21,11 @@ void gpt_config_from(const struct config *c, struct gpt_config *gc)
     gc->dropout = c->dropout;
     gc->label_smoothing = c->label_smoothing;
     gc->z_loss = c->z_loss;
+    gc->attn = !strcmp(c->attn, "linear") ? ATTN_LINEAR
+               : !strcmp(c->attn, "sparse") ? ATTN_SPARSE : ATTN_FULL;
+    gc->attn_block = c->attn_block;
+    gc->attn_stride = c->attn_stride;
+    gc->doc_mask = c->doc_mask;
 }
 
 static const char *const group_names[3] = {"/model/", "/optim/m/",

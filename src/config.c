@@ -126,6 +126,16 @@ static int check_data(const struct config *c, const struct config_key *k,
     return data_spec_parse(cfield(c, k), &sp, err, errlen);
 }
 
+static int check_attn(const struct config *c, const struct config_key *k,
+                      char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "full") || !strcmp(v, "linear") || !strcmp(v, "sparse"))
+        return 0;
+    seterr(err, errlen, "must be one of full, linear, sparse");
+    return -1;
+}
+
 static const char *const optimizer_names[] = {"adamw", "lamb", "onebit_adam",
                                               NULL};
 
@@ -211,6 +221,16 @@ const struct config_key config_keys[] = {
     KEY("model", attn_window, CONFIG_INT, "0",
         "0 = full causal attention, W = sliding window of W tokens",
         check_nonneg),
+    KEY("model", attn, CONFIG_STR, "full",
+        "full (softmax over every earlier position, or attn_window of "
+        "them) | linear (causal linear attention, elu+1 features, running "
+        "sums: O(T)) | sparse (block-sparse: own and previous block plus "
+        "every attn_stride-th block)", check_attn),
+    KEY("model", attn_block, CONFIG_INT, "64",
+        "attn=sparse: positions per block", check_pos),
+    KEY("model", attn_stride, CONFIG_INT, "4",
+        "attn=sparse: every attn_stride-th block (block 0 included) is "
+        "seen by all later positions", check_pos),
     KEY("model", dropout, CONFIG_FLOAT, "0.0",
         "dropout probability, in [0, 1)", check_unit),
     KEY("optim", batch_size, CONFIG_INT, "8",
@@ -276,6 +296,10 @@ const struct config_key config_keys[] = {
         "validate every N steps; 0 = only at the end", check_nonneg),
     KEY("data", val_batches, CONFIG_INT, "8", "batches per validation",
         check_pos),
+    KEY("data", doc_mask, CONFIG_INT, "0",
+        "1 = attention and position embeddings stop at document starts "
+        "(the data's train.docs / val.docs, written by prepare)",
+        check_nonneg),
     KEY("run", run_dir, CONFIG_STR, "runs/default",
         "directory for checkpoints and metrics.jsonl", check_nonempty),
     KEY("run", log_every, CONFIG_INT, "10", "progress line every N steps",
@@ -851,6 +875,11 @@ static int finalize_model(const struct config *c, char *err, size_t errlen)
     if (c->n_kv_head > 0 && c->n_head % c->n_kv_head != 0) {
         seterr(err, errlen, "n_head=%d is not divisible by n_kv_head=%d",
                c->n_head, c->n_kv_head);
+        return -1;
+    }
+    if (strcmp(c->attn, "full") != 0 && c->attn_window > 0) {
+        seterr(err, errlen, "attn_window=%d applies to attn=full only "
+               "(attn=%s)", c->attn_window, c->attn);
         return -1;
     }
     if (c->pp > c->n_layer) {

@@ -24,6 +24,8 @@ struct config {
     int n_kv_head;   /* 0 in the table means "same as n_head"; resolved */
     int seq_len, vocab_size; /* vocab_size 0 = from the data directory */
     int attn_window; /* 0 = full causal */
+    char attn[16];   /* full | linear | sparse */
+    int attn_block, attn_stride; /* attn=sparse */
     float dropout;
     /* [optim] */
     int batch_size;  /* global sequences per step */
@@ -43,6 +45,7 @@ struct config {
     /* [data] */
     char data[CONFIG_STR_MAX]; /* DIR or DIR:W,DIR:W,... (mix.h) */
     int val_every, val_batches;
+    int doc_mask;    /* attention and positions stop at document starts */
     /* [run] */
     char run_dir[CONFIG_STR_MAX];
     int log_every, ckpt_every;

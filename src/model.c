@@ -236,18 +236,54 @@ void gpt_zero_grad(struct gpt *m)
 
 /* Floats of one micro-batch's saved activations (what must live from its
  * forward to its backward) and of the backward/forward scratch. */
+static struct attn_shape attn_shape_bt(const struct gpt *m, size_t B,
+                                       size_t T, const int32_t *lo)
+{
+    struct attn_shape s = {
+        .B = B, .T = T, .nh = (size_t)m->nh, .nkv = (size_t)m->nkv,
+        .hd = (size_t)m->hd, .window = (size_t)m->cfg.attn_window,
+        .kind = (enum attn_kind)m->cfg.attn,
+        .block = (size_t)m->cfg.attn_block,
+        .stride = (size_t)m->cfg.attn_stride, .lo = lo,
+    };
+    return s;
+}
+
+/* Floats of one block's saved attention state (att) and of attention's
+ * share of the scratch (datt), by kind: the T x T probabilities of the
+ * full kernel, the denominators of the linear one, the packed blocks of
+ * the sparse one. */
+static void attn_sizes(const struct gpt *m, size_t B, size_t T,
+                       size_t *att, size_t *datt)
+{
+    struct attn_shape s = attn_shape_bt(m, B, T, NULL);
+    switch (s.kind) {
+    case ATTN_LINEAR:
+        *att = B * s.nh * T;
+        *datt = attention_linear_scratch(&s);
+        return;
+    case ATTN_SPARSE:
+        *att = *datt = attention_sparse_floats(&s);
+        return;
+    case ATTN_FULL:
+        break;
+    }
+    *att = *datt = B * s.nh * T * T;
+}
+
 static void acts_sizes(const struct gpt *m, size_t N, size_t B, size_t T,
                        size_t *saved, size_t *scratch)
 {
     size_t C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
-    size_t TT = B * (size_t)m->nh * T * T;
+    size_t TT, DTT;
+    attn_sizes(m, B, T, &TT, &DTT);
     size_t nl = (size_t)(m->l1 - m->l0);
     size_t per = 6 * N * C + 4 * N + N * Q + TT + N * A + 2 * N * F;
     size_t head = m->last ? N * C + 3 * N + 2 * N * V : 0; /* lnf.., probs */
     *saved = N * C + nl * per + head;
-    *scratch = 3 * N * C + N * Q + N * A + TT + 2 * N * F +
+    *scratch = 3 * N * C + N * Q + N * A + DTT + 2 * N * F +
                (m->last ? 2 * N * V : 0); /* logits, dlogits */
 }
 
@@ -257,7 +293,8 @@ static float *take_saved(struct gpt_acts *a, const struct gpt *m, float *p)
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
-    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
+    size_t TT, DTT;
+    attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
 #define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
     TAKE(a->emb, N * C);
     for (int l = 0; l < m->l1 - m->l0; l++) {
@@ -294,13 +331,14 @@ static void take_scratch(struct gpt_acts *a, const struct gpt *m, float *p)
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
-    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
+    size_t TT, DTT;
+    attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
     TAKE(a->dres, N * C);
     TAKE(a->dC, N * C);
     TAKE(a->dln, N * C);
     TAKE(a->dqkv, N * Q);
     TAKE(a->datty, N * A);
-    TAKE(a->datt, TT);
+    TAKE(a->datt, DTT);
     TAKE(a->dF1, N * F);
     TAKE(a->dF2, N * F);
     if (m->last) {
@@ -338,14 +376,14 @@ int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
     a->T = T;
     a->N = N;
     a->la = calloc(nl ? nl : 1, sizeof(*a->la));
-    a->inp = calloc(2 * N, sizeof(int32_t));
+    a->inp = calloc(3 * N, sizeof(int32_t));
     a->mem = tensor_arena_alloc(total);
     if (!a->la || !a->inp || !a->mem) {
         gpt_acts_free(a);
         return -1;
     }
     a->tgt = a->inp + N;
-    a->bytes = total * sizeof(float) + 2 * N * sizeof(int32_t);
+    a->bytes = total * sizeof(float) + 3 * N * sizeof(int32_t);
     a->cap = total;
     a->ncap = N;
     carve(a, m, owner);
@@ -432,12 +470,43 @@ static const float *branch_grad(struct gpt *m, const struct gpt_acts *ac,
 static struct attn_shape attn_shape_of(const struct gpt *m,
                                        const struct gpt_acts *a)
 {
-    struct attn_shape s = {
-        .B = (size_t)a->B, .T = (size_t)a->T, .nh = (size_t)m->nh,
-        .nkv = (size_t)m->nkv, .hd = (size_t)m->hd,
-        .window = (size_t)m->cfg.attn_window,
-    };
-    return s;
+    return attn_shape_bt(m, (size_t)a->B, (size_t)a->T, a->lo);
+}
+
+static void attn_forward(struct gpt *m, struct gpt_acts *a,
+                         struct gpt_layer_acts *la,
+                         const struct attn_shape *s)
+{
+    switch (s->kind) {
+    case ATTN_LINEAR:
+        attention_linear_forward(la->atty, la->att, a->datt, la->qkv, s);
+        return;
+    case ATTN_SPARSE:
+        attention_sparse_forward(la->atty, la->att, la->qkv, s);
+        return;
+    case ATTN_FULL:
+        break;
+    }
+    attention_forward(la->atty, la->att, la->qkv, s);
+}
+
+static void attn_backward(struct gpt *m, struct gpt_acts *a,
+                          struct gpt_layer_acts *la,
+                          const struct attn_shape *s)
+{
+    switch (s->kind) {
+    case ATTN_LINEAR:
+        attention_linear_backward(a->dqkv, a->datt, a->datty, la->qkv,
+                                  la->atty, la->att, s);
+        return;
+    case ATTN_SPARSE:
+        attention_sparse_backward(a->dqkv, a->datt, a->datty, la->qkv,
+                                  la->att, s);
+        return;
+    case ATTN_FULL:
+        break;
+    }
+    attention_backward(a->dqkv, a->datt, a->datty, la->qkv, la->att, s);
 }
 
 /* out (N,OC) = inp (N,IC) @ w (OC,IC)^T + bias (OC) for a row-parallel
@@ -486,7 +555,7 @@ static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
           la->ln1_rstd, x, w->ln1w, w->ln1b, N, C));
     TIMED(m, OPK_MATMUL, matmul_forward(la->qkv, la->ln1, w->wqkv, w->bqkv,
                                         N, C, Q));
-    TIMED(m, OPK_ATTENTION, attention_forward(la->atty, la->att, la->qkv, &s));
+    TIMED(m, OPK_ATTENTION, attn_forward(m, a, la, &s));
     row_parallel_forward(m, la->attproj, la->atty, w->wo, w->bo, N, A, C);
     residual_dropout(m, a, la->res1, x, la->attproj, a->dC, pos, 1 + 2 * l);
 
@@ -509,8 +578,8 @@ static void embed_forward(struct gpt *m, struct gpt_acts *a,
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     float p = pos->train ? m->cfg.dropout : 0.0f;
     float *e = p > 0.0f ? a->dres : a->emb; /* pre-dropout embedding */
-    TIMED(m, OPK_EMBEDDING, encoder_forward(e, a->inp, m->wte, m->wpe,
-                                            (size_t)a->B, (size_t)a->T, C));
+    TIMED(m, OPK_EMBEDDING, encoder_forward_doc(e, a->inp, a->lo, m->wte,
+          m->wpe, (size_t)a->B, (size_t)a->T, C));
     if (p > 0.0f) {
         uint64_t row0 = (uint64_t)pos->seq0 * (uint64_t)a->T;
         TIMED(m, OPK_ELEMENTWISE, dropout_forward(a->emb, e, p,
@@ -529,6 +598,13 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
     size_t Vp = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
+    /* document bounds, for every stage's attention (and the first's
+     * positions) in forward and backward */
+    a->lo = NULL;
+    if (m->cfg.doc_mask && pos->dstart) {
+        a->lo = a->inp + 2 * a->ncap;
+        memcpy(a->lo, pos->dstart, N * sizeof(int32_t));
+    }
     if (m->first) {
         memcpy(a->inp, inp, N * sizeof(int32_t));
         embed_forward(m, a, pos);
@@ -609,8 +685,7 @@ static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
     mm_backward(m, l, a->datty, g->wo, g->bo, dout, la->atty, w->wo, N, A,
                 C);
     memset(a->dqkv, 0, N * Q * sizeof(float));
-    TIMED(m, OPK_ATTENTION, attention_backward(a->dqkv, a->datt, a->datty,
-                                               la->qkv, la->att, &s));
+    TIMED(m, OPK_ATTENTION, attn_backward(m, a, la, &s));
     emit(m, GPT_PROGRESS, l);
     memset(a->dln, 0, N * C * sizeof(float));
     mm_backward(m, l, a->dln, g->wqkv, g->bqkv, a->dqkv, la->ln1, w->wqkv,
@@ -653,8 +728,8 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
     }
     if (m->first) {
         const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
-        TIMED(m, OPK_EMBEDDING, encoder_backward(m->dwte, m->dwpe, de,
-              a->inp, (size_t)a->B, (size_t)a->T, C));
+        TIMED(m, OPK_EMBEDDING, encoder_backward_doc(m->dwte, m->dwpe, de,
+              a->inp, a->lo, (size_t)a->B, (size_t)a->T, C));
     }
     if (m->first || m->last)
         emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */

@@ -51,6 +51,10 @@ struct gpt_config {
     int attn_window;
     float dropout;
     float label_smoothing, z_loss; /* training loss only (ops.h xent) */
+    int attn;                      /* enum attn_kind (ops.h) */
+    int attn_block, attn_stride;   /* ATTN_SPARSE's pattern */
+    int doc_mask; /* attention and positions stop at document starts
+                     (gpt_pos.dstart) */
 };
 
 /* Rows of wte and columns of the logits: the vocabulary padded as llm.c
@@ -141,6 +145,7 @@ struct gpt_acts {
     int B, T;
     size_t N;            /* B*T */
     int32_t *inp, *tgt;  /* (B,T) copies of the micro-batch tokens */
+    int32_t *lo;         /* (B,T) copy of gpt_pos.dstart; NULL: none */
     float *emb;          /* (N,C) embedding output, after dropout */
     struct gpt_layer_acts *la; /* per local layer */
     float *lnf, *lnf_mean, *lnf_rstd; /* (N,C) (N) (N) */
@@ -181,6 +186,8 @@ struct gpt_pos {
     int64_t seq0;   /* global index of the first sequence in the batch */
     uint64_t seed;
     int train;      /* 0: no dropout (validation, sampling) */
+    const int32_t *dstart; /* (B,T): each token's document start within
+                              its sequence (doc_mask), or NULL */
 };
 
 /* Forward of this stage's part of the model on one micro-batch.  The

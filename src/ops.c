@@ -24,15 +24,28 @@
 /* ------------------------------------------------------------------------ */
 /* encoder */
 
+/* the position of token n of a (B,T) batch */
+static inline size_t enc_pos(const int32_t *lo, size_t n, size_t T)
+{
+    return n % T - (lo ? (size_t)lo[n] : 0);
+}
+
 void encoder_forward(float *out, const int32_t *inp, const float *wte,
                      const float *wpe, size_t B, size_t T, size_t C)
+{
+    encoder_forward_doc(out, inp, NULL, wte, wpe, B, T, C);
+}
+
+void encoder_forward_doc(float *out, const int32_t *inp, const int32_t *lo,
+                         const float *wte, const float *wpe, size_t B,
+                         size_t T, size_t C)
 {
     size_t N = B * T;
 #pragma omp parallel for schedule(static) if (N * C >= OPS_PAR_MIN)
     for (size_t n = 0; n < N; n++) {
         float *o = out + n * C;
         const float *we = wte + (size_t)inp[n] * C;
-        const float *pe = wpe + (n % T) * C;
+        const float *pe = wpe + enc_pos(lo, n, T) * C;
         for (size_t c = 0; c < C; c++)
             o[c] = we[c] + pe[c];
     }
@@ -40,13 +53,14 @@ void encoder_forward(float *out, const int32_t *inp, const float *wte,
 
 /* Tokens in (b, t) order, columns [lo, hi) only. */
 static void encoder_backward_cols(float *dwte, float *dwpe, const float *dout,
-                                  const int32_t *inp, size_t N, size_t T,
-                                  size_t C, size_t lo, size_t hi)
+                                  const int32_t *inp, const int32_t *dl,
+                                  size_t N, size_t T, size_t C, size_t lo,
+                                  size_t hi)
 {
     for (size_t n = 0; n < N; n++) {
         const float *d = dout + n * C;
         float *dte = dwte + (size_t)inp[n] * C;
-        float *dpe = dwpe + (n % T) * C;
+        float *dpe = dwpe + enc_pos(dl, n, T) * C;
         for (size_t c = lo; c < hi; c++) {
             dte[c] += d[c];
             dpe[c] += d[c];
@@ -57,6 +71,13 @@ static void encoder_backward_cols(float *dwte, float *dwpe, const float *dout,
 void encoder_backward(float *dwte, float *dwpe, const float *dout,
                       const int32_t *inp, size_t B, size_t T, size_t C)
 {
+    encoder_backward_doc(dwte, dwpe, dout, inp, NULL, B, T, C);
+}
+
+void encoder_backward_doc(float *dwte, float *dwpe, const float *dout,
+                          const int32_t *inp, const int32_t *dl, size_t B,
+                          size_t T, size_t C)
+{
     size_t N = B * T;
     /* tokens that repeat collide in dwte: split columns, not tokens */
 #pragma omp parallel if (N * C >= OPS_PAR_MIN)
@@ -64,7 +85,7 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout,
         size_t lo, hi;
         ops_range_split(C, omp_get_thread_num(), omp_get_num_threads(), &lo,
                         &hi);
-        encoder_backward_cols(dwte, dwpe, dout, inp, N, T, C, lo, hi);
+        encoder_backward_cols(dwte, dwpe, dout, inp, dl, N, T, C, lo, hi);
     }
 }
 

@@ -29,6 +29,14 @@ void encoder_forward(float *out, const int32_t *inp, const float *wte,
 /* dwte (V,C) +=, dwpe (>=T,C) +=; dout (B,T,C); inp (B,T) */
 void encoder_backward(float *dwte, float *dwpe, const float *dout,
                       const int32_t *inp, size_t B, size_t T, size_t C);
+/* The same with positions counted from each token's document start:
+ * wpe[t - lo[b,t]]; lo (B,T) as in attn_shape, NULL = wpe[t] */
+void encoder_forward_doc(float *out, const int32_t *inp, const int32_t *lo,
+                         const float *wte, const float *wpe, size_t B,
+                         size_t T, size_t C);
+void encoder_backward_doc(float *dwte, float *dwpe, const float *dout,
+                          const int32_t *inp, const int32_t *lo, size_t B,
+                          size_t T, size_t C);
 
 /* out (N,C); mean, rstd (N) saved; inp (N,C); w, b (C); eps = 1e-5 */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,

@@ -39,15 +39,19 @@
 /* Geometry of one (batch, head) problem: row strides and window. */
 struct attn_geom {
     size_t T, hd, window;
+    const int32_t *lo; /* (T) this sequence's document bounds, or NULL */
     size_t R; /* qkv row width, (nh + 2 nkv) hd */
     size_t C; /* out row width, nh hd */
     float scale;
 };
 
-/* first position that row t attends to */
-static inline size_t attn_lo(size_t t, size_t window)
+/* first position that row t attends to: the window's, or its
+ * document's first token if later (non-decreasing in t) */
+static inline size_t attn_lo(size_t t, const struct attn_geom *g)
 {
-    return (window && t + 1 > window) ? t + 1 - window : 0;
+    size_t w = g->window, lo = (w && t + 1 > w) ? t + 1 - w : 0;
+    size_t d = g->lo ? (size_t)g->lo[t] : 0;
+    return d > lo ? d : lo;
 }
 
 static int attn_use_omp(size_t tasks)
@@ -79,14 +83,14 @@ static void attn_forward_head(float *O, float *P, const float *Q,
     size_t T = g->T;
     for (size_t r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
         size_t r1 = r0 + ATTN_BLOCK < T ? r0 + ATTN_BLOCK : T;
-        size_t c0 = attn_lo(r0, g->window);
+        size_t c0 = attn_lo(r0, g);
         int m = (int)(r1 - r0), n = (int)(r1 - c0);
         float *Pb = P + r0 * T + c0;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, (int)g->hd,
                     g->scale, Q + r0 * g->R, (int)g->R, K + c0 * g->R,
                     (int)g->R, 0.0f, Pb, (int)T);
         for (size_t t = r0; t < r1; t++)
-            attn_softmax_row(P + t * T, attn_lo(t, g->window), t, T);
+            attn_softmax_row(P + t * T, attn_lo(t, g), t, T);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, (int)g->hd,
                     n, 1.0f, Pb, (int)T, V + c0 * g->R, (int)g->R, 0.0f,
                     O + r0 * g->C, (int)g->C);
@@ -116,9 +120,11 @@ void attention_forward(float *out, float *att, const float *qkv,
     for (size_t bh = 0; bh < tasks; bh++) {
         size_t b = bh / nh, h = bh % nh, kvh = h / q;
         const float *base = qkv + b * T * g.R;
+        struct attn_geom gb = g;
+        gb.lo = s->lo ? s->lo + b * T : NULL;
         attn_forward_head(out + b * T * g.C + h * hd, att + bh * T * T,
                           base + h * hd, base + (nh + kvh) * hd,
-                          base + (nh + s->nkv + kvh) * hd, &g);
+                          base + (nh + s->nkv + kvh) * hd, &gb);
     }
 }
 
@@ -129,7 +135,7 @@ static void attn_softmax_backward_rows(float *dS, const float *P, size_t r0,
                                        const struct attn_geom *g)
 {
     for (size_t t = r0; t < r1; t++) {
-        size_t lo = attn_lo(t, g->window), n = t + 1 - lo;
+        size_t lo = attn_lo(t, g), n = t + 1 - lo;
         float *d = dS + t * g->T;
         const float *p = P + t * g->T;
         memset(d + c0, 0, (lo - c0) * sizeof(float));
@@ -151,7 +157,7 @@ static void attn_backward_head(float *dQ, float *dK, float *dV, float *dS,
     int hd = (int)g->hd, R = (int)g->R, C = (int)g->C;
     for (size_t r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
         size_t r1 = r0 + ATTN_BLOCK < T ? r0 + ATTN_BLOCK : T;
-        size_t c0 = attn_lo(r0, g->window);
+        size_t c0 = attn_lo(r0, g);
         int m = (int)(r1 - r0), n = (int)(r1 - c0);
         float *dSb = dS + r0 * T + c0;
         const float *Pb = P + r0 * T + c0;
@@ -184,12 +190,14 @@ void attention_backward(float *dqkv, float *scratch, const float *dout,
         const float *base = qkv + b * T * g.R;
         float *dbase = dqkv + b * T * g.R;
         size_t koff = (nh + kvh) * hd, voff = (nh + nkv + kvh) * hd;
+        struct attn_geom gb = g;
+        gb.lo = s->lo ? s->lo + b * T : NULL;
         for (size_t h = kvh * q; h < (kvh + 1) * q; h++) {
             size_t bh = b * nh + h;
             attn_backward_head(dbase + h * hd, dbase + koff, dbase + voff,
                                scratch + bh * T * T,
                                dout + b * T * g.C + h * hd, att + bh * T * T,
-                               base + h * hd, base + koff, base + voff, &g);
+                               base + h * hd, base + koff, base + voff, &gb);
         }
     }
 }

@@ -155,6 +155,8 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
         struct gpt_acts *a = &pl->slot[sl];
         struct gpt_pos pos = *pos0;
         pos.seq0 = pos0->seq0 + (int64_t)k * pl->B;
+        if (pos0->dstart)
+            pos.dstart = pos0->dstart + (size_t)k * bt;
         double t;
         switch (sc->a[i].op) {
         case PP_RECV_ACT:

@@ -24,7 +24,7 @@ struct run {
     uint32_t *tok_bytes;     /* bytes of each token; NULL: unknown */
     struct loader ld;
     struct metrics mt;
-    int32_t *vinp, *vtgt;
+    int32_t *vinp, *vtgt, *vdst;
     int has_train, has_loader;
     double ckpt_s;   /* time spent saving since the last log line */
     struct ckpt_async *async; /* ckpt_async=1 */
@@ -69,6 +69,13 @@ static int open_data(struct run *r, char *err, size_t errlen)
     int rc = mixture_open(&r->train, &r->spec, "train", c->vocab_size,
                           c->seq_len + 1, err, errlen);
     r->has_train = rc == 0;
+    for (int i = 0; rc == 0 && c->doc_mask && i < r->spec.n; i++)
+        if (!r->train.ds[i].docs) {
+            snprintf(err, errlen, "doc_mask=1, but %s has no train%s: "
+                     "prepare it again (mpitron prepare records document "
+                     "starts)", r->spec.dir[i], DOCS_SUFFIX);
+            rc = -1;
+        }
     for (int i = 0; rc == 0 && i < r->spec.n; i++) {
         char verr[512];
         const char *dir = r->spec.dir[i];
@@ -87,9 +94,10 @@ static int open_data(struct run *r, char *err, size_t errlen)
         rc = tok_bytes_init(r, err, errlen);
     if (rc == 0) {
         size_t n = (size_t)r->tr.per_rank * c->seq_len; /* every micro-batch */
-        r->vinp = malloc(2 * n * sizeof(int32_t));
+        r->vinp = malloc(3 * n * sizeof(int32_t));
         rc = r->vinp ? 0 : -1;
         r->vtgt = r->vinp + n;
+        r->vdst = c->doc_mask ? r->vinp + 2 * n : NULL;
     }
     return rc;
 }
@@ -108,7 +116,7 @@ static void validate(struct run *r, struct val_stats *v, double *by,
             continue;
         double bpb = 0.0;
         double loss = trainer_validate(&r->tr, &r->val[i], r->tok_bytes,
-                                       r->vinp, r->vtgt, &bpb);
+                                       r->vinp, r->vtgt, r->vdst, &bpb);
         v->loss += r->spec.w[i] * loss;
         v->bpb += r->spec.w[i] * bpb;
         w += r->spec.w[i];
@@ -322,7 +330,7 @@ static int setup(struct run *r, const struct config *c0, char *err,
                       tr->st.step, err, errlen);
     if (rc == 0) {
         rc = loader_init(&r->ld, &r->train, &tr->plan, tr->g.dp_rank,
-                         c->seed, 0, tr->st.step, err, errlen);
+                         c->seed, c->doc_mask, tr->st.step, err, errlen);
         r->has_loader = rc == 0;
     }
     if (comm_agree(tr->g.world, rc, NULL, 0) < 0)

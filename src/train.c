@@ -535,7 +535,7 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
         bucketer_begin(&tr->bk, tr->st.step);
     struct gpt_pos pos = {
         .step = tr->st.step, .seed = c->seed, .train = 1,
-        .seq0 = (int64_t)tr->g.dp_rank * sh->per_rank,
+        .seq0 = (int64_t)tr->g.dp_rank * sh->per_rank, .dstart = b->dstart,
     };
     loss = pipeline_train(&tr->pl, &tr->m, b->inp, b->tgt, dloss, &pos);
     double t1 = now_s();
@@ -590,7 +590,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
 
 double trainer_validate(struct trainer *tr, const struct dataset *val,
                         const uint32_t *tok_bytes, int32_t *inp, int32_t *tgt,
-                        double *bpb)
+                        int32_t *dstart, double *bpb)
 {
     const struct config *c = &tr->c;
     int T = c->seq_len;
@@ -601,10 +601,11 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
         for (int k = 0; k < tr->accum; k++) {
             size_t off = (size_t)k * tr->mb * T;
             dataset_val_batch(val, j, c->batch_size, seq0 + k * tr->mb,
-                              tr->mb, T, inp + off, tgt + off, NULL);
+                              tr->mb, T, inp + off, tgt + off,
+                              dstart ? dstart + off : NULL);
         }
         struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
-                              .seed = c->seed, .train = 0};
+                              .seed = c->seed, .train = 0, .dstart = dstart};
         sum[0] += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
         /* every stage has the same targets: count them on the first,
          * as the loss is on the last */

@@ -88,14 +88,15 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
                     const int32_t *tgt, double *gnorm, double *lr,
                     struct step_times *tm);
 
-/* Mean validation loss over c.val_batches batches of val; inp, tgt are
- * scratch of per_rank * seq_len tokens each.  With tok_bytes (vocab_size
+/* Mean validation loss over c.val_batches batches of val; inp, tgt (and
+ * dstart, for doc_mask; else NULL) are scratch of per_rank * seq_len
+ * tokens each.  With tok_bytes (vocab_size
  * entries: each token's length in bytes), *bpb receives the bits per
  * byte of the text predicted (the summed loss over ln 2 and over the
  * targets' bytes), else 0.  Collective. */
 double trainer_validate(struct trainer *tr, const struct dataset *val,
                         const uint32_t *tok_bytes, int32_t *inp, int32_t *tgt,
-                        double *bpb);
+                        int32_t *dstart, double *bpb);
 
 /* The tied embedding's copies on the first and last pipeline stage
  * (parameters and both AdamW moments) must stay bitwise equal: compare

@@ -15,7 +15,10 @@
 #     decodes BPE tokens to text;
 #  4. llm.c-style GPT-2 shards (tokens up to 50256, no tokenizer) train
 #     with the vocabulary 50257 padded to 50304 rows of wte, the first loss
-#     within 0.05 of ln 50257; sample refuses them, naming --tokenizer.
+#     within 0.05 of ln 50257; sample refuses them, naming --tokenizer;
+#  5. doc_mask=1 on two-line documents: dp = 2 and pp = 2
+#     train the same model as one rank (losses and validation within
+#     1e-5), and the mask changes the run.
 . "$(dirname "$0")/equiv_lib.sh"
 
 STEPS=12
@@ -129,4 +132,23 @@ grep '"step":1,' "$W/g2/metrics.jsonl" | sed 's/.*"loss":\([^,]*\),.*/\1/' |
     || fail "sample decoded a vocabulary it has no tokenizer for"
 grep -q -- "--tokenizer" "$W/g2s.log" || { cat "$W/g2s.log"; fail "sample's message"; }
 pass=$((pass + 1))
+
+# 5. doc_mask over two-line documents between "%" lines (fortunes'
+# format): dp = 2 and pp = 2 train as one rank does with the mask on, and
+# the mask changes the run
+awk '{ print } NR % 2 == 0 { print "%" }' "$W/text.txt" > "$W/docs.txt"
+"$MPITRON" prepare --out "$W/docs" "$W/docs.txt" > /dev/null
+M="--data=$W/docs --n_layer=2 --n_embd=64 --n_head=4 --n_kv_head=2
+   --seq_len=32 --batch_size=8 --micro_batch=2 --steps=6 --warmup_steps=2
+   --lr=3e-3 --log_every=1 --val_every=3 --ckpt_every=0 --bucket_mb=0.05"
+STEPS=6
+train 1 doc_serial --doc_mask=1
+train 2 doc_dp2 --doc_mask=1 --micro_batch=1
+train 2 doc_pp2 --doc_mask=1 --pp=2
+for run in doc_dp2 doc_pp2; do
+    compare doc_serial $run || fail "doc_mask: $run differs"
+    pass=$((pass + 1))
+done
+train 1 doc_off
+! cmp -s "$W/doc_serial.loss" "$W/doc_off.loss" || fail "doc_mask changed nothing"
 echo "$pass passed, 0 failed"

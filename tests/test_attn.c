@@ -3,7 +3,7 @@
  * in double written here from the formulas: causal linear attention
  * (elu + 1 features, running sums in chunks) and block-sparse attention
  * (local and strided blocks), with grouped-query heads and document
- * bounds (lo), over lengths that span several chunks and blocks; every
+ * bounds (lo), which the full kernel takes too, over lengths that span several chunks and blocks; every
  * gradient against central finite differences of the reference; sparse
  * attention whose pattern keeps every block equal to the full kernel.
  * No MPI.
@@ -58,6 +58,8 @@ static size_t lo_at(const struct attn_shape *s, size_t b, size_t t)
 
 static int sees(const struct attn_shape *s, size_t t, size_t u)
 {
+    if (s->kind == ATTN_FULL) /* the window */
+        return !s->window || t - u < s->window;
     size_t i = t / s->block, j = u / s->block;
     return j + 1 >= i || j % s->stride == 0;
 }
@@ -132,6 +134,13 @@ static void run(const struct attn_shape *s, const float *qkv,
         attention_linear_forward(out, den, scr, qkv, s);
         attention_linear_backward(dqkv, scr, dout, qkv, out, den, s);
         free(den);
+        free(scr);
+    } else if (s->kind == ATTN_FULL) {
+        size_t TT = s->B * s->nh * s->T * s->T;
+        float *att = fconst(TT, NAN), *scr = fconst(TT, NAN);
+        attention_forward(out, att, qkv, s);
+        attention_backward(dqkv, scr, dout, qkv, att, s);
+        free(att);
         free(scr);
     } else {
         size_t na = attention_sparse_floats(s);
@@ -283,6 +292,22 @@ static void test_sparse(void **state)
     free(lo);
 }
 
+/* the full kernel's document bounds, with and without a window, over
+ * several of its row blocks */
+static void test_full_docs(void **state)
+{
+    (void)state;
+    const size_t st[] = {9, 64, 100, 101};
+    struct attn_shape s = {.B = 2, .T = 150, .nh = 4, .nkv = 2, .hd = 8,
+                           .kind = ATTN_FULL};
+    int32_t *lo = docs(s.B, s.T, st, 4);
+    s.lo = lo;
+    check(s, 40);
+    s.window = 20;
+    check(s, 40);
+    free(lo);
+}
+
 /* stride 1 keeps every block: the full causal kernel's output and
  * gradient, and the packed probabilities take T (T + 1) / 2 + the
  * diagonal blocks' upper halves */
@@ -323,6 +348,7 @@ int main(void)
         cmocka_unit_test(test_linear_docs),
         cmocka_unit_test(test_sparse),
         cmocka_unit_test(test_sparse_stride1_is_full),
+        cmocka_unit_test(test_full_docs),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -27,6 +27,7 @@
 #include "config.h"
 #include "infer.h"
 #include "model.h"
+#include "ops.h"
 #include "rng.h"
 #include "train.h"
 
@@ -83,9 +84,10 @@ static void gradcheck(const struct gpt_config *cp)
             den += fd * fd;
         }
         double rel = sqrt(num) / (sqrt(den) + 1e-6);
-        if (strstr(d->name, "attn.bk")) {
+        if (strstr(d->name, "attn.bk") && c.attn != ATTN_LINEAR) {
             /* softmax is invariant to adding one constant to a query's
-             * scores, so the key bias has zero gradient exactly */
+             * scores, so the key bias has zero gradient exactly (linear
+             * attention has no softmax) */
             if (gmax > 1e-5)
                 fail_msg("%s: gradient %.3g, expected 0", d->name, gmax);
         } else if (rel > 5e-3)
@@ -388,12 +390,9 @@ static void test_param_count_matches_table(void **state)
 
 /* KV-cache generation computes the same logits as the full forward, with
  * grouped-query heads and a sliding window. */
-static void test_kv_cache_matches_forward(void **state)
+static void kv_cache_case(const struct gpt_config *cp)
 {
-    (void)state;
-    struct gpt_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4,
-                           .n_kv_head = 2, .seq_len = 12, .vocab_size = 19,
-                           .attn_window = 5, .dropout = 0.3f};
+    struct gpt_config c = *cp;
     struct gpt m;
     struct gpt_acts a;
     struct infer inf;
@@ -421,6 +420,104 @@ static void test_kv_cache_matches_forward(void **state)
     infer_free(&inf);
     gpt_acts_free(&a);
     gpt_free(&m);
+}
+
+/* Generation one token at a time equals the full forward: with the KV
+ * cache (window; the sparse blocks) and with linear attention's running
+ * sums. */
+static void test_kv_cache_matches_forward(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 12, .vocab_size = 19,
+                           .attn_window = 5, .dropout = 0.3f};
+    kv_cache_case(&c);
+    c.attn_window = 0;
+    c.attn = ATTN_LINEAR;
+    kv_cache_case(&c);
+    c.attn = ATTN_SPARSE;
+    c.attn_block = 2;
+    c.attn_stride = 3;
+    kv_cache_case(&c);
+}
+
+/* Documents: with doc_mask, a token's loss does not depend on the tokens
+ * of earlier documents (attention stops at its document's start and its
+ * position counts from there), for every attention kind; and a document
+ * in the middle of a sequence gives the same losses as the same tokens at
+ * the start of one. */
+static void doc_case(int kind)
+{
+    struct gpt_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 16, .vocab_size = 23,
+                           .attn = kind, .attn_block = 4, .attn_stride = 2,
+                           .doc_mask = 1};
+    struct gpt m;
+    struct gpt_acts a;
+    char err[256];
+    assert_int_equal(gpt_init(&m, &c, 1, 0, 0, c.n_layer, 5, err,
+                              sizeof(err)), 0);
+    for (size_t i = 0; i < m.tt.total; i++)
+        m.params[i] += 0.2f * rng_normal(21, i);
+    assert_int_equal(gpt_acts_init(&a, &m, 2, 16), 0);
+    int32_t inp[32], tgt[32], dst[32];
+    tokens(inp, 32, c.vocab_size, 3);
+    tokens(tgt, 32, c.vocab_size, 4);
+    /* sequence 0: documents at 0, 6, 11; sequence 1 starts with the
+     * tokens of sequence 0's document at 6 */
+    for (int t = 0; t < 16; t++) {
+        dst[t] = t < 6 ? 0 : t < 11 ? 6 : 11;
+        dst[16 + t] = t < 5 ? 0 : 5;
+    }
+    for (int t = 0; t < 5; t++) {
+        inp[16 + t] = inp[6 + t];
+        tgt[16 + t] = tgt[6 + t];
+    }
+    struct gpt_pos pos = {.seed = 1, .train = 0, .dstart = dst};
+    gpt_forward(&m, &a, inp, tgt, &pos);
+    float l0[32];
+    memcpy(l0, a.losses, sizeof l0);
+    for (int t = 0; t < 5; t++)
+        if (fabsf(l0[6 + t] - l0[16 + t]) > 1e-5f * fabsf(l0[6 + t]))
+            fail_msg("kind %d: token %d of a document: %.7g mid-sequence, "
+                     "%.7g at its start", kind, t, l0[6 + t], l0[16 + t]);
+    for (int t = 0; t < 6; t++) /* another first document */
+        inp[t] = (inp[t] + 7) % c.vocab_size;
+    gpt_forward(&m, &a, inp, tgt, &pos);
+    for (int t = 6; t < 16; t++)
+        if (a.losses[t] != l0[t])
+            fail_msg("kind %d: position %d changed with the document "
+                     "before it", kind, t);
+    assert_true(a.losses[0] != l0[0] || a.losses[3] != l0[3]);
+    /* without the mask it would have changed */
+    pos.dstart = NULL;
+    gpt_forward(&m, &a, inp, tgt, &pos);
+    assert_true(a.losses[8] != l0[8]);
+    gpt_acts_free(&a);
+    gpt_free(&m);
+}
+
+static void test_doc_mask(void **state)
+{
+    (void)state;
+    doc_case(ATTN_FULL);
+    doc_case(ATTN_LINEAR);
+    doc_case(ATTN_SPARSE);
+}
+
+/* The attention kinds and document bounds through the whole model:
+ * every gradient against finite differences. */
+static void test_gradcheck_attention_kinds(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 1, .n_embd = 8, .n_head = 2,
+                           .n_kv_head = 1, .seq_len = 6, .vocab_size = 11,
+                           .attn = ATTN_LINEAR};
+    gradcheck(&c);
+    c.attn = ATTN_SPARSE;
+    c.attn_block = 2;
+    c.attn_stride = 2;
+    gradcheck(&c);
 }
 
 /* lr_layer_decay: from the same state and batch, every tensor's first
@@ -483,6 +580,8 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_stages_equal_whole_model),
         cmocka_unit_test(test_param_count_matches_table),
         cmocka_unit_test(test_kv_cache_matches_forward),
+        cmocka_unit_test(test_doc_mask),
+        cmocka_unit_test(test_gradcheck_attention_kinds),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();

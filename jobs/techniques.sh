@@ -1,0 +1,150 @@
+#!/bin/sh
+# Measures the training techniques of the README's "Techniques" table on
+# fortunes: each row trains the jobs/fortunes.ini model for STEPS steps
+# (warm-up STEPS/10) with the row's keys and reports the final validation
+# loss (and bits per byte) against the baseline's, and the tokens/s of
+# `mpitron bench step` with the same keys against the baseline's, both
+# measured in this session.  Validation losses do not depend on the load
+# (fixed seed, one BLAS thread): the runs go two at a time without a
+# lock; every bench step holds the exclusive CPU lock.  Then the
+# compression block: 1-bit Adam against dense and AdamW with compressed
+# gradients at dp = 2 on a small model for 400 steps.
+#
+#   ./jobs/techniques.sh [ROW ...]        default: every row
+#   STEPS=300 OUT=runs/techniques ./jobs/techniques.sh
+set -e
+cd "$(dirname "$0")/.."
+export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=${OMPI_ALLOW_RUN_AS_ROOT_CONFIRM:-1}
+export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
+STEPS=${STEPS:-300}
+OUT=${OUT:-runs/techniques}
+LOCK=${LOCK:-/tmp/mpitron-cpu.lock}
+MPITRON=${MPITRON:-./mpitron}
+mkdir -p "$OUT"
+
+files=$(find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' \
+        ! -name '*.u8' | sort)
+[ -f data/fortunes/train_000.bin ] ||
+    $MPITRON prepare --out data/fortunes $files > /dev/null
+[ -f data/fortunes_bpe4096/merges.txt ] ||
+    $MPITRON prepare --out data/fortunes_bpe4096 --vocab_size=4096 $files \
+        > /dev/null
+[ -f data/licenses/train_000.bin ] ||
+    $MPITRON prepare --out data/licenses --doc_sep= \
+        $(find /usr/share/common-licenses -type f | sort) > /dev/null
+
+BASE="jobs/fortunes.ini --steps=$STEPS --warmup_steps=$((STEPS / 10))
+      --val_every=0 --log_every=50 --val_batches=16 --threads=1"
+
+# name | keys (the baseline is `base`)
+ROWS="base|
+window|--attn_window=32
+mqa|--n_kv_head=1
+linear|--attn=linear
+sparse|--attn=sparse --attn_block=16 --attn_stride=4
+layer_decay|--lr_layer_decay=0.8
+lamb|--optimizer=lamb --lr=2e-2 --min_lr=2e-3
+batch_ramp|--batch_ramp=4:100 --micro_batch=4
+seq_warmup|--seq_len_warmup=32:100
+doc_mask|--doc_mask=1
+label_smoothing|--label_smoothing=0.1
+z_loss|--z_loss=1e-4
+micro_auto|--micro_batch=auto --mem_budget_mb=300
+mixture|--data=data/fortunes:0.7,data/licenses:0.3
+bpe4096|--data=data/fortunes_bpe4096"
+
+want() { # is row $1 asked for?
+    [ $# -le 1 ] && return 0
+    r=$1; shift
+    for w in "$@"; do [ "$w" = "$r" ] && return 0; done
+    return 1
+}
+last() { # run_dir key: the key's value on the last line that has it
+    grep "\"$2\"" "$1/metrics.jsonl" | tail -n 1 |
+        sed "s/.*\"$2\":\([^,}]*\).*/\1/"
+}
+bench() { # name keys...: tokens/s under the exclusive lock
+    n=$1; shift
+    flock -x "$LOCK" mpirun -np 1 $MPITRON bench step $BASE "$@" \
+        --bench_steps=4 > "$OUT/$n.bench" 2>&1 || { cat "$OUT/$n.bench"; exit 1; }
+    tail -n 1 "$OUT/$n.bench" | sed 's/.*"tokens_per_s":\([^,]*\).*/\1/'
+}
+nparams() {
+    tail -n 1 "$OUT/$1.bench" | sed 's/.*"n_params":\([0-9]*\).*/\1/'
+}
+
+# equal FLOPs for BPE: steps x (6N + 12 L T C) the same as the bytes run
+steps_for() { # name
+    if [ "$1" = bpe4096 ]; then
+        awk -v s="$STEPS" -v a="$(nparams base)" -v b="$(nparams bpe4096)" \
+            'BEGIN { c = 12 * 4 * 128 * 256; # 12 L T C of fortunes.ini
+                     printf "%d", s * (6 * a + c) / (6 * b + c) + 0.5 }'
+    else
+        echo "$STEPS"
+    fi
+}
+
+echo "== tokens/s (bench step, exclusive lock)"
+echo "$ROWS" | while IFS='|' read -r name keys; do
+    want "$name" "$@" || [ "$name" = base ] || continue
+    printf "%s %s\n" "$name" "$(bench "$name" $keys)" | tee -a "$OUT/speed"
+done
+
+echo "== training $STEPS steps each, two at a time"
+echo "$ROWS" | { n=0; while IFS='|' read -r name keys; do
+    want "$name" "$@" || [ "$name" = base ] || continue
+    st=$(steps_for "$name")
+    (rm -rf "$OUT/$name"
+     mpirun -np 1 $MPITRON train $BASE $keys --steps="$st" \
+         --warmup_steps=$((st / 10)) --run_dir="$OUT/$name" \
+         > "$OUT/$name.log" 2>&1 || echo "FAILED: $name (see $OUT/$name.log)") &
+    n=$((n + 1))
+    [ $((n % 2)) -eq 0 ] && wait
+done; wait; }
+
+echo "== table"
+bl=$(last "$OUT/base" val_loss)
+bt=$(awk '$1 == "base" { print $2 }' "$OUT/speed" | tail -n 1)
+echo "| technique | keys | val loss | vs baseline | val bpb | tokens/s | vs baseline |"
+echo "|---|---|---|---|---|---|---|"
+echo "$ROWS" | while IFS='|' read -r name keys; do
+    want "$name" "$@" || [ "$name" = base ] || continue
+    [ -f "$OUT/$name/metrics.jsonl" ] || continue
+    v=$(last "$OUT/$name" val_loss)
+    b=$(last "$OUT/$name" val_bpb)
+    t=$(awk -v n="$name" '$1 == n { print $2 }' "$OUT/speed" | tail -n 1)
+    awk -v n="$name" -v k="$keys" -v v="$v" -v bl="$bl" -v b="$b" \
+        -v t="$t" -v bt="$bt" -v st="$(steps_for "$name")" -v s="$STEPS" \
+        'BEGIN {
+        printf "| %s | `%s`%s | %.4f | %+.1f%% | %.3f | %.0f | %.2fx |\n",
+            n, k, st != s ? " (" st " steps)" : "", v,
+            100 * (v / bl - 1), b, t, t / bt }'
+    if [ "$name" = mixture ]; then
+        grep '"val_loss_data"' "$OUT/mixture/metrics.jsonl" | tail -n 1 |
+            sed 's/.*"val_loss_data":\({[^}]*}\).*/  per dataset: \1/'
+    fi
+done
+
+# ---- compression that converges with Adam (dp = 2, 400 steps) ----------
+want onebit "$@" || exit 0
+echo "== compression at dp = 2, 400 steps, warm-up 40 (10%)"
+C="--data=data/fortunes --n_layer=2 --n_embd=128 --n_head=4 --seq_len=64
+   --batch_size=16 --lr=3e-3 --min_lr=3e-4 --warmup_steps=30 --seed=7
+   --steps=400 --log_every=100 --val_every=0 --val_batches=16"
+for r in "dense|" \
+         "topk_adamw|--compress=topk:0.01 --compress_warmup=40" \
+         "sign_adamw|--compress=sign --compress_warmup=40" \
+         "onebit_sign|--optimizer=onebit_adam --compress=sign --compress_warmup=40" \
+         "onebit_topk|--optimizer=onebit_adam --compress=topk:0.01 --compress_warmup=40"; do
+    name=${r%%|*} keys=${r#*|}
+    rm -rf "$OUT/c_$name"
+    mpirun -np 2 --oversubscribe $MPITRON train $C $keys \
+        --run_dir="$OUT/c_$name" > "$OUT/c_$name.log" 2>&1
+    v=$(last "$OUT/c_$name" val_loss)
+    w=$(last "$OUT/c_$name" wire_mb)
+    [ "$name" = dense ] && { dv=$v; dw=$w; }
+    awk -v n="$name" -v k="$keys" -v v="$v" -v dv="$dv" -v w="$w" -v dw="$dw" \
+        'BEGIN { printf "| %s | `%s` | %.4f | %+.1f%% | %.3f MB (%.1f%%) |\n",
+                 n, k, v, 100 * (v / dv - 1), w, 100 * w / dw }'
+done

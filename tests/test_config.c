@@ -103,8 +103,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
 
-    /* 8 model + 20 optim + 3 data + 10 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 51);
+    /* 11 model + 20 optim + 4 data + 10 run + 10 parallel keys */
+    assert_int_equal(config_nkeys, 55);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -212,6 +212,9 @@ static void test_set_errors(void **state)
     expect_bad("batch_ramp", "8", "START:STEPS");
     expect_bad("seq_len_warmup", "32:0", "START:STEPS");
     expect_bad("vocab_size", "-1", ">= 0");
+    expect_bad("attn", "flash", "full, linear, sparse");
+    expect_bad("attn_block", "0", "> 0");
+    expect_bad("attn_stride", "-1", "> 0");
     expect_bad("data", "a\nb", "control character");
 
     char longs[CONFIG_STR_MAX + 8];
@@ -269,6 +272,9 @@ static void test_finalize(void **state)
     expect_finalize((const char *[]){"lr", "1e-5", NULL},
                     "min_lr=9.99999975e-05 exceeds lr=9.99999975e-06 "
                     "(lr_schedule=cosine)");
+    expect_finalize((const char *[]){"attn", "linear", "attn_window", "8",
+                                     NULL},
+                    "attn_window=8 applies to attn=full only (attn=linear)");
     expect_finalize((const char *[]){"optimizer", "onebit_adam", NULL},
                     "optimizer=onebit_adam needs compress_warmup >= 1: "
                     "AdamW steps that estimate the second moment before it "

@@ -10,7 +10,9 @@
 # compression block: 1-bit Adam against dense and AdamW with compressed
 # gradients at dp = 2 on a small model for 400 steps.
 #
-#   ./jobs/techniques.sh [ROW ...]        default: every row
+#   ./jobs/techniques.sh [ROW ...]        default: every row (and onebit)
+#   ./jobs/techniques.sh attn_sweep       tokens/s of full, linear and
+#                                         sparse attention, seq_len 256..4096
 #   STEPS=300 OUT=runs/techniques ./jobs/techniques.sh
 set -e
 cd "$(dirname "$0")/.."
@@ -70,14 +72,16 @@ bench() { # name keys...: tokens/s under the exclusive lock
         --bench_steps=4 > "$OUT/$n.bench" 2>&1 || { cat "$OUT/$n.bench"; exit 1; }
     tail -n 1 "$OUT/$n.bench" | sed 's/.*"tokens_per_s":\([^,]*\).*/\1/'
 }
-nparams() {
-    tail -n 1 "$OUT/$1.bench" | sed 's/.*"n_params":\([0-9]*\).*/\1/'
+nparams() { # keys...: the model's parameter count (one untimed step)
+    mpirun -np 1 $MPITRON bench step $BASE "$@" --bench_steps=1 \
+        --bench_warmup=0 2>&1 | tail -n 1 |
+        sed 's/.*"n_params":\([0-9]*\).*/\1/'
 }
 
 # equal FLOPs for BPE: steps x (6N + 12 L T C) the same as the bytes run
 steps_for() { # name
     if [ "$1" = bpe4096 ]; then
-        awk -v s="$STEPS" -v a="$(nparams base)" -v b="$(nparams bpe4096)" \
+        awk -v s="$STEPS" -v a="$NP_BYTES" -v b="$NP_BPE" \
             'BEGIN { c = 12 * 4 * 128 * 256; # 12 L T C of fortunes.ini
                      printf "%d", s * (6 * a + c) / (6 * b + c) + 0.5 }'
     else
@@ -85,11 +89,39 @@ steps_for() { # name
     fi
 }
 
-echo "== tokens/s (bench step, exclusive lock)"
-echo "$ROWS" | while IFS='|' read -r name keys; do
-    want "$name" "$@" || [ "$name" = base ] || continue
-    printf "%s %s\n" "$name" "$(bench "$name" $keys)" | tee -a "$OUT/speed"
-done
+# ---- attention kinds against the sequence length ------------------------
+# bench step of the fortunes.ini model at 4096 tokens per step (batch
+# 4096 / T sequences), so only attention's share changes with T
+if [ "${1:-}" = attn_sweep ]; then
+    echo "== tokens/s by attention kind and seq_len (bench step, 4096 tokens a step)"
+    echo "| seq_len | full | linear | sparse (block 64, stride 8) | linear / full | sparse / full |"
+    echo "|---|---|---|---|---|---|"
+    for T in 256 512 1024 2048 4096; do
+        B=$((4096 / T))
+        line="| $T"
+        for a in "full" "linear" "sparse --attn_block=64 --attn_stride=8"; do
+            set -- $a
+            k=$1
+            shift
+            flock -x "$LOCK" mpirun -np 1 $MPITRON bench step jobs/fortunes.ini \
+                --threads=1 --seq_len=$T --batch_size=$B --micro_batch=$B \
+                --attn=$k "$@" --bench_steps=2 --bench_warmup=1 \
+                > "$OUT/sweep_${k}_$T.bench" 2>&1
+            v=$(tail -n 1 "$OUT/sweep_${k}_$T.bench" |
+                sed 's/.*"tokens_per_s":\([^,]*\).*/\1/')
+            eval "t_$k=$v"
+            line="$line | $v"
+        done
+        echo "$line | $(awk -v a="$t_linear" -v f="$t_full" 'BEGIN { printf "%.2fx", a / f }') | $(awk -v a="$t_sparse" -v f="$t_full" 'BEGIN { printf "%.2fx", a / f }') |"
+    done
+    exit 0
+fi
+
+
+if want bpe4096 "$@"; then
+    NP_BYTES=$(nparams)
+    NP_BPE=$(nparams --data=data/fortunes_bpe4096)
+fi
 
 echo "== training $STEPS steps each, two at a time"
 echo "$ROWS" | { n=0; while IFS='|' read -r name keys; do
@@ -102,6 +134,12 @@ echo "$ROWS" | { n=0; while IFS='|' read -r name keys; do
     n=$((n + 1))
     [ $((n % 2)) -eq 0 ] && wait
 done; wait; }
+
+echo "== tokens/s (bench step, exclusive lock)"
+echo "$ROWS" | while IFS='|' read -r name keys; do
+    want "$name" "$@" || [ "$name" = base ] || continue
+    printf "%s %s\n" "$name" "$(bench "$name" $keys)" | tee -a "$OUT/speed"
+done
 
 echo "== table"
 bl=$(last "$OUT/base" val_loss)

@@ -134,7 +134,14 @@ struct ckpt_tensor {
     int64_t gshape[CKPT_MAX_DIMS];  /* global shape */
     int64_t start[CKPT_MAX_DIMS];   /* this rank's hyperslab */
     int64_t count[CKPT_MAX_DIMS];   /* all zero: this rank holds none */
-    float *data;                    /* prod(count) floats, row-major */
+    float *data;                    /* prod(count) floats, row-major, or
+                                       flat_len with a flat range */
+    /* A flat range (flat_len > 0): this rank holds only the elements
+     * [flat_off, flat_off + flat_len) of its hyperslab in row-major order
+     * (a ZeRO shard of a tensor), and data has flat_len floats.  In the
+     * file that is a union of at most 2 ndim - 1 boxes, selected as one.
+     * flat_len = 0: the whole hyperslab. */
+    int64_t flat_off, flat_len;
 };
 
 struct ckpt_meta {

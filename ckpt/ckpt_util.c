@@ -100,13 +100,21 @@ int ckpt_agree(MPI_Comm comm, int rc, char *err)
     return -1;
 }
 
-int64_t ckpt_tensor_local_count(const struct ckpt_tensor *t)
+/* Elements of the hyperslab, flat range or not. */
+static int64_t box_count(const struct ckpt_tensor *t)
 {
     int64_t c = 1;
 
     for (int d = 0; d < t->ndim; d++)
         c *= t->count[d];
     return c;
+}
+
+int64_t ckpt_tensor_local_count(const struct ckpt_tensor *t)
+{
+    int64_t c = box_count(t);
+
+    return c > 0 && t->flat_len > 0 ? t->flat_len : c;
 }
 
 /* h folded with XXH64 of len bytes at p: XXH64 of (h, XXH64(p)). */
@@ -141,6 +149,12 @@ static int tensor_check_local(const struct ckpt_tensor *t, int i, char *err)
                              name, (long long)t->start[d],
                              (long long)t->count[d], (long long)t->gshape[d], d);
     }
+    if (t->flat_off < 0 || t->flat_len < 0 ||
+        (t->flat_len > 0 && t->flat_off + t->flat_len > box_count(t)))
+        return ckpt_errf(err, "%s: flat range [%lld, +%lld) outside the "
+                         "hyperslab of %lld elements", name,
+                         (long long)t->flat_off, (long long)t->flat_len,
+                         (long long)box_count(t));
     if (ckpt_tensor_local_count(t) > 0 && !t->data)
         return ckpt_errf(err, "%s: data is NULL for a non-empty hyperslab",
                          name);
@@ -232,15 +246,83 @@ hid_t ckpt_dcpl_create(char *err)
  * element by element (for a chunked dataset, 1.10 maps every element of
  * a 1-D memory space against an N-D file selection through
  * H5S_select_iterate). */
+/* The box of fs: dims < d fixed at fix[], dim d [st[d] + r0, + nr),
+ * dims > d whole; SET when *first, else OR. */
+static int sel_box(hid_t fs, int nd, int d, const hsize_t *fix,
+                   const hsize_t *st, const hsize_t *ct, hsize_t r0,
+                   hsize_t nr, int *first)
+{
+    hsize_t s[CKPT_MAX_DIMS], c[CKPT_MAX_DIMS];
+
+    for (int k = 0; k < nd; k++) {
+        s[k] = k < d ? fix[k] : st[k];
+        c[k] = k < d ? 1 : ct[k];
+    }
+    s[d] = st[d] + r0;
+    c[d] = nr;
+    herr_t rc = H5Sselect_hyperslab(fs, *first ? H5S_SELECT_SET
+                                                : H5S_SELECT_OR, s, NULL, c,
+                                    NULL);
+    *first = 0;
+    return rc < 0 ? -1 : 0;
+}
+
+/* Select the row-major elements [a, b) of the box (st, ct) restricted to
+ * dims >= d (dims < d fixed at fix[]): a partial first row, whole rows,
+ * a partial last row, the partial rows recursively. */
+static int sel_flat(hid_t fs, int nd, int d, hsize_t *fix, const hsize_t *st,
+                    const hsize_t *ct, hsize_t a, hsize_t b, int *first)
+{
+    hsize_t inner = 1;
+
+    if (a >= b)
+        return 0;
+    for (int k = d + 1; k < nd; k++)
+        inner *= ct[k];
+    if (a % inner) {
+        hsize_t r = a / inner, end = (r + 1) * inner < b ? (r + 1) * inner
+                                                           : b;
+        fix[d] = st[d] + r;
+        if (sel_flat(fs, nd, d + 1, fix, st, ct, a - r * inner,
+                     end - r * inner, first))
+            return -1;
+        a = end;
+    }
+    if (b / inner > a / inner) {
+        if (sel_box(fs, nd, d, fix, st, ct, a / inner, b / inner - a / inner,
+                    first))
+            return -1;
+        a = b / inner * inner;
+    }
+    if (a < b) {
+        hsize_t r = a / inner;
+        fix[d] = st[d] + r;
+        return sel_flat(fs, nd, d + 1, fix, st, ct, 0, b - r * inner, first);
+    }
+    return 0;
+}
+
 int ckpt_select(hid_t fspace, const struct ckpt_tensor *t, hid_t *mspace,
                 char *err)
 {
     hsize_t start[CKPT_MAX_DIMS], count[CKPT_MAX_DIMS], one = 1;
+    hsize_t fix[CKPT_MAX_DIMS] = {0}, flat = (hsize_t)t->flat_len;
     int64_t c = ckpt_tensor_local_count(t);
+    int first = 1;
 
     for (int d = 0; d < t->ndim; d++) {
         start[d] = (hsize_t)t->start[d];
         count[d] = (hsize_t)t->count[d];
+    }
+    if (c > 0 && t->flat_len > 0) { /* a flat range: 1-D memory */
+        *mspace = H5Screate_simple(1, &flat, NULL);
+        if (*mspace < 0)
+            return ckpt_h5_fail(err, t->name, "H5Screate_simple");
+        if (sel_flat(fspace, t->ndim, 0, fix, start, count,
+                     (hsize_t)t->flat_off,
+                     (hsize_t)(t->flat_off + t->flat_len), &first) == 0)
+            return 0;
+        goto fail;
     }
     *mspace = c > 0 ? H5Screate_simple(t->ndim, count, NULL)
                     : H5Screate_simple(1, &one, NULL);

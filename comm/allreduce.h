@@ -68,4 +68,28 @@ void allreduce_op_init(struct comm_op *op, const struct allreduce_algo *algo,
 int allreduce(const struct allreduce_algo *algo, const struct comm_group *g,
               float *buf, size_t n);
 
+/*
+ * The two halves of the ring, for data sharded over the group (ZeRO).
+ * Both run through allreduce_op_init / comm_op_start / test / wait like
+ * an all-reduce of buf (n floats, every rank the same n):
+ *   comm_reduce_scatter  on completion rank r's chunk comm_ring_own(r)
+ *                        of buf holds the sum over the group, in exactly
+ *                        the bits that `ring` gives those elements (the
+ *                        same order: the ring's first half); the rest of
+ *                        buf holds partial sums (garbage to the caller)
+ *   comm_allgather       on entry rank r's own chunk holds its final
+ *                        values; on completion buf holds every rank's
+ *                        chunk, the same bits everywhere (the ring's
+ *                        second half: received chunks land in buf)
+ * So reduce-scatter then all-gather of the same buffer is bitwise `ring`.
+ * Their scratch() is the ring's (reduce-scatter) or a few hundred bytes
+ * (all-gather).  Bytes on the wire: (p-1)/p * 4n each, half the ring's.
+ */
+extern const struct allreduce_algo *const comm_reduce_scatter;
+extern const struct allreduce_algo *const comm_allgather;
+/* The chunk [*off, *off + *len) of n floats that rank `rank` of p owns
+ * after comm_reduce_scatter: chunk (rank + 1) mod p of p chunks whose
+ * lengths differ by at most one, the first n % p longer (p = 1: all). */
+void comm_ring_own(size_t n, int p, int rank, size_t *off, size_t *len);
+
 #endif

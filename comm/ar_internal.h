@@ -16,6 +16,11 @@
  *          steps, each step the nseg segments of one chunk.  Unit u may be
  *          sent once unit u - nseg is processed (pipelining: segment s of
  *          step k + 1 leaves while segment s + 1 of step k is reduced).
+ *          The halves run alone as units [0, (p-1) nseg) (reduce-scatter:
+ *          rank r ends with the full sum of chunk r + 1, in exactly the
+ *          bits the whole ring gives it) or [(p-1) nseg, 2 (p-1) nseg)
+ *          (all-gather: rank r's chunk r + 1 is final on entry); the unit
+ *          counters then start at u0.
  *   chain  units = nseg segments of the whole buffer, received from src,
  *          reduced or copied, then forwarded to dst (MPI_PROC_NULL at the
  *          ends): a pipelined linear reduce or broadcast.
@@ -51,7 +56,8 @@ struct ar_pipe {
     float *buf;
     size_t n;
     float *tmp;             /* AR_PIPE_NBUF * seg_cap floats */
-    size_t seg_cap, nseg, units;
+    size_t seg_cap, nseg, units; /* units: one past the last */
+    size_t u0;              /* first unit (ring halves) */
     MPI_Request *req;       /* AR_PIPE_NBUF + AR_PIPE_NSEND */
     size_t proc, rposted, sposted, sdone;
     uint64_t wire;          /* bytes sent */
@@ -77,6 +83,11 @@ size_t ar_chain_tmp_floats(size_t n);
  * AR_PIPE_NSEND requests; tmp: as sized above.  Posts nothing. */
 void ar_pipe_ring(struct ar_pipe *pp, MPI_Comm comm, int tag, float *buf,
                   size_t n, float *tmp, MPI_Request *req);
+/* One half of the ring: half 0 the reduce-scatter, 1 the all-gather
+ * (which needs no tmp: received chunks land in buf). */
+void ar_pipe_ring_half(struct ar_pipe *pp, MPI_Comm comm, int tag,
+                       float *buf, size_t n, float *tmp, MPI_Request *req,
+                       int half);
 void ar_pipe_chain(struct ar_pipe *pp, MPI_Comm comm, int tag, int src,
                    int dst, int reduce, float *buf, size_t n, float *tmp,
                    MPI_Request *req);
@@ -86,6 +97,8 @@ int ar_pipe_test(struct ar_pipe *pp);
 
 /* The algorithms, one file each (ar_mpi.c, ar_ring.c, ...). */
 extern const struct allreduce_algo ar_mpi, ar_ring, ar_rhd, ar_hier;
+/* the ring's halves (allreduce.h: comm_reduce_scatter, comm_allgather) */
+extern const struct allreduce_algo ar_ring_rs, ar_ring_ag;
 
 /* Start-time check shared by the algorithms: the caller's scratch holds
  * at least `need` bytes (the same verdict on every rank, as g and n are

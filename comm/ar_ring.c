@@ -77,6 +77,20 @@ void ar_pipe_ring(struct ar_pipe *pp, MPI_Comm comm, int tag, float *buf,
     pp->units = pp->p > 1 && n > 0 ? 2 * (size_t)(pp->p - 1) * pp->nseg : 0;
 }
 
+void ar_pipe_ring_half(struct ar_pipe *pp, MPI_Comm comm, int tag,
+                       float *buf, size_t n, float *tmp, MPI_Request *req,
+                       int half)
+{
+    ar_pipe_ring(pp, comm, tag, buf, n, tmp, req);
+    size_t step = pp->units / 2; /* (p - 1) nseg, or 0 */
+    if (half == 0) {
+        pp->units = step;
+    } else {
+        pp->u0 = step;
+        pp->proc = pp->rposted = pp->sposted = pp->sdone = step;
+    }
+}
+
 void ar_pipe_chain(struct ar_pipe *pp, MPI_Comm comm, int tag, int src,
                    int dst, int reduce, float *buf, size_t n, float *tmp,
                    MPI_Request *req)
@@ -272,3 +286,76 @@ static const struct comm_op_ops ring_ops = {
 const struct allreduce_algo ar_ring = {
     .name = "ring", .ops = &ring_ops, .scratch = ring_scratch,
 };
+
+/* ---- the ring's halves: reduce-scatter, all-gather --------------------- */
+
+static size_t rs_scratch(const struct comm_group *g, size_t n)
+{
+    return ring_scratch(g, n);
+}
+
+static size_t ag_scratch(const struct comm_group *g, size_t n)
+{
+    (void)g;
+    (void)n;
+    return AR_ALIGN(sizeof(struct ar_pipe));
+}
+
+static int half_start(struct comm_op *op, int half)
+{
+    struct ar_pipe *pp = op->scratch;
+    size_t need = half ? ag_scratch(op->g, op->n) : rs_scratch(op->g, op->n);
+    if (!ar_scratch_ok(op, need))
+        return -1;
+    float *tmp = half ? NULL
+                      : (float *)((char *)op->scratch
+                                  + AR_ALIGN(sizeof(struct ar_pipe)));
+    ar_pipe_ring_half(pp, op->g->comm, op->tag, op->buf, op->n, tmp, op->req,
+                      half);
+    op->state = pp;
+    op->nreq = AR_PIPE_NBUF + AR_PIPE_NSEND;
+    int r = ar_pipe_test(pp);
+    op->wire_bytes = pp->wire;
+    return r < 0 ? -1 : 0;
+}
+
+static int rs_start(struct comm_op *op)
+{
+    return half_start(op, 0);
+}
+
+static int ag_start(struct comm_op *op)
+{
+    return half_start(op, 1);
+}
+
+static const struct comm_op_ops rs_ops = {
+    .name = "reduce_scatter", .start = rs_start, .test = ring_test,
+    .finish = NULL,
+};
+
+static const struct comm_op_ops ag_ops = {
+    .name = "allgather", .start = ag_start, .test = ring_test,
+    .finish = NULL,
+};
+
+const struct allreduce_algo ar_ring_rs = {
+    .name = "reduce_scatter", .ops = &rs_ops, .scratch = rs_scratch,
+};
+
+const struct allreduce_algo ar_ring_ag = {
+    .name = "allgather", .ops = &ag_ops, .scratch = ag_scratch,
+};
+
+const struct allreduce_algo *const comm_reduce_scatter = &ar_ring_rs;
+const struct allreduce_algo *const comm_allgather = &ar_ring_ag;
+
+void comm_ring_own(size_t n, int p, int rank, size_t *off, size_t *len)
+{
+    if (p <= 1) {
+        *off = 0;
+        *len = n;
+        return;
+    }
+    ar_part(n, (size_t)p, (size_t)mod(rank + 1, p), off, len);
+}

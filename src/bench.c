@@ -10,6 +10,7 @@
 #include "cli.h"
 #include "json.h"
 #include "log.h"
+#include "mem_report.h"
 #include "mix.h"
 #include "peak.h"
 #include "rng.h"
@@ -80,6 +81,7 @@ static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)
 
 struct bench_result {
     double ms, compute, comm, hidden, optim, op[OPK_COUNT];
+    double recompute;  /* rank 0's recomputation in backward */
     double wire_mb;
     double bubble;     /* mean over the steps; pp > 1 */
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
@@ -90,6 +92,7 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
 {
     memset(r, 0, sizeof(*r));
     memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
+    tr->m.recompute_time = 0.0;
     MPI_Barrier(tr->g.world);
     double t0 = now_s();
     for (int i = 0; i < n; i++) {
@@ -116,23 +119,14 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->pp_wait *= scale;
     for (int k = 0; k < OPK_COUNT; k++)
         r->op[k] = tr->m.op_time[k] * scale;
+    r->recompute = tr->m.recompute_time * scale;
 }
 
-static void report(struct trainer *tr, const struct bench_result *r)
+/* The human-readable part of the report (rank 0). */
+static void report_text(struct trainer *tr, const struct bench_result *r,
+                        double tps, double mfu, const struct mem_report *all)
 {
     const struct config *c = &tr->c;
-    double tokens = (double)c->batch_size * c->seq_len;
-    double tps = tokens / (r->ms * 1e-3);
-    double mfu = tps * gpt_flops_per_token(&tr->m.cfg) /
-                 (tr->peak_gflops * 1e9);
-    struct rusage ru;
-    getrusage(RUSAGE_SELF, &ru);
-    double mb = 1.0 / (1 << 20), pbytes = tr->m.tt.total * sizeof(float);
-    double rss = (double)ru.ru_maxrss / 1024.0;
-    double act = (double)tr->pl.act_bytes * mb, acts[tr->g.size];
-    MPI_Gather(&act, 1, MPI_DOUBLE, acts, 1, MPI_DOUBLE, 0, tr->g.world);
-    if (tr->g.rank != 0)
-        return;
     printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
            (long long)gpt_num_params(&tr->m.cfg),
            gpt_flops_per_token(&tr->m.cfg) * 1e-9);
@@ -144,17 +138,13 @@ static void report(struct trainer *tr, const struct bench_result *r)
            "(%.1f%% of the step) + %.1f ms overlapped; %.1f MB sent per "
            "rank; pipeline wait %.1f ms\n", r->compute, r->optim, r->comm,
            100 * r->comm / r->ms, r->hidden, r->wire_mb, r->pp_wait);
-    printf("  per op kind (rank 0%s):\n", tr->g.pp > 1 ? ", stage 0" : "");
+    printf("  per op kind (rank 0%s; recomputation %.1f ms of it):\n",
+           tr->g.pp > 1 ? ", stage 0" : "", r->recompute);
     for (int k = 0; k < OPK_COUNT; k++)
         printf("  %-12s %8.1f ms  %5.1f%%\n", op_kind_names[k], r->op[k],
                100 * r->op[k] / r->ms);
-    printf("memory (rank 0): peak RSS %.1f MB; params %.1f, grads %.1f, "
-           "optimizer %.1f, activations %.1f MB\n", rss, pbytes * mb,
-           pbytes * mb, 2 * pbytes * mb, tr->pl.act_bytes * mb);
-    printf("activations per rank (MB):");
-    for (int i = 0; i < tr->g.size; i++)
-        printf(" %.1f", acts[i]);
-    printf("\n");
+
+    mem_report_print(stdout, c, all, tr->g.size);
     if (tr->g.pp > 1) {
         printf("pipeline: pp=%d %s, %d micro-batches: bubble %.3f measured, "
                "%.3f in theory (p-1)/(m+p-1)\n", tr->g.pp, c->pp_schedule,
@@ -164,6 +154,24 @@ static void report(struct trainer *tr, const struct bench_result *r)
                    "(last step)\n", s, tr->bound[s], tr->bound[s + 1],
                    1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
     }
+}
+
+static void report(struct trainer *tr, const struct bench_result *r)
+{
+    const struct config *c = &tr->c;
+    double tokens = (double)c->batch_size * c->seq_len;
+    double tps = tokens / (r->ms * 1e-3);
+    double mfu = tps * gpt_flops_per_token(&tr->m.cfg) /
+                 (tr->peak_gflops * 1e9);
+    struct mem_report *all = tr->g.rank == 0
+        ? calloc((size_t)tr->g.size, sizeof(*all)) : NULL;
+    if (comm_agree(tr->g.world, tr->g.rank == 0 && !all ? -1 : 0, NULL,
+                   0) < 0)
+        return; /* rank 0 has no memory for the report */
+    mem_report_gather(tr, all); /* collective */
+    if (tr->g.rank != 0)
+        return;
+    report_text(tr, r, tps, mfu, all);
     struct json j;
     json_init(&j);
     json_obj_begin(&j, NULL);
@@ -174,7 +182,7 @@ static void report(struct trainer *tr, const struct bench_result *r)
         {"ms_comm_overlapped", r->hidden},
         {"comm_exposed_frac", r->comm / r->ms}, {"wire_mb", r->wire_mb},
         {"ms_optimizer", r->optim}, {"ms_data", 0.0},
-        {"ms_pp_wait", r->pp_wait},
+        {"ms_pp_wait", r->pp_wait}, {"ms_recompute", r->recompute},
     };
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         json_num(&j, f[i].k, f[i].v, 6);
@@ -183,13 +191,7 @@ static void report(struct trainer *tr, const struct bench_result *r)
         snprintf(key, sizeof(key), "ms_%s", op_kind_names[k]);
         json_num(&j, key, r->op[k], 6);
     }
-    const struct { const char *k; double v; } mem[] = {
-        {"rss_peak_mb", rss}, {"params_mb", pbytes * mb},
-        {"grads_mb", pbytes * mb}, {"optimizer_mb", 2 * pbytes * mb},
-        {"activations_mb", tr->pl.act_bytes * mb},
-    };
-    for (size_t i = 0; i < sizeof(mem) / sizeof(mem[0]); i++)
-        json_num(&j, mem[i].k, mem[i].v, 6);
+    mem_report_json(&j, all, tr->g.size); /* rank 0's, every rank's */
     json_int(&j, "world", tr->g.size);
     json_int(&j, "threads", threads_get());
     json_int(&j, "n_params", gpt_num_params(&tr->m.cfg));
@@ -200,10 +202,9 @@ static void report(struct trainer *tr, const struct bench_result *r)
     json_int(&j, "micro_batches", tr->accum);
     json_str(&j, "allreduce", c->allreduce);
     json_str(&j, "compress", c->compress);
-    json_arr_begin(&j, "activations_mb_per_rank");
-    for (int i = 0; i < tr->g.size; i++)
-        json_num(&j, NULL, acts[i], 6);
-    json_arr_end(&j);
+    json_int(&j, "zero", c->zero);
+    json_str(&j, "recompute", c->recompute);
+    json_str(&j, "offload", c->offload);
     json_num(&j, "bubble", r->bubble, 6);
     json_num(&j, "bubble_theory", pp_bubble_theory(tr->g.pp, tr->accum), 6);
     const double *arr[2] = {tr->stage_busy, tr->stage_idle};
@@ -217,6 +218,7 @@ static void report(struct trainer *tr, const struct bench_result *r)
     json_obj_end(&j);
     json_write_line(&j, stdout);
     json_free(&j);
+    free(all);
 }
 
 static int bench_step(int argc, char **argv)

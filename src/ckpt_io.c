@@ -8,6 +8,7 @@
 #include "comm.h"
 #include "log.h"
 #include "ops.h"
+#include "zero.h"
 
 void gpt_config_from(const struct config *c, struct gpt_config *gc)
 {
@@ -26,6 +27,9 @@ void gpt_config_from(const struct config *c, struct gpt_config *gc)
     gc->attn_block = c->attn_block;
     gc->attn_stride = c->attn_stride;
     gc->doc_mask = c->doc_mask;
+    gc->recompute = !strcmp(c->recompute, "full") ? GPT_RECOMPUTE_FULL
+                    : !strcmp(c->recompute, "selective")
+                        ? GPT_RECOMPUTE_SELECTIVE : GPT_RECOMPUTE_NONE;
 }
 
 static const char *const group_names[3] = {"/model/", "/optim/m/",
@@ -76,6 +80,35 @@ static int writer_pick(const struct grid *g, const struct gpt *m,
     return best == g->dp_rank;
 }
 
+/* A tensor that this rank holds as a ZeRO run (sh: the shards): its
+ * local hyperslab with the run as a flat range, or nothing when it holds
+ * none of it (or, for_write, another rank writes it: a tensor replicated
+ * over tp is written by tp rank (its global index mod tp), the tied wte
+ * by the first stage). */
+static void shard_entry(const struct grid *g, const struct gpt *m,
+                        const struct model_shards *sh, float *base, int li,
+                        int gi, int for_write, struct ckpt_tensor *c)
+{
+    const struct tensor_desc *ld = &m->tt.t[li];
+    if (for_write && ld->tp_dim < 0 && gi % g->tp != g->tp_rank)
+        return;
+    if (for_write && strcmp(ld->name, "wte") == 0 && !m->first)
+        return;
+    for (int i = 0; i < sh->nseg; i++) {
+        const struct zero_seg *s = &sh->seg[i];
+        if (s->tensor != li || s->len == 0)
+            continue;
+        for (int d = 0; d < ld->ndim; d++) {
+            c->start[d] = ld->start[d];
+            c->count[d] = ld->count[d];
+        }
+        c->flat_off = (int64_t)s->t_off;
+        c->flat_len = (int64_t)s->len;
+        c->data = base + s->shard_off;
+        return;
+    }
+}
+
 /* Build the ckpt tensor list (3 per global tensor, or 1 when params_only).
  * Names are malloc'ed dataset paths (free_list).  A tensor of another
  * stage, or (for_write) one another rank writes (writer_pick), is listed
@@ -113,6 +146,12 @@ static int build_list(const struct grid *g, struct gpt *m, int params_only,
             int li = tensor_table_find(&m->tt, gd->name);
             if (li < 0)
                 continue; /* another stage holds it */
+            const struct model_shards *sh = m->shards;
+            if (sh && (k > 0 || sh->params)) { /* ZeRO: this rank's run */
+                float *sbase[3] = {sh->p, sh->m, sh->v};
+                shard_entry(g, m, sh, sbase[k], li, i, for_write, c);
+                continue;
+            }
             const struct tensor_desc *ld = &m->tt.t[li];
             if (for_write && !writer_pick(g, m, ld, load))
                 continue;
@@ -197,7 +236,7 @@ static int check_plan(const struct grid *g, const struct ckpt_tensor *t,
         long long k = t[i].data ? 1 : 0;
         for (int d = 0; d < t[i].ndim; d++)
             k *= t[i].count[d];
-        cnt[i] = k;
+        cnt[i] = k && t[i].flat_len > 0 ? t[i].flat_len : k;
     }
     MPI_Allreduce(MPI_IN_PLACE, cnt, n, MPI_LONG_LONG, MPI_SUM, g->world);
     int rc = 0;

@@ -36,6 +36,20 @@ struct rank_state {
 };
 
 struct ckpt_async;
+struct zero_seg;
+
+/* What a rank holds instead of whole arenas (ZeRO, offload): runs of
+ * tensors (parallel/zero.h's segs, in shard order) in shard arenas.  The
+ * moments always come from m and v; the parameters from p when params is
+ * set (zero = 3), else from the model's whole arena.  A tensor
+ * replicated over tp is written by one tp rank; every rank reads its
+ * runs. */
+struct model_shards {
+    int params;
+    const struct zero_seg *seg;
+    int nseg;
+    float *p, *m, *v;
+};
 
 /* Save parameters, moments and state as step st->step under
  * c->run_dir/ckpt.  Collective over g->world.  Returns 0 (path_out set) or

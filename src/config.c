@@ -85,6 +85,8 @@ static const char *get_str(const struct config *c,
     }
 CHECK(check_pos, int, get_int, v > 0, "must be > 0")
 CHECK(check_nonneg, int, get_int, v >= 0, "must be >= 0")
+CHECK(check_micro_batch, int, get_int, v >= 0 || v == CONFIG_MB_AUTO,
+      "must be auto or >= 0")
 CHECK(check_fpos, float, get_float, v > 0.0f, "must be > 0")
 CHECK(check_fnonneg, float, get_float, v >= 0.0f, "must be >= 0")
 CHECK(check_unit, float, get_float, v >= 0.0f && v < 1.0f, /* dropout, betas */
@@ -196,6 +198,36 @@ static int check_compress(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+static int check_zero(const struct config *c, const struct config_key *k,
+                      char *err, size_t errlen)
+{
+    int v = get_int(c, k);
+    if (v >= 0 && v <= 3)
+        return 0;
+    seterr(err, errlen, "must be 0, 1, 2 or 3");
+    return -1;
+}
+
+static int check_recompute(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "none") || !strcmp(v, "selective") || !strcmp(v, "full"))
+        return 0;
+    seterr(err, errlen, "must be none, selective or full");
+    return -1;
+}
+
+static int check_offload(const struct config *c, const struct config_key *k,
+                         char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "none") || !strcmp(v, "optimizer"))
+        return 0;
+    seterr(err, errlen, "must be none or optimizer");
+    return -1;
+}
+
 /* ---- the table ----------------------------------------------------------- */
 
 #define KEY(sec, f, type, def, help, check)                                   \
@@ -238,8 +270,9 @@ const struct config_key config_keys[] = {
         check_pos),
     KEY("optim", micro_batch, CONFIG_INT, "0",
         "sequences per rank per forward/backward; 0 = the whole per-rank "
-        "batch (accumulation covers the rest)",
-        check_nonneg),
+        "batch (accumulation covers the rest); auto = the largest divisor "
+        "of it whose computed memory (the banner's total) fits "
+        "mem_budget_mb", check_micro_batch),
     KEY("optim", batch_ramp, CONFIG_STR, "0",
         "START:STEPS: the global batch grows from START sequences to "
         "batch_size over STEPS steps, in whole micro-batches per rank; "
@@ -326,6 +359,22 @@ const struct config_key config_keys[] = {
         NULL),
     KEY("run", threads, CONFIG_INT, "0",
         "BLAS/OpenMP threads per rank; 0 = leave as found", check_nonneg),
+    KEY("run", recompute, CONFIG_STR, "none",
+        "activation recomputation: none | selective (keep the matmul "
+        "outputs, recompute attention, GELU and LayerNorm outputs in "
+        "backward) | full (keep each block's input, recompute the block)",
+        check_recompute),
+    KEY("run", offload, CONFIG_STR, "none",
+        "none | optimizer: AdamW moments (with zero >= 1 this rank's shard) "
+        "in a file in offload_dir, streamed through the update", check_offload),
+    KEY("run", offload_dir, CONFIG_STR, "",
+        "directory for offload=optimizer, on node-local disk; \"\" = $TMPDIR "
+        "or /tmp", NULL),
+    KEY("run", mem_budget_mb, CONFIG_INT, "0",
+        "per-rank memory budget in MiB for the computed total (parameters, "
+        "gradients, optimizer, activations, scratch, communication "
+        "buffers): micro_batch=auto picks the largest micro-batch within "
+        "it, and a layout above it is refused; 0 = none", check_nonneg),
     KEY("parallel", dp, CONFIG_INT, "0",
         "data-parallel ranks; 0 = world / (tp * pp)", check_nonneg),
     KEY("parallel", tp, CONFIG_INT, "1", "tensor-parallel ranks", check_pos),
@@ -351,6 +400,10 @@ const struct config_key config_keys[] = {
         check_compress),
     KEY("parallel", compress_warmup, CONFIG_INT, "0",
         "dense steps before compression starts", check_nonneg),
+    KEY("parallel", zero, CONFIG_INT, "0",
+        "ZeRO over each stage's dp group: 0 off | 1 AdamW moments sharded | "
+        "2 also gradients | 3 also parameters (gathered per block)",
+        check_zero),
 };
 
 const int config_nkeys = (int)(sizeof config_keys / sizeof config_keys[0]);
@@ -442,6 +495,11 @@ static int value_parse(struct config *c, const struct config_key *k,
     errno = 0;
     switch (k->type) {
     case CONFIG_INT: {
+        if (strcmp(k->name, "micro_batch") == 0 && strcmp(v, "auto") == 0) {
+            int i = CONFIG_MB_AUTO;
+            memcpy(field(c, k), &i, sizeof i);
+            return 0;
+        }
         long x = strtol(v, &end, 10);
         if (end == v || *end || isspace((unsigned char)*v)) {
             seterr(why, whylen, "expected an integer");
@@ -556,7 +614,11 @@ static void value_format(const struct config *c, const struct config_key *k,
 {
     switch (k->type) {
     case CONFIG_INT:
-        snprintf(buf, len, "%d", get_int(c, k));
+        if (strcmp(k->name, "micro_batch") == 0 &&
+            get_int(c, k) == CONFIG_MB_AUTO)
+            snprintf(buf, len, "auto");
+        else
+            snprintf(buf, len, "%d", get_int(c, k));
         break;
     case CONFIG_U64: {
         uint64_t u;
@@ -905,6 +967,37 @@ int config_finalize(struct config *c, char *err, size_t errlen)
     }
     if (finalize_model(c, err, errlen) != 0)
         return -1;
+    if (c->zero > 0 && strcmp(c->compress, "none") != 0) {
+        /* every codec keeps an error-feedback residual as large as the
+         * whole gradient and ends with the whole decoded sum on every
+         * rank: the memory and the reduce-scatter ZeRO is for */
+        seterr(err, errlen, "compress=%s with zero=%d: ZeRO reduce-scatters "
+               "the gradient, and every codec is an all-reduce with a "
+               "residual the size of the whole gradient; use compress=none "
+               "(or zero=0)", c->compress, c->zero);
+        return -1;
+    }
+    int sharded = c->zero > 0 || strcmp(c->offload, "optimizer") == 0;
+    if (sharded && strcmp(c->optimizer, "adamw") != 0) {
+        /* the shards' update is AdamW's, element by element; LAMB needs
+         * whole-tensor norms and 1-bit Adam the bucketer's momentum */
+        seterr(err, errlen, "optimizer=%s with zero=%d offload=%s: ZeRO and "
+               "offload update their shards with AdamW only; use "
+               "optimizer=adamw (or zero=0 and offload=none)", c->optimizer,
+               c->zero, c->offload);
+        return -1;
+    }
+    if (c->zero > 0 && strcmp(c->batch_ramp, "0") != 0) {
+        seterr(err, errlen, "batch_ramp=%s with zero=%d: ZeRO plans its "
+               "reductions for a fixed number of micro-batches per step; "
+               "use zero=0 (or batch_ramp=0)", c->batch_ramp, c->zero);
+        return -1;
+    }
+    if (c->micro_batch == CONFIG_MB_AUTO && c->mem_budget_mb == 0) {
+        seterr(err, errlen, "micro_batch=auto needs mem_budget_mb > 0: the "
+               "per-rank memory the micro-batch must fit");
+        return -1;
+    }
     if (c->micro_batch > 0 && c->batch_size % c->micro_batch != 0) {
         seterr(err, errlen, "micro_batch=%d does not divide batch_size=%d",
                c->micro_batch, c->batch_size);

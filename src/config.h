@@ -18,6 +18,9 @@
 
 #define CONFIG_STR_MAX 512
 
+/* micro_batch = auto: the largest micro-batch within mem_budget_mb */
+#define CONFIG_MB_AUTO (-1)
+
 struct config {
     /* [model] */
     int n_layer, n_embd, n_head;
@@ -29,7 +32,8 @@ struct config {
     float dropout;
     /* [optim] */
     int batch_size;  /* global sequences per step */
-    int micro_batch; /* sequences per rank per forward/backward; 0 = all */
+    int micro_batch; /* sequences per rank per forward/backward; 0 = all,
+                        CONFIG_MB_AUTO = the largest within mem_budget_mb */
     char batch_ramp[32];     /* START:STEPS | 0 (batch.h) */
     char seq_len_warmup[32]; /* START:STEPS | 0 (batch.h) */
     int steps;
@@ -55,6 +59,10 @@ struct config {
     char resume[CONFIG_STR_MAX];    /* auto | never | PATH */
     char init_from[CONFIG_STR_MAX]; /* weights only; "" = none */
     int threads; /* BLAS/OpenMP threads per rank; 0 = leave as found */
+    char recompute[16];   /* none | selective | full */
+    char offload[16];     /* none | optimizer */
+    char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */
+    int mem_budget_mb; /* per-rank computed memory limit, MiB; 0 = none */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;
@@ -65,6 +73,7 @@ struct config {
     float bucket_mb;
     char compress[64];   /* none | fp16 | bf16 | topk:R | powersgd:R | sign */
     int compress_warmup;
+    int zero;            /* ZeRO stage 0..3 over the dp group */
 };
 
 enum config_type { CONFIG_INT, CONFIG_U64, CONFIG_FLOAT, CONFIG_STR };

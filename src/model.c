@@ -95,11 +95,17 @@ static int build_table(struct gpt *m)
     int64_t q = c->n_head * hd, kv = c->n_kv_head * hd, F = 4 * C;
     float std = 0.02f, pstd = 0.02f / sqrtf(2.0f * (float)c->n_layer);
     int rc = 0;
+    /* the embedding unit first, contiguous: wte, wpe, the final LayerNorm
+     * (ZeRO gathers and reduces it as one range) */
     if (m->first || m->last)
         rc |= add(m, -1, "wte", gpt_vocab_padded(c->vocab_size), C, -1, 1,
                   std, 0) < 0;
     if (m->first)
         rc |= add(m, -1, "wpe", c->seq_len, C, -1, 1, std, 0) < 0;
+    if (m->last) {
+        rc |= add(m, -1, "lnf.w", C, 0, -1, 0, 0, 1) < 0;
+        rc |= add(m, -1, "lnf.b", C, 0, -1, 0, 0, 0) < 0;
+    }
     for (int l = m->l0; l < m->l1; l++) {
         rc |= add(m, l, "ln1.w", C, 0, -1, 0, 0, 1) < 0;
         rc |= add(m, l, "ln1.b", C, 0, -1, 0, 0, 0) < 0;
@@ -118,10 +124,6 @@ static int build_table(struct gpt *m)
         rc |= add(m, l, "mlp.wproj", C, F, 1, 1, pstd, 0) < 0;
         rc |= add(m, l, "mlp.bproj", C, 0, -1, 0, 0, 0) < 0;
     }
-    if (m->last) {
-        rc |= add(m, -1, "lnf.w", C, 0, -1, 0, 0, 1) < 0;
-        rc |= add(m, -1, "lnf.b", C, 0, -1, 0, 0, 0) < 0;
-    }
     return rc ? -1 : 0;
 }
 
@@ -138,8 +140,11 @@ int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt)
     return rc;
 }
 
-static float *view(const struct gpt *m, float *arena, int layer,
-                   const char *nm)
+/* Tensor nm of block layer (-1: no prefix) in memory laid out as the
+ * arena from arena offset base on (base 0: the arena itself); NULL when
+ * the tensor is not on this stage or there is no memory. */
+static float *view_at(const struct gpt *m, float *arena, size_t base,
+                      int layer, const char *nm)
 {
     char name[TENSOR_NAME_MAX];
     if (layer >= 0)
@@ -147,28 +152,75 @@ static float *view(const struct gpt *m, float *arena, int layer,
     else
         snprintf(name, sizeof(name), "%s", nm);
     int i = tensor_table_find(&m->tt, name);
-    return i < 0 ? NULL : arena + m->tt.t[i].off;
+    return i < 0 || !arena ? NULL : arena + (m->tt.t[i].off - base);
 }
 
-static void layer_views(const struct gpt *m, float *arena, int l,
-                        struct gpt_layer_w *w)
+static void layer_views(const struct gpt *m, float *arena, size_t base,
+                        int l, struct gpt_layer_w *w)
 {
-    w->ln1w = view(m, arena, l, "ln1.w");
-    w->ln1b = view(m, arena, l, "ln1.b");
-    w->wqkv = view(m, arena, l, "attn.wq"); /* wq wk wv adjacent */
-    w->bqkv = view(m, arena, l, "attn.bq"); /* bq bk bv adjacent */
-    w->wo = view(m, arena, l, "attn.wo");
-    w->bo = view(m, arena, l, "attn.bo");
-    w->ln2w = view(m, arena, l, "ln2.w");
-    w->ln2b = view(m, arena, l, "ln2.b");
-    w->wfc = view(m, arena, l, "mlp.wfc");
-    w->bfc = view(m, arena, l, "mlp.bfc");
-    w->wproj = view(m, arena, l, "mlp.wproj");
-    w->bproj = view(m, arena, l, "mlp.bproj");
+    w->ln1w = view_at(m, arena, base, l, "ln1.w");
+    w->ln1b = view_at(m, arena, base, l, "ln1.b");
+    w->wqkv = view_at(m, arena, base, l, "attn.wq"); /* wq wk wv adjacent */
+    w->bqkv = view_at(m, arena, base, l, "attn.bq"); /* bq bk bv adjacent */
+    w->wo = view_at(m, arena, base, l, "attn.wo");
+    w->bo = view_at(m, arena, base, l, "attn.bo");
+    w->ln2w = view_at(m, arena, base, l, "ln2.w");
+    w->ln2b = view_at(m, arena, base, l, "ln2.b");
+    w->wfc = view_at(m, arena, base, l, "mlp.wfc");
+    w->bfc = view_at(m, arena, base, l, "mlp.bfc");
+    w->wproj = view_at(m, arena, base, l, "mlp.wproj");
+    w->bproj = view_at(m, arena, base, l, "mlp.bproj");
+}
+
+/* The embedding unit's views into params / grads (NULL: leave them). */
+static void outer_views(struct gpt *m, float *params, float *grads,
+                        size_t base)
+{
+    if (params) {
+        m->wte = view_at(m, params, base, -1, "wte");
+        m->wpe = view_at(m, params, base, -1, "wpe");
+        m->lnfw = view_at(m, params, base, -1, "lnf.w");
+        m->lnfb = view_at(m, params, base, -1, "lnf.b");
+    }
+    if (grads) {
+        m->dwte = view_at(m, grads, base, -1, "wte");
+        m->dwpe = view_at(m, grads, base, -1, "wpe");
+        m->dlnfw = view_at(m, grads, base, -1, "lnf.w");
+        m->dlnfb = view_at(m, grads, base, -1, "lnf.b");
+    }
+}
+
+void gpt_bind_unit(struct gpt *m, int layer, float *params, float *grads)
+{
+    char name[TENSOR_NAME_MAX]; /* the unit's first tensor */
+    if (layer >= 0)
+        snprintf(name, sizeof(name), "h.%d.ln1.w", layer);
+    else
+        snprintf(name, sizeof(name), "wte");
+    int i = tensor_table_find(&m->tt, name);
+    if (i < 0)
+        return;
+    size_t base = m->tt.t[i].off;
+    if (layer < 0) {
+        outer_views(m, params, grads, base);
+        return;
+    }
+    if (params)
+        layer_views(m, params, base, layer, &m->lw[layer - m->l0]);
+    if (grads)
+        layer_views(m, grads, base, layer, &m->lg[layer - m->l0]);
 }
 
 int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
              int l0, int l1, uint64_t seed, char *err, size_t errlen)
+{
+    return gpt_init_arenas(m, c, tp, tp_rank, l0, l1, seed, GPT_ARENA_ALL,
+                           err, errlen);
+}
+
+int gpt_init_arenas(struct gpt *m, const struct gpt_config *c, int tp,
+                    int tp_rank, int l0, int l1, uint64_t seed, int arenas,
+                    char *err, size_t errlen)
 {
     memset(m, 0, sizeof(*m));
     m->cfg = *c;
@@ -185,28 +237,25 @@ int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
     if (build_table(m) < 0)
         goto oom;
     size_t n = m->tt.total;
-    m->params = tensor_arena_alloc(n);
-    m->grads = tensor_arena_alloc(n);
-    m->m = tensor_arena_alloc(n);
-    m->v = tensor_arena_alloc(n);
+    int ap = arenas & GPT_ARENA_PARAMS, ag = arenas & GPT_ARENA_GRADS;
+    int am = arenas & GPT_ARENA_MOMENTS;
+    m->params = ap ? tensor_arena_alloc(n) : NULL;
+    m->grads = ag ? tensor_arena_alloc(n) : NULL;
+    m->m = am ? tensor_arena_alloc(n) : NULL;
+    m->v = am ? tensor_arena_alloc(n) : NULL;
     int nl = l1 - l0;
     m->lw = calloc((size_t)(nl ? nl : 1), sizeof(*m->lw));
     m->lg = calloc((size_t)(nl ? nl : 1), sizeof(*m->lg));
-    if (!m->params || !m->grads || !m->m || !m->v || !m->lw || !m->lg)
+    if ((ap && !m->params) || (ag && !m->grads) || (am && (!m->m || !m->v))
+        || !m->lw || !m->lg)
         goto oom;
     for (int l = l0; l < l1; l++) {
-        layer_views(m, m->params, l, &m->lw[l - l0]);
-        layer_views(m, m->grads, l, &m->lg[l - l0]);
+        layer_views(m, m->params, 0, l, &m->lw[l - l0]);
+        layer_views(m, m->grads, 0, l, &m->lg[l - l0]);
     }
-    m->wte = view(m, m->params, -1, "wte");
-    m->wpe = view(m, m->params, -1, "wpe");
-    m->lnfw = view(m, m->params, -1, "lnf.w");
-    m->lnfb = view(m, m->params, -1, "lnf.b");
-    m->dwte = view(m, m->grads, -1, "wte");
-    m->dwpe = view(m, m->grads, -1, "wpe");
-    m->dlnfw = view(m, m->grads, -1, "lnf.w");
-    m->dlnfb = view(m, m->grads, -1, "lnf.b");
-    tensor_table_init_params(&m->tt, m->params, seed);
+    outer_views(m, m->params, m->grads, 0);
+    if (m->params)
+        tensor_table_init_params(&m->tt, m->params, seed);
     return 0;
 oom:
     snprintf(err, errlen, "out of memory allocating the model (%zu floats "
@@ -229,13 +278,13 @@ void gpt_free(struct gpt *m)
 
 void gpt_zero_grad(struct gpt *m)
 {
-    memset(m->grads, 0, m->tt.total * sizeof(float));
+    if (m->grads)
+        memset(m->grads, 0, m->tt.total * sizeof(float));
 }
 
 /* ---- activations ------------------------------------------------------- */
 
-/* Floats of one micro-batch's saved activations (what must live from its
- * forward to its backward) and of the backward/forward scratch. */
+/* Attention's shape for a B x T micro-batch (lo: document starts). */
 static struct attn_shape attn_shape_bt(const struct gpt *m, size_t B,
                                        size_t T, const int32_t *lo)
 {
@@ -271,139 +320,204 @@ static void attn_sizes(const struct gpt *m, size_t B, size_t T,
     *att = *datt = B * s.nh * T * T;
 }
 
-static void acts_sizes(const struct gpt *m, size_t N, size_t B, size_t T,
-                       size_t *saved, size_t *scratch)
+/* A block's activations, as bits of a mask. */
+enum {
+    A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATT, A_ATTY, A_ATTPROJ, A_RES1,
+    A_LN2, A_LN2_MEAN, A_LN2_RSTD, A_FCH, A_FCH_GELU, A_FCPROJ, A_RES2,
+    A_ALL = (1u << (A_RES2 + 1)) - 1
+};
+
+/* What a slot keeps of a block (model.h: recomputation), and what the
+ * shared work layer holds: the rest, and under full also a res2 for the
+ * recomputation to write. */
+static unsigned kept_mask(const struct gpt *m)
 {
-    size_t C = (size_t)m->cfg.n_embd;
-    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
-    size_t TT, DTT;
-    attn_sizes(m, B, T, &TT, &DTT);
-    size_t nl = (size_t)(m->l1 - m->l0);
-    size_t per = 6 * N * C + 4 * N + N * Q + TT + N * A + 2 * N * F;
-    size_t head = m->last ? N * C + 3 * N + 2 * N * V : 0; /* lnf.., probs */
-    *saved = N * C + nl * per + head;
-    *scratch = 3 * N * C + N * Q + N * A + DTT + 2 * N * F +
-               (m->last ? 2 * N * V : 0); /* logits, dlogits */
+    switch (m->cfg.recompute) {
+    case GPT_RECOMPUTE_SELECTIVE:
+        return 1u << A_QKV | 1u << A_RES1 | 1u << A_FCH | 1u << A_RES2;
+    case GPT_RECOMPUTE_FULL:
+        return 1u << A_RES2;
+    default:
+        return A_ALL;
+    }
 }
 
-/* Carve the saved activations out of p; returns the end. */
-static float *take_saved(struct gpt_acts *a, const struct gpt *m, float *p)
+static unsigned work_mask(const struct gpt *m)
 {
-    size_t N = a->N, C = (size_t)m->cfg.n_embd;
-    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
-    size_t TT, DTT;
-    attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
-#define TAKE(ptr, n) do { (ptr) = p; p += (n); } while (0)
-    TAKE(a->emb, N * C);
-    for (int l = 0; l < m->l1 - m->l0; l++) {
-        struct gpt_layer_acts *la = &a->la[l];
-        TAKE(la->ln1, N * C);
-        TAKE(la->ln1_mean, N);
-        TAKE(la->ln1_rstd, N);
-        TAKE(la->qkv, N * Q);
-        TAKE(la->att, TT);
-        TAKE(la->atty, N * A);
-        TAKE(la->attproj, N * C);
-        TAKE(la->res1, N * C);
-        TAKE(la->ln2, N * C);
-        TAKE(la->ln2_mean, N);
-        TAKE(la->ln2_rstd, N);
-        TAKE(la->fch, N * F);
-        TAKE(la->fch_gelu, N * F);
-        TAKE(la->fcproj, N * C);
-        TAKE(la->res2, N * C);
-    }
-    if (m->last) {
-        TAKE(a->lnf, N * C);
-        TAKE(a->lnf_mean, N);
-        TAKE(a->lnf_rstd, N);
-        TAKE(a->probs, N * V);
-        TAKE(a->losses, N);
-        TAKE(a->lse, N);
-    }
+    unsigned w = A_ALL & ~kept_mask(m);
+    return m->cfg.recompute == GPT_RECOMPUTE_FULL ? w | 1u << A_RES2 : w;
+}
+
+/* Carves consecutive tensors out of one allocation: with a NULL base it
+ * only counts, so sizes and pointers come from the same code. */
+struct carver {
+    float *base;
+    size_t off;
+};
+
+static float *take(struct carver *cv, size_t n)
+{
+    float *p = cv->base ? cv->base + cv->off : NULL;
+    cv->off += n;
     return p;
 }
 
-static void take_scratch(struct gpt_acts *a, const struct gpt *m, float *p)
+/* The tensors of one block named in mask (the others NULL). */
+static void take_layer(struct gpt_layer_acts *la, const struct gpt *m,
+                       const struct gpt_acts *a, unsigned mask,
+                       struct carver *cv)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
+    size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
+    size_t F = (size_t)m->F;
+    size_t TT, DTT;
+    attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
+#define L(bit, ptr, n) ((ptr) = (mask >> (bit)) & 1u ? take(cv, (n)) : NULL)
+    L(A_LN1, la->ln1, N * C);
+    L(A_LN1_MEAN, la->ln1_mean, N);
+    L(A_LN1_RSTD, la->ln1_rstd, N);
+    L(A_QKV, la->qkv, N * Q);
+    L(A_ATT, la->att, TT);
+    L(A_ATTY, la->atty, N * A);
+    L(A_ATTPROJ, la->attproj, N * C);
+    L(A_RES1, la->res1, N * C);
+    L(A_LN2, la->ln2, N * C);
+    L(A_LN2_MEAN, la->ln2_mean, N);
+    L(A_LN2_RSTD, la->ln2_rstd, N);
+    L(A_FCH, la->fch, N * F);
+    L(A_FCH_GELU, la->fch_gelu, N * F);
+    L(A_FCPROJ, la->fcproj, N * C);
+    L(A_RES2, la->res2, N * C);
+#undef L
+}
+
+/* What must live from a micro-batch's forward to its backward. */
+static void take_saved(struct gpt_acts *a, const struct gpt *m,
+                       struct carver *cv)
+{
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
+    size_t V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
+    a->emb = take(cv, N * C);
+    for (int l = 0; l < m->l1 - m->l0; l++)
+        take_layer(&a->la[l], m, a, kept_mask(m), cv);
+    if (m->last) {
+        a->lnf = take(cv, N * C);
+        a->lnf_mean = take(cv, N);
+        a->lnf_rstd = take(cv, N);
+        a->probs = take(cv, N * V);
+        a->losses = take(cv, N);
+        a->lse = take(cv, N);
+    }
+}
+
+/* Backward (and forward) scratch, shared by the slots of a pipeline. */
+static void take_scratch(struct gpt_acts *a, const struct gpt *m,
+                         struct carver *cv)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
     size_t TT, DTT;
     attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
-    TAKE(a->dres, N * C);
-    TAKE(a->dC, N * C);
-    TAKE(a->dln, N * C);
-    TAKE(a->dqkv, N * Q);
-    TAKE(a->datty, N * A);
-    TAKE(a->datt, DTT);
-    TAKE(a->dF1, N * F);
-    TAKE(a->dF2, N * F);
+    a->dres = take(cv, N * C);
+    a->dC = take(cv, N * C);
+    a->dln = take(cv, N * C);
+    a->dqkv = take(cv, N * Q);
+    a->datty = take(cv, N * A);
+    a->datt = take(cv, DTT);
+    a->dF1 = take(cv, N * F);
+    a->dF2 = take(cv, N * F);
     if (m->last) {
-        TAKE(a->logits, N * V);
-        TAKE(a->dlogits, N * V);
+        a->logits = take(cv, N * V);
+        a->dlogits = take(cv, N * V);
     }
-#undef TAKE
+    take_layer(&a->work, m, a, work_mask(m), cv);
 }
 
-/* Point every buffer of a into a->mem for its B, T (saved, then the
- * scratch unless owner lends it). */
-static void carve(struct gpt_acts *a, const struct gpt *m,
-                  const struct gpt_acts *owner)
+/* Point every buffer of a into base (NULL: only count) for its B, T:
+ * the saved tensors, then the scratch unless owner lends it.  Returns
+ * the floats of the whole and *saved those of the saved part. */
+static size_t carve(struct gpt_acts *a, const struct gpt *m, float *base,
+                    const struct gpt_acts *owner, size_t *saved)
 {
-    float *end = take_saved(a, m, a->mem);
+    struct carver cv = {base, 0};
+    take_saved(a, m, &cv);
+    *saved = cv.off;
     if (owner) {
         a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
         a->dqkv = owner->dqkv, a->datty = owner->datty;
         a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
         a->logits = owner->logits, a->dlogits = owner->dlogits;
+        a->work = owner->work;
     } else {
-        take_scratch(a, m, end);
+        take_scratch(a, m, &cv);
     }
+    return cv.off;
 }
 
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner)
 {
     memset(a, 0, sizeof(*a));
-    size_t N = (size_t)B * T, saved, scratch;
-    acts_sizes(m, N, (size_t)B, (size_t)T, &saved, &scratch);
+    size_t N = (size_t)B * T, saved;
     size_t nl = (size_t)(m->l1 - m->l0);
-    size_t total = saved + (owner ? 0 : scratch);
     a->B = B;
     a->T = T;
     a->N = N;
     a->la = calloc(nl ? nl : 1, sizeof(*a->la));
-    a->inp = calloc(3 * N, sizeof(int32_t));
+    a->inp = calloc(3 * N, sizeof(int32_t)); /* inp, tgt, document starts */
+    if (!a->la || !a->inp) {
+        gpt_acts_free(a);
+        return -1;
+    }
+    size_t total = carve(a, m, NULL, owner, &saved); /* count first */
     a->mem = tensor_arena_alloc(total);
-    if (!a->la || !a->inp || !a->mem) {
+    if (!a->mem) {
         gpt_acts_free(a);
         return -1;
     }
     a->tgt = a->inp + N;
     a->bytes = total * sizeof(float) + 3 * N * sizeof(int32_t);
+    a->saved_bytes = saved * sizeof(float);
     a->cap = total;
     a->ncap = N;
-    carve(a, m, owner);
+    carve(a, m, a->mem, owner, &saved);
     return 0;
 }
 
 void gpt_acts_reshape(struct gpt_acts *a, const struct gpt *m, int B, int T,
                       const struct gpt_acts *owner)
 {
-    size_t N = (size_t)B * T, saved, scratch;
-    acts_sizes(m, N, (size_t)B, (size_t)T, &saved, &scratch);
-    if (N > a->ncap || saved + (owner ? 0 : scratch) > a->cap) {
+    size_t N = (size_t)B * T, saved;
+    a->B = B;
+    a->T = T;
+    a->N = N;
+    size_t total = carve(a, m, NULL, owner, &saved);
+    if (N > a->ncap || total > a->cap) {
         fprintf(stderr, "mpitron: activations of %d x %d do not fit those "
                 "of %zu tokens\n", B, T, a->ncap);
         abort();
     }
-    a->B = B;
-    a->T = T;
-    a->N = N;
-    carve(a, m, owner);
+    carve(a, m, a->mem, owner, &saved);
+}
+
+size_t gpt_acts_bytes(const struct gpt *m, int B, int T, int shared,
+                      size_t *saved)
+{
+    struct gpt_acts a, owner;
+    memset(&a, 0, sizeof(a));
+    memset(&owner, 0, sizeof(owner));
+    size_t nl = (size_t)(m->l1 - m->l0);
+    a.B = B;
+    a.T = T;
+    a.N = (size_t)B * T;
+    a.la = calloc(nl ? nl : 1, sizeof(*a.la));
+    if (!a.la)
+        return (size_t)-1;
+    size_t total = carve(&a, m, NULL, shared ? &owner : NULL, saved);
+    free(a.la);
+    *saved *= sizeof(float);
+    return total * sizeof(float) + 3 * a.N * sizeof(int32_t);
 }
 
 int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T)
@@ -491,7 +605,7 @@ static void attn_forward(struct gpt *m, struct gpt_acts *a,
 }
 
 static void attn_backward(struct gpt *m, struct gpt_acts *a,
-                          struct gpt_layer_acts *la,
+                          const struct gpt_layer_acts *la,
                           const struct attn_shape *s)
 {
     switch (s->kind) {
@@ -541,12 +655,31 @@ static void column_parallel_dinp(struct gpt *m, float *dinp, size_t n)
         TIMED(m, OPK_TP_COMM, tp_allreduce_sum(dinp, n, m->tpc));
 }
 
+/* Block l's activations as forward writes them (model.h: the slot's
+ * kept tensors, the work layer's others); res2_work: res2 in the work
+ * layer too, for a recomputation that must not touch the kept copy. */
+static struct gpt_layer_acts layer_acts(const struct gpt *m,
+                                        const struct gpt_acts *a, int l,
+                                        int res2_work)
+{
+    const struct gpt_layer_acts *k = &a->la[l - m->l0], *w = &a->work;
+    struct gpt_layer_acts r;
+#define PICK(f) r.f = k->f ? k->f : w->f
+    PICK(ln1); PICK(ln1_mean); PICK(ln1_rstd); PICK(qkv); PICK(att);
+    PICK(atty); PICK(attproj); PICK(res1); PICK(ln2); PICK(ln2_mean);
+    PICK(ln2_rstd); PICK(fch); PICK(fch_gelu); PICK(fcproj); PICK(res2);
+#undef PICK
+    if (res2_work)
+        r.res2 = w->res2;
+    return r;
+}
+
 /* One block forward: x (N,C) -> la->res2. */
-static void block_forward(struct gpt *m, struct gpt_acts *a, int l,
-                          const float *x, const struct gpt_pos *pos)
+static void block_forward(struct gpt *m, struct gpt_acts *a,
+                          struct gpt_layer_acts *la, int l, const float *x,
+                          const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
-    struct gpt_layer_acts *la = &a->la[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
@@ -607,17 +740,21 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     }
     if (m->first) {
         memcpy(a->inp, inp, N * sizeof(int32_t));
+        emit(m, GPT_USE_FWD, -1);
         embed_forward(m, a, pos);
     }
     const float *x = a->emb;
     for (int l = m->l0; l < m->l1; l++) {
-        block_forward(m, a, l, x, pos);
+        struct gpt_layer_acts la = layer_acts(m, a, l, 0);
+        emit(m, GPT_USE_FWD, l);
+        block_forward(m, a, &la, l, x, pos);
         x = a->la[l - m->l0].res2;
         emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
     }
     if (!m->last)
         return 0.0;
     memcpy(a->tgt, tgt, N * sizeof(int32_t));
+    emit(m, GPT_USE_FWD, -2);
     TIMED(m, OPK_LAYERNORM, layernorm_forward(a->lnf, a->lnf_mean,
           a->lnf_rstd, x, m->lnfw, m->lnfb, N, C));
     TIMED(m, OPK_MATMUL, matmul_forward(a->logits, a->lnf, m->wte, NULL, N,
@@ -635,7 +772,7 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
 
 static void emit(struct gpt *m, enum gpt_event ev, int layer)
 {
-    if (m->hook && (m->hook_final || ev == GPT_PROGRESS))
+    if (m->hook && (m->hook_final || ev >= GPT_PROGRESS))
         m->hook(m->hook_ctx, ev, layer);
 }
 
@@ -653,13 +790,40 @@ static void mm_backward(struct gpt *m, int l, float *dinp, float *dw,
     emit(m, GPT_PROGRESS, l);
 }
 
+/* Before block l's backward: the activations its slot did not keep, as
+ * forward computed them (model.h: recomputation).  Selective: the
+ * LayerNorms (outputs and statistics), attention and GELU from the kept
+ * input, qkv, res1 and fch; full: the whole block from its input x. */
+static void recompute(struct gpt *m, struct gpt_acts *a,
+                      struct gpt_layer_acts *la, int l, const float *x,
+                      const struct gpt_pos *pos)
+{
+    if (m->cfg.recompute == GPT_RECOMPUTE_NONE)
+        return;
+    double t0 = now_s();
+    if (m->cfg.recompute == GPT_RECOMPUTE_FULL) {
+        block_forward(m, a, la, l, x, pos);
+    } else {
+        const struct gpt_layer_w *w = &m->lw[l - m->l0];
+        size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
+        struct attn_shape s = attn_shape_of(m, a);
+        TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln1, la->ln1_mean,
+              la->ln1_rstd, x, w->ln1w, w->ln1b, N, C));
+        TIMED(m, OPK_ATTENTION, attn_forward(m, a, la, &s));
+        TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln2, la->ln2_mean,
+              la->ln2_rstd, la->res1, w->ln2w, w->ln2b, N, C));
+        TIMED(m, OPK_GELU, gelu_forward(la->fch_gelu, la->fch, N * F));
+    }
+    m->recompute_time += now_s() - t0;
+}
+
 /* One block backward: a->dres holds d(res2) on entry, d(x) on exit. */
-static void block_backward(struct gpt *m, struct gpt_acts *a, int l,
+static void block_backward(struct gpt *m, struct gpt_acts *a,
+                           const struct gpt_layer_acts *la, int l,
                            const float *x, const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
     const struct gpt_layer_w *g = &m->lg[l - m->l0];
-    struct gpt_layer_acts *la = &a->la[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
@@ -719,17 +883,27 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
                   const struct gpt_pos *pos)
 {
     size_t C = (size_t)m->cfg.n_embd;
-    if (m->last)
+    if (m->last) {
+        emit(m, GPT_USE_BWD, -2);
         head_backward(m, a, dloss);
+        emit(m, GPT_USE_DONE, -2);
+    }
     for (int l = m->l1 - 1; l >= m->l0; l--) {
         const float *x = l > m->l0 ? a->la[l - 1 - m->l0].res2 : a->emb;
-        block_backward(m, a, l, x, pos);
+        struct gpt_layer_acts la =
+            layer_acts(m, a, l, m->cfg.recompute == GPT_RECOMPUTE_FULL);
+        emit(m, GPT_USE_BWD, l);
+        recompute(m, a, &la, l, x, pos);
+        block_backward(m, a, &la, l, x, pos);
+        emit(m, GPT_USE_DONE, l);
         emit(m, GPT_GRADS_LAYER, l);
     }
     if (m->first) {
         const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
+        emit(m, GPT_USE_BWD, -1);
         TIMED(m, OPK_EMBEDDING, encoder_backward_doc(m->dwte, m->dwpe, de,
               a->inp, a->lo, (size_t)a->B, (size_t)a->T, C));
+        emit(m, GPT_USE_DONE, -1);
     }
     if (m->first || m->last)
         emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */

@@ -45,6 +45,12 @@
 #include "tensor.h"
 
 struct tp_ctx; /* parallel/tp.h: the tensor-parallel collectives */
+struct model_shards; /* ckpt_io.h: what a ZeRO rank holds instead */
+
+/* Activation recomputation: what a block keeps from forward to backward
+ * (see gpt_layer_acts). */
+enum gpt_recompute { GPT_RECOMPUTE_NONE, GPT_RECOMPUTE_SELECTIVE,
+                     GPT_RECOMPUTE_FULL };
 
 struct gpt_config {
     int n_layer, n_embd, n_head, n_kv_head, seq_len, vocab_size;
@@ -55,6 +61,7 @@ struct gpt_config {
     int attn_block, attn_stride;   /* ATTN_SPARSE's pattern */
     int doc_mask; /* attention and positions stop at document starts
                      (gpt_pos.dstart) */
+    enum gpt_recompute recompute;
 };
 
 /* Rows of wte and columns of the logits: the vocabulary padded as llm.c
@@ -80,12 +87,21 @@ struct gpt_layer_w { /* views into an arena (params or grads) */
 };
 
 /* Events a backward pass reports, so that gradient reduction can start on
- * what is final and progress while the rest computes. */
+ * what is final and progress while the rest computes.  The GRADS events
+ * come only from the step's last backward (hook_final); the others always.
+ * The USE events bracket every use of a unit of parameters (ZeRO gathers
+ * a unit before its use and reduces its gradient after): `layer` is the
+ * block, or -1 for the embedding (wte, wpe) and -2 for the head (wte,
+ * lnf), which share the embedding unit. */
 enum gpt_event {
     GPT_GRADS_HEAD,   /* lnf.w, lnf.b final (wte is not: it is tied) */
     GPT_GRADS_LAYER,  /* every tensor of block `layer` final */
     GPT_GRADS_EMBED,  /* wpe and wte final */
     GPT_PROGRESS,     /* between kernels: a chance to progress comm */
+    GPT_USE_FWD,      /* forward is about to read `layer`'s parameters */
+    GPT_USE_BWD,      /* backward is about to read them and accumulate
+                         into their gradients */
+    GPT_USE_DONE,     /* that backward use is over */
 };
 typedef void (*gpt_hook_fn)(void *ctx, enum gpt_event ev, int layer);
 
@@ -102,11 +118,16 @@ struct gpt {
     int nh, nkv, hd;    /* local heads, head dim */
     int F;              /* local MLP width */
     struct tensor_table tt;
-    float *params, *grads, *m, *v; /* arenas, tt.total floats each */
+    float *params, *grads, *m, *v; /* arenas, tt.total floats each (NULL
+                                      where the owner keeps shards) */
+    const struct model_shards *shards; /* NULL: whole arenas; else the
+                           ZeRO shards of the moments (and parameters) */
     struct gpt_layer_w *lw, *lg;   /* per local layer: param / grad views */
     float *wte, *wpe, *lnfw, *lnfb;     /* NULL when not on this stage */
     float *dwte, *dwpe, *dlnfw, *dlnfb;
     double op_time[OPK_COUNT];
+    double recompute_time; /* seconds recomputing activations in backward
+                              (also counted in op_time by kind) */
 };
 
 /* Check the shape against the layout: n_embd % n_head, head and kv-head
@@ -119,7 +140,23 @@ int gpt_config_check(const struct gpt_config *c, int tp, char *err,
  * (out of memory, err filled).  Free with gpt_free. */
 int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
              int l0, int l1, uint64_t seed, char *err, size_t errlen);
+/* gpt_init allocating only the arenas named in `arenas` (GPT_ARENA_*);
+ * the others stay NULL, with NULL views, for an owner that holds them in
+ * another form (ZeRO's shards) and binds views with gpt_bind_unit.
+ * Parameters are initialised only when their arena is allocated. */
+enum { GPT_ARENA_PARAMS = 1, GPT_ARENA_GRADS = 2, GPT_ARENA_MOMENTS = 4,
+       GPT_ARENA_ALL = 7 };
+int gpt_init_arenas(struct gpt *m, const struct gpt_config *c, int tp,
+                    int tp_rank, int l0, int l1, uint64_t seed, int arenas,
+                    char *err, size_t errlen);
 void gpt_free(struct gpt *m);
+
+/* Point the views of one unit at other memory: block `layer`, or -1 for
+ * the embedding unit (wte, wpe, lnf of this stage).  params / grads are
+ * laid out as the arena from the unit's first tensor on (NULL: leave
+ * those views alone).  The arenas are not touched; gpt_free frees only
+ * the arenas. */
+void gpt_bind_unit(struct gpt *m, int layer, float *params, float *grads);
 
 /* Parameters in the global model (all stages, unsharded). */
 int64_t gpt_num_params(const struct gpt_config *c);
@@ -129,6 +166,23 @@ double gpt_flops_per_token(const struct gpt_config *c);
 /*
  * Activations of one micro-batch of B sequences of length T on this
  * stage, plus backward scratch.  Owned by the caller; allocate once.
+ */
+/*
+ * Recomputation (gpt_config.recompute) decides which of a block's
+ * activations a slot keeps; the others live in one shared work layer
+ * (scratch) that forward writes and backward recomputes:
+ *   none       everything is kept
+ *   selective  qkv and fch (the products' outputs backward reads), res1
+ *              and res2 (the residual stream) are kept; LayerNorm outputs
+ *              and statistics, the attention probabilities and output and
+ *              GELU's output are recomputed from them before the block's
+ *              backward (no products but attention's own, no tp traffic)
+ *   full       only res2 (the next block's input) is kept: the whole
+ *              block is recomputed from its input (its products, dropout
+ *              masks and tp all-reduces again) before its backward
+ * The recomputation runs the same kernels on the same inputs, so the
+ * gradients are bitwise those of none.  attproj and fcproj are read by
+ * no backward: kept only under none.
  */
 struct gpt_layer_acts { /* one block's saved activations */
     float *ln1, *ln1_mean, *ln1_rstd; /* (N,C) (N) (N) */
@@ -157,8 +211,12 @@ struct gpt_acts {
     float *datt;             /* (B,nh,T,T) */
     float *dF1, *dF2;        /* (N,F) */
     float *dlogits;          /* (N,Vp) */
+    struct gpt_layer_acts work; /* recompute: the tensors slots do not
+                                   keep (scratch, shared) */
     float *mem;              /* the one allocation behind all of these */
     size_t bytes;            /* its size, for the memory report */
+    size_t saved_bytes;      /* of which saved activations (the rest is
+                                scratch and the token copies) */
     size_t cap, ncap;        /* floats of mem, tokens of inp (and tgt) */
 };
 /* Allocate activations for micro-batches of B sequences of length T
@@ -172,6 +230,12 @@ int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T);
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner);
 void gpt_acts_free(struct gpt_acts *a);
+/* The bytes gpt_acts_init_shared would allocate for B x T (with an owner
+ * lending the scratch when shared), and *saved of them the saved
+ * activations; allocates nothing of that size.  -1 (SIZE_MAX): out of
+ * memory for the count itself. */
+size_t gpt_acts_bytes(const struct gpt *m, int B, int T, int shared,
+                      size_t *saved);
 /* Re-cut a's memory for micro-batches of B sequences of length T with
  * B * T no more than it was built for (sequence-length warm-up: shorter
  * sequences, more of them; the T x T attention buffers shrink).  owner

@@ -42,16 +42,19 @@ int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
                                  i ? &pl->slot[0] : NULL) < 0)
             goto oom;
         pl->act_bytes += pl->slot[i].bytes;
+        pl->saved_bytes += pl->slot[i].saved_bytes;
     }
     if (!m->last) { /* d(output) arrives from the next stage */
         if (!(pl->gin = tensor_arena_alloc((size_t)ns * pl->n)))
             goto oom;
         pl->act_bytes += (size_t)ns * pl->n * sizeof(float);
+        pl->link_bytes += (size_t)ns * pl->n * sizeof(float);
     }
     if (!m->first) { /* d(input) leaves for the previous stage */
         if (!(pl->gout = tensor_arena_alloc((size_t)ns * pl->n)))
             goto oom;
         pl->act_bytes += (size_t)ns * pl->n * sizeof(float);
+        pl->link_bytes += (size_t)ns * pl->n * sizeof(float);
     }
     return 0;
 oom:
@@ -60,6 +63,30 @@ oom:
 fail:
     pipeline_free(pl);
     return -1;
+}
+
+size_t pipeline_bytes(const struct gpt *m, int p, int s, enum pp_kind kind,
+                      int nmb, int B, int T)
+{
+    struct pp_schedule sc, ev;
+    char err[256];
+    if (pp_schedule_build(&sc, kind, p, s, nmb, 0, err, sizeof err) < 0)
+        return (size_t)-1;
+    if (pp_schedule_build(&ev, kind, p, s, nmb, 1, err, sizeof err) < 0) {
+        pp_schedule_free(&sc);
+        return (size_t)-1;
+    }
+    int ns = sc.nslots > ev.nslots ? sc.nslots : ev.nslots;
+    pp_schedule_free(&sc);
+    pp_schedule_free(&ev);
+    size_t saved, own = gpt_acts_bytes(m, B, T, 0, &saved);
+    size_t lent = gpt_acts_bytes(m, B, T, 1, &saved);
+    if (own == (size_t)-1 || lent == (size_t)-1)
+        return (size_t)-1;
+    size_t n = (size_t)B * (size_t)T * (size_t)m->cfg.n_embd;
+    size_t links = (size_t)(!m->last) + (size_t)(!m->first);
+    return own + (size_t)(ns - 1) * lent + links * (size_t)ns * n *
+           sizeof(float);
 }
 
 int pipeline_add_schedule(struct pipeline *pl, enum pp_kind kind, int k,

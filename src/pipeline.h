@@ -36,6 +36,8 @@ struct pipeline {
     struct gpt_acts *slot;    /* sc.nslots; slot[0] owns the scratch */
     float *gin, *gout;        /* nslots * n: d(output) in, d(input) out */
     size_t act_bytes;         /* activations and buffers, this rank */
+    size_t saved_bytes;       /* of which saved activations (all slots) */
+    size_t link_bytes;        /* of which gin/gout (communication) */
     /* the last step, this rank, seconds */
     double t_busy;            /* forward + backward compute */
     double t_total;           /* the whole schedule, first action to the
@@ -63,6 +65,11 @@ void pipeline_set_shape(struct pipeline *pl, const struct gpt *m, int k,
 /* Release the link (outstanding transfers cancelled or completed), then
  * the slots and buffers; pl may be zeroed or half built. */
 void pipeline_free(struct pipeline *pl);
+/* The act_bytes pipeline_init would reach for these arguments (slots and
+ * their scratch, the gradient links), computed without allocating them;
+ * (size_t)-1 on a bad schedule or no memory for the count. */
+size_t pipeline_bytes(const struct gpt *m, int p, int s, enum pp_kind kind,
+                      int nmb, int B, int T);
 
 /*
  * One training step's forward and backward: micro-batch k is

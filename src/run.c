@@ -12,6 +12,7 @@
 #include "bpe.h"
 #include "ckpt.h"
 #include "log.h"
+#include "mem_report.h"
 #include "mix.h"
 #include "train.h"
 
@@ -172,6 +173,7 @@ static int restore(struct run *r, char *err, size_t errlen)
             if (model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs,
                                 err, errlen) < 0)
                 return -1;
+            trainer_after_ckpt(tr);
             log_info(tr->g.world, "resumed from %s at step %" PRId64, path,
                      tr->st.step);
             return 0;
@@ -184,6 +186,7 @@ static int restore(struct run *r, char *err, size_t errlen)
             model_ckpt_load(&tr->g, &tr->m, c, path, 1, &tr->st, NULL, err,
                             errlen) < 0)
             return -1;
+        trainer_after_ckpt(tr);
         log_info(tr->g.world, "initialised weights from %s (fresh optimizer)",
                  path);
     }
@@ -246,6 +249,7 @@ static int save(struct run *r, char *err, size_t errlen)
         if (rc == 0)
             committed(r, path, tr->st.step);
     }
+    trainer_after_ckpt(tr);
     double stall = now_s() - t0;
     r->ckpt_s += stall;
     r->stall_s += stall;
@@ -301,6 +305,7 @@ static int setup(struct run *r, const struct config *c0, char *err,
         return -1;
     struct trainer *tr = &r->tr;
     grid_print_banner(&tr->g, stdout);
+    mem_report_banner(tr, stdout);
     if (tr->g.pp > 1 && tr->g.rank == 0) {
         printf("pipeline: %d stages, %s, %d micro-batches per step "
                "(bubble in theory %.3f); blocks per stage:", tr->g.pp,

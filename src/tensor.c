@@ -57,29 +57,32 @@ void tensor_table_free(struct tensor_table *tt)
     memset(tt, 0, sizeof(*tt));
 }
 
+void tensor_desc_init_range(const struct tensor_desc *d, float *out,
+                            size_t lo, size_t n, uint64_t seed)
+{
+    if (d->init_std == 0.0f) {
+        for (size_t k = 0; k < n; k++)
+            out[k] = d->init_const;
+        return;
+    }
+    uint64_t key = rng_key(seed, RNG_INIT, rng_hash_str(d->name));
+    size_t cols = (size_t)(d->ndim == 2 ? d->count[1] : d->count[0]);
+    int64_t gcols = d->ndim == 2 ? d->gshape[1] : d->gshape[0];
+    int64_t r0 = d->ndim == 2 ? d->start[0] : 0;
+    int64_t c0 = d->ndim == 2 ? d->start[1] : d->start[0];
+    for (size_t k = 0; k < n; k++) {
+        size_t e = lo + k, r = e / cols, c = e % cols;
+        uint64_t g = (uint64_t)((r0 + (int64_t)r) * gcols + c0 + (int64_t)c);
+        out[k] = d->init_std * rng_normal(key, g);
+    }
+}
+
 void tensor_table_init_params(const struct tensor_table *tt, float *params,
                               uint64_t seed)
 {
-    for (int i = 0; i < tt->n; i++) {
-        const struct tensor_desc *d = &tt->t[i];
-        float *p = params + d->off;
-        if (d->init_std == 0.0f) {
-            for (size_t k = 0; k < d->numel; k++)
-                p[k] = d->init_const;
-            continue;
-        }
-        uint64_t key = rng_key(seed, RNG_INIT, rng_hash_str(d->name));
-        int64_t rows = d->ndim == 2 ? d->count[0] : 1;
-        int64_t cols = d->ndim == 2 ? d->count[1] : d->count[0];
-        int64_t gcols = d->ndim == 2 ? d->gshape[1] : d->gshape[0];
-        int64_t r0 = d->ndim == 2 ? d->start[0] : 0;
-        int64_t c0 = d->ndim == 2 ? d->start[1] : d->start[0];
-        for (int64_t r = 0; r < rows; r++)
-            for (int64_t c = 0; c < cols; c++) {
-                uint64_t g = (uint64_t)((r0 + r) * gcols + c0 + c);
-                p[r * cols + c] = d->init_std * rng_normal(key, g);
-            }
-    }
+    for (int i = 0; i < tt->n; i++)
+        tensor_desc_init_range(&tt->t[i], params + tt->t[i].off, 0,
+                               tt->t[i].numel, seed);
 }
 
 float *tensor_arena_alloc(size_t n)

@@ -54,6 +54,10 @@ void tensor_table_free(struct tensor_table *tt);
  * constant.  Any sharding therefore initialises the same global tensor. */
 void tensor_table_init_params(const struct tensor_table *tt, float *params,
                               uint64_t seed);
+/* The same values for elements [lo, lo + n) of d's local block
+ * (row-major) only, into out (n floats): a shard of a tensor. */
+void tensor_desc_init_range(const struct tensor_desc *d, float *out,
+                            size_t lo, size_t n, uint64_t seed);
 
 /* 64-byte aligned zeroed arena of n floats, or NULL. Free with free(). */
 float *tensor_arena_alloc(size_t n);

@@ -11,6 +11,7 @@
 
 #include "ckpt.h"
 #include "log.h"
+#include "mem_report.h"
 #include "peak.h"
 
 static int check_layout(struct trainer *tr, char *err, size_t errlen)
@@ -71,6 +72,10 @@ static int event_of(const struct gpt *m, const struct tensor_desc *d)
 static void dp_hook(void *ctx, enum gpt_event ev, int layer)
 {
     struct trainer *tr = ctx;
+    if (tr->has_zx)
+        zero_exec_event(&tr->zx, ev, layer);
+    if (!tr->has_dp || ev > GPT_PROGRESS)
+        return;
     if (ev == GPT_PROGRESS) {
         bucketer_progress(&tr->bk);
         return;
@@ -82,11 +87,52 @@ static void dp_hook(void *ctx, enum gpt_event ev, int layer)
     bucketer_progress(&tr->bk);
 }
 
+/* ZeRO and offload: the shards and the executor of their reductions,
+ * over the dp group (built here for zero >= 1 even at dp = 1). */
+static int zero_init(struct trainer *tr, char *err, size_t errlen)
+{
+    const struct config *c = &tr->c;
+    int off = strcmp(c->offload, "optimizer") == 0;
+    if (c->zero == 0 && !off)
+        return 0;
+    if (c->zero > 0 && !tr->has_dpg) {
+        if (comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node) < 0) {
+            snprintf(err, errlen, "cannot build the data-parallel group");
+            return -1;
+        }
+        tr->has_dpg = 1;
+    }
+    if (c->zero >= 2) {
+        /* stages 2 and 3 reduce (and 3 gathers) per micro-batch: every dp
+         * rank of a stage must run as many micro-batches (stage 1 reduces
+         * once per step and takes unequal shares) */
+        int mm[2] = {tr->accum, -tr->accum};
+        MPI_Allreduce(MPI_IN_PLACE, mm, 2, MPI_INT, MPI_MAX, tr->g.dp_comm);
+        if (mm[0] != -mm[1]) {
+            snprintf(err, errlen, "zero=%d needs the same number of "
+                     "micro-batches on every data-parallel rank (they run "
+                     "%d to %d); use zero=1 with unequal batch shares",
+                     c->zero, -mm[1], mm[0]);
+            return -1;
+        }
+    }
+    if (zero_exec_init(&tr->zx, &tr->m, c->zero, c->zero ? &tr->dpg : NULL,
+                       &tr->pl.sc, &tr->pl.ev, off ? c->offload_dir : NULL,
+                       tr->g.rank, c->seed, err, errlen) < 0) {
+        zero_exec_free(&tr->zx);
+        return -1;
+    }
+    tr->has_zx = 1;
+    tr->m.hook = dp_hook;
+    tr->m.hook_ctx = tr;
+    return 0;
+}
+
 static int dp_init(struct trainer *tr, char *err, size_t errlen)
 {
     const struct config *c = &tr->c;
     struct gpt *m = &tr->m;
-    if (tr->g.dp == 1)
+    if (tr->g.dp == 1 || c->zero > 0)
         return 0;
     int n = m->tt.n, ne = m->cfg.n_layer + 2;
     struct bucket_tensor *bt = calloc((size_t)n, sizeof(*bt));
@@ -108,6 +154,7 @@ static int dp_init(struct trainer *tr, char *err, size_t errlen)
         bt[p].cols = d->ndim == 2 ? (size_t)d->count[1] : 0;
     }
     int rc = comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node);
+    tr->has_dpg = rc == 0;
     struct allreduce_tune tune;
     allreduce_tune_defaults(&tune);
     if (rc == 0 && c->allreduce_tune[0])
@@ -180,8 +227,16 @@ static int stage_init(struct trainer *tr, const struct gpt_config *gc,
     if (rc < 0)
         return -1;
     int l0 = tr->bound[g->pp_rank], l1 = tr->bound[g->pp_rank + 1];
-    if (gpt_init(&tr->m, gc, g->tp, g->tp_rank, l0, l1, tr->c.seed, err,
-                 errlen) < 0)
+    /* the arenas ZeRO and offload do not replace with shards */
+    int z = tr->c.zero, arenas = GPT_ARENA_ALL;
+    if (z > 0 || strcmp(tr->c.offload, "optimizer") == 0)
+        arenas &= ~GPT_ARENA_MOMENTS;
+    if (z >= 2)
+        arenas &= ~GPT_ARENA_GRADS;
+    if (z >= 3)
+        arenas &= ~GPT_ARENA_PARAMS;
+    if (gpt_init_arenas(&tr->m, gc, g->tp, g->tp_rank, l0, l1, tr->c.seed,
+                        arenas, err, errlen) < 0)
         return -1;
     tr->has_model = 1;
     enum pp_kind kind = PP_1F1B; /* one stage: gpipe would only hold all
@@ -217,8 +272,8 @@ static int tie_init(struct trainer *tr)
     return 0;
 }
 
-int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
-                 char *err, size_t errlen)
+static int trainer_build(struct trainer *tr, const struct config *c,
+                         MPI_Comm world, char *err, size_t errlen)
 {
     memset(tr, 0, sizeof(*tr));
     tr->c = *c;
@@ -243,6 +298,8 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
         return -1;
     if (comm_agree(world, dp_init(tr, err, errlen), err, errlen) < 0)
         return -1;
+    if (comm_agree(world, zero_init(tr, err, errlen), err, errlen) < 0)
+        return -1;
     tr->optim = !strcmp(c->optimizer, "lamb") ? OPT_LAMB
                 : !strcmp(c->optimizer, "onebit_adam") ? OPT_ONEBIT
                                                        : OPT_ADAMW;
@@ -260,6 +317,30 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     tr->sched.warmup = c->warmup_steps;
     tr->sched.steps = c->steps;
     tr->sched.cycle = c->lr_cycle;
+    return 0;
+}
+
+int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
+                 char *err, size_t errlen)
+{
+    struct config cc = *c;
+    if (c->micro_batch == CONFIG_MB_AUTO) {
+        /* the layout at micro-batches of 1 gives every role that does not
+         * depend on the micro-batch; mem_report computes the rest */
+        cc.micro_batch = 1;
+        int mb = 0, rc = trainer_build(tr, &cc, world, err, errlen);
+        if (rc == 0)
+            rc = mem_budget_pick(tr, &mb, err, errlen);
+        trainer_free(tr);
+        if (rc < 0)
+            return -1;
+        cc.micro_batch = mb;
+    }
+    if (trainer_build(tr, &cc, world, err, errlen) < 0)
+        return -1;
+    if (c->mem_budget_mb > 0 &&
+        comm_agree(world, mem_budget_check(tr, err, errlen), err, errlen) < 0)
+        return -1;
     double peak = sgemm_peak_gflops();
     MPI_Allreduce(&peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, world);
     return 0;
@@ -267,10 +348,12 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
 
 void trainer_free(struct trainer *tr)
 {
-    if (tr->has_dp) {
+    if (tr->has_zx)
+        zero_exec_free(&tr->zx);
+    if (tr->has_dp)
         bucketer_free(&tr->bk);
+    if (tr->has_dpg)
         comm_group_free(&tr->dpg);
-    }
     if (tr->has_tp)
         tp_ctx_free(&tr->tpc);
     free(tr->ev_first);
@@ -309,9 +392,13 @@ static double grad_norm(struct trainer *tr)
 {
     const struct gpt *m = &tr->m;
     double shard = 0.0, rep = 0.0;
-    for (int i = 0; i < m->tt.n; i++) {
+    /* the last stage's tied copy of wte: the first stage counts it */
+    int skip = !m->first && m->last ? tensor_table_find(&m->tt, "wte") : -1;
+    if (tr->has_zx && tr->zx.stage > 0) /* from the shards, over dp */
+        zero_exec_sumsq(&tr->zx, skip, &shard, &rep);
+    for (int i = 0; !(tr->has_zx && tr->zx.stage > 0) && i < m->tt.n; i++) {
         const struct tensor_desc *d = &m->tt.t[i];
-        if (!m->first && m->dwte && m->grads + d->off == m->dwte)
+        if (i == skip)
             continue;
         double s = sumsq(m->grads + d->off, d->numel);
         if (d->tp_dim >= 0)
@@ -345,9 +432,14 @@ static void tie_reduce(struct trainer *tr)
         return;
     size_t n = (size_t)gpt_vocab_padded(tr->m.cfg.vocab_size) *
                (size_t)tr->m.cfg.n_embd;
+    float *g = tr->m.dwte;
+    if (tr->has_zx && tr->zx.stage > 0) /* this rank's chunk of it: wte is
+                             cut alike on both stages, so their chunks match */
+        g = zero_exec_grad_of(&tr->zx, tensor_table_find(&tr->m.tt, "wte"),
+                              &n);
     for (size_t off = 0; off < n; off += (size_t)1 << 30) { /* int counts */
         size_t k = n - off < (size_t)1 << 30 ? n - off : (size_t)1 << 30;
-        if (MPI_Allreduce(MPI_IN_PLACE, tr->m.dwte + off, (int)k, MPI_FLOAT,
+        if (MPI_Allreduce(MPI_IN_PLACE, g + off, (int)k, MPI_FLOAT,
                           MPI_SUM, tr->tie_comm) != MPI_SUCCESS) {
             fprintf(stderr, "mpitron: rank %d: tied-embedding reduction "
                     "failed\n", tr->g.rank);
@@ -356,15 +448,44 @@ static void tie_reduce(struct trainer *tr)
     }
 }
 
+/* The tied embedding as this rank holds it: whole, or its ZeRO chunk;
+ * p[0..2]: parameters, m, v; *n floats each. */
+static void tied_copy(struct trainer *tr, float **p, size_t *n)
+{
+    struct gpt *m = &tr->m;
+    int t = tensor_table_find(&m->tt, "wte");
+    const struct model_shards *sh = m->shards;
+    *n = m->tt.t[t].numel; /* the padded vocabulary's rows */
+    size_t off = m->tt.t[t].off;
+    p[0] = m->params ? m->params + off : NULL;
+    p[1] = m->m ? m->m + off : NULL;
+    p[2] = m->v ? m->v + off : NULL;
+    for (int i = 0; sh && i < sh->nseg; i++)
+        if (sh->seg[i].tensor == t) { /* this rank's run of wte */
+            size_t so = sh->seg[i].shard_off;
+            if (sh->params) {
+                p[0] = sh->p + so;
+                *n = sh->seg[i].len;
+            } else {
+                p[0] = m->params + off + sh->seg[i].t_off;
+            }
+            p[1] = sh->m + so;
+            p[2] = sh->v + so;
+            *n = sh->seg[i].len;
+            return;
+        }
+    if (sh)
+        *n = 0; /* holds none of it */
+}
+
 int trainer_tie_check(struct trainer *tr)
 {
     int drift = 0;
+    trainer_sync(tr);
     if (tr->has_tie && tr->tie_comm != MPI_COMM_NULL) {
-        struct gpt *m = &tr->m;
-        size_t n = (size_t)gpt_vocab_padded(m->cfg.vocab_size) *
-                   (size_t)m->cfg.n_embd;
-        size_t off = (size_t)(m->wte - m->params);
-        float *arena[3] = {m->params, m->m, m->v};
+        size_t n, off = 0;
+        float *arena[3];
+        tied_copy(tr, arena, &n);
         uint64_t h[3], lo[3], hi[3];
         for (int k = 0; k < 3; k++)
             h[k] = ckpt_hash64(arena[k] + off, n * sizeof(float));
@@ -492,6 +613,13 @@ static void optimizer_step(struct trainer *tr, float scale, double lr)
     }
     int frozen = onebit_frozen(tr), mom = onebit_momentum(tr);
     struct gpt *m = &tr->m;
+    if (tr->has_zx) { /* shards, offloaded moments (AdamW: config.c) */
+        float rates[m->tt.n > 0 ? m->tt.n : 1];
+        for (int i = 0; i < m->tt.n; i++)
+            rates[i] = tensor_lr(tr, &m->tt.t[i], lr);
+        zero_exec_update(&tr->zx, &hp, scale, rates);
+        return;
+    }
     for (int i = 0; i < m->tt.n; i++) {
         const struct tensor_desc *d = &m->tt.t[i];
         hp.lr = tensor_lr(tr, d, lr);
@@ -533,14 +661,20 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
     double loss = 0.0;
     if (tr->has_dp)
         bucketer_begin(&tr->bk, tr->st.step);
+    if (tr->has_zx)
+        zero_exec_begin(&tr->zx, 1);
     struct gpt_pos pos = {
         .step = tr->st.step, .seed = c->seed, .train = 1,
         .seq0 = (int64_t)tr->g.dp_rank * sh->per_rank, .dstart = b->dstart,
     };
     loss = pipeline_train(&tr->pl, &tr->m, b->inp, b->tgt, dloss, &pos);
     double t1 = now_s();
+    /* ZeRO's waits inside the schedule: exposed communication */
+    double zwait = tr->has_zx && tr->zx.has_comm ? tr->zx.zc.t_wait : 0.0;
     if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
         MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
+    if (tr->has_zx && zero_exec_finish(&tr->zx) < 0)
+        MPI_Abort(tr->g.world, 3);
     tie_reduce(tr);
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
     if (tr->g.pp > 1) /* the loss is the last stage's */
@@ -557,9 +691,9 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
     tr->st.tokens_seen += (int64_t)sh->B * (int64_t)sh->T;
     if (tm) {
         tm->pp_wait = tr->pl.t_total - tr->pl.t_busy;
-        tm->compute = (t1 - t0) - tm->pp_wait + (t3 - t2);
+        tm->compute = (t1 - t0) - tm->pp_wait - zwait + (t3 - t2);
         tm->optim = t3 - t2;
-        tm->comm = t2 - t1;
+        tm->comm = t2 - t1 + zwait;
         tm->total = t3 - t0;
         tm->comm_overlapped = 0.0;
         tm->wire_bytes = 0;
@@ -568,6 +702,11 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
             double hidden = tr->bk.t_comm - tr->bk.t_wait;
             tm->comm_overlapped = hidden > 0 ? hidden : 0.0;
             tm->wire_bytes = tr->bk.wire_bytes;
+        }
+        if (tr->has_zx && tr->zx.has_comm) {
+            double hidden = zero_comm_busy(&tr->zx.zc) - tr->zx.zc.t_wait;
+            tm->comm_overlapped = hidden > 0 ? hidden : 0.0;
+            tm->wire_bytes = tr->zx.zc.wire_bytes;
         }
     }
     *gnorm = norm;
@@ -597,6 +736,8 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
     double sum[2] = {0.0, 0.0}; /* loss, bytes of the targets */
     pipeline_set_shape(&tr->pl, &tr->m, tr->accum, tr->mb, T);
     for (int j = 0; j < c->val_batches; j++) {
+        if (tr->has_zx)
+            zero_exec_begin(&tr->zx, 0);
         int64_t seq0 = (int64_t)tr->g.dp_rank * tr->per_rank;
         for (int k = 0; k < tr->accum; k++) {
             size_t off = (size_t)k * tr->mb * T;
@@ -620,4 +761,16 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
     if (bpb)
         *bpb = tok_bytes && sum[1] > 0 ? sum[0] / sum[1] / log(2.0) : 0.0;
     return sum[0] / ((double)c->val_batches * c->batch_size * T);
+}
+
+void trainer_sync(struct trainer *tr)
+{
+    if (tr->has_zx && zero_exec_sync(&tr->zx) < 0)
+        MPI_Abort(tr->g.world, 3);
+}
+
+void trainer_after_ckpt(struct trainer *tr)
+{
+    if (tr->has_zx)
+        zero_exec_after_ckpt(&tr->zx);
 }

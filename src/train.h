@@ -21,6 +21,7 @@
 #include "optim.h"
 #include "pipeline.h"
 #include "tp.h"
+#include "zero_exec.h"
 
 struct step_times {      /* seconds, this rank, one step; total =
                             compute + comm + pp_wait (+ data outside) */
@@ -45,8 +46,8 @@ struct trainer {
     int mb, accum;       /* micro-batch size, micro-batches per step */
     double peak_gflops;  /* sgemm peak summed over all ranks */
     /* data parallelism: the dp group and its gradient buckets */
-    struct comm_group dpg;
-    struct bucketer bk;
+    struct comm_group dpg;   /* built when dp > 1 or zero >= 1 */
+    struct bucketer bk;      /* zero = 0, dp > 1 */
     int *ev_first, *ev_count; /* per backward event: production-order
                                  range of tensors made final */
     float **st_p;        /* per-rank compression state, by bucket */
@@ -62,7 +63,11 @@ struct trainer {
      * tensor: ||p||^2, ||u||^2) */
     enum optim_kind { OPT_ADAMW, OPT_LAMB, OPT_ONEBIT } optim;
     double *lamb_ss;
+    /* ZeRO (zero >= 1) and optimizer offload: shards, their reductions
+     * and the update */
+    struct zero_exec zx;
     int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
+    int has_dpg, has_zx;
 };
 
 /* This rank's state that checkpoints save per rank (compression
@@ -104,6 +109,16 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
  * copy.  Returns 1 on every rank if any pair had drifted, else 0 (always
  * 0 without pipeline parallelism).  Collective over world. */
 int trainer_tie_check(struct trainer *tr);
+
+/* Parameters whole and no ZeRO operation in flight (the all-gathers
+ * after an update run behind the next forward): call before reading the
+ * parameters outside a step (checkpoint, validation, tie check).
+ * Collective over the dp group; a no-op without ZeRO. */
+void trainer_sync(struct trainer *tr);
+/* After a checkpoint was read into the model (and its shards) or written
+ * from it: ZeRO stage 3 forgets its gathered units, offloaded moments
+ * that the checkpoint I/O paged in leave this process's memory. */
+void trainer_after_ckpt(struct trainer *tr);
 
 /* `mpitron train`: the whole run.  Returns the process exit status. */
 int train_main(const struct config *c);

@@ -22,6 +22,7 @@ case $(basename "$prog") in
     test_bucket) nps="1 2 3 4" ;;
     test_tp) nps="1 2 3 4" ;;
     test_pp) nps="1 2 3 4" ;;
+    test_zero) nps="1 2 3 4" ;;
     *) exec "$prog" "$@" ;;
 esac
 for np in $nps; do

@@ -18,7 +18,15 @@
 #     within 0.05 of ln 50257; sample refuses them, naming --tokenizer;
 #  5. doc_mask=1 on two-line documents: dp = 2 and pp = 2
 #     train the same model as one rank (losses and validation within
-#     1e-5), and the mask changes the run.
+#     1e-5), and the mask changes the run;
+#  6. micro_batch=auto at pp = 2: with a budget between the computed
+#     totals of micro_batch=2 and 4 (fixed runs' bench step reports) it
+#     picks 2 and reaches exactly that total; below micro_batch=1's total
+#     it refuses, naming mem_budget_mb; a fixed micro_batch above the
+#     budget is refused;
+#  7. lr_layer_decay under zero=2 (its sharded update) at dp = 2 trains as
+#     zero=0 does, and attn=sparse with doc_mask and recompute=full as
+#     recompute=none does (losses within 1e-5).
 . "$(dirname "$0")/equiv_lib.sh"
 
 STEPS=12
@@ -151,4 +159,51 @@ for run in doc_dp2 doc_pp2; do
 done
 train 1 doc_off
 ! cmp -s "$W/doc_serial.loss" "$W/doc_off.loss" || fail "doc_mask changed nothing"
+
+# 6. micro_batch=auto against the computed totals of fixed micro-batches
+A="--data=$W/data --n_layer=2 --n_embd=64 --n_head=4 --seq_len=64
+   --batch_size=16 --pp=2 --threads=1 --bench_steps=1 --bench_warmup=0"
+bench_mem() { # name keys...: the largest computed_mb over the ranks
+    n=$1; shift
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" bench step $A "$@" \
+        > "$W/$n.bench" 2>&1 || { cat "$W/$n.bench"; fail "bench $n"; }
+    tail -n 1 "$W/$n.bench" | tr ',' '\n' |
+        sed -n 's/.*"computed_mb":\([0-9.]*\).*/\1/p' | sort -g | tail -n 1
+}
+c1=$(bench_mem mb1 --micro_batch=1)
+c2=$(bench_mem mb2 --micro_batch=2)
+c4=$(bench_mem mb4 --micro_batch=4)
+budget=$(awk -v a="$c2" -v b="$c4" 'BEGIN { x = int(b); if (x == b) x--;
+    exit !(x >= a) } END { print x }' < /dev/null) \
+    || fail "no whole MiB between $c2 and $c4"
+ca=$(bench_mem auto --micro_batch=auto --mem_budget_mb="$budget")
+echo "micro_batch=auto: budget $budget MiB, picked $ca MiB" \
+     "(micro_batch 1, 2, 4: $c1, $c2, $c4 MiB)"
+grep -q '"micro_batches":8' "$W/auto.bench" || fail "auto did not pick 2"
+[ "$ca" = "$c2" ] || fail "auto's total $ca is not micro_batch=2's $c2"
+low=$(awk -v a="$c1" 'BEGIN { print int(a) - (int(a) == a) }')
+! $MPIRUN -np 2 --oversubscribe "$MPITRON" bench step $A --micro_batch=auto \
+    --mem_budget_mb="$low" > "$W/low.log" 2>&1 || fail "auto under budget"
+grep -q "even micro_batch=1 needs .* above mem_budget_mb=$low" "$W/low.log" \
+    || { cat "$W/low.log"; fail "auto's refusal"; }
+! $MPIRUN -np 2 --oversubscribe "$MPITRON" bench step $A --micro_batch=4 \
+    --mem_budget_mb="$budget" > "$W/over.log" 2>&1 || fail "mb=4 over budget"
+grep -q "exceeds mem_budget_mb=$budget" "$W/over.log" \
+    || { cat "$W/over.log"; fail "the budget's refusal"; }
+pass=$((pass + 1))
+
+# 7. lr_layer_decay through ZeRO's sharded update; recomputation of
+# block-sparse attention over documents
+M="--data=$W/docs --n_layer=2 --n_embd=64 --n_head=4 --n_kv_head=2
+   --seq_len=32 --batch_size=8 --steps=6 --warmup_steps=2 --lr=3e-3
+   --log_every=1 --val_every=3 --ckpt_every=0 --lr_layer_decay=0.7"
+train 2 decay_dp2
+train 2 decay_zero2 --zero=2
+compare decay_dp2 decay_zero2 || fail "lr_layer_decay under zero=2 differs"
+pass=$((pass + 1))
+M="$M --attn=sparse --attn_block=8 --attn_stride=2 --doc_mask=1"
+train 1 sparse_none
+train 1 sparse_full --recompute=full
+compare sparse_none sparse_full || fail "recompute=full with attn=sparse differs"
+pass=$((pass + 1))
 echo "$pass passed, 0 failed"

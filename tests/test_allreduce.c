@@ -308,6 +308,68 @@ static void test_hier_layouts(void **state)
     verdict();
 }
 
+/* ---- the ring's halves: reduce-scatter, all-gather ---------------------- */
+
+/* Runs one half to completion; *wire: the bytes this rank sent. */
+static int run_half(const struct allreduce_algo *a, const struct comm_group *g,
+                    float *buf, size_t n, uint64_t *wire)
+{
+    struct comm_op op;
+    size_t bytes = a->scratch(g, n);
+    void *scratch = malloc(bytes ? bytes : 1);
+    allreduce_op_init(&op, a, g, buf, n, scratch, bytes);
+    int rc = comm_op_start(&op);
+    if (rc == 0)
+        rc = comm_op_wait(&op);
+    *wire = op.wire_bytes;
+    free(scratch);
+    return rc;
+}
+
+/* Reduce-scatter leaves this rank's own chunk (chunk rank + 1, by the
+ * test's own partition arithmetic) with the ring's bits; poisoning the
+ * rest and all-gathering gives the whole ring result, on every rank. */
+static void test_halves(void **state)
+{
+    (void)state;
+    struct comm_group g;
+    struct bufs b;
+    bufs_alloc(&b, lengths[NLEN - 1]);
+    assert_int_equal(group_make(&g, 1), 0);
+    for (size_t k = 0; k < NLEN; k++) {
+        size_t n = lengths[k], q = n / (size_t)wsize, r = n % (size_t)wsize;
+        size_t c = (size_t)((wrank + 1) % wsize);
+        size_t lo = c * q + (c < r ? c : r), len = q + (c < r);
+        size_t off, l2, c2 = (size_t)((wrank + 2) % wsize);
+        size_t len2 = q + (c2 < r); /* chunk rank + 2: never sent by AG */
+        uint64_t wire;
+        comm_ring_own(n, wsize, wrank, &off, &l2);
+        CHECK(off == lo && l2 == len, "n %zu own [%zu,+%zu) want [%zu,+%zu)",
+              n, off, l2, lo, len);
+        expected("ring", wsize, 1, n, 1, b.want);
+        fill(b.buf, n, wrank, 1);
+        CHECK(run_half(comm_reduce_scatter, &g, b.buf, n, &wire) == 0,
+              "rs %zu", n);
+        /* sends every chunk but its own: (p-1)/p of the bytes */
+        CHECK(wire == (wsize > 1 && n ? (n - len) * 4 : 0), "rs %zu wire "
+              "%llu", n, (unsigned long long)wire);
+        check_bits(b.buf + lo, b.want + lo, len, "own chunk after "
+                   "reduce-scatter", "reduce_scatter", 1);
+        for (size_t i = 0; i < n; i++)
+            if (i < lo || i >= lo + len)
+                b.buf[i] = NAN;
+        CHECK(run_half(comm_allgather, &g, b.buf, n, &wire) == 0, "ag %zu",
+              n);
+        CHECK(wire == (wsize > 1 && n ? (n - len2) * 4 : 0), "ag %zu wire "
+              "%llu", n, (unsigned long long)wire);
+        check_bits(b.buf, b.want, n, "all-gathered", "allgather", 1);
+        check_same_everywhere(b.buf, b.tmp, n, "allgather", 1);
+    }
+    comm_group_free(&g);
+    bufs_free(&b);
+    verdict();
+}
+
 /* ---- several operations in flight on one group --------------------------- */
 
 #define NOPS 5
@@ -525,6 +587,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_flat_algorithms),
         cmocka_unit_test(test_hier_layouts),
         cmocka_unit_test(test_in_flight),
+        cmocka_unit_test(test_halves),
         cmocka_unit_test(test_find_and_pick),
         cmocka_unit_test(test_tune_load),
     };

@@ -558,6 +558,83 @@ static void test_roundtrip_resharded(void **state)
     tensors_free(t, N_SPECS);
 }
 
+/* A ZeRO shard: rank r's part of a flat split of its hyperslab (write
+ * whole tensors as flat ranges, read sub-boxes as flat ranges, 1-D to
+ * 3-D, ranks with nothing, ranges starting and ending inside rows). */
+static void flat_make(struct ckpt_tensor *t, const char *name, int ndim,
+                      const int64_t *gshape, const int64_t *start,
+                      const int64_t *count, int part, int parts)
+{
+    int64_t box = 1;
+    memset(t, 0, sizeof *t);
+    t->name = name;
+    t->ndim = ndim;
+    for (int d = 0; d < ndim; d++) {
+        t->gshape[d] = gshape[d];
+        t->start[d] = start[d];
+        t->count[d] = count[d];
+        box *= count[d];
+    }
+    block(box, parts, part, &t->flat_off, &t->flat_len);
+    if (t->flat_len == 0)
+        memset(t->count, 0, sizeof t->count); /* holds nothing */
+    t->data = malloc(sizeof(float) * (size_t)(t->flat_len + 1));
+    assert_non_null(t->data);
+}
+
+static void test_flat_ranges(void **state)
+{
+    static const struct spec sp[] = {
+        {"/model/a", 2, {7, 5}, 0, 0, 0, 0},
+        {"/model/b", 3, {3, 4, 6}, 0, 0, 0, 0},
+        {"/model/c", 1, {13}, 0, 0, 0, 0},
+    };
+    const int64_t zero[3] = {0, 0, 0};
+    const int64_t sub_s[3][3] = {{2, 1, 0}, {1, 1, 2}, {3, 0, 0}};
+    const int64_t sub_c[3][3] = {{4, 3, 0}, {2, 3, 3}, {9, 0, 0}};
+    char dir[512], path[512], err[1024] = "";
+    struct ckpt_tensor t[3];
+    struct ckpt_meta m = meta_make(1, "n_layer = 1\n");
+    (void)state;
+
+    /* written as flat ranges of whole tensors, one per rank (ranges
+     * start and end inside rows) */
+    for (int i = 0; i < 3; i++) {
+        flat_make(&t[i], sp[i].name, sp[i].ndim, sp[i].gshape, zero,
+                  sp[i].gshape, g_rank, g_size);
+        for (int64_t k = 0; k < t[i].flat_len; k++)
+            t[i].data[k] = value(i + 1, gflat(&t[i], t[i].flat_off + k));
+    }
+    subdir(dir, sizeof dir, "flat");
+    if (ckpt_save(MPI_COMM_WORLD, dir, &m, t, 3, path, sizeof path, err,
+                  sizeof err))
+        fail_msg("save: %s", err);
+    tensors_free(t, 3);
+    h5_serial_check(path, sp, 3);
+    /* read back: flat ranges of sub-boxes, split in g_size + 1 parts of
+     * which this rank takes part g_rank + 1 (rank 0 also part 0) */
+    for (int pass = 0; pass < 2; pass++) {
+        int part = pass == 0 ? g_rank + 1 : 0;
+        for (int i = 0; i < 3; i++)
+            flat_make(&t[i], sp[i].name, sp[i].ndim, sp[i].gshape,
+                      sub_s[i], sub_c[i], part, g_size + 1);
+        if (pass == 1 && g_rank != 0)
+            for (int i = 0; i < 3; i++) {
+                memset(t[i].count, 0, sizeof t[i].count);
+                t[i].flat_len = 0;
+            }
+        if (ckpt_read_tensors(MPI_COMM_WORLD, path, t, 3, err, sizeof err))
+            fail_msg("read: %s", err);
+        for (int i = 0; i < 3; i++)
+            for (int64_t k = 0; k < t[i].flat_len; k++)
+                if (t[i].data[k] != value(i + 1, gflat(&t[i],
+                                                         t[i].flat_off + k)))
+                    fail_msg("rank %d %s flat %lld: %g", g_rank, t[i].name,
+                             (long long)(t[i].flat_off + k), t[i].data[k]);
+        tensors_free(t, 3);
+    }
+}
+
 static void test_meta_roundtrip(void **state)
 {
     char dir[512], path[512], err[1024] = "", cfg[6000];
@@ -1881,6 +1958,7 @@ int main(int argc, char **argv)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip_resharded),
+        cmocka_unit_test(test_flat_ranges),
         cmocka_unit_test(test_meta_roundtrip),
         cmocka_unit_test(test_string_attrs_variable),
         cmocka_unit_test(test_shape_mismatch),

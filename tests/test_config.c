@@ -102,9 +102,13 @@ static void test_defaults(void **state)
     assert_true(c.bucket_mb == 25.0f);
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
+    assert_int_equal(c.zero, 0);
+    assert_string_equal(c.recompute, "none");
+    assert_string_equal(c.offload, "none");
+    assert_string_equal(c.offload_dir, "");
 
-    /* 11 model + 20 optim + 4 data + 10 run + 10 parallel keys */
-    assert_int_equal(config_nkeys, 55);
+    /* 11 model + 20 optim + 4 data + 14 run + 11 parallel keys */
+    assert_int_equal(config_nkeys, 60);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -141,6 +145,22 @@ static void expect_bad(const char *key, const char *value, const char *sub)
     assert_has(err, sub);
     assert_has(err, key);
     assert_memory_equal(&c, &before, sizeof c); /* unchanged on error */
+}
+
+/* micro_batch = auto: parsed, written back as "auto" by config_to_text */
+static void test_micro_batch_auto(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[ERRLEN] = "";
+    config_defaults(&c);
+    assert_int_equal(config_set(&c, "micro_batch", "auto", "cli", err,
+                                sizeof err), 0);
+    assert_int_equal(c.micro_batch, CONFIG_MB_AUTO);
+    char *text = config_to_text(&c);
+    assert_non_null(text);
+    assert_has(text, "micro_batch = auto\n");
+    free(text);
 }
 
 static void test_set_errors(void **state)
@@ -215,6 +235,13 @@ static void test_set_errors(void **state)
     expect_bad("attn", "flash", "full, linear, sparse");
     expect_bad("attn_block", "0", "> 0");
     expect_bad("attn_stride", "-1", "> 0");
+    expect_bad("micro_batch", "-2", "auto or >= 0");
+    expect_bad("micro_batch", "autox", "integer");
+    expect_bad("mem_budget_mb", "-1", ">= 0");
+    expect_bad("zero", "4", "must be 0, 1, 2 or 3");
+    expect_bad("zero", "-1", "must be 0, 1, 2 or 3");
+    expect_bad("recompute", "some", "must be none, selective or full");
+    expect_bad("offload", "params", "must be none or optimizer");
     expect_bad("data", "a\nb", "control character");
 
     char longs[CONFIG_STR_MAX + 8];
@@ -287,6 +314,24 @@ static void test_finalize(void **state)
                     "which the tied embedding's two stages would each add, "
                     "and bounds the gradient norm by ranks' local norms "
                     "that tp ranks do not share");
+    expect_finalize((const char *[]){"zero", "2", "compress", "fp16", NULL},
+                    "compress=fp16 with zero=2: ZeRO reduce-scatters the "
+                    "gradient, and every codec is an all-reduce with a "
+                    "residual the size of the whole gradient; use "
+                    "compress=none (or zero=0)");
+    expect_finalize((const char *[]){"micro_batch", "auto", NULL},
+                    "micro_batch=auto needs mem_budget_mb > 0: the per-rank "
+                    "memory the micro-batch must fit");
+    expect_finalize((const char *[]){"offload", "optimizer", "optimizer",
+                                     "lamb", NULL},
+                    "optimizer=lamb with zero=0 offload=optimizer: ZeRO and "
+                    "offload update their shards with AdamW only; use "
+                    "optimizer=adamw (or zero=0 and offload=none)");
+    expect_finalize((const char *[]){"zero", "1", "batch_ramp", "4:10",
+                                     NULL},
+                    "batch_ramp=4:10 with zero=1: ZeRO plans its reductions "
+                    "for a fixed number of micro-batches per step; use zero=0 "
+                    "(or batch_ramp=0)");
 
     struct config c;
     char err[ERRLEN] = "";
@@ -675,6 +720,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_set_errors),
+        cmocka_unit_test(test_micro_batch_auto),
         cmocka_unit_test(test_finalize),
         cmocka_unit_test(test_ini),
         cmocka_unit_test(test_load_file),

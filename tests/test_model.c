@@ -11,7 +11,11 @@
  *    (activations forward, their gradients back, the tied wte gradient
  *    of the first and last stage summed), gives the whole model's loss
  *    and every gradient, with micro-batches' activations held in slots
- *    that share one scratch.
+ *    that share one scratch;
+ *  - activation recomputation: selective and full give bitwise the
+ *    gradients of none, with two micro-batches' slots sharing one work
+ *    layer (both forwards before both backwards), and keep what model.h
+ *    says they keep.
  * Runs under mpirun -np 1 (the trainer builds a process grid).
  */
 #include <math.h>
@@ -567,6 +571,90 @@ static void test_lr_layer_decay(void **state)
     trainer_free(&b);
 }
 
+/* none, selective and full on the same two micro-batches: both
+ * forwards, then both backwards in reverse, the second slot sharing the
+ * first's scratch and work layer; the losses and every gradient bit must
+ * agree.  Returns each mode's saved bytes.  dst: document starts (both
+ * micro-batches), or NULL. */
+static void recompute_case(struct gpt_config c, const int32_t *dst,
+                           size_t saved[3])
+{
+    const int B = 2, T = 8;
+    size_t N = (size_t)B * T;
+    int32_t tok[4][16];
+    for (int k = 0; k < 4; k++)
+        tokens(tok[k], N, c.vocab_size, 40 + (uint64_t)k);
+    struct gpt m[3];
+    double loss[3];
+    char err[256];
+    for (int mode = 0; mode < 3; mode++) {
+        c.recompute = (enum gpt_recompute)mode;
+        struct gpt_acts a0, a1;
+        assert_int_equal(gpt_init(&m[mode], &c, 1, 0, 0, c.n_layer, 7, err,
+                                  sizeof(err)), 0);
+        assert_int_equal(gpt_acts_init_shared(&a0, &m[mode], B, T, NULL), 0);
+        assert_int_equal(gpt_acts_init_shared(&a1, &m[mode], B, T, &a0), 0);
+        struct gpt_pos p0 = {.step = 3, .seq0 = 0, .seed = 11, .train = 1,
+                             .dstart = dst};
+        struct gpt_pos p1 = p0;
+        p1.seq0 = B;
+        gpt_zero_grad(&m[mode]);
+        loss[mode] = gpt_forward(&m[mode], &a0, tok[0], tok[1], &p0);
+        loss[mode] += gpt_forward(&m[mode], &a1, tok[2], tok[3], &p1);
+        gpt_backward(&m[mode], &a1, 0.5f / (float)N, &p1);
+        gpt_backward(&m[mode], &a0, 0.5f / (float)N, &p0);
+        saved[mode] = a0.saved_bytes;
+        if (mode == 0)
+            assert_true(m[mode].recompute_time == 0.0);
+        else
+            assert_true(m[mode].recompute_time > 0.0);
+        gpt_acts_free(&a1);
+        gpt_acts_free(&a0);
+    }
+    for (int mode = 1; mode < 3; mode++) {
+        if (memcmp(&loss[0], &loss[mode], sizeof(double)) != 0)
+            fail_msg("attn %d: loss %.17g with recompute %d, %.17g "
+                     "without", c.attn, loss[mode], mode, loss[0]);
+        assert_memory_equal(m[0].grads, m[mode].grads,
+                            m[0].tt.total * sizeof(float));
+    }
+    for (int mode = 0; mode < 3; mode++)
+        gpt_free(&m[mode]);
+}
+
+/* The recomputation of every attention kind (GQA, dropout; a sliding
+ * window for full, document bounds for linear and sparse), and the saved
+ * activations shrinking as model.h says. */
+static void test_recompute_bitwise(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 3, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 8, .vocab_size = 13,
+                           .attn_window = 5, .dropout = 0.2f};
+    size_t saved[3];
+    recompute_case(c, NULL, saved);
+    /* full keeps res2 per block, selective res1, res2, qkv and fch; the
+     * embedding output and the head's tensors (lnf, its statistics,
+     * probs, losses, lse) stay */
+    size_t N = 16, C = 16, Q = (4 + 2 * 2) * 4, F = 64, V = 13, L = 3;
+    size_t head = N * C + 2 * N + N * V + 2 * N, emb = N * C;
+    assert_int_equal(saved[2], 4 * (emb + L * N * C + head));
+    assert_int_equal(saved[1],
+                     4 * (emb + L * (2 * N * C + N * Q + N * F) + head));
+    assert_true(saved[0] > saved[1]);
+    int32_t dst[16];
+    for (int t = 0; t < 16; t++) /* documents at 0, 3 | 0, 5 */
+        dst[t] = t < 8 ? (t < 3 ? 0 : 3) : (t < 13 ? 0 : 5);
+    c.attn_window = 0;
+    c.doc_mask = 1;
+    c.attn = ATTN_LINEAR;
+    recompute_case(c, dst, saved);
+    c.attn = ATTN_SPARSE;
+    c.attn_block = 2;
+    c.attn_stride = 3;
+    recompute_case(c, dst, saved);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -582,6 +670,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_kv_cache_matches_forward),
         cmocka_unit_test(test_doc_mask),
         cmocka_unit_test(test_gradcheck_attention_kinds),
+        cmocka_unit_test(test_recompute_bitwise),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();

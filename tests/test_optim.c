@@ -17,7 +17,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "model.h"
+#include "offload.h"
 #include "optim.h"
+#include "zero_exec.h"
+
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 /* |got - want| <= rel * |want| + abs_tol, with a readable failure */
 static void check_close(double got, double want, double rel, double abs_tol,
@@ -470,6 +477,76 @@ static void test_lr_layer_scale(void **state)
                 "0.8^10", 0);
 }
 
+/* ------------------------------------------------------------- offload */
+
+/* The optimizer with its moments offloaded (zero_exec, stage 0) against
+ * plain AdamW over the tensors: a model of 1.7M parameters spans two
+ * streaming blocks, with tensors across the block boundary; three steps
+ * must give the same bits (parameters and moments).  The offload file is
+ * unlinked from the start; a directory that is a file is refused, named. */
+static void test_offload_update_bitwise(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/mpitron-test-offload-XXXXXX", err[512] = "";
+    assert_non_null(mkdtemp(dir));
+    struct gpt_config c = {.n_layer = 2, .n_embd = 256, .n_head = 4,
+                           .n_kv_head = 4, .seq_len = 16, .vocab_size = 256};
+    struct gpt ref, off;
+    assert_int_equal(gpt_init(&ref, &c, 1, 0, 0, 2, 5, err, sizeof err), 0);
+    assert_int_equal(gpt_init_arenas(&off, &c, 1, 0, 0, 2, 5,
+                                     GPT_ARENA_PARAMS | GPT_ARENA_GRADS, err,
+                                     sizeof err), 0);
+    assert_null(off.m);
+    assert_true(ref.tt.total > OFFLOAD_BLOCK + 1000);
+    struct pp_schedule sc;
+    assert_int_equal(pp_schedule_build(&sc, PP_1F1B, 1, 0, 1, 0, err,
+                                       sizeof err), 0);
+    struct zero_exec zx;
+    if (zero_exec_init(&zx, &off, 0, NULL, &sc, &sc, dir, 0, 5, err,
+                       sizeof err) != 0)
+        fail_msg("%s", err);
+    /* the file is already unlinked */
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "test -z \"$(ls -A %s)\"", dir);
+    assert_int_equal(system(cmd), 0);
+    struct adamw_hp hp = {.lr = 1e-2f, .beta1 = 0.9f, .beta2 = 0.95f,
+                          .eps = 1e-8f, .weight_decay = 0.1f};
+    for (int step = 1; step <= 3; step++) {
+        for (size_t i = 0; i < ref.tt.total; i++)
+            ref.grads[i] = off.grads[i] =
+                (float)((int)((i * 7919 + (size_t)step * 13) % 2001) - 1000) *
+                1e-3f;
+        hp.t = step;
+        for (int t = 0; t < ref.tt.n; t++) {
+            const struct tensor_desc *d = &ref.tt.t[t];
+            adamw_update(ref.params + d->off, ref.grads + d->off,
+                         ref.m + d->off, ref.v + d->off, d->numel, &hp, 0.5f,
+                         d->decay);
+        }
+        zero_exec_update(&zx, &hp, 0.5f, NULL);
+    }
+    size_t n = ref.tt.total * sizeof(float);
+    assert_memory_equal(ref.params, off.params, n);
+    assert_memory_equal(ref.m, zx.m_shard, n);
+    assert_memory_equal(ref.v, zx.v_shard, n);
+    zero_exec_free(&zx);
+    assert_null(off.shards);
+    /* a directory that is a file */
+    char file[600];
+    snprintf(file, sizeof file, "%s/f", dir);
+    FILE *f = fopen(file, "w");
+    assert_non_null(f);
+    fclose(f);
+    struct offload o;
+    assert_int_equal(offload_init(&o, file, 10, 3, err, sizeof err), -1);
+    assert_non_null(strstr(err, file));
+    unlink(file);
+    rmdir(dir);
+    pp_schedule_free(&sc);
+    gpt_free(&ref);
+    gpt_free(&off);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -486,6 +563,7 @@ int main(void)
         cmocka_unit_test(test_lamb_vs_reference),
         cmocka_unit_test(test_frozen_v),
         cmocka_unit_test(test_lr_layer_scale),
+        cmocka_unit_test(test_offload_update_bitwise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

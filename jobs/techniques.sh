@@ -16,6 +16,8 @@
 #                                         sparse attention, seq_len 256..4096
 #   STEPS=300 OUT=runs/techniques ./jobs/techniques.sh
 #   SKIP_TRAIN=1 ...: only the tokens/s, over the runs already in OUT
+#   BENCH_REPS=2 BENCH_STEPS=6: baseline/row alternations per row, steps
+#                                         timed per bench step
 set -e
 cd "$(dirname "$0")/.."
 export OMPI_ALLOW_RUN_AS_ROOT=${OMPI_ALLOW_RUN_AS_ROOT:-1}
@@ -25,6 +27,7 @@ STEPS=${STEPS:-300}
 OUT=${OUT:-runs/techniques}
 LOCK=${LOCK:-/tmp/mpitron-cpu.lock}
 MPITRON=${MPITRON:-./mpitron}
+BENCH_REPS=${BENCH_REPS:-2} BENCH_STEPS=${BENCH_STEPS:-6}
 mkdir -p "$OUT"
 
 files=$(find /usr/share/games/fortunes -maxdepth 1 -type f ! -name '*.dat' \
@@ -54,7 +57,7 @@ seq_warmup|--seq_len_warmup=32:100
 doc_mask|--doc_mask=1
 label_smoothing|--label_smoothing=0.1
 z_loss|--z_loss=1e-4
-micro_auto|--micro_batch=auto --mem_budget_mb=300
+micro_auto|--micro_batch=auto --mem_budget_mb=200
 mixture|--data=data/fortunes:0.7,data/licenses:0.3
 bpe4096|--data=data/fortunes_bpe4096"
 
@@ -73,16 +76,19 @@ bench() { # name keys...: "tokens/s ratio": the row's tokens/s and its
           # ratio to the baseline's, each per GFLOP/s of the sgemm peak
           # that bench step measures just before timing (the machine's
           # speed drifts by 10-20% between minutes); baseline and row
-          # alternate twice under one exclusive lock, the best of each
+          # alternate BENCH_REPS times under one exclusive lock, the
+          # best of each
     n=$1; shift
-    flock -x "$LOCK" sh -c 'for k in 1 2; do
-            mpirun -np 1 $0 bench step $1 --bench_steps=6 \
+    rm -f "$OUT/$n".*.bench
+    flock -x "$LOCK" sh -c 'k=1; while [ $k -le $4 ]; do
+            mpirun -np 1 $0 bench step $1 --bench_steps=$5 \
                 < /dev/null > "$2.base$k.bench" 2>&1 &&
-            mpirun -np 1 $0 bench step $1 $3 --bench_steps=6 \
+            mpirun -np 1 $0 bench step $1 $3 --bench_steps=$5 \
                 < /dev/null > "$2.$k.bench" 2>&1 || exit 1
-        done' "$MPITRON" "$BASE" "$OUT/$n" "$*" ||
+            k=$((k + 1))
+        done' "$MPITRON" "$BASE" "$OUT/$n" "$*" "$BENCH_REPS" "$BENCH_STEPS" ||
         { cat "$OUT/$n.1.bench"; exit 1; }
-    for f in base1 base2 1 2; do
+    for f in $(cd "$OUT" && ls "$n".*.bench | sed "s/^$n\.\(.*\)\.bench$/\1/"); do
         echo "$f $(field "$OUT/$n.$f.bench" tokens_per_s) \
               $(field "$OUT/$n.$f.bench" peak_gflops)"
     done | awk '{ r = $2 / $3; if ($1 ~ /base/) { if (r > b) b = r }
@@ -136,32 +142,37 @@ fi
 
 # ---- attention kinds against the sequence length ------------------------
 # bench step of the fortunes.ini model at 4096 tokens per step (batch
-# 4096 / T sequences), so only attention's share changes with T
+# 4096 / T sequences), so only attention's share changes with T; the
+# three kinds of one T run back to back under one exclusive lock, and the
+# ratios are of tokens/s per GFLOP/s of the sgemm peak each bench step
+# measures just before timing (the machine's speed drifts)
 if [ "${1:-}" = attn_sweep ]; then
     echo "== tokens/s by attention kind and seq_len (bench step, 4096 tokens a step)"
     echo "| seq_len | full | linear | sparse (block 64, stride 8) | linear / full | sparse / full |"
     echo "|---|---|---|---|---|---|"
-    for T in 256 512 1024 2048 4096; do
+    for T in ${SWEEP_T:-256 512 1024 2048 4096}; do
         B=$((4096 / T))
+        flock -x "$LOCK" sh -c 'for a in "full" "linear" \
+                "sparse --attn_block=64 --attn_stride=8"; do
+            set -- $a; k=$1; shift
+            mpirun -np 1 $0 bench step jobs/fortunes.ini --threads=1 \
+                --seq_len=$1 --batch_size=$2 --micro_batch=$2 --attn=$k "$@" \
+                --bench_steps=2 --bench_warmup=1 < /dev/null \
+                > "$3/sweep_${k}_$1.bench" 2>&1 || exit 1
+        done' "$MPITRON" "$T" "$B" "$OUT" || { echo "sweep failed at $T"; exit 1; }
         line="| $T"
-        for a in "full" "linear" "sparse --attn_block=64 --attn_stride=8"; do
-            set -- $a
-            k=$1
-            shift
-            flock -x "$LOCK" mpirun -np 1 $MPITRON bench step jobs/fortunes.ini \
-                --threads=1 --seq_len=$T --batch_size=$B --micro_batch=$B \
-                --attn=$k "$@" --bench_steps=2 --bench_warmup=1 \
-                < /dev/null > "$OUT/sweep_${k}_$T.bench" 2>&1
-            v=$(tail -n 1 "$OUT/sweep_${k}_$T.bench" |
-                sed 's/.*"tokens_per_s":\([^,]*\).*/\1/')
-            eval "t_$k=$v"
-            line="$line | $v"
+        for k in full linear sparse; do
+            f="$OUT/sweep_${k}_$T.bench"
+            eval "t_$k=$(field "$f" tokens_per_s) p_$k=$(field "$f" peak_gflops)"
+            line="$line | $(field "$f" tokens_per_s)"
         done
-        echo "$line | $(awk -v a="$t_linear" -v f="$t_full" 'BEGIN { printf "%.2fx", a / f }') | $(awk -v a="$t_sparse" -v f="$t_full" 'BEGIN { printf "%.2fx", a / f }') |"
+        echo "$line | $(awk -v a="$t_linear" -v pa="$p_linear" -v f="$t_full" -v pf="$p_full" \
+            'BEGIN { printf "%.2fx", (a / pa) / (f / pf) }') | $(awk -v a="$t_sparse" \
+            -v pa="$p_sparse" -v f="$t_full" -v pf="$p_full" \
+            'BEGIN { printf "%.2fx", (a / pa) / (f / pf) }') |"
     done
     exit 0
 fi
-
 
 if want bpe4096 "$@"; then
     NP_BYTES=$(nparams)

@@ -152,13 +152,13 @@ if [ "${1:-}" = attn_sweep ]; then
     echo "|---|---|---|---|---|---|"
     for T in ${SWEEP_T:-256 512 1024 2048 4096}; do
         B=$((4096 / T))
-        flock -x "$LOCK" sh -c 'for a in "full" "linear" \
-                "sparse --attn_block=64 --attn_stride=8"; do
+        flock -x "$LOCK" sh -c 'm=$0 T=$1 B=$2 O=$3
+        for a in "full" "linear" "sparse --attn_block=64 --attn_stride=8"; do
             set -- $a; k=$1; shift
-            mpirun -np 1 $0 bench step jobs/fortunes.ini --threads=1 \
-                --seq_len=$1 --batch_size=$2 --micro_batch=$2 --attn=$k "$@" \
+            mpirun -np 1 $m bench step jobs/fortunes.ini --threads=1 \
+                --seq_len=$T --batch_size=$B --micro_batch=$B --attn=$k "$@" \
                 --bench_steps=2 --bench_warmup=1 < /dev/null \
-                > "$3/sweep_${k}_$1.bench" 2>&1 || exit 1
+                > "$O/sweep_${k}_$T.bench" 2>&1 || exit 1
         done' "$MPITRON" "$T" "$B" "$OUT" || { echo "sweep failed at $T"; exit 1; }
         line="| $T"
         for k in full linear sparse; do

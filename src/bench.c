@@ -85,6 +85,7 @@ struct bench_result {
     double wire_mb;
     double bubble;     /* mean over the steps; pp > 1 */
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
+    double busy[64];   /* per stage (up to 64): mean busy ms per step */
 };
 
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
@@ -106,6 +107,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
         r->optim += tm.optim;
         r->bubble += tm.bubble;
         r->pp_wait += tm.pp_wait;
+        for (int s = 0; s < tr->g.pp && s < 64; s++)
+            r->busy[s] += tr->stage_busy[s];
     }
     MPI_Barrier(tr->g.world);
     double scale = 1e3 / n;
@@ -117,6 +120,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     r->optim *= scale;
     r->bubble /= n;
     r->pp_wait *= scale;
+    for (int s = 0; s < tr->g.pp && s < 64; s++)
+        r->busy[s] *= scale;
     for (int k = 0; k < OPK_COUNT; k++)
         r->op[k] = tr->m.op_time[k] * scale;
     r->recompute = tr->m.recompute_time * scale;
@@ -150,8 +155,9 @@ static void report_text(struct trainer *tr, const struct bench_result *r,
                "%.3f in theory (p-1)/(m+p-1)\n", tr->g.pp, c->pp_schedule,
                tr->accum, r->bubble, pp_bubble_theory(tr->g.pp, tr->accum));
         for (int s = 0; s < tr->g.pp; s++)
-            printf("  stage %d: blocks [%d, %d)  busy %.1f ms  idle %.1f ms "
-                   "(last step)\n", s, tr->bound[s], tr->bound[s + 1],
+            printf("  stage %d: blocks [%d, %d)  busy %.1f ms per step "
+                   "(mean)  last step: busy %.1f ms  idle %.1f ms\n", s,
+                   tr->bound[s], tr->bound[s + 1], s < 64 ? r->busy[s] : 0.0,
                    1e3 * tr->stage_busy[s], 1e3 * tr->stage_idle[s]);
     }
 }
@@ -215,6 +221,24 @@ static void report(struct trainer *tr, const struct bench_result *r)
             json_num(&j, NULL, 1e3 * arr[k][s], 6);
         json_arr_end(&j);
     }
+    json_arr_begin(&j, "stage_busy_ms_mean");
+    for (int s = 0; s < tr->g.pp && s < 64; s++)
+        json_num(&j, NULL, r->busy[s], 6);
+    json_arr_end(&j);
+    json_arr_begin(&j, "stage_blocks");
+    for (int s = 0; s < tr->g.pp; s++)
+        json_int(&j, NULL, tr->bound[s + 1] - tr->bound[s]);
+    json_arr_end(&j);
+    json_str(&j, "pp_partition", c->pp_partition);
+    json_str(&j, "balance", c->balance);
+    json_arr_begin(&j, "dp_shares");
+    for (int d = 0; d < tr->g.dp; d++)
+        json_int(&j, NULL, tr->shares[d]);
+    json_arr_end(&j);
+    json_str(&j, "debug_slow_rank", c->debug_slow_rank);
+    json_str(&j, "bind", c->bind);
+    json_int(&j, "blas_threads", tr->place.blas);
+    json_int(&j, "omp_threads", tr->place.omp);
     json_obj_end(&j);
     json_write_line(&j, stdout);
     json_free(&j);
@@ -246,6 +270,9 @@ static int bench_step(int argc, char **argv)
         trainer_free(&tr);
         return 1;
     }
+    place_print_banner(&tr.place, tr.g.world, stdout);
+    place_warn(&tr.place, tr.g.world);
+    trainer_print_balance(&tr, stdout);
     size_t n = (size_t)tr.per_rank * c.seq_len;
     int32_t *inp = malloc(2 * n * sizeof(int32_t));
     fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);
@@ -286,7 +313,10 @@ int cmd_bench(int argc, char **argv)
                "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
                "activations_mb, activations_mb_per_rank;\nthe layout keys "
                "dp, tp, pp, pp_schedule apply: with pp > 1 also bubble "
-               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms."
+               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms (last "
+               "step), stage_busy_ms_mean,\nstage_blocks; and pp_partition, "
+               "balance, dp_shares, bind, blas_threads, omp_threads.\n"
+               "Each rank is bound and calibrated first, as for train."
                "\nallreduce: per size, algorithm and codec: "
                "time, algorithm and bus bandwidth\n(2(p-1)/p bytes/time), "
                "bytes this rank sent, and the ratio to MPI_Allreduce\nin the "

@@ -147,12 +147,15 @@ static int build_list(const struct grid *g, struct gpt *m, int params_only,
             if (li < 0)
                 continue; /* another stage holds it */
             const struct model_shards *sh = m->shards;
+            const struct tensor_desc *ld = &m->tt.t[li];
             if (sh && (k > 0 || sh->params)) { /* ZeRO: this rank's run */
                 float *sbase[3] = {sh->p, sh->m, sh->v};
-                shard_entry(g, m, sh, sbase[k], li, i, for_write, c);
+                if (sh->whole && for_write && !writer_pick(g, m, ld, load))
+                    continue; /* every dp rank holds it: one writes */
+                shard_entry(g, m, sh, sbase[k], li, i,
+                            for_write && !sh->whole, c);
                 continue;
             }
-            const struct tensor_desc *ld = &m->tt.t[li];
             if (for_write && !writer_pick(g, m, ld, load))
                 continue;
             for (int d = 0; d < ld->ndim; d++) {

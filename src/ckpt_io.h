@@ -46,6 +46,9 @@ struct zero_seg;
  * runs. */
 struct model_shards {
     int params;
+    int whole;             /* the runs are whole tensors, the same on every
+                              dp rank (offload without ZeRO): one dp rank
+                              writes each, as for the arenas */
     const struct zero_seg *seg;
     int nseg;
     float *p, *m, *v;

@@ -14,6 +14,8 @@ int cmd_prepare(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* `mpitron topo`, in topo_cmd.c */
+int cmd_topo(int argc, char **argv);
 /* `bench allreduce`, in bench_comm.c */
 int bench_allreduce(int argc, char **argv);
 /* `bench ckpt`, in bench_ckpt.c */

@@ -198,6 +198,104 @@ static int check_compress(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+static int check_bind(const struct config *c, const struct config_key *k,
+                      char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "auto") || !strcmp(v, "launcher") || !strcmp(v, "none"))
+        return 0;
+    seterr(err, errlen, "must be auto, launcher or none");
+    return -1;
+}
+
+int config_int_list(const char *s, int *out, int max)
+{
+    int n = 0;
+    const char *p = s;
+    while (*p) {
+        char *end;
+        errno = 0;
+        long x = strtol(p, &end, 10);
+        if (end == p || x < 1 || x > INT_MAX || errno == ERANGE ||
+            isspace((unsigned char)*p) || (*end && *end != ','))
+            return -1;
+        if (n < max)
+            out[n] = (int)x;
+        n++;
+        p = *end ? end + 1 : end;
+        if (*end && !*p)
+            return -1; /* a trailing comma */
+    }
+    return n > 0 ? n : -1;
+}
+
+static int check_pp_partition(const struct config *c,
+                              const struct config_key *k, char *err,
+                              size_t errlen)
+{
+    const char *v = cfield(c, k);
+    int dummy;
+    if (!strcmp(v, "auto") || !strcmp(v, "params") ||
+        config_int_list(v, &dummy, 1) > 0)
+        return 0;
+    seterr(err, errlen, "must be auto, params, or the blocks of each "
+           "stage as positive integers (4,4,3,1)");
+    return -1;
+}
+
+static int check_balance(const struct config *c, const struct config_key *k,
+                         char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "off") || !strcmp(v, "on"))
+        return 0;
+    seterr(err, errlen, "must be off or on");
+    return -1;
+}
+
+static int check_ratio(const struct config *c, const struct config_key *k,
+                       char *err, size_t errlen)
+{
+    if (get_float(c, k) > 1.0f)
+        return 0;
+    seterr(err, errlen, "must be > 1");
+    return -1;
+}
+
+int config_slow_rank(const char *s, int *rank, double *factor)
+{
+    *rank = -1;
+    *factor = 1.0;
+    if (!*s)
+        return 0;
+    char *end;
+    errno = 0;
+    long r = strtol(s, &end, 10);
+    if (end == s || *end != ':' || r < 0 || r > INT_MAX || errno ||
+        isspace((unsigned char)*s))
+        return -1;
+    const char *f = end + 1;
+    double x = strtod(f, &end);
+    if (end == f || *end || !(x >= 1.0) || x > 1000.0 ||
+        isspace((unsigned char)*f))
+        return -1;
+    *rank = (int)r;
+    *factor = x;
+    return 0;
+}
+
+static int check_slow_rank(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    int r;
+    double f;
+    if (config_slow_rank(cfield(c, k), &r, &f) == 0)
+        return 0;
+    seterr(err, errlen, "must be RANK:FACTOR, a rank >= 0 and a factor in "
+           "[1, 1000] (\"\" = off)");
+    return -1;
+}
+
 static int check_zero(const struct config *c, const struct config_key *k,
                       char *err, size_t errlen)
 {
@@ -358,7 +456,13 @@ const struct config_key config_keys[] = {
         "checkpoint to load weights from, fresh optimizer; \"\" = none",
         NULL),
     KEY("run", threads, CONFIG_INT, "0",
-        "BLAS/OpenMP threads per rank; 0 = leave as found", check_nonneg),
+        "BLAS/OpenMP threads per rank; 0 = one per core the rank holds "
+        "(an exported OPENBLAS_NUM_THREADS / OMP_NUM_THREADS is respected)",
+        check_nonneg),
+    KEY("run", bind, CONFIG_STR, "auto",
+        "auto (a rank left unbound, or not bound to its share of the "
+        "node's cores, binds itself to disjoint cores) | launcher (keep "
+        "the launcher's binding) | none (touch nothing)", check_bind),
     KEY("run", recompute, CONFIG_STR, "none",
         "activation recomputation: none | selective (keep the matmul "
         "outputs, recompute attention, GELU and LayerNorm outputs in "
@@ -400,6 +504,23 @@ const struct config_key config_keys[] = {
         check_compress),
     KEY("parallel", compress_warmup, CONFIG_INT, "0",
         "dense steps before compression starts", check_nonneg),
+    KEY("parallel", pp_partition, CONFIG_STR, "auto",
+        "pipeline stage boundaries: auto (minimise the slowest stage's "
+        "calibrated time) | params (balance parameter counts) | blocks per "
+        "stage, e.g. 4,4,3,1", check_pp_partition),
+    KEY("parallel", balance, CONFIG_STR, "off",
+        "on: each data-parallel rank takes sequences in proportion to its "
+        "calibrated speed (whole sequences, at least one) | off: equal "
+        "shares", check_balance),
+    KEY("parallel", straggler_ratio, CONFIG_FLOAT, "1.2",
+        "name a rank whose compute time per step exceeds this times the "
+        "median of all ranks (progress line, metrics.jsonl)", check_ratio),
+    KEY("parallel", rebalance_every, CONFIG_INT, "0",
+        "re-split the data-parallel shares every N steps from the measured "
+        "step times; 0 = never", check_nonneg),
+    KEY("parallel", debug_slow_rank, CONFIG_STR, "",
+        "test knob: R:F makes rank R F times slower by repeating its "
+        "kernels (emulated heterogeneity); \"\" = off", check_slow_rank),
     KEY("parallel", zero, CONFIG_INT, "0",
         "ZeRO over each stage's dp group: 0 off | 1 AdamW moments sharded | "
         "2 also gradients | 3 also parameters (gathered per block)",
@@ -953,6 +1074,68 @@ static int finalize_model(const struct config *c, char *err, size_t errlen)
     return 0;
 }
 
+/* An explicit pp_partition: one entry per stage, the blocks adding up. */
+static int finalize_partition(const struct config *c, char *err,
+                              size_t errlen)
+{
+    if (!strcmp(c->pp_partition, "auto") ||
+        !strcmp(c->pp_partition, "params"))
+        return 0;
+    int b[1024], n = config_int_list(c->pp_partition, b, 1024), sum = 0;
+    for (int i = 0; i < n && i < 1024; i++)
+        sum += b[i];
+    if (n != c->pp) {
+        seterr(err, errlen, "pp_partition=%s has %d entries: it needs one "
+               "per pipeline stage (pp=%d)", c->pp_partition, n, c->pp);
+        return -1;
+    }
+    if (sum != c->n_layer) {
+        seterr(err, errlen, "pp_partition=%s places %d blocks: it must "
+               "place all n_layer=%d", c->pp_partition, sum, c->n_layer);
+        return -1;
+    }
+    return 0;
+}
+
+/* Load balance (balance=on, rebalance_every) against the batch plan and
+ * micro_batch=auto; the micro-batch divides the batch unless balanced
+ * (shares of any size, micro-batches up to micro_batch). */
+static int finalize_balance(const struct config *c, char *err, size_t errlen)
+{
+    int balanced = !strcmp(c->balance, "on") || c->rebalance_every > 0;
+    char bkey[48];
+    if (!strcmp(c->balance, "on"))
+        snprintf(bkey, sizeof bkey, "balance=on");
+    else
+        snprintf(bkey, sizeof bkey, "rebalance_every=%d", c->rebalance_every);
+    int ramp = c->batch_ramp[0] && strcmp(c->batch_ramp, "0") != 0;
+    int slw = c->seq_len_warmup[0] && strcmp(c->seq_len_warmup, "0") != 0;
+    if (balanced && (ramp || slw)) {
+        /* shares by speed are cut from the full batch; the plan's smaller
+         * or reshaped steps are cut in equal slices */
+        const char *k = ramp ? "batch_ramp" : "seq_len_warmup";
+        seterr(err, errlen, "%s=%s with %s: the batch plan's smaller or "
+               "reshaped steps are split equally over the data-parallel "
+               "ranks, the balanced shares only the full batch; use %s=0 "
+               "(or balance=off and rebalance_every=0)", k,
+               ramp ? c->batch_ramp : c->seq_len_warmup, bkey, k);
+        return -1;
+    }
+    if (balanced && c->micro_batch == CONFIG_MB_AUTO) {
+        seterr(err, errlen, "micro_batch=auto with %s: the shares by speed "
+               "are measured at the chosen micro-batch; give micro_batch "
+               "(or balance=off and rebalance_every=0)", bkey);
+        return -1;
+    }
+    if (!balanced && c->micro_batch > 0 &&
+        c->batch_size % c->micro_batch != 0) {
+        seterr(err, errlen, "micro_batch=%d does not divide batch_size=%d",
+               c->micro_batch, c->batch_size);
+        return -1;
+    }
+    return 0;
+}
+
 int config_finalize(struct config *c, char *err, size_t errlen)
 {
     /* per-key checks again: fields may have been set directly */
@@ -965,7 +1148,8 @@ int config_finalize(struct config *c, char *err, size_t errlen)
             return -1;
         }
     }
-    if (finalize_model(c, err, errlen) != 0)
+    if (finalize_model(c, err, errlen) != 0 ||
+        finalize_partition(c, err, errlen) != 0)
         return -1;
     if (c->zero > 0 && strcmp(c->compress, "none") != 0) {
         /* every codec keeps an error-feedback residual as large as the
@@ -998,11 +1182,8 @@ int config_finalize(struct config *c, char *err, size_t errlen)
                "per-rank memory the micro-batch must fit");
         return -1;
     }
-    if (c->micro_batch > 0 && c->batch_size % c->micro_batch != 0) {
-        seterr(err, errlen, "micro_batch=%d does not divide batch_size=%d",
-               c->micro_batch, c->batch_size);
+    if (finalize_balance(c, err, errlen) != 0)
         return -1;
-    }
     if (strcmp(c->lr_schedule, "constant") != 0 && c->min_lr > c->lr) {
         seterr(err, errlen, "min_lr=%.9g exceeds lr=%.9g (lr_schedule=%s)",
                (double)c->min_lr, (double)c->lr, c->lr_schedule);

@@ -58,7 +58,9 @@ struct config {
     int ckpt_async;
     char resume[CONFIG_STR_MAX];    /* auto | never | PATH */
     char init_from[CONFIG_STR_MAX]; /* weights only; "" = none */
-    int threads; /* BLAS/OpenMP threads per rank; 0 = leave as found */
+    int threads; /* BLAS/OpenMP threads per rank; 0 = sized to the cores
+                    held (or an exported OPENBLAS/OMP_NUM_THREADS) */
+    char bind[16]; /* auto | launcher | none */
     char recompute[16];   /* none | selective | full */
     char offload[16];     /* none | optimizer */
     char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */
@@ -73,6 +75,11 @@ struct config {
     float bucket_mb;
     char compress[64];   /* none | fp16 | bf16 | topk:R | powersgd:R | sign */
     int compress_warmup;
+    char pp_partition[256]; /* auto | params | blocks per stage "4,4,3,1" */
+    char balance[8];        /* off | on: dp shares by calibrated speed */
+    float straggler_ratio;  /* name a rank slower than this x the median */
+    int rebalance_every;    /* re-split dp shares every N steps; 0 = never */
+    char debug_slow_rank[32]; /* "R:F": rank R runs F times slower */
     int zero;            /* ZeRO stage 0..3 over the dp group */
 };
 
@@ -143,6 +150,15 @@ char *config_to_text(const struct config *c);
  * Returns the number that differ. */
 int config_diff_model(const struct config *a, const struct config *b,
                       char *out, size_t outlen);
+
+/* A comma-separated list of positive ints ("4,4,3,1") into out[0..max):
+ * returns the number of entries (which may exceed max), or -1 when
+ * malformed or empty. */
+int config_int_list(const char *s, int *out, int max);
+
+/* debug_slow_rank "R:F" -> *rank = R, *factor = F; "" -> -1 and 1.
+ * Returns 0, or -1 when malformed. */
+int config_slow_rank(const char *s, int *rank, double *factor);
 
 /* --help text: every key of the table with its section, default and help. */
 void config_print_help(FILE *f);

@@ -20,9 +20,15 @@ static void fill(struct loader *l, int64_t step, int slot)
 {
     struct batch_shape *sh = &l->shape[slot];
     batch_plan_at(&l->plan, step, sh);
-    mixture_train_batch(l->mx, l->seed, step,
-                        (int64_t)l->dp_rank * sh->per_rank, sh->per_rank,
-                        sh->T, l->buf[slot][0], l->buf[slot][1],
+    int64_t seq0 = (int64_t)l->dp_rank * sh->per_rank;
+    if (l->nseq > 0 && sh->B == l->plan.batch_size &&
+        sh->T == l->plan.seq_len) { /* a full-size step: the share */
+        seq0 = l->seq0;
+        sh->per_rank = l->nseq;
+        sh->accum = (l->nseq + sh->mb - 1) / sh->mb;
+    }
+    mixture_train_batch(l->mx, l->seed, step, seq0, sh->per_rank, sh->T,
+                        l->buf[slot][0], l->buf[slot][1],
                         l->want_docs ? l->buf[slot][2] : NULL);
 }
 
@@ -59,8 +65,9 @@ static void loader_buffers_free(struct loader *l)
 }
 
 int loader_init(struct loader *l, const struct mixture *mx,
-                const struct batch_plan *plan, int dp_rank, uint64_t seed,
-                int want_docs, int64_t first_step, char *err, size_t errlen)
+                const struct batch_plan *plan, int dp_rank,
+                const int *shares, uint64_t seed, int want_docs,
+                int64_t first_step, char *err, size_t errlen)
 {
     memset(l, 0, sizeof *l);
     assert(first_step >= 0);
@@ -72,8 +79,15 @@ int loader_init(struct loader *l, const struct mixture *mx,
     l->slot_step[0] = l->slot_step[1] = -1;
     l->want = first_step;
     /* tokens per rank are at most the full step's in every plan */
-    size_t n = (size_t)plan->batch_size / (size_t)plan->dp *
-               (size_t)plan->seq_len;
+    size_t per = (size_t)plan->batch_size / (size_t)plan->dp;
+    for (int d = 0; shares && d < plan->dp; d++) {
+        if (d < dp_rank)
+            l->seq0 += shares[d];
+        if (d == dp_rank)
+            l->nseq = shares[d];
+    }
+    per = (size_t)l->nseq > per ? (size_t)l->nseq : per;
+    size_t n = per * (size_t)plan->seq_len;
     for (int s = 0; s < 2; s++)
         for (int b = 0; b < 3; b++)
             if (!(l->buf[s][b] = malloc((n ? n : 1) * sizeof(int32_t)))) {

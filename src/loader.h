@@ -28,6 +28,8 @@ struct loader {
     struct batch_plan plan;
     uint64_t seed;
     int dp_rank, want_docs;
+    int64_t seq0;           /* with shares: this rank's slice of a */
+    int nseq;               /* full-size step (else nseq = 0) */
     int32_t *buf[2][3];     /* [slot][inp | tgt | dstart] */
     struct batch_shape shape[2];
     int64_t slot_step[2];
@@ -39,12 +41,19 @@ struct loader {
 };
 
 /* Buffers for the plan's largest step (batch_size * seq_len / dp tokens
- * each).  Returns 0 or -1 (allocation or thread failure, err filled).
- * The loader owns its buffers; free with loader_free.  mx and plan must
- * outlive it (plan is copied). */
+ * each, or this rank's share).  shares (dp entries, or NULL: equal
+ * slices of B / dp) are the sequences of each dp rank in a full-size
+ * step (batch_size x seq_len; balance=on gives them by speed): rank d
+ * then takes shares[d] sequences from the sum of those before it, and
+ * the shape's per_rank and accum say so.  A step the plan shrinks or
+ * reshapes always takes the equal slice (config.c refuses a plan with
+ * balance).  Returns 0 or -1 (allocation or thread failure, err
+ * filled).  The loader owns its buffers; free with loader_free.  mx must
+ * outlive it (plan is copied, shares read here). */
 int loader_init(struct loader *l, const struct mixture *mx,
-                const struct batch_plan *plan, int dp_rank, uint64_t seed,
-                int want_docs, int64_t first_step, char *err, size_t errlen);
+                const struct batch_plan *plan, int dp_rank,
+                const int *shares, uint64_t seed, int want_docs,
+                int64_t first_step, char *err, size_t errlen);
 /* Blocks until step s is ready; b's pointers stay valid until the next
  * loader_next.  Then starts on step s + 1.  Time blocked is added to
  * *wait_s (if not NULL).  Allocates nothing. */

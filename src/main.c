@@ -29,6 +29,9 @@ static void usage(FILE *f)
           "           | ckpt: sgemm peak; a training step's speed, MFU,\n"
           "           time split and memory; all-reduce algorithms and\n"
           "           codecs; checkpoint I/O.  Last line: one JSON object\n"
+          "  topo     [--np=N] [--json] [--calibrate]\n"
+          "           the node's topology, every rank's binding, the\n"
+          "           binding plan, each rank's measured speed\n"
           "\n"
           "mpitron " PACKAGE_VERSION "\n",
           f);
@@ -80,6 +83,8 @@ int main(int argc, char **argv)
         rc = cmd_ckpt(argc - 2, argv + 2);
     else if (!strcmp(cmd, "bench"))
         rc = cmd_bench(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "topo"))
+        rc = cmd_topo(argc - 2, argv + 2);
     else {
         log_error("unknown command '%s'", cmd);
         usage(stderr);

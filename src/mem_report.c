@@ -28,17 +28,19 @@ static double rss_now(void)
 void mem_report_rank(const struct trainer *tr, struct mem_report *r)
 {
     const double F = sizeof(float);
-    double whole = (double)tr->m.tt.total * F;
+    const struct gpt *m = &tr->m;
+    double whole = (double)m->tt.total * F;
     memset(r, 0, sizeof(*r));
-    if (tr->has_zx) {
-        r->params = (double)tr->zx.bytes_params;
-        r->grads = (double)tr->zx.bytes_grads;
-        r->optim = (double)tr->zx.bytes_optim;
+    /* the model's arenas that exist (ZeRO and offload leave some out) */
+    r->params = m->params ? whole : 0.0;
+    r->grads = m->grads ? whole : 0.0;
+    r->optim = (m->m ? whole : 0.0) + (m->v ? whole : 0.0);
+    if (tr->has_zx) { /* plus the shards, slots and buffers */
+        r->params += (double)tr->zx.bytes_params;
+        r->grads += (double)tr->zx.bytes_grads;
+        r->optim += (double)tr->zx.bytes_optim;
         r->comm = (double)tr->zx.bytes_comm;
         r->offload_file = (double)tr->zx.bytes_file;
-    } else {
-        r->params = r->grads = whole;
-        r->optim = 2 * whole;
     }
     r->acts = (double)tr->pl.saved_bytes;
     r->scratch = (double)(tr->pl.act_bytes - tr->pl.saved_bytes -
@@ -69,6 +71,9 @@ void mem_report_print(FILE *out, const struct config *c,
                       const struct mem_report *all, int n)
 {
     const double mb = 1.0 / 1048576.0;
+    int pr = 3; /* decimals: a small model's roles still differ visibly */
+    for (int i = 0; i < n; i++)
+        pr = all[i].total * mb >= 100.0 ? 1 : pr;
     fprintf(out, "memory per rank, MiB (computed from the allocations; "
             "zero=%d, recompute=%s, offload=%s):\n", c->zero, c->recompute,
             c->offload);
@@ -76,10 +81,11 @@ void mem_report_print(FILE *out, const struct config *c,
             "     comm |    total | RSS peak      now\n");
     for (int i = 0; i < n; i++) {
         const struct mem_report *r = &all[i];
-        fprintf(out, "  %4d %8.1f %8.1f %10.1f %12.1f %8.1f %8.1f | %8.1f | "
-                "%8.1f %8.1f", i, r->params * mb, r->grads * mb,
-                r->optim * mb, r->acts * mb, r->scratch * mb, r->comm * mb,
-                r->total * mb, r->rss_peak * mb, r->rss_now * mb);
+        fprintf(out, "  %4d %8.*f %8.*f %10.*f %12.*f %8.*f %8.*f | %8.*f | "
+                "%8.1f %8.1f", i, pr, r->params * mb, pr, r->grads * mb, pr,
+                r->optim * mb, pr, r->acts * mb, pr, r->scratch * mb, pr,
+                r->comm * mb, pr, r->total * mb, r->rss_peak * mb,
+                r->rss_now * mb);
         if (r->offload_file > 0)
             fprintf(out, "  (+%.1f MiB of moments in the offload file)",
                     r->offload_file * mb);

@@ -157,7 +157,7 @@ static void text_val(char *buf, size_t n, const struct val_stats *v)
 
 void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
 {
-    char eta[32], val[400] = "", pipe[512] = "", vx[340];
+    char eta[32], val[400] = "", pipe[512] = "", vx[340], strag[64] = "";
     fmt_eta(eta, sizeof(eta), s->eta_s);
     text_val(vx, sizeof(vx), s->val);
     if (s->has_val)
@@ -170,16 +170,19 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
             n += snprintf(pipe + n, sizeof(pipe) - (size_t)n, " %.0f/%.0f",
                           1e3 * s->stage_busy[i], 1e3 * s->stage_idle[i]);
     }
+    if (s->world > 1 && s->straggler_rank >= 0)
+        snprintf(strag, sizeof(strag), " | straggler rank %d (%.2fx the "
+                 "median)", s->straggler_rank, s->straggler_ratio);
     if (out) {
         fprintf(out,
                 "step %" PRId64 "/%" PRId64 " | loss %.4f%s | lr %.2e | "
                 "gnorm %.3f | %.0f tok/s | MFU %.1f%% | ms %.1f: compute %.1f "
-                "comm %.1f exposed + %.1f overlapped, data %.1f, ckpt %.1f%s | "
-                "ETA %s\n",
+                "comm %.1f exposed + %.1f overlapped, data %.1f, ckpt %.1f%s%s"
+                " | ETA %s\n",
                 s->step, s->steps, s->loss, val, s->lr, s->grad_norm,
                 s->tokens_per_s, 100.0 * s->mfu, s->ms_step, s->ms_compute,
                 s->ms_comm, s->ms_comm_overlapped, s->ms_data, s->ms_ckpt,
-                pipe, eta);
+                pipe, strag, eta);
         fflush(out);
     }
     if (!mt->jsonl)
@@ -212,6 +215,10 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
                 json_num(j, NULL, 1e3 * arr[k][i], 6);
             json_arr_end(j);
         }
+    }
+    if (s->world > 1) {
+        json_int(j, "straggler_rank", s->straggler_rank);
+        json_num(j, "straggler_ratio", s->straggler_ratio, 6);
     }
     if (s->tokens > 0) {
         json_int(j, "tokens", s->tokens);

@@ -12,7 +12,10 @@
  *   also: bubble (1 - all stages' compute / (p x the pipeline's span, the
  *   longest stage's schedule), mean over the logged steps), bubble_theory
  *   ((p-1)/(m+p-1)), stage_busy_ms and stage_idle_ms (span - busy; arrays,
- *   one entry per stage, the last step).
+ *   one entry per stage, the last step).  With more than one rank also:
+ *   straggler_rank (the world rank whose compute time over the interval
+ *   exceeds straggler_ratio x the median of all ranks', else -1) and
+ *   straggler_ratio (the slowest rank's compute time over the median).
  *   Where validation ran, beside val_loss: val_bpb (bits per byte of the
  *   validation text, comparable across tokenizers; when the tokenizer is
  *   known), and with a data mixture val_loss_data and val_bpb_data,
@@ -52,6 +55,9 @@ struct step_stats {
     int pp;                    /* pipeline stages; the rest only if > 1 */
     double bubble, bubble_theory;
     const double *stage_busy, *stage_idle; /* pp entries, seconds */
+    int world;                 /* ranks; the straggler only if > 1 */
+    int straggler_rank;        /* -1: none above the threshold */
+    double straggler_ratio;    /* slowest compute time / the median */
     double eta_s;
     int has_val;
     double val_loss;

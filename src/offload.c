@@ -14,6 +14,8 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "ckpt.h"
+
 static size_t page_size(void)
 {
     long p = sysconf(_SC_PAGESIZE);
@@ -34,9 +36,9 @@ int offload_init(struct offload *o, const char *dir, size_t n, int rank,
     const char *d = dir && dir[0] ? dir : getenv("TMPDIR");
     if (!d || !d[0])
         d = "/tmp";
-    if (mkdir(d, 0755) < 0 && errno != EEXIST) {
-        snprintf(err, errlen, "offload_dir %s: cannot create: %s", d,
-                 strerror(errno));
+    char why[1024];
+    if (ckpt_mkdir_p(d, why, sizeof why) != 0) { /* the program's one */
+        snprintf(err, errlen, "offload_dir %s: %s", d, why);
         return -1;
     }
     snprintf(o->path, sizeof(o->path), "%s/mpitron-offload-rank%05d-XXXXXX",

@@ -54,10 +54,15 @@ double sgemm_peak_careful(int reps)
 
 void threads_set(int n)
 {
-    if (n <= 0)
-        return;
-    openblas_set_num_threads(n);
-    omp_set_num_threads(n);
+    threads_set_each(n, n);
+}
+
+void threads_set_each(int blas, int omp)
+{
+    if (blas > 0)
+        openblas_set_num_threads(blas);
+    if (omp > 0)
+        omp_set_num_threads(omp);
 }
 
 int threads_get(void)

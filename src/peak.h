@@ -15,6 +15,8 @@ double sgemm_peak_careful(int reps);
 
 /* Set the BLAS and OpenMP thread counts of this process (n > 0). */
 void threads_set(int n);
+/* The BLAS pool and the OpenMP pool separately (each only if > 0). */
+void threads_set_each(int blas, int omp);
 int threads_get(void);
 
 #endif

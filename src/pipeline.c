@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "calib.h"
 #include "log.h"
 #include "tensor.h"
 
@@ -35,8 +36,12 @@ int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
         goto fail;
     }
     pl->slot = calloc((size_t)ns, sizeof(*pl->slot));
-    if (!pl->slot)
+    pl->size = malloc((size_t)nmb * sizeof(int));
+    pl->first = malloc((size_t)nmb * sizeof(int));
+    if (!pl->slot || !pl->size || !pl->first)
         goto oom;
+    pipeline_set_sizes(pl, NULL);
+    pl->slow = 1.0;
     for (int i = 0; i < ns; i++) {
         if (gpt_acts_init_shared(&pl->slot[i], m, B, T,
                                  i ? &pl->slot[0] : NULL) < 0)
@@ -115,8 +120,11 @@ void pipeline_set_shape(struct pipeline *pl, const struct gpt *m, int k,
     int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
     for (int i = 0; i < ns; i++)
         gpt_acts_reshape(&pl->slot[i], m, B, T, i ? &pl->slot[0] : NULL);
+    if (pl->has_pad) /* debug_slow_rank's scratch, built at the full shape */
+        gpt_acts_reshape(&pl->pad, m, B, T, NULL);
     pl->B = B;
     pl->T = T;
+    pipeline_set_sizes(pl, NULL);
 }
 
 void pipeline_free(struct pipeline *pl)
@@ -128,6 +136,10 @@ void pipeline_free(struct pipeline *pl)
         for (int i = ns - 1; i >= 0; i--)
             gpt_acts_free(&pl->slot[i]);
     free(pl->slot);
+    free(pl->size);
+    free(pl->first);
+    if (pl->has_pad)
+        gpt_acts_free(&pl->pad);
     free(pl->gin);
     free(pl->gout);
     for (int k = 0; pl->alt && k < pl->m; k++)
@@ -137,6 +149,66 @@ void pipeline_free(struct pipeline *pl)
     pp_schedule_free(&pl->sc);
     pp_schedule_free(&pl->ev);
     memset(pl, 0, sizeof(*pl));
+}
+
+void pipeline_set_sizes(struct pipeline *pl, const int *size)
+{
+    for (int k = 0, at = 0; k < pl->m; k++) {
+        pl->size[k] = size ? size[k] : pl->B;
+        pl->first[k] = at;
+        at += pl->size[k];
+    }
+}
+
+int pipeline_set_slow(struct pipeline *pl, const struct gpt *m, double slow)
+{
+    pl->slow = slow > 1.0 ? slow : 1.0;
+    if (pl->slow == 1.0 || pl->has_pad)
+        return 0;
+    if (gpt_acts_init(&pl->pad, m, pl->B, pl->T) < 0)
+        return -1;
+    pl->has_pad = 1;
+    return 0;
+}
+
+/* The activations of a slot hold B sequences; micro-batch k uses the
+ * first size[k] of every buffer (each is laid out (B, ...) from its
+ * start), so shrinking B and N is all a smaller micro-batch needs. */
+static void use_size(struct gpt_acts *a, int b)
+{
+    a->B = b;
+    a->N = (size_t)b * (size_t)a->T;
+}
+
+/* One padding forward of the current micro-batch on the scratch. */
+struct pad_ctx {
+    struct pipeline *pl;
+    struct gpt *m;
+    const int32_t *inp, *tgt;
+    const struct gpt_pos *pos;
+};
+
+static void pad_forward(void *ctx)
+{
+    struct pad_ctx *pc = ctx;
+    gpt_forward(pc->m, &pc->pl->pad, pc->inp, pc->tgt, pc->pos);
+}
+
+/* debug_slow_rank: pad a kernel of t seconds on micro-batch a's input. */
+static void slow_down(struct pipeline *pl, struct gpt *m,
+                      const struct gpt_acts *a, const int32_t *inp,
+                      const int32_t *tgt, const struct gpt_pos *pos, double t)
+{
+    if (pl->slow <= 1.0)
+        return;
+    use_size(&pl->pad, a->B);
+    if (!m->first)
+        memcpy(pl->pad.emb, a->emb,
+               a->N * (size_t)m->cfg.n_embd * sizeof(float));
+    struct pad_ctx pc = {pl, m, inp, tgt, pos};
+    pl->padding = 1; /* its uses are not the schedule's (ZeRO) */
+    calib_slow_pad(pl->slow, t, pad_forward, &pc);
+    pl->padding = 0;
 }
 
 /* Progress the pipeline's transfers between kernels, then whatever hook
@@ -152,6 +224,8 @@ static void progress_hook(void *ctx, enum gpt_event ev, int layer)
     struct progress_ctx *pc = ctx;
     if (ev == GPT_PROGRESS && pc->pl->p > 1)
         pp_link_progress(&pc->pl->link);
+    if (pc->pl->padding && ev != GPT_PROGRESS)
+        return;
     if (pc->inner)
         pc->inner(pc->inner_ctx, ev, layer);
 }
@@ -165,7 +239,7 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
                   float dloss, const struct gpt_pos *pos0)
 {
     struct pp_link *l = &pl->link;
-    size_t bt = (size_t)pl->B * (size_t)pl->T, n = pl->n;
+    size_t T = (size_t)pl->T, C = (size_t)m->cfg.n_embd;
     int ns = sc->nslots, last_bwd = -1;
     for (int i = 0; i < sc->n; i++)
         if (sc->a[i].op == PP_BWD)
@@ -181,9 +255,13 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
         int k = sc->a[i].mb, sl = k % ns;
         struct gpt_acts *a = &pl->slot[sl];
         struct gpt_pos pos = *pos0;
-        pos.seq0 = pos0->seq0 + (int64_t)k * pl->B;
+        pos.seq0 = pos0->seq0 + pl->first[k];
         if (pos0->dstart)
-            pos.dstart = pos0->dstart + (size_t)k * bt;
+            pos.dstart = pos0->dstart + (size_t)pl->first[k] * T;
+        size_t n = (size_t)pl->size[k] * T * C, gn = pl->n;
+        const int32_t *ik = inp + (size_t)pl->first[k] * T;
+        const int32_t *tk = tgt + (size_t)pl->first[k] * T;
+        use_size(a, pl->size[k]);
         double t;
         switch (sc->a[i].op) {
         case PP_RECV_ACT:
@@ -195,30 +273,31 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
             if (k >= ns) /* the slot's previous holder's output is sent */
                 pp_link_wait_send(l, k - ns);
             t = now_s();
-            loss += gpt_forward(m, a, inp + (size_t)k * bt,
-                                tgt + (size_t)k * bt, &pos);
+            loss += gpt_forward(m, a, ik, tk, &pos);
+            slow_down(pl, m, a, ik, tk, &pos, now_s() - t);
             pl->t_busy += now_s() - t;
             break;
         case PP_SEND_ACT:
             pp_link_send(l, gpt_stage_output(m, a), n, k, 0);
             break;
         case PP_RECV_GRAD:
-            pp_link_post_recv(l, pl->gin + (size_t)sl * n, n, k, 1);
+            pp_link_post_recv(l, pl->gin + (size_t)sl * gn, n, k, 1);
             break;
         case PP_BWD:
             if (!m->last) {
                 pp_link_wait_recv(l, k);
-                memcpy(a->dres, pl->gin + (size_t)sl * n, n * sizeof(float));
+                memcpy(a->dres, pl->gin + (size_t)sl * gn, n * sizeof(float));
             }
             m->hook_final = final && i == last_bwd;
             t = now_s();
             gpt_backward(m, a, dloss, &pos);
+            slow_down(pl, m, a, ik, tk, &pos, now_s() - t);
             pl->t_busy += now_s() - t;
             break;
         case PP_SEND_GRAD:
             pp_link_wait_send(l, k);
-            memcpy(pl->gout + (size_t)sl * n, a->dres, n * sizeof(float));
-            pp_link_send(l, pl->gout + (size_t)sl * n, n, k, 1);
+            memcpy(pl->gout + (size_t)sl * gn, a->dres, n * sizeof(float));
+            pp_link_send(l, pl->gout + (size_t)sl * gn, n, k, 1);
             break;
         }
     }

@@ -31,11 +31,20 @@ struct pipeline {
     struct pp_schedule ev;    /* forward only (validation) */
     struct pp_link link;
     int p, s, m;              /* stages, this stage, micro-batches */
-    int B, T;                 /* micro-batch shape */
+    int B, T;                 /* micro-batch shape (B: the largest) */
+    int *size;                /* m entries: sequences of micro-batch k */
+    int *first;               /* m entries: its first sequence (offset) */
     size_t n;                 /* floats per message: B * T * n_embd */
     struct gpt_acts *slot;    /* sc.nslots; slot[0] owns the scratch */
     float *gin, *gout;        /* nslots * n: d(output) in, d(input) out */
     size_t act_bytes;         /* activations and buffers, this rank */
+    double slow;              /* debug_slow_rank: kernels padded to slow
+                                 times their time (1 = off) */
+    struct gpt_acts pad;      /* scratch the padding forwards run on */
+    int has_pad;
+    int padding;              /* inside a padding forward: the model's
+                                 events other than progress are not
+                                 passed on */
     size_t saved_bytes;       /* of which saved activations (all slots) */
     size_t link_bytes;        /* of which gin/gout (communication) */
     /* the last step, this rank, seconds */
@@ -58,10 +67,22 @@ int pipeline_add_schedule(struct pipeline *pl, enum pp_kind kind, int k,
 /* The next training steps run k micro-batches (a schedule built before)
  * of B sequences of length T, B * T being the tokens the slots were
  * built for (sequence-length warm-up trades T for B): the slots'
- * activations are re-cut when the shape changes.  Allocates nothing. */
+ * activations are re-cut when the shape changes, and every micro-batch
+ * then holds B sequences (the sizes pipeline_set_sizes gave are kept
+ * only while the shape stays that of pipeline_init: unequal shares and a
+ * varying plan do not combine, config.c refuses it).  Allocates nothing. */
 void pipeline_set_shape(struct pipeline *pl, const struct gpt *m, int k,
                         int B, int T);
 
+/* Micro-batch k holds size[k] <= B sequences (default: B each), in
+ * order: the step's inp/tgt rows and dropout positions follow.  Not
+ * collective, but every stage of a pipeline must get the same sizes. */
+void pipeline_set_sizes(struct pipeline *pl, const int *size);
+/* debug_slow_rank: after every forward and backward that took t seconds,
+ * run forwards of the same micro-batch on scratch activations (so the
+ * real ones are untouched) for (slow - 1) t more (calib_slow_pad).
+ * Returns 0, or -1 when out of memory for the scratch. */
+int pipeline_set_slow(struct pipeline *pl, const struct gpt *m, double slow);
 /* Release the link (outstanding transfers cancelled or completed), then
  * the slots and buffers; pl may be zeroed or half built. */
 void pipeline_free(struct pipeline *pl);
@@ -73,7 +94,7 @@ size_t pipeline_bytes(const struct gpt *m, int p, int s, enum pp_kind kind,
 
 /*
  * One training step's forward and backward: micro-batch k is
- * inp/tgt + k * B * T, at pos with seq0 = pos->seq0 + k * B.  Gradients
+ * inp/tgt + first[k] * T, at pos with seq0 = pos->seq0 + first[k].  Gradients
  * accumulate into m->grads; m->hook_final is raised for this stage's last
  * backward.  Returns the sum of the token losses on the last stage, 0
  * elsewhere.  Collective over the pp communicator.

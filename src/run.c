@@ -94,7 +94,8 @@ static int open_data(struct run *r, char *err, size_t errlen)
     if (rc == 0)
         rc = tok_bytes_init(r, err, errlen);
     if (rc == 0) {
-        size_t n = (size_t)r->tr.per_rank * c->seq_len; /* every micro-batch */
+        /* every micro-batch; any share (rebalance_every) fits */
+        size_t n = (size_t)c->batch_size * c->seq_len;
         r->vinp = malloc(3 * n * sizeof(int32_t));
         rc = r->vinp ? 0 : -1;
         r->vtgt = r->vinp + n;
@@ -231,6 +232,7 @@ static int save(struct run *r, char *err, size_t errlen)
     struct rank_state rs;
     trainer_rank_state(tr, &rs);
     double t0 = now_s();
+    trainer_sync(tr); /* zero 1/2: the parameters' all-gathers complete */
     if (trainer_tie_check(tr))
         log_warn(tr->g.world, "the tied embedding's copies on the first and "
                  "last pipeline stages had drifted apart (a bug: please "
@@ -305,12 +307,15 @@ static int setup(struct run *r, const struct config *c0, char *err,
         return -1;
     struct trainer *tr = &r->tr;
     grid_print_banner(&tr->g, stdout);
+    place_print_banner(&tr->place, tr->g.world, stdout);
+    place_warn(&tr->place, tr->g.world);
+    trainer_print_balance(tr, stdout);
     mem_report_banner(tr, stdout);
     if (tr->g.pp > 1 && tr->g.rank == 0) {
         printf("pipeline: %d stages, %s, %d micro-batches per step "
-               "(bubble in theory %.3f); blocks per stage:", tr->g.pp,
-               c->pp_schedule, tr->accum, pp_bubble_theory(tr->g.pp,
-                                                            tr->accum));
+               "(bubble in theory %.3f); pp_partition=%s, blocks per "
+               "stage:", tr->g.pp, c->pp_schedule, tr->accum,
+               pp_bubble_theory(tr->g.pp, tr->accum), c->pp_partition);
         for (int s = 0; s < tr->g.pp; s++)
             printf(" [%d,%d)", tr->bound[s], tr->bound[s + 1]);
         printf("\n");
@@ -335,7 +340,8 @@ static int setup(struct run *r, const struct config *c0, char *err,
                       tr->st.step, err, errlen);
     if (rc == 0) {
         rc = loader_init(&r->ld, &r->train, &tr->plan, tr->g.dp_rank,
-                         c->seed, c->doc_mask, tr->st.step, err, errlen);
+                         tr->shares, c->seed, c->doc_mask, tr->st.step, err,
+                         errlen);
         r->has_loader = rc == 0;
     }
     if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
@@ -399,11 +405,37 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
         s.tokens = (int64_t)iv->last.B * iv->last.T;
         s.seq_len = iv->last.T;
     }
+    s.world = tr->g.size;
+    s.straggler_rank = trainer_straggler(tr, iv->compute, &s.straggler_ratio);
     s.eta_s = (double)(c->steps - tr->st.step) * wall / iv->steps;
     metrics_log(&r->mt, &s, tr->g.rank == 0 ? stdout : NULL);
     memset(iv, 0, sizeof(*iv));
     iv->t_start = now_s();
     r->ckpt_s = 0;
+}
+
+/* rebalance_every: re-split the shares from the last interval's times;
+ * when they change, cut this rank's new slice from the next step on. */
+static int resplit(struct run *r, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    char before[512], after[512];
+    trainer_shares_string(tr, before, sizeof(before));
+    int rc = trainer_rebalance(tr, err, errlen);
+    if (rc <= 0)
+        return rc;
+    trainer_shares_string(tr, after, sizeof(after));
+    loader_free(&r->ld);
+    r->has_loader = 0;
+    rc = loader_init(&r->ld, &r->train, &tr->plan, tr->g.dp_rank, tr->shares,
+                     tr->c.seed, tr->c.doc_mask, tr->st.step, err, errlen);
+    r->has_loader = rc == 0;
+    if (comm_agree(tr->g.world, rc, err, errlen) < 0)
+        return -1;
+    log_info(tr->g.world, "step %" PRId64 ": data-parallel shares re-split "
+             "from the last %d steps' times: %s -> %s sequences",
+             tr->st.step, tr->c.rebalance_every, before, after);
+    return 0;
 }
 
 static int loop(struct run *r, char *err, size_t errlen)
@@ -441,6 +473,9 @@ static int loop(struct run *r, char *err, size_t errlen)
         if (do_val)
             validate(r, &vs, vby, vnames);
         int do_save = last || (c->ckpt_every > 0 && s % c->ckpt_every == 0);
+        if (c->rebalance_every > 0 && s % c->rebalance_every == 0 && !last &&
+            resplit(r, err, errlen) < 0)
+            return -1;
         if (do_save && save(r, err, errlen) < 0)
             return -1;
         if (last && async_collect(r, err, errlen) < 0)

@@ -85,11 +85,23 @@ void tensor_table_init_params(const struct tensor_table *tt, float *params,
                                tt->t[i].numel, seed);
 }
 
+/* Below this, one thread zeroes (a fork costs more than it saves). */
+#define ARENA_PAR_MIN ((size_t)1 << 22)
+
 float *tensor_arena_alloc(size_t n)
 {
     size_t bytes = (n * sizeof(float) + 63) & ~(size_t)63;
     float *p = aligned_alloc(64, bytes ? bytes : 64);
-    if (p)
-        memset(p, 0, bytes);
+    if (!p)
+        return NULL;
+    /* First touch: Linux puts a page on the NUMA node of the thread that
+     * writes it first.  The rank is bound before anything is allocated
+     * (src/place.c), and the kernels split arenas over the OpenMP threads
+     * in static chunks, so zeroing in the same static chunks puts each
+     * chunk's pages next to the thread that will compute on it. */
+    size_t nchunk = bytes / 64;
+#pragma omp parallel for schedule(static) if (bytes >= ARENA_PAR_MIN)
+    for (size_t i = 0; i < nchunk; i++)
+        memset((char *)p + 64 * i, 0, 64);
     return p;
 }

@@ -59,7 +59,8 @@ void tensor_table_init_params(const struct tensor_table *tt, float *params,
 void tensor_desc_init_range(const struct tensor_desc *d, float *out,
                             size_t lo, size_t n, uint64_t seed);
 
-/* 64-byte aligned zeroed arena of n floats, or NULL. Free with free(). */
+/* 64-byte aligned zeroed arena of n floats, or NULL. Free with free().
+ * Zeroed by the OpenMP threads in static chunks (NUMA first touch). */
 float *tensor_arena_alloc(size_t n);
 
 #endif

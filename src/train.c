@@ -29,6 +29,42 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
                  "tensor-parallel ranks", c->compress, g->tp);
         return -1;
     }
+    tr->balanced = !strcmp(c->balance, "on") || c->rebalance_every > 0;
+    if (tr->balanced && c->zero >= 2 && g->dp > 1) {
+        /* stages 2 and 3 reduce (and 3 gathers) per micro-batch, in
+         * lockstep over the dp group; shares by speed give the ranks
+         * different micro-batch counts */
+        char key[48];
+        if (!strcmp(c->balance, "on"))
+            snprintf(key, sizeof key, "balance=on");
+        else
+            snprintf(key, sizeof key, "rebalance_every=%d",
+                     c->rebalance_every);
+        snprintf(err, errlen, "%s with zero=%d: ZeRO stages 2 and 3 "
+                 "reduce every micro-batch over the data-parallel ranks, "
+                 "so they must all run the same number of micro-batches, "
+                 "and shares by speed differ; use zero=1 (which reduces "
+                 "once per step) or balance=off and rebalance_every=0",
+                 key, c->zero);
+        return -1;
+    }
+    if (tr->balanced) { /* shares of any size: micro-batches up to mb */
+        if (c->batch_size < g->dp) {
+            snprintf(err, errlen, "batch_size=%d is less than dp=%d: with "
+                     "balance=on or rebalance_every, every data-parallel "
+                     "rank still takes at least one sequence",
+                     c->batch_size, g->dp);
+            return -1;
+        }
+        tr->mb = c->micro_batch ? c->micro_batch
+                                : (c->batch_size + g->dp - 1) / g->dp;
+        /* a constant plan (config.c refuses batch_ramp and seq_len_warmup
+         * with balance): every step is full-size, run by the shares */
+        tr->plan = (struct batch_plan){.batch_size = c->batch_size,
+                                       .seq_len = c->seq_len, .dp = g->dp,
+                                       .mb = tr->mb};
+        return 0;
+    }
     if (c->batch_size % g->dp != 0) {
         snprintf(err, errlen, "batch_size=%d is not divisible by dp=%d",
                  c->batch_size, g->dp);
@@ -197,35 +233,18 @@ static int tp_init(struct trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
-/* Pipeline stages: split the blocks to balance parameter counts (the
- * first stage also holds wte and wpe, the last wte's tied copy and lnf),
- * build this stage's model and its schedule. */
+/* Pipeline stages (boundaries from trainer_balance_init): build this
+ * stage's model and its schedule. */
 static int stage_init(struct trainer *tr, const struct gpt_config *gc,
                       char *err, size_t errlen)
 {
     const struct grid *g = &tr->g;
-    int L = gc->n_layer;
-    double *cost = malloc((size_t)L * sizeof(double));
-    tr->bound = malloc((size_t)(g->pp + 1) * sizeof(int));
     tr->stage_busy = calloc((size_t)g->pp, sizeof(double));
     tr->stage_idle = calloc((size_t)g->pp, sizeof(double));
-    if (!cost || !tr->bound || !tr->stage_busy || !tr->stage_idle) {
-        free(cost);
+    if (!tr->stage_busy || !tr->stage_idle) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
-    struct gpt_config one = *gc;
-    one.n_layer = 1;
-    double C = gc->n_embd, V = gpt_vocab_padded(gc->vocab_size);
-    double T = gc->seq_len;
-    double block = (double)(gpt_num_params(&one) - (V + T) * C - 2 * C);
-    for (int l = 0; l < L; l++)
-        cost[l] = block;
-    int rc = pp_partition(L, g->pp, cost, (V + T) * C, V * C + 2 * C,
-                          tr->bound, err, errlen);
-    free(cost);
-    if (rc < 0)
-        return -1;
     int l0 = tr->bound[g->pp_rank], l1 = tr->bound[g->pp_rank + 1];
     /* the arenas ZeRO and offload do not replace with shards */
     int z = tr->c.zero, arenas = GPT_ARENA_ALL;
@@ -246,11 +265,17 @@ static int stage_init(struct trainer *tr, const struct gpt_config *gc,
     if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
                       tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
         return -1;
-    for (int k = 1; k < tr->accum; k++) /* the batch ramp's smaller steps */
+    for (int k = 1; !tr->balanced && k < tr->accum; k++) /* the batch
+                                                  ramp's smaller steps */
         if (batch_plan_uses_accum(&tr->plan, k) &&
             pipeline_add_schedule(&tr->pl, kind, k, err, errlen) < 0)
             return -1;
     tr->has_acts = 1;
+    pipeline_set_sizes(&tr->pl, tr->mb_sizes);
+    if (pipeline_set_slow(&tr->pl, &tr->m, tr->slow) < 0) {
+        snprintf(err, errlen, "out of memory for debug_slow_rank's scratch");
+        return -1;
+    }
     return 0;
 }
 
@@ -287,7 +312,14 @@ static int trainer_build(struct trainer *tr, const struct config *c,
     gpt_config_from(c, &gc);
     if (gpt_config_check(&gc, tr->g.tp, err, errlen) < 0)
         return -1;
-    threads_set(c->threads);
+    /* bind and size the thread pools before any arena is allocated, so
+     * that its pages are first touched on this rank's NUMA node */
+    tr->has_place = 1; /* place_free is safe on a failed placement */
+    if (comm_agree(world, place_init(&tr->place, world, c->bind, c->threads,
+                                     err, errlen), err, errlen) < 0)
+        return -1;
+    if (trainer_balance_init(tr, &gc, err, errlen) < 0)
+        return -1; /* every rank agrees inside */
     if (comm_agree(world, stage_init(tr, &gc, err, errlen), err, errlen) < 0)
         return -1;
     if (comm_agree(world, tie_init(tr), NULL, 0) < 0) {
@@ -365,6 +397,7 @@ void trainer_free(struct trainer *tr)
     if (tr->has_tie && tr->tie_comm != MPI_COMM_NULL)
         MPI_Comm_free(&tr->tie_comm);
     free(tr->bound);
+    trainer_balance_free(tr);
     free(tr->stage_busy);
     free(tr->stage_idle);
     free(tr->lamb_ss);
@@ -372,6 +405,8 @@ void trainer_free(struct trainer *tr)
         gpt_free(&tr->m);
     if (tr->has_grid)
         grid_free(&tr->g);
+    if (tr->has_place)
+        place_free(&tr->place);
     memset(tr, 0, sizeof(*tr));
 }
 
@@ -655,7 +690,17 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
     const struct batch_shape *sh = &b->shape;
     double tokens = (double)sh->B * (double)sh->T;
     double t0 = now_s();
-    pipeline_set_shape(&tr->pl, &tr->m, sh->accum, sh->mb, sh->T);
+    /* a full-size step runs this rank's share (balance: unequal shares,
+     * tr->mb_sizes); a step the plan shrinks or reshapes runs the plan's
+     * equal slice (config.c refuses a plan with balance) */
+    int full = sh->B == c->batch_size && sh->T == c->seq_len;
+    int64_t seq0 = full ? tr->seq0 : (int64_t)tr->g.dp_rank * sh->per_rank;
+    int per_rank = full ? tr->per_rank : sh->per_rank;
+    if (full) {
+        pipeline_set_shape(&tr->pl, &tr->m, tr->accum, tr->mb, sh->T);
+        pipeline_set_sizes(&tr->pl, tr->mb_sizes);
+    } else
+        pipeline_set_shape(&tr->pl, &tr->m, sh->accum, sh->mb, sh->T);
     gpt_zero_grad(&tr->m);
     float dloss = (float)(1.0 / tokens);
     double loss = 0.0;
@@ -665,9 +710,11 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
         zero_exec_begin(&tr->zx, 1);
     struct gpt_pos pos = {
         .step = tr->st.step, .seed = c->seed, .train = 1,
-        .seq0 = (int64_t)tr->g.dp_rank * sh->per_rank, .dstart = b->dstart,
+        .seq0 = seq0, .dstart = b->dstart,
     };
     loss = pipeline_train(&tr->pl, &tr->m, b->inp, b->tgt, dloss, &pos);
+    tr->busy_acc += tr->pl.t_busy;
+    tr->seqs_acc += per_rank;
     double t1 = now_s();
     /* ZeRO's waits inside the schedule: exposed communication */
     double zwait = tr->has_zx && tr->zx.has_comm ? tr->zx.zc.t_wait : 0.0;
@@ -735,14 +782,16 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
     int T = c->seq_len;
     double sum[2] = {0.0, 0.0}; /* loss, bytes of the targets */
     pipeline_set_shape(&tr->pl, &tr->m, tr->accum, tr->mb, T);
+    pipeline_set_sizes(&tr->pl, tr->mb_sizes);
     for (int j = 0; j < c->val_batches; j++) {
         if (tr->has_zx)
             zero_exec_begin(&tr->zx, 0);
-        int64_t seq0 = (int64_t)tr->g.dp_rank * tr->per_rank;
+        int64_t seq0 = tr->seq0;
         for (int k = 0; k < tr->accum; k++) {
-            size_t off = (size_t)k * tr->mb * T;
-            dataset_val_batch(val, j, c->batch_size, seq0 + k * tr->mb,
-                              tr->mb, T, inp + off, tgt + off,
+            int first = tr->pl.first[k];
+            size_t off = (size_t)first * T;
+            dataset_val_batch(val, j, c->batch_size, seq0 + first,
+                              tr->pl.size[k], T, inp + off, tgt + off,
                               dstart ? dstart + off : NULL);
         }
         struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,

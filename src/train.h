@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "bucket.h"
+#include "calib.h"
 #include "ckpt_io.h"
 #include "comm.h"
 #include "config.h"
@@ -20,6 +21,7 @@
 #include "model.h"
 #include "optim.h"
 #include "pipeline.h"
+#include "place.h"
 #include "tp.h"
 #include "zero_exec.h"
 
@@ -37,13 +39,26 @@ struct step_times {      /* seconds, this rank, one step; total =
 struct trainer {
     struct config c;
     struct grid g;
+    struct placement place; /* binding and thread pools of this rank */
     struct gpt m;
     struct pipeline pl;  /* this stage's micro-batch schedule and slots */
     struct lr_sched sched;
     struct train_state st;
     struct batch_plan plan; /* batch_ramp, seq_len_warmup */
-    int per_rank;        /* sequences per dp rank per step */
-    int mb, accum;       /* micro-batch size, micro-batches per step */
+    int per_rank;        /* this dp rank's sequences per step (its share) */
+    int seq0;            /* its first sequence in the global batch */
+    int mb, accum;       /* largest micro-batch, micro-batches per step */
+    int *mb_sizes;       /* accum entries: sequences of each micro-batch */
+    /* load balance (train_balance.c) */
+    int balanced;        /* balance=on or rebalance_every > 0 */
+    int *shares;         /* dp entries: sequences of each dp rank */
+    struct calib_costs cal; /* this rank's speed at start-up */
+    double *cal_all;     /* 3 per world rank: block, embed, head seconds */
+    double slow;         /* debug_slow_rank's factor on this rank (1) */
+    double stage_auto_s, stage_params_s; /* pp_partition=auto: calibrated
+                            slowest stage of both partitions, seconds */
+    double busy_acc;     /* forward + backward seconds since the last */
+    int64_t seqs_acc;    /* re-split, and the sequences they covered */
     double peak_gflops;  /* sgemm peak summed over all ranks */
     /* data parallelism: the dp group and its gradient buckets */
     struct comm_group dpg;   /* built when dp > 1 or zero >= 1 */
@@ -66,7 +81,7 @@ struct trainer {
     /* ZeRO (zero >= 1) and optimizer offload: shards, their reductions
      * and the update */
     struct zero_exec zx;
-    int has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
+    int has_place, has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
     int has_dpg, has_zx;
 };
 
@@ -109,6 +124,34 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
  * copy.  Returns 1 on every rank if any pair had drifted, else 0 (always
  * 0 without pipeline parallelism).  Collective over world. */
 int trainer_tie_check(struct trainer *tr);
+
+/* ---- load balance (train_balance.c) ---- */
+
+/* Calibrate this rank (debug_slow_rank's factor applied), gather every
+ * rank's figures, choose the stage boundaries (pp_partition) and the
+ * data-parallel shares (balance).  Before the stage's model exists.
+ * Collective over world; returns 0 or -1 with err (the same verdict on
+ * every rank). */
+int trainer_balance_init(struct trainer *tr, const struct gpt_config *gc,
+                         char *err, size_t errlen);
+void trainer_balance_free(struct trainer *tr);
+/* Take shares[dp] as the split: this rank's share, first sequence and
+ * micro-batches.  Returns the micro-batch count. */
+int trainer_apply_shares(struct trainer *tr, const int *shares);
+/* rebalance_every: re-split the shares from the forward + backward time
+ * per sequence measured since the last call (the slowest rank of each
+ * replica counts).  Collective over world.  Returns 1 when the split
+ * changed (the pipeline is rebuilt; the caller re-cuts its data), 0 when
+ * not, -1 with err on failure. */
+int trainer_rebalance(struct trainer *tr, char *err, size_t errlen);
+/* Gather every rank's compute seconds (busy_s); returns the straggler's
+ * world rank, or -1, with the slowest rank's ratio to the median in
+ * *ratio.  Collective over world. */
+int trainer_straggler(struct trainer *tr, double busy_s, double *ratio);
+/* The shares as "11,5". */
+void trainer_shares_string(const struct trainer *tr, char *buf, size_t len);
+/* Rank 0: every rank's calibration, the shares, the slow rank. */
+void trainer_print_balance(const struct trainer *tr, FILE *out);
 
 /* Parameters whole and no ZeRO operation in flight (the all-gathers
  * after an update run behind the next forward): call before reading the

@@ -63,6 +63,21 @@ out:
     return rc;
 }
 
+/* The orders of unit uses of the two schedules. */
+static int build_orders(struct zero_exec *zx, const struct pp_schedule *train,
+                        const struct pp_schedule *eval, char *err,
+                        size_t errlen)
+{
+    struct gpt *m = zx->m;
+    int nl = m->l1 - m->l0;
+    if (zero_order_build(&zx->train, train, zx->embed_unit, zx->block_unit,
+                         nl, m->first, m->last, err, errlen) < 0 ||
+        zero_order_build(&zx->eval, eval, zx->embed_unit, zx->block_unit,
+                         nl, m->first, m->last, err, errlen) < 0)
+        return -1;
+    return 0;
+}
+
 static int make_orders(struct zero_exec *zx, const struct pp_schedule *train,
                        const struct pp_schedule *eval, char *err,
                        size_t errlen)
@@ -77,12 +92,18 @@ static int make_orders(struct zero_exec *zx, const struct pp_schedule *train,
     zx->embed_unit = zero_unit_of(&zx->plan, -1);
     for (int l = 0; l < nl; l++)
         zx->block_unit[l] = zero_unit_of(&zx->plan, m->l0 + l);
-    if (zero_order_build(&zx->train, train, zx->embed_unit, zx->block_unit,
-                         nl, m->first, m->last, err, errlen) < 0 ||
-        zero_order_build(&zx->eval, eval, zx->embed_unit, zx->block_unit,
-                         nl, m->first, m->last, err, errlen) < 0)
-        return -1;
-    return 0;
+    return build_orders(zx, train, eval, err, errlen);
+}
+
+int zero_exec_replan(struct zero_exec *zx, const struct pp_schedule *train,
+                     const struct pp_schedule *eval, char *err,
+                     size_t errlen)
+{
+    if (!zx->block_unit) /* stage 0 (offload only): no orders */
+        return 0;
+    zero_order_free(&zx->train);
+    zero_order_free(&zx->eval);
+    return build_orders(zx, train, eval, err, errlen);
 }
 
 /* Shards, slots and buffers; the stage-3 parameter shard initialised. */
@@ -99,8 +120,10 @@ static int make_memory(struct zero_exec *zx, const char *offload_dir,
         zx->m_shard = zx->off.m;
         zx->v_shard = zx->off.v;
         zx->bytes_file = zx->off.map_bytes;
-        /* resident while streaming: about two blocks of each moment */
-        zx->bytes_optim = 4 * (sn < OFFLOAD_BLOCK ? sn : OFFLOAD_BLOCK) * F;
+        /* resident while streaming: about two blocks of each moment (at
+         * most the moment itself) */
+        zx->bytes_optim = 2 * (sn < 2 * OFFLOAD_BLOCK ? sn
+                                                     : 2 * OFFLOAD_BLOCK) * F;
     } else {
         zx->m_shard = tensor_arena_alloc(sn);
         zx->v_shard = tensor_arena_alloc(sn);
@@ -144,9 +167,10 @@ static int make_memory(struct zero_exec *zx, const char *offload_dir,
                                zx->p_shard + s->shard_off, s->t_off, s->len,
                                seed);
     }
-    const size_t whole = zx->m->tt.total * F;
-    zx->bytes_params = zx->stage >= 3 ? sn * F + slots : whole;
-    zx->bytes_grads = zx->stage >= 2 ? sn * F : whole;
+    /* what this executor allocated (the model's arenas are counted by
+     * mem_report from the model itself) */
+    zx->bytes_params = zx->p_shard ? sn * F + slots : 0;
+    zx->bytes_grads = zx->g_shard ? sn * F : 0;
     zx->bytes_comm = zx->stage >= 2 ? slots : 0;
     return 0;
 }
@@ -174,7 +198,8 @@ int zero_exec_init(struct zero_exec *zx, struct gpt *m, int stage,
         zx->bytes_comm += zx->zc.scratch_bytes;
     }
     zx->shards = (struct model_shards){
-        .params = stage >= 3, .seg = zx->plan.seg, .nseg = zx->plan.nsegs,
+        .params = stage >= 3, .whole = stage == 0,
+        .seg = zx->plan.seg, .nseg = zx->plan.nsegs,
         .p = zx->p_shard, .m = zx->m_shard, .v = zx->v_shard,
     };
     m->shards = &zx->shards;

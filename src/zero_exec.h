@@ -76,7 +76,8 @@ struct zero_exec {
     uint64_t slot_used[ZERO_SLOTS], tick;
     int last_gbuf;
     struct model_shards shards; /* m->shards points here */
-    /* accounting */
+    /* accounting: the bytes this executor allocated (shards, slots,
+     * buffers), in addition to the model's arenas */
     size_t bytes_params, bytes_grads, bytes_optim, bytes_comm;
     size_t bytes_file;          /* offloaded moments (on disk) */
 };
@@ -95,6 +96,12 @@ int zero_exec_init(struct zero_exec *zx, struct gpt *m, int stage,
                    const struct comm_group *g, const struct pp_schedule *train,
                    const struct pp_schedule *eval, const char *offload_dir,
                    int rank, uint64_t seed, char *err, size_t errlen);
+/* The pipeline's schedules changed (a re-split of the data-parallel
+ * shares changed this rank's micro-batch count): rebuild the orders of
+ * unit uses from them.  Between steps only.  Returns 0, or -1 with err. */
+int zero_exec_replan(struct zero_exec *zx, const struct pp_schedule *train,
+                     const struct pp_schedule *eval, char *err,
+                     size_t errlen);
 /* Completes open operations (every dp rank calls it), frees everything. */
 void zero_exec_free(struct zero_exec *zx);
 

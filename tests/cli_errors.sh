@@ -48,6 +48,38 @@ expect "pp > n_layer" "pp=2 exceeds n_layer=1" \
 expect "layout vs world" "tp*pp = 1*2 = 2 does not divide the world size 3" \
     $MPIRUN -np 3 --oversubscribe "$MPITRON" train $T --n_layer=2 --pp=2
 
+# placement and load balance
+expect "bad bind" "'bind' (command line): must be auto, launcher or none" \
+    train $T --bind=core
+expect "bad balance" "'balance' (command line): must be off or on" \
+    train $T --balance=yes
+expect "pp_partition entries" "pp_partition=1,1,1 has 3 entries: it needs one per pipeline stage (pp=2)" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --n_layer=3 --pp=2 \
+    --pp_partition=1,1,1
+expect "pp_partition sum" "pp_partition=1,1 places 2 blocks: it must place all n_layer=3" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --n_layer=3 --pp=2 \
+    --pp_partition=1,1
+expect "pp_partition syntax" "'pp_partition' (command line): must be auto, params" \
+    train $T --pp_partition=2,0
+expect "straggler_ratio" "'straggler_ratio' (command line): must be > 1" \
+    train $T --straggler_ratio=0.9
+expect "debug_slow_rank syntax" "'debug_slow_rank' (command line): must be RANK:FACTOR" \
+    train $T --debug_slow_rank=1
+expect "debug_slow_rank rank" "debug_slow_rank=3:2: there is no rank 3 (world size 1)" \
+    train $T --debug_slow_rank=3:2
+expect "zero>=2 with balance=on" "balance=on with zero=2: ZeRO stages 2 and 3" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --zero=2 --balance=on
+expect "zero>=2 with rebalance_every" "rebalance_every=5 with zero=3" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --zero=3 \
+    --rebalance_every=5
+expect "batch_ramp with balance=on" "batch_ramp=2:5 with balance=on: the batch plan's smaller or reshaped steps" \
+    train $T --batch_ramp=2:5 --balance=on
+expect "seq_len_warmup with rebalance_every" "seq_len_warmup=8:10 with rebalance_every=4" \
+    train $T --seq_len_warmup=8:10 --rebalance_every=4
+expect "micro_batch=auto with balance=on" "micro_batch=auto with balance=on" \
+    train $T --micro_batch=auto --mem_budget_mb=100 --balance=on
+expect "topo bad xml" "$W/nope.xml" "$MPITRON" topo --xml="$W/nope.xml"
+
 # corrupt shards: bad magic, size that disagrees with the header
 mkdir -p "$W/bad1" "$W/bad2"
 cp "$W/data/train_000.bin" "$W/bad1/train_000.bin"

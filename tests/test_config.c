@@ -102,13 +102,20 @@ static void test_defaults(void **state)
     assert_true(c.bucket_mb == 25.0f);
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
+    assert_string_equal(c.bind, "auto");
+    assert_string_equal(c.pp_partition, "auto");
+    assert_string_equal(c.balance, "off");
+    assert_true(c.straggler_ratio == 1.2f);
+    assert_int_equal(c.rebalance_every, 0);
+    assert_string_equal(c.debug_slow_rank, "");
+
     assert_int_equal(c.zero, 0);
     assert_string_equal(c.recompute, "none");
     assert_string_equal(c.offload, "none");
     assert_string_equal(c.offload_dir, "");
 
-    /* 11 model + 20 optim + 4 data + 14 run + 11 parallel keys */
-    assert_int_equal(config_nkeys, 60);
+    /* 11 model + 20 optim + 4 data + 15 run + 16 parallel keys */
+    assert_int_equal(config_nkeys, 66);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -332,6 +339,25 @@ static void test_finalize(void **state)
                     "batch_ramp=4:10 with zero=1: ZeRO plans its reductions "
                     "for a fixed number of micro-batches per step; use zero=0 "
                     "(or batch_ramp=0)");
+    expect_finalize((const char *[]){"balance", "on", "batch_ramp", "4:10",
+                                     NULL},
+                    "batch_ramp=4:10 with balance=on: the batch plan's "
+                    "smaller or reshaped steps are split equally over the "
+                    "data-parallel ranks, the balanced shares only the full "
+                    "batch; use batch_ramp=0 (or balance=off and "
+                    "rebalance_every=0)");
+    expect_finalize((const char *[]){"rebalance_every", "5",
+                                     "seq_len_warmup", "16:10", NULL},
+                    "seq_len_warmup=16:10 with rebalance_every=5: the batch "
+                    "plan's smaller or reshaped steps are split equally over "
+                    "the data-parallel ranks, the balanced shares only the "
+                    "full batch; use seq_len_warmup=0 (or balance=off and "
+                    "rebalance_every=0)");
+    expect_finalize((const char *[]){"balance", "on", "micro_batch", "auto",
+                                     "mem_budget_mb", "100", NULL},
+                    "micro_batch=auto with balance=on: the shares by speed "
+                    "are measured at the chosen micro-batch; give micro_batch "
+                    "(or balance=off and rebalance_every=0)");
 
     struct config c;
     char err[ERRLEN] = "";

@@ -358,7 +358,7 @@ static void test_loader(void **state)
     for (int v = 0; v < 2; v++) {
         const struct batch_plan *pl = v ? &q : &p;
         const int s = 5;
-        assert_int_equal(loader_init(&l, &mx, pl, 1, SEED, 0, s, err,
+        assert_int_equal(loader_init(&l, &mx, pl, 1, NULL, SEED, 0, s, err,
                                      sizeof err), 0);
         double wait = 0.0;
         const int64_t steps[] = {s, s + 1, s + 2, s + 10, s + 11, s + 13,
@@ -371,8 +371,26 @@ static void test_loader(void **state)
         loader_free(&l);
         loader_free(&l);   /* second free is a no-op */
     }
+    /* unequal shares (balance=on): dp rank 1 takes sequences [3, B) of
+     * every full-size step, the shape says B - 3 of them */
+    const int shares[2] = {3, B - 3};
+    assert_int_equal(loader_init(&l, &mx, &p, 1, shares, SEED, 0, 2, err,
+                                 sizeof err), 0);
+    for (int64_t s = 2; s < 5; s++) {
+        struct step_batch b;
+        loader_next(&l, s, &b, NULL);
+        assert_int_equal(b.shape.per_rank, B - 3);
+        assert_int_equal(shape_len(&b.shape), T);
+        int32_t ref[2 * B * T];
+        dataset_train_batch(&f->train, SEED, s, 3, B - 3, T, ref,
+                            ref + (B - 3) * T);
+        assert_memory_equal(b.inp, ref, (size_t)(B - 3) * T * sizeof *ref);
+        assert_memory_equal(b.tgt, ref + (B - 3) * T,
+                            (size_t)(B - 3) * T * sizeof *ref);
+    }
+    loader_free(&l);
     /* a loader that is freed before its first step is ever requested */
-    assert_int_equal(loader_init(&l, &mx, &p, 0, SEED, 0, 0, err,
+    assert_int_equal(loader_init(&l, &mx, &p, 0, NULL, SEED, 0, 0, err,
                                  sizeof err), 0);
     loader_free(&l);
 }

@@ -22,7 +22,9 @@
 #include "optim.h"
 #include "zero_exec.h"
 
+#include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -483,7 +485,8 @@ static void test_lr_layer_scale(void **state)
  * plain AdamW over the tensors: a model of 1.7M parameters spans two
  * streaming blocks, with tensors across the block boundary; three steps
  * must give the same bits (parameters and moments).  The offload file is
- * unlinked from the start; a directory that is a file is refused, named. */
+ * unlinked from the start; a directory that is a file, and one without
+ * room for the file, are refused, naming it. */
 static void test_offload_update_bitwise(void **state)
 {
     (void)state;
@@ -541,7 +544,24 @@ static void test_offload_update_bitwise(void **state)
     assert_int_equal(offload_init(&o, file, 10, 3, err, sizeof err), -1);
     assert_non_null(strstr(err, file));
     unlink(file);
-    rmdir(dir);
+    /* a disk too full for the file: RLIMIT_FSIZE makes the reservation
+     * fail (EFBIG) as ENOSPC would; refused at once, naming offload_dir,
+     * and the unlinked file is gone */
+    struct rlimit lim0, lim;
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &lim0), 0);
+    lim = lim0;
+    lim.rlim_cur = (rlim_t)1 << 20;
+    void (*sig0)(int) = signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim), 0);
+    int rc = offload_init(&o, dir, (size_t)1 << 20, 3, err, sizeof err);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &lim0), 0);
+    signal(SIGXFSZ, sig0);
+    assert_int_equal(rc, -1);
+    if (!strstr(err, dir) || !strstr(err, "cannot reserve") ||
+        !strstr(err, "rank 3"))
+        fail_msg("the error does not name offload_dir: %s", err);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(rmdir(dir), 0);
     pp_schedule_free(&sc);
     gpt_free(&ref);
     gpt_free(&off);

@@ -1,0 +1,112 @@
+#!/bin/sh
+# Load balance trains the same model as one rank, and names stragglers:
+#  - dp = 2 and dp = 4 with balance=on and one rank slowed down
+#    (debug_slow_rank): the calibrated shares are unequal, and each of 20
+#    steps' loss (and the validation losses) is within relative 1e-5 of
+#    the serial run;
+#  - dp = 2 and dp = 4 with rebalance_every=5 from the equal split: the
+#    shares are re-split mid-run (the log says from what to what), and the
+#    losses still match the serial run;
+#  - the same with zero=1 (ZeRO reduces once per step, so it takes
+#    unequal micro-batch counts; a re-split re-plans its order of uses);
+#  - the slowed rank is named in metrics.jsonl (straggler_rank) on most
+#    logged intervals of an unbalanced run, and no other rank ever is;
+#  - pipeline stages: pp_partition=5,3 is taken as given, and auto gives
+#    the head's stage fewer blocks than params does when the head costs
+#    several blocks, and more again when the first stage's rank is slowed
+#    down; all train the serial model.
+. "$(dirname "$0")/equiv_lib.sh"
+
+STEPS=20
+M="--data=$W/data --n_layer=2 --n_embd=64 --n_head=4 --n_kv_head=2
+   --seq_len=32 --batch_size=8 --steps=$STEPS --warmup_steps=3 --lr=3e-3
+   --dropout=0.1 --log_every=1 --val_every=10 --ckpt_every=0
+   --bucket_mb=0.05"
+pass=0
+REF=serial
+check() { # run: compare with the serial run
+    compare $REF "$1" || fail "$1 differs from the serial run $REF"
+    pass=$((pass + 1))
+}
+shares() { # run: the shares line of its banner
+    sed -n 's/^data-parallel shares ([^)]*): \([0-9,]*\) of.*/\1/p' \
+        "$W/$1.log"
+}
+unequal() { # run: fails when the shares are all equal
+    s=$(shares "$1")
+    [ -n "$s" ] || { cat "$W/$1.log"; fail "$1: no shares line"; }
+    echo "$s" | tr ',' '\n' | sort -u | [ "$(wc -l)" -gt 1 ] \
+        || { cat "$W/$1.log"; fail "$1: equal shares $s"; }
+    echo "$1: shares $s"
+}
+
+train 1 serial
+train 2 bal2 --balance=on --debug_slow_rank=1:4 --micro_batch=2
+unequal bal2
+check bal2
+train 4 bal4 --balance=on --debug_slow_rank=2:4 --micro_batch=1
+unequal bal4
+check bal4
+
+for np in 2 4; do
+    run=reb$np
+    train $np $run --rebalance_every=5 --debug_slow_rank=1:4
+    grep -q "^step 5: data-parallel shares re-split .*: \([0-9]*,\)*[0-9]* -> " \
+        "$W/$run.log" || { cat "$W/$run.log"; fail "$run: no re-split"; }
+    grep "re-split" "$W/$run.log" | head -1
+    check $run
+done
+
+# ZeRO stage 1 reduces once per step: unequal shares (and micro-batch
+# counts) from calibration and from a re-split, whose new schedule ZeRO
+# re-plans its order of unit uses for
+train 2 z1bal --zero=1 --balance=on --debug_slow_rank=1:4 --micro_batch=2
+unequal z1bal
+check z1bal
+train 2 z1reb --zero=1 --rebalance_every=5 --debug_slow_rank=1:4 \
+    --micro_batch=1
+grep -q "^step 5: data-parallel shares re-split" "$W/z1reb.log" \
+    || { cat "$W/z1reb.log"; fail "z1reb: no re-split"; }
+check z1reb
+
+# straggler: rank 1 at a third of the speed, equal shares, no re-split
+train 2 strag --debug_slow_rank=1:3 --log_every=5
+awk '/"straggler_rank":/ {
+         n++; r = $0; sub(/.*"straggler_rank":/, "", r); sub(/,.*/, "", r);
+         if (r == 1) one++; else if (r != -1) other++ }
+     END { printf "straggler named on %d of %d intervals\n", one, n;
+           exit !(n >= 4 && one * 2 >= n && other == 0) }' \
+    "$W/strag/metrics.jsonl" || { cat "$W/strag.log"; fail "straggler"; }
+grep -q "straggler rank 1 (" "$W/strag.log" || fail "progress line"
+pass=$((pass + 1))
+
+# pipeline partitions, against a serial run of the same 8-block model
+# with a 4096-token vocabulary, whose head costs several blocks (its
+# softmax and cross-entropy included): the parameter-balanced partition
+# gives the head's stage half the blocks, auto fewer
+STEPS=10
+M="$M --n_layer=8 --vocab_size=4096 --steps=$STEPS --val_every=5"
+REF=serial8
+train 1 serial8
+train 2 pp53 --pp=2 --micro_batch=2 --pp_partition=5,3
+grep -q "blocks per stage: \[0,5) \[5,8)" "$W/pp53.log" \
+    || { cat "$W/pp53.log"; fail "pp_partition=5,3 not applied"; }
+check pp53
+for part in params auto; do
+    train 2 pp_$part --pp=2 --micro_batch=2 --pp_partition=$part
+    check pp_$part
+done
+last() { sed -n 's/.*blocks per stage: \[0,[0-9]*) \[\([0-9]*\),8).*/\1/p' \
+             "$W/$1.log"; }
+echo "head stage starts at block $(last pp_params) (params), $(last pp_auto) (auto)"
+grep "^pp_partition=auto" "$W/pp_auto.log"
+[ "$(last pp_auto)" -gt "$(last pp_params)" ] \
+    || { cat "$W/pp_auto.log"; fail "auto did not move blocks off the head"; }
+# the first stage on a rank three times slower: auto moves blocks to the
+# head's stage
+train 2 pp_slow --pp=2 --micro_batch=2 --debug_slow_rank=0:3
+check pp_slow
+echo "with the first stage slowed down 3x: head stage starts at block $(last pp_slow)"
+[ "$(last pp_slow)" -lt "$(last pp_auto)" ] \
+    || { cat "$W/pp_slow.log"; fail "auto ignored the slow stage"; }
+echo "$pass passed, 0 failed"

@@ -1,0 +1,207 @@
+/*
+ * test_calib.c - kernel calibration (src/calib.c):
+ *  - the figures are positive, the forward part below the whole, seqs and
+ *    reps within their bounds, the thread count reported;
+ *  - the parts add up: L blocks + embedding + head, as calibrated, against
+ *    forward + backward of the whole L-block model timed here directly
+ *    through model.c (an independent measurement), within 0.35x..1.8x
+ *    (a ratio of two timings taken back to back, not a time limit);
+ *  - the vocabulary moves the head and not the block: the head's cost
+ *    relative to the block's grows with V (a ratio again);
+ *  - calib_slow_pad: nothing for slow <= 1, and about (slow - 1) t of
+ *    extra work otherwise; calib_measure_slow at 3 measures at least
+ *    twice the unslowed figures.
+ */
+#include <math.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "calib.h"
+#include "log.h"
+#include "peak.h"
+#include "rng.h"
+
+static const struct gpt_config small = {
+    .n_layer = 4, .n_embd = 64, .n_head = 4, .n_kv_head = 4, .seq_len = 32,
+    .vocab_size = 256, .dropout = 0.1f};
+
+static void test_figures_sane(void **state)
+{
+    (void)state;
+    struct calib_costs cc;
+    char err[256];
+    assert_int_equal(calib_measure(&small, 4, 0.5, &cc, err, sizeof(err)),
+                     0);
+    assert_true(cc.block_s > 0 && cc.embed_s > 0 && cc.head_s > 0);
+    assert_true(cc.block_fwd_s > 0 && cc.block_fwd_s < cc.block_s);
+    assert_true(cc.head_fwd_s > 0 && cc.head_fwd_s < cc.head_s);
+    assert_true(cc.embed_fwd_s > 0 && cc.embed_fwd_s < cc.embed_s);
+    assert_int_equal(cc.mb, 4);
+    assert_true(cc.seqs >= 1 && cc.seqs <= 4);
+    assert_true(cc.reps >= 1 && cc.reps <= 9);
+    assert_true(cc.head_tokens >= 16 && cc.head_tokens <= 4 * 32);
+    assert_int_equal(cc.threads, threads_get());
+    assert_true(cc.wall_s > 0);
+    /* a tiny budget still measures once, one sequence */
+    assert_int_equal(calib_measure(&small, 4, 0.0, &cc, err, sizeof(err)),
+                     0);
+    assert_int_equal(cc.seqs, 1);
+    assert_int_equal(cc.reps, 1);
+    assert_true(cc.block_s > 0);
+    assert_int_equal(calib_measure(&small, 0, 1.0, &cc, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "mb=0"));
+}
+
+/* Fastest forward + backward of the whole model over reps (the fastest:
+ * other processes on the machine only ever slow a run down). */
+static double whole_model_s(const struct gpt_config *c, int B, int reps)
+{
+    struct gpt m;
+    struct gpt_acts a;
+    char err[256];
+    assert_int_equal(gpt_init(&m, c, 1, 0, 0, c->n_layer, 5, err,
+                              sizeof(err)), 0);
+    assert_int_equal(gpt_acts_init(&a, &m, B, c->seq_len), 0);
+    size_t N = (size_t)B * c->seq_len;
+    int32_t *tok = malloc(2 * N * sizeof(int32_t));
+    for (size_t i = 0; i < 2 * N; i++)
+        tok[i] = (int32_t)(rng_u64(3, i) % (uint64_t)c->vocab_size);
+    struct gpt_pos pos = {.seed = 1, .train = 1};
+    double t[8];
+    for (int r = 0; r <= reps; r++) {
+        double t0 = now_s();
+        gpt_forward(&m, &a, tok, tok + N, &pos);
+        gpt_backward(&m, &a, 1.0f / (float)N, &pos);
+        if (r > 0) /* r == 0 warms up */
+            t[r - 1] = now_s() - t0;
+    }
+    double best = t[0];
+    for (int i = 1; i < reps; i++)
+        best = t[i] < best ? t[i] : best;
+    free(tok);
+    gpt_acts_free(&a);
+    gpt_free(&m);
+    return best;
+}
+
+static void test_parts_add_up(void **state)
+{
+    (void)state;
+    struct gpt_config c = small;
+    c.n_embd = 256;
+    c.seq_len = 64;
+    c.vocab_size = 2048;
+    struct calib_costs cc;
+    char err[256];
+    double parts = INFINITY, whole = INFINITY;
+    for (int k = 0; k < 3; k++) { /* interleaved; the fastest of each */
+        assert_int_equal(calib_measure(&c, 2, 0.5, &cc, err, sizeof(err)),
+                         0);
+        double p = c.n_layer * cc.block_s + cc.embed_s + cc.head_s;
+        double w = whole_model_s(&c, 2, 3);
+        parts = p < parts ? p : parts;
+        whole = w < whole ? w : whole;
+    }
+    double r = parts / whole;
+    print_message("parts %.2f ms, whole model %.2f ms, ratio %.2f "
+                  "(seqs %d reps %d)\n", 1e3 * parts, 1e3 * whole, r,
+                  cc.seqs, cc.reps);
+    /* 1.00-1.11 on a quiet machine; a busy one preempts a whole-model run
+     * more often than the parts' shorter repetitions, whose fastest then
+     * wins: 0.45 at a load of 25 on 2 cores.  So the bounds only catch
+     * gross errors (a part left out or counted twice when it dominates, a
+     * scaling off by 2 or more upwards). */
+    assert_true(r > 0.35 && r < 1.8);
+}
+
+static void test_vocab_moves_the_head(void **state)
+{
+    (void)state;
+    struct gpt_config c = small, big;
+    c.n_embd = 128;
+    big = c;
+    big.vocab_size = 16 * c.vocab_size;
+    struct calib_costs a, b;
+    char err[256];
+    assert_int_equal(calib_measure(&c, 2, 1.0, &a, err, sizeof(err)), 0);
+    assert_int_equal(calib_measure(&big, 2, 1.0, &b, err, sizeof(err)), 0);
+    print_message("head %.3f -> %.3f ms, block %.3f -> %.3f ms\n",
+                  1e3 * a.head_s, 1e3 * b.head_s, 1e3 * a.block_s,
+                  1e3 * b.block_s);
+    /* 16x the head's FLOPs and memory, the block's unchanged: the head's
+     * cost relative to the block's (both timed in the same repetitions,
+     * so a busy machine slows both) grows far beyond timing noise */
+    double ra = a.head_s / a.block_s, rb = b.head_s / b.block_s;
+    assert_true(rb > 4.0 * ra);
+}
+
+static int calls;
+static void busy(void *ctx)
+{
+    volatile double *x = ctx;
+    for (int i = 0; i < 200000; i++)
+        *x = *x * 0.999999 + 1e-9;
+    calls++;
+}
+
+static void test_slow_pad(void **state)
+{
+    (void)state;
+    volatile double x = 1.0;
+    calls = 0;
+    assert_int_equal(calib_slow_pad(1.0, 1.0, busy, (void *)&x), 0);
+    assert_int_equal(calib_slow_pad(0.5, 1.0, busy, (void *)&x), 0);
+    assert_int_equal(calib_slow_pad(3.0, 0.0, busy, (void *)&x), 0);
+    assert_int_equal(calls, 0);
+    double t0 = now_s();
+    busy((void *)&x);
+    double one = now_s() - t0;
+    calls = 0;
+    t0 = now_s();
+    int n = calib_slow_pad(4.0, 2.0 * one, busy, (void *)&x);
+    double spent = now_s() - t0;
+    assert_int_equal(n, calls);
+    assert_true(n >= 1);
+    /* the extra time reaches (slow - 1) t = 6 one-call times, less half a
+     * repetition at most */
+    assert_true(spent >= 6.0 * one - 0.5 * spent / n);
+}
+
+static void test_slow_measures_slower(void **state)
+{
+    (void)state;
+    struct calib_costs a, b;
+    char err[256];
+    double ab = INFINITY, ah = INFINITY, bb = INFINITY, bh = INFINITY;
+    for (int k = 0; k < 3; k++) { /* interleaved; the fastest of each */
+        assert_int_equal(calib_measure(&small, 2, 0.2, &a, err,
+                                       sizeof(err)), 0);
+        assert_int_equal(calib_measure_slow(&small, 2, 0.2, 3.0, &b, err,
+                                            sizeof(err)), 0);
+        ab = a.block_s < ab ? a.block_s : ab;
+        ah = a.head_s < ah ? a.head_s : ah;
+        bb = b.block_s < bb ? b.block_s : bb;
+        bh = b.head_s < bh ? b.head_s : bh;
+    }
+    print_message("slow 3: block x%.2f head x%.2f\n", bb / ab, bh / ah);
+    assert_true(bb / ab > 2.0 && bh / ah > 2.0);
+}
+
+int main(void)
+{
+    threads_set(1);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_figures_sane),
+        cmocka_unit_test(test_parts_add_up),
+        cmocka_unit_test(test_vocab_moves_the_head),
+        cmocka_unit_test(test_slow_pad),
+        cmocka_unit_test(test_slow_measures_slower),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

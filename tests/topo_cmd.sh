@@ -1,0 +1,57 @@
+#!/bin/sh
+# `mpitron topo` through the binary:
+#  - a saved 2-package x 2-NUMA x 8-core topology (tests/topo/): the
+#    tree's counts, and the plan for 4 ranks as JSON, one NUMA node each;
+#  - this machine under mpirun -np 2 --bind-to none: both ranks reported
+#    unbound, the cores they share named, and a plan of disjoint cores;
+#    with --bind-to core (on a machine of at least 2 cores) no core shared;
+#  - --calibrate: every rank's figures after binding;
+#  - --export writes XML that --xml reads back to the same topology.
+set -eu
+MPITRON=${MPITRON:-./mpitron}
+MPIRUN=${MPIRUN:-mpirun}
+top=${top_srcdir:-.}
+W=$(mktemp -d "${TMPDIR:-/tmp}/mpitron-topo.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+fail() { echo "FAIL: $*"; sed 's/^/    /' "$W/out"; exit 1; }
+has() { grep -qF -- "$1" "$W/out" || fail "no '$1'"; }
+
+X="$top/tests/topo/2pkg-2numa-8core.xml"
+"$MPITRON" topo --xml="$X" --np=4 > "$W/out"
+has "2 package(s), 4 NUMA node(s), 8 L3 group(s), 32 core(s), 32 PU(s)"
+has "rank 3: cores 24-31 (PUs 24-31), NUMA 3, L3 6-7; 8 BLAS + 8 OpenMP"
+"$MPITRON" topo --xml="$X" --np=4 --json > "$W/out"
+has '"np":4,"bind":"auto","threads_total":32,"oversubscribed":false'
+has '{"rank":1,"cores":[8,9,10,11,12,13,14,15],"pus":[8,9,10,11,12,13,14,15],"numa":[1]'
+"$MPITRON" topo --xml="$X" --np=64 > "$W/out"
+has "64 thread(s) on 32 core(s): OVERSUBSCRIBED"
+
+$MPIRUN -np 2 --oversubscribe --bind-to none "$MPITRON" topo > "$W/out"
+has "rank 0  host "
+has "rank 1  host "
+[ "$(grep -c 'unbound (every PU of the node)' "$W/out")" -eq 2 ] \
+    || fail "both ranks should be unbound"
+grep -q "cores shared by several ranks: none" "$W/out" \
+    && fail "unbound ranks share every core"
+has "this node's ranks as launched"
+ncores=$(sed -n 's/.* \([0-9]*\) core(s), [0-9]* PU(s)$/\1/p' "$W/out")
+if [ "$ncores" -ge 2 ]; then
+    c0=$(sed -n 's/^  rank 0: cores \([0-9,-]*\) .*/\1/p' "$W/out")
+    c1=$(sed -n 's/^  rank 1: cores \([0-9,-]*\) .*/\1/p' "$W/out")
+    [ -n "$c0" ] && [ "$c0" != "$c1" ] || fail "plan: $c0 and $c1"
+    $MPIRUN -np 2 --bind-to core "$MPITRON" topo > "$W/out"
+    has "cores shared by several ranks: none"
+    has "keeps the launcher's binding"
+fi
+
+$MPIRUN -np 2 --oversubscribe "$MPITRON" topo --calibrate --n_layer=2 \
+    --n_embd=32 --n_head=2 --seq_len=16 --micro_batch=2 > "$W/out"
+[ "$(grep -c 'calibration (' "$W/out")" -eq 2 ] || fail "calibration"
+has "per micro-batch of 2: block "
+
+"$MPITRON" topo --export="$W/node.xml" > "$W/a"
+"$MPITRON" topo --xml="$W/node.xml" > "$W/b"
+head -1 "$W/a" | sed 's/^topology of [^:]*://' > "$W/a1"
+head -1 "$W/b" | sed 's/^topology of [^:]*://' > "$W/b1"
+cmp -s "$W/a1" "$W/b1" || { cat "$W/a1" "$W/b1" > "$W/out"; fail "export"; }
+echo "topo: all passed"

@@ -157,7 +157,10 @@ struct ckpt_meta {
 
 /*
  * Write a checkpoint of step meta->step into dir (created if missing) and
- * commit it as described above.  Collective over comm.  On success the
+ * commit it as described above.  Collective over comm.  A tensor holding
+ * a NaN or an infinity is never written: the save fails before anything
+ * is written, err naming the dataset and element ("refusing to save a
+ * non-finite value: /model/wte[3,17] is nan").  On success the
  * file path is copied into path_out (may be NULL).  Returns 0, or -1 on
  * every rank with err naming the file and the failing HDF5/POSIX call; a
  * file system without room, or a file-size limit (ulimit -f) too small,
@@ -278,6 +281,14 @@ int ckpt_list(const char *dir, FILE *out, char *err, size_t errlen);
  * file that is not). */
 int ckpt_find_good(MPI_Comm comm, const char *arg, char *path,
                    size_t pathlen, FILE *warn, char *err, size_t errlen);
+/* The same among the step_*.h5 whose step is below before (INT64_MAX: all;
+ * a caller that could not load the one it was given asks again with
+ * before = its step), the chosen file's step in *step (may be NULL; -1
+ * when arg is a file).  Returns 1 only when there is no step_*.h5 at all;
+ * none older than before is an error (-1). */
+int ckpt_find_good_before(MPI_Comm comm, const char *arg, int64_t before,
+                          char *path, size_t pathlen, int64_t *step,
+                          FILE *warn, char *err, size_t errlen);
 
 /* Retention, after a committed save, on one rank (not collective): in
  * dir, delete every step_N.h5 (then its manifest) that is neither among

@@ -270,6 +270,13 @@ int ckpt_root_check(hid_t fid, const char *path, struct ckpt_meta *meta,
     if (!rc)
         rc = need(ckpt_attr_read_str(fid, "config", &meta->config_text, path,
                                      err), path, "config", err);
+    if (!rc && (meta->step < 0 || meta->tokens_seen < 0 ||
+                meta->data_cursor < 0 || meta->step > ((int64_t)1 << 53)))
+        rc = ckpt_errf(err, "%s: root attributes out of range (step %lld, "
+                            "tokens_seen %lld, data_cursor %lld): not a "
+                            "checkpoint this build wrote", path,
+                       (long long)meta->step, (long long)meta->tokens_seen,
+                       (long long)meta->data_cursor);
     if (layout)
         snprintf(meta->layout, sizeof meta->layout, "%s", layout);
     free(layout);

@@ -63,14 +63,17 @@ static int good(MPI_Comm comm, const char *path, char *err)
 }
 
 static int find_newest(MPI_Comm comm, const char *dir,
-                       const struct ckpt_entry *v, int n, char *path,
-                       size_t pathlen, FILE *warn, char *err)
+                       const struct ckpt_entry *v, int n, int64_t before,
+                       char *path, size_t pathlen, int64_t *step, FILE *warn,
+                       char *err)
 {
     char p[CKPT_PATHMAX], e[CKPT_ERRMAX];
     int rank, committed = 0;
 
     MPI_Comm_rank(comm, &rank);
     for (int i = n - 1; i >= 0; i--) {
+        if (v[i].step >= before)
+            continue; /* the caller passed over those already */
         if (v[i].partial) {
             if (rank == 0 && warn)
                 fprintf(warn, "mpitron: warning: skipping %s/%s: incomplete "
@@ -84,11 +87,16 @@ static int find_newest(MPI_Comm comm, const char *dir,
             if ((size_t)snprintf(path, pathlen, "%s", p) >= pathlen)
                 return ckpt_errf(err, "%s: path longer than %zu bytes", p,
                                  pathlen);
+            if (step)
+                *step = v[i].step;
             return 0;
         }
         if (rank == 0 && warn)
             fprintf(warn, "mpitron: warning: skipping %s: %s\n", p, e);
     }
+    if (committed == 0 && before != INT64_MAX)
+        return ckpt_errf(err, "no valid checkpoint in %s older than step "
+                              "%lld", dir, (long long)before);
     if (committed == 0)
         return ckpt_errf(err, "no checkpoint in %s (no step_*.h5)", dir), 1;
     return ckpt_errf(err, "no valid checkpoint in %s: all %d step_*.h5 "
@@ -99,6 +107,14 @@ static int find_newest(MPI_Comm comm, const char *dir,
 int ckpt_find_good(MPI_Comm comm, const char *arg, char *path,
                    size_t pathlen, FILE *warn, char *err, size_t errlen)
 {
+    return ckpt_find_good_before(comm, arg, INT64_MAX, path, pathlen, NULL,
+                                 warn, err, errlen);
+}
+
+int ckpt_find_good_before(MPI_Comm comm, const char *arg, int64_t before,
+                          char *path, size_t pathlen, int64_t *step,
+                          FILE *warn, char *err, size_t errlen)
+{
     char dir[CKPT_PATHMAX] = "", e[CKPT_ERRMAX] = "";
     struct ckpt_entry *v = NULL;
     struct ckpt_h5_quiet q;
@@ -108,12 +124,17 @@ int ckpt_find_good(MPI_Comm comm, const char *arg, char *path,
     rc = find_scan(comm, arg, &is_file, dir, &v, &n, e);
     if (rc == 1) {
         ckpt_errf(e, "no checkpoint in %s (%s)", dir, "no such directory");
+    } else if (rc == 0 && is_file && before != INT64_MAX) {
+        rc = ckpt_errf(e, "%s: no older checkpoint to fall back to", arg);
     } else if (rc == 0 && is_file) {
+        if (step)
+            *step = -1;
         rc = good(comm, arg, e);
         if (!rc && (size_t)snprintf(path, pathlen, "%s", arg) >= pathlen)
             rc = ckpt_errf(e, "%s: path longer than %zu bytes", arg, pathlen);
     } else if (rc == 0) {
-        rc = find_newest(comm, dir, v, n, path, pathlen, warn, e);
+        rc = find_newest(comm, dir, v, n, before, path, pathlen, step, warn,
+                         e);
     } else {
         MPI_Bcast(e, CKPT_ERRMAX, MPI_CHAR, 0, comm);
     }

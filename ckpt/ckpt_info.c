@@ -179,34 +179,41 @@ static void print_manifest(FILE *out, const char *path)
     ckpt_manifest_free(&m);
 }
 
+int ckpt_info_fid(hid_t fid, const char *path, FILE *out, char *err)
+{
+    char scratch[CKPT_ERRMAX];
+    struct info_walk w = {out, 0, 0, 0};
+    int rc = print_identity(out, fid, path, err);
+
+    if (!rc) {
+        print_manifest(out, path);
+        print_attrs(out, fid, path, scratch);
+        fprintf(out, "datasets:\n");
+        if (H5Lvisit(fid, H5_INDEX_NAME, H5_ITER_INC, info_visit, &w) < 0)
+            rc = ckpt_h5_fail(err, path, "H5Lvisit");
+    }
+    if (!rc)
+        fprintf(out, "%-12s %" PRId64 " in /model (%d datasets, %" PRId64
+                     " elements in all)\n", "parameters", w.n_model,
+                w.n_datasets, w.n_total);
+    return rc;
+}
+
 int ckpt_print_info(const char *path, FILE *out, char *err, size_t errlen)
 {
-    char e[CKPT_ERRMAX] = "", scratch[CKPT_ERRMAX];
-    struct info_walk w = {out, 0, 0, 0};
+    char e[CKPT_ERRMAX] = "";
     struct ckpt_h5_quiet q;
     hid_t fid = -1;
     int rc = 0;
 
     ckpt_h5_quiet_begin(&q);
     rc = ckpt_manifest_check(MPI_COMM_NULL, path, NULL, NULL, e);
-    if (!rc && H5Fis_hdf5(path) <= 0)
-        rc = ckpt_errf(e, "%s: not an HDF5 file, so not an mpitron "
-                          "checkpoint", path);
+    if (!rc)
+        rc = ckpt_probe(path, e);
     if (!rc && (fid = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT)) < 0)
         rc = ckpt_h5_fail(e, path, "H5Fopen");
     if (!rc)
-        rc = print_identity(out, fid, path, e);
-    if (!rc) {
-        print_manifest(out, path);
-        print_attrs(out, fid, path, scratch);
-        fprintf(out, "datasets:\n");
-        if (H5Lvisit(fid, H5_INDEX_NAME, H5_ITER_INC, info_visit, &w) < 0)
-            rc = ckpt_h5_fail(e, path, "H5Lvisit");
-    }
-    if (!rc)
-        fprintf(out, "%-12s %" PRId64 " in /model (%d datasets, %" PRId64
-                     " elements in all)\n", "parameters", w.n_model,
-                w.n_datasets, w.n_total);
+        rc = ckpt_info_fid(fid, path, out, e);
     if (fid >= 0)
         H5Fclose(fid);
     ckpt_h5_quiet_end(&q);

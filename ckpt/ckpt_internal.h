@@ -63,6 +63,13 @@ int ckpt_agree(MPI_Comm comm, int rc, char *err);
 int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,
                        char *err);
 
+/* Collective, agreed: every element of every rank's hyperslabs is
+ * finite.  Else -1 with err naming the first dataset and element at fault
+ * (global index) on the lowest such rank: "refusing to save a non-finite
+ * value: /model/wte[3,17] is nan".  One pass over the data. */
+int ckpt_tensors_finite(MPI_Comm comm, const struct ckpt_tensor *t, int n,
+                        char *err);
+
 /* Property lists; each returns a new id (caller closes) or a negative value
  * with err set.  fapl: MPI-IO on comm, collective metadata.  dxpl:
  * collective transfers.  dcpl: the layout of a tensor's dataset (the
@@ -189,6 +196,11 @@ struct ckpt_manifest {
  * Returns 0, 1 when it does not exist (err says so), or -1 with err.  m
  * is zeroed first and must be freed in every case. */
 int ckpt_manifest_load(const char *path, struct ckpt_manifest *m, char *err);
+/* The parse of ckpt_manifest_load on text (len bytes; text[len] must be
+ * NUL), which m takes over (freed by ckpt_manifest_free); name is for
+ * the messages.  m must be zeroed.  0, or -1 with err. */
+int ckpt_manifest_parse(char *text, size_t len, const char *name,
+                        struct ckpt_manifest *m, char *err);
 void ckpt_manifest_free(struct ckpt_manifest *m);
 
 /* The extent of dataset name in m, or NULL. */
@@ -229,6 +241,20 @@ int ckpt_manifest_check_once(MPI_Comm comm, const char *path,
 
 /* ---- shared by the readers (ckpt_read.c) --------------------------------- */
 
+/* The first parse of path's HDF5 structure, in a disposable child
+ * process (ckpt_probe.c): 0 when the child opened it and walked every
+ * object and attribute; else -1 with err ("PATH: HDF5 crashed parsing it
+ * (signal 11); refusing it", "... hung ...", or the child's HDF5 error).
+ * Local; one process calls it for everyone.  No HDF5 file may be open for
+ * writing in this process while it runs (forked HDF5 state). */
+int ckpt_probe(const char *path, char *err);
+/* The child's walk on an open file (for the fuzzer, which runs it in
+ * process on a file image): every group, dataset and attribute as
+ * ckpt_probe describes.  0 or -1 with err. */
+int ckpt_probe_walk(hid_t fid, const char *path, char *err);
+/* `ckpt info`'s listing of an open file (after the checks). */
+int ckpt_info_fid(hid_t fid, const char *path, FILE *out, char *err);
+
 /* Collective, agreed: stat, manifest check (ckpt_manifest_check_once;
  * its manifest into keep as there, may be NULL), H5Fis_hdf5, then
  * H5Fopen read-only through MPI-IO and the root attribute check (meta as
@@ -236,6 +262,14 @@ int ckpt_manifest_check_once(MPI_Comm comm, const char *path,
  * rank; on failure nothing is left open. */
 int ckpt_open_checked(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
                       hid_t *fid, struct ckpt_manifest *keep, char *err);
+
+/* The tensor reads of ckpt_read_tensors on an open file: every tensor's
+ * rank, global shape, type and dataset check (against m, may be NULL:
+ * then only the xxh64 attribute's presence), agreed, then the reads.
+ * Collective.  Leaves no dataset open.  0 or -1 with err. */
+int ckpt_read_fid(MPI_Comm comm, hid_t fid, const char *path,
+                  const struct ckpt_tensor *t, int n,
+                  const struct ckpt_manifest *m, char *err);
 
 /* ckpt_open_checked without the manifest check, for a caller that has
  * just run it. */

@@ -524,7 +524,7 @@ static int read_text(const char *mp, char **text, size_t *len, char *err)
 int ckpt_manifest_load(const char *path, struct ckpt_manifest *m, char *err)
 {
     char mp[CKPT_PATHMAX];
-    size_t len = 0, body = 0;
+    size_t len = 0;
     int rc;
 
     memset(m, 0, sizeof *m);
@@ -538,8 +538,17 @@ int ckpt_manifest_load(const char *path, struct ckpt_manifest *m, char *err)
                          path, mp), 1;
     if (rc)
         return -1;
-    if (check_self(m->text, len, mp, &body, &m->self, err) ||
-        parse_body(m->text, body, m, mp, err))
+    return ckpt_manifest_parse(m->text, len, mp, m, err);
+}
+
+int ckpt_manifest_parse(char *text, size_t len, const char *name,
+                        struct ckpt_manifest *m, char *err)
+{
+    size_t body = 0;
+
+    m->text = text;
+    if (check_self(text, len, name, &body, &m->self, err) ||
+        parse_body(text, body, m, name, err))
         return -1;
     return 0;
 }

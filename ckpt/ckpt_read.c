@@ -19,20 +19,6 @@
 
 #include "ckpt_internal.h"
 
-/* Rank 0, once the manifest check passed: is it an HDF5 file at all?
- * (A foreign file with a forged manifest gets this far.) */
-static int probe(const char *path, char *err)
-{
-    htri_t h5 = H5Fis_hdf5(path);
-
-    if (h5 < 0)
-        return ckpt_h5_fail(err, path, "H5Fis_hdf5");
-    if (h5 == 0)
-        return ckpt_errf(err, "%s: not an HDF5 file, so not an mpitron "
-                              "checkpoint", path);
-    return 0;
-}
-
 int ckpt_open_checked(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
                       hid_t *fid, struct ckpt_manifest *keep, char *err)
 {
@@ -58,7 +44,9 @@ int ckpt_open_h5(MPI_Comm comm, const char *path, struct ckpt_meta *meta,
 
     *fid = -1;
     MPI_Comm_rank(comm, &rank);
-    if (ckpt_agree(comm, rank == 0 ? probe(path, err) : 0, err))
+    /* rank 0, once the manifest check passed: HDF5's first parse of the
+     * file runs in a child process (a forged manifest gets this far) */
+    if (ckpt_agree(comm, rank == 0 ? ckpt_probe(path, err) : 0, err))
         return -1;
     fapl = ckpt_fapl_mpio(comm, err);
     rc = fapl < 0 ? -1 : 0;
@@ -203,6 +191,31 @@ static int read_tensor(hid_t dset, const char *path,
     return rc;
 }
 
+/* A dataset's shape and type must account for its storage byte for byte
+ * (contiguous, allocated at creation: ckpt.h): otherwise a reader would
+ * trust a dataspace that claims more (or fewer) elements than the bytes
+ * the checksum covers. */
+static int shape_matches_storage(hid_t dset, hsize_t len, const char *what,
+                                 char *err)
+{
+    hid_t sp = H5Dget_space(dset), ty = H5Dget_type(dset);
+    hssize_t np = sp >= 0 ? H5Sget_simple_extent_npoints(sp) : -1;
+    size_t ts = ty >= 0 ? H5Tget_size(ty) : 0;
+    int rc = 0;
+
+    if (np < 0 || ts == 0)
+        rc = ckpt_h5_fail(err, what, "H5Dget_space/H5Dget_type");
+    else if ((uint64_t)np > UINT64_MAX / ts || (uint64_t)np * ts != len)
+        rc = ckpt_errf(err, "%s: its shape holds %lld elements of %zu bytes "
+                            "but its storage is %llu bytes", what,
+                       (long long)np, ts, (unsigned long long)len);
+    if (sp >= 0)
+        H5Sclose(sp);
+    if (ty >= 0)
+        H5Tclose(ty);
+    return rc;
+}
+
 int ckpt_dataset_check(hid_t dset, const char *path, const char *name,
                        const struct ckpt_manifest *m, char *err)
 {
@@ -217,6 +230,8 @@ int ckpt_dataset_check(hid_t dset, const char *path, const char *name,
     rc = ckpt_attr_read_u64(dset, "xxh64", &h, what, err);
     if (rc == 1)
         return ckpt_errf(err, "%s: no checksum (no xxh64 attribute)", what);
+    if (!rc)
+        rc = shape_matches_storage(dset, len, what, err);
     if (rc || !m)
         return rc;
     if (len > 0 && (addr == HADDR_UNDEF || !e || e->off != addr ||
@@ -265,6 +280,27 @@ static int read_all(MPI_Comm comm, hid_t fid, const char *path,
     return rc;
 }
 
+int ckpt_read_fid(MPI_Comm comm, hid_t fid, const char *path,
+                  const struct ckpt_tensor *t, int n,
+                  const struct ckpt_manifest *m, char *err)
+{
+    hid_t *dsets = malloc(sizeof *dsets * (size_t)(n > 0 ? n : 1));
+    int rc;
+
+    if (ckpt_agree(comm, dsets ? 0 : ckpt_errf(err, "out of memory"), err)) {
+        free(dsets);
+        return -1;
+    }
+    for (int i = 0; i < n; i++)
+        dsets[i] = -1;
+    rc = read_all(comm, fid, path, t, n, m, dsets, err);
+    for (int i = 0; i < n; i++)
+        if (dsets[i] >= 0)
+            H5Dclose(dsets[i]);
+    free(dsets);
+    return rc;
+}
+
 int ckpt_read_tensors(MPI_Comm comm, const char *path,
                       const struct ckpt_tensor *t, int n, char *err,
                       size_t errlen)
@@ -272,30 +308,20 @@ int ckpt_read_tensors(MPI_Comm comm, const char *path,
     char e[CKPT_ERRMAX] = "";
     struct ckpt_manifest m;
     struct ckpt_h5_quiet q;
-    hid_t fid = -1, *dsets = NULL;
+    hid_t fid = -1;
     int rc;
 
     memset(&m, 0, sizeof m);
     ckpt_h5_quiet_begin(&q);
     rc = ckpt_tensors_check(comm, t, n, e);
-    if (!rc) {
-        dsets = malloc(sizeof *dsets * (size_t)(n > 0 ? n : 1));
-        rc = ckpt_agree(comm, dsets ? 0 : ckpt_errf(e, "out of memory"), e);
-    }
     if (!rc)
         rc = ckpt_open_checked(comm, path, NULL, &fid, &m, e);
     if (!rc) {
-        for (int i = 0; i < n; i++)
-            dsets[i] = -1;
-        rc = read_all(comm, fid, path, t, n, &m, dsets, e);
-        for (int i = 0; i < n; i++)
-            if (dsets[i] >= 0)
-                H5Dclose(dsets[i]);
+        rc = ckpt_read_fid(comm, fid, path, t, n, &m, e);
         if (H5Fclose(fid) < 0 && rc == 0)
             rc = ckpt_h5_fail(e, path, "H5Fclose");
         rc = ckpt_agree(comm, rc, e);
     }
-    free(dsets);
     ckpt_manifest_free(&m);
     if (rc)
         ckpt_err_out(err, errlen, e);

@@ -4,6 +4,7 @@
  * ckpt_read.c.
  */
 #include <limits.h>
+#include <math.h>
 #include <mpi.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -159,6 +160,67 @@ static int tensor_check_local(const struct ckpt_tensor *t, int i, char *err)
         return ckpt_errf(err, "%s: data is NULL for a non-empty hyperslab",
                          name);
     return 0;
+}
+
+/* Index of the first element of x[0..n) that is NaN or infinite, or -1.
+ * An all-ones exponent is the test, on the bits (an integer OR that the
+ * compiler vectorises); the position is looked for only when it fails. */
+static int64_t first_nonfinite(const float *x, int64_t n)
+{
+    const int64_t chunk = 1 << 16;
+
+    for (int64_t i0 = 0; i0 < n; i0 += chunk) {
+        int64_t i1 = n - i0 < chunk ? n : i0 + chunk;
+        uint32_t bad = 0;
+        for (int64_t i = i0; i < i1; i++) {
+            uint32_t b;
+            memcpy(&b, &x[i], sizeof b);
+            bad |= (b & 0x7f800000u) == 0x7f800000u;
+        }
+        if (!bad)
+            continue;
+        for (int64_t i = i0; i < i1; i++)
+            if (!isfinite(x[i]))
+                return i;
+    }
+    return -1;
+}
+
+/* "[3,17]": the global index of element i of t's hyperslab. */
+static void global_index(const struct ckpt_tensor *t, int64_t i, char *buf,
+                         size_t len)
+{
+    int64_t idx[CKPT_MAX_DIMS];
+    size_t at = 0;
+
+    for (int d = t->ndim - 1; d >= 0; d--) {
+        idx[d] = t->start[d] + (t->count[d] ? i % t->count[d] : 0);
+        i = t->count[d] ? i / t->count[d] : 0;
+    }
+    for (int d = 0; d < t->ndim && at < len; d++)
+        at += (size_t)snprintf(buf + at, len - at, "%s%lld", d ? "," : "[",
+                               (long long)idx[d]);
+    if (at < len)
+        snprintf(buf + at, len - at, "]");
+}
+
+int ckpt_tensors_finite(MPI_Comm comm, const struct ckpt_tensor *t, int n,
+                        char *err)
+{
+    int rc = 0;
+
+    for (int i = 0; rc == 0 && i < n; i++) {
+        int64_t c = ckpt_tensor_local_count(&t[i]), k;
+        char where[160];
+        if (c <= 0 || !t[i].data || (k = first_nonfinite(t[i].data, c)) < 0)
+            continue;
+        global_index(&t[i], k, where, sizeof where);
+        rc = ckpt_errf(err, "refusing to save a non-finite value: %s%s is "
+                            "%s", t[i].name, where,
+                       isnan(t[i].data[k]) ? "nan"
+                       : t[i].data[k] > 0 ? "+inf" : "-inf");
+    }
+    return ckpt_agree(comm, rc, err);
 }
 
 int ckpt_tensors_check(MPI_Comm comm, const struct ckpt_tensor *t, int n,

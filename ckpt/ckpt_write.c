@@ -635,6 +635,8 @@ int ckpt_save(MPI_Comm comm, const char *dir, const struct ckpt_meta *meta,
     ckpt_h5_quiet_begin(&q);
     rc = ckpt_tensors_check(comm, t, n, e);
     if (!rc)
+        rc = ckpt_tensors_finite(comm, t, n, e);
+    if (!rc)
         rc = meta_bcast(comm, meta, &m, e);
     if (!rc)
         rc = ckpt_agree(comm, save_names(&s, m.step, e), e);

@@ -14,13 +14,9 @@ static double wall(void)
 }
 
 /* Group consecutive adjacent tensors into buckets of at most cap bytes. */
-static int plan(struct bucketer *bk, const struct bucket_tensor *t, int nt,
-                size_t cap)
+int bucket_plan(const struct bucket_tensor *t, int nt, size_t cap,
+                int *tensor_bucket)
 {
-    bk->b = calloc((size_t)(nt ? nt : 1), sizeof(*bk->b));
-    bk->tensor_bucket = calloc((size_t)(nt ? nt : 1), sizeof(int));
-    if (!bk->b || !bk->tensor_bucket)
-        return -1;
     size_t lo = 0, hi = 0;
     int nb = -1;
     for (int i = 0; i < nt; i++) {
@@ -29,19 +25,40 @@ static int plan(struct bucketer *bk, const struct bucket_tensor *t, int nt,
         int fits = nb >= 0 && (hi - lo + t[i].numel) * sizeof(float) <= cap;
         if (!adjacent || !fits) {
             nb++;
-            bk->b[nb].t0 = i;
             lo = a;
             hi = z;
         } else {
             lo = a < lo ? a : lo;
             hi = z > hi ? z : hi;
         }
-        bk->b[nb].t1 = i + 1;
-        bk->b[nb].off = lo;
-        bk->b[nb].n = hi - lo;
-        bk->tensor_bucket[i] = nb;
+        tensor_bucket[i] = nb;
     }
-    bk->nb = nb + 1;
+    return nb + 1;
+}
+
+static int plan(struct bucketer *bk, const struct bucket_tensor *t, int nt,
+                size_t cap)
+{
+    bk->b = calloc((size_t)(nt ? nt : 1), sizeof(*bk->b));
+    bk->tensor_bucket = calloc((size_t)(nt ? nt : 1), sizeof(int));
+    if (!bk->b || !bk->tensor_bucket)
+        return -1;
+    bk->nb = bucket_plan(t, nt, cap, bk->tensor_bucket);
+    for (int i = 0; i < nt; i++) {
+        struct bucket *b = &bk->b[bk->tensor_bucket[i]];
+        size_t a = t[i].off, z = t[i].off + t[i].numel;
+        if (b->t1 == 0) { /* its first tensor */
+            b->t0 = i;
+            b->off = a;
+            b->n = z - a;
+        } else {
+            size_t lo = a < b->off ? a : b->off;
+            size_t hi = z > b->off + b->n ? z : b->off + b->n;
+            b->off = lo;
+            b->n = hi - lo;
+        }
+        b->t1 = i + 1;
+    }
     bk->nt = nt;
     return 0;
 }
@@ -234,6 +251,8 @@ int bucketer_wait(struct bucketer *bk)
         if (!b->started)
             rc |= start(bk, b); /* a tensor never reported: still reduce */
         if (!b->done) {
+            phase_enter(PHASE_DP_BUCKET, b->op.ops->name, i + 1, bk->nb, -1,
+                        &bk->g->pg);
             rc |= comm_op_wait(&b->op);
             finish(bk, b);
         }
@@ -262,4 +281,10 @@ void bucketer_state(const struct bucketer *bk, int i, float **p, size_t *n)
     const struct bucket *b = &bk->b[i];
     *p = b->cctx.codec ? b->cctx.state : NULL;
     *n = b->cctx.codec ? b->cctx.state_n : 0;
+}
+
+void bucketer_state_reset(struct bucketer *bk)
+{
+    for (int i = 0; i < bk->nb; i++)
+        codec_ctx_reset(&bk->b[i].cctx);
 }

@@ -63,6 +63,17 @@ struct bucketer {
 };
 
 /*
+ * The plan alone (pure): tensor_bucket[i] receives the bucket of tensor i
+ * of t[0..nt) (backward production order) for buckets of at most
+ * bucket_bytes (a tensor larger than that is a bucket of its own); a
+ * tensor that does not abut the open bucket, or would overfill it, opens
+ * the next.  Returns the number of buckets.  bucketer_init uses it; the
+ * performance model too.
+ */
+int bucket_plan(const struct bucket_tensor *t, int nt, size_t bucket_bytes,
+                int *tensor_bucket);
+
+/*
  * Plan buckets over tensors t[0..nt) (backward production order) of the
  * gradient arena grads, for group g.  algo: "mpi" | "ring" | "rhd" |
  * "hier" | "auto" (tune may be NULL: built-in thresholds).  compress: a
@@ -105,5 +116,9 @@ void bucketer_set_momentum(struct bucketer *bk, const float *mom,
 /* Per-rank compression state (residuals, PowerSGD's Q) for checkpoints:
  * bucket i's state is (*p, *n floats); *n is 0 without compression. */
 void bucketer_state(const struct bucketer *bk, int i, float **p, size_t *n);
+/* Reset every bucket's compression state (codec_ctx_reset): after a
+ * skipped step, whose non-finite gradient the residuals may hold.  Not
+ * while reductions are in flight (after bucketer_wait). */
+void bucketer_state_reset(struct bucketer *bk);
 
 #endif

@@ -115,6 +115,15 @@ int codec_ctx_init(struct codec_ctx *ctx, const struct codec_seg *seg,
     return 0;
 }
 
+void codec_ctx_reset(struct codec_ctx *ctx)
+{
+    if (!ctx->codec || !ctx->state)
+        return;
+    memset(ctx->state, 0, ctx->state_n * sizeof(float));
+    if (ctx->codec->state_init)
+        ctx->codec->state_init(ctx);
+}
+
 void codec_ctx_free(struct codec_ctx *ctx)
 {
     free(ctx->state);

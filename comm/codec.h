@@ -156,6 +156,11 @@ int codec_parse(const char *spec, struct codec_ctx *ctx, char *err,
  * NULL. */
 int codec_ctx_init(struct codec_ctx *ctx, const struct codec_seg *seg,
                    int nseg, size_t n, uint64_t seed);
+/* Back to the state codec_ctx_init made: residual zero, the codec part
+ * initialised again (PowerSGD's Q from the seed).  For a step whose
+ * gradient was not finite (its residual may hold NaNs).  Not while an
+ * operation on ctx is in flight. */
+void codec_ctx_reset(struct codec_ctx *ctx);
 /* Free ctx->state; safe on a zeroed or already freed ctx. */
 void codec_ctx_free(struct codec_ctx *ctx);
 

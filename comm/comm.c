@@ -50,6 +50,7 @@ void comm_group_free(struct comm_group *g)
     if (g->comm != MPI_COMM_NULL)
         MPI_Comm_free(&g->comm);
     free(g->tag_seq);
+    phase_group_free(&g->pg);
     group_clear(g);
 }
 
@@ -89,7 +90,8 @@ int comm_group_init(struct comm_group *g, MPI_Comm comm, int node_id)
     MPI_Comm_rank(g->comm, &g->rank);
     MPI_Comm_size(g->comm, &g->size);
     g->tag_seq = calloc(1, sizeof *g->tag_seq);
-    bad = node_id < 0 || !g->tag_seq;
+    bad = node_id < 0 || !g->tag_seq ||
+          phase_group_init(&g->pg, "group", g->comm) < 0;
     /* agree before splitting, so a bad rank never leaves others hung */
     if (comm_agree(g->comm, bad ? -1 : 0, NULL, 0) < 0)
         goto fail;

@@ -23,6 +23,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "phase.h"
+
 /*
  * A reduction group (e.g. the data-parallel ranks) and its split into
  * nodes: `node` holds the group's ranks on this node, `leaders` the rank
@@ -39,6 +41,9 @@ struct comm_group {
      * so every rank draws the same tag for the same operation. */
     int tag_ub;          /* MPI_TAG_UB of comm */
     unsigned *tag_seq;
+    /* the group's world ranks, for the hang watchdog's reports; its
+     * name is "group" unless the owner sets pg.name ("dp group") */
+    struct phase_group pg;
 };
 
 /* The one agreement on a status for comm/, parallel/ and src/ (ckpt/,

@@ -48,3 +48,26 @@ AC_DEFUN([MPITRON_CHECK_CMOCKA], [
   PKG_CHECK_MODULES([CMOCKA], [cmocka], [],
     [AC_MSG_ERROR([CMocka not found: install the Debian package libcmocka-dev])])
 ])
+
+# MPITRON_CHECK_DNNL: oneDNN 2.x (its C API: dnnl_matmul_desc_init was
+# replaced in 3.0), for bf16 matmuls.  Debian ships no pkg-config file for
+# it, so the header and the library are checked directly.
+AC_DEFUN([MPITRON_CHECK_DNNL], [
+  AC_ARG_VAR([DNNL_CFLAGS], [C compiler flags for oneDNN])
+  AC_ARG_VAR([DNNL_LIBS], [linker flags for oneDNN (default -ldnnl)])
+  : ${DNNL_LIBS="-ldnnl"}
+  save_LIBS=$LIBS; save_CPPFLAGS=$CPPFLAGS
+  LIBS="$DNNL_LIBS $LIBS"; CPPFLAGS="$DNNL_CFLAGS $CPPFLAGS"
+  AC_CHECK_HEADER([dnnl.h], [],
+    [AC_MSG_ERROR([dnnl.h not found: install the Debian package libdnnl-dev (oneDNN 2.x)])])
+  AC_MSG_CHECKING([for oneDNN 2.x (dnnl_matmul_desc_init)])
+  AC_LINK_IFELSE([AC_LANG_PROGRAM([[#include <dnnl.h>
+#if DNNL_VERSION_MAJOR != 2
+#error oneDNN 2.x needed
+#endif]],
+      [[dnnl_matmul_desc_t d; return (int)dnnl_matmul_desc_init(&d, 0, 0, 0, 0);]])],
+    [AC_MSG_RESULT([yes])],
+    [AC_MSG_RESULT([no])
+     AC_MSG_ERROR([oneDNN 2.x not found or not linkable with $DNNL_LIBS: install the Debian package libdnnl-dev (2.6 in Debian 12; the 3.x C API differs)])])
+  LIBS=$save_LIBS; CPPFLAGS=$save_CPPFLAGS
+])

@@ -14,8 +14,11 @@
 #     balance=on against the equal split (balance=off).
 #  3. partition: pp=2 with GPT-2's 50257-token vocabulary, each stage's
 #     measured busy time per step with pp_partition=auto and params.
-# Prints markdown rows.  Usage: jobs/placement_bench.sh [ROUNDS] [WHICH]
-# (WHICH: any of threads balance partition; default all).
+# Prints markdown rows, and the load average before each run.
+# Usage: jobs/placement_bench.sh [ROUNDS] [WHICH]
+# (WHICH: any of threads balance partition; default all).  LOCKED=none
+# runs without the lock (when a long job holds it shared: the figures are
+# then taken on a busy machine, and say so).
 set -eu
 MPITRON=${MPITRON:-./mpitron}
 LOCK=${LOCK:-/tmp/mpitron-cpu.lock}
@@ -34,12 +37,16 @@ field() { # json key: its first value (a number, or an array's contents)
     echo "$1" | grep -o "\"$2\":\(\[[^]]*\]\|[^,}]*\)" | head -n 1 |
         cut -d: -f2 | tr -d '[]'
 }
-median() { sort -g | awk '{ x[NR] = $1 } END { print x[int((NR + 1) / 2)] }'; }
+median() { sort -g | awk '{ x[NR] = $1 } END {
+    print NR % 2 ? x[(NR + 1) / 2] : (x[NR / 2] + x[NR / 2 + 1]) / 2 }'; }
 # run NAME ENV... -- MPIRUN-ARGS... : one bench step, its JSON line kept
 run() {
     name=$1
     shift
-    flock -x "$LOCK" env "$@" > "$W/out" 2>&1 \
+    echo "$name: load $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+    if [ "${LOCKED:-x}" = none ]; then set -- env "$@"
+    else set -- flock -x "$LOCK" env "$@"; fi
+    "$@" > "$W/out" 2>&1 \
         || { cat "$W/out"; echo "FAIL: $name" >&2; exit 1; }
     tail -n 1 "$W/out" >> "$W/$name.json"
 }

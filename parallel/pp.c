@@ -12,6 +12,8 @@
  */
 #include "pp.h"
 
+#include "phase.h"
+
 #include <float.h>
 #include <limits.h>
 #include <math.h>
@@ -347,12 +349,19 @@ static void link_misuse(const struct pp_link *l, const char *file, int line,
     MPI_Abort(MPI_COMM_WORLD, 3);
 }
 
-/* Wait for *r, adding the blocked time to t_wait; abort on error. */
-static void link_wait(struct pp_link *l, MPI_Request *r, const char *what,
-                      int mb)
+/* Wait for *r, adding the blocked time to t_wait; abort on error.  The
+ * phase (phase.h) names the transfer: slot's direction, mb, the peer. */
+static void link_wait(struct pp_link *l, MPI_Request *r, int recv, int mb)
 {
     if (*r == MPI_REQUEST_NULL)
         return;
+    const char *what = recv ? "receive" : "send";
+    int slot = (int)(r - (recv ? l->recv : l->send));
+    int grad = recv ? l->rgrad[slot] : l->sgrad[slot];
+    /* a gradient comes from the next stage and goes to the previous */
+    int peer = grad == recv ? l->next_world : l->prev_world;
+    phase_enter(recv ? PHASE_PP_RECV : PHASE_PP_SEND,
+                grad ? "gradient" : "activation", mb + 1, -1, peer, NULL);
     double t = MPI_Wtime();
     int rc = MPI_Wait(r, MPI_STATUS_IGNORE);
     l->t_wait += MPI_Wtime() - t;
@@ -374,6 +383,23 @@ static int link_peer(const struct pp_link *l, int mb, int dir, size_t n)
     if (n > (size_t)INT_MAX)
         link_misuse(l, __FILE__, __LINE__, "message over INT_MAX floats", mb);
     return peer;
+}
+
+/* The world ranks of stages s - 1 and s + 1 (-1 where there is none),
+ * for the hang watchdog's reports. */
+static void link_neighbours(struct pp_link *l, MPI_Comm pp_comm)
+{
+    MPI_Group mine, world;
+    int idx[2] = {l->s - 1, l->s + 1}, out[2] = {-1, -1};
+    MPI_Comm_group(pp_comm, &mine);
+    MPI_Comm_group(MPI_COMM_WORLD, &world);
+    for (int k = 0; k < 2; k++)
+        if (idx[k] >= 0 && idx[k] < l->p)
+            MPI_Group_translate_ranks(mine, 1, &idx[k], world, &out[k]);
+    MPI_Group_free(&mine);
+    MPI_Group_free(&world);
+    l->prev_world = out[0];
+    l->next_world = out[1];
 }
 
 /* Returns -1 for nslots < 1, an MPI error, no memory (l zeroed), or a
@@ -399,12 +425,17 @@ int pp_link_init(struct pp_link *l, MPI_Comm pp_comm, int nslots)
     }
     l->recv = malloc((size_t)nslots * sizeof(MPI_Request));
     l->send = malloc((size_t)nslots * sizeof(MPI_Request));
-    if (!l->recv || !l->send) {
+    l->rgrad = calloc((size_t)nslots, 1);
+    l->sgrad = calloc((size_t)nslots, 1);
+    if (!l->recv || !l->send || !l->rgrad || !l->sgrad) {
         free(l->recv);
         free(l->send);
+        free(l->rgrad);
+        free(l->sgrad);
         memset(l, 0, sizeof(*l));
         return -1;
     }
+    link_neighbours(l, pp_comm);
     for (int i = 0; i < nslots; i++)
         l->recv[i] = l->send[i] = MPI_REQUEST_NULL;
     l->comm = pp_comm;
@@ -427,10 +458,12 @@ void pp_link_free(struct pp_link *l)
             MPI_Cancel(&l->recv[i]);
             MPI_Wait(&l->recv[i], MPI_STATUS_IGNORE);
         }
-        link_wait(l, &l->send[i], "send", -1);
+        link_wait(l, &l->send[i], 0, -1);
     }
     free(l->recv);
     free(l->send);
+    free(l->rgrad);
+    free(l->sgrad);
     memset(l, 0, sizeof(*l));
 }
 
@@ -444,6 +477,7 @@ void pp_link_post_recv(struct pp_link *l, float *buf, size_t n, int mb,
                     "the slot's previous receive "
                     "was never waited for",
                     mb);
+    l->rgrad[mb % l->nslots] = grad != 0;
     int rc = MPI_Irecv(buf, (int)n, MPI_FLOAT, peer, 2 * mb + (grad != 0),
                        l->comm, r);
     if (rc != MPI_SUCCESS)
@@ -455,7 +489,7 @@ void pp_link_post_recv(struct pp_link *l, float *buf, size_t n, int mb,
 
 void pp_link_wait_recv(struct pp_link *l, int mb)
 {
-    link_wait(l, &l->recv[mb % l->nslots], "receive", mb);
+    link_wait(l, &l->recv[mb % l->nslots], 1, mb);
 }
 
 /* The wait for the slot's previous send also counts into t_wait. */
@@ -464,7 +498,8 @@ void pp_link_send(struct pp_link *l, const float *buf, size_t n, int mb,
 {
     int peer = link_peer(l, mb, grad ? -1 : 1, n);
     MPI_Request *r = &l->send[mb % l->nslots];
-    link_wait(l, r, "send", mb);
+    link_wait(l, r, 0, mb);
+    l->sgrad[mb % l->nslots] = grad != 0;
     int rc = MPI_Isend(buf, (int)n, MPI_FLOAT, peer, 2 * mb + (grad != 0),
                        l->comm, r);
     if (rc != MPI_SUCCESS)
@@ -475,13 +510,13 @@ void pp_link_send(struct pp_link *l, const float *buf, size_t n, int mb,
 
 void pp_link_wait_send(struct pp_link *l, int mb)
 {
-    link_wait(l, &l->send[mb % l->nslots], "send", mb);
+    link_wait(l, &l->send[mb % l->nslots], 0, mb);
 }
 
 void pp_link_wait_all(struct pp_link *l)
 {
     for (int i = 0; i < l->nslots; i++)
-        link_wait(l, &l->send[i], "send", -1);
+        link_wait(l, &l->send[i], 0, -1);
 }
 
 void pp_link_progress(struct pp_link *l)

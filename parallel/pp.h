@@ -104,6 +104,9 @@ struct pp_link {
     int nslots;
     MPI_Request *recv;  /* per slot: the receive into that slot (act or */
     MPI_Request *send;  /* grad); per slot: the send from that slot     */
+    char *rgrad, *sgrad; /* per slot: that receive / send carries a
+                            gradient (1) or an activation (0) */
+    int prev_world, next_world; /* the neighbours' world ranks, or -1 */
     double t_wait;      /* seconds spent blocked in pp_link_wait_* */
 };
 

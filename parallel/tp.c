@@ -43,6 +43,7 @@ int tp_ctx_init(struct tp_ctx *t, MPI_Comm tp_comm, int node_id,
     }
     t->size = t->g.size;
     t->rank = t->g.rank;
+    t->g.pg.name = "tp group";
     t->algo = allreduce_find("ring");
     int rc = t->algo ? tp_ctx_reserve(t, max_n) : -1;
     if (comm_agree(tp_comm, rc, NULL, 0) < 0) {
@@ -74,6 +75,8 @@ void tp_allreduce_sum(float *buf, size_t n, struct tp_ctx *t)
     }
     allreduce_op_init(&t->op, t->algo, &t->g, buf, n, t->scratch,
                       t->scratch_bytes);
+    phase_enter(PHASE_TP_ALLREDUCE, t->op.ops->name, (int64_t)n, 0, -1,
+                &t->g.pg);
     if (comm_op_start(&t->op) < 0 || comm_op_wait(&t->op) < 0) {
         fprintf(stderr, "mpitron: tp rank %d: MPI error in a tensor-parallel "
                 "all-reduce of %zu floats\n", t->rank, n);
@@ -86,6 +89,8 @@ double tp_sum_double(double v, const struct tp_ctx *t)
     if (!t || t->size <= 1)
         return v;
     double all[TP_MAX_RANKS];
+    phase_enter(PHASE_COLLECTIVE, "tensor-parallel sum of the gradient "
+                "norm", -1, -1, -1, &t->g.pg);
     if (MPI_Allgather(&v, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, t->g.comm) !=
         MPI_SUCCESS) {
         fprintf(stderr, "mpitron: tp rank %d: MPI error summing over the "

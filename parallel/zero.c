@@ -3,6 +3,7 @@
  * reduce-scatter / all-gather operations over the dp group (see zero.h).
  */
 #include "zero.h"
+#include "phase.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -335,11 +336,19 @@ int zero_comm_wait(struct zero_comm *zc, int64_t h)
 {
     if (zero_comm_done(zc, h))
         return 0;
+    /* the hang watchdog sees the wait, then the phase it interrupted */
+    const struct zero_op *op = find(zc, h);
+    struct phase_rec was;
+    phase_get(&was);
+    phase_enter(PHASE_COLLECTIVE, op >= zc->rs && op < zc->rs + zc->nrs
+                ? "ZeRO reduce-scatter of gradients"
+                : "ZeRO all-gather of parameters", -1, -1, -1, &zc->g->pg);
     double t0 = MPI_Wtime();
     int rc = 0;
     while (rc == 0 && !zero_comm_done(zc, h))
         rc = zero_comm_progress(zc);
     zc->t_wait += MPI_Wtime() - t0;
+    phase_enter(was.kind, was.what, was.i, was.n, was.peer, was.g);
     return rc;
 }
 

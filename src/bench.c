@@ -8,66 +8,15 @@
 #include <sys/resource.h>
 
 #include "cli.h"
+#include "gemm.h"
 #include "json.h"
 #include "log.h"
+#include "perf/perf_model.h"
 #include "mem_report.h"
 #include "mix.h"
 #include "peak.h"
 #include "rng.h"
 #include "train.h"
-
-static int bench_gemm(int argc, char **argv)
-{
-    static const char *const names[] = {"sizes", "threads", "reps", NULL};
-    const char *v[3] = {"256,512,1024,1536,2048", "0", "5"};
-    const char *pos[1];
-    char err[512];
-    long threads, reps;
-    if (cli_parse(argc, argv, names, v, pos, 0, err, sizeof(err)) < 0 ||
-        cli_int("threads", v[1], &threads, err, sizeof(err)) < 0 ||
-        cli_int("reps", v[2], &reps, err, sizeof(err)) < 0) {
-        log_error("%s", err);
-        return 2;
-    }
-    threads_set((int)threads);
-    int rank;
-    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-    struct json j;
-    json_init(&j);
-    json_obj_begin(&j, NULL);
-    json_int(&j, "threads", threads_get());
-    json_arr_begin(&j, "gemm");
-    double peak = 0.0;
-    char *list = strdup(v[0]);
-    for (char *tok = strtok(list, ","); tok; tok = strtok(NULL, ",")) {
-        long n;
-        if (cli_int("sizes", tok, &n, err, sizeof(err)) < 0 || n <= 0) {
-            log_error("bad size '%s' in --sizes", tok);
-            free(list);
-            json_free(&j);
-            return 2;
-        }
-        double g = sgemm_gflops((int)n, (int)n, (int)n, (int)reps);
-        MPI_Allreduce(MPI_IN_PLACE, &g, 1, MPI_DOUBLE, MPI_SUM,
-                      MPI_COMM_WORLD);
-        if (g > peak)
-            peak = g;
-        log_info(MPI_COMM_WORLD, "sgemm %5ld x %5ld x %5ld  %8.1f GFLOP/s "
-                 "(all ranks)", n, n, n, g);
-        json_obj_begin(&j, NULL);
-        json_int(&j, "n", n);
-        json_num(&j, "gflops", g, 6);
-        json_obj_end(&j);
-    }
-    free(list);
-    json_arr_end(&j);
-    json_num(&j, "peak_gflops", peak, 6);
-    json_obj_end(&j);
-    if (rank == 0)
-        json_write_line(&j, stdout);
-    json_free(&j);
-    return 0;
-}
 
 /* Synthetic tokens for bench step: data loading is not what it measures. */
 static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)
@@ -86,7 +35,14 @@ struct bench_result {
     double bubble;     /* mean over the steps; pp > 1 */
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
     double busy[64];   /* per stage (up to 64): mean busy ms per step */
+    double ms_median;  /* the median step (robust to other jobs) */
 };
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
 
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
                       const int32_t *tgt, struct bench_result *r)
@@ -95,11 +51,13 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
     tr->m.recompute_time = 0.0;
     MPI_Barrier(tr->g.world);
-    double t0 = now_s();
+    double t0 = now_s(), *each = calloc((size_t)n, sizeof(double));
     for (int i = 0; i < n; i++) {
-        double gn, lr;
+        double gn, lr, ts = now_s();
         struct step_times tm;
         trainer_step(tr, inp, tgt, &gn, &lr, &tm);
+        if (each) /* the step as the slowest rank saw it */
+            each[i] = now_s() - ts;
         r->compute += tm.compute;
         r->comm += tm.comm;
         r->hidden += tm.comm_overlapped;
@@ -113,6 +71,14 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
     MPI_Barrier(tr->g.world);
     double scale = 1e3 / n;
     r->ms = (now_s() - t0) * scale;
+    if (each) {
+        MPI_Allreduce(MPI_IN_PLACE, each, n, MPI_DOUBLE, MPI_MAX,
+                      tr->g.world);
+        qsort(each, (size_t)n, sizeof(double), cmp_double);
+        r->ms_median = 1e3 * (n % 2 ? each[n / 2]
+                                    : 0.5 * (each[n / 2 - 1] + each[n / 2]));
+        free(each);
+    }
     r->compute *= scale;
     r->comm *= scale;
     r->hidden *= scale;
@@ -132,13 +98,18 @@ static void report_text(struct trainer *tr, const struct bench_result *r,
                         double tps, double mfu, const struct mem_report *all)
 {
     const struct config *c = &tr->c;
+    double mfu32 = tps * gpt_flops_per_token(&tr->m.cfg) /
+                   (tr->peak_fp32_gflops * 1e9);
     printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
            (long long)gpt_num_params(&tr->m.cfg),
            gpt_flops_per_token(&tr->m.cfg) * 1e-9);
-    printf("sgemm peak %.1f GFLOP/s (all %d ranks, %d threads each)\n",
-           tr->peak_gflops, tr->g.size, threads_get());
-    printf("step %.1f ms  %.0f tokens/s  MFU %.1f%%\n", r->ms, tps,
-           100 * mfu);
+    printf("precision %s; GEMM peak %.1f GFLOP/s %s (fp32 %.1f; all %d "
+           "ranks, %d threads each; fp32 products: %s)\n", tr->precision,
+           tr->peak_gflops, tr->precision, tr->peak_fp32_gflops, tr->g.size,
+           threads_get(), gemm_fp32_mode_name(gemm_get_fp32_mode()));
+    printf("step %.1f ms  %.0f tokens/s  MFU %.1f%% (against the %s peak; "
+           "%.1f%% against fp32's)\n", r->ms, tps, 100 * mfu, tr->precision,
+           100 * mfu32);
     printf("  compute %.1f ms (optimizer %.1f)  comm %.1f ms exposed "
            "(%.1f%% of the step) + %.1f ms overlapped; %.1f MB sent per "
            "rank; pipeline wait %.1f ms\n", r->compute, r->optim, r->comm,
@@ -181,9 +152,16 @@ static void report(struct trainer *tr, const struct bench_result *r)
     struct json j;
     json_init(&j);
     json_obj_begin(&j, NULL);
+    json_str(&j, "precision", tr->precision);
+    json_num(&j, "mfu_fp32_peak",
+             tps * gpt_flops_per_token(&tr->m.cfg) /
+                 (tr->peak_fp32_gflops * 1e9), 6);
+    json_num(&j, "peak_fp32_gflops", tr->peak_fp32_gflops, 6);
+    json_str(&j, "fp32_gemm", gemm_fp32_mode_name(gemm_get_fp32_mode()));
     const struct { const char *k; double v; } f[] = {
         {"tokens_per_s", tps}, {"mfu", mfu}, {"peak_gflops", tr->peak_gflops},
-        {"ms_per_step", r->ms}, {"ms_compute", r->compute},
+        {"ms_per_step", r->ms}, {"ms_per_step_median", r->ms_median},
+        {"ms_compute", r->compute},
         {"ms_comm", r->comm}, {"ms_comm_exposed", r->comm},
         {"ms_comm_overlapped", r->hidden},
         {"comm_exposed_frac", r->comm / r->ms}, {"wire_mb", r->wire_mb},
@@ -260,7 +238,9 @@ static int bench_step(int argc, char **argv)
         log_error("%s", err);
         return 2;
     }
-    if (data_spec_vocab(c.data, &c.vocab_size, 1, err, sizeof(err)) < 0) {
+    if (data_spec_vocab(c.data, &c.vocab_size, 1, err, sizeof(err)) < 0 ||
+        (!strcmp(c.layout, "auto") &&
+         perf_layout_auto(&c, MPI_COMM_WORLD, err, sizeof(err)) < 0)) {
         log_error("%s", err);
         return 1;
     }
@@ -278,11 +258,9 @@ static int bench_step(int argc, char **argv)
     fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);
     struct bench_result r;
     run_steps(&tr, (int)nw, inp, inp + n, &r);
-    /* the reference: sgemm peak measured again, carefully, just before
+    /* the reference: the GEMM peaks measured again, carefully, just before
      * the timed steps, at the same thread count, on every rank at once */
-    double peak = sgemm_peak_careful(6);
-    MPI_Allreduce(&peak, &tr.peak_gflops, 1, MPI_DOUBLE, MPI_SUM,
-                  tr.g.world);
+    trainer_measure_peak(&tr, 1);
     run_steps(&tr, (int)(ns > 0 ? ns : 1), inp, inp + n, &r);
     report(&tr, &r);
     free(inp);
@@ -293,8 +271,9 @@ static int bench_step(int argc, char **argv)
 int cmd_bench(int argc, char **argv)
 {
     if (argc < 1 || cli_wants_help(argc, argv)) {
-        printf("usage: mpitron bench gemm [--sizes=N,N,...] [--threads=N] "
-               "[--reps=N]\n"
+        printf("usage: mpitron bench gemm [--sizes=N,N,...] "
+               "[--shapes=MxNxK[:nt],...] [--threads=N]\n"
+               "                [--reps=N]\n"
                "       mpitron bench step [CONFIG.ini] [--key=value ...] "
                "[--bench_steps=N] [--bench_warmup=N]\n"
                "       mpitron bench allreduce [--sizes=4K,1M,16M,...] "
@@ -304,12 +283,19 @@ int cmd_bench(int argc, char **argv)
                "                [--tune=FILE]\n"
                "       mpitron bench ckpt [CONFIG.ini] [--key=value ...] "
                "[--dir=DIR] [--reps=N]\n\n"
-               "gemm: square sgemm GFLOP/s at each size (summed over ranks)."
+               "gemm: GFLOP/s (summed over ranks) of each square size and "
+               "shape (MxNxK:nt,\n... with n/t for op(A), op(B)), on "
+               "OpenBLAS, oneDNN fp32 and oneDNN bf16\n(bf16 inputs, fp32 "
+               "output), the fp32 library the fp32_gemm mode picks, and\n"
+               "the peaks over the squares; the default shapes are a "
+               "GPT-2-small layer's.\n"
                "\nstep: times training steps of the configured model on "
                "synthetic tokens\n(every train key applies); prints the "
-               "time split per op kind, MFU against\nthe sgemm peak measured "
-               "in the same process, and memory.  The last line is\none JSON "
-               "object: tokens_per_s, mfu, peak_gflops, ms_per_step, ms_* "
+               "time split per op kind, MFU against\nthe GEMM peak of the "
+               "precision in use measured in the same process (and\n"
+               "mfu_fp32_peak against fp32's), and memory.  The last line is"
+               "\none JSON object: precision, tokens_per_s, mfu, mfu_fp32_peak, "
+               "peak_gflops,\npeak_fp32_gflops, ms_per_step, ms_* "
                "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
                "activations_mb, activations_mb_per_rank;\nthe layout keys "
                "dp, tp, pp, pp_schedule apply: with pp > 1 also bubble "

@@ -61,15 +61,23 @@ static long iters_for(size_t bytes, long want)
 }
 
 /* Time one configuration: algo (NULL = blocking MPI_Allreduce) or codec. */
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Mean seconds per operation (the slowest rank's); *median (may be NULL)
+ * the median iteration. */
 static double time_op(const struct comm_group *g,
                       const struct allreduce_algo *algo,
                       struct codec_ctx *cc, float *buf, size_t n, long iters,
-                      uint64_t *wire)
+                      uint64_t *wire, double *median)
 {
     size_t sb = cc && cc->codec ? cc->codec->scratch(cc, g)
                 : algo ? algo->scratch(g, n) : 0;
     void *scratch = sb ? malloc(sb) : NULL;
-    double total = 0;
+    double total = 0, *each = calloc((size_t)iters, sizeof(double));
     *wire = 0;
     for (long it = -1; it < iters; it++) { /* it = -1 warms up */
         fill(buf, n, g->rank);
@@ -95,8 +103,16 @@ static double time_op(const struct comm_group *g,
         MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, g->comm);
         if (it >= 0)
             total += t;
+        if (it >= 0 && each)
+            each[it] = t;
     }
     free(scratch);
+    if (median && each) {
+        qsort(each, (size_t)iters, sizeof(double), cmp_double);
+        *median = iters % 2 ? each[iters / 2]
+                            : 0.5 * (each[iters / 2 - 1] + each[iters / 2]);
+    }
+    free(each);
     return total / (double)iters;
 }
 
@@ -174,16 +190,52 @@ static int parse_bench_opts(int argc, char **argv, struct bench_opts *o,
 
 #define MAX_SIZES 32
 
+double bench_comm_time(const struct comm_group *g, const char *kind,
+                       size_t bytes, long iters, uint64_t *wire,
+                       double *median)
+{
+    size_t n = bytes / sizeof(float);
+    float *buf = malloc((n ? n : 1) * sizeof(float));
+    double t = -1.0;
+    uint64_t w = 0;
+    long it = iters_for(bytes, iters);
+    const struct allreduce_algo *al = NULL;
+    if (!buf)
+        return -1.0;
+    if (!strcmp(kind, "MPI_Allreduce")) {
+        t = time_op(g, NULL, NULL, buf, n, it, &w, median);
+    } else if ((al = allreduce_find(kind)) && strcmp(kind, "auto")) {
+        t = time_op(g, al, NULL, buf, n, it, &w, median);
+    } else {
+        struct codec_ctx cc;
+        char err[256];
+        memset(&cc, 0, sizeof(cc));
+        /* one "tensor": a square-ish matrix for PowerSGD */
+        struct codec_seg seg = {0, n, 0};
+        size_t rows = (size_t)sqrt((double)n);
+        if (rows > 1 && rows * rows == n)
+            seg.rows = rows, seg.cols = rows;
+        if (codec_parse(kind, &cc, err, sizeof(err)) == 0 && cc.codec &&
+            codec_ctx_init(&cc, &seg, n ? 1 : 0, n, 1) == 0) {
+            t = time_op(g, NULL, &cc, buf, n, it, &w, median);
+            codec_ctx_free(&cc);
+        }
+    }
+    free(buf);
+    if (wire)
+        *wire = w;
+    return t;
+}
+
 /* One size: the reference, then every algorithm, then every codec. */
 static void bench_size(const struct comm_group *g, const struct bench_opts *o,
                        size_t bytes, int si, double *t_ring, double *t_rhd,
                        double *t_hier)
 {
     size_t n = bytes / sizeof(float);
-    float *buf = malloc((n ? n : 1) * sizeof(float));
-    long it = iters_for(bytes, o->iters);
     struct row ref = {"MPI_Allreduce", "none", n * 4, 0, 0};
-    ref.t = time_op(g, NULL, NULL, buf, n, it, &ref.wire);
+    ref.t = bench_comm_time(g, "MPI_Allreduce", bytes, o->iters, &ref.wire,
+                            NULL);
     if (g->rank == 0)
         print_row(&ref, &ref, g->size, o->csv);
     char *algos = strdup(o->algos);
@@ -192,7 +244,7 @@ static void bench_size(const struct comm_group *g, const struct bench_opts *o,
         if (!al)
             continue; /* validated by the caller */
         struct row r = {al->name, "none", n * 4, 0, 0};
-        r.t = time_op(g, al, NULL, buf, n, it, &r.wire);
+        r.t = bench_comm_time(g, al->name, bytes, o->iters, &r.wire, NULL);
         if (!strcmp(al->name, "ring"))
             t_ring[si] = r.t;
         if (!strcmp(al->name, "rhd"))
@@ -205,26 +257,14 @@ static void bench_size(const struct comm_group *g, const struct bench_opts *o,
     free(algos);
     char *codecs = strdup(o->codecs);
     for (char *c = strtok(codecs, ","); c; c = strtok(NULL, ",")) {
-        struct codec_ctx cc;
-        char err[256];
-        memset(&cc, 0, sizeof(cc));
-        if (codec_parse(c, &cc, err, sizeof(err)) < 0 || !cc.codec)
-            continue;
-        /* one "tensor": a square-ish matrix for PowerSGD */
-        struct codec_seg seg = {0, n, 0};
-        size_t rows = (size_t)sqrt((double)n);
-        if (rows > 1 && rows * rows == n)
-            seg.rows = rows, seg.cols = rows;
-        if (codec_ctx_init(&cc, &seg, n ? 1 : 0, n, 1) < 0)
+        if (!strcmp(c, "none"))
             continue;
         struct row r = {"-", c, n * 4, 0, 0};
-        r.t = time_op(g, NULL, &cc, buf, n, it, &r.wire);
-        codec_ctx_free(&cc);
-        if (g->rank == 0)
+        r.t = bench_comm_time(g, c, bytes, o->iters, &r.wire, NULL);
+        if (r.t >= 0 && g->rank == 0)
             print_row(&r, &ref, g->size, o->csv);
     }
     free(codecs);
-    free(buf);
 }
 
 static int check_names(const struct bench_opts *o, char *err, size_t errlen)

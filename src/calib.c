@@ -48,7 +48,7 @@ struct rep_times {
     double fwd, tot, emb_fwd, emb_tot;
 };
 
-static int part_init(struct part *p, const struct gpt_config *gc,
+static int part_init(struct part *p, const struct gpt_config *gc, int tp,
                      enum part_kind kind, char *err, size_t errlen)
 {
     struct gpt_config c = *gc;
@@ -60,7 +60,7 @@ static int part_init(struct part *p, const struct gpt_config *gc,
         l1 = 2;
     }
     p->kind = kind;
-    if (gpt_init(&p->m, &c, 1, 0, l0, l1, 20240520, err, errlen) < 0)
+    if (gpt_init(&p->m, &c, tp, 0, l0, l1, 20240520, err, errlen) < 0)
         return -1;
     p->has_m = 1;
     return 0;
@@ -304,7 +304,8 @@ static double scaled(const struct part *pt, int k,
     const struct part *p = &pt[k];
     double n = (double)p->a.N, nf = (double)mb * p->m.cfg.seq_len;
     double tn = fastest_of(rt[k], reps, off);
-    if (!p->half)
+    if (!p->half || reps < 3) /* a fit to one or two noisy pairs can put
+                                 the whole cost in the fixed part */
         return tn * nf / n;
     double nh = p->a.B == 1 ? (double)(p->a.T / 2)
                             : (double)(p->a.B / 2) * p->a.T;
@@ -337,9 +338,9 @@ static void fill_out(struct calib_costs *out, const struct part *pt,
     out->threads = threads_get();
 }
 
-int calib_measure_slow(const struct gpt_config *gc, int mb, double budget_s,
-                       double slow, struct calib_costs *out, char *err,
-                       size_t errlen)
+static int measure(const struct gpt_config *gc, int mb, int tp,
+                   double budget_s, double slow, struct calib_costs *out,
+                   char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
     if (mb < 1 || gc->n_layer < 1 || gc->seq_len < 1) {
@@ -354,7 +355,7 @@ int calib_measure_slow(const struct gpt_config *gc, int mb, double budget_s,
     double each[PART_COUNT];
     int rc = -1, reps = 0, T = gc->seq_len;
     for (int k = 0; k < PART_COUNT; k++) {
-        if (part_init(&pt[k], gc, (enum part_kind)k, err, errlen) < 0)
+        if (part_init(&pt[k], gc, tp, (enum part_kind)k, err, errlen) < 0)
             goto out;
         pt[k].pos = (struct gpt_pos){.seed = 1, .train = 1};
         pt[k].slow = slow;
@@ -397,8 +398,24 @@ out:
     return rc;
 }
 
+int calib_measure_slow(const struct gpt_config *gc, int mb, double budget_s,
+                       double slow, struct calib_costs *out, char *err,
+                       size_t errlen)
+{
+    return measure(gc, mb, 1, budget_s, slow, out, err, errlen);
+}
+
 int calib_measure(const struct gpt_config *gc, int mb, double budget_s,
                   struct calib_costs *out, char *err, size_t errlen)
 {
-    return calib_measure_slow(gc, mb, budget_s, 1.0, out, err, errlen);
+    return measure(gc, mb, 1, budget_s, 1.0, out, err, errlen);
+}
+
+int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
+                     double budget_s, struct calib_costs *out, char *err,
+                     size_t errlen)
+{
+    if (tp < 1 || gpt_config_check(gc, tp, err, errlen) < 0)
+        return -1;
+    return measure(gc, mb, tp, budget_s, 1.0, out, err, errlen);
 }

@@ -30,7 +30,8 @@
  * when the budget allowed the full size, else an estimate: linear in the
  * sequences for a block; for the embedding and head, which are also
  * timed on half their tokens in every repetition, a fixed cost plus a
- * cost per token fitted to the two (a product with the V x C matrix
+ * cost per token fitted to the two when there are at least 3
+ * repetitions, else linear too (a product with the V x C matrix
  * costs its weight traffic however few the tokens: scaling a small size
  * in proportion overestimated the head of a 50257-token vocabulary
  * about 2x).  The budget is exceeded only when the first
@@ -77,6 +78,30 @@ struct calib_costs {
  */
 int calib_measure(const struct gpt_config *gc, int mb, double budget_s,
                   struct calib_costs *out, char *err, size_t errlen);
+
+/*
+ * The same for one of tp tensor-parallel ranks (the performance model's
+ * compute figures): the block holds this rank's heads and FC rows; its
+ * all-reduces are skipped (no group: the model times communication
+ * apart); the embedding and head are replicated, as in training.  tp = 1
+ * is calib_measure.  Returns -1 with err when the shape does not split
+ * over tp (gpt_config_check).
+ */
+int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
+                     double budget_s, struct calib_costs *out, char *err,
+                     size_t errlen);
+
+/*
+ * The same for one of tp tensor-parallel ranks (the performance model's
+ * compute figures): the block holds this rank's heads and FC rows; its
+ * all-reduces are skipped (no group: the model times communication
+ * apart); the embedding and head are replicated, as in training.  tp = 1
+ * is calib_measure.  Returns -1 with err when the shape does not split
+ * over tp (gpt_config_check).
+ */
+int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
+                     double budget_s, struct calib_costs *out, char *err,
+                     size_t errlen);
 
 /*
  * The same with every kernel run `slow` times over in effect

@@ -27,6 +27,7 @@ void gpt_config_from(const struct config *c, struct gpt_config *gc)
     gc->attn_block = c->attn_block;
     gc->attn_stride = c->attn_stride;
     gc->doc_mask = c->doc_mask;
+    gc->precision = strcmp(c->precision, "bf16") == 0 ? GPT_BF16 : GPT_FP32;
     gc->recompute = !strcmp(c->recompute, "full") ? GPT_RECOMPUTE_FULL
                     : !strcmp(c->recompute, "selective")
                         ? GPT_RECOMPUTE_SELECTIVE : GPT_RECOMPUTE_NONE;
@@ -364,7 +365,7 @@ static int check_shape(const struct config *c, const char *text,
         }
         free(cur);
         free(old);
-        return -1;
+        return -2;
     }
     return 0;
 }
@@ -422,6 +423,7 @@ int model_ckpt_load(const struct grid *g, struct gpt *m,
         return -1;
     int rc = check_shape(c, meta.config_text ? meta.config_text : "", path,
                          err, errlen);
+    int other_model = rc == -2;
     struct ckpt_tensor *t = NULL;
     int n = rc < 0 ? 0 : build_list(g, m, weights_only, 0, &t);
     if (n < 0) {
@@ -432,11 +434,13 @@ int model_ckpt_load(const struct grid *g, struct gpt *m,
         rc = ckpt_read_tensors(g->world, path, t, n, err, errlen);
     if (t)
         free_list(t, n);
+    if (rc == 0)
+        gpt_refresh_bf16(m); /* the weights changed */
     if (rc == 0 && !weights_only) {
         rc = load_state(g, c, path, &meta, rs, err, errlen);
         st->step = meta.step;
         st->tokens_seen = meta.tokens_seen;
     }
     free(meta.config_text);
-    return rc;
+    return other_model ? -2 : rc < 0 ? -1 : 0;
 }

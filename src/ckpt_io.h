@@ -77,8 +77,10 @@ int model_ckpt_save_async(const struct grid *g, struct gpt *m,
  * and the per-rank state rs (may be NULL) when the checkpoint was written
  * with the same layout and compression; otherwise that state is dropped
  * with a warning (it cannot be resharded) and rs is zeroed.
- * Collective.  Returns 0 or -1 with err; on error m may be partly
- * overwritten (the caller exits). */
+ * Collective.  Returns 0, -2 with err when the checkpoint holds another
+ * model (a refusal: its keys differ), or -1 with err when it cannot be
+ * read; on error m may be partly overwritten (the caller loads another
+ * checkpoint or exits). */
 int model_ckpt_load(const struct grid *g, struct gpt *m,
                     const struct config *c, const char *path,
                     int weights_only, struct train_state *st,

@@ -7,6 +7,7 @@
 #define MPITRON_CLI_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "mpitron_config.h"
 
@@ -14,10 +15,24 @@ int cmd_prepare(int argc, char **argv);
 int cmd_sample(int argc, char **argv);
 int cmd_ckpt(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* `mpitron predict`, in perf/predict.c */
+int cmd_predict(int argc, char **argv);
 /* `mpitron topo`, in topo_cmd.c */
 int cmd_topo(int argc, char **argv);
+/* `bench gemm`, in bench_gemm.c */
+int bench_gemm(int argc, char **argv);
 /* `bench allreduce`, in bench_comm.c */
 int bench_allreduce(int argc, char **argv);
+/* Seconds per sum all-reduce of `bytes` over g (the slowest rank's, mean
+ * of iters after a warm-up; iters 0 = by size), by kind: an algorithm
+ * (mpi, ring, rhd, hier), "MPI_Allreduce" (blocking), or a codec spec.
+ * *wire (may be NULL): bytes this rank sent; *median (may be NULL): the
+ * median iteration.  -1 for an unknown kind or out of memory.
+ * Collective over g.  In bench_comm.c; predict --calibrate uses it too. */
+struct comm_group;
+double bench_comm_time(const struct comm_group *g, const char *kind,
+                       size_t bytes, long iters, uint64_t *wire,
+                       double *median);
 /* `bench ckpt`, in bench_ckpt.c */
 int bench_ckpt(int argc, char **argv);
 

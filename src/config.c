@@ -11,6 +11,7 @@
 
 #include "batch.h"
 #include "codec.h"
+#include "gemm.h"
 #include "mix.h"
 #include "pp.h"
 
@@ -176,6 +177,16 @@ static int check_allreduce(const struct config *c, const struct config_key *k,
     return -1;
 }
 
+static int check_layout(const struct config *c, const struct config_key *k,
+                        char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "manual") || !strcmp(v, "auto"))
+        return 0;
+    seterr(err, errlen, "must be manual or auto");
+    return -1;
+}
+
 static int check_pp_schedule(const struct config *c,
                              const struct config_key *k, char *err,
                              size_t errlen)
@@ -187,6 +198,71 @@ static int check_pp_schedule(const struct config *c,
     return -1;
 }
 
+static int check_nonfinite(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "skip") || !strcmp(v, "rollback") || !strcmp(v, "abort"))
+        return 0;
+    seterr(err, errlen, "must be one of skip, rollback, abort");
+    return -1;
+}
+
+/* "" or "R:STEP" (R >= 0, STEP >= 1). */
+static int check_debug_hang(const struct config *c,
+                            const struct config_key *k, char *err,
+                            size_t errlen)
+{
+    const char *v = cfield(c, k);
+    int r, n = 0;
+    long long s;
+    if (!*v)
+        return 0;
+    if (sscanf(v, "%d:%lld%n", &r, &s, &n) == 2 && v[n] == '\0' && r >= 0 &&
+        s >= 1)
+        return 0;
+    seterr(err, errlen, "must be RANK:STEP (RANK >= 0, STEP >= 1)");
+    return -1;
+}
+
+/* "" or "R:STEP:grad" / "R:STEP:weight" (R >= 0, STEP >= 1). */
+static int check_debug_nan(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    int r, n = 0;
+    long long s;
+    char what[8];
+    if (!*v)
+        return 0;
+    if (sscanf(v, "%d:%lld:%7[a-z]%n", &r, &s, what, &n) == 3 &&
+        v[n] == '\0' && r >= 0 && s >= 1 &&
+        (!strcmp(what, "grad") || !strcmp(what, "weight")))
+        return 0;
+    seterr(err, errlen, "must be RANK:STEP:grad or RANK:STEP:weight");
+    return -1;
+}
+
+static int check_precision(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (strcmp(v, "fp32") == 0 || strcmp(v, "bf16") == 0)
+        return 0;
+    seterr(err, errlen, "must be fp32 or bf16");
+    return -1;
+}
+
+static int check_fp32_gemm(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    enum gemm_fp32_mode mode;
+    if (gemm_fp32_mode_parse(cfield(c, k), &mode) == 0)
+        return 0;
+    seterr(err, errlen, "must be auto, openblas or onednn");
+    return -1;
+}
+
 static int check_compress(const struct config *c, const struct config_key *k,
                           char *err, size_t errlen)
 {
@@ -194,7 +270,7 @@ static int check_compress(const struct config *c, const struct config_key *k,
     char e[256];
     if (codec_parse(cfield(c, k), &ctx, e, sizeof(e)) == 0)
         return 0;
-    seterr(err, errlen, e);
+    seterr(err, errlen, "%s", e);
     return -1;
 }
 
@@ -355,7 +431,8 @@ const struct config_key config_keys[] = {
         "full (softmax over every earlier position, or attn_window of "
         "them) | linear (causal linear attention, elu+1 features, running "
         "sums: O(T)) | sparse (block-sparse: own and previous block plus "
-        "every attn_stride-th block)", check_attn),
+        "every attn_stride-th block); linear and sparse are fp32 only",
+        check_attn),
     KEY("model", attn_block, CONFIG_INT, "64",
         "attn=sparse: positions per block", check_pos),
     KEY("model", attn_stride, CONFIG_INT, "4",
@@ -418,6 +495,22 @@ const struct config_key config_keys[] = {
         "to the training loss (PaLM uses 1e-4); 0 = off", check_fnonneg),
     KEY("optim", seed, CONFIG_U64, "1337",
         "seed of every random stream (init, data order, dropout)", NULL),
+    KEY("optim", nonfinite, CONFIG_STR, "skip",
+        "a step whose loss or gradient norm is not finite: skip (the update; "
+        "nonfinite_patience in a row stop the run) | rollback (after "
+        "nonfinite_patience in a row, reload the newest good checkpoint and "
+        "skip those batches) | abort", check_nonfinite),
+    KEY("optim", nonfinite_patience, CONFIG_INT, "3",
+        "consecutive non-finite steps before skip stops the run or rollback "
+        "rolls back", check_pos),
+    KEY("optim", spike_zscore, CONFIG_FLOAT, "0",
+        "a loss this many standard deviations above the mean of the last "
+        "100 steps counts as non-finite; 0 = off", check_fnonneg),
+    KEY("optim", precision, CONFIG_STR, "fp32",
+        "fp32 | bf16: bf16 = mixed precision, products on bf16 inputs with "
+        "fp32 accumulation, fp32 master weights, gradients and AdamW (needs "
+        "AVX512_BF16 or AMX; else trains in fp32 with a warning); attn=full "
+        "only", check_precision),
     KEY("data", data, CONFIG_STR, "data/fortunes",
         "directory of train_NNN.bin / val_NNN.bin token shards; or a "
         "weighted mixture DIR:W,DIR:W,... (each sequence drawn from one "
@@ -463,6 +556,21 @@ const struct config_key config_keys[] = {
         "auto (a rank left unbound, or not bound to its share of the "
         "node's cores, binds itself to disjoint cores) | launcher (keep "
         "the launcher's binding) | none (touch nothing)", check_bind),
+    KEY("run", debug_nan, CONFIG_STR, "",
+        "testing: R:STEP:grad makes rank R's gradient NaN at step STEP, "
+        "R:STEP:weight a weight (once per process); \"\" = off",
+        check_debug_nan),
+    KEY("run", hang_timeout, CONFIG_INT, "600",
+        "seconds a rank may go without progress (stuck in a collective, a "
+        "transfer, I/O); then every rank reports what it waits for, writes "
+        "run_dir/hang_rank_R.txt and the job aborts; 0 = off", check_nonneg),
+    KEY("run", debug_hang, CONFIG_STR, "",
+        "testing: R:STEP stops rank R's progress at step STEP; \"\" = off",
+        check_debug_hang),
+    KEY("run", fp32_gemm, CONFIG_STR, "auto",
+        "library of fp32 products: auto (oneDNN where `mpitron bench gemm` "
+        "measures it faster: AVX-512 CPUs) | openblas | onednn",
+        check_fp32_gemm),
     KEY("run", recompute, CONFIG_STR, "none",
         "activation recomputation: none | selective (keep the matmul "
         "outputs, recompute attention, GELU and LayerNorm outputs in "
@@ -521,6 +629,13 @@ const struct config_key config_keys[] = {
     KEY("parallel", debug_slow_rank, CONFIG_STR, "",
         "test knob: R:F makes rank R F times slower by repeating its "
         "kernels (emulated heterogeneity); \"\" = off", check_slow_rank),
+    KEY("parallel", layout, CONFIG_STR, "manual",
+        "manual: dp, tp, pp and micro_batch as given | auto: the fastest "
+        "layout the performance model predicts that fits in memory (sets "
+        "dp, tp, pp, and micro_batch when it is 0)", check_layout),
+    KEY("parallel", perf_calib, CONFIG_STR, "",
+        "calibration file of `mpitron predict --calibrate` for layout=auto; "
+        "\"\" = a quick calibration at start-up", NULL),
     KEY("parallel", zero, CONFIG_INT, "0",
         "ZeRO over each stage's dp group: 0 off | 1 AdamW moments sharded | "
         "2 also gradients | 3 also parameters (gathered per block)",
@@ -1169,6 +1284,13 @@ int config_finalize(struct config *c, char *err, size_t errlen)
                "offload update their shards with AdamW only; use "
                "optimizer=adamw (or zero=0 and offload=none)", c->optimizer,
                c->zero, c->offload);
+        return -1;
+    }
+    if (strcmp(c->precision, "bf16") == 0 && strcmp(c->attn, "full") != 0) {
+        /* bf16 kernels exist for full attention (window, doc_mask) only */
+        seterr(err, errlen, "precision=bf16 with attn=%s: the linear and "
+               "sparse attention kernels are fp32 only; use attn=full (or "
+               "precision=fp32)", c->attn);
         return -1;
     }
     if (c->zero > 0 && strcmp(c->batch_ramp, "0") != 0) {

@@ -46,6 +46,10 @@ struct config {
     char optimizer[16];   /* adamw | lamb | onebit_adam */
     float lr_layer_decay; /* 1 = off */
     uint64_t seed;
+    char nonfinite[16];     /* skip | rollback | abort */
+    int nonfinite_patience; /* consecutive skipped steps tolerated */
+    float spike_zscore;     /* loss z-score that counts as non-finite; 0 off */
+    char precision[8]; /* fp32 | bf16 (mixed: fp32 master weights) */
     /* [data] */
     char data[CONFIG_STR_MAX]; /* DIR or DIR:W,DIR:W,... (mix.h) */
     int val_every, val_batches;
@@ -61,6 +65,11 @@ struct config {
     int threads; /* BLAS/OpenMP threads per rank; 0 = sized to the cores
                     held (or an exported OPENBLAS/OMP_NUM_THREADS) */
     char bind[16]; /* auto | launcher | none */
+    char debug_nan[64]; /* tests: "R:STEP:grad|weight" poisons rank R */
+    int hang_timeout;   /* seconds without progress before the watchdog
+                           aborts the job; 0 = off */
+    char debug_hang[32]; /* tests: "R:STEP" stops rank R at step STEP */
+    char fp32_gemm[16]; /* auto | openblas | onednn: fp32 products' library */
     char recompute[16];   /* none | selective | full */
     char offload[16];     /* none | optimizer */
     char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */
@@ -80,6 +89,8 @@ struct config {
     float straggler_ratio;  /* name a rank slower than this x the median */
     int rebalance_every;    /* re-split dp shares every N steps; 0 = never */
     char debug_slow_rank[32]; /* "R:F": rank R runs F times slower */
+    char layout[8];           /* manual | auto (the performance model) */
+    char perf_calib[CONFIG_STR_MAX]; /* predict --calibrate's file; "" */
     int zero;            /* ZeRO stage 0..3 over the dp group */
 };
 

@@ -99,11 +99,15 @@ oom:
     return -1;
 }
 
-/* Check header, size and tokens of a mapped shard; fill s->tok/ntok. */
-static int shard_validate(struct shard *s, int vocab_size, char *err,
-                          size_t errlen)
+int shard_validate(struct shard *s, int vocab_size, char *err, size_t errlen)
 {
     const unsigned char *h = s->map;
+    if (s->map_len < SHARD_HEADER_BYTES) {
+        snprintf(err, errlen,
+                 "%s: file has %zu bytes, shorter than the %zu-byte header",
+                 s->path, s->map_len, SHARD_HEADER_BYTES);
+        return -1;
+    }
     int32_t magic = le32_get(h), version = le32_get(h + 4);
     int32_t count = le32_get(h + 8);
     if (magic != SHARD_MAGIC) {

@@ -93,6 +93,12 @@ int data_vocab_detect(const char *dir, int *vocab, char *err, size_t errlen);
 int data_vocab_resolve(const char *dir, int *vocab, int optional, char *err,
                        size_t errlen);
 
+/* Check the header, the size and every token of a shard's bytes
+ * s->map[0..map_len) (mapped by dataset_open, or a buffer: tests and the
+ * fuzzer) and set s->tok, s->ntok.  s->path names it in messages.  map
+ * must be 2-byte aligned.  Returns 0 or -1 with err. */
+int shard_validate(struct shard *s, int vocab_size, char *err, size_t errlen);
+
 /* Copy n tokens starting at stream position pos into out (wraps nothing:
  * pos + n <= ntok is the caller's contract). */
 void dataset_read(const struct dataset *ds, int64_t pos, int64_t n,

@@ -9,6 +9,8 @@
 #include "cli.h"
 #include "config.h"
 #include "log.h"
+#include "mix.h"
+#include "perf/perf_model.h"
 #include "train.h"
 
 static void usage(FILE *f)
@@ -29,6 +31,10 @@ static void usage(FILE *f)
           "           | ckpt: sgemm peak; a training step's speed, MFU,\n"
           "           time split and memory; all-reduce algorithms and\n"
           "           codecs; checkpoint I/O.  Last line: one JSON object\n"
+          "  predict  --calibrate=FILE | --calib=FILE [CONFIG] [--key=value]\n"
+          "           [--measured=CSV] [--extrapolate] [--layouts]: the\n"
+          "           performance model, calibrated here: a layout's step\n"
+          "           time, a sweep against it, GPT-2 on 4096 nodes\n"
           "  topo     [--np=N] [--json] [--calibrate]\n"
           "           the node's topology, every rank's binding, the\n"
           "           binding plan, each rank's measured speed\n"
@@ -55,6 +61,13 @@ static int cmd_train(int argc, char **argv)
         log_error("%s", err);
         return 2;
     }
+    /* layout=auto sizes the model: vocab_size = 0 is resolved first */
+    if (!strcmp(c.layout, "auto") &&
+        (data_spec_vocab(c.data, &c.vocab_size, 0, err, sizeof(err)) < 0 ||
+         perf_layout_auto(&c, MPI_COMM_WORLD, err, sizeof(err)) < 0)) {
+        log_error("%s", err);
+        return 1;
+    }
     return train_main(&c);
 }
 
@@ -71,6 +84,8 @@ int main(int argc, char **argv)
     const char *cmd = argv[1];
     if (!strcmp(cmd, "prepare")) /* no MPI needed */
         return cmd_prepare(argc - 2, argv + 2);
+    if (!strcmp(cmd, "train"))
+        train_signals_install();
     int provided;
     /* MULTIPLE: ckpt_async=1 writes checkpoints from a second thread */
     MPI_Init_thread(&argc, &argv, MPI_THREAD_MULTIPLE, &provided);
@@ -83,6 +98,8 @@ int main(int argc, char **argv)
         rc = cmd_ckpt(argc - 2, argv + 2);
     else if (!strcmp(cmd, "bench"))
         rc = cmd_bench(argc - 2, argv + 2);
+    else if (!strcmp(cmd, "predict"))
+        rc = cmd_predict(argc - 2, argv + 2);
     else if (!strcmp(cmd, "topo"))
         rc = cmd_topo(argc - 2, argv + 2);
     else {

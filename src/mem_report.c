@@ -33,6 +33,8 @@ void mem_report_rank(const struct trainer *tr, struct mem_report *r)
     memset(r, 0, sizeof(*r));
     /* the model's arenas that exist (ZeRO and offload leave some out) */
     r->params = m->params ? whole : 0.0;
+    if (m->params_h) /* bf16: the weight copy */
+        r->params += (double)m->tt.total * sizeof(bf16);
     r->grads = m->grads ? whole : 0.0;
     r->optim = (m->m ? whole : 0.0) + (m->v ? whole : 0.0);
     if (tr->has_zx) { /* plus the shards, slots and buffers */

@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -46,8 +47,9 @@ static int slurp(const char *path, char **out, size_t *len)
     return 0;
 }
 
-/* Keep only the lines of path whose "step" is <= keep_step, replacing
- * the file durably (ckpt_replace) when a line goes.  0 or -1 with err. */
+/* Keep only the lines of path whose "step" is <= keep_step (and drop a
+ * last line without its newline, cut by a crash), replacing the file
+ * durably (ckpt_replace) when a line goes.  0 or -1 with err. */
 static int truncate_history(const char *path, int64_t keep_step, char *err,
                             size_t errlen)
 {
@@ -59,7 +61,9 @@ static int truncate_history(const char *path, int64_t keep_step, char *err,
     }
     for (char *line = text; line < text + len;) {
         char *nl = memchr(line, '\n', (size_t)(text + len - line));
-        size_t n = nl ? (size_t)(nl - line) + 1 : (size_t)(text + len - line);
+        if (!nl)
+            break; /* a last line cut by a crash: not a record */
+        size_t n = (size_t)(nl - line) + 1;
         char save = line[n - 1];
         line[n - 1] = '\0'; /* strstr stays inside the line */
         const char *s = strstr(line, "\"step\":");
@@ -160,8 +164,12 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
     char eta[32], val[400] = "", pipe[512] = "", vx[340], strag[64] = "";
     fmt_eta(eta, sizeof(eta), s->eta_s);
     text_val(vx, sizeof(vx), s->val);
-    if (s->has_val)
-        snprintf(val, sizeof(val), " | val %.4f%s", s->val_loss, vx);
+    if (isfinite(s->loss_z)) /* val is the tail after the loss */
+        snprintf(val, sizeof(val), " (z %.1f)", s->loss_z);
+    if (s->has_val) {
+        size_t n = strlen(val);
+        snprintf(val + n, sizeof(val) - n, " | val %.4f%s", s->val_loss, vx);
+    }
     if (s->pp > 1) { /* bubble, then busy/idle ms of each stage */
         int n = snprintf(pipe, sizeof(pipe), " | pp wait %.1f ms, bubble "
                          "%.2f (theory %.2f), stage busy/idle ms",
@@ -169,6 +177,11 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
         for (int i = 0; i < s->pp && n < (int)sizeof(pipe) - 24; i++)
             n += snprintf(pipe + n, sizeof(pipe) - (size_t)n, " %.0f/%.0f",
                           1e3 * s->stage_busy[i], 1e3 * s->stage_idle[i]);
+    }
+    if (s->skipped > 0) { /* pipe is the tail before the ETA */
+        size_t n = strlen(pipe);
+        snprintf(pipe + n, sizeof(pipe) - n, " | skipped %d (%s)",
+                 s->skipped, s->skip_reason ? s->skip_reason : "");
     }
     if (s->world > 1 && s->straggler_rank >= 0)
         snprintf(strag, sizeof(strag), " | straggler rank %d (%.2fx the "
@@ -204,6 +217,8 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
     };
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         json_num(j, f[i].k, f[i].v, 6);
+    json_num(j, "loss_z", s->loss_z, 6);
+    json_int(j, "skipped", s->skipped);
     if (s->pp > 1) {
         json_num(j, "bubble", s->bubble, 6);
         json_num(j, "bubble_theory", s->bubble_theory, 6);
@@ -252,6 +267,24 @@ void metrics_log_val_stats(struct metrics *mt, int64_t step,
         json_obj_end(j);
         json_write_line(j, mt->jsonl);
     }
+}
+
+void metrics_log_rollback(struct metrics *mt, int64_t to_step,
+                          int64_t from_step, const int64_t *skip, int n)
+{
+    if (!mt->jsonl)
+        return;
+    struct json *j = &mt->json;
+    json_reset(j);
+    json_obj_begin(j, NULL);
+    json_int(j, "step", to_step);
+    json_int(j, "rollback_from", from_step);
+    json_arr_begin(j, "skip_steps");
+    for (int i = 0; i < n; i++)
+        json_int(j, NULL, skip[i]);
+    json_arr_end(j);
+    json_obj_end(j);
+    json_write_line(j, mt->jsonl);
 }
 
 void metrics_log_val(struct metrics *mt, int64_t step, double val_loss,

@@ -6,9 +6,14 @@
  *   bit; a number that is not finite is null, see json.h), lr, grad_norm, tokens_per_s, mfu, ms_step, ms_compute,
  *   ms_comm (= ms_comm_exposed: time the step waited for gradient
  *   reductions), ms_comm_overlapped (reduction time hidden behind
- *   backward), wire_mb, ms_data, ms_ckpt, ms_pp_wait (time in the pipeline
- *   schedule spent waiting for neighbouring stages), and val_loss on the steps where it was measured
- *   (a validation-only line carries step and val_loss).  With pp > 1
+ *   backward), wire_mb, ms_data, ms_ckpt (saving since the previous line:
+ *   a step's line is written before its save), ms_pp_wait (time in the pipeline
+ *   schedule spent waiting for neighbouring stages), loss_z (the last
+ *   step's loss z-score against the last 100 good steps, null until 20),
+ *   skipped (steps of the interval whose update was skipped, nonfinite.h),
+ *   and val_loss on the steps where it was measured
+ *   (a validation-only line carries step and val_loss; a rollback line
+ *   step, rollback_from and skip_steps).  With pp > 1
  *   also: bubble (1 - all stages' compute / (p x the pipeline's span, the
  *   longest stage's schedule), mean over the logged steps), bubble_theory
  *   ((p-1)/(m+p-1)), stage_busy_ms and stage_idle_ms (span - busy; arrays,
@@ -64,6 +69,9 @@ struct step_stats {
     const struct val_stats *val; /* NULL: val_loss alone */
     int64_t tokens;              /* > 0: the last step's tokens, and */
     int seq_len;                 /* its sequence length (varying plans) */
+    double loss_z;           /* z-score of loss (NaN: not yet defined) */
+    int skipped;             /* steps of the interval skipped */
+    const char *skip_reason; /* why (nonfinite.h), when skipped > 0 */
 };
 
 struct metrics {
@@ -81,6 +89,11 @@ void metrics_close(struct metrics *mt);
 
 /* Print the progress line to out and append the JSON object. */
 void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out);
+/* Append the record of a rollback (nonfinite=rollback): at step
+ * to_step, from step from_step, with the steps whose batches the replay
+ * leaves out. */
+void metrics_log_rollback(struct metrics *mt, int64_t to_step,
+                          int64_t from_step, const int64_t *skip, int n);
 /* Append a validation-only record and print it. */
 void metrics_log_val(struct metrics *mt, int64_t step, double val_loss,
                      FILE *out);

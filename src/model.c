@@ -10,21 +10,16 @@
 #include <string.h>
 
 #include "log.h"
+#include "model_ops.h"
 #include "ops.h"
 #include "rng.h"
 #include "tp.h"
 
 const char *const op_kind_names[OPK_COUNT] = {
-    "matmul", "attention", "layernorm", "gelu", "elementwise", "loss",
-    "embedding", "tp_comm",
+    "matmul", "attention", "softmax", "layernorm", "gelu", "elementwise",
+    "cast", "loss", "embedding", "tp_comm",
 };
 
-#define TIMED(m, kind, call)                                                  \
-    do {                                                                      \
-        double t0_ = now_s();                                                 \
-        call;                                                                 \
-        (m)->op_time[kind] += now_s() - t0_;                                  \
-    } while (0)
 
 int gpt_config_check(const struct gpt_config *c, int tp, char *err,
                      size_t errlen)
@@ -143,16 +138,28 @@ int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt)
 /* Tensor nm of block layer (-1: no prefix) in memory laid out as the
  * arena from arena offset base on (base 0: the arena itself); NULL when
  * the tensor is not on this stage or there is no memory. */
-static float *view_at(const struct gpt *m, float *arena, size_t base,
-                      int layer, const char *nm)
+static int find_tensor(const struct gpt *m, int layer, const char *nm)
 {
     char name[TENSOR_NAME_MAX];
     if (layer >= 0)
         snprintf(name, sizeof(name), "h.%d.%s", layer, nm);
     else
         snprintf(name, sizeof(name), "%s", nm);
-    int i = tensor_table_find(&m->tt, name);
+    return tensor_table_find(&m->tt, name);
+}
+
+static float *view_at(const struct gpt *m, float *arena, size_t base,
+                      int layer, const char *nm)
+{
+    int i = find_tensor(m, layer, nm);
     return i < 0 || !arena ? NULL : arena + (m->tt.t[i].off - base);
+}
+
+/* the bf16 copy of a tensor: same offset in params_h */
+static const bf16 *hview(const struct gpt *m, int layer, const char *nm)
+{
+    const float *p = view_at(m, m->params, 0, layer, nm);
+    return p ? m->params_h + (p - m->params) : NULL;
 }
 
 static void layer_views(const struct gpt *m, float *arena, size_t base,
@@ -192,12 +199,8 @@ static void outer_views(struct gpt *m, float *params, float *grads,
 
 void gpt_bind_unit(struct gpt *m, int layer, float *params, float *grads)
 {
-    char name[TENSOR_NAME_MAX]; /* the unit's first tensor */
-    if (layer >= 0)
-        snprintf(name, sizeof(name), "h.%d.ln1.w", layer);
-    else
-        snprintf(name, sizeof(name), "wte");
-    int i = tensor_table_find(&m->tt, name);
+    /* the unit's first tensor */
+    int i = find_tensor(m, layer, layer >= 0 ? "ln1.w" : "wte");
     if (i < 0)
         return;
     size_t base = m->tt.t[i].off;
@@ -256,6 +259,20 @@ int gpt_init_arenas(struct gpt *m, const struct gpt_config *c, int tp,
     outer_views(m, m->params, m->grads, 0);
     if (m->params)
         tensor_table_init_params(&m->tt, m->params, seed);
+    if (c->precision == GPT_BF16) { /* without a params arena (ZeRO-3)
+                                       the views come from gpt_bind_unit_h */
+        m->lh = calloc((size_t)(nl ? nl : 1), sizeof(*m->lh));
+        m->params_h = m->params ? (bf16 *)tensor_arena_alloc((n + 1) / 2)
+                                : NULL;
+        if (!m->lh || (m->params && !m->params_h))
+            goto oom;
+        if (m->params_h)
+            for (int l = l0; l < l1; l++)
+                gpt_bind_unit_h(m, l, hview(m, l, "ln1.w"));
+        if (m->params_h)
+            gpt_bind_unit_h(m, -1, hview(m, -1, "wte"));
+    }
+    gpt_refresh_bf16(m);
     return 0;
 oom:
     snprintf(err, errlen, "out of memory allocating the model (%zu floats "
@@ -264,8 +281,48 @@ oom:
     return -1;
 }
 
+void gpt_refresh_bf16(struct gpt *m)
+{
+    if (m->params_h)
+        bf16_from_f32_n(m->params_h, m->params, m->tt.total);
+}
+
+void gpt_refresh_bf16_range(struct gpt *m, size_t off, size_t n)
+{
+    if (m->params_h)
+        bf16_from_f32_n(m->params_h + off, m->params + off, n);
+}
+
+/* The bf16 copy of a tensor of the unit whose first tensor is at base,
+ * in a copy of the unit at h. */
+static const bf16 *hview_at(const struct gpt *m, const bf16 *h, size_t base,
+                            int layer, const char *nm)
+{
+    int i = find_tensor(m, layer, nm);
+    return i < 0 || !h ? NULL : h + (m->tt.t[i].off - base);
+}
+
+void gpt_bind_unit_h(struct gpt *m, int layer, const bf16 *h)
+{
+    int i = find_tensor(m, layer, layer >= 0 ? "ln1.w" : "wte");
+    if (!m->lh || i < 0)
+        return;
+    size_t base = m->tt.t[i].off;
+    if (layer < 0) {
+        m->wte_h = hview_at(m, h, base, -1, "wte");
+        return;
+    }
+    struct gpt_layer_h *v = &m->lh[layer - m->l0];
+    v->wqkv = hview_at(m, h, base, layer, "attn.wq");
+    v->wo = hview_at(m, h, base, layer, "attn.wo");
+    v->wfc = hview_at(m, h, base, layer, "mlp.wfc");
+    v->wproj = hview_at(m, h, base, layer, "mlp.wproj");
+}
+
 void gpt_free(struct gpt *m)
 {
+    free(m->params_h);
+    free(m->lh);
     free(m->params);
     free(m->grads);
     free(m->m);
@@ -348,111 +405,157 @@ static unsigned work_mask(const struct gpt *m)
     return m->cfg.recompute == GPT_RECOMPUTE_FULL ? w | 1u << A_RES2 : w;
 }
 
-/* Carves consecutive tensors out of one allocation: with a NULL base it
- * only counts, so sizes and pointers come from the same code. */
+/* Carves the one allocation behind a gpt_acts into its tensors: a byte
+ * offset that every piece advances, rounded up to 64 bytes.  With a NULL
+ * base it only counts, so sizes and pointers come from the same code. */
 struct carver {
-    float *base;
+    char *base;
     size_t off;
 };
 
-static float *take(struct carver *cv, size_t n)
+static void *carve(struct carver *cv, size_t n, size_t esize)
 {
-    float *p = cv->base ? cv->base + cv->off : NULL;
-    cv->off += n;
+    void *p = cv->base ? cv->base + cv->off : NULL;
+    cv->off += (n * esize + 63) & ~(size_t)63;
     return p;
 }
 
-/* The tensors of one block named in mask (the others NULL). */
-static void take_layer(struct gpt_layer_acts *la, const struct gpt *m,
-                       const struct gpt_acts *a, unsigned mask,
-                       struct carver *cv)
+#define CF(n) carve(cv, (n), sizeof(float))
+
+/* The tensors of one block named in mask (the others NULL); [p] tensors
+ * in the precision's type.  att is [p] for the full kernel; the linear
+ * and sparse kernels' state (fp32 only, config.c) stays float. */
+static void carve_layer(struct gpt_layer_acts *la, const struct gpt *m,
+                        const struct gpt_acts *a, unsigned mask,
+                        struct carver *cv)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F;
     size_t TT, DTT;
     attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
-#define L(bit, ptr, n) ((ptr) = (mask >> (bit)) & 1u ? take(cv, (n)) : NULL)
-    L(A_LN1, la->ln1, N * C);
-    L(A_LN1_MEAN, la->ln1_mean, N);
-    L(A_LN1_RSTD, la->ln1_rstd, N);
-    L(A_QKV, la->qkv, N * Q);
-    L(A_ATT, la->att, TT);
-    L(A_ATTY, la->atty, N * A);
-    L(A_ATTPROJ, la->attproj, N * C);
-    L(A_RES1, la->res1, N * C);
-    L(A_LN2, la->ln2, N * C);
-    L(A_LN2_MEAN, la->ln2_mean, N);
-    L(A_LN2_RSTD, la->ln2_rstd, N);
-    L(A_FCH, la->fch, N * F);
-    L(A_FCH_GELU, la->fch_gelu, N * F);
-    L(A_FCPROJ, la->fcproj, N * C);
-    L(A_RES2, la->res2, N * C);
+    size_t hsz = m->cfg.precision == GPT_BF16 ? sizeof(bf16) : sizeof(float);
+    size_t asz = m->cfg.attn == ATTN_FULL ? hsz : sizeof(float);
+#define L(bit, ptr, n, sz) \
+    ((ptr) = (mask >> (bit)) & 1u ? carve(cv, (n), (sz)) : NULL)
+    L(A_LN1, la->ln1, N * C, hsz);
+    L(A_LN1_MEAN, la->ln1_mean, N, sizeof(float));
+    L(A_LN1_RSTD, la->ln1_rstd, N, sizeof(float));
+    L(A_QKV, la->qkv, N * Q, hsz);
+    L(A_ATT, la->att, TT, asz);
+    L(A_ATTY, la->atty, N * A, hsz);
+    L(A_ATTPROJ, la->attproj, N * C, sizeof(float));
+    L(A_RES1, la->res1, N * C, sizeof(float));
+    L(A_LN2, la->ln2, N * C, hsz);
+    L(A_LN2_MEAN, la->ln2_mean, N, sizeof(float));
+    L(A_LN2_RSTD, la->ln2_rstd, N, sizeof(float));
+    L(A_FCH, la->fch, N * F, hsz);
+    L(A_FCH_GELU, la->fch_gelu, N * F, hsz);
+    L(A_FCPROJ, la->fcproj, N * C, sizeof(float));
+    L(A_RES2, la->res2, N * C, sizeof(float));
 #undef L
 }
 
 /* What must live from a micro-batch's forward to its backward. */
-static void take_saved(struct gpt_acts *a, const struct gpt *m,
-                       struct carver *cv)
+static void carve_saved(struct gpt_acts *a, const struct gpt *m,
+                        struct carver *cv)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
-    a->emb = take(cv, N * C);
+    size_t hsz = m->cfg.precision == GPT_BF16 ? sizeof(bf16) : sizeof(float);
+    a->emb = CF(N * C);
     for (int l = 0; l < m->l1 - m->l0; l++)
-        take_layer(&a->la[l], m, a, kept_mask(m), cv);
+        carve_layer(&a->la[l], m, a, kept_mask(m), cv);
     if (m->last) {
-        a->lnf = take(cv, N * C);
-        a->lnf_mean = take(cv, N);
-        a->lnf_rstd = take(cv, N);
-        a->probs = take(cv, N * V);
-        a->losses = take(cv, N);
-        a->lse = take(cv, N);
+        a->lnf = carve(cv, N * C, hsz);
+        a->lnf_mean = CF(N);
+        a->lnf_rstd = CF(N);
+        a->probs = CF(N * V);
+        a->losses = CF(N);
+        a->lse = CF(N);
     }
 }
 
 /* Backward (and forward) scratch, shared by the slots of a pipeline. */
-static void take_scratch(struct gpt_acts *a, const struct gpt *m,
-                         struct carver *cv)
+static void carve_scratch(struct gpt_acts *a, const struct gpt *m,
+                          struct carver *cv)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
     size_t TT, DTT;
     attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
-    a->dres = take(cv, N * C);
-    a->dC = take(cv, N * C);
-    a->dln = take(cv, N * C);
-    a->dqkv = take(cv, N * Q);
-    a->datty = take(cv, N * A);
-    a->datt = take(cv, DTT);
-    a->dF1 = take(cv, N * F);
-    a->dF2 = take(cv, N * F);
+    a->dres = CF(N * C);
+    a->dC = CF(N * C);
+    a->dln = CF(N * C);
+    a->dqkv = CF(N * Q);
+    a->datty = CF(N * A);
+    a->datt = CF(DTT);
+    a->dF1 = CF(N * F);
+    a->dF2 = CF(N * F);
     if (m->last) {
-        a->logits = take(cv, N * V);
-        a->dlogits = take(cv, N * V);
+        a->logits = CF(N * V);
+        a->dlogits = CF(N * V);
     }
-    take_layer(&a->work, m, a, work_mask(m), cv);
+    if (m->cfg.precision == GPT_BF16) {
+        size_t w = C > F ? C : F;
+        w = w > Q ? w : Q;
+        w = w > A ? w : A;
+        w = m->last && V > w ? V : w;
+        a->dh = carve(cv, N * w, sizeof(bf16));
+        a->datt_h = carve(cv, DTT, sizeof(bf16));
+    }
+    carve_layer(&a->work, m, a, work_mask(m), cv);
 }
+#undef CF
 
 /* Point every buffer of a into base (NULL: only count) for its B, T:
  * the saved tensors, then the scratch unless owner lends it.  Returns
- * the floats of the whole and *saved those of the saved part. */
-static size_t carve(struct gpt_acts *a, const struct gpt *m, float *base,
-                    const struct gpt_acts *owner, size_t *saved)
+ * the bytes of the whole and *saved those of the saved part. */
+static size_t carve_acts(struct gpt_acts *a, const struct gpt *m, void *base,
+                         const struct gpt_acts *owner, size_t *saved)
 {
     struct carver cv = {base, 0};
-    take_saved(a, m, &cv);
+    carve_saved(a, m, &cv);
     *saved = cv.off;
     if (owner) {
         a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
         a->dqkv = owner->dqkv, a->datty = owner->datty;
         a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
         a->logits = owner->logits, a->dlogits = owner->dlogits;
+        a->dh = owner->dh, a->datt_h = owner->datt_h;
         a->work = owner->work;
     } else {
-        take_scratch(a, m, &cv);
+        carve_scratch(a, m, &cv);
     }
     return cv.off;
+}
+
+int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
+                   struct tensor_table *tt, size_t *saved_bytes,
+                   size_t *scratch_bytes)
+{
+    struct gpt g;
+    memset(&g, 0, sizeof(g));
+    g.cfg = *c;
+    g.tp = tp;
+    g.l0 = l0;
+    g.l1 = l1;
+    g.first = l0 == 0;
+    g.last = l1 == c->n_layer;
+    g.nh = c->n_head / tp;
+    g.nkv = c->n_kv_head / tp;
+    g.hd = c->n_embd / c->n_head;
+    g.F = 4 * c->n_embd / tp;
+    int rc = build_table(&g);
+    *tt = g.tt;
+    /* the same carving as gpt_acts_init_shared, counting only */
+    size_t saved, total = gpt_acts_bytes(&g, B, c->seq_len, 0, &saved);
+    if (total == (size_t)-1)
+        return -1;
+    *saved_bytes = saved + 3 * (size_t)B * c->seq_len * sizeof(int32_t);
+    *scratch_bytes = total - *saved_bytes;
+    return rc;
 }
 
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
@@ -470,18 +573,18 @@ int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
         gpt_acts_free(a);
         return -1;
     }
-    size_t total = carve(a, m, NULL, owner, &saved); /* count first */
-    a->mem = tensor_arena_alloc(total);
+    size_t total = carve_acts(a, m, NULL, owner, &saved); /* count first */
+    a->mem = tensor_arena_alloc((total + sizeof(float) - 1) / sizeof(float));
     if (!a->mem) {
         gpt_acts_free(a);
         return -1;
     }
     a->tgt = a->inp + N;
-    a->bytes = total * sizeof(float) + 3 * N * sizeof(int32_t);
-    a->saved_bytes = saved * sizeof(float);
+    a->bytes = total + 3 * N * sizeof(int32_t);
+    a->saved_bytes = saved;
     a->cap = total;
     a->ncap = N;
-    carve(a, m, a->mem, owner, &saved);
+    carve_acts(a, m, a->mem, owner, &saved);
     return 0;
 }
 
@@ -492,13 +595,13 @@ void gpt_acts_reshape(struct gpt_acts *a, const struct gpt *m, int B, int T,
     a->B = B;
     a->T = T;
     a->N = N;
-    size_t total = carve(a, m, NULL, owner, &saved);
+    size_t total = carve_acts(a, m, NULL, owner, &saved);
     if (N > a->ncap || total > a->cap) {
         fprintf(stderr, "mpitron: activations of %d x %d do not fit those "
                 "of %zu tokens\n", B, T, a->ncap);
         abort();
     }
-    carve(a, m, a->mem, owner, &saved);
+    carve_acts(a, m, a->mem, owner, &saved);
 }
 
 size_t gpt_acts_bytes(const struct gpt *m, int B, int T, int shared,
@@ -514,10 +617,9 @@ size_t gpt_acts_bytes(const struct gpt *m, int B, int T, int shared,
     a.la = calloc(nl ? nl : 1, sizeof(*a.la));
     if (!a.la)
         return (size_t)-1;
-    size_t total = carve(&a, m, NULL, shared ? &owner : NULL, saved);
+    size_t total = carve_acts(&a, m, NULL, shared ? &owner : NULL, saved);
     free(a.la);
-    *saved *= sizeof(float);
-    return total * sizeof(float) + 3 * a.N * sizeof(int32_t);
+    return total + 3 * a.N * sizeof(int32_t);
 }
 
 int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T)
@@ -533,7 +635,6 @@ void gpt_acts_free(struct gpt_acts *a)
     memset(a, 0, sizeof(*a));
 }
 
-static void emit(struct gpt *m, enum gpt_event ev, int layer);
 
 /* ---- forward ------------------------------------------------------------ */
 
@@ -587,55 +688,19 @@ static struct attn_shape attn_shape_of(const struct gpt *m,
     return attn_shape_bt(m, (size_t)a->B, (size_t)a->T, a->lo);
 }
 
-static void attn_forward(struct gpt *m, struct gpt_acts *a,
-                         struct gpt_layer_acts *la,
-                         const struct attn_shape *s)
-{
-    switch (s->kind) {
-    case ATTN_LINEAR:
-        attention_linear_forward(la->atty, la->att, a->datt, la->qkv, s);
-        return;
-    case ATTN_SPARSE:
-        attention_sparse_forward(la->atty, la->att, la->qkv, s);
-        return;
-    case ATTN_FULL:
-        break;
-    }
-    attention_forward(la->atty, la->att, la->qkv, s);
-}
-
-static void attn_backward(struct gpt *m, struct gpt_acts *a,
-                          const struct gpt_layer_acts *la,
-                          const struct attn_shape *s)
-{
-    switch (s->kind) {
-    case ATTN_LINEAR:
-        attention_linear_backward(a->dqkv, a->datt, a->datty, la->qkv,
-                                  la->atty, la->att, s);
-        return;
-    case ATTN_SPARSE:
-        attention_sparse_backward(a->dqkv, a->datt, a->datty, la->qkv,
-                                  la->att, s);
-        return;
-    case ATTN_FULL:
-        break;
-    }
-    attention_backward(a->dqkv, a->datt, a->datty, la->qkv, la->att, s);
-}
-
 /* out (N,OC) = inp (N,IC) @ w (OC,IC)^T + bias (OC) for a row-parallel
  * layer: IC is this rank's slice of the input width, so the local product
  * is a partial sum; it is all-reduced in the tp group (Megatron's g) and
  * the replicated bias added once.  tp = 1: the plain matmul. */
-static void row_parallel_forward(struct gpt *m, float *out, const float *inp,
-                                 const float *w, const float *bias, size_t N,
+static void row_parallel_forward(struct gpt *m, float *out, const void *inp,
+                                 const void *w, const float *bias, size_t N,
                                  size_t IC, size_t OC)
 {
     if (m->tp == 1) {
-        TIMED(m, OPK_MATMUL, matmul_forward(out, inp, w, bias, N, IC, OC));
+        gpt_op_matmul(m, out, GEMM_F32, inp, w, bias, N, IC, OC);
         return;
     }
-    TIMED(m, OPK_MATMUL, matmul_forward(out, inp, w, NULL, N, IC, OC));
+    gpt_op_matmul(m, out, GEMM_F32, inp, w, NULL, N, IC, OC);
     TIMED(m, OPK_TP_COMM, tp_allreduce_sum(out, N * OC, m->tpc));
     double t0 = now_s();
     for (size_t i = 0; i < N; i++) {
@@ -655,6 +720,8 @@ static void column_parallel_dinp(struct gpt *m, float *dinp, size_t n)
         TIMED(m, OPK_TP_COMM, tp_allreduce_sum(dinp, n, m->tpc));
 }
 
+/* A layer's weight matrix as the products read it (h: its bf16 views) */
+#define W(name) gpt_op_weight(m, w->name, h ? h->name : NULL)
 /* Block l's activations as forward writes them (model.h: the slot's
  * kept tensors, the work layer's others); res2_work: res2 in the work
  * layer too, for a recomputation that must not touch the kept copy. */
@@ -680,24 +747,24 @@ static void block_forward(struct gpt *m, struct gpt_acts *a,
                           const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
+    const struct gpt_layer_h *h = m->lh ? &m->lh[l - m->l0] : NULL;
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
+    enum gemm_type pt = gpt_act_type(m);
 
-    TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln1, la->ln1_mean,
-          la->ln1_rstd, x, w->ln1w, w->ln1b, N, C));
-    TIMED(m, OPK_MATMUL, matmul_forward(la->qkv, la->ln1, w->wqkv, w->bqkv,
-                                        N, C, Q));
-    TIMED(m, OPK_ATTENTION, attn_forward(m, a, la, &s));
-    row_parallel_forward(m, la->attproj, la->atty, w->wo, w->bo, N, A, C);
+    gpt_op_layernorm(m, la->ln1, la->ln1_mean, la->ln1_rstd, x, w->ln1w,
+                     w->ln1b, N, C);
+    gpt_op_matmul(m, la->qkv, pt, la->ln1, W(wqkv), w->bqkv, N, C, Q);
+    gpt_op_attention(m, a, la, &s);
+    row_parallel_forward(m, la->attproj, la->atty, W(wo), w->bo, N, A, C);
     residual_dropout(m, a, la->res1, x, la->attproj, a->dC, pos, 1 + 2 * l);
 
-    TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln2, la->ln2_mean,
-          la->ln2_rstd, la->res1, w->ln2w, w->ln2b, N, C));
-    TIMED(m, OPK_MATMUL, matmul_forward(la->fch, la->ln2, w->wfc, w->bfc, N,
-                                        C, F));
-    TIMED(m, OPK_GELU, gelu_forward(la->fch_gelu, la->fch, N * F));
-    row_parallel_forward(m, la->fcproj, la->fch_gelu, w->wproj, w->bproj, N,
+    gpt_op_layernorm(m, la->ln2, la->ln2_mean, la->ln2_rstd, la->res1,
+                     w->ln2w, w->ln2b, N, C);
+    gpt_op_matmul(m, la->fch, pt, la->ln2, W(wfc), w->bfc, N, C, F);
+    gpt_op_gelu(m, la->fch_gelu, la->fch, N * F);
+    row_parallel_forward(m, la->fcproj, la->fch_gelu, W(wproj), w->bproj, N,
                          F, C);
     residual_dropout(m, a, la->res2, la->res1, la->fcproj, a->dC, pos,
                      2 + 2 * l);
@@ -740,25 +807,25 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     }
     if (m->first) {
         memcpy(a->inp, inp, N * sizeof(int32_t));
-        emit(m, GPT_USE_FWD, -1);
+        gpt_emit(m, GPT_USE_FWD, -1);
         embed_forward(m, a, pos);
     }
     const float *x = a->emb;
     for (int l = m->l0; l < m->l1; l++) {
         struct gpt_layer_acts la = layer_acts(m, a, l, 0);
-        emit(m, GPT_USE_FWD, l);
+        gpt_emit(m, GPT_USE_FWD, l);
         block_forward(m, a, &la, l, x, pos);
         x = a->la[l - m->l0].res2;
-        emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
+        gpt_emit(m, GPT_PROGRESS, l); /* pipeline sends in flight move on */
     }
     if (!m->last)
         return 0.0;
     memcpy(a->tgt, tgt, N * sizeof(int32_t));
-    emit(m, GPT_USE_FWD, -2);
-    TIMED(m, OPK_LAYERNORM, layernorm_forward(a->lnf, a->lnf_mean,
-          a->lnf_rstd, x, m->lnfw, m->lnfb, N, C));
-    TIMED(m, OPK_MATMUL, matmul_forward(a->logits, a->lnf, m->wte, NULL, N,
-                                        C, Vp));
+    gpt_emit(m, GPT_USE_FWD, -2);
+    gpt_op_layernorm(m, a->lnf, a->lnf_mean, a->lnf_rstd, x, m->lnfw,
+                     m->lnfb, N, C);
+    gpt_op_matmul(m, a->logits, GEMM_F32, a->lnf,
+                  gpt_op_weight(m, m->wte, m->wte_h), NULL, N, C, Vp);
     struct xent_opts xo = {m->cfg.label_smoothing, m->cfg.z_loss};
     TIMED(m, OPK_LOSS, xent_forward(a->losses, a->probs, a->lse, a->logits,
           a->tgt, N, V, Vp, pos->train ? &xo : NULL));
@@ -770,24 +837,10 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
 
 /* ---- backward ----------------------------------------------------------- */
 
-static void emit(struct gpt *m, enum gpt_event ev, int layer)
+void gpt_emit(struct gpt *m, enum gpt_event ev, int layer)
 {
     if (m->hook && (m->hook_final || ev >= GPT_PROGRESS))
         m->hook(m->hook_ctx, ev, layer);
-}
-
-/* matmul_backward split in its two products with a chance to progress
- * communication after each: the weight gradient, then the input's. */
-static void mm_backward(struct gpt *m, int l, float *dinp, float *dw,
-                        float *db, const float *dout, const float *inp,
-                        const float *w, size_t N, size_t C, size_t OC)
-{
-    TIMED(m, OPK_MATMUL, matmul_backward(NULL, dw, db, dout, inp, w, N, C,
-                                         OC));
-    emit(m, GPT_PROGRESS, l);
-    TIMED(m, OPK_MATMUL, matmul_backward(dinp, NULL, NULL, dout, inp, w, N,
-                                         C, OC));
-    emit(m, GPT_PROGRESS, l);
 }
 
 /* Before block l's backward: the activations its slot did not keep, as
@@ -807,12 +860,12 @@ static void recompute(struct gpt *m, struct gpt_acts *a,
         const struct gpt_layer_w *w = &m->lw[l - m->l0];
         size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
         struct attn_shape s = attn_shape_of(m, a);
-        TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln1, la->ln1_mean,
-              la->ln1_rstd, x, w->ln1w, w->ln1b, N, C));
-        TIMED(m, OPK_ATTENTION, attn_forward(m, a, la, &s));
-        TIMED(m, OPK_LAYERNORM, layernorm_forward(la->ln2, la->ln2_mean,
-              la->ln2_rstd, la->res1, w->ln2w, w->ln2b, N, C));
-        TIMED(m, OPK_GELU, gelu_forward(la->fch_gelu, la->fch, N * F));
+        gpt_op_layernorm(m, la->ln1, la->ln1_mean, la->ln1_rstd, x, w->ln1w,
+                         w->ln1b, N, C);
+        gpt_op_attention(m, a, la, &s);
+        gpt_op_layernorm(m, la->ln2, la->ln2_mean, la->ln2_rstd, la->res1,
+                         w->ln2w, w->ln2b, N, C);
+        gpt_op_gelu(m, la->fch_gelu, la->fch, N * F);
     }
     m->recompute_time += now_s() - t0;
 }
@@ -823,41 +876,43 @@ static void block_backward(struct gpt *m, struct gpt_acts *a,
                            const float *x, const struct gpt_pos *pos)
 {
     const struct gpt_layer_w *w = &m->lw[l - m->l0];
+    const struct gpt_layer_h *h = m->lh ? &m->lh[l - m->l0] : NULL;
     const struct gpt_layer_w *g = &m->lg[l - m->l0];
     size_t N = a->N, C = (size_t)m->cfg.n_embd, F = (size_t)m->F;
     size_t A = (size_t)m->nh * m->hd, Q = A + 2 * (size_t)m->nkv * m->hd;
     struct attn_shape s = attn_shape_of(m, a);
     const float *dout;
+    const void *d; /* an output gradient as the products read it */
 
     /* MLP branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 2 + 2 * l);
-    memset(a->dF1, 0, N * F * sizeof(float));
-    mm_backward(m, l, a->dF1, g->wproj, g->bproj, dout, la->fch_gelu,
-                w->wproj, N, F, C);
-    memset(a->dF2, 0, N * F * sizeof(float));
-    TIMED(m, OPK_GELU, gelu_backward(a->dF2, la->fch, a->dF1, N * F));
-    memset(a->dln, 0, N * C * sizeof(float));
-    mm_backward(m, l, a->dln, g->wfc, g->bfc, a->dF2, la->ln2, w->wfc, N, C,
-                F);
+    d = gpt_op_grad(m, a, dout, g->bproj, N, C);
+    gpt_op_matmul_backward(m, l, a->dF1, 0, g->wproj, d, la->fch_gelu,
+                           W(wproj), N, F, C);
+    d = gpt_op_gelu_backward(m, a, la->fch, a->dF1, g->bfc, N, F);
+    gpt_op_matmul_backward(m, l, a->dln, 0, g->wfc, d, la->ln2, W(wfc), N, C,
+                           F);
     column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln2w, g->ln2b,
           a->dln, la->res1, w->ln2w, la->ln2_mean, la->ln2_rstd, N, C));
 
     /* attention branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 1 + 2 * l);
-    memset(a->datty, 0, N * A * sizeof(float));
-    mm_backward(m, l, a->datty, g->wo, g->bo, dout, la->atty, w->wo, N, A,
-                C);
+    d = gpt_op_grad(m, a, dout, g->bo, N, C);
+    gpt_op_matmul_backward(m, l, a->datty, 0, g->wo, d, la->atty, W(wo), N,
+                           A, C);
     memset(a->dqkv, 0, N * Q * sizeof(float));
-    TIMED(m, OPK_ATTENTION, attn_backward(m, a, la, &s));
-    emit(m, GPT_PROGRESS, l);
-    memset(a->dln, 0, N * C * sizeof(float));
-    mm_backward(m, l, a->dln, g->wqkv, g->bqkv, a->dqkv, la->ln1, w->wqkv,
-                N, C, Q);
+    gpt_op_attention_backward(m, a, la, &s);
+    gpt_emit(m, GPT_PROGRESS, l);
+    d = gpt_op_grad(m, a, a->dqkv, g->bqkv, N, Q);
+    gpt_op_matmul_backward(m, l, a->dln, 0, g->wqkv, d, la->ln1, W(wqkv), N,
+                           C, Q);
     column_parallel_dinp(m, a->dln, N * C);
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, g->ln1w, g->ln1b,
           a->dln, x, w->ln1w, la->ln1_mean, la->ln1_rstd, N, C));
 }
+
+#undef W
 
 /* The last stage's head: loss, LM head (tied wte), final LayerNorm;
  * leaves d(last block output) in a->dres. */
@@ -869,14 +924,14 @@ static void head_backward(struct gpt *m, struct gpt_acts *a, float dloss)
     memset(a->dlogits, 0, N * Vp * sizeof(float));
     TIMED(m, OPK_LOSS, xent_backward(a->dlogits, a->probs, a->lse, a->tgt,
           dloss, N, V, Vp, &xo));
-    memset(a->dln, 0, N * C * sizeof(float));
-    TIMED(m, OPK_MATMUL, matmul_backward(a->dln, m->dwte, NULL, a->dlogits,
-                                         a->lnf, m->wte, N, C, Vp));
+    const void *d = gpt_op_grad(m, a, a->dlogits, NULL, N, Vp);
+    gpt_op_matmul_backward(m, -1, a->dln, 0, m->dwte, d, a->lnf,
+                           gpt_op_weight(m, m->wte, m->wte_h), N, C, Vp);
     memset(a->dres, 0, N * C * sizeof(float));
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, m->dlnfw, m->dlnfb,
           a->dln, gpt_stage_output(m, a), m->lnfw, a->lnf_mean, a->lnf_rstd,
           N, C));
-    emit(m, GPT_GRADS_HEAD, -1);
+    gpt_emit(m, GPT_GRADS_HEAD, -1);
 }
 
 void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
@@ -884,27 +939,27 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
 {
     size_t C = (size_t)m->cfg.n_embd;
     if (m->last) {
-        emit(m, GPT_USE_BWD, -2);
+        gpt_emit(m, GPT_USE_BWD, -2);
         head_backward(m, a, dloss);
-        emit(m, GPT_USE_DONE, -2);
+        gpt_emit(m, GPT_USE_DONE, -2);
     }
     for (int l = m->l1 - 1; l >= m->l0; l--) {
         const float *x = l > m->l0 ? a->la[l - 1 - m->l0].res2 : a->emb;
         struct gpt_layer_acts la =
             layer_acts(m, a, l, m->cfg.recompute == GPT_RECOMPUTE_FULL);
-        emit(m, GPT_USE_BWD, l);
+        gpt_emit(m, GPT_USE_BWD, l);
         recompute(m, a, &la, l, x, pos);
         block_backward(m, a, &la, l, x, pos);
-        emit(m, GPT_USE_DONE, l);
-        emit(m, GPT_GRADS_LAYER, l);
+        gpt_emit(m, GPT_USE_DONE, l);
+        gpt_emit(m, GPT_GRADS_LAYER, l);
     }
     if (m->first) {
         const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
-        emit(m, GPT_USE_BWD, -1);
+        gpt_emit(m, GPT_USE_BWD, -1);
         TIMED(m, OPK_EMBEDDING, encoder_backward_doc(m->dwte, m->dwpe, de,
               a->inp, a->lo, (size_t)a->B, (size_t)a->T, C));
-        emit(m, GPT_USE_DONE, -1);
+        gpt_emit(m, GPT_USE_DONE, -1);
     }
     if (m->first || m->last)
-        emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */
+        gpt_emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */
 }

@@ -35,6 +35,19 @@
  * identically on every tp rank.
  * Init: weights N(0, 0.02), the residual projections wo and wproj
  * N(0, 0.02/sqrt(2 n_layer)), biases 0, LayerNorm weights 1.
+ *
+ * Precision (gpt_config.precision).  GPT_FP32: everything fp32.  GPT_BF16
+ * (mixed precision): the parameters, their gradients and the AdamW
+ * moments stay fp32 (the master weights); params_h is a bf16 copy of the
+ * parameter arena, laid out by the same tensor table (tensor i at
+ * params_h + tt.t[i].off), refreshed after every change of the parameters
+ * (gpt_refresh_bf16, or adamw_update_bf16 per tensor; with ZeRO the
+ * executor refreshes it from the all-gathered fp32 values: zero_exec.h).
+ * Every matrix
+ * product reads bf16 (weights from params_h, activations and output
+ * gradients rounded once) and accumulates in fp32 (ops.h).  The
+ * activations that only products read are saved in bf16, the others in
+ * fp32: see gpt_layer_acts.
  */
 #ifndef MPITRON_MODEL_H
 #define MPITRON_MODEL_H
@@ -42,6 +55,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bf16.h"
 #include "tensor.h"
 
 struct tp_ctx; /* parallel/tp.h: the tensor-parallel collectives */
@@ -52,6 +66,8 @@ struct model_shards; /* ckpt_io.h: what a ZeRO rank holds instead */
 enum gpt_recompute { GPT_RECOMPUTE_NONE, GPT_RECOMPUTE_SELECTIVE,
                      GPT_RECOMPUTE_FULL };
 
+enum gpt_precision { GPT_FP32 = 0, GPT_BF16 = 1 };
+
 struct gpt_config {
     int n_layer, n_embd, n_head, n_kv_head, seq_len, vocab_size;
     int attn_window;
@@ -61,6 +77,7 @@ struct gpt_config {
     int attn_block, attn_stride;   /* ATTN_SPARSE's pattern */
     int doc_mask; /* attention and positions stop at document starts
                      (gpt_pos.dstart) */
+    enum gpt_precision precision;
     enum gpt_recompute recompute;
 };
 
@@ -76,7 +93,14 @@ static inline int gpt_vocab_padded(int V)
 
 /* Time spent per kind of op, seconds (what bench step splits by). */
 enum op_kind {
-    OPK_MATMUL, OPK_ATTENTION, OPK_LAYERNORM, OPK_GELU, OPK_ELEMENTWISE,
+    OPK_MATMUL,     /* linear layers and the LM head */
+    OPK_ATTENTION,  /* attention's products (the rest of attention ...) */
+    OPK_SOFTMAX,    /* ... its softmax and softmax backward */
+    OPK_LAYERNORM, OPK_GELU,
+    OPK_ELEMENTWISE,  /* residual adds, dropout, bias adds */
+    OPK_CAST,       /* rounding output gradients to bf16 (with the bias
+                       gradient's column sums); other roundings are fused
+                       into the kernel that produces the tensor */
     OPK_LOSS, OPK_EMBEDDING, OPK_TP_COMM, OPK_COUNT
 };
 extern const char *const op_kind_names[OPK_COUNT];
@@ -84,6 +108,10 @@ extern const char *const op_kind_names[OPK_COUNT];
 struct gpt_layer_w { /* views into an arena (params or grads) */
     float *ln1w, *ln1b, *wqkv, *bqkv, *wo, *bo;
     float *ln2w, *ln2b, *wfc, *bfc, *wproj, *bproj;
+};
+
+struct gpt_layer_h { /* the matrices' views into params_h (bf16) */
+    const bf16 *wqkv, *wo, *wfc, *wproj;
 };
 
 /* Events a backward pass reports, so that gradient reduction can start on
@@ -125,6 +153,12 @@ struct gpt {
     struct gpt_layer_w *lw, *lg;   /* per local layer: param / grad views */
     float *wte, *wpe, *lnfw, *lnfb;     /* NULL when not on this stage */
     float *dwte, *dwpe, *dlnfw, *dlnfb;
+    /* GPT_BF16 only (else NULL): the bf16 weight copy, tt.total values
+     * laid out by the table (NULL too without a params arena: ZeRO-3
+     * binds lh and wte_h to its bf16 working slots), and its views */
+    bf16 *params_h;
+    struct gpt_layer_h *lh;
+    const bf16 *wte_h;
     double op_time[OPK_COUNT];
     double recompute_time; /* seconds recomputing activations in backward
                               (also counted in op_time by kind) */
@@ -151,6 +185,18 @@ int gpt_init_arenas(struct gpt *m, const struct gpt_config *c, int tp,
                     char *err, size_t errlen);
 void gpt_free(struct gpt *m);
 
+/* Refresh the bf16 weight copy from the fp32 parameters after they
+ * changed (a checkpoint load, a broadcast); no-op in fp32.  The optimizer
+ * refreshes per tensor as it updates (adamw_update_bf16). */
+void gpt_refresh_bf16(struct gpt *m);
+/* The same for the n values from arena offset off (a ZeRO unit whose fp32
+ * parameters were just all-gathered). */
+void gpt_refresh_bf16_range(struct gpt *m, size_t off, size_t n);
+/* gpt_bind_unit for the bf16 copy: the products of block `layer` (or -1:
+ * the LM head's wte) read their weights from h, the unit's bf16 values
+ * laid out as the arena from the unit's first tensor on (ZeRO-3's
+ * working slots).  No-op in fp32. */
+void gpt_bind_unit_h(struct gpt *m, int layer, const bf16 *h);
 /* Point the views of one unit at other memory: block `layer`, or -1 for
  * the embedding unit (wte, wpe, lnf of this stage).  params / grads are
  * laid out as the arena from the unit's first tensor on (NULL: leave
@@ -166,6 +212,17 @@ double gpt_flops_per_token(const struct gpt_config *c);
 /*
  * Activations of one micro-batch of B sequences of length T on this
  * stage, plus backward scratch.  Owned by the caller; allocate once.
+ *
+ * The tensors marked [p] are read by matrix products only (and fch by
+ * GELU, which rounds its input the same way in forward and backward):
+ * they are float in fp32 and bf16 in bf16 precision, hence void *.
+ * Saving them in bf16 is safe because the bf16 value IS the value the
+ * forward computed with: the products read exactly these bits, and
+ * backward differentiates that computation.  Everything else stays fp32:
+ * the residual stream (res1, res2, emb: LayerNorm's input, whose
+ * statistics and backward need full precision), LayerNorm's mean and rstd,
+ * the row-parallel outputs that the tp all-reduce sums (attproj, fcproj),
+ * and the loss's probabilities.
  */
 /*
  * Recomputation (gpt_config.recompute) decides which of a block's
@@ -185,13 +242,17 @@ double gpt_flops_per_token(const struct gpt_config *c);
  * no backward: kept only under none.
  */
 struct gpt_layer_acts { /* one block's saved activations */
-    float *ln1, *ln1_mean, *ln1_rstd; /* (N,C) (N) (N) */
-    float *qkv;                       /* (N,(nh+2nkv)*hd) */
-    float *att;                       /* (B,nh,T,T) */
-    float *atty;                      /* (N,nh*hd) */
+    void *ln1;                        /* [p] (N,C) */
+    float *ln1_mean, *ln1_rstd;       /* (N) (N) */
+    void *qkv;                        /* [p] (N,(nh+2nkv)*hd) */
+    void *att;                        /* [p] (B,nh,T,T) probabilities; the
+                                         linear and sparse kernels' fp32
+                                         state (model.c attn_sizes) */
+    void *atty;                       /* [p] (N,nh*hd) */
     float *attproj, *res1;            /* (N,C) */
-    float *ln2, *ln2_mean, *ln2_rstd; /* (N,C) (N) (N) */
-    float *fch, *fch_gelu;            /* (N,F) */
+    void *ln2;                        /* [p] (N,C) */
+    float *ln2_mean, *ln2_rstd;       /* (N) (N) */
+    void *fch, *fch_gelu;             /* [p] (N,F) */
     float *fcproj, *res2;             /* (N,C) */
 };
 
@@ -202,22 +263,26 @@ struct gpt_acts {
     int32_t *lo;         /* (B,T) copy of gpt_pos.dstart; NULL: none */
     float *emb;          /* (N,C) embedding output, after dropout */
     struct gpt_layer_acts *la; /* per local layer */
-    float *lnf, *lnf_mean, *lnf_rstd; /* (N,C) (N) (N) */
+    void *lnf;                        /* [p] (N,C) */
+    float *lnf_mean, *lnf_rstd;       /* (N) (N) */
     float *logits, *probs, *losses;   /* (N,Vp) (N,Vp) (N) */
     float *lse;                       /* (N) log-sum-exp, for the z-loss */
     /* backward scratch, shared by all layers */
     float *dres, *dC, *dln;  /* (N,C) */
     float *dqkv, *datty;     /* (N,Q) (N,nh*hd) */
-    float *datt;             /* (B,nh,T,T) */
+    float *datt;             /* (B,nh,T,T); also the bf16 forward's scores */
     float *dF1, *dF2;        /* (N,F) */
     float *dlogits;          /* (N,Vp) */
+    /* bf16 only: an output gradient rounded for the products, (N, max of
+     * C, F, Q, nh*hd, Vp), and attention's rounded dS (B,nh,T,T) */
+    bf16 *dh, *datt_h;
     struct gpt_layer_acts work; /* recompute: the tensors slots do not
                                    keep (scratch, shared) */
     float *mem;              /* the one allocation behind all of these */
     size_t bytes;            /* its size, for the memory report */
     size_t saved_bytes;      /* of which saved activations (the rest is
                                 scratch and the token copies) */
-    size_t cap, ncap;        /* floats of mem, tokens of inp (and tgt) */
+    size_t cap, ncap;        /* bytes of mem, tokens of inp (and tgt) */
 };
 /* Allocate activations for micro-batches of B sequences of length T
  * (T <= seq_len), with their own backward scratch.  Head buffers (lnf,
@@ -281,5 +346,15 @@ void gpt_zero_grad(struct gpt *m);
  * arenas: the list of names and global shapes a checkpoint holds.
  * Returns 0 or -1 (out of memory).  Free with tensor_table_free. */
 int gpt_global_table(const struct gpt_config *c, struct tensor_table *tt);
+
+/* One stage's plan without allocating anything: the tensor table of tp
+ * rank 0's shard of blocks [l0, l1) (the first stage holds the embedding,
+ * the last the head), and the bytes of one micro-batch of B sequences'
+ * saved activations and of the backward scratch, as gpt_init and
+ * gpt_acts_init lay them out.  For the performance model and layout=auto.
+ * Returns 0 or -1 (out of memory); free tt with tensor_table_free. */
+int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
+                   struct tensor_table *tt, size_t *saved_bytes,
+                   size_t *scratch_bytes);
 
 #endif

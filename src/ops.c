@@ -7,17 +7,17 @@
  * over rows (parameter gradients of layernorm, bias, embeddings) splits
  * columns, and every column keeps its serial row order.  Reductions along a
  * row use the fixed-lane sums of ops_internal.h.  So every result is
- * bitwise the same for any OMP_NUM_THREADS; only cblas_sgemm depends on
- * the BLAS thread count.  Small tensors (< OPS_PAR_MIN elements) stay
+ * bitwise the same for any OMP_NUM_THREADS; only the products (gemm.h)
+ * depend on the thread count.  Small tensors (< OPS_PAR_MIN elements) stay
  * serial.
  */
 #include "ops.h"
 
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <string.h>
 
+#include "gemm.h"
 #include "ops_internal.h"
 #include "rng.h"
 
@@ -170,17 +170,35 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
 void matmul_forward(float *out, const float *inp, const float *w,
                     const float *bias, size_t N, size_t C, size_t OC)
 {
-    float beta = 0.0f;
-    if (bias) {
-        /* out starts as the bias rows and sgemm adds to it (beta = 1): no
-         * second pass over out */
-#pragma omp parallel for schedule(static) if (N * OC >= OPS_PAR_MIN)
-        for (size_t n = 0; n < N; n++)
-            memcpy(out + n * OC, bias, OC * sizeof(float));
-        beta = 1.0f;
+    struct gemm_desc d = {
+        .tb = 1, .M = (int64_t)N, .N = (int64_t)OC, .K = (int64_t)C,
+        .lda = (int64_t)C, .ldb = (int64_t)C, .ldc = (int64_t)OC,
+        .in = GEMM_F32, .out = GEMM_F32, .alpha = 1.0f, .bias = bias != NULL,
+    };
+    gemm(&d, inp, w, bias, out);
+}
+
+void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
+                              const void *dout, const void *inp,
+                              const void *w, size_t N, size_t C, size_t OC,
+                              enum gemm_type t)
+{
+    if (dw) {
+        struct gemm_desc d = {
+            .ta = 1, .M = (int64_t)OC, .N = (int64_t)C, .K = (int64_t)N,
+            .lda = (int64_t)OC, .ldb = (int64_t)C, .ldc = (int64_t)C,
+            .in = t, .out = GEMM_F32, .alpha = 1.0f, .accumulate = 1,
+        };
+        gemm(&d, dout, inp, NULL, dw);
     }
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)N, (int)OC,
-                (int)C, 1.0f, inp, (int)C, w, (int)C, beta, out, (int)OC);
+    if (dinp) {
+        struct gemm_desc d = {
+            .M = (int64_t)N, .N = (int64_t)C, .K = (int64_t)OC,
+            .lda = (int64_t)OC, .ldb = (int64_t)C, .ldc = (int64_t)C,
+            .in = t, .out = GEMM_F32, .alpha = 1.0f, .accumulate = dinp_acc,
+        };
+        gemm(&d, dout, w, NULL, dinp);
+    }
 }
 
 /* dbias[lo, hi) += column sums of dout, rows in order */
@@ -198,14 +216,7 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                      const float *inp, const float *w, size_t N, size_t C,
                      size_t OC)
 {
-    if (dinp)
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)N, (int)C,
-                    (int)OC, 1.0f, dout, (int)OC, w, (int)C, 1.0f, dinp,
-                    (int)C);
-    if (dw)
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, (int)OC, (int)C,
-                    (int)N, 1.0f, dout, (int)OC, inp, (int)C, 1.0f, dw,
-                    (int)C);
+    matmul_backward_products(dinp, 1, dw, dout, inp, w, N, C, OC, GEMM_F32);
     if (dbias) {
 #pragma omp parallel if (N * OC >= OPS_PAR_MIN)
         {
@@ -461,4 +472,148 @@ void dropout_backward(float *dinp, const float *dout, float p, uint64_t key,
         return;
     }
     dropout_apply(dinp, dout, p, key, row0, ld, col0, N, C, 1);
+}
+
+/* ------------------------------------------------------------------------ */
+/* bf16 mixed precision (ops.h): fp32 arithmetic, rounding where a product
+ * reads the result.  Each kernel computes a chunk in fp32 exactly as its
+ * fp32 twin does, then rounds it, so its output is bitwise the rounding
+ * of the fp32 kernel's output. */
+
+#define CHUNK 256 /* floats per stack chunk; a multiple of 2 OPS_VL */
+
+void layernorm_forward_bf16(bf16 *out, float *mean, float *rstd,
+                            const float *inp, const float *w, const float *b,
+                            size_t N, size_t C)
+{
+#pragma omp parallel for schedule(static) if (N * C >= OPS_PAR_MIN)
+    for (size_t n = 0; n < N; n++) {
+        const float *x = inp + n * C;
+        float m = ops_sum(x, C) / (float)C;
+        float var = ops_sumsq_dev(x, m, C) / (float)C;
+        float s = 1.0f / sqrtf(var + 1e-5f);
+        float o[CHUNK];
+        for (size_t c0 = 0; c0 < C; c0 += CHUNK) {
+            size_t k = C - c0 < CHUNK ? C - c0 : CHUNK;
+            for (size_t c = 0; c < k; c++)
+                o[c] = (x[c0 + c] - m) * s * w[c0 + c] + b[c0 + c];
+            bf16_from_f32_n(out + n * C + c0, o, k);
+        }
+        mean[n] = m;
+        rstd[n] = s;
+    }
+}
+
+void matmul_forward_bf16(void *out, int out_type, const bf16 *inp,
+                         const bf16 *w, const float *bias, size_t N, size_t C,
+                         size_t OC)
+{
+    struct gemm_desc d = {
+        .tb = 1, .M = (int64_t)N, .N = (int64_t)OC, .K = (int64_t)C,
+        .lda = (int64_t)C, .ldb = (int64_t)C, .ldc = (int64_t)OC,
+        .in = GEMM_BF16, .out = out_type, .alpha = 1.0f,
+        .bias = bias != NULL,
+    };
+    gemm(&d, inp, w, bias, out);
+}
+
+/* columns [lo, hi) of bf16_round_colsum, rows in order */
+static void round_colsum_cols(bf16 *out, float *colsum, const float *x,
+                              size_t N, size_t C, size_t lo, size_t hi)
+{
+    for (size_t n = 0; n < N; n++) {
+        const float *r = x + n * C;
+        bf16_from_f32_n(out + n * C + lo, r + lo, hi - lo);
+        if (colsum)
+            for (size_t c = lo; c < hi; c++)
+                colsum[c] += r[c];
+    }
+}
+
+void bf16_round_colsum(bf16 *out, float *colsum, const float *x, size_t N,
+                       size_t C)
+{
+#pragma omp parallel if (N * C >= OPS_PAR_MIN)
+    {
+        size_t lo, hi;
+        ops_range_split(C, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        round_colsum_cols(out, colsum, x, N, C, lo, hi);
+    }
+}
+
+static void gelu_forward_bf16_range(bf16 *out, const bf16 *inp, size_t lo,
+                                    size_t hi)
+{
+    float buf[CHUNK];
+    for (size_t i = lo; i < hi; i += CHUNK) {
+        size_t k = hi - i < CHUNK ? hi - i : CHUNK;
+        bf16_to_f32_n(buf, inp + i, k);
+        gelu_forward_range(buf, buf, 0, k);
+        bf16_from_f32_n(out + i, buf, k);
+    }
+}
+
+void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n)
+{
+#pragma omp parallel if (n >= OPS_PAR_MIN)
+    {
+        size_t lo, hi;
+        ops_range_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        gelu_forward_bf16_range(out, inp, lo, hi);
+    }
+}
+
+static void gelu_backward_bf16_range(float *dinp, const bf16 *inp,
+                                     const float *dout, size_t lo, size_t hi)
+{
+    float buf[CHUNK];
+    for (size_t i = lo; i < hi; i += CHUNK) {
+        size_t k = hi - i < CHUNK ? hi - i : CHUNK;
+        bf16_to_f32_n(buf, inp + i, k);
+        gelu_backward_range(dinp + i, buf, dout + i, 0, k);
+    }
+}
+
+void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout,
+                        size_t n)
+{
+#pragma omp parallel if (n >= OPS_PAR_MIN)
+    {
+        size_t lo, hi;
+        ops_range_split(n, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        gelu_backward_bf16_range(dinp, inp, dout, lo, hi);
+    }
+}
+
+/* columns [lo, hi) of gelu_backward_round_bf16, rows in order */
+static void gelu_round_cols(bf16 *out, float *colsum, const bf16 *inp,
+                            const float *dout, size_t N, size_t F, size_t lo,
+                            size_t hi)
+{
+    float x[CHUNK], g[CHUNK];
+    for (size_t n = 0; n < N; n++)
+        for (size_t c0 = lo; c0 < hi; c0 += CHUNK) {
+            size_t k = hi - c0 < CHUNK ? hi - c0 : CHUNK, i = n * F + c0;
+            bf16_to_f32_n(x, inp + i, k);
+            memset(g, 0, k * sizeof(float));
+            gelu_backward_range(g, x, dout + i, 0, k);
+            bf16_from_f32_n(out + i, g, k);
+            for (size_t c = 0; c < k; c++)
+                colsum[c0 + c] += g[c];
+        }
+}
+
+void gelu_backward_round_bf16(bf16 *out, float *colsum, const bf16 *inp,
+                              const float *dout, size_t N, size_t F)
+{
+#pragma omp parallel if (N * F >= OPS_PAR_MIN)
+    {
+        size_t lo, hi;
+        ops_range_split(F, omp_get_thread_num(), omp_get_num_threads(), &lo,
+                        &hi);
+        gelu_round_cols(out, colsum, inp, dout, N, F, lo, hi);
+    }
 }

@@ -10,9 +10,12 @@
  *    activation gradients per micro-batch and parameter gradients per step;
  *    this is what makes micro-batch accumulation and residual branches free;
  *  - N = B*T rows; all sizes are size_t;
- *  - matrix products go through cblas_sgemm (attention's per-head products
- *    too); element-wise kernels are written so gcc vectorises them and are
- *    split over OpenMP threads when the runtime has more than one.
+ *  - matrix products go through the GEMM front door (gemm.h: OpenBLAS or
+ *    oneDNN), attention's per-head products too; element-wise kernels are
+ *    written so gcc vectorises them and are split over OpenMP threads when
+ *    the runtime has more than one;
+ *  - the _bf16 variants at the end are the same ops for bf16 mixed
+ *    precision (see there).
  *
  * None of these functions allocates or fails: shapes are the caller's
  * contract.
@@ -22,6 +25,9 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "bf16.h"
+#include "gemm.h"
 
 /* out (B,T,C) = wte[inp[b,t]] + wpe[t]; inp (B,T); wte (V,C); wpe (>=T,C) */
 void encoder_forward(float *out, const int32_t *inp, const float *wte,
@@ -77,6 +83,8 @@ struct attn_shape {
     size_t nkv;    /* key/value heads (on this rank); nh % nkv == 0 */
     size_t hd;     /* head dimension */
     size_t window; /* 0 = full causal */
+    double *softmax_s; /* NULL, or += thread-seconds spent in the softmax
+                          and its backward (profiling) */
     enum attn_kind kind;
     size_t block, stride; /* ATTN_SPARSE: attn_block, attn_stride */
     const int32_t *lo;    /* (B,T) or NULL: token t sees positions >= lo
@@ -191,5 +199,65 @@ void dropout_forward(float *out, const float *inp, float p, uint64_t key,
 void dropout_backward(float *dinp, const float *dout, float p, uint64_t key,
                       uint64_t row0, size_t ld, size_t col0, size_t N,
                       size_t C);
+
+/*
+ * bf16 mixed precision.  The same ops where a matrix product reads the
+ * result: that tensor is stored in bf16, rounded once where it is produced
+ * (bf16.h's rules), and the products accumulate in fp32 (gemm.h).  Every
+ * other computation is fp32: LayerNorm statistics, GELU's and softmax's
+ * arithmetic, the loss, every sum and every parameter gradient.  Backward
+ * treats a rounding as the identity (the gradient of a rounded tensor is
+ * passed on unchanged) and reads the saved bf16 tensors, so the gradients
+ * are those of the computation the forward really did.
+ */
+
+/* layernorm_forward with out (N,C) rounded to bf16 */
+void layernorm_forward_bf16(bf16 *out, float *mean, float *rstd,
+                            const float *inp, const float *w, const float *b,
+                            size_t N, size_t C);
+
+/* out (N,OC) = inp (N,C) @ w (OC,C)^T + bias (OC, may be NULL); inp and w
+ * bf16; out fp32 (out_type GEMM_F32) or rounded to bf16 (GEMM_BF16) */
+void matmul_forward_bf16(void *out, int out_type, const bf16 *inp,
+                         const bf16 *w, const float *bias, size_t N, size_t C,
+                         size_t OC);
+/* The two products of matmul_backward alone, operands (dout, inp, w) of
+ * type t, fp32 accumulators: dw (OC,C) += dout^T @ inp, then dinp (N,C)
+ * = dout @ w, added (dinp_acc) or overwriting dinp (no zeroing needed).
+ * dinp or dw may be NULL (not wanted). */
+void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
+                              const void *dout, const void *inp,
+                              const void *w, size_t N, size_t C, size_t OC,
+                              enum gemm_type t);
+/* out (N,C) = bf16(x); colsum (C) += column sums of x in fp32, rows in
+ * order (a bias gradient; NULL = not wanted).  The rounding of an output
+ * gradient for the products of matmul_backward_products. */
+void bf16_round_colsum(bf16 *out, float *colsum, const float *x, size_t N,
+                       size_t C);
+
+/* out (n) = bf16(gelu(inp)), inp (n) bf16, arithmetic in fp32 */
+void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n);
+/* dinp (n) += gelu'(inp) * dout, inp bf16 */
+void gelu_backward_bf16(float *dinp, const bf16 *inp, const float *dout,
+                        size_t n);
+/* GELU's backward fused with the rounding of its result for the products
+ * that follow (the MLP's first layer): g = gelu'(inp) * dout in fp32, out
+ * (N,F) = bf16(g), colsum (F) += column sums of g, rows in order (the FC
+ * bias gradient).  inp (N,F) bf16, dout (N,F).  One pass instead of three
+ * (gelu_backward_bf16 into a zeroed buffer, then bf16_round_colsum). */
+void gelu_backward_round_bf16(bf16 *out, float *colsum, const bf16 *inp,
+                              const float *dout, size_t N, size_t F);
+
+/* attention_forward with qkv, out and the saved probabilities att (all
+ * shapes as there) in bf16; scratch (B,nh,T,T) fp32 holds the scores and
+ * the softmax before att is rounded. */
+void attention_forward_bf16(bf16 *out, bf16 *att, float *scratch,
+                            const bf16 *qkv, const struct attn_shape *s);
+/* attention_backward with bf16 dout (rounded), qkv and att; dqkv fp32 +=;
+ * scratch (B,nh,T,T) fp32 and scratch_h (B,nh,T,T) bf16 are
+ * overwritten. */
+void attention_backward_bf16(float *dqkv, float *scratch, bf16 *scratch_h,
+                             const bf16 *dout, const bf16 *qkv,
+                             const bf16 *att, const struct attn_shape *s);
 
 #endif

@@ -1,24 +1,33 @@
 /*
  * ops_attention.c - causal self-attention with grouped query heads and an
- * optional sliding window (contract in ops.h).
+ * optional sliding window (contract in ops.h), in fp32 or with bf16
+ * product inputs.
  *
- * Per (batch, head) every product is one cblas_sgemm reading Q, K, V
- * straight out of the qkv rows (leading dimension = the qkv row width) and
- * writing the head's columns of out in place: no copies, no transposes.
- * The T x T score matrix is processed in blocks of ATTN_BLOCK rows; block
- * [r0, r1) only needs the columns [lo(r0), r1) (causal, and with a window
- * only the band), so the masked triangle is mostly skipped: at T = 256
- * the products cover 62% of the full square instead of 100%.  Entries of
- * that rectangle outside a row's window are written as exact zeros, so the
+ * Per (batch, head) every product is one call of the GEMM front door
+ * (gemm.h) reading Q, K, V straight out of the qkv rows (row stride = the
+ * qkv row width) and writing the head's columns of out in place: no
+ * copies, no transposes (a transposed operand is a stride).  The T x T
+ * score matrix is processed in blocks of ATTN_BLOCK rows; block [r0, r1)
+ * only needs the columns [lo(r0), r1) (causal, and with a window only the
+ * band), so the masked triangle is mostly skipped: at T = 256 the
+ * products cover 62% of the full square instead of 100%.  Entries of that
+ * rectangle outside a row's window are written as exact zeros, so the
  * products that read it need no mask.
+ *
+ * Precision: the type of qkv, att, out (and of dout in backward) is the
+ * product input type dt.  Scores, softmax and its backward are always
+ * fp32: with bf16, S = scale Q K^T is computed into fp32 scratch, the
+ * softmax runs there, and P is rounded to bf16 once into att (what the
+ * P V product and the backward read); in backward dP and dS are fp32 and
+ * dS is rounded once for the dQ and dK products.  dqkv is fp32 always.
  *
  * Threads: the forward splits (batch, head) pairs, the backward
  * (batch, kv head) groups, since the query heads of a group all accumulate
  * into the same dK, dV.  Each pair or group is computed by the same calls
- * in the same order whatever the thread count; only the sgemm inside may
- * depend on the BLAS thread count.  OpenMP threads are used only when
- * OpenBLAS runs single-threaded (otherwise BLAS parallelises each product
- * and two thread pools would fight over the cores).
+ * in the same order whatever the thread count.  OpenMP threads are used
+ * when the products run on the calling thread alone (oneDNN inside a
+ * parallel region, or OpenBLAS at one thread); otherwise the products are
+ * parallel themselves and two thread pools would fight over the cores.
  */
 #include "ops.h"
 
@@ -27,22 +36,25 @@
 #include <omp.h>
 #include <string.h>
 
+#include "gemm.h"
+#include "log.h"
 #include "ops_internal.h"
 
-/* Rows per block of the score matrix.  64 keeps each product near
- * OpenBLAS's small-matrix peak (~80% at 64x256x64) while skipping most of
- * the masked triangle. */
+/* Rows per block of the score matrix.  64 keeps each product near the
+ * small-matrix peak (~80% at 64x256x64) while skipping most of the masked
+ * triangle. */
 #ifndef ATTN_BLOCK
 #define ATTN_BLOCK 64
 #endif
 
-/* Geometry of one (batch, head) problem: row strides and window. */
+/* Geometry of one (batch, head) problem: row strides, window, types. */
 struct attn_geom {
     size_t T, hd, window;
     const int32_t *lo; /* (T) this sequence's document bounds, or NULL */
     size_t R; /* qkv row width, (nh + 2 nkv) hd */
     size_t C; /* out row width, nh hd */
     float scale;
+    enum gemm_type dt; /* type of qkv, att, out, dout */
 };
 
 /* first position that row t attends to: the window's, or its
@@ -54,9 +66,38 @@ static inline size_t attn_lo(size_t t, const struct attn_geom *g)
     return d > lo ? d : lo;
 }
 
-static int attn_use_omp(size_t tasks)
+/* element i of an array of type t */
+static inline void *el(const void *p, size_t i, enum gemm_type t)
 {
-    return tasks > 1 && omp_get_max_threads() > 1 &&
+    return (char *)p + i * (t == GEMM_BF16 ? sizeof(bf16) : sizeof(float));
+}
+
+/* C (M,N) (+)= alpha op(A) op(B): inputs of type in, C of type out */
+static void prod(int ta, int tb, size_t M, size_t N, size_t K, float alpha,
+                 const void *A, size_t lda, const void *B, size_t ldb,
+                 int acc, void *C, size_t ldc, enum gemm_type in,
+                 enum gemm_type out)
+{
+    struct gemm_desc d = {
+        .ta = ta, .tb = tb, .M = (int64_t)M, .N = (int64_t)N,
+        .K = (int64_t)K, .lda = (int64_t)lda, .ldb = (int64_t)ldb,
+        .ldc = (int64_t)ldc, .in = in, .out = out, .alpha = alpha,
+        .accumulate = acc,
+    };
+    gemm(&d, A, B, NULL, C);
+}
+
+static int attn_use_omp(size_t tasks, const struct attn_geom *g)
+{
+    if (tasks < 2 || omp_get_max_threads() < 2)
+        return 0;
+    /* a representative product decides which backend runs the calls */
+    struct gemm_desc d = {
+        .tb = 1, .M = ATTN_BLOCK, .N = (int64_t)g->T, .K = (int64_t)g->hd,
+        .lda = (int64_t)g->R, .ldb = (int64_t)g->R, .ldc = (int64_t)g->T,
+        .in = g->dt, .out = GEMM_F32, .alpha = g->scale,
+    };
+    return gemm_backend_of(&d) == GEMM_ONEDNN ||
            openblas_get_num_threads() == 1;
 }
 
@@ -75,29 +116,38 @@ static void attn_softmax_row(float *p, size_t lo, size_t t, size_t T)
         x[i] *= inv;
 }
 
-/* One (batch, head): P (T,T) = softmax(scale Q K^T), O = P V. */
-static void attn_forward_head(float *O, float *P, const float *Q,
-                              const float *K, const float *V,
-                              const struct attn_geom *g)
+/* One (batch, head): P (T,T) = softmax(scale Q K^T), O = P V.  S is fp32
+ * scratch (T,T) for bf16 (the scores, then P before rounding); with fp32
+ * it is P itself.  *soft += seconds in the softmax. */
+static void attn_forward_head(void *O, void *P, float *S, const void *Q,
+                              const void *K, const void *V,
+                              const struct attn_geom *g, double *soft)
 {
     size_t T = g->T;
+    enum gemm_type dt = g->dt;
+    if (dt == GEMM_F32)
+        S = P;
     for (size_t r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
         size_t r1 = r0 + ATTN_BLOCK < T ? r0 + ATTN_BLOCK : T;
-        size_t c0 = attn_lo(r0, g);
-        int m = (int)(r1 - r0), n = (int)(r1 - c0);
-        float *Pb = P + r0 * T + c0;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, (int)g->hd,
-                    g->scale, Q + r0 * g->R, (int)g->R, K + c0 * g->R,
-                    (int)g->R, 0.0f, Pb, (int)T);
-        for (size_t t = r0; t < r1; t++)
-            attn_softmax_row(P + t * T, attn_lo(t, g), t, T);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, (int)g->hd,
-                    n, 1.0f, Pb, (int)T, V + c0 * g->R, (int)g->R, 0.0f,
-                    O + r0 * g->C, (int)g->C);
+        size_t c0 = attn_lo(r0, g), m = r1 - r0, n = r1 - c0;
+        prod(0, 1, m, n, g->hd, g->scale, el(Q, r0 * g->R, dt), g->R,
+             el(K, c0 * g->R, dt), g->R, 0, S + r0 * T + c0, T, dt,
+             GEMM_F32);
+        double t0 = now_s();
+        for (size_t t = r0; t < r1; t++) {
+            attn_softmax_row(S + t * T, attn_lo(t, g), t, T);
+            if (dt == GEMM_BF16)
+                bf16_from_f32_n((bf16 *)P + t * T + c0, S + t * T + c0, n);
+        }
+        *soft += now_s() - t0;
+        prod(0, 0, m, g->hd, n, 1.0f, el(P, r0 * T + c0, dt), T,
+             el(V, c0 * g->R, dt), g->R, 0, el(O, r0 * g->C, dt), g->C, dt,
+             dt);
     }
 }
 
-static struct attn_geom attn_geom_of(const struct attn_shape *s)
+static struct attn_geom attn_geom_of(const struct attn_shape *s,
+                                     enum gemm_type dt)
 {
     struct attn_geom g = {
         .T = s->T,
@@ -106,88 +156,120 @@ static struct attn_geom attn_geom_of(const struct attn_shape *s)
         .R = (s->nh + 2 * s->nkv) * s->hd,
         .C = s->nh * s->hd,
         .scale = 1.0f / sqrtf((float)s->hd),
+        .dt = dt,
     };
     return g;
+}
+
+static void attn_forward_any(void *out, void *att, float *scratch,
+                             const void *qkv, const struct attn_shape *s,
+                             enum gemm_type dt)
+{
+    struct attn_geom g = attn_geom_of(s, dt);
+    size_t T = s->T, nh = s->nh, hd = s->hd, q = s->nh / s->nkv;
+    size_t tasks = s->B * nh;
+    double soft = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : soft) \
+    if (attn_use_omp(tasks, &g))
+    for (size_t bh = 0; bh < tasks; bh++) {
+        size_t b = bh / nh, h = bh % nh, kvh = h / q;
+        const void *base = el(qkv, b * T * g.R, dt);
+        struct attn_geom gb = g;
+        gb.lo = s->lo ? s->lo + b * T : NULL;
+        attn_forward_head(el(out, b * T * g.C + h * hd, dt),
+                          el(att, bh * T * T, dt),
+                          scratch ? scratch + bh * T * T : NULL,
+                          el(base, h * hd, dt), el(base, (nh + kvh) * hd, dt),
+                          el(base, (nh + s->nkv + kvh) * hd, dt), &gb, &soft);
+    }
+    if (s->softmax_s)
+        *s->softmax_s += soft;
 }
 
 void attention_forward(float *out, float *att, const float *qkv,
                        const struct attn_shape *s)
 {
-    struct attn_geom g = attn_geom_of(s);
-    size_t T = s->T, nh = s->nh, hd = s->hd, q = s->nh / s->nkv;
-    size_t tasks = s->B * nh;
-#pragma omp parallel for schedule(static) if (attn_use_omp(tasks))
-    for (size_t bh = 0; bh < tasks; bh++) {
-        size_t b = bh / nh, h = bh % nh, kvh = h / q;
-        const float *base = qkv + b * T * g.R;
-        struct attn_geom gb = g;
-        gb.lo = s->lo ? s->lo + b * T : NULL;
-        attn_forward_head(out + b * T * g.C + h * hd, att + bh * T * T,
-                          base + h * hd, base + (nh + kvh) * hd,
-                          base + (nh + s->nkv + kvh) * hd, &gb);
-    }
+    attn_forward_any(out, att, NULL, qkv, s, GEMM_F32);
+}
+
+void attention_forward_bf16(bf16 *out, bf16 *att, float *scratch,
+                            const bf16 *qkv, const struct attn_shape *s)
+{
+    attn_forward_any(out, att, scratch, qkv, s, GEMM_BF16);
 }
 
 /* dS rows [r0, r1) over columns [c0, r1): on entry dP = dO V^T; on exit
- * dS = P * (dP - rowsum(P * dP)) inside each row's window, 0 outside. */
-static void attn_softmax_backward_rows(float *dS, const float *P, size_t r0,
-                                       size_t r1, size_t c0,
+ * dS = P * (dP - rowsum(P * dP)) inside each row's window, 0 outside.
+ * P of type g->dt; with bf16, dS is also rounded into dSh. */
+static void attn_softmax_backward_rows(float *dS, bf16 *dSh, const void *P,
+                                       size_t r0, size_t r1, size_t c0,
                                        const struct attn_geom *g)
 {
     for (size_t t = r0; t < r1; t++) {
         size_t lo = attn_lo(t, g), n = t + 1 - lo;
         float *d = dS + t * g->T;
-        const float *p = P + t * g->T;
         memset(d + c0, 0, (lo - c0) * sizeof(float));
         memset(d + t + 1, 0, (r1 - t - 1) * sizeof(float));
-        float dot = ops_dot(p + lo, d + lo, n);
-        for (size_t i = lo; i <= t; i++)
-            d[i] = p[i] * (d[i] - dot);
+        if (g->dt == GEMM_F32) {
+            const float *p = (const float *)P + t * g->T;
+            float dot = ops_dot(p + lo, d + lo, n);
+            for (size_t i = lo; i <= t; i++)
+                d[i] = p[i] * (d[i] - dot);
+            continue;
+        }
+        float p[n]; /* the row of P, widened */
+        bf16_to_f32_n(p, (const bf16 *)P + t * g->T + lo, n);
+        float dot = ops_dot(p, d + lo, n);
+        for (size_t i = 0; i < n; i++)
+            d[lo + i] = p[i] * (d[lo + i] - dot);
+        bf16_from_f32_n(dSh + t * g->T + c0, d + c0, r1 - c0);
     }
 }
 
 /* One query head of a group: dQ, dK, dV += (dK, dV shared by the group).
- * dS (T,T) is scratch. */
+ * dS (T,T) is fp32 scratch, dSh (T,T) bf16 scratch (bf16 only). */
 static void attn_backward_head(float *dQ, float *dK, float *dV, float *dS,
-                               const float *dO, const float *P, const float *Q,
-                               const float *K, const float *V,
-                               const struct attn_geom *g)
+                               bf16 *dSh, const void *dO, const void *P,
+                               const void *Q, const void *K, const void *V,
+                               const struct attn_geom *g, double *soft)
 {
-    size_t T = g->T;
-    int hd = (int)g->hd, R = (int)g->R, C = (int)g->C;
+    size_t T = g->T, hd = g->hd, R = g->R, C = g->C;
+    enum gemm_type dt = g->dt;
+    const void *dSt = dt == GEMM_F32 ? (const void *)dS : (const void *)dSh;
     for (size_t r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
         size_t r1 = r0 + ATTN_BLOCK < T ? r0 + ATTN_BLOCK : T;
-        size_t c0 = attn_lo(r0, g);
-        int m = (int)(r1 - r0), n = (int)(r1 - c0);
-        float *dSb = dS + r0 * T + c0;
-        const float *Pb = P + r0 * T + c0;
+        size_t c0 = attn_lo(r0, g), m = r1 - r0, n = r1 - c0;
         /* dP = dO V^T */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, hd, 1.0f,
-                    dO + r0 * g->C, C, V + c0 * g->R, R, 0.0f, dSb, (int)T);
-        attn_softmax_backward_rows(dS, P, r0, r1, c0, g);
+        prod(0, 1, m, n, hd, 1.0f, el(dO, r0 * C, dt), C,
+             el(V, c0 * R, dt), R, 0, dS + r0 * T + c0, T, dt, GEMM_F32);
+        double t0 = now_s();
+        attn_softmax_backward_rows(dS, dSh, P, r0, r1, c0, g);
+        *soft += now_s() - t0;
         /* dQ += scale dS K; dK += scale dS^T Q; dV += P^T dO */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, hd, n,
-                    g->scale, dSb, (int)T, K + c0 * g->R, R, 1.0f,
-                    dQ + r0 * g->R, R);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hd, m,
-                    g->scale, dSb, (int)T, Q + r0 * g->R, R, 1.0f,
-                    dK + c0 * g->R, R);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, n, hd, m, 1.0f,
-                    Pb, (int)T, dO + r0 * g->C, C, 1.0f, dV + c0 * g->R, R);
+        const void *dSb = el(dSt, r0 * T + c0, dt);
+        prod(0, 0, m, hd, n, g->scale, dSb, T, el(K, c0 * R, dt), R, 1,
+             dQ + r0 * R, R, dt, GEMM_F32);
+        prod(1, 0, n, hd, m, g->scale, dSb, T, el(Q, r0 * R, dt), R, 1,
+             dK + c0 * R, R, dt, GEMM_F32);
+        prod(1, 0, n, hd, m, 1.0f, el(P, r0 * T + c0, dt), T,
+             el(dO, r0 * C, dt), C, 1, dV + c0 * R, R, dt, GEMM_F32);
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, const float *dout,
-                        const float *qkv, const float *att,
-                        const struct attn_shape *s)
+static void attn_backward_any(float *dqkv, float *scratch, bf16 *scratch_h,
+                              const void *dout, const void *qkv,
+                              const void *att, const struct attn_shape *s,
+                              enum gemm_type dt)
 {
-    struct attn_geom g = attn_geom_of(s);
+    struct attn_geom g = attn_geom_of(s, dt);
     size_t T = s->T, nh = s->nh, nkv = s->nkv, hd = s->hd, q = nh / nkv;
     size_t tasks = s->B * nkv;
-#pragma omp parallel for schedule(static) if (attn_use_omp(tasks))
+    double soft = 0.0;
+#pragma omp parallel for schedule(static) reduction(+ : soft) \
+    if (attn_use_omp(tasks, &g))
     for (size_t bg = 0; bg < tasks; bg++) {
         size_t b = bg / nkv, kvh = bg % nkv;
-        const float *base = qkv + b * T * g.R;
+        const void *base = el(qkv, b * T * g.R, dt);
         float *dbase = dqkv + b * T * g.R;
         size_t koff = (nh + kvh) * hd, voff = (nh + nkv + kvh) * hd;
         struct attn_geom gb = g;
@@ -196,8 +278,28 @@ void attention_backward(float *dqkv, float *scratch, const float *dout,
             size_t bh = b * nh + h;
             attn_backward_head(dbase + h * hd, dbase + koff, dbase + voff,
                                scratch + bh * T * T,
-                               dout + b * T * g.C + h * hd, att + bh * T * T,
-                               base + h * hd, base + koff, base + voff, &gb);
+                               scratch_h ? scratch_h + bh * T * T : NULL,
+                               el(dout, b * T * g.C + h * hd, dt),
+                               el(att, bh * T * T, dt), el(base, h * hd, dt),
+                               el(base, koff, dt), el(base, voff, dt), &gb,
+                               &soft);
         }
     }
+    if (s->softmax_s)
+        *s->softmax_s += soft;
+}
+
+void attention_backward(float *dqkv, float *scratch, const float *dout,
+                        const float *qkv, const float *att,
+                        const struct attn_shape *s)
+{
+    attn_backward_any(dqkv, scratch, NULL, dout, qkv, att, s, GEMM_F32);
+}
+
+void attention_backward_bf16(float *dqkv, float *scratch, bf16 *scratch_h,
+                             const bf16 *dout, const bf16 *qkv,
+                             const bf16 *att, const struct attn_shape *s)
+{
+    attn_backward_any(dqkv, scratch, scratch_h, dout, qkv, att, s,
+                      GEMM_BF16);
 }

@@ -24,16 +24,25 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "peak.h"
+
 /* Below this many elements a kernel stays serial (an OpenMP fork costs a
- * few microseconds; 64K floats take about that long to stream). */
-#define OPS_PAR_MIN ((size_t)1 << 16)
+ * few microseconds; 64K floats take about that long to stream); and it
+ * always does while OpenBLAS runs more than one thread per rank: OpenBLAS's
+ * idle threads spin after every sgemm, and an OpenMP pool started beside
+ * them fights them for the cores (measured at threads=2, the 4 x 256
+ * model: layernorm 131 ms per step against 2.3 ms, the step 3.8x slower).
+ * Evaluated at every call (a thread count can change between steps). */
+#define OPS_PAR_MIN (threads_get() == 1 ? ((size_t)1 << 16) : SIZE_MAX)
 
 /* OPS_VL floats in a GCC vector: 8 (one AVX register) when the build
  * targets AVX, else 4 (SSE, NEON), so that no function takes a vector
  * wider than the target's ABI knows.  The exp-based loops are written on
  * it because gcc will not if-convert (hence not vectorise) a float
  * comparison in a scalar loop unless -fno-trapping-math is given. */
-#ifdef __AVX__
+#if defined(__AVX512F__)
+#define OPS_VBYTES 64
+#elif defined(__AVX__)
 #define OPS_VBYTES 32
 #else
 #define OPS_VBYTES 16

@@ -7,11 +7,15 @@
  * number of threads, so it is computed by the same instructions (vector
  * body or scalar tail) and the result is bitwise the same for any
  * OMP_NUM_THREADS.  sumsq adds each chunk in double with a fixed
- * accumulator layout and sums the chunk partials in chunk order.
+ * accumulator layout and sums the chunk partials in chunk order.  Like
+ * the element-wise ops (ops_internal.h), they use OpenMP only while
+ * OpenBLAS runs one thread per rank.
  */
 #include "optim.h"
 
 #include <math.h>
+
+#include "peak.h"
 
 /* Elements per AdamW chunk: a multiple of every vector width, big enough
  * that the OpenMP scheduling cost is noise. */
@@ -47,13 +51,9 @@ static void adamw_chunk(float *restrict p, const float *restrict g_in,
     }
 }
 
-/*
- * param, m, v are updated in place (caller owns all arrays, n elements
- * each, not overlapping).  hp->t must be >= 1.  No allocation, no errors.
- */
-void adamw_update(float *param, const float *grad, float *m, float *v,
-                  size_t n, const struct adamw_hp *hp, float grad_scale,
-                  int decay)
+static void adamw_any(float *param, bf16 *half, const float *grad, float *m,
+                      float *v, size_t n, const struct adamw_hp *hp,
+                      float grad_scale, int decay)
 {
     /* bias corrections once, in double: 1 - b^t loses digits in float
      * when b is close to 1 and t is small */
@@ -66,12 +66,14 @@ void adamw_update(float *param, const float *grad, float *m, float *v,
     const size_t nchunks = (n + OPTIM_CHUNK - 1) / OPTIM_CHUNK;
     const long long nc = (long long)nchunks;
 
-#pragma omp parallel for schedule(static) if (nc > 1)
+#pragma omp parallel for schedule(static) if (nc > 1 && threads_get() == 1)
     for (long long c = 0; c < nc; c++) {
         size_t lo = (size_t)c * OPTIM_CHUNK;
         size_t len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;
         adamw_chunk(param + lo, grad + lo, m + lo, v + lo, len, lr, b1, b2,
                     eps, wd, inv_bc1, inv_bc2, grad_scale);
+        if (half) /* the chunk is still in cache */
+            bf16_from_f32_n(half + lo, param + lo, len);
     }
 }
 
@@ -218,6 +220,24 @@ float lr_layer_scale(int layer, int embed, int L, float decay)
     return (float)pow((double)decay, (double)depth);
 }
 
+/*
+ * param, m, v are updated in place (caller owns all arrays, n elements
+ * each, not overlapping).  hp->t must be >= 1.  No allocation, no errors.
+ */
+void adamw_update(float *param, const float *grad, float *m, float *v,
+                  size_t n, const struct adamw_hp *hp, float grad_scale,
+                  int decay)
+{
+    adamw_any(param, NULL, grad, m, v, n, hp, grad_scale, decay);
+}
+
+void adamw_update_bf16(float *param, bf16 *half, const float *grad, float *m,
+                       float *v, size_t n, const struct adamw_hp *hp,
+                       float grad_scale, int decay)
+{
+    adamw_any(param, half, grad, m, v, n, hp, grad_scale, decay);
+}
+
 /* Sum of squares of one chunk in double, SUMSQ_LANES partial sums added
  * in a fixed order at the end.  Each square is exact in double. */
 static double sumsq_chunk(const float *restrict x, size_t n)
@@ -253,7 +273,7 @@ double sumsq(const float *x, size_t n)
     chunk = (chunk + SUMSQ_LANES - 1) / SUMSQ_LANES * SUMSQ_LANES;
     const long long nc = (long long)((n + chunk - 1) / chunk);
 
-#pragma omp parallel for schedule(static) if (nc > 1)
+#pragma omp parallel for schedule(static) if (nc > 1 && threads_get() == 1)
     for (long long c = 0; c < nc; c++) {
         size_t lo = (size_t)c * chunk;
         size_t len = n - lo < chunk ? n - lo : chunk;

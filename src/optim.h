@@ -7,6 +7,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bf16.h"
+
 struct adamw_hp {
     float lr, beta1, beta2, eps, weight_decay;
     int64_t t; /* 1-based step number, for bias correction */
@@ -64,6 +66,13 @@ void frozen_v_update(float *param, const float *in, float *m, const float *v,
  * embedding): decay^(L-1-layer) for blocks, decay^L for the embeddings,
  * 1 for the rest (the final LayerNorm of the head). */
 float lr_layer_scale(int layer, int embed, int L, float decay);
+
+/* adamw_update that also refreshes half (n), the bf16 copy of param that
+ * mixed precision's products read: half = bf16(param) after the update,
+ * written while the chunk is still in cache. */
+void adamw_update_bf16(float *param, bf16 *half, const float *grad, float *m,
+                       float *v, size_t n, const struct adamw_hp *hp,
+                       float grad_scale, int decay);
 
 /* Sum of squares of x (n), accumulated in double. */
 double sumsq(const float *x, size_t n);

@@ -9,6 +9,7 @@
 
 #include "calib.h"
 #include "log.h"
+#include "phase.h"
 #include "tensor.h"
 
 int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
@@ -272,6 +273,7 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
                 pp_link_wait_recv(l, k);
             if (k >= ns) /* the slot's previous holder's output is sent */
                 pp_link_wait_send(l, k - ns);
+            phase_enter(PHASE_COMPUTE, "forward", k + 1, sc->m, -1, NULL);
             t = now_s();
             loss += gpt_forward(m, a, ik, tk, &pos);
             slow_down(pl, m, a, ik, tk, &pos, now_s() - t);
@@ -289,6 +291,7 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
                 memcpy(a->dres, pl->gin + (size_t)sl * gn, n * sizeof(float));
             }
             m->hook_final = final && i == last_bwd;
+            phase_enter(PHASE_COMPUTE, "backward", k + 1, sc->m, -1, NULL);
             t = now_s();
             gpt_backward(m, a, dloss, &pos);
             slow_down(pl, m, a, ik, tk, &pos, now_s() - t);

@@ -3,6 +3,7 @@
  * validation and checkpoints.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,10 +12,13 @@
 
 #include "bpe.h"
 #include "ckpt.h"
+#include "comm.h"
+#include "phase.h"
 #include "log.h"
 #include "mem_report.h"
 #include "mix.h"
 #include "train.h"
+#include "watchdog.h"
 
 struct run {
     struct trainer tr;
@@ -32,6 +36,7 @@ struct run {
     int64_t async_step;
     double stall_s;  /* total time the loop was held up by saves */
     int saves;
+    struct nf_state nf; /* non-finite steps: policy and replay list */
 };
 
 /* Each token's length in bytes, for bits per byte: 1 for a vocabulary of
@@ -141,6 +146,39 @@ static void validate(struct run *r, struct val_stats *v, double *by,
     v->bpb_by = by + MIX_MAX;
 }
 
+/* resume=auto and rollbacks: load the newest checkpoint of run_dir that
+ * verifies and loads; one that passes the file checks but does not load
+ * (a broken tensor or config text) is skipped with a warning like a
+ * damaged one, one of another model is refused.  Returns 0 (path set),
+ * 1 (no step_*.h5 at all) or -1 with err.  Collective. */
+static int load_newest(struct run *r, char *path, size_t pathlen, char *err,
+                       size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    struct rank_state rs;
+    int64_t before = INT64_MAX, step = -1;
+    trainer_rank_state(tr, &rs);
+    trainer_sync(tr); /* ZeRO's operations in flight end before the read */
+    for (;;) {
+        int rc = ckpt_find_good_before(tr->g.world, c->run_dir, before, path,
+                                       pathlen, &step,
+                                       tr->g.rank ? NULL : stderr, err,
+                                       errlen);
+        if (rc != 0)
+            return rc;
+        rc = model_ckpt_load(&tr->g, &tr->m, c, path, 0, &tr->st, &rs, err,
+                             errlen);
+        if (rc == 0) /* zero = 3 forgets its gathered slots (a rollback
+                        changed the shards under them) */
+            trainer_after_ckpt(tr);
+        if (rc != -1)
+            return rc < 0 ? -1 : 0;
+        log_warn(tr->g.world, "skipping %s: %s", path, err);
+        before = step;
+    }
+}
+
 /* resume=auto|never|PATH and init_from.  Collective. */
 static int restore(struct run *r, char *err, size_t errlen)
 {
@@ -149,17 +187,21 @@ static int restore(struct run *r, char *err, size_t errlen)
     char path[CONFIG_STR_MAX * 2];
     struct rank_state rs;
     trainer_rank_state(tr, &rs);
+    phase_enter(PHASE_CKPT, "resume", -1, -1, -1, &tr->wpg);
     if (strcmp(c->resume, "never") != 0) {
         int auto_ = strcmp(c->resume, "auto") == 0, found;
         if (auto_) {
-            /* the newest checkpoint that verifies; newer damaged ones are
-             * skipped with a warning each */
-            found = ckpt_find_good(tr->g.world, c->run_dir, path,
-                                   sizeof(path), tr->g.rank ? NULL : stderr,
-                                   err, errlen);
+            /* the newest checkpoint that verifies and loads; newer bad
+             * ones are skipped with a warning each */
+            found = load_newest(r, path, sizeof(path), err, errlen);
             if (found < 0)
                 return -1;
-            found = found == 0;
+            if (found == 0) {
+                log_info(tr->g.world, "resumed from %s at step %" PRId64,
+                         path, tr->st.step);
+                return 0;
+            }
+            found = 0;
         } else {
             found = ckpt_resolve(c->resume, path, sizeof(path), err,
                                  errlen) == 0;
@@ -217,6 +259,8 @@ static int async_collect(struct run *r, char *err, size_t errlen)
         return 0;
     char path[CONFIG_STR_MAX * 2];
     double t0 = now_s();
+    phase_enter(PHASE_CKPT, "waiting for the asynchronous save", -1, -1, -1,
+                &r->tr.wpg);
     int rc = ckpt_save_async_wait(r->async, path, sizeof(path), err, errlen);
     r->ckpt_s += now_s() - t0;
     if (rc == 0)
@@ -232,6 +276,7 @@ static int save(struct run *r, char *err, size_t errlen)
     struct rank_state rs;
     trainer_rank_state(tr, &rs);
     double t0 = now_s();
+    phase_enter(PHASE_CKPT, "save", tr->st.step, -1, -1, &tr->wpg);
     trainer_sync(tr); /* zero 1/2: the parameters' all-gathers complete */
     if (trainer_tie_check(tr))
         log_warn(tr->g.world, "the tied embedding's copies on the first and "
@@ -270,7 +315,7 @@ static void on_signal(int sig)
     got_signal = sig;
 }
 
-static void install_signals(void)
+void train_signals_install(void)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
@@ -282,9 +327,10 @@ static void install_signals(void)
 }
 
 /* The largest signal number any rank received (0 = none).  Collective. */
-static int agreed_signal(MPI_Comm world)
+static int agreed_signal(MPI_Comm world, const struct phase_group *pg)
 {
     int mine = got_signal, any = 0;
+    phase_enter(PHASE_COLLECTIVE, "step-end signal check", -1, -1, -1, pg);
     MPI_Allreduce(&mine, &any, 1, MPI_INT, MPI_MAX, world);
     return any;
 }
@@ -349,12 +395,16 @@ static int setup(struct run *r, const struct config *c0, char *err,
     if (c->ckpt_async && ckpt_async_init(tr->g.world, &r->async, err,
                                          errlen) < 0)
         return -1;
-    install_signals();
+    enum nf_policy pol = NF_SKIP;
+    nf_policy_parse(c->nonfinite, &pol); /* checked by config */
+    nf_init(&r->nf, pol, c->nonfinite_patience);
+    train_signals_install(); /* again: main() did before MPI_Init */
     return 0;
 }
 
 static void teardown(struct run *r)
 {
+    nf_free(&r->nf);
     ckpt_async_free(r->async);
     if (r->has_loader)
         loader_free(&r->ld);
@@ -373,8 +423,9 @@ static void teardown(struct run *r)
 struct interval {
     double t_start, compute, comm, comm_hidden, data, wire, bubble, pp_wait;
     int steps;
-    double loss_last, tokens;
+    double loss_last, loss_z, tokens;
     struct batch_shape last; /* the last step's shape */
+    int skipped, skip_flags; /* steps skipped, their NF_* reasons */
 };
 
 static void log_step(struct run *r, struct interval *iv, double gnorm,
@@ -398,7 +449,11 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
         .pp = tr->g.pp, .bubble = iv->bubble / iv->steps,
         .bubble_theory = pp_bubble_theory(tr->g.pp, tr->accum),
         .stage_busy = tr->stage_busy, .stage_idle = tr->stage_idle,
+        .loss_z = iv->loss_z, .skipped = iv->skipped,
     };
+    char why[160];
+    nf_reason(iv->skip_flags, why, (int)sizeof(why));
+    s.skip_reason = why;
     s.mfu = s.tokens_per_s * gpt_flops_per_token(&tr->m.cfg) /
             (tr->peak_gflops * 1e9);
     if (tr->plan.ramp_steps > 0 || tr->plan.sl_steps > 0) {
@@ -412,6 +467,114 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
     memset(iv, 0, sizeof(*iv));
     iv->t_start = now_s();
     r->ckpt_s = 0;
+}
+
+/* nonfinite=rollback: reload the newest good checkpoint of run_dir (the
+ * run of non-finite steps that ended at step s is then left out on
+ * replay), and make metrics.jsonl one history again.  Collective. */
+static int rollback(struct run *r, int64_t s, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    const struct config *c = &tr->c;
+    char path[CONFIG_STR_MAX * 2];
+    int64_t first = r->nf.run_first;
+    if (async_collect(r, err, errlen) < 0)
+        return -1;
+    phase_enter(PHASE_CKPT, "rollback", first, s, -1, &tr->wpg);
+    int found = load_newest(r, path, sizeof(path), err, errlen);
+    if (found != 0) {
+        if (found > 0)
+            snprintf(err, errlen, "steps %" PRId64 "-%" PRId64 " were not "
+                     "finite and there is no checkpoint in %s/ckpt to roll "
+                     "back to", first, s, c->run_dir);
+        return -1;
+    }
+    int rc = nf_rolled_back(&r->nf, tr->st.step);
+    if (rc != 0) {
+        snprintf(err, errlen, rc > 0 ? "steps %" PRId64 "-%" PRId64 " were "
+                 "not finite after %d rollbacks to step %" PRId64 ": "
+                 "stopping (nonfinite_patience=%d)" : "out of memory",
+                 first, s, r->nf.rb_count, tr->st.step, c->nonfinite_patience);
+        return -1;
+    }
+    memset(&tr->win, 0, sizeof(tr->win)); /* as after a resume */
+    log_warn(tr->g.world, "steps %" PRId64 "-%" PRId64 " were not finite: "
+             "rolled back to %s (step %" PRId64 "); their batches are left "
+             "out", first, s, path, tr->st.step);
+    metrics_close(&r->mt);
+    rc = metrics_open(&r->mt, tr->g.rank == 0 ? c->run_dir : NULL,
+                      tr->st.step, err, errlen);
+    if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
+        return -1;
+    metrics_log_rollback(&r->mt, tr->st.step, s, r->nf.skip, r->nf.nskip);
+    return 0;
+}
+
+/* One step, or its skip when the replay leaves its batch out. */
+static void run_step(struct run *r, struct interval *iv, double *gnorm,
+                     double *lr, struct step_times *tm)
+{
+    struct trainer *tr = &r->tr;
+    memset(tm, 0, sizeof(*tm));
+    if (nf_replay_skip(&r->nf, tr->st.step + 1)) {
+        struct batch_shape sh; /* the plan's size of the step left out */
+        batch_plan_at(&tr->plan, tr->st.step, &sh);
+        *lr = lr_at(&tr->sched, tr->st.step);
+        *gnorm = NAN;
+        iv->loss_last = iv->loss_z = NAN;
+        iv->last = sh;
+        tm->skipped = NF_REPLAY;
+        trainer_skip_step(tr, (int64_t)sh.B * sh.T);
+        return;
+    }
+    struct step_batch b;
+    double wait = 0.0;
+    phase_enter(PHASE_DATA, "next batch", -1, -1, -1, NULL);
+    loader_next(&r->ld, tr->st.step, &b, &wait);
+    iv->loss_last = trainer_step_batch(tr, &b, gnorm, lr, tm);
+    iv->loss_z = tm->loss_z;
+    iv->tokens += (double)b.shape.B * b.shape.T;
+    iv->last = b.shape;
+    iv->data += wait;
+}
+
+/* After step s with verdict flags: warn, and stop or roll back as the
+ * policy says.  Returns 0 (go on), 1 (rolled back: start the interval
+ * again) or -1 with err (stop). */
+static int nonfinite_step(struct run *r, struct interval *iv, int64_t s,
+                          int flags, char *err, size_t errlen)
+{
+    struct trainer *tr = &r->tr;
+    char why[160];
+    if (!flags) {
+        nf_after_step(&r->nf, s, 0);
+        return 0;
+    }
+    nf_reason(flags, why, (int)sizeof(why));
+    enum nf_action act = nf_after_step(&r->nf, s, flags);
+    if (!(flags & NF_REPLAY))
+        log_warn(tr->g.world, "step %" PRId64 ": %s: update skipped (%d in "
+                 "a row, nonfinite=%s)", s, why, r->nf.run,
+                 tr->c.nonfinite);
+    if (act == NF_CONTINUE)
+        return 0;
+    if (act == NF_DO_STOP) {
+        if (r->nf.policy == NF_ABORT)
+            snprintf(err, errlen, "step %" PRId64 ": %s (nonfinite=abort)",
+                     s, why);
+        else
+            snprintf(err, errlen, "steps %" PRId64 "-%" PRId64 ": %d "
+                     "non-finite steps in a row (%s): the run has diverged "
+                     "(nonfinite=skip, nonfinite_patience=%d)",
+                     r->nf.run_first, s, r->nf.run, why,
+                     tr->c.nonfinite_patience);
+        return -1;
+    }
+    if (rollback(r, s, err, errlen) < 0)
+        return -1;
+    memset(iv, 0, sizeof(*iv));
+    iv->t_start = now_s();
+    return 1;
 }
 
 /* rebalance_every: re-split the shares from the last interval's times;
@@ -447,23 +610,29 @@ static int loop(struct run *r, char *err, size_t errlen)
     if (c->stop_at_step > 0 && c->stop_at_step < stop)
         stop = c->stop_at_step;
     while (tr->st.step < stop) {
-        struct step_batch b;
-        double wait = 0.0, gnorm, lr;
+        double gnorm, lr;
         struct step_times tm;
-        loader_next(&r->ld, tr->st.step, &b, &wait);
-        iv.loss_last = trainer_step_batch(tr, &b, &gnorm, &lr, &tm);
-        iv.tokens += (double)b.shape.B * b.shape.T;
-        iv.last = b.shape;
+        phase_step(tr->st.step + 1);
+        watchdog_debug_hang(c->debug_hang, tr->g.rank, tr->st.step + 1);
+        run_step(r, &iv, &gnorm, &lr, &tm);
         iv.compute += tm.compute;
         iv.comm += tm.comm;
         iv.comm_hidden += tm.comm_overlapped;
         iv.wire += (double)tm.wire_bytes;
         iv.bubble += tm.bubble;
         iv.pp_wait += tm.pp_wait;
-        iv.data += wait;
         iv.steps++;
+        iv.skipped += tm.skipped != 0;
+        iv.skip_flags |= tm.skipped;
         int64_t s = tr->st.step;
-        int sig = agreed_signal(tr->g.world);
+        int nf = nonfinite_step(r, &iv, s, tm.skipped, err, errlen);
+        if (nf < 0) {
+            log_step(r, &iv, gnorm, lr, NULL); /* the last line */
+            return -1;
+        }
+        if (nf > 0)
+            continue;
+        int sig = agreed_signal(tr->g.world, &tr->wpg);
         int last = s == stop || sig;
         int do_val = r->any_val && ((c->val_every > 0 && s % c->val_every == 0)
                                     || s == c->steps);
@@ -472,6 +641,15 @@ static int loop(struct run *r, char *err, size_t errlen)
         const char *vnames[MIX_MAX];
         if (do_val)
             validate(r, &vs, vby, vnames);
+        /* the step's line before its save: a job killed in between
+         * resumes from the previous checkpoint and drops the line (the
+         * other order would lose it), so metrics.jsonl stays one history;
+         * the save's time goes into the next line's ms_ckpt */
+        if (s % c->log_every == 0 || last)
+            log_step(r, &iv, gnorm, lr, do_val ? &vs : NULL);
+        else if (do_val)
+            metrics_log_val_stats(&r->mt, s, &vs,
+                                  tr->g.rank == 0 ? stdout : NULL);
         int do_save = last || (c->ckpt_every > 0 && s % c->ckpt_every == 0);
         if (c->rebalance_every > 0 && s % c->rebalance_every == 0 && !last &&
             resplit(r, err, errlen) < 0)
@@ -480,12 +658,10 @@ static int loop(struct run *r, char *err, size_t errlen)
             return -1;
         if (last && async_collect(r, err, errlen) < 0)
             return -1;
-        if (s % c->log_every == 0 || last)
-            log_step(r, &iv, gnorm, lr, do_val ? &vs : NULL);
-        else if (do_val)
-            metrics_log_val_stats(&r->mt, s, &vs,
-                                  tr->g.rank == 0 ? stdout : NULL);
-        if (sig) {
+        if (sig && s < stop) {
+            /* a batch script requeues the job on this line (and exit 0);
+             * a signal during the last step changes nothing: the run is
+             * done and says nothing of the signal */
             log_info(tr->g.world, "checkpoint saved at step %" PRId64
                      " after %s", s, signal_name(sig));
             break;
@@ -501,19 +677,31 @@ static int loop(struct run *r, char *err, size_t errlen)
 int train_main(const struct config *c)
 {
     struct run r;
+    struct watchdog *wd = NULL;
     memset(&r, 0, sizeof(r));
     char err[1024] = "";
-    int rc = setup(&r, c, err, sizeof(err));
+    phase_enter(PHASE_SETUP, "set-up", -1, -1, -1, NULL);
+    int rc = watchdog_start(&wd, MPI_COMM_WORLD, c->hang_timeout, c->run_dir,
+                            err, sizeof(err));
+    if (comm_agree(MPI_COMM_WORLD, rc, NULL, 0) < 0) {
+        if (err[0])
+            log_error("%s", err);
+        watchdog_stop(wd);
+        return 1;
+    }
+    rc = setup(&r, c, err, sizeof(err));
     if (rc == 0) {
         log_info(MPI_COMM_WORLD, "training %" PRId64 " parameters, "
                  "%d steps of %d x %d tokens (micro_batch %d x %d), "
-                 "vocabulary %d", gpt_num_params(&r.tr.m.cfg), c->steps,
-                 c->batch_size, c->seq_len, r.tr.mb, r.tr.accum,
-                 r.tr.c.vocab_size);
+                 "vocabulary %d, precision %s", gpt_num_params(&r.tr.m.cfg),
+                 c->steps, c->batch_size, c->seq_len, r.tr.mb, r.tr.accum,
+                 r.tr.c.vocab_size, r.tr.precision);
         rc = loop(&r, err, sizeof(err));
     }
     if (rc < 0 && err[0])
         log_error("%s", err);
+    phase_enter(PHASE_SETUP, "shutdown", -1, -1, -1, NULL);
     teardown(&r);
+    watchdog_stop(wd);
     return rc < 0 ? 1 : 0;
 }

@@ -15,6 +15,7 @@
 #include "ckpt.h"
 #include "ckpt_io.h"
 #include "cli.h"
+#include "gemm.h"
 #include "infer.h"
 #include "log.h"
 #include "mix.h"
@@ -123,6 +124,10 @@ static int load(const char *arg, struct config *c, struct gpt *m,
         return -1;
     struct gpt_config gc;
     gpt_config_from(c, &gc);
+    gc.precision = GPT_FP32; /* sampling reads the fp32 master weights */
+    enum gemm_fp32_mode mode = GEMM_FP32_AUTO;
+    gemm_fp32_mode_parse(c->fp32_gemm, &mode);
+    gemm_set_fp32_mode(mode);
     struct grid g;
     if (grid_init(&g, MPI_COMM_SELF, 1, 1, 1, 0, err, errlen) < 0)
         return -1;

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "ckpt.h"
+#include "gemm.h"
 #include "log.h"
 #include "mem_report.h"
 #include "peak.h"
@@ -137,6 +138,7 @@ static int zero_init(struct trainer *tr, char *err, size_t errlen)
             return -1;
         }
         tr->has_dpg = 1;
+        tr->dpg.pg.name = "dp group"; /* the hang watchdog's reports */
     }
     if (c->zero >= 2) {
         /* stages 2 and 3 reduce (and 3 gathers) per micro-batch: every dp
@@ -191,6 +193,8 @@ static int dp_init(struct trainer *tr, char *err, size_t errlen)
     }
     int rc = comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node);
     tr->has_dpg = rc == 0;
+    if (rc == 0)
+        tr->dpg.pg.name = "dp group";
     struct allreduce_tune tune;
     allreduce_tune_defaults(&tune);
     if (rc == 0 && c->allreduce_tune[0])
@@ -297,6 +301,31 @@ static int tie_init(struct trainer *tr)
     return 0;
 }
 
+/* Precision: the fp32 products' library, and bf16 only where every rank
+ * has bf16 instructions (else fp32 everywhere, with the reason).
+ * Collective over world. */
+static void precision_init(struct trainer *tr, struct gpt_config *gc)
+{
+    enum gemm_fp32_mode mode = GEMM_FP32_AUTO;
+    gemm_fp32_mode_parse(tr->c.fp32_gemm, &mode); /* checked by config */
+    gemm_set_fp32_mode(mode);
+    char why[256] = "";
+    int ok = gc->precision != GPT_BF16 || gemm_bf16_supported(why, sizeof(why));
+    int all = ok;
+    MPI_Allreduce(&ok, &all, 1, MPI_INT, MPI_MIN, tr->g.world);
+    if (!all) {
+        if (!ok)
+            fprintf(stderr, "mpitron: rank %d: %s\n", tr->g.rank, why);
+        log_warn(tr->g.world, "precision=bf16: a rank's CPU has no bf16 "
+                 "instructions (oneDNN would emulate them, slower than "
+                 "fp32): training in fp32 (fp32_gemm=%s)",
+                 gemm_fp32_mode_name(mode));
+        gc->precision = GPT_FP32;
+    }
+    snprintf(tr->precision, sizeof(tr->precision), "%s",
+             gc->precision == GPT_BF16 ? "bf16" : "fp32");
+}
+
 static int trainer_build(struct trainer *tr, const struct config *c,
                          MPI_Comm world, char *err, size_t errlen)
 {
@@ -306,6 +335,11 @@ static int trainer_build(struct trainer *tr, const struct config *c,
                   err, errlen) < 0)
         return -1;
     tr->has_grid = 1;
+    if (comm_agree(world, phase_group_init(&tr->wpg, "job", world), NULL,
+                   0) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
     if (check_layout(tr, err, errlen) < 0)
         return -1; /* same decision on every rank */
     struct gpt_config gc;
@@ -318,6 +352,7 @@ static int trainer_build(struct trainer *tr, const struct config *c,
     if (comm_agree(world, place_init(&tr->place, world, c->bind, c->threads,
                                      err, errlen), err, errlen) < 0)
         return -1;
+    precision_init(tr, &gc); /* before calibration: it times these kernels */
     if (trainer_balance_init(tr, &gc, err, errlen) < 0)
         return -1; /* every rank agrees inside */
     if (comm_agree(world, stage_init(tr, &gc, err, errlen), err, errlen) < 0)
@@ -343,6 +378,14 @@ static int trainer_build(struct trainer *tr, const struct config *c,
     }
     if (tr->optim == OPT_ONEBIT && tr->has_dp && tr->bk.compress)
         bucketer_set_momentum(&tr->bk, tr->m.m, c->beta1);
+    tr->nan_rank = -1;
+    if (c->debug_nan[0]) { /* checked by config: R:STEP:grad|weight */
+        long long st = 0;
+        char what[8] = "";
+        sscanf(c->debug_nan, "%d:%lld:%7[a-z]", &tr->nan_rank, &st, what);
+        tr->nan_step = st;
+        tr->nan_weight = strcmp(what, "weight") == 0;
+    }
     lr_kind_parse(c->lr_schedule, &tr->sched.kind);
     tr->sched.lr = c->lr;
     tr->sched.min_lr = c->min_lr;
@@ -373,9 +416,36 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     if (c->mem_budget_mb > 0 &&
         comm_agree(world, mem_budget_check(tr, err, errlen), err, errlen) < 0)
         return -1;
-    double peak = sgemm_peak_gflops();
-    MPI_Allreduce(&peak, &tr->peak_gflops, 1, MPI_DOUBLE, MPI_SUM, world);
+    trainer_measure_peak(tr, 0);
     return 0;
+}
+
+void trainer_measure_peak(struct trainer *tr, int careful)
+{
+    int bf = tr->m.cfg.precision == GPT_BF16;
+    double p[2] = {0.0, 0.0}; /* the precision used, fp32 */
+    /* phases of their own: the watchdog's clock restarts at each (the
+     * measurement is seconds of compute on a loaded machine) */
+    phase_enter(PHASE_SETUP, "measuring the GEMM peak for MFU", -1, -1, -1,
+                NULL);
+    /* MPITRON_PEAK_GFLOPS: this rank's peak (both precisions) given, not
+     * measured (valgrind runs the measurement some 50x slower) */
+    const char *given = getenv("MPITRON_PEAK_GFLOPS");
+    if (given && atof(given) > 0.0) {
+        p[0] = p[1] = atof(given);
+    } else {
+        p[0] = careful ? gemm_peak_gflops(bf ? GEMM_BF16 : GEMM_F32, 6)
+                       : gemm_peak_quick(bf ? GEMM_BF16 : GEMM_F32);
+        p[1] = !bf ? p[0]
+                   : careful ? gemm_peak_gflops(GEMM_F32, 6)
+                             : gemm_peak_quick(GEMM_F32);
+    }
+    double sum[2];
+    phase_enter(PHASE_COLLECTIVE, "GEMM peak sum", -1, -1, -1, &tr->wpg);
+    MPI_Allreduce(p, sum, 2, MPI_DOUBLE, MPI_SUM, tr->g.world);
+    phase_enter(PHASE_SETUP, "set-up", -1, -1, -1, NULL);
+    tr->peak_gflops = sum[0];
+    tr->peak_fp32_gflops = sum[1];
 }
 
 void trainer_free(struct trainer *tr)
@@ -403,6 +473,7 @@ void trainer_free(struct trainer *tr)
     free(tr->lamb_ss);
     if (tr->has_model)
         gpt_free(&tr->m);
+    phase_group_free(&tr->wpg);
     if (tr->has_grid)
         grid_free(&tr->g);
     if (tr->has_place)
@@ -448,6 +519,8 @@ static double grad_norm(struct trainer *tr)
     double mine = shard + rep, total = mine;
     if (tr->g.pp > 1) {
         double all[tr->g.pp];
+        phase_enter(PHASE_COLLECTIVE, "gradient-norm sum over the stages", -1,
+                    -1, -1, &tr->wpg);
         MPI_Allgather(&mine, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE,
                       tr->g.pp_comm);
         total = 0.0;
@@ -467,6 +540,8 @@ static void tie_reduce(struct trainer *tr)
         return;
     size_t n = (size_t)gpt_vocab_padded(tr->m.cfg.vocab_size) *
                (size_t)tr->m.cfg.n_embd;
+    phase_enter(PHASE_COLLECTIVE, "tied-embedding gradient sum of the "
+                "first and last stage", -1, -1, -1, &tr->wpg);
     float *g = tr->m.dwte;
     if (tr->has_zx && tr->zx.stage > 0) /* this rank's chunk of it: wte is
                              cut alike on both stages, so their chunks match */
@@ -538,6 +613,8 @@ int trainer_tie_check(struct trainer *tr)
             }
     }
     MPI_Allreduce(MPI_IN_PLACE, &drift, 1, MPI_INT, MPI_MAX, tr->g.world);
+    if (drift)
+        gpt_refresh_bf16(&tr->m);
     return drift;
 }
 
@@ -554,6 +631,7 @@ static double gather_bubble(struct trainer *tr)
     int p = tr->g.pp;
     double mine[2] = {tr->pl.t_busy, tr->pl.t_total};
     double all[2 * p], span = 0.0, busy = 0.0;
+    phase_enter(PHASE_COLLECTIVE, "stage time gather", -1, -1, -1, &tr->wpg);
     MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, tr->g.pp_comm);
     for (int s = 0; s < p; s++)
         span = all[2 * s + 1] > span ? all[2 * s + 1] : span;
@@ -632,7 +710,85 @@ static void lamb_step(struct trainer *tr, const struct adamw_hp *hp0,
         lamb_apply(m->params + d->off, m->m + d->off, m->v + d->off,
                    d->numel, &hp, d->decay,
                    lamb_ratio(ss[2 * i], ss[2 * i + 1]));
+        if (m->params_h) /* the bf16 weight copy the products read */
+            bf16_from_f32_n(m->params_h + d->off, m->params + d->off,
+                            d->numel);
     }
+}
+
+/* The first float of this rank's weights (weight) or gradient that the
+ * step uses: with ZeRO the gradient is this rank's shard (stage >= 1) and
+ * at stage 3 so are the weights.  NULL if it holds none. */
+static float *first_float(struct trainer *tr, int weight)
+{
+    int zs = tr->has_zx ? tr->zx.stage : 0;
+    if (weight && zs == 3)
+        return tr->zx.plan.shard_n ? tr->zx.p_shard : NULL;
+    if (weight || zs == 0)
+        return weight ? tr->m.params : tr->m.grads;
+    for (int t = 0; t < tr->m.tt.n; t++) {
+        size_t len;
+        float *g = zero_exec_grad_of(&tr->zx, t, &len);
+        if (g && len)
+            return g;
+    }
+    return NULL;
+}
+
+/* debug_nan: at its step on its rank, a NaN in this rank's first
+ * weight (before forward, once per process: a transient corruption) or
+ * gradient (after the reductions: only this rank sees it). */
+static void debug_nan(struct trainer *tr, int weight)
+{
+    if (tr->nan_rank < 0 || tr->st.step + 1 != tr->nan_step ||
+        tr->nan_weight != weight)
+        return;
+    /* zero = 3 keeps gathered units in slots (and the next step's first
+     * unit prefetched): every rank forgets them, so the NaN in a shard
+     * reaches the forward of this step, as without ZeRO */
+    if (weight && tr->has_zx && tr->zx.stage == 3)
+        zero_exec_after_ckpt(&tr->zx);
+    float *x = first_float(tr, weight);
+    if (tr->nan_rank != tr->g.rank || (weight && tr->nan_fired) || !x)
+        return;
+    x[0] = NAN;
+    tr->nan_fired = 1;
+    fprintf(stderr, "mpitron: rank %d: debug_nan: a NaN %s at step %lld\n",
+            tr->g.rank, weight ? "weight" : "gradient",
+            (long long)tr->nan_step);
+}
+
+/* 1 if any of the n floats is NaN or infinite. */
+static int any_nonfinite(const float *x, size_t n)
+{
+    uint32_t bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b;
+        memcpy(&b, &x[i], sizeof(b));
+        bad |= (b & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
+/* The step's verdict (nonfinite.h), agreed over the world: every rank
+ * takes the same branch even if only one saw a problem. */
+static int step_verdict(struct trainer *tr, double loss, double norm,
+                        double z)
+{
+    int flags = 0;
+    if (!isfinite(loss))
+        flags |= NF_LOSS;
+    if (!isfinite(norm))
+        flags |= NF_GRAD;
+    for (int b = 0; tr->has_dp && tr->bk.compress && b < tr->bk.nb; b++)
+        if (any_nonfinite(tr->st_p[b], tr->st_len[b]))
+            flags |= NF_STATE;
+    if (tr->c.spike_zscore > 0.0f && z > tr->c.spike_zscore)
+        flags |= NF_SPIKE;
+    phase_enter(PHASE_COLLECTIVE, "step verdict (non-finite check)", -1, -1,
+                -1, &tr->wpg);
+    MPI_Allreduce(MPI_IN_PLACE, &flags, 1, MPI_INT, MPI_BOR, tr->g.world);
+    return flags;
 }
 
 static void optimizer_step(struct trainer *tr, float scale, double lr)
@@ -658,10 +814,17 @@ static void optimizer_step(struct trainer *tr, float scale, double lr)
     for (int i = 0; i < m->tt.n; i++) {
         const struct tensor_desc *d = &m->tt.t[i];
         hp.lr = tensor_lr(tr, d, lr);
-        if (frozen)
+        if (frozen) {
             frozen_v_update(m->params + d->off, m->grads + d->off,
                             m->m + d->off, m->v + d->off, d->numel, &hp,
                             scale, d->decay, tr->c.compress_warmup, mom);
+            if (m->params_h) /* the bf16 weight copy the products read */
+                bf16_from_f32_n(m->params_h + d->off, m->params + d->off,
+                                d->numel);
+        } else if (m->params_h) /* refreshes the bf16 weight copy too */
+            adamw_update_bf16(m->params + d->off, m->params_h + d->off,
+                              m->grads + d->off, m->m + d->off,
+                              m->v + d->off, d->numel, &hp, scale, d->decay);
         else
             adamw_update(m->params + d->off, m->grads + d->off,
                          m->m + d->off, m->v + d->off, d->numel, &hp, scale,
@@ -702,6 +865,7 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
     } else
         pipeline_set_shape(&tr->pl, &tr->m, sh->accum, sh->mb, sh->T);
     gpt_zero_grad(&tr->m);
+    debug_nan(tr, 1);
     float dloss = (float)(1.0 / tokens);
     double loss = 0.0;
     if (tr->has_dp)
@@ -723,6 +887,9 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
     if (tr->has_zx && zero_exec_finish(&tr->zx) < 0)
         MPI_Abort(tr->g.world, 3);
     tie_reduce(tr);
+    debug_nan(tr, 0);
+    phase_enter(PHASE_COLLECTIVE, "loss sum over the dp and pp groups", -1, -1,
+                -1, &tr->wpg);
     MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
     if (tr->g.pp > 1) /* the loss is the last stage's */
         MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM,
@@ -732,11 +899,22 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
     double norm = clip_norm(tr);
     float scale = clip_scale(norm, c->grad_clip);
     double rate = lr_at(&tr->sched, tr->st.step);
-    optimizer_step(tr, scale, rate);
+    double mean = loss / tokens;
+    double z = loss_window_z(&tr->win, mean);
+    int verdict = step_verdict(tr, mean, norm, z);
+    phase_enter(PHASE_OPTIM, NULL, -1, -1, -1, NULL);
+    if (!verdict) {
+        optimizer_step(tr, scale, rate);
+        loss_window_add(&tr->win, mean);
+    } else if (tr->has_dp && tr->bk.compress) {
+        bucketer_state_reset(&tr->bk);
+    }
     double t3 = now_s();
     tr->st.step++;
     tr->st.tokens_seen += (int64_t)sh->B * (int64_t)sh->T;
     if (tm) {
+        tm->skipped = verdict;
+        tm->loss_z = z;
         tm->pp_wait = tr->pl.t_total - tr->pl.t_busy;
         tm->compute = (t1 - t0) - tm->pp_wait - zwait + (t3 - t2);
         tm->optim = t3 - t2;
@@ -758,7 +936,7 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
     }
     *gnorm = norm;
     *lr = rate;
-    return loss / tokens;
+    return mean;
 }
 
 double trainer_step(struct trainer *tr, const int32_t *inp,
@@ -772,6 +950,12 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     b.shape.mb = tr->mb;
     b.shape.accum = tr->accum;
     return trainer_step_batch(tr, &b, gnorm, lr, tm);
+}
+
+void trainer_skip_step(struct trainer *tr, int64_t tokens)
+{
+    tr->st.step++;
+    tr->st.tokens_seen += tokens;
 }
 
 double trainer_validate(struct trainer *tr, const struct dataset *val,
@@ -796,6 +980,8 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
         }
         struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
                               .seed = c->seed, .train = 0, .dstart = dstart};
+        phase_enter(PHASE_VALIDATE, "validation", j + 1, c->val_batches, -1,
+                    NULL);
         sum[0] += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
         /* every stage has the same targets: count them on the first,
          * as the loss is on the last */
@@ -803,6 +989,8 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
             for (size_t i = 0; i < (size_t)tr->per_rank * T; i++)
                 sum[1] += tok_bytes[tgt[i]];
     }
+    phase_enter(PHASE_COLLECTIVE, "validation loss sum", -1, -1, -1,
+                &tr->wpg);
     if (tr->g.pp > 1)
         MPI_Allreduce(MPI_IN_PLACE, sum, 2, MPI_DOUBLE, MPI_SUM,
                       tr->g.pp_comm);

@@ -19,6 +19,7 @@
 #include "loader.h"
 #include "metrics.h"
 #include "model.h"
+#include "nonfinite.h"
 #include "optim.h"
 #include "pipeline.h"
 #include "place.h"
@@ -34,6 +35,10 @@ struct step_times {      /* seconds, this rank, one step; total =
                                 stages (0 without pipeline parallelism) */
     double pp_wait;          /* this rank's time in the schedule not
                                 computing: waiting for its neighbours */
+    int skipped;             /* NF_* verdict (nonfinite.h), the same on
+                                every rank; 0: the update was applied */
+    double loss_z;           /* the loss's z-score against the window
+                                (NaN until it holds NF_MIN_SAMPLES) */
 };
 
 struct trainer {
@@ -59,7 +64,12 @@ struct trainer {
                             slowest stage of both partitions, seconds */
     double busy_acc;     /* forward + backward seconds since the last */
     int64_t seqs_acc;    /* re-split, and the sequences they covered */
-    double peak_gflops;  /* sgemm peak summed over all ranks */
+    double peak_gflops;  /* GEMM peak of the precision used (gemm.h),
+                            summed over all ranks: MFU's reference */
+    double peak_fp32_gflops; /* the fp32 peak, likewise (= peak_gflops in
+                                fp32) */
+    char precision[8];   /* the precision in force: fp32 | bf16 (bf16
+                            asked for on a CPU without bf16 runs fp32) */
     /* data parallelism: the dp group and its gradient buckets */
     struct comm_group dpg;   /* built when dp > 1 or zero >= 1 */
     struct bucketer bk;      /* zero = 0, dp > 1 */
@@ -78,6 +88,12 @@ struct trainer {
      * tensor: ||p||^2, ||u||^2) */
     enum optim_kind { OPT_ADAMW, OPT_LAMB, OPT_ONEBIT } optim;
     double *lamb_ss;
+    /* non-finite steps: the running loss window (nonfinite.h) and the
+     * debug_nan fault (rank, 1-based step, weight or grad, fired) */
+    struct loss_window win;
+    struct phase_group wpg; /* all ranks, for the watchdog's reports */
+    int nan_rank, nan_weight, nan_fired;
+    int64_t nan_step;
     /* ZeRO (zero >= 1) and optimizer offload: shards, their reductions
      * and the update */
     struct zero_exec zx;
@@ -96,10 +112,20 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
                  char *err, size_t errlen);
 void trainer_free(struct trainer *tr);
 
+/* Measure the GEMM peaks MFU is measured against (peak_gflops of the
+ * precision in force, peak_fp32_gflops), every rank at once, summed over
+ * ranks: quick (one size, at start-up) or careful (three sizes, for
+ * benchmarks).  Collective over world. */
+void trainer_measure_peak(struct trainer *tr, int careful);
+
 /* One optimizer step on this rank's slice of the global batch of the
  * shape b->shape (the batch plan's, batch.h): inp, tgt (per_rank, T).
  * Returns the global mean loss (same on all ranks); *gnorm and *lr
- * receive the pre-clip gradient norm and the rate used. */
+ * receive the pre-clip gradient norm and the rate used.
+ * A step whose loss or gradient norm is not finite (or a spike, see
+ * nonfinite.h) is skipped: every rank agrees, nothing is updated (the
+ * weights, AdamW/LAMB/1-bit Adam moments), tm->skipped says why (tm must
+ * not be NULL); the step still counts. */
 double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
                           double *gnorm, double *lr, struct step_times *tm);
 /* trainer_step_batch of the full batch (batch_size x seq_len): inp, tgt
@@ -107,6 +133,11 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
 double trainer_step(struct trainer *tr, const int32_t *inp,
                     const int32_t *tgt, double *gnorm, double *lr,
                     struct step_times *tm);
+
+/* Skip the step without computing it (a batch left out on replay after a
+ * rollback): the step advances and tokens_seen by tokens, the step's
+ * (batch plan) size, as if it had run. */
+void trainer_skip_step(struct trainer *tr, int64_t tokens);
 
 /* Mean validation loss over c.val_batches batches of val; inp, tgt (and
  * dstart, for doc_mask; else NULL) are scratch of per_rank * seq_len
@@ -124,6 +155,12 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
  * copy.  Returns 1 on every rank if any pair had drifted, else 0 (always
  * 0 without pipeline parallelism).  Collective over world. */
 int trainer_tie_check(struct trainer *tr);
+
+/* SIGUSR1, SIGTERM and SIGINT set a flag that the step loop reads (a
+ * second SIGINT exits at once).  main() calls this before MPI_Init, so a
+ * signal that a batch script forwards while the ranks start up is not
+ * fatal; train_main installs it again. */
+void train_signals_install(void);
 
 /* ---- load balance (train_balance.c) ---- */
 

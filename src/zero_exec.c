@@ -106,6 +106,30 @@ int zero_exec_replan(struct zero_exec *zx, const struct pp_schedule *train,
     return build_orders(zx, train, eval, err, errlen);
 }
 
+/* precision=bf16: stage 3's bf16 twins of the slots, stage 1/2's stale
+ * flags; the copy's bytes counted with the parameters (stage 0-2: the
+ * model's params_h arena). */
+static int make_bf16(struct zero_exec *zx, const size_t *cap, char *err,
+                     size_t errlen)
+{
+    int oom = 0;
+    for (int k = 0; k < ZERO_SLOTS; k++) {
+        zx->hslot_unit[k] = -1;
+        if (zx->stage >= 3 && cap[k]) {
+            zx->hslot[k] = (bf16 *)tensor_arena_alloc((cap[k] + 1) / 2);
+            oom |= !zx->hslot[k];
+            zx->bytes_params += cap[k] * sizeof(bf16);
+        }
+    }
+    /* the model's whole bf16 copy (zero < 3) is counted with the model */
+    zx->h_stale = calloc((size_t)zx->plan.nunits + 1, 1);
+    if (oom || !zx->h_stale) {
+        snprintf(err, errlen, "out of memory for ZeRO's bf16 slots");
+        return -1;
+    }
+    return 0;
+}
+
 /* Shards, slots and buffers; the stage-3 parameter shard initialised. */
 static int make_memory(struct zero_exec *zx, const char *offload_dir,
                        int rank, uint64_t seed, char *err, size_t errlen)
@@ -171,6 +195,9 @@ static int make_memory(struct zero_exec *zx, const char *offload_dir,
      * mem_report from the model itself) */
     zx->bytes_params = zx->p_shard ? sn * F + slots : 0;
     zx->bytes_grads = zx->g_shard ? sn * F : 0;
+    if (zx->m->cfg.precision == GPT_BF16 &&
+        make_bf16(zx, cap, err, errlen) < 0)
+        return -1; /* adds its bf16 slots to bytes_params */
     zx->bytes_comm = zx->stage >= 2 ? slots : 0;
     return 0;
 }
@@ -222,8 +249,10 @@ void zero_exec_free(struct zero_exec *zx)
     free(zx->p_shard);
     for (int k = 0; k < ZERO_SLOTS; k++) {
         free(zx->slot[k]);
+        free(zx->hslot[k]);
         free(zx->gbuf[k]);
     }
+    free(zx->h_stale);
     free(zx->ag);
     free(zx->rs);
     free(zx->block_unit);
@@ -276,6 +305,7 @@ static int gather_start(struct zero_exec *zx, int u, int keep)
         zx->slot_h[k][pi - un->p0] = h;
     }
     zx->slot_unit[k] = u;
+    zx->hslot_unit[k] = -1; /* its bf16 twin is now out of date */
     return k;
 }
 
@@ -290,7 +320,17 @@ static void use_params(struct zero_exec *zx, const struct zero_use *us)
         zx->slot_h[k][j] = 0;
     }
     zx->slot_used[k] = ++zx->tick;
-    gpt_bind_unit(zx->m, zx->plan.u[us->unit].key, zx->slot[k], NULL);
+    const struct zero_unit *un = &zx->plan.u[us->unit];
+    gpt_bind_unit(zx->m, un->key, zx->slot[k], NULL);
+    if (zx->hslot[k]) { /* bf16: the products read the rounded slot */
+        if (zx->hslot_unit[k] != us->unit) {
+            double t0 = now_s();
+            bf16_from_f32_n(zx->hslot[k], zx->slot[k], un->n);
+            zx->m->op_time[OPK_CAST] += now_s() - t0;
+            zx->hslot_unit[k] = us->unit;
+        }
+        gpt_bind_unit_h(zx->m, un->key, zx->hslot[k]);
+    }
     if (us->next_unit >= 0)
         gather_start(zx, us->next_unit, us->unit);
 }
@@ -304,6 +344,12 @@ static void wait_gathered(struct zero_exec *zx, int u)
         if (zero_comm_wait(&zx->zc, zx->ag[pi]) < 0)
             zx_abort("an all-gather failed");
         zx->ag[pi] = 0;
+    }
+    if (zx->h_stale && zx->h_stale[u]) { /* bf16: round the gathered unit */
+        double t0 = now_s();
+        gpt_refresh_bf16_range(zx->m, un->off, un->n);
+        zx->m->op_time[OPK_CAST] += now_s() - t0;
+        zx->h_stale[u] = 0;
     }
 }
 
@@ -517,9 +563,17 @@ static void update_range(void *ctx, size_t lo, size_t hi)
             struct adamw_hp hp = *c->hp;
             if (c->lr)
                 hp.lr = c->lr[s->tensor];
-            adamw_update(param_ptr(zx, s) + k, grad_ptr(zx, s) + k,
-                         zx->m_shard + a, zx->v_shard + a, b - a, &hp,
-                         c->scale, zx->m->tt.t[s->tensor].decay);
+            int decay = zx->m->tt.t[s->tensor].decay;
+            if (zx->stage == 0 && zx->m->params_h) /* the copy too */
+                adamw_update_bf16(param_ptr(zx, s) + k,
+                                  zx->m->params_h + s->arena_off + k,
+                                  grad_ptr(zx, s) + k, zx->m_shard + a,
+                                  zx->v_shard + a, b - a, &hp, c->scale,
+                                  decay);
+            else /* stage >= 1: rounded after the gather */
+                adamw_update(param_ptr(zx, s) + k, grad_ptr(zx, s) + k,
+                             zx->m_shard + a, zx->v_shard + a, b - a, &hp,
+                             c->scale, decay);
         }
         if (s->shard_off + s->len <= hi)
             c->seg = i + 1;
@@ -535,6 +589,8 @@ void zero_exec_update(struct zero_exec *zx, const struct adamw_hp *hp,
     else
         update_range(&c, 0, zx->plan.shard_n);
     if (zx->stage == 1 || zx->stage == 2) {
+        if (zx->h_stale)
+            memset(zx->h_stale, 1, (size_t)zx->plan.nunits);
         for (int pi = 0; pi < zx->plan.npieces; pi++) {
             const struct zero_piece *pc = &zx->plan.pc[pi];
             zx->ag[pi] = zero_allgather_start(&zx->zc,

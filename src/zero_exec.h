@@ -25,6 +25,22 @@
  * Stage 0 with offload runs only the optimizer part (the whole arena as
  * one rank's shard).
  *
+ * Mixed precision (precision=bf16; model.h): the fp32 master weights are
+ * what is sharded, updated and gathered; the bf16 copy the products read
+ * is rounded from them on each rank, never communicated:
+ *   stage 0  AdamW refreshes the copy as it updates (adamw_update_bf16);
+ *   1, 2     after the update every unit's copy is stale; at the unit's
+ *            first use, once its fp32 all-gather has landed, its range of
+ *            the copy is rounded from the arena (own and others' pieces);
+ *   3        each working slot has a bf16 twin: after a unit's gather
+ *            lands, the slot is rounded into the twin (once per gather)
+ *            and the model's bf16 views bound to it (gpt_bind_unit_h).
+ * Rounding is elementwise and deterministic, so every stage gives the
+ * bf16 bits that stage 0 gives from the same fp32 masters: the stages
+ * stay bitwise equal in bf16 as in fp32.  The rounding's time is counted
+ * as OPK_CAST.  Gathering bf16 instead (half the bytes) would need the
+ * fp32 values anyway for LayerNorm, biases and the embedding's lookup.
+ *
  * Equivalence: the reduce-scatter is the ring's first half, so the owner
  * gets the bits the ring all-reduce of that piece gives; the update is
  * elementwise; the all-gather copies.  Stages 1, 2 and 3 give bitwise the
@@ -75,6 +91,12 @@ struct zero_exec {
     int gbuf_pending[ZERO_SLOTS];
     uint64_t slot_used[ZERO_SLOTS], tick;
     int last_gbuf;
+    /* precision=bf16: stage 3's slots rounded to bf16 for the products
+     * (hslot_unit: the unit rounded there, -1 = none yet); stage 1/2:
+     * per unit, 1 = its bf16 copy waits for the gathered fp32 values */
+    bf16 *hslot[ZERO_SLOTS];
+    int hslot_unit[ZERO_SLOTS];
+    unsigned char *h_stale;
     struct model_shards shards; /* m->shards points here */
     /* accounting: the bytes this executor allocated (shards, slots,
      * buffers), in addition to the model's arenas */

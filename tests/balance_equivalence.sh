@@ -5,7 +5,8 @@
 #    steps' loss (and the validation losses) is within relative 1e-5 of
 #    the serial run;
 #  - dp = 2 and dp = 4 with rebalance_every=5 from the equal split: the
-#    shares are re-split mid-run (the log says from what to what), and the
+#    shares are re-split mid-run (at step 5, or a later multiple of 5
+#    when load hides the gain; the log says from what to what), and the
 #    losses still match the serial run;
 #  - the same with zero=1 (ZeRO reduces once per step, so it takes
 #    unequal micro-batch counts; a re-split re-plans its order of uses);
@@ -51,7 +52,9 @@ check bal4
 for np in 2 4; do
     run=reb$np
     train $np $run --rebalance_every=5 --debug_slow_rank=1:4
-    grep -q "^step 5: data-parallel shares re-split .*: \([0-9]*,\)*[0-9]* -> " \
+    # at step 5 on a quiet machine; a re-split needs a 5% gain measured
+    # over the interval, which a loaded machine's noise can hide once
+    grep -q "^step [0-9]*: data-parallel shares re-split .*: \([0-9]*,\)*[0-9]* -> " \
         "$W/$run.log" || { cat "$W/$run.log"; fail "$run: no re-split"; }
     grep "re-split" "$W/$run.log" | head -1
     check $run
@@ -65,7 +68,7 @@ unequal z1bal
 check z1bal
 train 2 z1reb --zero=1 --rebalance_every=5 --debug_slow_rank=1:4 \
     --micro_batch=1
-grep -q "^step 5: data-parallel shares re-split" "$W/z1reb.log" \
+grep -q "^step [0-9]*: data-parallel shares re-split" "$W/z1reb.log" \
     || { cat "$W/z1reb.log"; fail "z1reb: no re-split"; }
 check z1reb
 

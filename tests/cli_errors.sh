@@ -43,6 +43,11 @@ expect "missing ini" "$W/missing.ini" train "$W/missing.ini" $T
 expect "batch vs micro" "micro_batch" train $T --batch_size=4 --micro_batch=3
 expect "bad pp schedule" "'pp_schedule' (command line): must be gpipe or 1f1b" \
     train $T --pp_schedule=zigzag
+expect "bad precision" "'precision' (command line): must be fp32 or bf16" \
+    train $T --precision=fp16
+expect "bad fp32_gemm" "fp32_gemm" train $T --fp32_gemm=mkl
+expect "bench gemm shape" "bad shape '12x3'" \
+    $MPIRUN -np 1 "$MPITRON" bench gemm --sizes= --shapes=12x3
 expect "pp > n_layer" "pp=2 exceeds n_layer=1" \
     $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --pp=2
 expect "layout vs world" "tp*pp = 1*2 = 2 does not divide the world size 3" \
@@ -110,6 +115,10 @@ expect "seq_len_warmup start" "seq_len_warmup=5:10: START must be seq_len / 2^K"
     train $T --seq_len_warmup=5:10
 expect "linear with a window" "attn_window=4 applies to attn=full only" \
     train $T --attn=linear --attn_window=4
+expect "bf16 with linear attention" "precision=bf16 with attn=linear" \
+    train $T --precision=bf16 --attn=linear
+expect "bf16 with sparse attention" "precision=bf16 with attn=sparse" \
+    train $T --precision=bf16 --attn=sparse
 expect "prepare vocab_size" "--vocab_size: must be in [256, 65535]" \
     "$MPITRON" prepare --out "$W/x" --vocab_size=70000 "$W/text.txt"
 

@@ -4,9 +4,9 @@
 # $W/NAME and keeps each step's loss in $W/NAME.loss; fails if the run
 # reports that the tied embedding's pipeline copies drifted apart, which
 # every checkpoint save checks), `resume_run` and
-# `compare REF RUN` (same steps; every loss within relative 1e-5; exits
-# non-zero otherwise).  The caller sets M (the model and run keys) and
-# STEPS before calling train/compare.
+# `compare REF RUN` (same steps; every loss within relative TOL, default
+# 1e-5; exits non-zero otherwise).  The caller sets M (the model and run
+# keys) and STEPS before calling train/compare.
 set -eu
 MPITRON=${MPITRON:-./mpitron}
 MPIRUN=${MPIRUN:-mpirun}
@@ -46,8 +46,8 @@ resume_run() {
     grep -q "resumed from .*step_0*$stop.h5 at step $stop" "$W/$run.log" \
         || { cat "$W/$run.log"; fail "$run did not resume at step $stop"; }
 }
-compare() { # ref run: same steps, every loss (and val_loss) within 1e-5
-    awk -v name="$2" -v steps="$STEPS" '
+compare() { # ref run: same steps, every loss (and val_loss) within TOL
+    awk -v name="$2" -v steps="$STEPS" -v tol="${TOL:-1e-5}" '
         function rel(a, b) { d = a - b; if (d < 0) d = -d;
                              return d / (a < 0 ? -a : a) }
         NR == FNR { ref[FNR] = $0; next }
@@ -57,6 +57,6 @@ compare() { # ref run: same steps, every loss (and val_loss) within 1e-5
           if ($3 != "") { r = rel(a[3], $3); if (r > worst) worst = r } }
         END { printf "%-22s %d steps, max relative difference %.2e\n",
                      name, n, worst;
-              exit !(n == steps && !bad && worst <= 1e-5) }' \
+              exit !(n == steps && !bad && worst <= tol) }' \
         "$W/$1.loss" "$W/$2.loss"
 }

@@ -19,9 +19,9 @@
 #     zero >= 2 the gradients, zero = 3 keeps the shard plus working
 #     slots instead of the parameter arena
 # Checkpoints stay in global shape: zero = 0 at dp = 2 resumes at
-# zero = 3, zero = 3 at zero = 0 and at dp = 4, zero = 2 with offloaded
-# moments at zero = 1 (from the step-5 checkpoints of the dp2 runs), each
-# within 1e-5 of the uninterrupted run.
+# zero = 3, zero = 3 at zero = 0 and at dp = 4 (from the dp2 runs'
+# step-5 checkpoints), zero = 2 at dp = 4 at zero = 1 and dp = 2 (step 3),
+# each within 1e-5 of the uninterrupted run.
 # An offload_dir that cannot hold the file is refused, naming it.
 # (Offload over several streaming blocks: test_optim; recompute in
 # detail: test_model; bad values of zero, offload, codec with zero:
@@ -45,7 +45,7 @@ mem() { # run column: rank 0's bytes of a role in the start-up banner
 }
 check() { # description awk-condition: on the numbers a, b, c
     awk -v a="$3" -v b="$4" -v c="${5:-0}" "BEGIN { exit !($2) }" \
-        || fail "$1 ($3 $4 $5)"
+        || fail "$1 ($3 $4 ${5:-})"
     echo "memory: $1"
 }
 mkdir -p "$W/off"
@@ -57,9 +57,9 @@ do
     shift 2
     case $name in # what rides along on the zero = 2 and 3 runs
         dp2) x0=--ckpt_every=5
-             x2="$x0 --offload=optimizer --offload_dir=$W/off" x3=$x0 ;;
-        dp4) x0="--offload=optimizer --offload_dir=$W/off" x2=
-             x3=--recompute=full ;;
+             x2="--offload=optimizer --offload_dir=$W/off" x3=$x0 ;;
+        dp4) x0="--offload=optimizer --offload_dir=$W/off"
+             x2=--ckpt_every=3 x3="--ckpt_every=3 --recompute=full" ;;
         dp2xtp2) x0= x2= x3=--recompute=full ;;
         dp2xpp2) x0= x2= x3=--recompute=selective ;;
     esac
@@ -96,24 +96,34 @@ pass=$((pass + 2))
 
 # checkpoints in global shape, across stages and data-parallel widths:
 # continue the dp2 runs from their step-5 checkpoints in another layout
-resume_from() { # ref np name options...: ref's steps 1-5, then the run's
-    ref=$1 np=$2 run=$3
-    shift 3
-    train "$np" "$run" --resume="$W/$ref/ckpt/step_00000005.h5" "$@"
-    grep -q "resumed from .*step_0*5.h5 at step 5" "$W/$run.log" \
-        || { cat "$W/$run.log"; fail "$run did not resume at step 5"; }
-    head -n 5 "$W/$ref.loss" > "$W/$run.tmp"
+resume_from() { # ref step np name options...: ref's first steps, then
+               # the run's from ref's checkpoint at step, against ref's z0
+    ref=$1 at=$2 np=$3 run=$4
+    shift 4
+    train "$np" "$run" --resume="$W/$ref/ckpt/step_0000000$at.h5" "$@"
+    grep -q "resumed from .*step_0*$at.h5 at step $at" "$W/$run.log" \
+        || { cat "$W/$run.log"; fail "$run did not resume at step $at"; }
+    head -n "$at" "$W/$ref.loss" > "$W/$run.tmp"
     cat "$W/$run.loss" >> "$W/$run.tmp"
     mv "$W/$run.tmp" "$W/$run.loss"
-    compare dp2_z0 "$run" || fail "$run differs"
+    compare "${ref%_z*}_z0" "$run" || fail "$run differs"
     pass=$((pass + 1))
 }
-resume_from dp2_z0 2 ckpt_z0_to_z3 --dp=2 --zero=3
-resume_from dp2_z3 2 ckpt_z3_to_z0 --dp=2 --zero=0
-resume_from dp2_z3 4 ckpt_z3_dp2_to_dp4 --dp=4 --zero=3
-# saved while zero=2's parameter all-gathers run behind the next forward,
-# moments from the offload file
-resume_from dp2_z2 2 ckpt_z2off_to_z1 --dp=2 --zero=1
+resume_from dp2_z0 5 2 ckpt_z0_to_z3 --dp=2 --zero=3
+resume_from dp2_z3 5 2 ckpt_z3_to_z0 --dp=2 --zero=0
+resume_from dp2_z3 5 4 ckpt_z3_dp2_to_dp4 --dp=4 --zero=3
+# saved at step 3 (no validation before it) while zero=2's parameter
+# all-gathers run behind the next forward, three ring steps at dp = 4:
+# the save must complete them first, so it holds the bits of zero=3's
+# (whose parameters come from the shards; a save of half-gathered
+# parameters changes the loss by less than 1e-5)
+for g in model optim; do
+    h5diff -q "$W/dp4_z2/ckpt/step_00000003.h5" \
+        "$W/dp4_z3/ckpt/step_00000003.h5" /$g /$g \
+        || fail "zero=2's step-3 checkpoint differs from zero=3's in /$g"
+done
+echo "dp4_z2 checkpoint bitwise equal to dp4_z3's"
+resume_from dp4_z2 3 2 ckpt_z2_dp4_to_dp2_z1 --dp=2 --zero=1
 
 # refused at start-up, naming the key: an offload_dir that is a file
 if $MPIRUN -np 1 "$MPITRON" train $M --offload=optimizer \

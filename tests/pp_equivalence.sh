@@ -53,6 +53,13 @@ pass=$((pass + 1))
 train 4 dp2xpp2_topk --dp=2 --pp=2 --compress=topk:0.1 --ckpt_every=5
 awk '{ if ($2 != $2 + 0 || $2 > 10) exit 1 }' "$W/dp2xpp2_topk.loss" \
     || fail "dp2xpp2_topk: loss not finite"
+for s in 5 10; do # the saves (and their tie checks) did happen
+    f=step_$(printf %08d $s).h5
+    if ! grep -q "^checkpoint .*$f (step $s)" "$W/dp2xpp2_topk.log" ||
+       [ ! -f "$W/dp2xpp2_topk/ckpt/$f" ]; then
+        cat "$W/dp2xpp2_topk.log"; fail "dp2xpp2_topk: no save at step $s"
+    fi
+done
 echo "dp2xpp2_topk           tied embedding copies equal at every save"
 pass=$((pass + 1))
 

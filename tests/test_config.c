@@ -92,6 +92,8 @@ static void test_defaults(void **state)
     assert_string_equal(c.resume, "auto");
     assert_string_equal(c.init_from, "");
     assert_int_equal(c.threads, 0);
+    assert_string_equal(c.fp32_gemm, "auto");
+    assert_string_equal(c.precision, "fp32");
     assert_int_equal(c.dp, 0);
     assert_int_equal(c.tp, 1);
     assert_int_equal(c.pp, 1);
@@ -108,14 +110,23 @@ static void test_defaults(void **state)
     assert_true(c.straggler_ratio == 1.2f);
     assert_int_equal(c.rebalance_every, 0);
     assert_string_equal(c.debug_slow_rank, "");
+    assert_string_equal(c.layout, "manual");
+    assert_string_equal(c.perf_calib, "");
 
     assert_int_equal(c.zero, 0);
     assert_string_equal(c.recompute, "none");
     assert_string_equal(c.offload, "none");
     assert_string_equal(c.offload_dir, "");
 
-    /* 11 model + 20 optim + 4 data + 15 run + 16 parallel keys */
-    assert_int_equal(config_nkeys, 66);
+    assert_string_equal(c.nonfinite, "skip");
+    assert_int_equal(c.nonfinite_patience, 3);
+    assert_true(c.spike_zscore == 0.0f);
+    assert_string_equal(c.debug_nan, "");
+    assert_int_equal(c.hang_timeout, 600);
+    assert_string_equal(c.debug_hang, "");
+
+    /* 11 model + 24 optim + 4 data + 19 run + 18 parallel keys */
+    assert_int_equal(config_nkeys, 76);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -198,8 +209,23 @@ static void test_set_errors(void **state)
                               "--4"};
     for (size_t i = 0; i < sizeof bad_ints / sizeof *bad_ints; i++)
         expect_bad("n_layer", bad_ints[i], "expected an integer");
+    expect_bad("nonfinite", "retry", "skip, rollback, abort");
+    expect_bad("nonfinite_patience", "0", "must be > 0");
+    expect_bad("spike_zscore", "-1", "must be >= 0");
+    expect_bad("debug_nan", "1:3", "RANK:STEP:grad");
+    expect_bad("debug_nan", "1:0:grad", "RANK:STEP:grad");
+    expect_bad("debug_nan", "1:3:bias", "RANK:STEP:grad");
+    expect_bad("debug_nan", "1:3:gradx", "RANK:STEP:grad");
+    expect_bad("hang_timeout", "-1", "must be >= 0");
+    expect_bad("debug_hang", "1", "RANK:STEP");
+    expect_bad("debug_hang", "1:0", "RANK:STEP");
+    expect_bad("debug_hang", "-1:3", "RANK:STEP");
+    expect_bad("debug_hang", "1:3x", "RANK:STEP");
+    assert_int_equal(config_set(&c, "debug_nan", "2:7:weight", "x", err,
+                                sizeof err), 0);
     expect_bad("steps", "99999999999", "out of range");
     expect_bad("steps", "-99999999999", "out of range");
+    expect_bad("layout", "fastest", "must be manual or auto");
 
     const char *bad_floats[] = {"", "abc", "1e-3x", "0.1.2", "nan", "inf",
                                 "1e40", " 0.1", "0.1 "};

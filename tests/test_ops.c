@@ -492,46 +492,46 @@ static void attention_case(struct attn_shape s, int full_fd)
 static void test_attention_mha(void **state)
 {
     (void)state;
-    attention_case((struct attn_shape){2, 13, 3, 3, 4, 0}, 1);
-    attention_case((struct attn_shape){1, 1, 2, 2, 4, 0}, 1);
+    attention_case((struct attn_shape){2, 13, 3, 3, 4, 0, NULL}, 1);
+    attention_case((struct attn_shape){1, 1, 2, 2, 4, 0, NULL}, 1);
 }
 
 static void test_attention_gqa(void **state)
 {
     (void)state;
-    attention_case((struct attn_shape){2, 13, 4, 2, 4, 0}, 1);
-    attention_case((struct attn_shape){1, 37, 4, 2, 8, 0}, 1);
+    attention_case((struct attn_shape){2, 13, 4, 2, 4, 0, NULL}, 1);
+    attention_case((struct attn_shape){1, 37, 4, 2, 8, 0, NULL}, 1);
 }
 
 static void test_attention_mqa(void **state)
 {
     (void)state;
-    attention_case((struct attn_shape){1, 13, 4, 1, 4, 0}, 1);
+    attention_case((struct attn_shape){1, 13, 4, 1, 4, 0, NULL}, 1);
 }
 
 static void test_attention_window(void **state)
 {
     (void)state;
-    attention_case((struct attn_shape){2, 8, 2, 2, 4, 3}, 1);
-    attention_case((struct attn_shape){1, 8, 4, 2, 4, 1}, 1);
-    attention_case((struct attn_shape){1, 37, 2, 1, 4, 5}, 1);
+    attention_case((struct attn_shape){2, 8, 2, 2, 4, 3, NULL}, 1);
+    attention_case((struct attn_shape){1, 8, 4, 2, 4, 1, NULL}, 1);
+    attention_case((struct attn_shape){1, 37, 2, 1, 4, 5, NULL}, 1);
 }
 
 /* T spans several row blocks and is not a multiple of any block size */
 static void test_attention_long(void **state)
 {
     (void)state;
-    attention_case((struct attn_shape){1, 150, 2, 1, 8, 0}, 0);
-    attention_case((struct attn_shape){2, 150, 4, 2, 8, 70}, 0);
-    attention_case((struct attn_shape){1, 130, 2, 2, 16, 64}, 0);
-    attention_case((struct attn_shape){1, 129, 2, 2, 8, 1}, 0);
+    attention_case((struct attn_shape){1, 150, 2, 1, 8, 0, NULL}, 0);
+    attention_case((struct attn_shape){2, 150, 4, 2, 8, 70, NULL}, 0);
+    attention_case((struct attn_shape){1, 130, 2, 2, 16, 64, NULL}, 0);
+    attention_case((struct attn_shape){1, 129, 2, 2, 8, 1, NULL}, 0);
 }
 
 /* GQA (nh=4, nkv=2) == MHA on qkv whose kv heads are duplicated per group;
  * MQA (nkv=1) likewise; the group's dK, dV = sum over its duplicates. */
 static void gqa_vs_mha(size_t nkv)
 {
-    struct attn_shape g = {2, 21, 4, nkv, 8, 0}, m = g;
+    struct attn_shape g = {2, 21, 4, nkv, 8, 0, NULL}, m = g;
     m.nkv = 4;
     size_t hd = g.hd, q = g.nh / nkv, Rg = (4 + 2 * nkv) * hd, Rm = 12 * hd;
     size_t N = g.B * g.T, no = N * 4 * hd, TT = g.B * 4 * g.T * g.T;
@@ -576,7 +576,7 @@ static void test_attention_gqa_equals_mha(void **state)
 static void test_attention_window_ge_T(void **state)
 {
     (void)state;
-    struct attn_shape s = {2, 150, 2, 1, 8, 0};
+    struct attn_shape s = {2, 150, 2, 1, 8, 0, NULL};
     size_t nq = at_nqkv(&s), no = s.B * s.T * s.nh * s.hd;
     size_t TT = s.B * s.nh * s.T * s.T;
     float *qkv = frand(nq, 1), *dout = frand(no, 1);
@@ -929,7 +929,7 @@ static void threaded_run(struct thr_bufs *r, int threads)
     crossentropy_softmax_forward(r->o[8], r->o[8] + N, inp, tok, N, C);
     crossentropy_softmax_backward(r->o[9], r->o[8] + N, tok, 0.25f, N, C);
     residual_forward(r->o[9] + N * C, inp, dout, N * C);
-    struct attn_shape s = {2, 70, 4, 2, 16, 0};
+    struct attn_shape s = {2, 70, 4, 2, 16, 0, NULL};
     float *scr = malloc(s.B * s.nh * s.T * s.T * sizeof(float));
     attention_forward(r->o[11], r->o[10] + 2 * N, inp, &s);
     attention_backward(r->o[11] + 10000, scr, dout, inp, r->o[10] + 2 * N, &s);

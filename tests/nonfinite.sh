@@ -1,0 +1,226 @@
+#!/bin/sh
+# Non-finite steps, through the binary on 2 ranks (tiny model):
+#  1. lr=1e4 diverges: every metrics.jsonl line is JSON (jq parses it; a
+#     non-finite loss is null), nonfinite=skip stops after
+#     nonfinite_patience non-finite steps in a row, exit 1, and every
+#     checkpoint written verifies;
+#  2. skip: a NaN in one rank's gradient at step 4 (debug_nan) is seen by
+#     both ranks, step 4 is skipped: its checkpoint's /model and /optim
+#     datasets have the checksums of step 3's (nothing updated), steps
+#     1-4 log the clean run's loss bits, the run ends 0;
+#  3. abort: exit 1 naming the step, no checkpoint of that step;
+#  4. rollback: a NaN weight at step 7 (once) poisons steps 7-9; the run
+#     reloads step 6, leaves the batches of 7-9 out (step 9's checkpoint
+#     holds step 6's tensors), records the rollback in metrics.jsonl and
+#     ends 0 with finite losses;
+#  5. a save of a NaN weight is refused naming the tensor; `latest` keeps
+#     the previous checkpoint;
+#  6. spike_zscore (a learning rate so small that the loss only
+#     fluctuates, so z > 0.5 happens): each step's loss_z recomputed in awk from the logged
+#     losses of the previous good steps (mean and population sd of the
+#     last 100, from 20 on), and a step is skipped exactly when its z
+#     exceeds the threshold;
+#  7. with ZeRO and offload=optimizer: skip at zero = 2 leaves the
+#     parameter and gradient shards and the moments (streamed through the
+#     offload file's mapping; the checkpoint reads them from it) untouched,
+#     step 4's checkpoint holds step 3's /model and /optim bits; rollback
+#     at zero = 3 (a NaN in rank 1's parameter shard, gathered by both
+#     ranks) reloads step 6 into the shards, forgets the gathered units
+#     and trains steps 9-10 finite.
+set -u
+MPITRON=${MPITRON:-./mpitron}
+MPIRUN=${MPIRUN:-mpirun}
+# no MFU here: a peak given, not measured (seconds of start-up per run)
+export MPITRON_PEAK_GFLOPS=50
+W=$(mktemp -d "${TMPDIR:-/tmp}/mpitron-nf.XXXXXX")
+trap 'rm -rf "$W"' EXIT
+pass=0 failed=0
+ok() { pass=$((pass + 1)); echo "ok: $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL: $*"; }
+
+awk 'BEGIN { for (i = 0; i < 3000; i++)
+             printf "%d: a step that is not finite must not %d-fold\n",
+                    i, i % 7 }' > "$W/text.txt"
+"$MPITRON" prepare --out "$W/data" "$W/text.txt" > /dev/null
+M="--data=$W/data --n_layer=2 --n_embd=64 --n_head=4 --seq_len=32
+   --batch_size=8 --warmup_steps=2 --lr=3e-3 --log_every=1 --val_every=0"
+train() { $MPIRUN -np 2 --oversubscribe "$MPITRON" train $M "$@"; }
+losses() { jq -r 'select(has("loss")) | "\(.step) \(.loss)"' \
+               "$1/metrics.jsonl"; }
+# "NAME HASH" of the /model and /optim datasets of a checkpoint
+tensors() { awk '$1 == "dataset" && $2 !~ /^\/state/ { print $2, $5 }' \
+                "$1.manifest"; }
+json_ok() { jq -e . "$1/metrics.jsonl" > /dev/null 2>&1 &&
+            ! grep -qiE '[:,[]-?(nan|inf)' "$1/metrics.jsonl"; }
+
+train --steps=12 --ckpt_every=1 --run_dir="$W/clean" > "$W/clean.log" 2>&1 \
+    || { cat "$W/clean.log"; bad "clean run"; }
+losses "$W/clean" > "$W/clean.loss"
+
+# 1. divergence
+train --steps=20 --lr=1e4 --warmup_steps=0 --ckpt_every=1 \
+    --run_dir="$W/div" > "$W/div.log" 2>&1
+rc=$?
+nulls=$(jq -r 'select(has("loss")) | select(.loss == null) | .step' \
+        "$W/div/metrics.jsonl" | wc -l)
+verified=1
+for f in "$W"/div/ckpt/step_*.h5; do
+    "$MPITRON" ckpt verify "$f" > /dev/null 2>&1 || verified=0
+done
+if [ $rc -ne 0 ] && json_ok "$W/div" && [ "$nulls" -eq 3 ] &&
+   grep -q "3 non-finite steps in a row .*diverged" "$W/div.log" &&
+   [ $verified -eq 1 ]; then
+    ok "lr=1e4: valid JSON (null losses), stops after 3 in a row, saves verify"
+else
+    bad "divergence (exit $rc, $nulls null losses, verified $verified)"
+    cat "$W/div.log" "$W/div/metrics.jsonl"
+fi
+
+# 2. skip one step whose gradient is NaN on rank 1 only
+train --steps=12 --ckpt_every=1 --debug_nan=1:4:grad --run_dir="$W/skip" \
+    > "$W/skip.log" 2>&1
+rc=$?
+losses "$W/skip" > "$W/skip.loss"
+head -n 4 "$W/clean.loss" > "$W/c4"; head -n 4 "$W/skip.loss" > "$W/s4"
+sed -n 5p "$W/clean.loss" > "$W/c5"; sed -n 5p "$W/skip.loss" > "$W/s5"
+c="$W/skip/ckpt"
+tensors "$c/step_00000003.h5" > "$W/t3"
+tensors "$c/step_00000004.h5" > "$W/t4"
+tensors "$c/step_00000005.h5" > "$W/t5"
+if [ $rc -eq 0 ] && json_ok "$W/skip" &&
+   [ "$(jq -r 'select(.step == 4) | .skipped' "$W/skip/metrics.jsonl")" = 1 ] &&
+   [ "$(jq -s '[.[].skipped] | add' "$W/skip/metrics.jsonl")" = 1 ] &&
+   [ -s "$W/t3" ] && cmp -s "$W/t3" "$W/t4" && ! cmp -s "$W/t4" "$W/t5" &&
+   [ -s "$W/c4" ] && cmp -s "$W/c4" "$W/s4" && ! cmp -s "$W/c5" "$W/s5" &&
+   grep -q "step 4: non-finite gradient norm: update skipped" "$W/skip.log"
+then
+    ok "skip: step 4 left weights and moments untouched, others trained"
+else
+    bad "skip (exit $rc)"; cat "$W/skip.log"; diff "$W/t3" "$W/t4" | head
+fi
+
+# 3. abort
+train --steps=8 --ckpt_every=1 --debug_nan=0:3:grad --nonfinite=abort \
+    --run_dir="$W/abort" > "$W/abort.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] &&
+   grep -q "step 3: non-finite gradient norm (nonfinite=abort)" "$W/abort.log" &&
+   [ ! -e "$W/abort/ckpt/step_00000003.h5" ] &&
+   grep -q step_00000002.h5 "$W/abort/ckpt/latest"; then
+    ok "abort: exit $rc naming step 3, nothing saved after step 2"
+else
+    bad "abort (exit $rc)"; cat "$W/abort.log"
+fi
+
+# 4. rollback
+train --steps=12 --ckpt_every=3 --debug_nan=1:7:weight --nonfinite=rollback \
+    --run_dir="$W/rb" > "$W/rb.log" 2>&1
+rc=$?
+losses "$W/rb" > "$W/rb.loss"
+head -n 6 "$W/clean.loss" > "$W/c6"; head -n 6 "$W/rb.loss" > "$W/r6"
+c="$W/rb/ckpt"
+tensors "$c/step_00000006.h5" > "$W/t6"
+tensors "$c/step_00000009.h5" > "$W/t9"
+if [ $rc -eq 0 ] && json_ok "$W/rb" && cmp -s "$W/c6" "$W/r6" &&
+   [ "$(jq -c 'select(has("rollback_from"))' "$W/rb/metrics.jsonl")" = \
+     '{"step":6,"rollback_from":9,"skip_steps":[7,8,9]}' ] &&
+   [ "$(jq -r 'select(has("loss")) | select(.loss == null) | .step' \
+        "$W/rb/metrics.jsonl" | tr '\n' ' ')" = "7 8 9 " ] &&
+   [ "$(jq -r 'select(.step > 9 and has("loss")) | .loss' \
+        "$W/rb/metrics.jsonl" | grep -c '^[0-9]')" -eq 3 ] &&
+   [ -s "$W/t6" ] && cmp -s "$W/t6" "$W/t9" &&
+   grep -q "steps 7-9 were not finite: rolled back to .*step_00000006.h5" \
+       "$W/rb.log" &&
+   "$MPITRON" ckpt verify "$W/rb" > /dev/null 2>&1
+then
+    ok "rollback: reloaded step 6, left out steps 7-9, finished finite"
+else
+    bad "rollback (exit $rc)"; cat "$W/rb.log" "$W/rb/metrics.jsonl"
+fi
+
+# 5. a NaN weight is never saved (one rank: it writes every tensor)
+$MPIRUN -np 1 "$MPITRON" train $M --steps=8 --ckpt_every=1 \
+    --debug_nan=0:3:weight \
+    --nonfinite_patience=10 --run_dir="$W/save" > "$W/save.log" 2>&1
+rc=$?
+if [ $rc -ne 0 ] &&
+   grep -q "refusing to save a non-finite value: /model/[a-z.0-9]*\[[0-9,]*\] is nan" \
+       "$W/save.log" &&
+   ! ls "$W/save/ckpt" | grep -q "step_00000003" &&
+   grep -q step_00000002.h5 "$W/save/ckpt/latest"; then
+    ok "a save of a NaN weight is refused naming it; latest is step 2"
+else
+    bad "save of a NaN (exit $rc)"; cat "$W/save.log"; ls "$W/save/ckpt"
+fi
+
+# 6. loss spikes against the running window
+train --steps=60 --spike_zscore=0.5 --nonfinite_patience=100 \
+    --lr=1e-9 --lr_schedule=constant --warmup_steps=0 \
+    --run_dir="$W/spike" > "$W/spike.log" 2>&1
+rc=$?
+jq -r 'select(has("loss")) | "\(.step) \(.loss) \(.loss_z) \(.skipped)"' \
+    "$W/spike/metrics.jsonl" > "$W/spike.txt"
+if [ $rc -eq 0 ] && awk -v thr=0.5 '
+    { loss = $2; z = "null"
+      if (n >= 20) {
+          m = 0; for (i = 0; i < n; i++) m += w[i]; m /= n
+          v = 0; for (i = 0; i < n; i++) v += (w[i] - m) ^ 2
+          z = (loss - m) / sqrt(v / n)
+      }
+      if (z == "null") { if ($3 != "null") bad = 1 }
+      else { d = z - $3; if (d < 0) d = -d; if (d > 1e-4) bad = 1 }
+      skip = (z != "null" && z > thr)
+      if (skip != $4) bad = 1
+      nskip += skip
+      if (!skip) { if (n == 100) { for (i = 1; i < 100; i++) w[i-1] = w[i]; n = 99 }
+                   w[n++] = loss }
+    }
+    END { printf "%d spikes skipped\n", nskip; exit bad || nskip == 0 }' \
+    "$W/spike.txt" && grep -q "loss spike: update skipped" "$W/spike.log"; then
+    ok "spike_zscore: z recomputed from the logged losses, spikes skipped"
+else
+    bad "spike_zscore (exit $rc)"; cat "$W/spike.txt"
+fi
+
+# 7. ZeRO: skip at zero = 2, rollback at zero = 3, moments offloaded
+Z="--zero=2 --offload=optimizer --offload_dir=$W/off"
+train --steps=6 --ckpt_every=1 --debug_nan=1:4:grad $Z --run_dir="$W/zskip" \
+    > "$W/zskip.log" 2>&1
+rc=$?
+c="$W/zskip/ckpt"
+tensors "$c/step_00000003.h5" > "$W/z3"
+tensors "$c/step_00000004.h5" > "$W/z4"
+tensors "$c/step_00000005.h5" > "$W/z5"
+if [ $rc -eq 0 ] && json_ok "$W/zskip" &&
+   [ "$(jq -s '[.[].skipped] | add' "$W/zskip/metrics.jsonl")" = 1 ] &&
+   [ "$(jq -r 'select(.step == 4) | .skipped' "$W/zskip/metrics.jsonl")" = 1 ] &&
+   grep -q '/optim/' "$W/z3" && cmp -s "$W/z3" "$W/z4" &&
+   ! cmp -s "$W/z4" "$W/z5" &&
+   grep -q "step 4: non-finite gradient norm: update skipped" "$W/zskip.log"
+then
+    ok "zero=2 + offload: the skipped step 4 left shards and moments untouched"
+else
+    bad "zero=2 skip (exit $rc)"; cat "$W/zskip.log"; diff "$W/z3" "$W/z4" | head
+fi
+Z="--zero=3 --offload=optimizer --offload_dir=$W/off"
+train --steps=10 --ckpt_every=3 --debug_nan=1:7:weight --nonfinite=rollback \
+    --nonfinite_patience=2 $Z --run_dir="$W/zrb" > "$W/zrb.log" 2>&1
+rc=$?
+# step 9 runs right after the rollback, before any save: with the
+# gathered units of the NaN steps still in the slots it is NaN
+if [ $rc -eq 0 ] && json_ok "$W/zrb" &&
+   [ "$(jq -c 'select(has("rollback_from"))' "$W/zrb/metrics.jsonl")" = \
+     '{"step":6,"rollback_from":8,"skip_steps":[7,8]}' ] &&
+   [ "$(jq -r 'select(.step > 8 and has("loss")) | .loss' \
+        "$W/zrb/metrics.jsonl" | grep -c '^[0-9]')" -eq 2 ] &&
+   [ "$(jq -s '[.[] | select(.step > 8) | .skipped // 0] | add' \
+        "$W/zrb/metrics.jsonl")" = 0 ] &&
+   "$MPITRON" ckpt verify "$W/zrb" > /dev/null 2>&1
+then
+    ok "zero=3 + offload: rollback to step 6 reloaded the shards, 9-10 finite"
+else
+    bad "zero=3 rollback (exit $rc)"; cat "$W/zrb.log" "$W/zrb/metrics.jsonl"
+fi
+
+echo "$pass passed, $failed failed"
+[ $failed -eq 0 ]

@@ -172,11 +172,35 @@ void bucketer_begin(struct bucketer *bk, int64_t step)
     bk->compress_now = bk->compress && step >= bk->compress_warmup;
     bk->t_wait = bk->t_comm = 0;
     bk->wire_bytes = 0;
+    bk->local_sumsq = 0.0;
+}
+
+void bucketer_set_momentum(struct bucketer *bk, const float *mom,
+                           float beta1)
+{
+    bk->mom = mom;
+    bk->beta1 = beta1;
+}
+
+/* buf (n) = (beta1 / p) m + (1 - beta1) buf; returns sum buf^2 before. */
+static double to_momentum(float *restrict buf, const float *restrict m,
+                          size_t n, float beta1, int p)
+{
+    const float c1 = beta1 / (float)p, c2 = 1.0f - beta1;
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) {
+        s += (double)buf[i] * buf[i];
+        buf[i] = c1 * m[i] + c2 * buf[i];
+    }
+    return s;
 }
 
 static int start(struct bucketer *bk, struct bucket *b)
 {
     float *buf = bk->grads + b->off;
+    if (bk->compress_now && bk->mom)
+        bk->local_sumsq += to_momentum(buf, bk->mom + b->off, b->n,
+                                       bk->beta1, bk->g->size);
     if (bk->compress_now)
         codec_op_init(&b->op, &b->cctx, bk->g, buf, b->scratch,
                       b->scratch_bytes);

@@ -51,6 +51,11 @@ struct bucketer {
     int compress;           /* a codec is configured */
     int compress_warmup;    /* dense steps before compression starts */
     int compress_now;       /* this step compresses */
+    /* 1-bit Adam (bucketer_set_momentum): NULL, or the momentum arena */
+    const float *mom;
+    float beta1;
+    double local_sumsq;     /* sum g^2 of this rank's gradients, of the
+                               buckets reduced as momentum this step */
     /* per step accounting, seconds */
     double t_wait;          /* blocked in bucketer_wait: exposed */
     double t_comm;          /* union of the buckets' start..done spans */
@@ -93,6 +98,20 @@ int bucketer_ready(struct bucketer *bk, int i);
 int bucketer_progress(struct bucketer *bk);
 /* Block until every bucket is reduced.  0 or -1. */
 int bucketer_wait(struct bucketer *bk);
+
+/*
+ * 1-bit Adam's compression stage (Tang et al. 2021).  mom is the momentum
+ * every rank of the group agrees on, laid out like the gradients (the same
+ * offsets).  From then on, a step that compresses reduces, instead of this
+ * rank's gradient g, its share of the new momentum,
+ *     x = (beta1 / p) m + (1 - beta1) g          (p ranks),
+ * with the codec's error feedback, so the sum all ranks receive is the
+ * next momentum beta1 m + (1 - beta1) sum g, compressed.  Before that, the
+ * bucket adds sum g^2 to local_sumsq (for the gradient norm bound).
+ * Steps that do not compress reduce the gradient as always.
+ */
+void bucketer_set_momentum(struct bucketer *bk, const float *mom,
+                           float beta1);
 
 /* Per-rank compression state (residuals, PowerSGD's Q) for checkpoints:
  * bucket i's state is (*p, *n floats); *n is 0 without compression. */

@@ -13,6 +13,7 @@
 #include "log.h"
 #include "perf/perf_model.h"
 #include "mem_report.h"
+#include "mix.h"
 #include "peak.h"
 #include "rng.h"
 #include "train.h"
@@ -237,8 +238,9 @@ static int bench_step(int argc, char **argv)
         log_error("%s", err);
         return 2;
     }
-    if (!strcmp(c.layout, "auto") &&
-        perf_layout_auto(&c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {
+    if (data_spec_vocab(c.data, &c.vocab_size, 1, err, sizeof(err)) < 0 ||
+        (!strcmp(c.layout, "auto") &&
+         perf_layout_auto(&c, MPI_COMM_WORLD, err, sizeof(err)) < 0)) {
         log_error("%s", err);
         return 1;
     }

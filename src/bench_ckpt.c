@@ -47,6 +47,7 @@
 #include "cli.h"
 #include "json.h"
 #include "log.h"
+#include "mix.h"
 #include "train.h"
 
 #define RAW_CHUNK ((size_t)4 << 20)
@@ -300,6 +301,10 @@ int bench_ckpt(int argc, char **argv)
         return 2;
     }
     snprintf(c.run_dir, sizeof(c.run_dir), "%s", ev[0]);
+    if (data_spec_vocab(c.data, &c.vocab_size, 1, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 1;
+    }
     struct trainer tr;
     struct ckpt_bench b;
     int rc = trainer_init(&tr, &c, MPI_COMM_WORLD, err, sizeof(err));

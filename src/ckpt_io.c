@@ -7,6 +7,7 @@
 #include "ckpt.h"
 #include "comm.h"
 #include "log.h"
+#include "ops.h"
 #include "zero.h"
 
 void gpt_config_from(const struct config *c, struct gpt_config *gc)
@@ -19,6 +20,13 @@ void gpt_config_from(const struct config *c, struct gpt_config *gc)
     gc->vocab_size = c->vocab_size;
     gc->attn_window = c->attn_window;
     gc->dropout = c->dropout;
+    gc->label_smoothing = c->label_smoothing;
+    gc->z_loss = c->z_loss;
+    gc->attn = !strcmp(c->attn, "linear") ? ATTN_LINEAR
+               : !strcmp(c->attn, "sparse") ? ATTN_SPARSE : ATTN_FULL;
+    gc->attn_block = c->attn_block;
+    gc->attn_stride = c->attn_stride;
+    gc->doc_mask = c->doc_mask;
     gc->precision = strcmp(c->precision, "bf16") == 0 ? GPT_BF16 : GPT_FP32;
     gc->recompute = !strcmp(c->recompute, "full") ? GPT_RECOMPUTE_FULL
                     : !strcmp(c->recompute, "selective")

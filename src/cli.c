@@ -118,34 +118,52 @@ int cli_double(const char *name, const char *s, double *out, char *err,
 int cmd_prepare(int argc, char **argv)
 {
     if (cli_wants_help(argc, argv)) {
-        printf("usage: mpitron prepare --out DIR [--val_fraction=F] "
-               "[--shard_tokens=N] FILE...\n\n"
-               "Byte-level tokenisation (vocabulary 256) of the files, in\n"
-               "order, into llm.c-format shards DIR/train_NNN.bin and\n"
-               "DIR/val_NNN.bin.  The last F of the stream (default 0.1) is\n"
-               "the validation split; shards hold at most N tokens (default\n"
-               "100000000).\n");
+        printf("usage: mpitron prepare --out DIR [--vocab_size=N] "
+               "[--doc_sep=LINE]\n"
+               "       [--val_fraction=F] [--shard_tokens=N] FILE...\n\n"
+               "Tokenises the files, in order, into llm.c-format shards\n"
+               "DIR/train_NNN.bin and DIR/val_NNN.bin (uint16 tokens).  The\n"
+               "last F of the bytes (default 0.1) is the validation split;\n"
+               "shards hold at most N tokens (default 100000000).\n"
+               "--vocab_size=256 (default): one token per byte.  Larger (up\n"
+               "to 65535): trains a byte-level BPE tokenizer on the train\n"
+               "split and saves its merges, readable, as DIR/merges.txt;\n"
+               "train takes vocab_size from it and sample decodes with it.\n"
+               "Documents: each file starts one, and so does the line after\n"
+               "each line equal to LINE (default \"%%\", fortunes' separator;\n"
+               "\"\" = files only).  Their starts go to DIR/train.docs and\n"
+               "DIR/val.docs (for doc_mask=1); no BPE token crosses one.\n");
         return 0;
     }
     static const char *const names[] = {"out", "val_fraction",
-                                        "shard_tokens", NULL};
-    const char *vals[3] = {NULL, "0.1", "100000000"};
+                                        "shard_tokens", "vocab_size",
+                                        "doc_sep", NULL};
+    const char *vals[5] = {NULL, "0.1", "100000000", "256", "%"};
     const char **files = calloc((size_t)argc + 1, sizeof(char *));
     char err[1024];
-    double vf;
-    long st;
+    struct prepare_opts o = {.verbose = 1};
+    long st, vs;
     int rc = 2;
     int nf = cli_parse(argc, argv, names, vals, files, argc, err, sizeof(err));
-    if (nf < 0 || cli_double("val_fraction", vals[1], &vf, err,
+    if (nf < 0 || cli_double("val_fraction", vals[1], &o.val_fraction, err,
                              sizeof(err)) < 0 ||
-        cli_int("shard_tokens", vals[2], &st, err, sizeof(err)) < 0)
+        cli_int("shard_tokens", vals[2], &st, err, sizeof(err)) < 0 ||
+        cli_int("vocab_size", vals[3], &vs, err, sizeof(err)) < 0)
         goto out;
     if (!vals[0] || nf == 0) {
         snprintf(err, sizeof(err), "prepare needs --out DIR and at least one "
                  "input FILE");
         goto out;
     }
-    rc = data_prepare(vals[0], files, nf, vf, st, 1, err, sizeof(err)) < 0;
+    if (vs < 256 || vs > 65535) {
+        snprintf(err, sizeof(err), "bad value '%s' for --vocab_size: must be "
+                 "in [256, 65535] (256 = bytes)", vals[3]);
+        goto out;
+    }
+    o.shard_tokens = st;
+    o.vocab_size = (int)vs;
+    o.doc_sep = vals[4];
+    rc = data_prepare_ex(vals[0], files, nf, &o, err, sizeof(err)) < 0;
 out:
     if (rc)
         log_error("%s", err);

@@ -9,8 +9,10 @@
  */
 #include "config.h"
 
+#include "batch.h"
 #include "codec.h"
 #include "gemm.h"
+#include "mix.h"
 #include "pp.h"
 
 #include <ctype.h>
@@ -84,6 +86,8 @@ static const char *get_str(const struct config *c,
     }
 CHECK(check_pos, int, get_int, v > 0, "must be > 0")
 CHECK(check_nonneg, int, get_int, v >= 0, "must be >= 0")
+CHECK(check_micro_batch, int, get_int, v >= 0 || v == CONFIG_MB_AUTO,
+      "must be auto or >= 0")
 CHECK(check_fpos, float, get_float, v > 0.0f, "must be > 0")
 CHECK(check_fnonneg, float, get_float, v >= 0.0f, "must be >= 0")
 CHECK(check_unit, float, get_float, v >= 0.0f && v < 1.0f, /* dropout, betas */
@@ -103,6 +107,59 @@ static int check_schedule(const struct config *c, const struct config_key *k,
             return 0;
     seterr(err, errlen,
            "must be one of constant, cosine, linear, onecycle, cyclic");
+    return -1;
+}
+
+static int check_batch_spec(const struct config *c,
+                            const struct config_key *k, char *err,
+                            size_t errlen)
+{
+    int a, b;
+    return batch_spec_parse(cfield(c, k), &a, &b, err, errlen);
+}
+
+static int check_data(const struct config *c, const struct config_key *k,
+                      char *err, size_t errlen)
+{
+    struct data_spec sp;
+    if (!*(const char *)cfield(c, k)) {
+        seterr(err, errlen, "must not be empty");
+        return -1;
+    }
+    return data_spec_parse(cfield(c, k), &sp, err, errlen);
+}
+
+static int check_attn(const struct config *c, const struct config_key *k,
+                      char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    if (!strcmp(v, "full") || !strcmp(v, "linear") || !strcmp(v, "sparse"))
+        return 0;
+    seterr(err, errlen, "must be one of full, linear, sparse");
+    return -1;
+}
+
+static const char *const optimizer_names[] = {"adamw", "lamb", "onebit_adam",
+                                              NULL};
+
+static int check_optimizer(const struct config *c, const struct config_key *k,
+                           char *err, size_t errlen)
+{
+    const char *v = cfield(c, k);
+    for (int i = 0; optimizer_names[i]; i++)
+        if (strcmp(v, optimizer_names[i]) == 0)
+            return 0;
+    seterr(err, errlen, "must be one of adamw, lamb, onebit_adam");
+    return -1;
+}
+
+static int check_decay(const struct config *c, const struct config_key *k,
+                       char *err, size_t errlen)
+{
+    float v = get_float(c, k);
+    if (v > 0.0f && v <= 1.0f)
+        return 0;
+    seterr(err, errlen, "must be in (0, 1]");
     return -1;
 }
 
@@ -363,11 +420,24 @@ const struct config_key config_keys[] = {
         check_nonneg),
     KEY("model", seq_len, CONFIG_INT, "128", "context length in tokens",
         check_pos),
-    KEY("model", vocab_size, CONFIG_INT, "256",
-        "vocabulary size (256 = byte-level tokens)", check_pos),
+    KEY("model", vocab_size, CONFIG_INT, "0",
+        "vocabulary size; 0 = from the data directory (its merges.txt, "
+        "256 for byte shards, 50257 for llm.c's GPT-2 shards)",
+        check_nonneg),
     KEY("model", attn_window, CONFIG_INT, "0",
         "0 = full causal attention, W = sliding window of W tokens",
         check_nonneg),
+    KEY("model", attn, CONFIG_STR, "full",
+        "full (softmax over every earlier position, or attn_window of "
+        "them) | linear (causal linear attention, elu+1 features, running "
+        "sums: O(T)) | sparse (block-sparse: own and previous block plus "
+        "every attn_stride-th block); linear and sparse are fp32 only",
+        check_attn),
+    KEY("model", attn_block, CONFIG_INT, "64",
+        "attn=sparse: positions per block", check_pos),
+    KEY("model", attn_stride, CONFIG_INT, "4",
+        "attn=sparse: every attn_stride-th block (block 0 included) is "
+        "seen by all later positions", check_pos),
     KEY("model", dropout, CONFIG_FLOAT, "0.0",
         "dropout probability, in [0, 1)", check_unit),
     KEY("optim", batch_size, CONFIG_INT, "8",
@@ -375,8 +445,17 @@ const struct config_key config_keys[] = {
         check_pos),
     KEY("optim", micro_batch, CONFIG_INT, "0",
         "sequences per rank per forward/backward; 0 = the whole per-rank "
-        "batch (accumulation covers the rest)",
-        check_nonneg),
+        "batch (accumulation covers the rest); auto = the largest divisor "
+        "of it whose computed memory (the banner's total) fits "
+        "mem_budget_mb", check_micro_batch),
+    KEY("optim", batch_ramp, CONFIG_STR, "0",
+        "START:STEPS: the global batch grows from START sequences to "
+        "batch_size over STEPS steps, in whole micro-batches per rank; "
+        "0 = off", check_batch_spec),
+    KEY("optim", seq_len_warmup, CONFIG_STR, "0",
+        "START:STEPS: sequences of START = seq_len/2^K tokens first, "
+        "doubling in K equal stages up to seq_len at step STEPS, tokens "
+        "per step kept constant; 0 = off", check_batch_spec),
     KEY("optim", steps, CONFIG_INT, "1000", "optimizer steps", check_pos),
     KEY("optim", lr, CONFIG_FLOAT, "1e-3", "peak learning rate", check_fpos),
     KEY("optim", min_lr, CONFIG_FLOAT, "1e-4",
@@ -397,6 +476,23 @@ const struct config_key config_keys[] = {
         check_fpos),
     KEY("optim", grad_clip, CONFIG_FLOAT, "1.0",
         "clip the global gradient norm to this; 0 = off", check_fnonneg),
+    KEY("optim", optimizer, CONFIG_STR, "adamw",
+        "adamw | lamb (AdamW's direction scaled per tensor by the trust "
+        "ratio ||p||/||u||) | onebit_adam (1-bit Adam: AdamW for "
+        "compress_warmup steps, then the second moment frozen and, with "
+        "compress at dp > 1, the momentum all-reduced compressed with error "
+        "feedback instead of the gradient)", check_optimizer),
+    KEY("optim", lr_layer_decay, CONFIG_FLOAT, "1.0",
+        "layer-wise learning-rate decay d in (0, 1]: block l of L gets "
+        "lr * d^(L-1-l), the embeddings wte and wpe lr * d^L, the final "
+        "LayerNorm lr; 1 = off", check_decay),
+    KEY("optim", label_smoothing, CONFIG_FLOAT, "0.0",
+        "label smoothing s in [0, 1): the training loss mixes s of the "
+        "uniform distribution into the target (validation stays plain "
+        "cross-entropy)", check_unit),
+    KEY("optim", z_loss, CONFIG_FLOAT, "0.0",
+        "z-loss coefficient: adds z_loss * logsumexp(logits)^2 per token "
+        "to the training loss (PaLM uses 1e-4); 0 = off", check_fnonneg),
     KEY("optim", seed, CONFIG_U64, "1337",
         "seed of every random stream (init, data order, dropout)", NULL),
     KEY("optim", nonfinite, CONFIG_STR, "skip",
@@ -413,15 +509,21 @@ const struct config_key config_keys[] = {
     KEY("optim", precision, CONFIG_STR, "fp32",
         "fp32 | bf16: bf16 = mixed precision, products on bf16 inputs with "
         "fp32 accumulation, fp32 master weights, gradients and AdamW (needs "
-        "AVX512_BF16 or AMX; else trains in fp32 with a warning)",
-        check_precision),
+        "AVX512_BF16 or AMX; else trains in fp32 with a warning); attn=full "
+        "only", check_precision),
     KEY("data", data, CONFIG_STR, "data/fortunes",
-        "directory of train_NNN.bin / val_NNN.bin token shards",
-        check_nonempty),
+        "directory of train_NNN.bin / val_NNN.bin token shards; or a "
+        "weighted mixture DIR:W,DIR:W,... (each sequence drawn from one "
+        "with probability W / sum W, a validation loss per directory)",
+        check_data),
     KEY("data", val_every, CONFIG_INT, "100",
         "validate every N steps; 0 = only at the end", check_nonneg),
     KEY("data", val_batches, CONFIG_INT, "8", "batches per validation",
         check_pos),
+    KEY("data", doc_mask, CONFIG_INT, "0",
+        "1 = attention and position embeddings stop at document starts "
+        "(the data's train.docs / val.docs, written by prepare)",
+        check_nonneg),
     KEY("run", run_dir, CONFIG_STR, "runs/default",
         "directory for checkpoints and metrics.jsonl", check_nonempty),
     KEY("run", log_every, CONFIG_INT, "10", "progress line every N steps",
@@ -480,6 +582,11 @@ const struct config_key config_keys[] = {
     KEY("run", offload_dir, CONFIG_STR, "",
         "directory for offload=optimizer, on node-local disk; \"\" = $TMPDIR "
         "or /tmp", NULL),
+    KEY("run", mem_budget_mb, CONFIG_INT, "0",
+        "per-rank memory budget in MiB for the computed total (parameters, "
+        "gradients, optimizer, activations, scratch, communication "
+        "buffers): micro_batch=auto picks the largest micro-batch within "
+        "it, and a layout above it is refused; 0 = none", check_nonneg),
     KEY("parallel", dp, CONFIG_INT, "0",
         "data-parallel ranks; 0 = world / (tp * pp)", check_nonneg),
     KEY("parallel", tp, CONFIG_INT, "1", "tensor-parallel ranks", check_pos),
@@ -624,6 +731,11 @@ static int value_parse(struct config *c, const struct config_key *k,
     errno = 0;
     switch (k->type) {
     case CONFIG_INT: {
+        if (strcmp(k->name, "micro_batch") == 0 && strcmp(v, "auto") == 0) {
+            int i = CONFIG_MB_AUTO;
+            memcpy(field(c, k), &i, sizeof i);
+            return 0;
+        }
         long x = strtol(v, &end, 10);
         if (end == v || *end || isspace((unsigned char)*v)) {
             seterr(why, whylen, "expected an integer");
@@ -738,7 +850,11 @@ static void value_format(const struct config *c, const struct config_key *k,
 {
     switch (k->type) {
     case CONFIG_INT:
-        snprintf(buf, len, "%d", get_int(c, k));
+        if (strcmp(k->name, "micro_batch") == 0 &&
+            get_int(c, k) == CONFIG_MB_AUTO)
+            snprintf(buf, len, "auto");
+        else
+            snprintf(buf, len, "%d", get_int(c, k));
         break;
     case CONFIG_U64: {
         uint64_t u;
@@ -1059,6 +1175,11 @@ static int finalize_model(const struct config *c, char *err, size_t errlen)
                c->n_head, c->n_kv_head);
         return -1;
     }
+    if (strcmp(c->attn, "full") != 0 && c->attn_window > 0) {
+        seterr(err, errlen, "attn_window=%d applies to attn=full only "
+               "(attn=%s)", c->attn_window, c->attn);
+        return -1;
+    }
     if (c->pp > c->n_layer) {
         seterr(err, errlen, "pp=%d exceeds n_layer=%d: every pipeline "
                             "stage needs at least one layer", c->pp,
@@ -1091,6 +1212,45 @@ static int finalize_partition(const struct config *c, char *err,
     return 0;
 }
 
+/* Load balance (balance=on, rebalance_every) against the batch plan and
+ * micro_batch=auto; the micro-batch divides the batch unless balanced
+ * (shares of any size, micro-batches up to micro_batch). */
+static int finalize_balance(const struct config *c, char *err, size_t errlen)
+{
+    int balanced = !strcmp(c->balance, "on") || c->rebalance_every > 0;
+    char bkey[48];
+    if (!strcmp(c->balance, "on"))
+        snprintf(bkey, sizeof bkey, "balance=on");
+    else
+        snprintf(bkey, sizeof bkey, "rebalance_every=%d", c->rebalance_every);
+    int ramp = c->batch_ramp[0] && strcmp(c->batch_ramp, "0") != 0;
+    int slw = c->seq_len_warmup[0] && strcmp(c->seq_len_warmup, "0") != 0;
+    if (balanced && (ramp || slw)) {
+        /* shares by speed are cut from the full batch; the plan's smaller
+         * or reshaped steps are cut in equal slices */
+        const char *k = ramp ? "batch_ramp" : "seq_len_warmup";
+        seterr(err, errlen, "%s=%s with %s: the batch plan's smaller or "
+               "reshaped steps are split equally over the data-parallel "
+               "ranks, the balanced shares only the full batch; use %s=0 "
+               "(or balance=off and rebalance_every=0)", k,
+               ramp ? c->batch_ramp : c->seq_len_warmup, bkey, k);
+        return -1;
+    }
+    if (balanced && c->micro_batch == CONFIG_MB_AUTO) {
+        seterr(err, errlen, "micro_batch=auto with %s: the shares by speed "
+               "are measured at the chosen micro-batch; give micro_batch "
+               "(or balance=off and rebalance_every=0)", bkey);
+        return -1;
+    }
+    if (!balanced && c->micro_batch > 0 &&
+        c->batch_size % c->micro_batch != 0) {
+        seterr(err, errlen, "micro_batch=%d does not divide batch_size=%d",
+               c->micro_batch, c->batch_size);
+        return -1;
+    }
+    return 0;
+}
+
 int config_finalize(struct config *c, char *err, size_t errlen)
 {
     /* per-key checks again: fields may have been set directly */
@@ -1116,17 +1276,57 @@ int config_finalize(struct config *c, char *err, size_t errlen)
                "(or zero=0)", c->compress, c->zero);
         return -1;
     }
-    int balanced = !strcmp(c->balance, "on") || c->rebalance_every > 0;
-    if (!balanced && c->micro_batch > 0 &&
-        c->batch_size % c->micro_batch != 0) {
-        seterr(err, errlen, "micro_batch=%d does not divide batch_size=%d",
-               c->micro_batch, c->batch_size);
+    int sharded = c->zero > 0 || strcmp(c->offload, "optimizer") == 0;
+    if (sharded && strcmp(c->optimizer, "adamw") != 0) {
+        /* the shards' update is AdamW's, element by element; LAMB needs
+         * whole-tensor norms and 1-bit Adam the bucketer's momentum */
+        seterr(err, errlen, "optimizer=%s with zero=%d offload=%s: ZeRO and "
+               "offload update their shards with AdamW only; use "
+               "optimizer=adamw (or zero=0 and offload=none)", c->optimizer,
+               c->zero, c->offload);
         return -1;
     }
+    if (strcmp(c->precision, "bf16") == 0 && strcmp(c->attn, "full") != 0) {
+        /* bf16 kernels exist for full attention (window, doc_mask) only */
+        seterr(err, errlen, "precision=bf16 with attn=%s: the linear and "
+               "sparse attention kernels are fp32 only; use attn=full (or "
+               "precision=fp32)", c->attn);
+        return -1;
+    }
+    if (c->zero > 0 && strcmp(c->batch_ramp, "0") != 0) {
+        seterr(err, errlen, "batch_ramp=%s with zero=%d: ZeRO plans its "
+               "reductions for a fixed number of micro-batches per step; "
+               "use zero=0 (or batch_ramp=0)", c->batch_ramp, c->zero);
+        return -1;
+    }
+    if (c->micro_batch == CONFIG_MB_AUTO && c->mem_budget_mb == 0) {
+        seterr(err, errlen, "micro_batch=auto needs mem_budget_mb > 0: the "
+               "per-rank memory the micro-batch must fit");
+        return -1;
+    }
+    if (finalize_balance(c, err, errlen) != 0)
+        return -1;
     if (strcmp(c->lr_schedule, "constant") != 0 && c->min_lr > c->lr) {
         seterr(err, errlen, "min_lr=%.9g exceeds lr=%.9g (lr_schedule=%s)",
                (double)c->min_lr, (double)c->lr, c->lr_schedule);
         return -1;
+    }
+    if (strcmp(c->optimizer, "onebit_adam") == 0) {
+        if (c->compress_warmup < 1) {
+            seterr(err, errlen, "optimizer=onebit_adam needs "
+                   "compress_warmup >= 1: AdamW steps that estimate the "
+                   "second moment before it is frozen");
+            return -1;
+        }
+        if ((c->pp > 1 || c->tp > 1) && strcmp(c->compress, "none") != 0) {
+            seterr(err, errlen, "optimizer=onebit_adam with compress=%s "
+                   "needs tp=1 and pp=1 (here tp=%d pp=%d): it reduces "
+                   "the momentum, which the tied embedding's two stages "
+                   "would each add, and bounds the gradient norm by "
+                   "ranks' local norms that tp ranks do not share",
+                   c->compress, c->tp, c->pp);
+            return -1;
+        }
     }
     if (c->n_kv_head == 0)
         c->n_kv_head = c->n_head;

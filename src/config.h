@@ -18,30 +18,42 @@
 
 #define CONFIG_STR_MAX 512
 
+/* micro_batch = auto: the largest micro-batch within mem_budget_mb */
+#define CONFIG_MB_AUTO (-1)
+
 struct config {
     /* [model] */
     int n_layer, n_embd, n_head;
     int n_kv_head;   /* 0 in the table means "same as n_head"; resolved */
-    int seq_len, vocab_size;
+    int seq_len, vocab_size; /* vocab_size 0 = from the data directory */
     int attn_window; /* 0 = full causal */
+    char attn[16];   /* full | linear | sparse */
+    int attn_block, attn_stride; /* attn=sparse */
     float dropout;
     /* [optim] */
     int batch_size;  /* global sequences per step */
-    int micro_batch; /* sequences per rank per forward/backward; 0 = all */
+    int micro_batch; /* sequences per rank per forward/backward; 0 = all,
+                        CONFIG_MB_AUTO = the largest within mem_budget_mb */
+    char batch_ramp[32];     /* START:STEPS | 0 (batch.h) */
+    char seq_len_warmup[32]; /* START:STEPS | 0 (batch.h) */
     int steps;
     float lr, min_lr;
     int warmup_steps;
     char lr_schedule[32]; /* constant | cosine | linear | onecycle | cyclic */
     int lr_cycle;         /* cyclic: steps per half cycle */
     float weight_decay, beta1, beta2, eps, grad_clip;
+    float label_smoothing, z_loss;
+    char optimizer[16];   /* adamw | lamb | onebit_adam */
+    float lr_layer_decay; /* 1 = off */
     uint64_t seed;
     char nonfinite[16];     /* skip | rollback | abort */
     int nonfinite_patience; /* consecutive skipped steps tolerated */
     float spike_zscore;     /* loss z-score that counts as non-finite; 0 off */
     char precision[8]; /* fp32 | bf16 (mixed: fp32 master weights) */
     /* [data] */
-    char data[CONFIG_STR_MAX];
+    char data[CONFIG_STR_MAX]; /* DIR or DIR:W,DIR:W,... (mix.h) */
     int val_every, val_batches;
+    int doc_mask;    /* attention and positions stop at document starts */
     /* [run] */
     char run_dir[CONFIG_STR_MAX];
     int log_every, ckpt_every;
@@ -61,6 +73,7 @@ struct config {
     char recompute[16];   /* none | selective | full */
     char offload[16];     /* none | optimizer */
     char offload_dir[CONFIG_STR_MAX]; /* "" = $TMPDIR or /tmp */
+    int mem_budget_mb; /* per-rank computed memory limit, MiB; 0 = none */
     /* [parallel] */
     int dp; /* 0 = world / (tp * pp) */
     int tp, pp;

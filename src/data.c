@@ -4,19 +4,18 @@
  */
 #include "data.h"
 
+#include "bpe.h"
 #include "rng.h"
 
 #include <assert.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <unistd.h>
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -181,6 +180,161 @@ static int shard_map(struct shard *s, int vocab_size, char *err,
     return shard_validate(s, vocab_size, err, errlen);
 }
 
+/* Read and check <dir>/<split>.docs against a split of ntok tokens; a
+ * missing file leaves ds->docs NULL. */
+static int docs_load(struct dataset *ds, const char *dir, const char *split,
+                     char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s" DOCS_SUFFIX, dir, split);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return errno == ENOENT ? 0 : (snprintf(err, errlen, "cannot open %s: "
+                                      "%s", path, strerror(errno)), -1);
+    unsigned char h[SHARD_HEADER_BYTES];
+    struct stat st;
+    int rc = -1;
+    if (fstat(fileno(f), &st) != 0 || fread(h, 1, sizeof h, f) != sizeof h) {
+        snprintf(err, errlen, "%s: shorter than the %zu-byte header", path,
+                 SHARD_HEADER_BYTES);
+        goto out;
+    }
+    int32_t magic = le32_get(h), version = le32_get(h + 4);
+    int64_t n = le32_get(h + 8);
+    int64_t ntok = (int64_t)((uint64_t)(uint32_t)le32_get(h + 12) |
+                             (uint64_t)(uint32_t)le32_get(h + 16) << 32);
+    if (magic != DOCS_MAGIC || version != DOCS_VERSION) {
+        snprintf(err, errlen, "%s: not a document index (magic %d version "
+                 "%d; expected %d version %d)", path, magic, version,
+                 DOCS_MAGIC, DOCS_VERSION);
+        goto out;
+    }
+    if (n < 1 || (uint64_t)st.st_size != SHARD_HEADER_BYTES + 8 * (uint64_t)n
+        || ntok != ds->ntok) {
+        snprintf(err, errlen, "%s: %lld documents of a %lld-token split in "
+                 "%lld bytes, but the shards hold %lld tokens", path,
+                 (long long)n, (long long)ntok, (long long)st.st_size,
+                 (long long)ds->ntok);
+        goto out;
+    }
+    if (!(ds->docs = malloc((size_t)n * sizeof *ds->docs)) ||
+        fread(ds->docs, sizeof *ds->docs, (size_t)n, f) != (size_t)n) {
+        snprintf(err, errlen, "cannot read %s", path);
+        goto out;
+    }
+    for (int64_t i = 0; i < n; i++)
+        if ((i == 0 && ds->docs[0] != 0) ||
+            (i > 0 && ds->docs[i] <= ds->docs[i - 1]) ||
+            ds->docs[i] >= ds->ntok) {
+            snprintf(err, errlen, "%s: document %lld starts at %lld: starts "
+                     "must ascend from 0 and stay below %lld", path,
+                     (long long)i, (long long)ds->docs[i],
+                     (long long)ds->ntok);
+            goto out;
+        }
+    ds->ndocs = n;
+    rc = 0;
+out:
+    fclose(f);
+    if (rc < 0) {
+        free(ds->docs);
+        ds->docs = NULL;
+    }
+    return rc;
+}
+
+int64_t dataset_doc_start(const struct dataset *ds, int64_t pos)
+{
+    if (!ds->docs)
+        return 0;
+    int64_t lo = 0, hi = ds->ndocs - 1; /* last start <= pos */
+    while (lo < hi) {
+        int64_t mid = lo + (hi - lo + 1) / 2;
+        if (ds->docs[mid] <= pos)
+            lo = mid;
+        else
+            hi = mid - 1;
+    }
+    return ds->docs[lo];
+}
+
+int dataset_max_token(const struct dataset *ds)
+{
+    int mx = 0;
+    for (int k = 0; k < ds->nshards; k++) {
+        const struct shard *s = &ds->shards[k];
+        for (int64_t i = 0; i < s->ntok; i++)
+            mx = s->tok[i] > mx ? s->tok[i] : mx;
+    }
+    return mx;
+}
+
+int data_vocab_detect(const char *dir, int *vocab, char *err, size_t errlen)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, BPE_FILE);
+    if (access(path, F_OK) == 0) {
+        struct bpe b;
+        if (bpe_load(&b, path, err, errlen) < 0)
+            return -1;
+        *vocab = b.vocab;
+        bpe_free(&b);
+        return 0;
+    }
+    int mx = 0;
+    const char *splits[2] = {"train", "val"};
+    for (int s = 0; s < 2; s++) {
+        struct dataset ds;
+        char e2[512];
+        if (dataset_open(&ds, dir, splits[s], 0, s ? e2 : err,
+                         s ? sizeof e2 : errlen) < 0) {
+            if (s == 0)
+                return -1;
+            continue; /* no val split: fine */
+        }
+        int m = dataset_max_token(&ds);
+        mx = m > mx ? m : mx;
+        dataset_close(&ds);
+    }
+    if (mx < 256)
+        *vocab = 256;
+    else if (mx < 50257)
+        *vocab = 50257;
+    else {
+        snprintf(err, errlen, "%s: tokens up to %d and no %s: set "
+                 "vocab_size (> %d)", dir, mx, BPE_FILE, mx);
+        return -1;
+    }
+    return 0;
+}
+
+int data_vocab_resolve(const char *dir, int *vocab, int optional, char *err,
+                       size_t errlen)
+{
+    struct stat st;
+    if (optional && stat(dir, &st) != 0) {
+        if (*vocab == 0)
+            *vocab = 256;
+        return 0;
+    }
+    if (*vocab == 0)
+        return data_vocab_detect(dir, vocab, err, errlen);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", dir, BPE_FILE);
+    if (access(path, F_OK) != 0)
+        return 0;
+    int v;
+    if (data_vocab_detect(dir, &v, err, errlen) < 0)
+        return -1;
+    if (v != *vocab) {
+        snprintf(err, errlen, "vocab_size=%d, but the tokenizer %s has %d "
+                 "tokens (vocab_size=0 takes it from the data)", *vocab,
+                 path, v);
+        return -1;
+    }
+    return 0;
+}
+
 /* vocab_size <= 0 (or > 65535) skips the token range check. */
 int dataset_open(struct dataset *ds, const char *dir, const char *split,
                  int vocab_size, char *err, size_t errlen)
@@ -210,6 +364,10 @@ int dataset_open(struct dataset *ds, const char *dir, const char *split,
         s->start = ds->ntok;
         ds->ntok += s->ntok;
     }
+    if (docs_load(ds, dir, split, err, errlen) < 0) {
+        dataset_close(ds);
+        return -1;
+    }
     return 0;
 }
 
@@ -221,6 +379,7 @@ void dataset_close(struct dataset *ds)
         free(ds->shards[i].path);
     }
     free(ds->shards);
+    free(ds->docs);
     memset(ds, 0, sizeof *ds);
 }
 
@@ -262,14 +421,37 @@ void dataset_read(const struct dataset *ds, int64_t pos, int64_t n,
     }
 }
 
-/* Window of T+1 tokens at pos: inputs [0,T), targets [1,T+1). */
-static void window_read(const struct dataset *ds, int64_t pos, int T,
-                        int32_t *inp, int32_t *tgt)
+void dataset_window(const struct dataset *ds, int64_t pos, int T,
+                    int32_t *inp, int32_t *tgt, int32_t *dstart)
 {
     dataset_read(ds, pos, T, inp);
     for (int t = 0; t + 1 < T; t++)
         tgt[t] = inp[t + 1];
     dataset_read(ds, pos + T, 1, tgt + T - 1);
+    if (!dstart)
+        return;
+    int32_t lo = 0;
+    if (ds->docs) {
+        /* the next document start after pos */
+        int64_t a = 0, b = ds->ndocs; /* first start > pos */
+        while (a < b) {
+            int64_t mid = a + (b - a) / 2;
+            if (ds->docs[mid] <= pos)
+                a = mid + 1;
+            else
+                b = mid;
+        }
+        for (int t = 0; t < T; t++) {
+            if (a < ds->ndocs && ds->docs[a] == pos + t) {
+                lo = t;
+                a++;
+            }
+            dstart[t] = lo;
+        }
+        return;
+    }
+    for (int t = 0; t < T; t++)
+        dstart[t] = 0;
 }
 
 void dataset_train_batch(const struct dataset *ds, uint64_t seed,
@@ -282,152 +464,22 @@ void dataset_train_batch(const struct dataset *ds, uint64_t seed,
     for (int k = 0; k < nseq; k++) {
         uint64_t i = (uint64_t)(seq0 + k);
         int64_t pos = (int64_t)(rng_u64(key, i) % range);
-        window_read(ds, pos, T, inp + (size_t)k * T, tgt + (size_t)k * T);
+        dataset_window(ds, pos, T, inp + (size_t)k * T, tgt + (size_t)k * T,
+                       NULL);
     }
 }
 
 void dataset_val_batch(const struct dataset *ds, int64_t j, int val_batch,
                        int64_t seq0, int nseq, int T, int32_t *inp,
-                       int32_t *tgt)
+                       int32_t *tgt, int32_t *dstart)
 {
     assert(T > 0 && ds->ntok > T && j >= 0);
     uint64_t range = (uint64_t)(ds->ntok - T);
     for (int k = 0; k < nseq; k++) {
         uint64_t i = (uint64_t)(seq0 + k);
         uint64_t w = ((uint64_t)j * (uint64_t)val_batch + i) * (uint64_t)T;
-        window_read(ds, (int64_t)(w % range), T, inp + (size_t)k * T,
-                    tgt + (size_t)k * T);
+        dataset_window(ds, (int64_t)(w % range), T, inp + (size_t)k * T,
+                       tgt + (size_t)k * T,
+                       dstart ? dstart + (size_t)k * T : NULL);
     }
-}
-
-/* ---- prefetching loader ---------------------------------------------
- * Step s always lives in slot s & 1.  The caller holds slot s&1 between
- * loader_next(s) and its next call; the thread only ever fills slot
- * want&1, and loader_next sets want = s+1 (the other slot) once step s is
- * ready, so the two never touch the same buffer.  A jump (resume, or any
- * step other than the prefetched one) re-targets the thread and waits.
- */
-
-static void *loader_main(void *arg)
-{
-    struct loader *l = arg;
-    pthread_mutex_lock(&l->mu);
-    for (;;) {
-        while (!l->stop &&
-               (l->want < 0 || l->slot_step[l->want & 1] == l->want))
-            pthread_cond_wait(&l->cv, &l->mu);
-        if (l->stop)
-            break;
-        int64_t w = l->want;
-        int slot = (int)(w & 1);
-        l->slot_step[slot] = -1;   /* being overwritten */
-        pthread_mutex_unlock(&l->mu);
-        dataset_train_batch(l->ds, l->seed, w, l->seq0, l->nseq, l->T,
-                            l->buf[slot][0], l->buf[slot][1]);
-        pthread_mutex_lock(&l->mu);
-        l->slot_step[slot] = w;
-        pthread_cond_broadcast(&l->cv);
-    }
-    pthread_mutex_unlock(&l->mu);
-    return NULL;
-}
-
-static void loader_buffers_free(struct loader *l)
-{
-    for (int s = 0; s < 2; s++)
-        for (int b = 0; b < 2; b++) {
-            free(l->buf[s][b]);
-            l->buf[s][b] = NULL;
-        }
-}
-
-int loader_init(struct loader *l, const struct dataset *ds, uint64_t seed,
-                int64_t seq0, int nseq, int T, int64_t first_step,
-                char *err, size_t errlen)
-{
-    memset(l, 0, sizeof *l);
-    assert(nseq >= 0 && T > 0 && first_step >= 0);
-    l->ds = ds;
-    l->seed = seed;
-    l->seq0 = seq0;
-    l->nseq = nseq;
-    l->T = T;
-    l->slot_step[0] = l->slot_step[1] = -1;
-    l->want = first_step;
-    size_t n = (size_t)(nseq > 0 ? nseq : 1) * (size_t)T;
-    for (int s = 0; s < 2; s++)
-        for (int b = 0; b < 2; b++)
-            if (!(l->buf[s][b] = malloc(n * sizeof(int32_t)))) {
-                loader_buffers_free(l);
-                snprintf(err, errlen,
-                         "loader: out of memory for 4 x %zu tokens", n);
-                return -1;
-            }
-    pthread_mutex_init(&l->mu, NULL);
-    pthread_cond_init(&l->cv, NULL);
-    /* the thread inherits a full signal mask: signals go to the main
-     * thread, whose handler sets the stop flag the step loop reads */
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_SETMASK, &all, &old);
-    int rc = pthread_create(&l->thread, NULL, loader_main, l);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    if (rc != 0) {
-        pthread_cond_destroy(&l->cv);
-        pthread_mutex_destroy(&l->mu);
-        loader_buffers_free(l);
-        snprintf(err, errlen, "loader: cannot start thread: %s",
-                 strerror(rc));
-        return -1;
-    }
-    return 0;
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
-}
-
-/* inp/tgt (nseq, T) stay valid until the next loader_next or loader_free.
- * Allocates nothing; blocks (time added to *wait_s if non-NULL). */
-void loader_next(struct loader *l, int64_t step, const int32_t **inp,
-                 const int32_t **tgt, double *wait_s)
-{
-    assert(step >= 0);
-    int slot = (int)(step & 1);
-    pthread_mutex_lock(&l->mu);
-    if (l->slot_step[slot] != step) {
-        double t0 = now_s();
-        if (l->want != step) {   /* jump: re-target the thread */
-            l->want = step;
-            pthread_cond_broadcast(&l->cv);
-        }
-        while (l->slot_step[slot] != step)
-            pthread_cond_wait(&l->cv, &l->mu);
-        if (wait_s)
-            *wait_s += now_s() - t0;
-    }
-    l->want = step + 1;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-    *inp = l->buf[slot][0];
-    *tgt = l->buf[slot][1];
-}
-
-/* Stops and joins the thread, frees the buffers.  A no-op on a loader
- * whose init failed or that was already freed. */
-void loader_free(struct loader *l)
-{
-    if (!l->buf[0][0])
-        return;
-    pthread_mutex_lock(&l->mu);
-    l->stop = 1;
-    pthread_cond_broadcast(&l->cv);
-    pthread_mutex_unlock(&l->mu);
-    pthread_join(l->thread, NULL);
-    pthread_cond_destroy(&l->cv);
-    pthread_mutex_destroy(&l->mu);
-    loader_buffers_free(l);
 }

@@ -6,6 +6,11 @@
 
 #include "ops.h"
 
+static size_t hd_sq(const struct gpt *m)
+{
+    return (size_t)m->hd * (size_t)m->hd;
+}
+
 int infer_init(struct infer *s, const struct gpt *m)
 {
     memset(s, 0, sizeof(*s));
@@ -16,7 +21,9 @@ int infer_init(struct infer *s, const struct gpt *m)
     size_t F = (size_t)m->F, T = (size_t)s->T;
     size_t n = 2 * L * T * KV + 4 * C + Q + 2 * F + T + 2 +
                (size_t)m->cfg.vocab_size + (size_t)m->nh * m->hd;
-    float *p = calloc(n, sizeof(float));
+    size_t nlin = m->cfg.attn == ATTN_LINEAR
+                      ? L * (size_t)m->nkv * (hd_sq(m) + (size_t)m->hd) : 0;
+    float *p = calloc(n + nlin, sizeof(float));
     if (!p)
         return -1;
     s->k = p;
@@ -42,6 +49,9 @@ int infer_init(struct infer *s, const struct gpt *m)
     s->mean = p++;
     s->rstd = p++;
     s->logits = p;
+    p += (size_t)m->cfg.vocab_size;
+    s->S = p;
+    s->z = p + L * (size_t)m->nkv * hd_sq(m);
     return 0;
 }
 
@@ -51,9 +61,66 @@ void infer_free(struct infer *s)
     memset(s, 0, sizeof(*s));
 }
 
+static float phi(float x)
+{
+    return x > 0.0f ? x + 1.0f : expf(x);
+}
+
+/* attn=linear: add position pos's key and value to the running sums of
+ * layer l (reset at pos 0), then every query head reads its kv head's. */
+static void attend_linear(struct infer *s, int l, int pos)
+{
+    const struct gpt *m = s->m;
+    size_t hd = (size_t)m->hd, nkv = (size_t)m->nkv, A = (size_t)m->nh * hd;
+    size_t KV = nkv * hd;
+    int group = m->nh / m->nkv;
+    float *S = s->S + (size_t)l * nkv * hd * hd, *z = s->z + (size_t)l * KV;
+    if (pos == 0) {
+        memset(S, 0, nkv * hd * hd * sizeof(float));
+        memset(z, 0, KV * sizeof(float));
+    }
+    const float *k = s->qkv + A, *v = s->qkv + A + KV;
+    for (size_t g = 0; g < nkv; g++)
+        for (size_t i = 0; i < hd; i++) {
+            float f = phi(k[g * hd + i]);
+            z[g * hd + i] += f;
+            for (size_t j = 0; j < hd; j++)
+                S[(g * hd + i) * hd + j] += f * v[g * hd + j];
+        }
+    for (int h = 0; h < m->nh; h++) {
+        size_t g = (size_t)(h / group);
+        const float *q = s->qkv + (size_t)h * hd;
+        float *y = s->atty + (size_t)h * hd, den = 1e-6f;
+        memset(y, 0, hd * sizeof(float));
+        for (size_t i = 0; i < hd; i++) {
+            float f = phi(q[i]);
+            den += f * z[g * hd + i];
+            for (size_t j = 0; j < hd; j++)
+                y[j] += f * S[(g * hd + i) * hd + j];
+        }
+        for (size_t j = 0; j < hd; j++)
+            y[j] /= den;
+    }
+}
+
+/* Whether position pos sees cached position t (t <= pos): the window of
+ * attn=full, the visible blocks of attn=sparse. */
+static int infer_sees(const struct gpt *m, int pos, int t)
+{
+    if (m->cfg.attn == ATTN_SPARSE) {
+        int i = pos / m->cfg.attn_block, j = t / m->cfg.attn_block;
+        return j + 1 >= i || j % m->cfg.attn_stride == 0;
+    }
+    return m->cfg.attn_window <= 0 || pos - t < m->cfg.attn_window;
+}
+
 /* One query row against cached keys/values [lo, pos]. */
 static void attend(struct infer *s, int l, int pos)
 {
+    if (s->m->cfg.attn == ATTN_LINEAR) {
+        attend_linear(s, l, pos);
+        return;
+    }
     const struct gpt *m = s->m;
     size_t hd = (size_t)m->hd, KV = (size_t)m->nkv * hd;
     int group = m->nh / m->nkv;
@@ -72,11 +139,12 @@ static void attend(struct infer *s, int l, int pos)
             float d = 0.0f;
             for (size_t i = 0; i < hd; i++)
                 d += q[i] * k[i];
-            s->att[t] = d * scale;
+            s->att[t] = infer_sees(m, pos, t) ? d * scale : -INFINITY;
             mx = fmaxf(mx, s->att[t]);
         }
         for (int t = lo; t <= pos; t++) {
-            s->att[t] = expf(s->att[t] - mx);
+            s->att[t] = s->att[t] == -INFINITY ? 0.0f
+                                               : expf(s->att[t] - mx);
             sum += s->att[t];
         }
         float *y = s->atty + h * hd;

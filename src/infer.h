@@ -15,6 +15,8 @@ struct infer {
     float *k, *v;   /* (L, T, nkv*hd) */
     float *x, *ln, *qkv, *atty, *tmp, *fch, *fcg, *att, *mean, *rstd;
     float *logits;  /* (V) */
+    float *S, *z;   /* attn=linear: per layer and kv head, the running
+                       sums phi(k) v^T (hd, hd) and phi(k) (hd) */
 };
 
 /* For a whole single-stage model (tp = 1).  Returns 0 or -1 (no memory).
@@ -23,8 +25,10 @@ int infer_init(struct infer *s, const struct gpt *m);
 void infer_free(struct infer *s);
 
 /* Forward token at position pos (0 <= pos < seq_len), reading the cache
- * for positions < pos and adding pos to it; s->logits receives the next
- * token's logits. */
+ * for positions < pos and adding pos to it (pos 0 starts it afresh);
+ * s->logits receives the next token's logits.  Every attention kind of
+ * the model: full (and its window), linear (the running sums instead of
+ * the cache: O(hd^2) per token), sparse (the visible blocks). */
 void infer_step(struct infer *s, int token, int pos);
 
 #endif

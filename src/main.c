@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "config.h"
 #include "log.h"
+#include "mix.h"
 #include "perf/perf_model.h"
 #include "train.h"
 
@@ -60,8 +61,10 @@ static int cmd_train(int argc, char **argv)
         log_error("%s", err);
         return 2;
     }
+    /* layout=auto sizes the model: vocab_size = 0 is resolved first */
     if (!strcmp(c.layout, "auto") &&
-        perf_layout_auto(&c, MPI_COMM_WORLD, err, sizeof(err)) < 0) {
+        (data_spec_vocab(c.data, &c.vocab_size, 0, err, sizeof(err)) < 0 ||
+         perf_layout_auto(&c, MPI_COMM_WORLD, err, sizeof(err)) < 0)) {
         log_error("%s", err);
         return 1;
     }

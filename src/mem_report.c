@@ -5,6 +5,7 @@
 #include "mem_report.h"
 
 #include "json.h"
+#include "pipeline.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -140,4 +141,83 @@ void mem_report_json(struct json *j, const struct mem_report *all, int n)
         json_obj_end(j);
     }
     json_arr_end(j);
+}
+
+/* ---- the budget ---------------------------------------------------------- */
+
+/* Bytes of everything that scales with the micro-batch mb: activations,
+ * scratch and pipeline links, and the tp all-reduce scratch; (size_t)-1
+ * when they cannot be computed. */
+static size_t mb_bytes(const struct trainer *tr, int mb)
+{
+    const struct config *c = &tr->c;
+    enum pp_kind kind = PP_1F1B; /* as stage_init chooses */
+    if (tr->g.pp > 1)
+        pp_kind_parse(c->pp_schedule, &kind);
+    size_t b = pipeline_bytes(&tr->m, tr->g.pp, tr->g.pp_rank, kind,
+                              tr->per_rank / mb, mb, c->seq_len);
+    if (b != (size_t)-1 && tr->has_tp)
+        b += tr->tpc.algo->scratch(&tr->tpc.g, (size_t)mb *
+                                   (size_t)c->seq_len *
+                                   (size_t)tr->m.cfg.n_embd);
+    return b;
+}
+
+int mem_budget_pick(const struct trainer *tr, int *mb, char *err,
+                    size_t errlen)
+{
+    const double MiB = 1048576.0;
+    double budget = (double)tr->c.mem_budget_mb * MiB;
+    struct mem_report r;
+    mem_report_rank(tr, &r);
+    double fixed = r.total - (double)mb_bytes(tr, 1);
+    double need1 = 0.0;
+    for (int k = tr->per_rank; k >= 1; k--) {
+        double need = -1.0;
+        if (tr->per_rank % k == 0) {
+            struct batch_plan pl = tr->plan;
+            char why[256];
+            pl.mb = k;
+            size_t b = mb_bytes(tr, k);
+            if (batch_plan_check(&pl, why, sizeof why) == 0 &&
+                b != (size_t)-1)
+                need = fixed + (double)b;
+        }
+        /* the largest need over the ranks; -1 anywhere: not a candidate */
+        double v[2] = {need, -need};
+        MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_MAX, tr->g.world);
+        if (-v[1] < 0.0)
+            continue;
+        if (k == 1)
+            need1 = v[0];
+        if (v[0] <= budget) {
+            *mb = k;
+            return 0;
+        }
+    }
+    snprintf(err, errlen, "micro_batch=auto: even micro_batch=1 needs "
+             "%.1f MiB on some rank, above mem_budget_mb=%d (besides the "
+             "activations: parameters %.1f, gradients %.1f, optimizer %.1f, "
+             "communication %.1f MiB on rank %d); raise the budget, or cut "
+             "the rest with zero, recompute, offload, tp or pp",
+             need1 / MiB, tr->c.mem_budget_mb, r.params / MiB,
+             r.grads / MiB, r.optim / MiB, r.comm / MiB, tr->g.rank);
+    return -1;
+}
+
+int mem_budget_check(const struct trainer *tr, char *err, size_t errlen)
+{
+    const double MiB = 1048576.0;
+    struct mem_report r;
+    mem_report_rank(tr, &r);
+    if (r.total <= (double)tr->c.mem_budget_mb * MiB)
+        return 0;
+    snprintf(err, errlen, "rank %d: the computed memory %.1f MiB (parameters "
+             "%.1f, gradients %.1f, optimizer %.1f, activations %.1f, scratch "
+             "%.1f, communication %.1f) exceeds mem_budget_mb=%d; use "
+             "micro_batch=auto or a smaller micro_batch, recompute, zero or "
+             "offload", tr->g.rank, r.total / MiB, r.params / MiB,
+             r.grads / MiB, r.optim / MiB, r.acts / MiB, r.scratch / MiB,
+             r.comm / MiB, tr->c.mem_budget_mb);
+    return -1;
 }

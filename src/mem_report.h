@@ -56,4 +56,17 @@ void mem_report_json(struct json *j, const struct mem_report *all, int n);
 /* Both, for the start-up banner: gather and print on rank 0. */
 void mem_report_banner(const struct trainer *tr, FILE *out);
 
+/* micro_batch=auto: from tr built with micro-batches of 1, the largest
+ * divisor of the per-rank batch (that the batch plan accepts) whose
+ * computed total, on every rank, is within mem_budget_mb: the roles that
+ * do not depend on it from tr, the activations, scratch and pipeline
+ * links from pipeline_bytes, the tp scratch from its algorithm.  Returns
+ * 0 with *mb, or -1 with err naming the need when even 1 does not fit.
+ * Collective over the world. */
+int mem_budget_pick(const struct trainer *tr, int *mb, char *err,
+                    size_t errlen);
+/* 0 when this rank's computed total is within mem_budget_mb, else -1
+ * with err naming the rank, the roles and what lowers them (local). */
+int mem_budget_check(const struct trainer *tr, char *err, size_t errlen);
+
 #endif

@@ -122,15 +122,53 @@ static void fmt_eta(char *buf, size_t n, double s)
         snprintf(buf, n, "%lds", t);
 }
 
+/* val_bpb and, with several datasets, the per-dataset objects. */
+static void json_val(struct json *j, const struct val_stats *v)
+{
+    if (v->has_bpb)
+        json_num(j, "val_bpb", v->bpb, 9);
+    if (v->n < 2)
+        return;
+    json_obj_begin(j, "val_loss_data");
+    for (int i = 0; i < v->n; i++)
+        json_num(j, v->names[i], v->loss_by[i], 17);
+    json_obj_end(j);
+    if (!v->has_bpb)
+        return;
+    json_obj_begin(j, "val_bpb_data");
+    for (int i = 0; i < v->n; i++)
+        json_num(j, v->names[i], v->bpb_by[i], 9);
+    json_obj_end(j);
+}
+
+/* " (bpb B; dirA L, dirB L)" for the progress line. */
+static void text_val(char *buf, size_t n, const struct val_stats *v)
+{
+    size_t o = 0;
+    buf[0] = '\0';
+    if (!v || (!v->has_bpb && v->n < 2))
+        return;
+    o += (size_t)snprintf(buf, n, " (");
+    if (v->has_bpb)
+        o += (size_t)snprintf(buf + o, n - o, "%.3f bpb%s", v->bpb,
+                              v->n > 1 ? "; " : "");
+    for (int i = 0; v->n > 1 && i < v->n && o < n; i++)
+        o += (size_t)snprintf(buf + o, n - o, "%s%s %.4f", i ? ", " : "",
+                              v->names[i], v->loss_by[i]);
+    if (o < n)
+        snprintf(buf + o, n - o, ")");
+}
+
 void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
 {
-    char eta[32], val[64] = "", pipe[512] = "", strag[64] = "";
+    char eta[32], val[400] = "", pipe[512] = "", vx[340], strag[64] = "";
     fmt_eta(eta, sizeof(eta), s->eta_s);
+    text_val(vx, sizeof(vx), s->val);
     if (isfinite(s->loss_z)) /* val is the tail after the loss */
         snprintf(val, sizeof(val), " (z %.1f)", s->loss_z);
     if (s->has_val) {
         size_t n = strlen(val);
-        snprintf(val + n, sizeof(val) - n, " | val %.4f", s->val_loss);
+        snprintf(val + n, sizeof(val) - n, " | val %.4f%s", s->val_loss, vx);
     }
     if (s->pp > 1) { /* bubble, then busy/idle ms of each stage */
         int n = snprintf(pipe, sizeof(pipe), " | pp wait %.1f ms, bubble "
@@ -197,10 +235,38 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
         json_int(j, "straggler_rank", s->straggler_rank);
         json_num(j, "straggler_ratio", s->straggler_ratio, 6);
     }
+    if (s->tokens > 0) {
+        json_int(j, "tokens", s->tokens);
+        json_int(j, "seq_len", s->seq_len);
+    }
     if (s->has_val)
         json_num(j, "val_loss", s->val_loss, 17);
+    if (s->has_val && s->val)
+        json_val(j, s->val);
     json_obj_end(j);
     json_write_line(j, mt->jsonl);
+}
+
+void metrics_log_val_stats(struct metrics *mt, int64_t step,
+                           const struct val_stats *v, FILE *out)
+{
+    if (out) {
+        char vx[340];
+        text_val(vx, sizeof(vx), v);
+        fprintf(out, "step %" PRId64 " | val loss %.4f%s\n", step, v->loss,
+                vx);
+        fflush(out);
+    }
+    if (mt->jsonl) {
+        struct json *j = &mt->json;
+        json_reset(j);
+        json_obj_begin(j, NULL);
+        json_int(j, "step", step);
+        json_num(j, "val_loss", v->loss, 17);
+        json_val(j, v);
+        json_obj_end(j);
+        json_write_line(j, mt->jsonl);
+    }
 }
 
 void metrics_log_rollback(struct metrics *mt, int64_t to_step,

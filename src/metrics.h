@@ -21,6 +21,13 @@
  *   straggler_rank (the world rank whose compute time over the interval
  *   exceeds straggler_ratio x the median of all ranks', else -1) and
  *   straggler_ratio (the slowest rank's compute time over the median).
+ *   Where validation ran, beside val_loss: val_bpb (bits per byte of the
+ *   validation text, comparable across tokenizers; when the tokenizer is
+ *   known), and with a data mixture val_loss_data and val_bpb_data,
+ *   objects keyed by data directory (val_loss and val_bpb are then their
+ *   means weighted by the mixture).  tokens (the step's tokens) and
+ *   seq_len (its sequence length) when batch_ramp or seq_len_warmup make
+ *   them vary.
  */
 #ifndef MPITRON_METRICS_H
 #define MPITRON_METRICS_H
@@ -29,6 +36,17 @@
 #include <stdio.h>
 
 #include "json.h"
+
+/* One validation: the loss (weighted mean over the datasets), bits per
+ * byte, and per dataset when there are several. */
+struct val_stats {
+    double loss;
+    int has_bpb;
+    double bpb;
+    int n;                     /* datasets; the arrays only when n > 1 */
+    const char *const *names;
+    const double *loss_by, *bpb_by;
+};
 
 struct step_stats {
     int64_t step, steps;     /* step just completed (1-based), total */
@@ -48,6 +66,9 @@ struct step_stats {
     double eta_s;
     int has_val;
     double val_loss;
+    const struct val_stats *val; /* NULL: val_loss alone */
+    int64_t tokens;              /* > 0: the last step's tokens, and */
+    int seq_len;                 /* its sequence length (varying plans) */
     double loss_z;           /* z-score of loss (NaN: not yet defined) */
     int skipped;             /* steps of the interval skipped */
     const char *skip_reason; /* why (nonfinite.h), when skipped > 0 */
@@ -76,5 +97,8 @@ void metrics_log_rollback(struct metrics *mt, int64_t to_step,
 /* Append a validation-only record and print it. */
 void metrics_log_val(struct metrics *mt, int64_t step, double val_loss,
                      FILE *out);
+/* The same with bits per byte and per-dataset figures. */
+void metrics_log_val_stats(struct metrics *mt, int64_t step,
+                           const struct val_stats *v, FILE *out);
 
 #endif

@@ -42,7 +42,8 @@ int gpt_config_check(const struct gpt_config *c, int tp, char *err,
     }
     if (c->vocab_size < 2 || c->vocab_size > 65536) {
         snprintf(err, errlen, "vocab_size=%d must be in [2, 65536] (uint16 "
-                 "tokens)", c->vocab_size);
+                 "tokens; 0 is resolved from the data directory before "
+                 "this)", c->vocab_size);
         return -1;
     }
     return 0;
@@ -57,7 +58,8 @@ int64_t gpt_num_params(const struct gpt_config *c)
                   + C * q + C              /* wo, bo */
                   + 4 * C * C + 4 * C      /* wfc, bfc */
                   + C * 4 * C + C;         /* wproj, bproj */
-    return (int64_t)c->vocab_size * C + (int64_t)c->seq_len * C +
+    return (int64_t)gpt_vocab_padded(c->vocab_size) * C +
+           (int64_t)c->seq_len * C +
            c->n_layer * per + 2 * C;
 }
 
@@ -91,7 +93,8 @@ static int build_table(struct gpt *m)
     /* the embedding unit first, contiguous: wte, wpe, the final LayerNorm
      * (ZeRO gathers and reduces it as one range) */
     if (m->first || m->last)
-        rc |= add(m, -1, "wte", c->vocab_size, C, -1, 1, std, 0) < 0;
+        rc |= add(m, -1, "wte", gpt_vocab_padded(c->vocab_size), C, -1, 1,
+                  std, 0) < 0;
     if (m->first)
         rc |= add(m, -1, "wpe", c->seq_len, C, -1, 1, std, 0) < 0;
     if (m->last) {
@@ -338,6 +341,42 @@ void gpt_zero_grad(struct gpt *m)
 
 /* ---- activations ------------------------------------------------------- */
 
+/* Attention's shape for a B x T micro-batch (lo: document starts). */
+static struct attn_shape attn_shape_bt(const struct gpt *m, size_t B,
+                                       size_t T, const int32_t *lo)
+{
+    struct attn_shape s = {
+        .B = B, .T = T, .nh = (size_t)m->nh, .nkv = (size_t)m->nkv,
+        .hd = (size_t)m->hd, .window = (size_t)m->cfg.attn_window,
+        .kind = (enum attn_kind)m->cfg.attn,
+        .block = (size_t)m->cfg.attn_block,
+        .stride = (size_t)m->cfg.attn_stride, .lo = lo,
+    };
+    return s;
+}
+
+/* Floats of one block's saved attention state (att) and of attention's
+ * share of the scratch (datt), by kind: the T x T probabilities of the
+ * full kernel, the denominators of the linear one, the packed blocks of
+ * the sparse one. */
+static void attn_sizes(const struct gpt *m, size_t B, size_t T,
+                       size_t *att, size_t *datt)
+{
+    struct attn_shape s = attn_shape_bt(m, B, T, NULL);
+    switch (s.kind) {
+    case ATTN_LINEAR:
+        *att = B * s.nh * T;
+        *datt = attention_linear_scratch(&s);
+        return;
+    case ATTN_SPARSE:
+        *att = *datt = attention_sparse_floats(&s);
+        return;
+    case ATTN_FULL:
+        break;
+    }
+    *att = *datt = B * s.nh * T * T;
+}
+
 /* A block's activations, as bits of a mask. */
 enum {
     A_LN1, A_LN1_MEAN, A_LN1_RSTD, A_QKV, A_ATT, A_ATTY, A_ATTPROJ, A_RES1,
@@ -384,7 +423,8 @@ static void *carve(struct carver *cv, size_t n, size_t esize)
 #define CF(n) carve(cv, (n), sizeof(float))
 
 /* The tensors of one block named in mask (the others NULL); [p] tensors
- * in the precision's type. */
+ * in the precision's type.  att is [p] for the full kernel; the linear
+ * and sparse kernels' state (fp32 only, config.c) stays float. */
 static void carve_layer(struct gpt_layer_acts *la, const struct gpt *m,
                         const struct gpt_acts *a, unsigned mask,
                         struct carver *cv)
@@ -392,15 +432,17 @@ static void carve_layer(struct gpt_layer_acts *la, const struct gpt *m,
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
     size_t F = (size_t)m->F;
-    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
+    size_t TT, DTT;
+    attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
     size_t hsz = m->cfg.precision == GPT_BF16 ? sizeof(bf16) : sizeof(float);
+    size_t asz = m->cfg.attn == ATTN_FULL ? hsz : sizeof(float);
 #define L(bit, ptr, n, sz) \
     ((ptr) = (mask >> (bit)) & 1u ? carve(cv, (n), (sz)) : NULL)
     L(A_LN1, la->ln1, N * C, hsz);
     L(A_LN1_MEAN, la->ln1_mean, N, sizeof(float));
     L(A_LN1_RSTD, la->ln1_rstd, N, sizeof(float));
     L(A_QKV, la->qkv, N * Q, hsz);
-    L(A_ATT, la->att, TT, hsz);
+    L(A_ATT, la->att, TT, asz);
     L(A_ATTY, la->atty, N * A, hsz);
     L(A_ATTPROJ, la->attproj, N * C, sizeof(float));
     L(A_RES1, la->res1, N * C, sizeof(float));
@@ -418,7 +460,8 @@ static void carve_layer(struct gpt_layer_acts *la, const struct gpt *m,
 static void carve_saved(struct gpt_acts *a, const struct gpt *m,
                         struct carver *cv)
 {
-    size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
+    size_t N = a->N, C = (size_t)m->cfg.n_embd;
+    size_t V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
     size_t hsz = m->cfg.precision == GPT_BF16 ? sizeof(bf16) : sizeof(float);
     a->emb = CF(N * C);
     for (int l = 0; l < m->l1 - m->l0; l++)
@@ -429,6 +472,7 @@ static void carve_saved(struct gpt_acts *a, const struct gpt *m,
         a->lnf_rstd = CF(N);
         a->probs = CF(N * V);
         a->losses = CF(N);
+        a->lse = CF(N);
     }
 }
 
@@ -438,14 +482,15 @@ static void carve_scratch(struct gpt_acts *a, const struct gpt *m,
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     size_t Q = (size_t)(m->nh + 2 * m->nkv) * m->hd, A = (size_t)m->nh * m->hd;
-    size_t F = (size_t)m->F, V = (size_t)m->cfg.vocab_size;
-    size_t TT = (size_t)a->B * m->nh * a->T * a->T;
+    size_t F = (size_t)m->F, V = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
+    size_t TT, DTT;
+    attn_sizes(m, (size_t)a->B, (size_t)a->T, &TT, &DTT);
     a->dres = CF(N * C);
     a->dC = CF(N * C);
     a->dln = CF(N * C);
     a->dqkv = CF(N * Q);
     a->datty = CF(N * A);
-    a->datt = CF(TT);
+    a->datt = CF(DTT);
     a->dF1 = CF(N * F);
     a->dF2 = CF(N * F);
     if (m->last) {
@@ -458,11 +503,33 @@ static void carve_scratch(struct gpt_acts *a, const struct gpt *m,
         w = w > A ? w : A;
         w = m->last && V > w ? V : w;
         a->dh = carve(cv, N * w, sizeof(bf16));
-        a->datt_h = carve(cv, TT, sizeof(bf16));
+        a->datt_h = carve(cv, DTT, sizeof(bf16));
     }
     carve_layer(&a->work, m, a, work_mask(m), cv);
 }
 #undef CF
+
+/* Point every buffer of a into base (NULL: only count) for its B, T:
+ * the saved tensors, then the scratch unless owner lends it.  Returns
+ * the bytes of the whole and *saved those of the saved part. */
+static size_t carve_acts(struct gpt_acts *a, const struct gpt *m, void *base,
+                         const struct gpt_acts *owner, size_t *saved)
+{
+    struct carver cv = {base, 0};
+    carve_saved(a, m, &cv);
+    *saved = cv.off;
+    if (owner) {
+        a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
+        a->dqkv = owner->dqkv, a->datty = owner->datty;
+        a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
+        a->logits = owner->logits, a->dlogits = owner->dlogits;
+        a->dh = owner->dh, a->datt_h = owner->datt_h;
+        a->work = owner->work;
+    } else {
+        carve_scratch(a, m, &cv);
+    }
+    return cv.off;
+}
 
 int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
                    struct tensor_table *tt, size_t *saved_bytes,
@@ -483,20 +550,11 @@ int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
     int rc = build_table(&g);
     *tt = g.tt;
     /* the same carving as gpt_acts_init_shared, counting only */
-    struct gpt_acts a;
-    memset(&a, 0, sizeof(a));
-    size_t nl = (size_t)(l1 - l0), N = (size_t)B * c->seq_len;
-    a.B = B, a.T = c->seq_len, a.N = N;
-    a.la = calloc(nl ? nl : 1, sizeof(*a.la));
-    if (!a.la)
+    size_t saved, total = gpt_acts_bytes(&g, B, c->seq_len, 0, &saved);
+    if (total == (size_t)-1)
         return -1;
-    struct carver cv = {NULL, 0};
-    carve_saved(&a, &g, &cv); /* the carver counts bytes */
-    size_t saved = cv.off;
-    carve_scratch(&a, &g, &cv);
-    free(a.la);
-    *saved_bytes = saved + 2 * N * sizeof(int32_t);
-    *scratch_bytes = cv.off - saved;
+    *saved_bytes = saved + 3 * (size_t)B * c->seq_len * sizeof(int32_t);
+    *scratch_bytes = total - *saved_bytes;
     return rc;
 }
 
@@ -504,44 +562,64 @@ int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner)
 {
     memset(a, 0, sizeof(*a));
-    size_t N = (size_t)B * T;
+    size_t N = (size_t)B * T, saved;
     size_t nl = (size_t)(m->l1 - m->l0);
     a->B = B;
     a->T = T;
     a->N = N;
     a->la = calloc(nl ? nl : 1, sizeof(*a->la));
-    a->inp = calloc(2 * N, sizeof(int32_t));
+    a->inp = calloc(3 * N, sizeof(int32_t)); /* inp, tgt, document starts */
     if (!a->la || !a->inp) {
         gpt_acts_free(a);
         return -1;
     }
-    struct carver cv = {NULL, 0}; /* count first */
-    carve_saved(a, m, &cv);
-    size_t saved = cv.off;
-    if (!owner)
-        carve_scratch(a, m, &cv);
-    size_t total = cv.off;
+    size_t total = carve_acts(a, m, NULL, owner, &saved); /* count first */
     a->mem = tensor_arena_alloc((total + sizeof(float) - 1) / sizeof(float));
     if (!a->mem) {
         gpt_acts_free(a);
         return -1;
     }
     a->tgt = a->inp + N;
-    a->bytes = total + 2 * N * sizeof(int32_t);
+    a->bytes = total + 3 * N * sizeof(int32_t);
     a->saved_bytes = saved;
-    cv = (struct carver){(char *)a->mem, 0};
-    carve_saved(a, m, &cv);
-    if (owner) {
-        a->dres = owner->dres, a->dC = owner->dC, a->dln = owner->dln;
-        a->dqkv = owner->dqkv, a->datty = owner->datty;
-        a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
-        a->logits = owner->logits, a->dlogits = owner->dlogits;
-        a->dh = owner->dh, a->datt_h = owner->datt_h;
-        a->work = owner->work;
-    } else {
-        carve_scratch(a, m, &cv);
-    }
+    a->cap = total;
+    a->ncap = N;
+    carve_acts(a, m, a->mem, owner, &saved);
     return 0;
+}
+
+void gpt_acts_reshape(struct gpt_acts *a, const struct gpt *m, int B, int T,
+                      const struct gpt_acts *owner)
+{
+    size_t N = (size_t)B * T, saved;
+    a->B = B;
+    a->T = T;
+    a->N = N;
+    size_t total = carve_acts(a, m, NULL, owner, &saved);
+    if (N > a->ncap || total > a->cap) {
+        fprintf(stderr, "mpitron: activations of %d x %d do not fit those "
+                "of %zu tokens\n", B, T, a->ncap);
+        abort();
+    }
+    carve_acts(a, m, a->mem, owner, &saved);
+}
+
+size_t gpt_acts_bytes(const struct gpt *m, int B, int T, int shared,
+                      size_t *saved)
+{
+    struct gpt_acts a, owner;
+    memset(&a, 0, sizeof(a));
+    memset(&owner, 0, sizeof(owner));
+    size_t nl = (size_t)(m->l1 - m->l0);
+    a.B = B;
+    a.T = T;
+    a.N = (size_t)B * T;
+    a.la = calloc(nl ? nl : 1, sizeof(*a.la));
+    if (!a.la)
+        return (size_t)-1;
+    size_t total = carve_acts(&a, m, NULL, shared ? &owner : NULL, saved);
+    free(a.la);
+    return total + 3 * a.N * sizeof(int32_t);
 }
 
 int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T)
@@ -607,12 +685,7 @@ static const float *branch_grad(struct gpt *m, const struct gpt_acts *ac,
 static struct attn_shape attn_shape_of(const struct gpt *m,
                                        const struct gpt_acts *a)
 {
-    struct attn_shape s = {
-        .B = (size_t)a->B, .T = (size_t)a->T, .nh = (size_t)m->nh,
-        .nkv = (size_t)m->nkv, .hd = (size_t)m->hd,
-        .window = (size_t)m->cfg.attn_window,
-    };
-    return s;
+    return attn_shape_bt(m, (size_t)a->B, (size_t)a->T, a->lo);
 }
 
 /* out (N,OC) = inp (N,IC) @ w (OC,IC)^T + bias (OC) for a row-parallel
@@ -705,8 +778,8 @@ static void embed_forward(struct gpt *m, struct gpt_acts *a,
     size_t N = a->N, C = (size_t)m->cfg.n_embd;
     float p = pos->train ? m->cfg.dropout : 0.0f;
     float *e = p > 0.0f ? a->dres : a->emb; /* pre-dropout embedding */
-    TIMED(m, OPK_EMBEDDING, encoder_forward(e, a->inp, m->wte, m->wpe,
-                                            (size_t)a->B, (size_t)a->T, C));
+    TIMED(m, OPK_EMBEDDING, encoder_forward_doc(e, a->inp, a->lo, m->wte,
+          m->wpe, (size_t)a->B, (size_t)a->T, C));
     if (p > 0.0f) {
         uint64_t row0 = (uint64_t)pos->seq0 * (uint64_t)a->T;
         TIMED(m, OPK_ELEMENTWISE, dropout_forward(a->emb, e, p,
@@ -724,6 +797,14 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
                    const int32_t *tgt, const struct gpt_pos *pos)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
+    size_t Vp = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
+    /* document bounds, for every stage's attention (and the first's
+     * positions) in forward and backward */
+    a->lo = NULL;
+    if (m->cfg.doc_mask && pos->dstart) {
+        a->lo = a->inp + 2 * a->ncap;
+        memcpy(a->lo, pos->dstart, N * sizeof(int32_t));
+    }
     if (m->first) {
         memcpy(a->inp, inp, N * sizeof(int32_t));
         gpt_emit(m, GPT_USE_FWD, -1);
@@ -744,9 +825,10 @@ double gpt_forward(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     gpt_op_layernorm(m, a->lnf, a->lnf_mean, a->lnf_rstd, x, m->lnfw,
                      m->lnfb, N, C);
     gpt_op_matmul(m, a->logits, GEMM_F32, a->lnf,
-                  gpt_op_weight(m, m->wte, m->wte_h), NULL, N, C, V);
-    TIMED(m, OPK_LOSS, crossentropy_softmax_forward(a->losses, a->probs,
-          a->logits, a->tgt, N, V));
+                  gpt_op_weight(m, m->wte, m->wte_h), NULL, N, C, Vp);
+    struct xent_opts xo = {m->cfg.label_smoothing, m->cfg.z_loss};
+    TIMED(m, OPK_LOSS, xent_forward(a->losses, a->probs, a->lse, a->logits,
+          a->tgt, N, V, Vp, pos->train ? &xo : NULL));
     double sum = 0.0;
     for (size_t i = 0; i < N; i++)
         sum += a->losses[i];
@@ -837,12 +919,14 @@ static void block_backward(struct gpt *m, struct gpt_acts *a,
 static void head_backward(struct gpt *m, struct gpt_acts *a, float dloss)
 {
     size_t N = a->N, C = (size_t)m->cfg.n_embd, V = (size_t)m->cfg.vocab_size;
-    memset(a->dlogits, 0, N * V * sizeof(float));
-    TIMED(m, OPK_LOSS, crossentropy_softmax_backward(a->dlogits, a->probs,
-          a->tgt, dloss, N, V));
-    const void *d = gpt_op_grad(m, a, a->dlogits, NULL, N, V);
+    size_t Vp = (size_t)gpt_vocab_padded(m->cfg.vocab_size);
+    struct xent_opts xo = {m->cfg.label_smoothing, m->cfg.z_loss};
+    memset(a->dlogits, 0, N * Vp * sizeof(float));
+    TIMED(m, OPK_LOSS, xent_backward(a->dlogits, a->probs, a->lse, a->tgt,
+          dloss, N, V, Vp, &xo));
+    const void *d = gpt_op_grad(m, a, a->dlogits, NULL, N, Vp);
     gpt_op_matmul_backward(m, -1, a->dln, 0, m->dwte, d, a->lnf,
-                           gpt_op_weight(m, m->wte, m->wte_h), N, C, V);
+                           gpt_op_weight(m, m->wte, m->wte_h), N, C, Vp);
     memset(a->dres, 0, N * C * sizeof(float));
     TIMED(m, OPK_LAYERNORM, layernorm_backward(a->dres, m->dlnfw, m->dlnfb,
           a->dln, gpt_stage_output(m, a), m->lnfw, a->lnf_mean, a->lnf_rstd,
@@ -872,8 +956,8 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
     if (m->first) {
         const float *de = branch_grad(m, a, a->dres, a->dC, pos, 0);
         gpt_emit(m, GPT_USE_BWD, -1);
-        TIMED(m, OPK_EMBEDDING, encoder_backward(m->dwte, m->dwpe, de,
-              a->inp, (size_t)a->B, (size_t)a->T, C));
+        TIMED(m, OPK_EMBEDDING, encoder_backward_doc(m->dwte, m->dwpe, de,
+              a->inp, a->lo, (size_t)a->B, (size_t)a->T, C));
         gpt_emit(m, GPT_USE_DONE, -1);
     }
     if (m->first || m->last)

@@ -12,7 +12,8 @@
  * cross-entropy.
  *
  * Parameters (global shapes; W (out, in), tp split in brackets):
- *   wte (V,C), wpe (T,C)                           [replicated]
+ *   wte (Vp,C), wpe (T,C)                          [replicated]
+ *     (Vp = gpt_vocab_padded(V) rows)
  *   h.L.ln1.w, h.L.ln1.b (C)                       [replicated]
  *   h.L.attn.wq (nh*hd,C)  wk, wv (nkv*hd,C)       [dim 0: heads]
  *   h.L.attn.bq (nh*hd)    bk, bv (nkv*hd)         [dim 0]
@@ -71,9 +72,24 @@ struct gpt_config {
     int n_layer, n_embd, n_head, n_kv_head, seq_len, vocab_size;
     int attn_window;
     float dropout;
+    float label_smoothing, z_loss; /* training loss only (ops.h xent) */
+    int attn;                      /* enum attn_kind (ops.h) */
+    int attn_block, attn_stride;   /* ATTN_SPARSE's pattern */
+    int doc_mask; /* attention and positions stop at document starts
+                     (gpt_pos.dstart) */
     enum gpt_precision precision;
     enum gpt_recompute recompute;
 };
+
+/* Rows of wte and columns of the logits: the vocabulary padded as llm.c
+ * pads it (GPT-2's 50257 -> 50304), to a multiple of 128 when it is above
+ * 256; smaller vocabularies (bytes, the tests') are not padded.  The
+ * padded tokens never occur: the loss and sampling read the first
+ * vocab_size logits only, and their wte rows get no gradient. */
+static inline int gpt_vocab_padded(int V)
+{
+    return V > 256 ? (V + 127) / 128 * 128 : V;
+}
 
 /* Time spent per kind of op, seconds (what bench step splits by). */
 enum op_kind {
@@ -229,7 +245,9 @@ struct gpt_layer_acts { /* one block's saved activations */
     void *ln1;                        /* [p] (N,C) */
     float *ln1_mean, *ln1_rstd;       /* (N) (N) */
     void *qkv;                        /* [p] (N,(nh+2nkv)*hd) */
-    void *att;                        /* [p] (B,nh,T,T) probabilities */
+    void *att;                        /* [p] (B,nh,T,T) probabilities; the
+                                         linear and sparse kernels' fp32
+                                         state (model.c attn_sizes) */
     void *atty;                       /* [p] (N,nh*hd) */
     float *attproj, *res1;            /* (N,C) */
     void *ln2;                        /* [p] (N,C) */
@@ -242,19 +260,21 @@ struct gpt_acts {
     int B, T;
     size_t N;            /* B*T */
     int32_t *inp, *tgt;  /* (B,T) copies of the micro-batch tokens */
+    int32_t *lo;         /* (B,T) copy of gpt_pos.dstart; NULL: none */
     float *emb;          /* (N,C) embedding output, after dropout */
     struct gpt_layer_acts *la; /* per local layer */
     void *lnf;                        /* [p] (N,C) */
     float *lnf_mean, *lnf_rstd;       /* (N) (N) */
-    float *logits, *probs, *losses;   /* (N,V) (N,V) (N) */
+    float *logits, *probs, *losses;   /* (N,Vp) (N,Vp) (N) */
+    float *lse;                       /* (N) log-sum-exp, for the z-loss */
     /* backward scratch, shared by all layers */
     float *dres, *dC, *dln;  /* (N,C) */
     float *dqkv, *datty;     /* (N,Q) (N,nh*hd) */
     float *datt;             /* (B,nh,T,T); also the bf16 forward's scores */
     float *dF1, *dF2;        /* (N,F) */
-    float *dlogits;          /* (N,V) */
+    float *dlogits;          /* (N,Vp) */
     /* bf16 only: an output gradient rounded for the products, (N, max of
-     * C, F, Q, nh*hd, V), and attention's rounded dS (B,nh,T,T) */
+     * C, F, Q, nh*hd, Vp), and attention's rounded dS (B,nh,T,T) */
     bf16 *dh, *datt_h;
     struct gpt_layer_acts work; /* recompute: the tensors slots do not
                                    keep (scratch, shared) */
@@ -262,6 +282,7 @@ struct gpt_acts {
     size_t bytes;            /* its size, for the memory report */
     size_t saved_bytes;      /* of which saved activations (the rest is
                                 scratch and the token copies) */
+    size_t cap, ncap;        /* bytes of mem, tokens of inp (and tgt) */
 };
 /* Allocate activations for micro-batches of B sequences of length T
  * (T <= seq_len), with their own backward scratch.  Head buffers (lnf,
@@ -274,6 +295,19 @@ int gpt_acts_init(struct gpt_acts *a, const struct gpt *m, int B, int T);
 int gpt_acts_init_shared(struct gpt_acts *a, const struct gpt *m, int B,
                          int T, const struct gpt_acts *owner);
 void gpt_acts_free(struct gpt_acts *a);
+/* The bytes gpt_acts_init_shared would allocate for B x T (with an owner
+ * lending the scratch when shared), and *saved of them the saved
+ * activations; allocates nothing of that size.  -1 (SIZE_MAX): out of
+ * memory for the count itself. */
+size_t gpt_acts_bytes(const struct gpt *m, int B, int T, int shared,
+                      size_t *saved);
+/* Re-cut a's memory for micro-batches of B sequences of length T with
+ * B * T no more than it was built for (sequence-length warm-up: shorter
+ * sequences, more of them; the T x T attention buffers shrink).  owner
+ * as for gpt_acts_init_shared (its scratch must be re-cut first).
+ * Allocates nothing; aborts if the shape does not fit (a caller bug). */
+void gpt_acts_reshape(struct gpt_acts *a, const struct gpt *m, int B, int T,
+                      const struct gpt_acts *owner);
 
 /* Where a micro-batch sits, for counter-based dropout. */
 struct gpt_pos {
@@ -281,6 +315,8 @@ struct gpt_pos {
     int64_t seq0;   /* global index of the first sequence in the batch */
     uint64_t seed;
     int train;      /* 0: no dropout (validation, sampling) */
+    const int32_t *dstart; /* (B,T): each token's document start within
+                              its sequence (doc_mask), or NULL */
 };
 
 /* Forward of this stage's part of the model on one micro-batch.  The

@@ -96,7 +96,13 @@ void gpt_op_attention(struct gpt *m, struct gpt_acts *a,
     double soft = 0.0, t0 = now_s();
     struct attn_shape sp = *s;
     sp.softmax_s = &soft;
-    if (is_bf16(m))
+    /* the linear and sparse kernels are fp32 only (config.c refuses them
+     * with precision=bf16) */
+    if (s->kind == ATTN_LINEAR)
+        attention_linear_forward(la->atty, la->att, a->datt, la->qkv, s);
+    else if (s->kind == ATTN_SPARSE)
+        attention_sparse_forward(la->atty, la->att, la->qkv, s);
+    else if (is_bf16(m))
         attention_forward_bf16(la->atty, la->att, a->datt, la->qkv, &sp);
     else
         attention_forward(la->atty, la->att, la->qkv, &sp);
@@ -111,7 +117,16 @@ void gpt_op_attention_backward(struct gpt *m, struct gpt_acts *a,
     struct attn_shape sp = *s;
     double soft = 0.0;
     sp.softmax_s = &soft;
-    if (is_bf16(m)) {
+    if (s->kind != ATTN_FULL) { /* fp32 only, as in forward */
+        double t0 = now_s();
+        if (s->kind == ATTN_LINEAR)
+            attention_linear_backward(a->dqkv, a->datt, a->datty, la->qkv,
+                                      la->atty, la->att, s);
+        else
+            attention_sparse_backward(a->dqkv, a->datt, a->datty, la->qkv,
+                                      la->att, s);
+        attn_time(m, now_s() - t0, 0.0);
+    } else if (is_bf16(m)) {
         TIMED(m, OPK_CAST, bf16_round_colsum(a->dh, NULL, a->datty, n, A));
         double t0 = now_s();
         attention_backward_bf16(a->dqkv, a->datt, a->datt_h, a->dh, la->qkv,

@@ -24,15 +24,28 @@
 /* ------------------------------------------------------------------------ */
 /* encoder */
 
+/* the position of token n of a (B,T) batch */
+static inline size_t enc_pos(const int32_t *lo, size_t n, size_t T)
+{
+    return n % T - (lo ? (size_t)lo[n] : 0);
+}
+
 void encoder_forward(float *out, const int32_t *inp, const float *wte,
                      const float *wpe, size_t B, size_t T, size_t C)
+{
+    encoder_forward_doc(out, inp, NULL, wte, wpe, B, T, C);
+}
+
+void encoder_forward_doc(float *out, const int32_t *inp, const int32_t *lo,
+                         const float *wte, const float *wpe, size_t B,
+                         size_t T, size_t C)
 {
     size_t N = B * T;
 #pragma omp parallel for schedule(static) if (N * C >= OPS_PAR_MIN)
     for (size_t n = 0; n < N; n++) {
         float *o = out + n * C;
         const float *we = wte + (size_t)inp[n] * C;
-        const float *pe = wpe + (n % T) * C;
+        const float *pe = wpe + enc_pos(lo, n, T) * C;
         for (size_t c = 0; c < C; c++)
             o[c] = we[c] + pe[c];
     }
@@ -40,13 +53,14 @@ void encoder_forward(float *out, const int32_t *inp, const float *wte,
 
 /* Tokens in (b, t) order, columns [lo, hi) only. */
 static void encoder_backward_cols(float *dwte, float *dwpe, const float *dout,
-                                  const int32_t *inp, size_t N, size_t T,
-                                  size_t C, size_t lo, size_t hi)
+                                  const int32_t *inp, const int32_t *dl,
+                                  size_t N, size_t T, size_t C, size_t lo,
+                                  size_t hi)
 {
     for (size_t n = 0; n < N; n++) {
         const float *d = dout + n * C;
         float *dte = dwte + (size_t)inp[n] * C;
-        float *dpe = dwpe + (n % T) * C;
+        float *dpe = dwpe + enc_pos(dl, n, T) * C;
         for (size_t c = lo; c < hi; c++) {
             dte[c] += d[c];
             dpe[c] += d[c];
@@ -57,6 +71,13 @@ static void encoder_backward_cols(float *dwte, float *dwpe, const float *dout,
 void encoder_backward(float *dwte, float *dwpe, const float *dout,
                       const int32_t *inp, size_t B, size_t T, size_t C)
 {
+    encoder_backward_doc(dwte, dwpe, dout, inp, NULL, B, T, C);
+}
+
+void encoder_backward_doc(float *dwte, float *dwpe, const float *dout,
+                          const int32_t *inp, const int32_t *dl, size_t B,
+                          size_t T, size_t C)
+{
     size_t N = B * T;
     /* tokens that repeat collide in dwte: split columns, not tokens */
 #pragma omp parallel if (N * C >= OPS_PAR_MIN)
@@ -64,7 +85,7 @@ void encoder_backward(float *dwte, float *dwpe, const float *dout,
         size_t lo, hi;
         ops_range_split(C, omp_get_thread_num(), omp_get_num_threads(), &lo,
                         &hi);
-        encoder_backward_cols(dwte, dwpe, dout, inp, N, T, C, lo, hi);
+        encoder_backward_cols(dwte, dwpe, dout, inp, dl, N, T, C, lo, hi);
     }
 }
 
@@ -308,40 +329,82 @@ void residual_backward(float *da, float *db, const float *dout, size_t n)
 /* ------------------------------------------------------------------------ */
 /* fused softmax + cross-entropy */
 
-void crossentropy_softmax_forward(float *losses, float *probs,
-                                  const float *logits, const int32_t *targets,
-                                  size_t N, size_t V)
+static int xent_plain(const struct xent_opts *o)
 {
+    return !o || (o->label_smoothing == 0.0f && o->z_loss == 0.0f);
+}
+
+void xent_forward(float *losses, float *probs, float *lse,
+                  const float *logits, const int32_t *targets, size_t N,
+                  size_t V, size_t ld, const struct xent_opts *o)
+{
+    int plain = xent_plain(o);
+    float s = plain ? 0.0f : o->label_smoothing;
+    float z = plain ? 0.0f : o->z_loss;
 #pragma omp parallel for schedule(static) if (N * V >= OPS_PAR_MIN)
     for (size_t n = 0; n < N; n++) {
-        const float *l = logits + n * V;
-        float *p = probs + n * V;
+        const float *l = logits + n * ld;
+        float *p = probs + n * ld;
         float m = ops_max(l, V);
         memcpy(p, l, V * sizeof(float));
+        memset(p + V, 0, (ld - V) * sizeof(float));
         ops_exp_shift_inplace(p, m, V);
         float sum = ops_sum(p, V);
         float inv = 1.0f / sum;
         for (size_t v = 0; v < V; v++)
             p[v] *= inv;
         /* log softmax directly, not log(p): exact for tiny probabilities */
-        losses[n] = logf(sum) - (l[targets[n]] - m);
+        float ls = logf(sum); /* lse - m */
+        float loss = ls - (l[targets[n]] - m);
+        if (!plain) {
+            float mean = ops_sum(l, V) / (float)V;
+            float full = m + ls;
+            loss = (1.0f - s) * loss + s * (ls - (mean - m)) + z * full * full;
+            if (lse)
+                lse[n] = full;
+        }
+        losses[n] = loss;
     }
+}
+
+void xent_backward(float *dlogits, const float *probs, const float *lse,
+                   const int32_t *targets, float dloss, size_t N, size_t V,
+                   size_t ld, const struct xent_opts *o)
+{
+    int plain = xent_plain(o);
+#pragma omp parallel for schedule(static) if (N * V >= OPS_PAR_MIN)
+    for (size_t n = 0; n < N; n++) {
+        float *d = dlogits + n * ld;
+        const float *p = probs + n * ld;
+        size_t t = (size_t)targets[n];
+        if (plain) {
+            float dt = d[t] + (p[t] - 1.0f) * dloss;
+            for (size_t v = 0; v < V; v++)
+                d[v] += p[v] * dloss;
+            d[t] = dt;
+            continue;
+        }
+        float s = o->label_smoothing;
+        float gp = (1.0f + 2.0f * o->z_loss * (lse ? lse[n] : 0.0f)) * dloss;
+        float gu = s / (float)V * dloss;
+        for (size_t v = 0; v < V; v++)
+            d[v] += p[v] * gp - gu;
+        d[t] -= (1.0f - s) * dloss;
+    }
+}
+
+void crossentropy_softmax_forward(float *losses, float *probs,
+                                  const float *logits, const int32_t *targets,
+                                  size_t N, size_t V)
+{
+    xent_forward(losses, probs, NULL, logits, targets, N, V, V, NULL);
 }
 
 void crossentropy_softmax_backward(float *dlogits, const float *probs,
                                    const int32_t *targets, float dloss,
                                    size_t N, size_t V)
 {
-#pragma omp parallel for schedule(static) if (N * V >= OPS_PAR_MIN)
-    for (size_t n = 0; n < N; n++) {
-        float *d = dlogits + n * V;
-        const float *p = probs + n * V;
-        size_t t = (size_t)targets[n];
-        float dt = d[t] + (p[t] - 1.0f) * dloss;
-        for (size_t v = 0; v < V; v++)
-            d[v] += p[v] * dloss;
-        d[t] = dt;
-    }
+    xent_backward(dlogits, probs, NULL, targets, dloss, N, V, V, NULL);
 }
 
 /* ------------------------------------------------------------------------ */

@@ -35,6 +35,14 @@ void encoder_forward(float *out, const int32_t *inp, const float *wte,
 /* dwte (V,C) +=, dwpe (>=T,C) +=; dout (B,T,C); inp (B,T) */
 void encoder_backward(float *dwte, float *dwpe, const float *dout,
                       const int32_t *inp, size_t B, size_t T, size_t C);
+/* The same with positions counted from each token's document start:
+ * wpe[t - lo[b,t]]; lo (B,T) as in attn_shape, NULL = wpe[t] */
+void encoder_forward_doc(float *out, const int32_t *inp, const int32_t *lo,
+                         const float *wte, const float *wpe, size_t B,
+                         size_t T, size_t C);
+void encoder_backward_doc(float *dwte, float *dwpe, const float *dout,
+                          const int32_t *inp, const int32_t *lo, size_t B,
+                          size_t T, size_t C);
 
 /* out (N,C); mean, rstd (N) saved; inp (N,C); w, b (C); eps = 1e-5 */
 void layernorm_forward(float *out, float *mean, float *rstd, const float *inp,
@@ -63,6 +71,12 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
  * positions s with s <= t and, when window > 0, t - s < window.
  * Scores are scaled by 1/sqrt(hd).
  */
+enum attn_kind {
+    ATTN_FULL,   /* softmax attention (with the window, if any) */
+    ATTN_LINEAR, /* causal linear attention, elu + 1 features */
+    ATTN_SPARSE, /* block-sparse softmax attention */
+};
+
 struct attn_shape {
     size_t B, T;   /* batch, sequence length */
     size_t nh;     /* query heads (on this rank) */
@@ -71,6 +85,11 @@ struct attn_shape {
     size_t window; /* 0 = full causal */
     double *softmax_s; /* NULL, or += thread-seconds spent in the softmax
                           and its backward (profiling) */
+    enum attn_kind kind;
+    size_t block, stride; /* ATTN_SPARSE: attn_block, attn_stride */
+    const int32_t *lo;    /* (B,T) or NULL: token t sees positions >= lo
+                             (its document's first token), on top of the
+                             causal (and window, sparse) rule */
 };
 /* out (B,T,nh*hd); att (B,nh,T,T) softmax probabilities saved for backward
  * (entries outside the causal window are 0); qkv as above */
@@ -81,6 +100,40 @@ void attention_forward(float *out, float *att, const float *qkv,
 void attention_backward(float *dqkv, float *scratch, const float *dout,
                         const float *qkv, const float *att,
                         const struct attn_shape *s);
+
+/*
+ * Causal linear attention (ops_attention_linear.c): with phi(x) = elu(x)
+ * + 1 applied to every query and key element,
+ *   out_t = sum_{lo(t)<=s<=t} (phi(q_t).phi(k_s)) v_s
+ *           / (sum_{lo(t)<=s<=t} phi(q_t).phi(k_s) + 1e-6),
+ * computed with running sums in O(T hd^2) per head (no T x T matrix; no
+ * window).  den (B,nh,T) is saved for backward, out is read back there;
+ * scratch holds attention_linear_scratch(s) floats.
+ */
+size_t attention_linear_scratch(const struct attn_shape *s);
+void attention_linear_forward(float *out, float *den, float *scratch,
+                              const float *qkv, const struct attn_shape *s);
+/* dqkv +=; scratch overwritten; dout, out (B,T,nh*hd), den, qkv from the
+ * forward */
+void attention_linear_backward(float *dqkv, float *scratch, const float *dout,
+                               const float *qkv, const float *out,
+                               const float *den, const struct attn_shape *s);
+
+/*
+ * Block-sparse attention (ops_attention_sparse.c), softmax over the keys
+ * a query sees: positions are cut into blocks of s->block; query block i
+ * sees key block j <= i when j >= i - 1 (its own block, causally, and the
+ * one before: local) or j % s->stride == 0 (every stride-th block, block 0
+ * included: global, strided).  Scaled by 1/sqrt(hd).  The probabilities
+ * of the visible blocks are saved packed, attention_sparse_floats(s)
+ * floats (att); the backward's scratch is as large.
+ */
+size_t attention_sparse_floats(const struct attn_shape *s);
+void attention_sparse_forward(float *out, float *att, const float *qkv,
+                              const struct attn_shape *s);
+void attention_sparse_backward(float *dqkv, float *scratch, const float *dout,
+                               const float *qkv, const float *att,
+                               const struct attn_shape *s);
 
 /* GELU, tanh approximation (GPT-2's); out, inp (n) */
 void gelu_forward(float *out, const float *inp, size_t n);
@@ -102,6 +155,34 @@ void crossentropy_softmax_forward(float *losses, float *probs,
 void crossentropy_softmax_backward(float *dlogits, const float *probs,
                                    const int32_t *targets, float dloss,
                                    size_t N, size_t V);
+
+/*
+ * The training loss: softmax cross-entropy with label smoothing and
+ * z-loss.  A row of logits is ld >= V floats wide; columns [V, ld) are
+ * vocabulary padding, ignored (their probabilities are 0, their gradients
+ * untouched).  With p = softmax(logits[0, V)), lse = log sum_v exp(l_v),
+ * target t, smoothing s and z-loss coefficient z:
+ *   loss = (1 - s) (-log p_t) + s mean_v(-log p_v) + z lse^2
+ *        = lse - (1 - s) l_t - s mean_v(l_v) + z lse^2
+ *   dloss/dl_v = p_v (1 + 2 z lse) - (1 - s) [v == t] - s / V
+ * (label smoothing: Szegedy et al. 2016; z-loss: PaLM, Chowdhery et al.
+ * 2022).  s = z = 0 is plain cross-entropy, computed exactly as
+ * crossentropy_softmax_*.
+ */
+struct xent_opts {
+    float label_smoothing; /* s in [0, 1) */
+    float z_loss;          /* z >= 0 */
+};
+/* losses (N); probs (N,ld) saved (0 in the padding); lse (N) saved (may
+ * be NULL when z = 0); logits (N,ld); targets (N) in [0,V); o NULL =
+ * plain cross-entropy */
+void xent_forward(float *losses, float *probs, float *lse,
+                  const float *logits, const int32_t *targets, size_t N,
+                  size_t V, size_t ld, const struct xent_opts *o);
+/* dlogits (N,ld) += dloss/dlogits * dloss, columns [0,V) only */
+void xent_backward(float *dlogits, const float *probs, const float *lse,
+                   const int32_t *targets, float dloss, size_t N, size_t V,
+                   size_t ld, const struct xent_opts *o);
 
 /*
  * Inverted dropout with a counter-based mask: element (i, j) of the (N,C)

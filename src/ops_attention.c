@@ -50,16 +50,20 @@
 /* Geometry of one (batch, head) problem: row strides, window, types. */
 struct attn_geom {
     size_t T, hd, window;
+    const int32_t *lo; /* (T) this sequence's document bounds, or NULL */
     size_t R; /* qkv row width, (nh + 2 nkv) hd */
     size_t C; /* out row width, nh hd */
     float scale;
     enum gemm_type dt; /* type of qkv, att, out, dout */
 };
 
-/* first position that row t attends to */
-static inline size_t attn_lo(size_t t, size_t window)
+/* first position that row t attends to: the window's, or its
+ * document's first token if later (non-decreasing in t) */
+static inline size_t attn_lo(size_t t, const struct attn_geom *g)
 {
-    return (window && t + 1 > window) ? t + 1 - window : 0;
+    size_t w = g->window, lo = (w && t + 1 > w) ? t + 1 - w : 0;
+    size_t d = g->lo ? (size_t)g->lo[t] : 0;
+    return d > lo ? d : lo;
 }
 
 /* element i of an array of type t */
@@ -125,13 +129,13 @@ static void attn_forward_head(void *O, void *P, float *S, const void *Q,
         S = P;
     for (size_t r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
         size_t r1 = r0 + ATTN_BLOCK < T ? r0 + ATTN_BLOCK : T;
-        size_t c0 = attn_lo(r0, g->window), m = r1 - r0, n = r1 - c0;
+        size_t c0 = attn_lo(r0, g), m = r1 - r0, n = r1 - c0;
         prod(0, 1, m, n, g->hd, g->scale, el(Q, r0 * g->R, dt), g->R,
              el(K, c0 * g->R, dt), g->R, 0, S + r0 * T + c0, T, dt,
              GEMM_F32);
         double t0 = now_s();
         for (size_t t = r0; t < r1; t++) {
-            attn_softmax_row(S + t * T, attn_lo(t, g->window), t, T);
+            attn_softmax_row(S + t * T, attn_lo(t, g), t, T);
             if (dt == GEMM_BF16)
                 bf16_from_f32_n((bf16 *)P + t * T + c0, S + t * T + c0, n);
         }
@@ -170,11 +174,13 @@ static void attn_forward_any(void *out, void *att, float *scratch,
     for (size_t bh = 0; bh < tasks; bh++) {
         size_t b = bh / nh, h = bh % nh, kvh = h / q;
         const void *base = el(qkv, b * T * g.R, dt);
+        struct attn_geom gb = g;
+        gb.lo = s->lo ? s->lo + b * T : NULL;
         attn_forward_head(el(out, b * T * g.C + h * hd, dt),
                           el(att, bh * T * T, dt),
                           scratch ? scratch + bh * T * T : NULL,
                           el(base, h * hd, dt), el(base, (nh + kvh) * hd, dt),
-                          el(base, (nh + s->nkv + kvh) * hd, dt), &g, &soft);
+                          el(base, (nh + s->nkv + kvh) * hd, dt), &gb, &soft);
     }
     if (s->softmax_s)
         *s->softmax_s += soft;
@@ -200,7 +206,7 @@ static void attn_softmax_backward_rows(float *dS, bf16 *dSh, const void *P,
                                        const struct attn_geom *g)
 {
     for (size_t t = r0; t < r1; t++) {
-        size_t lo = attn_lo(t, g->window), n = t + 1 - lo;
+        size_t lo = attn_lo(t, g), n = t + 1 - lo;
         float *d = dS + t * g->T;
         memset(d + c0, 0, (lo - c0) * sizeof(float));
         memset(d + t + 1, 0, (r1 - t - 1) * sizeof(float));
@@ -232,7 +238,7 @@ static void attn_backward_head(float *dQ, float *dK, float *dV, float *dS,
     const void *dSt = dt == GEMM_F32 ? (const void *)dS : (const void *)dSh;
     for (size_t r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
         size_t r1 = r0 + ATTN_BLOCK < T ? r0 + ATTN_BLOCK : T;
-        size_t c0 = attn_lo(r0, g->window), m = r1 - r0, n = r1 - c0;
+        size_t c0 = attn_lo(r0, g), m = r1 - r0, n = r1 - c0;
         /* dP = dO V^T */
         prod(0, 1, m, n, hd, 1.0f, el(dO, r0 * C, dt), C,
              el(V, c0 * R, dt), R, 0, dS + r0 * T + c0, T, dt, GEMM_F32);
@@ -266,6 +272,8 @@ static void attn_backward_any(float *dqkv, float *scratch, bf16 *scratch_h,
         const void *base = el(qkv, b * T * g.R, dt);
         float *dbase = dqkv + b * T * g.R;
         size_t koff = (nh + kvh) * hd, voff = (nh + nkv + kvh) * hd;
+        struct attn_geom gb = g;
+        gb.lo = s->lo ? s->lo + b * T : NULL;
         for (size_t h = kvh * q; h < (kvh + 1) * q; h++) {
             size_t bh = b * nh + h;
             attn_backward_head(dbase + h * hd, dbase + koff, dbase + voff,
@@ -273,7 +281,7 @@ static void attn_backward_any(float *dqkv, float *scratch, bf16 *scratch_h,
                                scratch_h ? scratch_h + bh * T * T : NULL,
                                el(dout, b * T * g.C + h * hd, dt),
                                el(att, bh * T * T, dt), el(base, h * hd, dt),
-                               el(base, koff, dt), el(base, voff, dt), &g,
+                               el(base, koff, dt), el(base, voff, dt), &gb,
                                &soft);
         }
     }

@@ -77,6 +77,149 @@ static void adamw_any(float *param, bf16 *half, const float *grad, float *m,
     }
 }
 
+/* ---- LAMB ------------------------------------------------------------------ */
+
+struct adam_consts {
+    float lr, b1, b2, eps, wd, inv_bc1, inv_bc2;
+};
+
+static struct adam_consts adam_consts_of(const struct adamw_hp *hp,
+                                         int decay, int64_t t2)
+{
+    struct adam_consts k = {
+        .lr = hp->lr, .b1 = hp->beta1, .b2 = hp->beta2, .eps = hp->eps,
+        .wd = decay ? hp->weight_decay : 0.0f,
+        .inv_bc1 = (float)(1.0 / (1.0 - pow((double)hp->beta1,
+                                            (double)hp->t))),
+        .inv_bc2 = (float)(1.0 / (1.0 - pow((double)hp->beta2,
+                                            (double)t2))),
+    };
+    return k;
+}
+
+/* u of one element */
+static inline float lamb_u(float p, float m, float v,
+                           const struct adam_consts *k)
+{
+    return (m * k->inv_bc1) / (sqrtf(v * k->inv_bc2) + k->eps) + k->wd * p;
+}
+
+static void lamb_chunk(const float *restrict p, const float *restrict g_in,
+                       float *restrict m, float *restrict v, size_t n,
+                       const struct adam_consts *k, float grad_scale,
+                       double *pp, double *uu)
+{
+    double sp = 0.0, su = 0.0;
+    const float c1 = 1.0f - k->b1, c2 = 1.0f - k->b2;
+    for (size_t i = 0; i < n; i++) {
+        float g = g_in[i] * grad_scale;
+        m[i] = k->b1 * m[i] + c1 * g;
+        v[i] = k->b2 * v[i] + c2 * (g * g);
+        double u = lamb_u(p[i], m[i], v[i], k);
+        sp += (double)p[i] * p[i];
+        su += u * u;
+    }
+    *pp = sp;
+    *uu = su;
+}
+
+void lamb_moments(const float *param, const float *grad, float *m, float *v,
+                  size_t n, const struct adamw_hp *hp, float grad_scale,
+                  int decay, double *pp, double *uu)
+{
+    struct adam_consts k = adam_consts_of(hp, decay, hp->t);
+    const long long nc = (long long)((n + OPTIM_CHUNK - 1) / OPTIM_CHUNK);
+    double part[2 * SUMSQ_MAX_CHUNKS], sp = 0.0, su = 0.0;
+    if (nc <= SUMSQ_MAX_CHUNKS) {
+#pragma omp parallel for schedule(static) if (nc > 1)
+        for (long long c = 0; c < nc; c++) {
+            size_t lo = (size_t)c * OPTIM_CHUNK;
+            size_t len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;
+            lamb_chunk(param + lo, grad + lo, m + lo, v + lo, len, &k,
+                       grad_scale, &part[2 * c], &part[2 * c + 1]);
+        }
+        for (long long c = 0; c < nc; c++) {
+            sp += part[2 * c];
+            su += part[2 * c + 1];
+        }
+    } else { /* more chunks than partial slots: serially, the same order */
+        for (long long c = 0; c < nc; c++) {
+            size_t lo = (size_t)c * OPTIM_CHUNK;
+            size_t len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;
+            double a, b;
+            lamb_chunk(param + lo, grad + lo, m + lo, v + lo, len, &k,
+                       grad_scale, &a, &b);
+            sp += a;
+            su += b;
+        }
+    }
+    *pp += sp;
+    *uu += su;
+}
+
+void lamb_apply(float *param, const float *m, const float *v, size_t n,
+                const struct adamw_hp *hp, int decay, float ratio)
+{
+    struct adam_consts k = adam_consts_of(hp, decay, hp->t);
+    const float step = k.lr * ratio;
+    const long long nc = (long long)((n + OPTIM_CHUNK - 1) / OPTIM_CHUNK);
+#pragma omp parallel for schedule(static) if (nc > 1)
+    for (long long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * OPTIM_CHUNK;
+        size_t len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;
+        float *restrict p = param + lo;
+        const float *restrict mm = m + lo, *restrict vv = v + lo;
+        for (size_t i = 0; i < len; i++)
+            p[i] -= step * lamb_u(p[i], mm[i], vv[i], &k);
+    }
+}
+
+float lamb_ratio(double pp, double uu)
+{
+    if (!(pp > 0.0) || !(uu > 0.0))
+        return 1.0f;
+    return (float)sqrt(pp / uu);
+}
+
+/* ---- Adam with a frozen second moment (1-bit Adam) ------------------------- */
+
+void frozen_v_update(float *param, const float *in, float *m, const float *v,
+                     size_t n, const struct adamw_hp *hp, float grad_scale,
+                     int decay, int64_t t_freeze, int is_momentum)
+{
+    struct adam_consts k = adam_consts_of(hp, decay,
+                                          t_freeze > 0 ? t_freeze : 1);
+    const float gs = is_momentum ? grad_scale : (1.0f - k.b1) * grad_scale;
+    const long long nc = (long long)((n + OPTIM_CHUNK - 1) / OPTIM_CHUNK);
+#pragma omp parallel for schedule(static) if (nc > 1)
+    for (long long c = 0; c < nc; c++) {
+        size_t lo = (size_t)c * OPTIM_CHUNK;
+        size_t len = n - lo < OPTIM_CHUNK ? n - lo : OPTIM_CHUNK;
+        float *restrict p = param + lo, *restrict mm = m + lo;
+        const float *restrict x = in + lo, *restrict vv = v + lo;
+        for (size_t i = 0; i < len; i++) {
+            float prev = k.b1 * mm[i];
+            /* the gradient part: g, or what the new momentum adds */
+            float gpart = is_momentum ? x[i] - prev : x[i];
+            float mi = prev + gs * gpart;
+            if (is_momentum && grad_scale == 1.0f)
+                mi = x[i]; /* exactly the all-reduced momentum */
+            mm[i] = mi;
+            float vhat = vv[i] * k.inv_bc2;
+            p[i] -= k.lr * ((mi * k.inv_bc1) / (sqrtf(vhat) + k.eps) +
+                            k.wd * p[i]);
+        }
+    }
+}
+
+float lr_layer_scale(int layer, int embed, int L, float decay)
+{
+    if (decay == 1.0f)
+        return 1.0f;
+    int depth = layer >= 0 ? L - 1 - layer : embed ? L : 0;
+    return (float)pow((double)decay, (double)depth);
+}
+
 /*
  * param, m, v are updated in place (caller owns all arrays, n elements
  * each, not overlapping).  hp->t must be >= 1.  No allocation, no errors.

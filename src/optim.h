@@ -27,6 +27,46 @@ void adamw_update(float *param, const float *grad, float *m, float *v,
                   size_t n, const struct adamw_hp *hp, float grad_scale,
                   int decay);
 
+/*
+ * LAMB (You et al. 2020): AdamW's moments and update direction, scaled
+ * per tensor by the trust ratio ||p|| / ||u||:
+ *   u = mhat / (sqrt(vhat) + eps) + wd_i p       (mhat, vhat as AdamW)
+ *   p -= lr * r * u,   r = ||p|| / ||u||, or 1 when either norm is 0
+ * Two passes, so that a tensor split over ranks can sum its squares
+ * first: lamb_moments updates m, v and adds sum p^2 and sum u^2 to
+ * *pp, *uu (in double, chunked by n alone: the same bits for any thread
+ * count); lamb_apply recomputes u from m, v, p and steps.
+ */
+void lamb_moments(const float *param, const float *grad, float *m, float *v,
+                  size_t n, const struct adamw_hp *hp, float grad_scale,
+                  int decay, double *pp, double *uu);
+void lamb_apply(float *param, const float *m, const float *v, size_t n,
+                const struct adamw_hp *hp, int decay, float ratio);
+/* The trust ratio from the two (global) sums of squares. */
+float lamb_ratio(double pp, double uu);
+
+/*
+ * Adam with the second moment frozen (1-bit Adam's compression stage,
+ * Tang et al. 2021): v is no longer updated, its bias correction is the
+ * one of step t_freeze, and the first moment follows
+ *   is_momentum = 0:  m = b1 m + (1 - b1) s g          (in = g)
+ *   is_momentum = 1:  m = b1 m + s (in - b1 m)         (in = the new
+ *                     momentum b1 m + (1 - b1) g, already formed and
+ *                     all-reduced; s scales its gradient part)
+ *   p -= lr * ( (m / (1-b1^t)) / (sqrt(v / (1-b2^t_freeze)) + eps)
+ *               + wd_i p )
+ * with s = grad_scale (the clip factor).
+ */
+void frozen_v_update(float *param, const float *in, float *m, const float *v,
+                     size_t n, const struct adamw_hp *hp, float grad_scale,
+                     int decay, int64_t t_freeze, int is_momentum);
+
+/* Layer-wise learning-rate decay: the factor of a tensor of block
+ * `layer` of L (-1: not in a block; embed: the token/position
+ * embedding): decay^(L-1-layer) for blocks, decay^L for the embeddings,
+ * 1 for the rest (the final LayerNorm of the head). */
+float lr_layer_scale(int layer, int embed, int L, float decay);
+
 /* adamw_update that also refreshes half (n), the bf16 copy of param that
  * mixed precision's products read: half = bf16(param) after the update,
  * written while the chunk is still in cache. */

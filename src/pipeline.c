@@ -26,6 +26,9 @@ int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
     if (pp_schedule_build(&pl->sc, kind, p, s, nmb, 0, err, errlen) < 0 ||
         pp_schedule_build(&pl->ev, kind, p, s, nmb, 1, err, errlen) < 0)
         goto fail;
+    pl->cur = &pl->sc;
+    if (!(pl->alt = calloc((size_t)nmb, sizeof(*pl->alt))))
+        goto oom;
     int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
     if (pp_link_init(&pl->link, pp_comm, ns) < 0) {
         snprintf(err, errlen, "pipeline stage %d of %d: cannot set up the "
@@ -68,6 +71,63 @@ fail:
     return -1;
 }
 
+size_t pipeline_bytes(const struct gpt *m, int p, int s, enum pp_kind kind,
+                      int nmb, int B, int T)
+{
+    struct pp_schedule sc, ev;
+    char err[256];
+    if (pp_schedule_build(&sc, kind, p, s, nmb, 0, err, sizeof err) < 0)
+        return (size_t)-1;
+    if (pp_schedule_build(&ev, kind, p, s, nmb, 1, err, sizeof err) < 0) {
+        pp_schedule_free(&sc);
+        return (size_t)-1;
+    }
+    int ns = sc.nslots > ev.nslots ? sc.nslots : ev.nslots;
+    pp_schedule_free(&sc);
+    pp_schedule_free(&ev);
+    size_t saved, own = gpt_acts_bytes(m, B, T, 0, &saved);
+    size_t lent = gpt_acts_bytes(m, B, T, 1, &saved);
+    if (own == (size_t)-1 || lent == (size_t)-1)
+        return (size_t)-1;
+    size_t n = (size_t)B * (size_t)T * (size_t)m->cfg.n_embd;
+    size_t links = (size_t)(!m->last) + (size_t)(!m->first);
+    return own + (size_t)(ns - 1) * lent + links * (size_t)ns * n *
+           sizeof(float);
+}
+
+int pipeline_add_schedule(struct pipeline *pl, enum pp_kind kind, int k,
+                          char *err, size_t errlen)
+{
+    if (k < 1 || k >= pl->m || pl->alt[k].a)
+        return 0;
+    if (pp_schedule_build(&pl->alt[k], kind, pl->p, pl->s, k, 0, err,
+                          errlen) < 0)
+        return -1;
+    return 0;
+}
+
+void pipeline_set_shape(struct pipeline *pl, const struct gpt *m, int k,
+                        int B, int T)
+{
+    pl->cur = k == pl->m ? &pl->sc : &pl->alt[k];
+    if (!pl->cur->a || (size_t)B * (size_t)T * (size_t)m->cfg.n_embd !=
+                           pl->n) {
+        fprintf(stderr, "mpitron: pipeline shape %d x %d x %d not "
+                "prepared\n", k, B, T);
+        abort(); /* a broken invariant of the batch plan */
+    }
+    if (B == pl->B && T == pl->T)
+        return;
+    int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
+    for (int i = 0; i < ns; i++)
+        gpt_acts_reshape(&pl->slot[i], m, B, T, i ? &pl->slot[0] : NULL);
+    if (pl->has_pad) /* debug_slow_rank's scratch, built at the full shape */
+        gpt_acts_reshape(&pl->pad, m, B, T, NULL);
+    pl->B = B;
+    pl->T = T;
+    pipeline_set_sizes(pl, NULL);
+}
+
 void pipeline_free(struct pipeline *pl)
 {
     int ns = pl->sc.nslots > pl->ev.nslots ? pl->sc.nslots : pl->ev.nslots;
@@ -83,6 +143,10 @@ void pipeline_free(struct pipeline *pl)
         gpt_acts_free(&pl->pad);
     free(pl->gin);
     free(pl->gout);
+    for (int k = 0; pl->alt && k < pl->m; k++)
+        if (pl->alt[k].a)
+            pp_schedule_free(&pl->alt[k]);
+    free(pl->alt);
     pp_schedule_free(&pl->sc);
     pp_schedule_free(&pl->ev);
     memset(pl, 0, sizeof(*pl));
@@ -193,6 +257,8 @@ static double run(struct pipeline *pl, const struct pp_schedule *sc,
         struct gpt_acts *a = &pl->slot[sl];
         struct gpt_pos pos = *pos0;
         pos.seq0 = pos0->seq0 + pl->first[k];
+        if (pos0->dstart)
+            pos.dstart = pos0->dstart + (size_t)pl->first[k] * T;
         size_t n = (size_t)pl->size[k] * T * C, gn = pl->n;
         const int32_t *ik = inp + (size_t)pl->first[k] * T;
         const int32_t *tk = tgt + (size_t)pl->first[k] * T;
@@ -251,7 +317,7 @@ double pipeline_train(struct pipeline *pl, struct gpt *m, const int32_t *inp,
                       const struct gpt_pos *pos)
 {
     m->hook_final = 1;
-    return run(pl, &pl->sc, m, inp, tgt, dloss, pos);
+    return run(pl, pl->cur, m, inp, tgt, dloss, pos);
 }
 
 double pipeline_eval(struct pipeline *pl, struct gpt *m, const int32_t *inp,

@@ -23,7 +23,11 @@
 #include "pp.h"
 
 struct pipeline {
-    struct pp_schedule sc;    /* the training step's actions */
+    struct pp_schedule sc;    /* the training step's actions, m
+                                 micro-batches */
+    struct pp_schedule *alt;  /* [m]: schedules of fewer micro-batches
+                                 (batch_ramp), built where used (.a set) */
+    const struct pp_schedule *cur; /* what pipeline_train runs */
     struct pp_schedule ev;    /* forward only (validation) */
     struct pp_link link;
     int p, s, m;              /* stages, this stage, micro-batches */
@@ -56,6 +60,20 @@ struct pipeline {
 int pipeline_init(struct pipeline *pl, const struct gpt *m, MPI_Comm pp_comm,
                   int p, int s, enum pp_kind kind, int nmb, int B, int T,
                   char *err, size_t errlen);
+/* Also build the schedule of k < m micro-batches (the batch ramp's
+ * smaller steps); its slots fit those of m.  0 or -1 with err. */
+int pipeline_add_schedule(struct pipeline *pl, enum pp_kind kind, int k,
+                          char *err, size_t errlen);
+/* The next training steps run k micro-batches (a schedule built before)
+ * of B sequences of length T, B * T being the tokens the slots were
+ * built for (sequence-length warm-up trades T for B): the slots'
+ * activations are re-cut when the shape changes, and every micro-batch
+ * then holds B sequences (the sizes pipeline_set_sizes gave are kept
+ * only while the shape stays that of pipeline_init: unequal shares and a
+ * varying plan do not combine, config.c refuses it).  Allocates nothing. */
+void pipeline_set_shape(struct pipeline *pl, const struct gpt *m, int k,
+                        int B, int T);
+
 /* Micro-batch k holds size[k] <= B sequences (default: B each), in
  * order: the step's inp/tgt rows and dropout positions follow.  Not
  * collective, but every stage of a pipeline must get the same sizes. */
@@ -68,6 +86,11 @@ int pipeline_set_slow(struct pipeline *pl, const struct gpt *m, double slow);
 /* Release the link (outstanding transfers cancelled or completed), then
  * the slots and buffers; pl may be zeroed or half built. */
 void pipeline_free(struct pipeline *pl);
+/* The act_bytes pipeline_init would reach for these arguments (slots and
+ * their scratch, the gradient links), computed without allocating them;
+ * (size_t)-1 on a bad schedule or no memory for the count. */
+size_t pipeline_bytes(const struct gpt *m, int p, int s, enum pp_kind kind,
+                      int nmb, int B, int T);
 
 /*
  * One training step's forward and backward: micro-batch k is

@@ -43,6 +43,8 @@ enum rng_purpose {
     RNG_DATA = 2,    /* batch sampling: key = rng_key(seed, DATA, step) */
     RNG_DROPOUT = 3, /* dropout: key = rng_key(seed, DROPOUT, step*64+site) */
     RNG_SAMPLE = 4,  /* token sampling in `mpitron sample` */
+    RNG_MIX = 5,     /* which dataset of a mixture: key = rng_key(seed,
+                        MIX, step) */
 };
 
 /* Key for (seed, purpose, sub): distinct inputs give unrelated keys. */

@@ -10,21 +10,27 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include "bpe.h"
 #include "ckpt.h"
 #include "comm.h"
 #include "phase.h"
 #include "log.h"
 #include "mem_report.h"
+#include "mix.h"
 #include "train.h"
 #include "watchdog.h"
 
 struct run {
     struct trainer tr;
-    struct dataset train, val;
+    struct data_spec spec;
+    struct mixture train;
+    struct dataset val[MIX_MAX];
+    int has_val[MIX_MAX], any_val;
+    uint32_t *tok_bytes;     /* bytes of each token; NULL: unknown */
     struct loader ld;
     struct metrics mt;
-    int32_t *vinp, *vtgt;
-    int has_train, has_val, has_loader;
+    int32_t *vinp, *vtgt, *vdst;
+    int has_train, has_loader;
     double ckpt_s;   /* time spent saving since the last log line */
     struct ckpt_async *async; /* ckpt_async=1 */
     int64_t async_step;
@@ -33,35 +39,111 @@ struct run {
     struct nf_state nf; /* non-finite steps: policy and replay list */
 };
 
+/* Each token's length in bytes, for bits per byte: 1 for a vocabulary of
+ * bytes, the tokenizer's lengths for BPE; NULL (no bits per byte) when
+ * the vocabulary has no tokenizer here (llm.c's GPT-2 shards). */
+static int tok_bytes_init(struct run *r, char *err, size_t errlen)
+{
+    const struct config *c = &r->tr.c;
+    int V = c->vocab_size;
+    char path[MIX_PATH_MAX + 16];
+    data_spec_tokenizer(c->data, path, sizeof(path));
+    if (V > 256 && !path[0])
+        return 0;
+    if (!(r->tok_bytes = malloc((size_t)V * sizeof(uint32_t)))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (int i = 0; i < V; i++)
+        r->tok_bytes[i] = 1;
+    if (V <= 256)
+        return 0;
+    struct bpe b;
+    if (bpe_load(&b, path, err, errlen) < 0)
+        return -1;
+    for (int i = 0; i < V && i < b.vocab; i++)
+        r->tok_bytes[i] = b.len[i];
+    bpe_free(&b);
+    return 0;
+}
+
 static int open_data(struct run *r, char *err, size_t errlen)
 {
     const struct config *c = &r->tr.c;
-    int rc = dataset_open(&r->train, c->data, "train", c->vocab_size, err,
-                          errlen);
+    if (data_spec_parse(c->data, &r->spec, err, errlen) < 0)
+        return -1;
+    int rc = mixture_open(&r->train, &r->spec, "train", c->vocab_size,
+                          c->seq_len + 1, err, errlen);
     r->has_train = rc == 0;
-    if (rc == 0 && r->train.ntok <= c->seq_len + 1) {
-        snprintf(err, errlen, "%s: the train split has %" PRId64 " tokens, "
-                 "fewer than seq_len+2 = %d", c->data, r->train.ntok,
-                 c->seq_len + 2);
-        rc = -1;
-    }
-    if (rc == 0) {
+    for (int i = 0; rc == 0 && c->doc_mask && i < r->spec.n; i++)
+        if (!r->train.ds[i].docs) {
+            snprintf(err, errlen, "doc_mask=1, but %s has no train%s: "
+                     "prepare it again (mpitron prepare records document "
+                     "starts)", r->spec.dir[i], DOCS_SUFFIX);
+            rc = -1;
+        }
+    for (int i = 0; rc == 0 && i < r->spec.n; i++) {
         char verr[512];
-        r->has_val = dataset_open(&r->val, c->data, "val", c->vocab_size,
-                                  verr, sizeof(verr)) == 0 &&
-                     r->val.ntok > c->seq_len + 1;
-        if (!r->has_val)
-            log_warn(r->tr.g.world, "no usable val split in %s: validation "
-                     "is off", c->data);
+        const char *dir = r->spec.dir[i];
+        r->has_val[i] = dataset_open(&r->val[i], dir, "val", c->vocab_size,
+                                     verr, sizeof(verr)) == 0;
+        if (r->has_val[i] && r->val[i].ntok <= c->seq_len + 1) {
+            dataset_close(&r->val[i]);
+            r->has_val[i] = 0;
+        }
+        if (!r->has_val[i])
+            log_warn(r->tr.g.world, "no usable val split in %s: no "
+                     "validation for it", dir);
+        r->any_val |= r->has_val[i];
     }
+    if (rc == 0)
+        rc = tok_bytes_init(r, err, errlen);
     if (rc == 0) {
         /* every micro-batch; any share (rebalance_every) fits */
         size_t n = (size_t)c->batch_size * c->seq_len;
-        r->vinp = malloc(2 * n * sizeof(int32_t));
+        r->vinp = malloc(3 * n * sizeof(int32_t));
         rc = r->vinp ? 0 : -1;
         r->vtgt = r->vinp + n;
+        r->vdst = c->doc_mask ? r->vinp + 2 * n : NULL;
     }
     return rc;
+}
+
+/* One validation over every dataset with a val split: the loss and bits
+ * per byte of each, and their means weighted by the mixture.  by
+ * (2 x MIX_MAX) holds the per-dataset figures v points at.  Collective. */
+static void validate(struct run *r, struct val_stats *v, double *by,
+                     const char **names)
+{
+    double w = 0.0;
+    memset(v, 0, sizeof(*v));
+    v->has_bpb = r->tok_bytes != NULL;
+    for (int i = 0, k = 0; i < r->spec.n; i++) {
+        if (!r->has_val[i])
+            continue;
+        double bpb = 0.0;
+        double loss = trainer_validate(&r->tr, &r->val[i], r->tok_bytes,
+                                       r->vinp, r->vtgt, r->vdst, &bpb);
+        v->loss += r->spec.w[i] * loss;
+        v->bpb += r->spec.w[i] * bpb;
+        w += r->spec.w[i];
+        names[k] = r->spec.dir[i];
+        by[k] = loss;
+        by[MIX_MAX + k] = bpb;
+        k++;
+        v->n = k;
+    }
+    if (w > 0) {
+        v->loss /= w;
+        v->bpb /= w;
+    }
+    if (v->n == 1 && r->spec.n == 1) { /* exactly the dataset's figures */
+        v->loss = by[0];
+        v->bpb = by[MIX_MAX];
+    }
+    v->names = names;
+    v->loss_by = by;
+    v->bpb_by = by + MIX_MAX;
 }
 
 /* resume=auto and rollbacks: load the newest checkpoint of run_dir that
@@ -259,9 +341,14 @@ static const char *signal_name(int sig)
            : sig == SIGINT ? "SIGINT" : "a signal";
 }
 
-static int setup(struct run *r, const struct config *c, char *err,
+static int setup(struct run *r, const struct config *c0, char *err,
                  size_t errlen)
 {
+    struct config cv = *c0; /* vocab_size resolved against the data */
+    int vrc = data_spec_vocab(cv.data, &cv.vocab_size, 0, err, errlen);
+    if (comm_agree(MPI_COMM_WORLD, vrc, err, errlen) < 0)
+        return -1;
+    const struct config *c = &cv;
     if (trainer_init(&r->tr, c, MPI_COMM_WORLD, err, errlen) < 0)
         return -1;
     struct trainer *tr = &r->tr;
@@ -298,8 +385,9 @@ static int setup(struct run *r, const struct config *c, char *err,
     rc = metrics_open(&r->mt, tr->g.rank == 0 ? c->run_dir : NULL,
                       tr->st.step, err, errlen);
     if (rc == 0) {
-        rc = loader_init(&r->ld, &r->train, c->seed, tr->seq0,
-                         tr->per_rank, c->seq_len, tr->st.step, err, errlen);
+        rc = loader_init(&r->ld, &r->train, &tr->plan, tr->g.dp_rank,
+                         tr->shares, c->seed, c->doc_mask, tr->st.step, err,
+                         errlen);
         r->has_loader = rc == 0;
     }
     if (comm_agree(tr->g.world, rc, NULL, 0) < 0)
@@ -321,10 +409,12 @@ static void teardown(struct run *r)
     if (r->has_loader)
         loader_free(&r->ld);
     metrics_close(&r->mt);
-    if (r->has_val)
-        dataset_close(&r->val);
+    for (int i = 0; i < r->spec.n; i++)
+        if (r->has_val[i])
+            dataset_close(&r->val[i]);
     if (r->has_train)
-        dataset_close(&r->train);
+        mixture_close(&r->train);
+    free(r->tok_bytes);
     free(r->vinp);
     trainer_free(&r->tr);
 }
@@ -333,18 +423,19 @@ static void teardown(struct run *r)
 struct interval {
     double t_start, compute, comm, comm_hidden, data, wire, bubble, pp_wait;
     int steps;
-    double loss_last, loss_z;
+    double loss_last, loss_z, tokens;
+    struct batch_shape last; /* the last step's shape */
     int skipped, skip_flags; /* steps skipped, their NF_* reasons */
 };
 
 static void log_step(struct run *r, struct interval *iv, double gnorm,
-                     double lr, int has_val, double val)
+                     double lr, const struct val_stats *val)
 {
     struct trainer *tr = &r->tr;
     const struct config *c = &tr->c;
     double wall = now_s() - iv->t_start;
     double ms = 1e3 / iv->steps;
-    double tokens = (double)iv->steps * c->batch_size * c->seq_len;
+    double tokens = iv->tokens;
     struct step_stats s = {
         .step = tr->st.step, .steps = c->steps, .loss = iv->loss_last,
         .lr = lr, .grad_norm = gnorm, .tokens_per_s = tokens / wall,
@@ -352,7 +443,8 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
         .ms_comm = iv->comm * ms, .ms_data = iv->data * ms,
         .ms_comm_overlapped = iv->comm_hidden * ms,
         .wire_mb = iv->wire / iv->steps / 1048576.0,
-        .ms_ckpt = r->ckpt_s * ms, .has_val = has_val, .val_loss = val,
+        .ms_ckpt = r->ckpt_s * ms, .has_val = val != NULL,
+        .val_loss = val ? val->loss : 0.0, .val = val,
         .ms_pp_wait = iv->pp_wait * ms,
         .pp = tr->g.pp, .bubble = iv->bubble / iv->steps,
         .bubble_theory = pp_bubble_theory(tr->g.pp, tr->accum),
@@ -364,6 +456,10 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
     s.skip_reason = why;
     s.mfu = s.tokens_per_s * gpt_flops_per_token(&tr->m.cfg) /
             (tr->peak_gflops * 1e9);
+    if (tr->plan.ramp_steps > 0 || tr->plan.sl_steps > 0) {
+        s.tokens = (int64_t)iv->last.B * iv->last.T;
+        s.seq_len = iv->last.T;
+    }
     s.world = tr->g.size;
     s.straggler_rank = trainer_straggler(tr, iv->compute, &s.straggler_ratio);
     s.eta_s = (double)(c->steps - tr->st.step) * wall / iv->steps;
@@ -421,19 +517,24 @@ static void run_step(struct run *r, struct interval *iv, double *gnorm,
     struct trainer *tr = &r->tr;
     memset(tm, 0, sizeof(*tm));
     if (nf_replay_skip(&r->nf, tr->st.step + 1)) {
+        struct batch_shape sh; /* the plan's size of the step left out */
+        batch_plan_at(&tr->plan, tr->st.step, &sh);
         *lr = lr_at(&tr->sched, tr->st.step);
         *gnorm = NAN;
         iv->loss_last = iv->loss_z = NAN;
+        iv->last = sh;
         tm->skipped = NF_REPLAY;
-        trainer_skip_step(tr);
+        trainer_skip_step(tr, (int64_t)sh.B * sh.T);
         return;
     }
-    const int32_t *inp, *tgt;
+    struct step_batch b;
     double wait = 0.0;
     phase_enter(PHASE_DATA, "next batch", -1, -1, -1, NULL);
-    loader_next(&r->ld, tr->st.step, &inp, &tgt, &wait);
-    iv->loss_last = trainer_step(tr, inp, tgt, gnorm, lr, tm);
+    loader_next(&r->ld, tr->st.step, &b, &wait);
+    iv->loss_last = trainer_step_batch(tr, &b, gnorm, lr, tm);
     iv->loss_z = tm->loss_z;
+    iv->tokens += (double)b.shape.B * b.shape.T;
+    iv->last = b.shape;
     iv->data += wait;
 }
 
@@ -489,8 +590,8 @@ static int resplit(struct run *r, char *err, size_t errlen)
     trainer_shares_string(tr, after, sizeof(after));
     loader_free(&r->ld);
     r->has_loader = 0;
-    rc = loader_init(&r->ld, &r->train, tr->c.seed, tr->seq0, tr->per_rank,
-                     tr->c.seq_len, tr->st.step, err, errlen);
+    rc = loader_init(&r->ld, &r->train, &tr->plan, tr->g.dp_rank, tr->shares,
+                     tr->c.seed, tr->c.doc_mask, tr->st.step, err, errlen);
     r->has_loader = rc == 0;
     if (comm_agree(tr->g.world, rc, err, errlen) < 0)
         return -1;
@@ -526,25 +627,29 @@ static int loop(struct run *r, char *err, size_t errlen)
         int64_t s = tr->st.step;
         int nf = nonfinite_step(r, &iv, s, tm.skipped, err, errlen);
         if (nf < 0) {
-            log_step(r, &iv, gnorm, lr, 0, 0.0); /* the last line */
+            log_step(r, &iv, gnorm, lr, NULL); /* the last line */
             return -1;
         }
         if (nf > 0)
             continue;
         int sig = agreed_signal(tr->g.world, &tr->wpg);
         int last = s == stop || sig;
-        int do_val = r->has_val && ((c->val_every > 0 && s % c->val_every == 0)
+        int do_val = r->any_val && ((c->val_every > 0 && s % c->val_every == 0)
                                     || s == c->steps);
-        double val = do_val ? trainer_validate(tr, &r->val, r->vinp, r->vtgt)
-                            : 0.0;
+        struct val_stats vs;
+        double vby[2 * MIX_MAX];
+        const char *vnames[MIX_MAX];
+        if (do_val)
+            validate(r, &vs, vby, vnames);
         /* the step's line before its save: a job killed in between
          * resumes from the previous checkpoint and drops the line (the
          * other order would lose it), so metrics.jsonl stays one history;
          * the save's time goes into the next line's ms_ckpt */
         if (s % c->log_every == 0 || last)
-            log_step(r, &iv, gnorm, lr, do_val, val);
+            log_step(r, &iv, gnorm, lr, do_val ? &vs : NULL);
         else if (do_val)
-            metrics_log_val(&r->mt, s, val, tr->g.rank == 0 ? stdout : NULL);
+            metrics_log_val_stats(&r->mt, s, &vs,
+                                  tr->g.rank == 0 ? stdout : NULL);
         int do_save = last || (c->ckpt_every > 0 && s % c->ckpt_every == 0);
         if (c->rebalance_every > 0 && s % c->rebalance_every == 0 && !last &&
             resplit(r, err, errlen) < 0)
@@ -588,9 +693,9 @@ int train_main(const struct config *c)
     if (rc == 0) {
         log_info(MPI_COMM_WORLD, "training %" PRId64 " parameters, "
                  "%d steps of %d x %d tokens (micro_batch %d x %d), "
-                 "precision %s", gpt_num_params(&r.tr.m.cfg), c->steps,
-                 c->batch_size, c->seq_len, r.tr.mb, r.tr.accum,
-                 r.tr.precision);
+                 "vocabulary %d, precision %s", gpt_num_params(&r.tr.m.cfg),
+                 c->steps, c->batch_size, c->seq_len, r.tr.mb, r.tr.accum,
+                 r.tr.c.vocab_size, r.tr.precision);
         rc = loop(&r, err, sizeof(err));
     }
     if (rc < 0 && err[0])

@@ -1,22 +1,28 @@
 /*
  * sample.c - `mpitron sample`: load a checkpoint's weights and generate
- * bytes with temperature, top-k and top-p (nucleus) sampling.
+ * text with temperature, top-k and top-p (nucleus) sampling.  A model of
+ * up to 256 tokens reads and writes bytes; a larger vocabulary needs its
+ * BPE tokenizer (bpe.h), by default the merges.txt of the data directory
+ * the checkpoint was trained on.
  */
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
+#include "bpe.h"
 #include "ckpt.h"
 #include "ckpt_io.h"
 #include "cli.h"
 #include "gemm.h"
 #include "infer.h"
 #include "log.h"
+#include "mix.h"
 #include "rng.h"
 
 struct sample_opts {
-    const char *ckpt, *prompt;
+    const char *ckpt, *prompt, *tokenizer;
     long tokens, top_k;
     double temperature, top_p;
     long seed;
@@ -26,13 +32,14 @@ static int parse_opts(int argc, char **argv, struct sample_opts *o,
                       char *err, size_t errlen)
 {
     static const char *const names[] = {"ckpt", "prompt", "tokens",
-        "temperature", "top_k", "top_p", "seed", NULL};
-    const char *v[7] = {NULL, "\n", "256", "0.8", "0", "0.95", "1"};
+        "temperature", "top_k", "top_p", "seed", "tokenizer", NULL};
+    const char *v[8] = {NULL, "\n", "256", "0.8", "0", "0.95", "1", NULL};
     const char *pos[1];
     if (cli_parse(argc, argv, names, v, pos, 0, err, errlen) < 0)
         return -1;
     o->ckpt = v[0];
     o->prompt = v[1];
+    o->tokenizer = v[7];
     if (cli_int("tokens", v[2], &o->tokens, err, errlen) < 0 ||
         cli_double("temperature", v[3], &o->temperature, err, errlen) < 0 ||
         cli_int("top_k", v[4], &o->top_k, err, errlen) < 0 ||
@@ -135,22 +142,76 @@ static int load(const char *arg, struct config *c, struct gpt *m,
     return rc;
 }
 
-static void generate(struct gpt *m, const struct sample_opts *o)
+/* The tokenizer of a model of V tokens: none (bytes) when V <= 256;
+ * else --tokenizer (a merges.txt or a directory holding one), by default
+ * the checkpoint's data directory.  0 or -1 with err. */
+static int tokenizer_load(const struct config *c, const char *opt, int V,
+                          struct bpe *b, int *have, char *err, size_t errlen)
+{
+    *have = 0;
+    if (V <= 256)
+        return 0;
+    char path[4096];
+    struct stat st;
+    if (!opt) {
+        data_spec_tokenizer(c->data, path, sizeof path);
+        if (!path[0]) {
+            snprintf(err, errlen, "the model has %d tokens and its data "
+                     "(%s) has no %s (llm.c's GPT-2 shards carry no "
+                     "tokenizer): give --tokenizer=PATH", V, c->data,
+                     BPE_FILE);
+            return -1;
+        }
+    } else if (stat(opt, &st) == 0 && S_ISDIR(st.st_mode)) {
+        snprintf(path, sizeof path, "%s/%s", opt, BPE_FILE);
+    } else {
+        snprintf(path, sizeof path, "%s", opt);
+    }
+    if (bpe_load(b, path, err, errlen) < 0)
+        return -1;
+    if (b->vocab != V) {
+        snprintf(err, errlen, "tokenizer %s has %d tokens, the model %d",
+                 path, b->vocab, V);
+        bpe_free(b);
+        return -1;
+    }
+    *have = 1;
+    return 0;
+}
+
+static void put_token(const struct bpe *b, int have, int tok)
+{
+    if (!have) {
+        putchar(tok < 256 ? tok : '?');
+        return;
+    }
+    size_t len;
+    const unsigned char *p = bpe_token(b, tok, &len);
+    fwrite(p, 1, len, stdout);
+}
+
+static void generate(struct gpt *m, const struct sample_opts *o,
+                     struct bpe *b, int have)
 {
     struct infer s;
     int T = m->cfg.seq_len, V = m->cfg.vocab_size;
     size_t np = strlen(o->prompt), cap = np + (size_t)o->tokens + 1;
     int *hist = malloc(cap * sizeof(int));
+    uint16_t *ptok = malloc((np + 1) * sizeof(uint16_t));
     float *scratch = malloc(2 * (size_t)V * sizeof(float));
-    if (!hist || !scratch || infer_init(&s, m) < 0) {
+    int64_t nt = np;
+    if (hist && ptok && have)
+        nt = bpe_encode(b, (const unsigned char *)o->prompt, np, ptok);
+    if (!hist || !ptok || !scratch || nt < 0 || infer_init(&s, m) < 0) {
         log_error("out of memory for generation");
         free(hist);
+        free(ptok);
         free(scratch);
         return;
     }
     size_t n = 0;
-    for (size_t i = 0; i < np; i++)
-        hist[n++] = (unsigned char)o->prompt[i] % V;
+    for (int64_t i = 0; i < nt; i++)
+        hist[n++] = have ? ptok[i] : (unsigned char)o->prompt[i] % V;
     if (n == 0)
         hist[n++] = '\n';
     fwrite(o->prompt, 1, np, stdout);
@@ -172,12 +233,13 @@ static void generate(struct gpt *m, const struct sample_opts *o)
         int next = pick(s.logits, V, o, rng_uniform(key, (uint64_t)t),
                         scratch);
         hist[n++] = next;
-        putchar(next < 256 ? next : '?');
+        put_token(b, have, next);
     }
     putchar('\n');
     fflush(stdout);
     infer_free(&s);
     free(hist);
+    free(ptok);
     free(scratch);
 }
 
@@ -186,11 +248,15 @@ int cmd_sample(int argc, char **argv)
     if (cli_wants_help(argc, argv)) {
         printf("usage: mpitron sample --ckpt PATH|RUN_DIR [--prompt=TEXT] "
                "[--tokens=N]\n       [--temperature=T] [--top_k=K] "
-               "[--top_p=P] [--seed=S]\n\n"
-               "Generates N bytes (default 256) after the prompt (default a\n"
+               "[--top_p=P] [--seed=S]\n"
+               "       [--tokenizer=PATH]\n\n"
+               "Generates N tokens (default 256) after the prompt (default a\n"
                "newline) with a KV cache.  temperature 0 is greedy (default\n"
                "0.8); top_k 0 = off (default); top_p nucleus (default 0.95).\n"
-               "The same seed gives the same text.\n");
+               "The same seed gives the same text.  A model of more than 256\n"
+               "tokens encodes and decodes with its BPE tokenizer: PATH (a\n"
+               "merges.txt or its directory), by default the checkpoint's\n"
+               "data directory.\n");
         return 0;
     }
     struct sample_opts o;
@@ -205,7 +271,17 @@ int cmd_sample(int argc, char **argv)
         log_error("%s", err);
         return 1;
     }
-    generate(&m, &o);
+    struct bpe b;
+    int have;
+    if (tokenizer_load(&c, o.tokenizer, m.cfg.vocab_size, &b, &have, err,
+                       sizeof(err)) < 0) {
+        log_error("%s", err);
+        gpt_free(&m);
+        return 1;
+    }
+    generate(&m, &o, &b, have);
+    if (have)
+        bpe_free(&b);
     gpt_free(&m);
     return 0;
 }

@@ -12,6 +12,7 @@
 #include "cli.h"
 #include "config.h"
 #include "log.h"
+#include "mix.h"
 #include "peak.h"
 #include "place.h"
 #include "comm.h"
@@ -48,7 +49,10 @@ static int parse(int argc, char **argv, struct topo_opts *o)
     config_defaults(&o->c);
     if (config_parse_args(&o->c, argc, argv, extra, ev, err, sizeof(err)) < 0
         || config_finalize(&o->c, err, sizeof(err)) < 0 ||
-        cli_int("np", ev[0], &o->np, err, sizeof(err)) < 0) {
+        cli_int("np", ev[0], &o->np, err, sizeof(err)) < 0 ||
+        /* vocab_size = 0: the data's, 256 without a data directory */
+        data_spec_vocab(o->c.data, &o->c.vocab_size, 1, err,
+                        sizeof(err)) < 0) {
         log_error("%s", err);
         return -1;
     }

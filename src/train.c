@@ -12,6 +12,7 @@
 #include "ckpt.h"
 #include "gemm.h"
 #include "log.h"
+#include "mem_report.h"
 #include "peak.h"
 
 static int check_layout(struct trainer *tr, char *err, size_t errlen)
@@ -58,6 +59,11 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
         }
         tr->mb = c->micro_batch ? c->micro_batch
                                 : (c->batch_size + g->dp - 1) / g->dp;
+        /* a constant plan (config.c refuses batch_ramp and seq_len_warmup
+         * with balance): every step is full-size, run by the shares */
+        tr->plan = (struct batch_plan){.batch_size = c->batch_size,
+                                       .seq_len = c->seq_len, .dp = g->dp,
+                                       .mb = tr->mb};
         return 0;
     }
     if (c->batch_size % g->dp != 0) {
@@ -74,7 +80,17 @@ static int check_layout(struct trainer *tr, char *err, size_t errlen)
         return -1;
     }
     tr->accum = tr->per_rank / tr->mb;
-    return 0;
+    struct batch_plan *pl = &tr->plan;
+    pl->batch_size = c->batch_size;
+    pl->seq_len = c->seq_len;
+    pl->dp = g->dp;
+    pl->mb = tr->mb;
+    if (batch_spec_parse(c->batch_ramp, &pl->ramp_start, &pl->ramp_steps,
+                         err, errlen) < 0 ||
+        batch_spec_parse(c->seq_len_warmup, &pl->sl_start, &pl->sl_steps,
+                         err, errlen) < 0)
+        return -1; /* config_set checked them */
+    return batch_plan_check(pl, err, errlen);
 }
 
 /*
@@ -253,6 +269,11 @@ static int stage_init(struct trainer *tr, const struct gpt_config *gc,
     if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
                       tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
         return -1;
+    for (int k = 1; !tr->balanced && k < tr->accum; k++) /* the batch
+                                                  ramp's smaller steps */
+        if (batch_plan_uses_accum(&tr->plan, k) &&
+            pipeline_add_schedule(&tr->pl, kind, k, err, errlen) < 0)
+            return -1;
     tr->has_acts = 1;
     pipeline_set_sizes(&tr->pl, tr->mb_sizes);
     if (pipeline_set_slow(&tr->pl, &tr->m, tr->slow) < 0) {
@@ -305,8 +326,8 @@ static void precision_init(struct trainer *tr, struct gpt_config *gc)
              gc->precision == GPT_BF16 ? "bf16" : "fp32");
 }
 
-int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
-                 char *err, size_t errlen)
+static int trainer_build(struct trainer *tr, const struct config *c,
+                         MPI_Comm world, char *err, size_t errlen)
 {
     memset(tr, 0, sizeof(*tr));
     tr->c = *c;
@@ -346,6 +367,17 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
         return -1;
     if (comm_agree(world, zero_init(tr, err, errlen), err, errlen) < 0)
         return -1;
+    tr->optim = !strcmp(c->optimizer, "lamb") ? OPT_LAMB
+                : !strcmp(c->optimizer, "onebit_adam") ? OPT_ONEBIT
+                                                       : OPT_ADAMW;
+    tr->lamb_ss = calloc(2 * (size_t)(tr->m.tt.n ? tr->m.tt.n : 1),
+                         sizeof(double));
+    if (!tr->lamb_ss) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (tr->optim == OPT_ONEBIT && tr->has_dp && tr->bk.compress)
+        bucketer_set_momentum(&tr->bk, tr->m.m, c->beta1);
     tr->nan_rank = -1;
     if (c->debug_nan[0]) { /* checked by config: R:STEP:grad|weight */
         long long st = 0;
@@ -360,6 +392,30 @@ int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
     tr->sched.warmup = c->warmup_steps;
     tr->sched.steps = c->steps;
     tr->sched.cycle = c->lr_cycle;
+    return 0;
+}
+
+int trainer_init(struct trainer *tr, const struct config *c, MPI_Comm world,
+                 char *err, size_t errlen)
+{
+    struct config cc = *c;
+    if (c->micro_batch == CONFIG_MB_AUTO) {
+        /* the layout at micro-batches of 1 gives every role that does not
+         * depend on the micro-batch; mem_report computes the rest */
+        cc.micro_batch = 1;
+        int mb = 0, rc = trainer_build(tr, &cc, world, err, errlen);
+        if (rc == 0)
+            rc = mem_budget_pick(tr, &mb, err, errlen);
+        trainer_free(tr);
+        if (rc < 0)
+            return -1;
+        cc.micro_batch = mb;
+    }
+    if (trainer_build(tr, &cc, world, err, errlen) < 0)
+        return -1;
+    if (c->mem_budget_mb > 0 &&
+        comm_agree(world, mem_budget_check(tr, err, errlen), err, errlen) < 0)
+        return -1;
     trainer_measure_peak(tr, 0);
     return 0;
 }
@@ -414,6 +470,7 @@ void trainer_free(struct trainer *tr)
     trainer_balance_free(tr);
     free(tr->stage_busy);
     free(tr->stage_idle);
+    free(tr->lamb_ss);
     if (tr->has_model)
         gpt_free(&tr->m);
     phase_group_free(&tr->wpg);
@@ -481,7 +538,8 @@ static void tie_reduce(struct trainer *tr)
 {
     if (!tr->has_tie || tr->tie_comm == MPI_COMM_NULL)
         return;
-    size_t n = (size_t)tr->m.cfg.vocab_size * (size_t)tr->m.cfg.n_embd;
+    size_t n = (size_t)gpt_vocab_padded(tr->m.cfg.vocab_size) *
+               (size_t)tr->m.cfg.n_embd;
     phase_enter(PHASE_COLLECTIVE, "tied-embedding gradient sum of the "
                 "first and last stage", -1, -1, -1, &tr->wpg);
     float *g = tr->m.dwte;
@@ -507,7 +565,7 @@ static void tied_copy(struct trainer *tr, float **p, size_t *n)
     struct gpt *m = &tr->m;
     int t = tensor_table_find(&m->tt, "wte");
     const struct model_shards *sh = m->shards;
-    *n = (size_t)m->cfg.vocab_size * (size_t)m->cfg.n_embd;
+    *n = m->tt.t[t].numel; /* the padded vocabulary's rows */
     size_t off = m->tt.t[t].off;
     p[0] = m->params ? m->params + off : NULL;
     p[1] = m->m ? m->m + off : NULL;
@@ -583,6 +641,79 @@ static double gather_bubble(struct trainer *tr)
         busy += all[2 * s];
     }
     return span > 0.0 ? 1.0 - busy / (p * span) : 0.0;
+}
+
+/* 1-bit Adam's compression stage: the second moment is frozen; with a
+ * codec at dp > 1 the gradient arena holds the all-reduced momentum. */
+static int onebit_frozen(const struct trainer *tr)
+{
+    return tr->optim == OPT_ONEBIT && tr->st.step >= tr->c.compress_warmup;
+}
+
+static int onebit_momentum(const struct trainer *tr)
+{
+    return onebit_frozen(tr) && tr->has_dp && tr->bk.compress;
+}
+
+/* The learning rate of tensor d: lr_layer_decay by its block (wte and
+ * wpe below block 0, the final LayerNorm at the top). */
+static float tensor_lr(const struct trainer *tr, const struct tensor_desc *d,
+                       double lr)
+{
+    int embed = !strcmp(d->name, "wte") || !strcmp(d->name, "wpe");
+    return (float)lr * lr_layer_scale(d->layer, embed, tr->c.n_layer,
+                                      tr->c.lr_layer_decay);
+}
+
+/* LAMB: moments and the sums of squares of every tensor, those of the
+ * tensors split over tp summed over the tp group (in table order, the
+ * same on every tp rank), then each tensor's step with its trust ratio.
+ * A replicated tensor has the same sums on every rank; the tied wte's
+ * two pipeline copies too. */
+static void lamb_step(struct trainer *tr, const struct adamw_hp *hp0,
+                      float scale, double lr)
+{
+    struct gpt *m = &tr->m;
+    double *ss = tr->lamb_ss;
+    int nsplit = 0;
+    for (int i = 0; i < m->tt.n; i++) {
+        const struct tensor_desc *d = &m->tt.t[i];
+        struct adamw_hp hp = *hp0;
+        hp.lr = tensor_lr(tr, d, lr);
+        ss[2 * i] = ss[2 * i + 1] = 0.0;
+        lamb_moments(m->params + d->off, m->grads + d->off, m->m + d->off,
+                     m->v + d->off, d->numel, &hp, scale, d->decay,
+                     &ss[2 * i], &ss[2 * i + 1]);
+        nsplit += d->tp_dim >= 0;
+    }
+    if (m->tp > 1 && nsplit > 0) {
+        double buf[2 * nsplit];
+        for (int i = 0, k = 0; i < m->tt.n; i++)
+            if (m->tt.t[i].tp_dim >= 0) {
+                buf[k++] = ss[2 * i];
+                buf[k++] = ss[2 * i + 1];
+            }
+        double t0 = now_s();
+        MPI_Allreduce(MPI_IN_PLACE, buf, 2 * nsplit, MPI_DOUBLE, MPI_SUM,
+                      tr->g.tp_comm);
+        m->op_time[OPK_TP_COMM] += now_s() - t0;
+        for (int i = 0, k = 0; i < m->tt.n; i++)
+            if (m->tt.t[i].tp_dim >= 0) {
+                ss[2 * i] = buf[k++];
+                ss[2 * i + 1] = buf[k++];
+            }
+    }
+    for (int i = 0; i < m->tt.n; i++) {
+        const struct tensor_desc *d = &m->tt.t[i];
+        struct adamw_hp hp = *hp0;
+        hp.lr = tensor_lr(tr, d, lr);
+        lamb_apply(m->params + d->off, m->m + d->off, m->v + d->off,
+                   d->numel, &hp, d->decay,
+                   lamb_ratio(ss[2 * i], ss[2 * i + 1]));
+        if (m->params_h) /* the bf16 weight copy the products read */
+            bf16_from_f32_n(m->params_h + d->off, m->params + d->off,
+                            d->numel);
+    }
 }
 
 /* The first float of this rank's weights (weight) or gradient that the
@@ -667,14 +798,30 @@ static void optimizer_step(struct trainer *tr, float scale, double lr)
         .eps = tr->c.eps, .weight_decay = tr->c.weight_decay,
         .t = tr->st.step + 1,
     };
+    if (tr->optim == OPT_LAMB) {
+        lamb_step(tr, &hp, scale, lr);
+        return;
+    }
+    int frozen = onebit_frozen(tr), mom = onebit_momentum(tr);
     struct gpt *m = &tr->m;
-    if (tr->has_zx) { /* shards, offloaded moments */
-        zero_exec_update(&tr->zx, &hp, scale);
+    if (tr->has_zx) { /* shards, offloaded moments (AdamW: config.c) */
+        float rates[m->tt.n > 0 ? m->tt.n : 1];
+        for (int i = 0; i < m->tt.n; i++)
+            rates[i] = tensor_lr(tr, &m->tt.t[i], lr);
+        zero_exec_update(&tr->zx, &hp, scale, rates);
         return;
     }
     for (int i = 0; i < m->tt.n; i++) {
         const struct tensor_desc *d = &m->tt.t[i];
-        if (m->params_h) /* refreshes the bf16 weight copy too */
+        hp.lr = tensor_lr(tr, d, lr);
+        if (frozen) {
+            frozen_v_update(m->params + d->off, m->grads + d->off,
+                            m->m + d->off, m->v + d->off, d->numel, &hp,
+                            scale, d->decay, tr->c.compress_warmup, mom);
+            if (m->params_h) /* the bf16 weight copy the products read */
+                bf16_from_f32_n(m->params_h + d->off, m->params + d->off,
+                                d->numel);
+        } else if (m->params_h) /* refreshes the bf16 weight copy too */
             adamw_update_bf16(m->params + d->off, m->params_h + d->off,
                               m->grads + d->off, m->m + d->off,
                               m->v + d->off, d->numel, &hp, scale, d->decay);
@@ -685,16 +832,41 @@ static void optimizer_step(struct trainer *tr, float scale, double lr)
     }
 }
 
-double trainer_step(struct trainer *tr, const int32_t *inp,
-                    const int32_t *tgt, double *gnorm, double *lr,
-                    struct step_times *tm)
+/* The gradient norm that clipping uses.  In 1-bit Adam's momentum mode
+ * the arena holds the momentum, not the gradient, and the global
+ * gradient never exists uncompressed: the ranks' local gradient norms
+ * bound it, ||sum_r g_r|| <= sqrt(p sum_r ||g_r||^2) (Cauchy-Schwarz),
+ * so clipping with the bound never clips less than dense would. */
+static double clip_norm(struct trainer *tr)
+{
+    if (!onebit_momentum(tr))
+        return grad_norm(tr);
+    double s = tr->bk.local_sumsq;
+    MPI_Allreduce(MPI_IN_PLACE, &s, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    return sqrt((double)tr->g.dp * s);
+}
+
+double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
+                          double *gnorm, double *lr, struct step_times *tm)
 {
     const struct config *c = &tr->c;
-    size_t T = (size_t)c->seq_len;
+    const struct batch_shape *sh = &b->shape;
+    double tokens = (double)sh->B * (double)sh->T;
     double t0 = now_s();
+    /* a full-size step runs this rank's share (balance: unequal shares,
+     * tr->mb_sizes); a step the plan shrinks or reshapes runs the plan's
+     * equal slice (config.c refuses a plan with balance) */
+    int full = sh->B == c->batch_size && sh->T == c->seq_len;
+    int64_t seq0 = full ? tr->seq0 : (int64_t)tr->g.dp_rank * sh->per_rank;
+    int per_rank = full ? tr->per_rank : sh->per_rank;
+    if (full) {
+        pipeline_set_shape(&tr->pl, &tr->m, tr->accum, tr->mb, sh->T);
+        pipeline_set_sizes(&tr->pl, tr->mb_sizes);
+    } else
+        pipeline_set_shape(&tr->pl, &tr->m, sh->accum, sh->mb, sh->T);
     gpt_zero_grad(&tr->m);
     debug_nan(tr, 1);
-    float dloss = 1.0f / (float)((double)c->batch_size * (double)T);
+    float dloss = (float)(1.0 / tokens);
     double loss = 0.0;
     if (tr->has_dp)
         bucketer_begin(&tr->bk, tr->st.step);
@@ -702,11 +874,11 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
         zero_exec_begin(&tr->zx, 1);
     struct gpt_pos pos = {
         .step = tr->st.step, .seed = c->seed, .train = 1,
-        .seq0 = tr->seq0,
+        .seq0 = seq0, .dstart = b->dstart,
     };
-    loss = pipeline_train(&tr->pl, &tr->m, inp, tgt, dloss, &pos);
+    loss = pipeline_train(&tr->pl, &tr->m, b->inp, b->tgt, dloss, &pos);
     tr->busy_acc += tr->pl.t_busy;
-    tr->seqs_acc += tr->per_rank;
+    tr->seqs_acc += per_rank;
     double t1 = now_s();
     /* ZeRO's waits inside the schedule: exposed communication */
     double zwait = tr->has_zx && tr->zx.has_comm ? tr->zx.zc.t_wait : 0.0;
@@ -724,10 +896,10 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
                       tr->g.pp_comm);
     double bubble = tr->g.pp > 1 ? gather_bubble(tr) : 0.0;
     double t2 = now_s();
-    double norm = grad_norm(tr);
+    double norm = clip_norm(tr);
     float scale = clip_scale(norm, c->grad_clip);
     double rate = lr_at(&tr->sched, tr->st.step);
-    double mean = loss / ((double)c->batch_size * (double)T);
+    double mean = loss / tokens;
     double z = loss_window_z(&tr->win, mean);
     int verdict = step_verdict(tr, mean, norm, z);
     phase_enter(PHASE_OPTIM, NULL, -1, -1, -1, NULL);
@@ -739,7 +911,7 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     }
     double t3 = now_s();
     tr->st.step++;
-    tr->st.tokens_seen += (int64_t)c->batch_size * (int64_t)T;
+    tr->st.tokens_seen += (int64_t)sh->B * (int64_t)sh->T;
     if (tm) {
         tm->skipped = verdict;
         tm->loss_z = z;
@@ -767,18 +939,34 @@ double trainer_step(struct trainer *tr, const int32_t *inp,
     return mean;
 }
 
-void trainer_skip_step(struct trainer *tr)
+double trainer_step(struct trainer *tr, const int32_t *inp,
+                    const int32_t *tgt, double *gnorm, double *lr,
+                    struct step_times *tm)
+{
+    struct step_batch b = {.inp = inp, .tgt = tgt};
+    b.shape.T = tr->c.seq_len;
+    b.shape.B = tr->c.batch_size;
+    b.shape.per_rank = tr->per_rank;
+    b.shape.mb = tr->mb;
+    b.shape.accum = tr->accum;
+    return trainer_step_batch(tr, &b, gnorm, lr, tm);
+}
+
+void trainer_skip_step(struct trainer *tr, int64_t tokens)
 {
     tr->st.step++;
-    tr->st.tokens_seen += (int64_t)tr->c.batch_size * (int64_t)tr->c.seq_len;
+    tr->st.tokens_seen += tokens;
 }
 
 double trainer_validate(struct trainer *tr, const struct dataset *val,
-                        int32_t *inp, int32_t *tgt)
+                        const uint32_t *tok_bytes, int32_t *inp, int32_t *tgt,
+                        int32_t *dstart, double *bpb)
 {
     const struct config *c = &tr->c;
     int T = c->seq_len;
-    double sum = 0.0;
+    double sum[2] = {0.0, 0.0}; /* loss, bytes of the targets */
+    pipeline_set_shape(&tr->pl, &tr->m, tr->accum, tr->mb, T);
+    pipeline_set_sizes(&tr->pl, tr->mb_sizes);
     for (int j = 0; j < c->val_batches; j++) {
         if (tr->has_zx)
             zero_exec_begin(&tr->zx, 0);
@@ -787,21 +975,29 @@ double trainer_validate(struct trainer *tr, const struct dataset *val,
             int first = tr->pl.first[k];
             size_t off = (size_t)first * T;
             dataset_val_batch(val, j, c->batch_size, seq0 + first,
-                              tr->pl.size[k], T, inp + off, tgt + off);
+                              tr->pl.size[k], T, inp + off, tgt + off,
+                              dstart ? dstart + off : NULL);
         }
         struct gpt_pos pos = {.step = tr->st.step, .seq0 = seq0,
-                              .seed = c->seed, .train = 0};
+                              .seed = c->seed, .train = 0, .dstart = dstart};
         phase_enter(PHASE_VALIDATE, "validation", j + 1, c->val_batches, -1,
                     NULL);
-        sum += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
+        sum[0] += pipeline_eval(&tr->pl, &tr->m, inp, tgt, &pos);
+        /* every stage has the same targets: count them on the first,
+         * as the loss is on the last */
+        if (tok_bytes && tr->g.pp_rank == 0)
+            for (size_t i = 0; i < (size_t)tr->per_rank * T; i++)
+                sum[1] += tok_bytes[tgt[i]];
     }
     phase_enter(PHASE_COLLECTIVE, "validation loss sum", -1, -1, -1,
                 &tr->wpg);
     if (tr->g.pp > 1)
-        MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM,
+        MPI_Allreduce(MPI_IN_PLACE, sum, 2, MPI_DOUBLE, MPI_SUM,
                       tr->g.pp_comm);
-    MPI_Allreduce(MPI_IN_PLACE, &sum, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
-    return sum / ((double)c->val_batches * c->batch_size * T);
+    MPI_Allreduce(MPI_IN_PLACE, sum, 2, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    if (bpb)
+        *bpb = tok_bytes && sum[1] > 0 ? sum[0] / sum[1] / log(2.0) : 0.0;
+    return sum[0] / ((double)c->val_batches * c->batch_size * T);
 }
 
 void trainer_sync(struct trainer *tr)

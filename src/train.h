@@ -16,6 +16,7 @@
 #include "config.h"
 #include "data.h"
 #include "grid.h"
+#include "loader.h"
 #include "metrics.h"
 #include "model.h"
 #include "nonfinite.h"
@@ -48,6 +49,7 @@ struct trainer {
     struct pipeline pl;  /* this stage's micro-batch schedule and slots */
     struct lr_sched sched;
     struct train_state st;
+    struct batch_plan plan; /* batch_ramp, seq_len_warmup */
     int per_rank;        /* this dp rank's sequences per step (its share) */
     int seq0;            /* its first sequence in the global batch */
     int mb, accum;       /* largest micro-batch, micro-batches per step */
@@ -82,6 +84,10 @@ struct trainer {
     MPI_Comm tie_comm;   /* MPI_COMM_NULL unless pp > 1 and first/last */
     int *bound;          /* pp + 1 stage boundaries (blocks) */
     double *stage_busy, *stage_idle; /* pp entries, seconds */
+    /* optimizer: kind, and LAMB's per-tensor sums of squares (2 per
+     * tensor: ||p||^2, ||u||^2) */
+    enum optim_kind { OPT_ADAMW, OPT_LAMB, OPT_ONEBIT } optim;
+    double *lamb_ss;
     /* non-finite steps: the running loss window (nonfinite.h) and the
      * debug_nan fault (rank, 1-based step, weight or grad, fired) */
     struct loss_window win;
@@ -112,24 +118,36 @@ void trainer_free(struct trainer *tr);
  * benchmarks).  Collective over world. */
 void trainer_measure_peak(struct trainer *tr, int careful);
 
-/* One optimizer step on this rank's slice of the global batch: inp, tgt
- * (per_rank, seq_len).  Returns the global mean loss (same on all ranks);
- * *gnorm and *lr receive the pre-clip gradient norm and the rate used.
+/* One optimizer step on this rank's slice of the global batch of the
+ * shape b->shape (the batch plan's, batch.h): inp, tgt (per_rank, T).
+ * Returns the global mean loss (same on all ranks); *gnorm and *lr
+ * receive the pre-clip gradient norm and the rate used.
  * A step whose loss or gradient norm is not finite (or a spike, see
- * nonfinite.h) is skipped: every rank agrees, nothing is updated,
- * tm->skipped says why (tm must not be NULL); the step still counts. */
+ * nonfinite.h) is skipped: every rank agrees, nothing is updated (the
+ * weights, AdamW/LAMB/1-bit Adam moments), tm->skipped says why (tm must
+ * not be NULL); the step still counts. */
+double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
+                          double *gnorm, double *lr, struct step_times *tm);
+/* trainer_step_batch of the full batch (batch_size x seq_len): inp, tgt
+ * (per_rank, seq_len). */
 double trainer_step(struct trainer *tr, const int32_t *inp,
                     const int32_t *tgt, double *gnorm, double *lr,
                     struct step_times *tm);
 
 /* Skip the step without computing it (a batch left out on replay after a
- * rollback): the step and tokens_seen advance as if it had run. */
-void trainer_skip_step(struct trainer *tr);
+ * rollback): the step advances and tokens_seen by tokens, the step's
+ * (batch plan) size, as if it had run. */
+void trainer_skip_step(struct trainer *tr, int64_t tokens);
 
-/* Mean validation loss over c.val_batches batches; inp, tgt are scratch
- * of per_rank * seq_len tokens each.  Collective. */
+/* Mean validation loss over c.val_batches batches of val; inp, tgt (and
+ * dstart, for doc_mask; else NULL) are scratch of per_rank * seq_len
+ * tokens each.  With tok_bytes (vocab_size
+ * entries: each token's length in bytes), *bpb receives the bits per
+ * byte of the text predicted (the summed loss over ln 2 and over the
+ * targets' bytes), else 0.  Collective. */
 double trainer_validate(struct trainer *tr, const struct dataset *val,
-                        int32_t *inp, int32_t *tgt);
+                        const uint32_t *tok_bytes, int32_t *inp, int32_t *tgt,
+                        int32_t *dstart, double *bpb);
 
 /* The tied embedding's copies on the first and last pipeline stage
  * (parameters and both AdamW moments) must stay bitwise equal: compare

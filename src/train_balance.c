@@ -25,7 +25,8 @@ static int partition_params(const struct gpt_config *gc, int p, int *bound,
 {
     struct gpt_config one = *gc;
     one.n_layer = 1;
-    double C = gc->n_embd, V = gc->vocab_size, T = gc->seq_len;
+    double C = gc->n_embd, V = gpt_vocab_padded(gc->vocab_size);
+    double T = gc->seq_len;
     double block = (double)(gpt_num_params(&one) - (V + T) * C - 2 * C);
     double *cost = malloc((size_t)gc->n_layer * sizeof(double));
     if (!cost) {

@@ -543,6 +543,7 @@ struct update_ctx {
     struct zero_exec *zx;
     const struct adamw_hp *hp;
     float scale;
+    const float *lr; /* per tensor, or NULL */
     int seg; /* first seg not yet fully updated */
 };
 
@@ -559,16 +560,19 @@ static void update_range(void *ctx, size_t lo, size_t hi)
             break;
         if (a < b) {
             size_t k = a - s->shard_off;
+            struct adamw_hp hp = *c->hp;
+            if (c->lr)
+                hp.lr = c->lr[s->tensor];
             int decay = zx->m->tt.t[s->tensor].decay;
             if (zx->stage == 0 && zx->m->params_h) /* the copy too */
                 adamw_update_bf16(param_ptr(zx, s) + k,
                                   zx->m->params_h + s->arena_off + k,
                                   grad_ptr(zx, s) + k, zx->m_shard + a,
-                                  zx->v_shard + a, b - a, c->hp, c->scale,
+                                  zx->v_shard + a, b - a, &hp, c->scale,
                                   decay);
             else /* stage >= 1: rounded after the gather */
                 adamw_update(param_ptr(zx, s) + k, grad_ptr(zx, s) + k,
-                             zx->m_shard + a, zx->v_shard + a, b - a, c->hp,
+                             zx->m_shard + a, zx->v_shard + a, b - a, &hp,
                              c->scale, decay);
         }
         if (s->shard_off + s->len <= hi)
@@ -577,9 +581,9 @@ static void update_range(void *ctx, size_t lo, size_t hi)
 }
 
 void zero_exec_update(struct zero_exec *zx, const struct adamw_hp *hp,
-                      float scale)
+                      float scale, const float *lr)
 {
-    struct update_ctx c = {zx, hp, scale, 0};
+    struct update_ctx c = {zx, hp, scale, lr, 0};
     if (zx->offloaded)
         offload_stream(&zx->off, update_range, &c);
     else

@@ -149,9 +149,10 @@ float *zero_exec_grad_of(struct zero_exec *zx, int t, size_t *len);
 
 /* AdamW on this rank's shard (moments streamed through the mapping when
  * offloaded), then stage 1/2: start the parameter all-gathers; stage 3:
- * prefetch the next step's first unit. */
+ * prefetch the next step's first unit.  lr: each tensor's learning rate
+ * (lr_layer_decay), by table index; NULL: hp->lr for all. */
 void zero_exec_update(struct zero_exec *zx, const struct adamw_hp *hp,
-                      float scale);
+                      float scale, const float *lr);
 /* Wait for every operation in flight (stage 1/2: the parameters are
  * whole again).  Collective over the dp group.  0 or -1. */
 int zero_exec_sync(struct zero_exec *zx);

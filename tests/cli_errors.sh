@@ -77,6 +77,12 @@ expect "zero>=2 with balance=on" "balance=on with zero=2: ZeRO stages 2 and 3" \
 expect "zero>=2 with rebalance_every" "rebalance_every=5 with zero=3" \
     $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --zero=3 \
     --rebalance_every=5
+expect "batch_ramp with balance=on" "batch_ramp=2:5 with balance=on: the batch plan's smaller or reshaped steps" \
+    train $T --batch_ramp=2:5 --balance=on
+expect "seq_len_warmup with rebalance_every" "seq_len_warmup=8:10 with rebalance_every=4" \
+    train $T --seq_len_warmup=8:10 --rebalance_every=4
+expect "micro_batch=auto with balance=on" "micro_batch=auto with balance=on" \
+    train $T --micro_batch=auto --mem_budget_mb=100 --balance=on
 expect "topo bad xml" "$W/nope.xml" "$MPITRON" topo --xml="$W/nope.xml"
 
 # corrupt shards: bad magic, size that disagrees with the header
@@ -87,6 +93,34 @@ printf '\001\002\003\004' | dd of="$W/bad1/train_000.bin" bs=1 seek=0 \
 expect "bad magic" "bad1/train_000.bin" train $T --data="$W/bad1"
 head -c 2000 "$W/data/train_000.bin" > "$W/bad2/train_000.bin"
 expect "truncated shard" "bad2/train_000.bin" train $T --data="$W/bad2"
+
+# tokenizers, mixtures, documents, batch plans (issue 15)
+"$MPITRON" prepare --out "$W/bpe" --vocab_size=300 "$W/text.txt" > /dev/null
+sed 's/^258 .*/258 97 999 "x"/' "$W/bpe/merges.txt" > "$W/m.txt"
+mkdir -p "$W/bpe_bad" && cp "$W"/bpe/*.bin "$W/bpe_bad/" &&
+    cp "$W/m.txt" "$W/bpe_bad/merges.txt"
+expect "corrupt merges.txt" "bpe_bad/merges.txt:7: LEFT and RIGHT must be earlier token ids" \
+    train $T --data="$W/bpe_bad"
+expect "vocab vs merges.txt" "vocab_size=256, but the tokenizer" \
+    train $T --data="$W/bpe" --vocab_size=256
+expect "mixture of vocabularies" "hold different vocabularies" \
+    train $T --data="$W/data:0.5,$W/bpe:0.5"
+expect "mixture weight" "weight '-1' must be a positive number" \
+    train $T --data="$W/data:-1"
+mkdir -p "$W/nodocs" && cp "$W"/data/*.bin "$W/nodocs/"
+expect "doc_mask without an index" "nodocs has no train.docs" \
+    train $T --data="$W/nodocs" --doc_mask=1
+expect "ramp in one micro-batch" "batch_ramp=1:5" train $T --batch_ramp=1:5
+expect "seq_len_warmup start" "seq_len_warmup=5:10: START must be seq_len / 2^K" \
+    train $T --seq_len_warmup=5:10
+expect "linear with a window" "attn_window=4 applies to attn=full only" \
+    train $T --attn=linear --attn_window=4
+expect "bf16 with linear attention" "precision=bf16 with attn=linear" \
+    train $T --precision=bf16 --attn=linear
+expect "bf16 with sparse attention" "precision=bf16 with attn=sparse" \
+    train $T --precision=bf16 --attn=sparse
+expect "prepare vocab_size" "--vocab_size: must be in [256, 65535]" \
+    "$MPITRON" prepare --out "$W/x" --vocab_size=70000 "$W/text.txt"
 
 # resume: a checkpoint of another shape is refused with the keys that differ
 train $T --run_dir="$W/run" > /dev/null 2>&1 || echo "setup run failed"

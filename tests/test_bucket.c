@@ -198,6 +198,75 @@ static void test_compress_warmup(void **state)
     free(want);
 }
 
+/* 1-bit Adam's momentum mode: after the dense warm-up step, each rank
+ * reduces x = (beta1 / p) m + (1 - beta1) g compressed, so the result is
+ * the sum over ranks of the codec's round trip of each rank's x (the
+ * residual starts at 0), and local_sumsq is this rank's sum g^2.  The
+ * reference: x formed here, the codec's local round trip per bucket,
+ * MPI_Allreduce. */
+static void test_momentum_mode(void **state)
+{
+    (void)state;
+    struct comm_group g;
+    struct bucketer bk;
+    struct bucket_tensor t[NT];
+    char err[256];
+    size_t n = total();
+    layout(t);
+    float *grads = malloc(n * sizeof(float)), *mom = malloc(n * sizeof(float));
+    float *want = malloc(n * sizeof(float)), *x = malloc(n * sizeof(float));
+    assert_int_equal(comm_group_init(&g, MPI_COMM_WORLD, 0), 0);
+    assert_int_equal(bucketer_init(&bk, &g, grads, t, NT, 1 << 16, "ring",
+                                   NULL, "sign", 1, 1, err, sizeof(err)), 0);
+    const float b1 = 0.9f;
+    bucketer_set_momentum(&bk, mom, b1);
+    for (size_t i = 0; i < n; i++)
+        mom[i] = (float)sin(0.01 * (double)i); /* the same on every rank */
+    for (int step = 0; step < 2; step++) {
+        fill(grads, n, rank, step);
+        double sq = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            sq += (double)grads[i] * grads[i];
+            x[i] = b1 / (float)size * mom[i] + (1.0f - b1) * grads[i];
+        }
+        if (step == 0) { /* warm-up: the gradient, dense */
+            memcpy(want, grads, n * sizeof(float));
+        } else {
+            for (int i = 0; i < bk.nb; i++) {
+                const struct bucket *b = &bk.b[i];
+                void *scr = malloc(b->scratch_bytes);
+                b->cctx.codec->roundtrip(&b->cctx, x + b->off,
+                                         want + b->off, scr);
+                free(scr);
+            }
+        }
+        MPI_Allreduce(MPI_IN_PLACE, want, (int)n, MPI_FLOAT, MPI_SUM,
+                      MPI_COMM_WORLD);
+        bucketer_begin(&bk, step);
+        for (int p = 0; p < NT; p++)
+            bucketer_ready(&bk, p);
+        assert_int_equal(bucketer_wait(&bk), 0);
+        double worst = 0.0, scale = 0.0;
+        for (size_t i = 0; i < n; i++) {
+            worst = fmax(worst, fabs((double)grads[i] - want[i]));
+            scale = fmax(scale, fabs((double)want[i]));
+        }
+        if (!(worst <= 1e-6 * scale))
+            fail_msg("step %d: differs by %.3g (scale %.3g)", step, worst,
+                     scale);
+        if (step == 0)
+            assert_true(bk.local_sumsq == 0.0);
+        else
+            assert_true(fabs(bk.local_sumsq - sq) <= 1e-12 * sq);
+    }
+    bucketer_free(&bk);
+    comm_group_free(&g);
+    free(grads);
+    free(mom);
+    free(want);
+    free(x);
+}
+
 int main(int argc, char **argv)
 {
     MPI_Init(&argc, &argv);
@@ -211,6 +280,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reduce_hier),
         cmocka_unit_test(test_reduce_auto),
         cmocka_unit_test(test_compress_warmup),
+        cmocka_unit_test(test_momentum_mode),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     MPI_Finalize();

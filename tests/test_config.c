@@ -62,7 +62,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.n_head, 4);
     assert_int_equal(c.n_kv_head, 0);
     assert_int_equal(c.seq_len, 128);
-    assert_int_equal(c.vocab_size, 256);
+    assert_int_equal(c.vocab_size, 0); /* from the data directory */
     assert_int_equal(c.attn_window, 0);
     assert_true(c.dropout == 0.0f);
     assert_int_equal(c.batch_size, 8);
@@ -125,8 +125,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.hang_timeout, 600);
     assert_string_equal(c.debug_hang, "");
 
-    /* 8 model + 18 optim + 3 data + 18 run + 18 parallel keys */
-    assert_int_equal(config_nkeys, 65);
+    /* 11 model + 24 optim + 4 data + 19 run + 18 parallel keys */
+    assert_int_equal(config_nkeys, 76);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
@@ -163,6 +163,22 @@ static void expect_bad(const char *key, const char *value, const char *sub)
     assert_has(err, sub);
     assert_has(err, key);
     assert_memory_equal(&c, &before, sizeof c); /* unchanged on error */
+}
+
+/* micro_batch = auto: parsed, written back as "auto" by config_to_text */
+static void test_micro_batch_auto(void **state)
+{
+    (void)state;
+    struct config c;
+    char err[ERRLEN] = "";
+    config_defaults(&c);
+    assert_int_equal(config_set(&c, "micro_batch", "auto", "cli", err,
+                                sizeof err), 0);
+    assert_int_equal(c.micro_batch, CONFIG_MB_AUTO);
+    char *text = config_to_text(&c);
+    assert_non_null(text);
+    assert_has(text, "micro_batch = auto\n");
+    free(text);
 }
 
 static void test_set_errors(void **state)
@@ -239,6 +255,22 @@ static void test_set_errors(void **state)
     expect_bad("tp", "0", "must be > 0");
     expect_bad("dp", "-2", "must be >= 0");
     expect_bad("data", "", "must not be empty");
+    expect_bad("data", "a:0.7,,b", "empty directory");
+    expect_bad("data", "a:0", "positive number");
+    expect_bad("optimizer", "sgd", "adamw, lamb, onebit_adam");
+    expect_bad("lr_layer_decay", "0", "(0, 1]");
+    expect_bad("lr_layer_decay", "1.5", "(0, 1]");
+    expect_bad("label_smoothing", "1", "[0, 1)");
+    expect_bad("z_loss", "-1e-4", ">= 0");
+    expect_bad("batch_ramp", "8", "START:STEPS");
+    expect_bad("seq_len_warmup", "32:0", "START:STEPS");
+    expect_bad("vocab_size", "-1", ">= 0");
+    expect_bad("attn", "flash", "full, linear, sparse");
+    expect_bad("attn_block", "0", "> 0");
+    expect_bad("attn_stride", "-1", "> 0");
+    expect_bad("micro_batch", "-2", "auto or >= 0");
+    expect_bad("micro_batch", "autox", "integer");
+    expect_bad("mem_budget_mb", "-1", ">= 0");
     expect_bad("zero", "4", "must be 0, 1, 2 or 3");
     expect_bad("zero", "-1", "must be 0, 1, 2 or 3");
     expect_bad("recompute", "some", "must be none, selective or full");
@@ -300,11 +332,58 @@ static void test_finalize(void **state)
     expect_finalize((const char *[]){"lr", "1e-5", NULL},
                     "min_lr=9.99999975e-05 exceeds lr=9.99999975e-06 "
                     "(lr_schedule=cosine)");
+    expect_finalize((const char *[]){"attn", "linear", "attn_window", "8",
+                                     NULL},
+                    "attn_window=8 applies to attn=full only (attn=linear)");
+    expect_finalize((const char *[]){"optimizer", "onebit_adam", NULL},
+                    "optimizer=onebit_adam needs compress_warmup >= 1: "
+                    "AdamW steps that estimate the second moment before it "
+                    "is frozen");
+    expect_finalize((const char *[]){"optimizer", "onebit_adam",
+                                     "compress_warmup", "5", "compress",
+                                     "sign", "tp", "2", NULL},
+                    "optimizer=onebit_adam with compress=sign needs tp=1 "
+                    "and pp=1 (here tp=2 pp=1): it reduces the momentum, "
+                    "which the tied embedding's two stages would each add, "
+                    "and bounds the gradient norm by ranks' local norms "
+                    "that tp ranks do not share");
     expect_finalize((const char *[]){"zero", "2", "compress", "fp16", NULL},
                     "compress=fp16 with zero=2: ZeRO reduce-scatters the "
                     "gradient, and every codec is an all-reduce with a "
                     "residual the size of the whole gradient; use "
                     "compress=none (or zero=0)");
+    expect_finalize((const char *[]){"micro_batch", "auto", NULL},
+                    "micro_batch=auto needs mem_budget_mb > 0: the per-rank "
+                    "memory the micro-batch must fit");
+    expect_finalize((const char *[]){"offload", "optimizer", "optimizer",
+                                     "lamb", NULL},
+                    "optimizer=lamb with zero=0 offload=optimizer: ZeRO and "
+                    "offload update their shards with AdamW only; use "
+                    "optimizer=adamw (or zero=0 and offload=none)");
+    expect_finalize((const char *[]){"zero", "1", "batch_ramp", "4:10",
+                                     NULL},
+                    "batch_ramp=4:10 with zero=1: ZeRO plans its reductions "
+                    "for a fixed number of micro-batches per step; use zero=0 "
+                    "(or batch_ramp=0)");
+    expect_finalize((const char *[]){"balance", "on", "batch_ramp", "4:10",
+                                     NULL},
+                    "batch_ramp=4:10 with balance=on: the batch plan's "
+                    "smaller or reshaped steps are split equally over the "
+                    "data-parallel ranks, the balanced shares only the full "
+                    "batch; use batch_ramp=0 (or balance=off and "
+                    "rebalance_every=0)");
+    expect_finalize((const char *[]){"rebalance_every", "5",
+                                     "seq_len_warmup", "16:10", NULL},
+                    "seq_len_warmup=16:10 with rebalance_every=5: the batch "
+                    "plan's smaller or reshaped steps are split equally over "
+                    "the data-parallel ranks, the balanced shares only the "
+                    "full batch; use seq_len_warmup=0 (or balance=off and "
+                    "rebalance_every=0)");
+    expect_finalize((const char *[]){"balance", "on", "micro_batch", "auto",
+                                     "mem_budget_mb", "100", NULL},
+                    "micro_batch=auto with balance=on: the shares by speed "
+                    "are measured at the chosen micro-batch; give micro_batch "
+                    "(or balance=off and rebalance_every=0)");
 
     struct config c;
     char err[ERRLEN] = "";
@@ -693,6 +772,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_defaults),
         cmocka_unit_test(test_set_errors),
+        cmocka_unit_test(test_micro_batch_auto),
         cmocka_unit_test(test_finalize),
         cmocka_unit_test(test_ini),
         cmocka_unit_test(test_load_file),

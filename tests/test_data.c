@@ -10,18 +10,28 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "bpe.h"
 #include "data.h"
+#include "loader.h"
+#include "mix.h"
 #include "rng.h"
 
 #define ERRLEN 512
 
 /* ---- helpers ---------------------------------------------------------- */
+
+/* The length of a batch shape (before the T macro below hides .T). */
+static int shape_len(const struct batch_shape *sh)
+{
+    return sh->T;
+}
 
 static char *tmpdir_make(void)
 {
@@ -280,7 +290,7 @@ static void test_val_batch(void **state)
     int32_t inp[4 * T], tgt[4 * T];
     /* j large enough that the windows wrap modulo (ntok - T) */
     for (int64_t j = 0; j < 6; j++) {
-        dataset_val_batch(&f->val, j, vb, 0, vb, T, inp, tgt);
+        dataset_val_batch(&f->val, j, vb, 0, vb, T, inp, tgt, NULL);
         for (int i = 0; i < vb; i++) {
             int64_t pos = ((j * vb + i) * T) % (NVAL - T);
             for (int t = 0; t < T; t++) {
@@ -290,7 +300,7 @@ static void test_val_batch(void **state)
             }
         }
         int32_t s[2 * T], st[2 * T];
-        dataset_val_batch(&f->val, j, vb, 1, 2, T, s, st);
+        dataset_val_batch(&f->val, j, vb, 1, 2, T, s, st, NULL);
         assert_memory_equal(s, inp + T, sizeof s);
         assert_memory_equal(st, tgt + T, sizeof st);
     }
@@ -298,15 +308,37 @@ static void test_val_batch(void **state)
 
 /* ---- loader ----------------------------------------------------------- */
 
-static void loader_check(struct loader *l, const struct dataset *ds,
-                         int64_t step, int seq0, int nseq, double *wait)
+/* A one-dataset mixture over the fixture's train split (borrowed). */
+static struct mixture mix_of(const struct dataset *ds)
 {
-    const int32_t *inp, *tgt;
-    int32_t ref[B * T], reft[B * T];
-    loader_next(l, step, &inp, &tgt, wait);
-    dataset_train_batch(ds, SEED, step, seq0, nseq, T, ref, reft);
-    assert_memory_equal(inp, ref, (size_t)nseq * T * sizeof *ref);
-    assert_memory_equal(tgt, reft, (size_t)nseq * T * sizeof *reft);
+    struct mixture mx;
+    memset(&mx, 0, sizeof mx);
+    mx.n = 1;
+    mx.ds[0] = *ds;
+    mx.cum[0] = 1.0;
+    return mx;
+}
+
+/* The loader's step equals the plan's shape and dataset_train_batch's
+ * rows [dp_rank * per_rank, ...) at that length. */
+static void loader_check(struct loader *l, const struct dataset *ds,
+                         const struct batch_plan *p, int dp_rank,
+                         int64_t step, double *wait)
+{
+    struct step_batch b;
+    struct batch_shape sh;
+    loader_next(l, step, &b, wait);
+    batch_plan_at(p, step, &sh);
+    assert_memory_equal(&b.shape, &sh, sizeof sh);
+    int n = sh.per_rank, t = shape_len(&sh);
+    int32_t *ref = malloc(2 * (size_t)n * t * sizeof *ref);
+    dataset_train_batch(ds, SEED, step, (int64_t)dp_rank * n, n, t, ref,
+                        ref + (size_t)n * t);
+    assert_memory_equal(b.inp, ref, (size_t)n * t * sizeof *ref);
+    assert_memory_equal(b.tgt, ref + (size_t)n * t,
+                        (size_t)n * t * sizeof *ref);
+    assert_null(b.dstart);
+    free(ref);
 }
 
 static void test_loader(void **state)
@@ -314,27 +346,147 @@ static void test_loader(void **state)
     struct fix *f = *state;
     struct loader l;
     char err[ERRLEN];
-    const int seq0 = 2, nseq = 3, s = 5;
-    assert_int_equal(loader_init(&l, &f->train, SEED, seq0, nseq, T, s, err,
+    struct mixture mx = mix_of(&f->train);
+    /* dp rank 1 of 2, micro-batches of 2; then with a ramp 2:8 and a
+     * sequence-length warm-up 4:12 (T = 4, 8 then 16) */
+    struct batch_plan p = {.batch_size = B, .seq_len = T, .dp = 2, .mb = 2};
+    struct batch_plan q = p;
+    q.ramp_start = 2;
+    q.ramp_steps = 8;
+    q.sl_start = 4;
+    q.sl_steps = 12;
+    for (int v = 0; v < 2; v++) {
+        const struct batch_plan *pl = v ? &q : &p;
+        const int s = 5;
+        assert_int_equal(loader_init(&l, &mx, pl, 1, NULL, SEED, 0, s, err,
+                                     sizeof err), 0);
+        double wait = 0.0;
+        const int64_t steps[] = {s, s + 1, s + 2, s + 10, s + 11, s + 13,
+                                 s + 1, 0};
+        for (size_t k = 0; k < sizeof steps / sizeof *steps; k++)
+            loader_check(&l, &f->train, pl, 1, steps[k], &wait);
+        for (int64_t k = 100; k < 120; k++)
+            loader_check(&l, &f->train, pl, 1, k, NULL);
+        assert_true(wait >= 0.0);
+        loader_free(&l);
+        loader_free(&l);   /* second free is a no-op */
+    }
+    /* unequal shares (balance=on): dp rank 1 takes sequences [3, B) of
+     * every full-size step, the shape says B - 3 of them */
+    const int shares[2] = {3, B - 3};
+    assert_int_equal(loader_init(&l, &mx, &p, 1, shares, SEED, 0, 2, err,
                                  sizeof err), 0);
-    double wait = 0.0;
-    loader_check(&l, &f->train, s, seq0, nseq, &wait);
-    loader_check(&l, &f->train, s + 1, seq0, nseq, &wait);
-    loader_check(&l, &f->train, s + 2, seq0, nseq, &wait);
-    loader_check(&l, &f->train, s + 10, seq0, nseq, &wait);   /* resume */
-    loader_check(&l, &f->train, s + 11, seq0, nseq, &wait);
-    loader_check(&l, &f->train, s + 13, seq0, nseq, &wait);   /* same slot */
-    loader_check(&l, &f->train, s + 1, seq0, nseq, &wait);    /* back */
-    for (int64_t k = 100; k < 140; k++)
-        loader_check(&l, &f->train, k, seq0, nseq, NULL);
-    assert_true(wait >= 0.0);
+    for (int64_t s = 2; s < 5; s++) {
+        struct step_batch b;
+        loader_next(&l, s, &b, NULL);
+        assert_int_equal(b.shape.per_rank, B - 3);
+        assert_int_equal(shape_len(&b.shape), T);
+        int32_t ref[2 * B * T];
+        dataset_train_batch(&f->train, SEED, s, 3, B - 3, T, ref,
+                            ref + (B - 3) * T);
+        assert_memory_equal(b.inp, ref, (size_t)(B - 3) * T * sizeof *ref);
+        assert_memory_equal(b.tgt, ref + (B - 3) * T,
+                            (size_t)(B - 3) * T * sizeof *ref);
+    }
     loader_free(&l);
-    loader_free(&l);   /* second free is a no-op */
-
     /* a loader that is freed before its first step is ever requested */
-    assert_int_equal(loader_init(&l, &f->train, SEED, 0, B, T, 0, err,
+    assert_int_equal(loader_init(&l, &mx, &p, 0, NULL, SEED, 0, 0, err,
                                  sizeof err), 0);
     loader_free(&l);
+}
+
+/* ---- mixtures --------------------------------------------------------- */
+
+static void test_data_spec(void **state)
+{
+    (void)state;
+    struct data_spec sp;
+    char err[ERRLEN];
+    assert_int_equal(data_spec_parse("data/x", &sp, err, sizeof err), 0);
+    assert_int_equal(sp.n, 1);
+    assert_string_equal(sp.dir[0], "data/x");
+    assert_true(sp.w[0] == 1.0);
+    assert_int_equal(data_spec_parse("a:0.7, b:0.3", &sp, err, sizeof err),
+                     0);
+    assert_int_equal(sp.n, 2);
+    assert_string_equal(sp.dir[1], "b");
+    assert_true(fabs(sp.w[0] - 0.7) < 1e-12 && fabs(sp.w[1] - 0.3) < 1e-12);
+    assert_int_equal(data_spec_parse("a:3,c:d,e:f:1", &sp, err, sizeof err),
+                     0);
+    assert_int_equal(sp.n, 3);
+    assert_string_equal(sp.dir[1], "c:d"); /* not a number: a path */
+    assert_string_equal(sp.dir[2], "e:f");
+    assert_true(fabs(sp.w[0] - 0.6) < 1e-12 && fabs(sp.w[1] - 0.2) < 1e-12);
+    const char *bad[] = {"", "a,,b", "a:0", "a:-1", ":2", "a:inf"};
+    for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
+        assert_int_equal(data_spec_parse(bad[i], &sp, err, sizeof err), -1);
+    char many[256] = "";
+    for (int i = 0; i < MIX_MAX + 1; i++)
+        strcat(many, i ? ",d" : "d");
+    assert_int_equal(data_spec_parse(many, &sp, err, sizeof err), -1);
+    assert_non_null(strstr(err, "more than"));
+}
+
+/* A second dataset of different bytes; sequence i of step s comes from
+ * the dataset the formula of mix.h picks, at the usual position; the
+ * picks follow the weights; one dataset is exactly dataset_train_batch. */
+static void test_mixture(void **state)
+{
+    struct fix *f = *state;
+    char in[1024], out[1024], err[ERRLEN];
+    unsigned char other[600];
+    for (int i = 0; i < 600; i++)
+        other[i] = (unsigned char)(200 + i % 50);
+    snprintf(in, sizeof in, "%s/other.txt", f->dir);
+    snprintf(out, sizeof out, "%s/other", f->dir);
+    bytes_write(in, other, sizeof other);
+    const char *files[1] = {in};
+    assert_int_equal(data_prepare(out, files, 1, 0.0, 1000, 0, err,
+                                  sizeof err), 0);
+    char spec[2200];
+    snprintf(spec, sizeof spec, "%s:0.7,%s:0.3", f->out, out);
+    struct data_spec sp;
+    struct mixture mx;
+    assert_int_equal(data_spec_parse(spec, &sp, err, sizeof err), 0);
+    assert_int_equal(mixture_open(&mx, &sp, "train", 256, T, err,
+                                  sizeof err), 0);
+    enum { NS = 2000 };
+    int32_t *inp = malloc(2 * NS * T * sizeof *inp), *tgt = inp + NS * T;
+    int picks[2] = {0, 0};
+    for (int64_t step = 0; step < 2; step++) {
+        mixture_train_batch(&mx, SEED, step, 0, NS, T, inp, tgt, NULL);
+        uint64_t key = rng_key(SEED, RNG_DATA, (uint64_t)step);
+        uint64_t mkey = rng_key(SEED, RNG_MIX, (uint64_t)step);
+        for (int i = 0; i < NS; i++) {
+            double u = (double)(rng_u64(mkey, (uint64_t)i) >> 11) *
+                       0x1.0p-53;
+            int d = u < 0.7 ? 0 : 1;
+            picks[d]++;
+            const struct dataset *ds = &mx.ds[d];
+            int64_t pos = (int64_t)(rng_u64(key, (uint64_t)i) %
+                                    (uint64_t)(ds->ntok - T));
+            for (int t = 0; t < T; t++) {
+                int want = d ? other[pos + t] : f->bytes[pos + t];
+                assert_int_equal(inp[i * T + t], want);
+            }
+        }
+    }
+    double frac = (double)picks[0] / (picks[0] + picks[1]);
+    assert_true(fabs(frac - 0.7) < 0.02);
+    mixture_close(&mx);
+    /* one dataset: dataset_train_batch's bits */
+    struct mixture one = mix_of(&f->train);
+    int32_t *ref = malloc(2 * B * T * sizeof *ref);
+    mixture_train_batch(&one, SEED, 7, 1, B - 1, T, inp, tgt, NULL);
+    dataset_train_batch(&f->train, SEED, 7, 1, B - 1, T, ref, ref + B * T);
+    assert_memory_equal(inp, ref, (size_t)(B - 1) * T * sizeof *ref);
+    assert_memory_equal(tgt, ref + B * T, (size_t)(B - 1) * T * sizeof *ref);
+    /* a mixture of different vocabularies is refused */
+    int v = 0;
+    assert_int_equal(data_spec_vocab(spec, &v, 0, err, sizeof err), 0);
+    assert_int_equal(v, 256);
+    free(ref);
+    free(inp);
 }
 
 /* ---- errors and foreign shards ---------------------------------------- */
@@ -457,6 +609,185 @@ static void test_hand_written_shards(void **state)
     fclose(y);
 }
 
+/* ---- documents, BPE, the vocabulary ---------------------------------- */
+
+/* Two files: three fortunes separated by "%" lines, then one more file.
+ * Documents start at 0, after each "%\n", and at the second file. */
+static const char DOC_A[] = "first one\nline two\n%\nsecond\n%\nthird doc "
+                            "that is a bit longer than the others\n";
+static const char DOC_B[] = "fourth, the second file\n%\n";
+
+static void write_docs_inputs(const struct fix *f, char *pa, char *pb,
+                              size_t n)
+{
+    snprintf(pa, n, "%s/docs_a.txt", f->dir);
+    snprintf(pb, n, "%s/docs_b.txt", f->dir);
+    bytes_write(pa, (const unsigned char *)DOC_A, strlen(DOC_A));
+    bytes_write(pb, (const unsigned char *)DOC_B, strlen(DOC_B));
+}
+
+static void test_prepare_docs(void **state)
+{
+    struct fix *f = *state;
+    char pa[1024], pb[1024], out[1024], err[ERRLEN];
+    write_docs_inputs(f, pa, pb, sizeof pa);
+    snprintf(out, sizeof out, "%s/docs", f->dir);
+    const char *files[2] = {pa, pb};
+    struct prepare_opts o = {.val_fraction = 0.0, .shard_tokens = 1000,
+                             .vocab_size = 256, .doc_sep = "%"};
+    assert_int_equal(data_prepare_ex(out, files, 2, &o, err, sizeof err), 0);
+    struct dataset ds;
+    assert_int_equal(dataset_open(&ds, out, "train", 256, err, sizeof err), 0);
+    int64_t a = (int64_t)strlen(DOC_A);
+    int64_t want[4] = {0, 21, 30, a}; /* the trailing "%" of B ends it */
+    assert_int_equal(ds.ndocs, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(ds.docs[i], want[i]);
+    assert_int_equal(dataset_doc_start(&ds, 0), 0);
+    assert_int_equal(dataset_doc_start(&ds, 20), 0);
+    assert_int_equal(dataset_doc_start(&ds, 21), 21);
+    assert_int_equal(dataset_doc_start(&ds, a + 3), a);
+    /* a window from 15: documents start at 21 and 30 inside it */
+    int32_t wi[20], wt[20], wd[20];
+    dataset_window(&ds, 15, 20, wi, wt, wd);
+    for (int t = 0; t < 20; t++) {
+        assert_int_equal(wd[t], t < 6 ? 0 : t < 15 ? 6 : 15);
+        assert_int_equal(wi[t], (unsigned char)DOC_A[15 + t]);
+    }
+    dataset_window(&ds, 21, 5, wi, wt, wd); /* starts on a start */
+    for (int t = 0; t < 5; t++)
+        assert_int_equal(wd[t], 0);
+    dataset_close(&ds);
+    /* doc_sep "" = file boundaries only */
+    o.doc_sep = "";
+    assert_int_equal(data_prepare_ex(out, files, 2, &o, err, sizeof err), 0);
+    assert_int_equal(dataset_open(&ds, out, "train", 256, err, sizeof err), 0);
+    assert_int_equal(ds.ndocs, 2);
+    assert_int_equal(ds.docs[1], a);
+    dataset_close(&ds);
+}
+
+/* BPE: merges.txt beside the shards, every document's tokens decode to
+ * its bytes, train and val; the vocabulary comes from the directory. */
+static void test_prepare_bpe(void **state)
+{
+    struct fix *f = *state;
+    char pa[1024], pb[1024], out[1024], mp[1100], err[ERRLEN];
+    write_docs_inputs(f, pa, pb, sizeof pa);
+    snprintf(out, sizeof out, "%s/bpe", f->dir);
+    const char *files[3] = {pa, pb, pa};
+    struct prepare_opts o = {.val_fraction = 0.3, .shard_tokens = 7,
+                             .vocab_size = 290, .doc_sep = "%"};
+    assert_int_equal(data_prepare_ex(out, files, 3, &o, err, sizeof err), 0);
+    snprintf(mp, sizeof mp, "%s/merges.txt", out);
+    struct bpe b;
+    assert_int_equal(bpe_load(&b, mp, err, sizeof err), 0);
+    assert_true(b.vocab > 256 && b.vocab <= 290);
+    int v = 0;
+    assert_int_equal(data_vocab_detect(out, &v, err, sizeof err), 0);
+    assert_int_equal(v, b.vocab);
+    /* the input bytes, as one stream, cut where prepare cuts */
+    size_t la = strlen(DOC_A), lb = strlen(DOC_B), n = 2 * la + lb;
+    char *all = malloc(n);
+    memcpy(all, DOC_A, la);
+    memcpy(all + la, DOC_B, lb);
+    memcpy(all + la + lb, DOC_A, la);
+    size_t ntrain = n - (size_t)((double)n * 0.3), off = 0;
+    const char *splits[2] = {"train", "val"};
+    for (int s = 0; s < 2; s++) {
+        struct dataset ds;
+        assert_int_equal(dataset_open(&ds, out, splits[s], b.vocab, err,
+                                      sizeof err), 0);
+        assert_true(ds.nshards > 1);
+        int32_t *tok = malloc((size_t)ds.ntok * sizeof *tok);
+        dataset_read(&ds, 0, ds.ntok, tok);
+        for (int64_t d = 0, t = 0; d < ds.ndocs; d++) {
+            int64_t end = d + 1 < ds.ndocs ? ds.docs[d + 1] : ds.ntok;
+            assert_int_equal(ds.docs[d], t);
+            for (; t < end; t++) {
+                size_t len;
+                const unsigned char *p = bpe_token(&b, tok[t], &len);
+                assert_memory_equal(p, all + off, len);
+                off += len;
+            }
+        }
+        assert_int_equal(off, s ? n : ntrain);
+        free(tok);
+        dataset_close(&ds);
+    }
+    /* vocab_size against the directory */
+    v = b.vocab;
+    assert_int_equal(data_vocab_resolve(out, &v, 0, err, sizeof err), 0);
+    v = 256;
+    assert_int_equal(data_vocab_resolve(out, &v, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "merges.txt"));
+    assert_non_null(strstr(err, "vocab_size=256"));
+    /* a byte-level prepare in the same directory removes the tokenizer */
+    o.vocab_size = 256;
+    assert_int_equal(data_prepare_ex(out, files, 3, &o, err, sizeof err), 0);
+    assert_false(file_exists(out, "merges.txt"));
+    v = 0;
+    assert_int_equal(data_vocab_resolve(out, &v, 0, err, sizeof err), 0);
+    assert_int_equal(v, 256);
+    bpe_free(&b);
+    free(all);
+}
+
+static void test_vocab_detect_llmc(void **state)
+{
+    struct fix *f = *state;
+    char d[1024], p[1100], err[ERRLEN];
+    uint16_t tok[3] = {10, 50256, 300};
+    dir_fresh(d, sizeof d, f, "gpt2");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 1, 3, tok, 3);
+    int v = 0;
+    assert_int_equal(data_vocab_detect(d, &v, err, sizeof err), 0);
+    assert_int_equal(v, 50257);
+    tok[1] = 60000;
+    dir_fresh(d, sizeof d, f, "big");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 1, 3, tok, 3);
+    assert_int_equal(data_vocab_detect(d, &v, err, sizeof err), -1);
+    assert_non_null(strstr(err, "set vocab_size"));
+    snprintf(d, sizeof d, "%s/absent", f->dir);
+    v = 0;
+    assert_int_equal(data_vocab_resolve(d, &v, 1, err, sizeof err), 0);
+    assert_int_equal(v, 256); /* bench without data: bytes */
+    assert_int_equal(data_vocab_resolve(d, &v, 0, err, sizeof err), 0);
+    v = 0;
+    assert_int_equal(data_vocab_resolve(d, &v, 0, err, sizeof err), -1);
+    assert_non_null(strstr(err, "does not exist"));
+}
+
+static void test_docs_errors(void **state)
+{
+    struct fix *f = *state;
+    char d[1024], p[1100], err[ERRLEN];
+    uint16_t tok[20] = {0};
+    int64_t good[3] = {0, 5, 9};
+    dir_fresh(d, sizeof d, f, "docerr");
+    snprintf(p, sizeof p, "%s/train_000.bin", d);
+    shard_hand_write(p, SHARD_MAGIC, 1, 20, tok, 20);
+    snprintf(p, sizeof p, "%s/train.docs", d);
+    assert_int_equal(docs_write(p, good, 3, 20, err, sizeof err), 0);
+    struct dataset ds;
+    assert_int_equal(dataset_open(&ds, d, "train", 256, err, sizeof err), 0);
+    assert_int_equal(ds.ndocs, 3);
+    dataset_close(&ds);
+    int64_t bad1[3] = {0, 9, 5}, bad2[2] = {1, 5}, bad3[2] = {0, 20};
+    assert_int_equal(docs_write(p, bad1, 3, 20, err, sizeof err), 0);
+    expect_open_error(d, 256, "train.docs", "must ascend");
+    assert_int_equal(docs_write(p, bad2, 2, 20, err, sizeof err), 0);
+    expect_open_error(d, 256, "train.docs", "must ascend from 0");
+    assert_int_equal(docs_write(p, bad3, 2, 20, err, sizeof err), 0);
+    expect_open_error(d, 256, "train.docs", "below 20");
+    assert_int_equal(docs_write(p, good, 3, 21, err, sizeof err), 0);
+    expect_open_error(d, 256, "train.docs", "the shards hold 20 tokens");
+    bytes_write(p, (const unsigned char *)"short", 5);
+    expect_open_error(d, 256, "train.docs", "header");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -467,7 +798,13 @@ int main(void)
         cmocka_unit_test(test_train_batch_determinism),
         cmocka_unit_test(test_val_batch),
         cmocka_unit_test(test_loader),
+        cmocka_unit_test(test_data_spec),
+        cmocka_unit_test(test_mixture),
         cmocka_unit_test(test_open_errors),
+        cmocka_unit_test(test_prepare_docs),
+        cmocka_unit_test(test_prepare_bpe),
+        cmocka_unit_test(test_vocab_detect_llmc),
+        cmocka_unit_test(test_docs_errors),
         cmocka_unit_test(test_hand_written_shards),
     };
     return cmocka_run_group_tests(tests, fix_setup, fix_teardown);

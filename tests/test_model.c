@@ -1,7 +1,8 @@
 /*
  * test_model.c - the whole model against independent references:
- *  - every parameter gradient of a tiny GPT (GQA, sliding window, dropout)
- *    against central finite differences of the loss;
+ *  - every parameter gradient of a tiny GPT (GQA, sliding window, dropout;
+ *    label smoothing, z-loss and a padded vocabulary) against central
+ *    finite differences of the loss;
  *  - gradient accumulation: a batch of 8 as 4 micro-batches of 2 gives the
  *    same AdamW update as one micro-batch of 8;
  *  - parameter init depends on the global index only: a row shard of a
@@ -34,6 +35,7 @@
 #include "gemm.h"
 #include "infer.h"
 #include "model.h"
+#include "ops.h"
 #include "rng.h"
 #include "train.h"
 
@@ -49,12 +51,9 @@ static double loss_of(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     return gpt_forward(m, a, inp, tgt, pos) / (double)a->N;
 }
 
-static void test_whole_model_gradcheck(void **state)
+static void gradcheck(const struct gpt_config *cp)
 {
-    (void)state;
-    struct gpt_config c = {.n_layer = 2, .n_embd = 8, .n_head = 4,
-                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 11,
-                           .attn_window = 3, .dropout = 0.2f};
+    struct gpt_config c = *cp;
     struct gpt m;
     struct gpt_acts a;
     char err[256];
@@ -93,9 +92,10 @@ static void test_whole_model_gradcheck(void **state)
             den += fd * fd;
         }
         double rel = sqrt(num) / (sqrt(den) + 1e-6);
-        if (strstr(d->name, "attn.bk")) {
+        if (strstr(d->name, "attn.bk") && c.attn != ATTN_LINEAR) {
             /* softmax is invariant to adding one constant to a query's
-             * scores, so the key bias has zero gradient exactly */
+             * scores, so the key bias has zero gradient exactly (linear
+             * attention has no softmax) */
             if (gmax > 1e-5)
                 fail_msg("%s: gradient %.3g, expected 0", d->name, gmax);
         } else if (rel > 5e-3)
@@ -103,6 +103,67 @@ static void test_whole_model_gradcheck(void **state)
     }
     gpt_acts_free(&a);
     gpt_free(&m);
+}
+
+static void test_whole_model_gradcheck(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 2, .n_embd = 8, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 11,
+                           .attn_window = 3, .dropout = 0.2f};
+    gradcheck(&c);
+}
+
+/* The training loss with label smoothing and z-loss, and a vocabulary
+ * padded to a multiple of 128 (300 -> 384 rows of wte, whose padded rows
+ * get exactly zero gradient, as finite differences say). */
+static void test_gradcheck_loss_options(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 1, .n_embd = 8, .n_head = 2,
+                           .n_kv_head = 1, .seq_len = 6, .vocab_size = 300,
+                           .label_smoothing = 0.1f, .z_loss = 0.01f};
+    assert_int_equal(gpt_vocab_padded(300), 384);
+    assert_int_equal(gpt_vocab_padded(50257), 50304);
+    assert_int_equal(gpt_vocab_padded(4096), 4096);
+    assert_int_equal(gpt_vocab_padded(256), 256);
+    gradcheck(&c);
+}
+
+/* Validation (train = 0) scores plain cross-entropy whatever the
+ * training loss's options: the same bits as a model without them, while
+ * the training forward differs. */
+static void test_val_loss_is_plain(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 1, .n_embd = 8, .n_head = 2,
+                           .n_kv_head = 2, .seq_len = 6, .vocab_size = 19},
+                      o = c;
+    o.label_smoothing = 0.2f;
+    o.z_loss = 0.1f;
+    struct gpt a, b;
+    struct gpt_acts aa, ab;
+    char err[256];
+    assert_int_equal(gpt_init(&a, &c, 1, 0, 0, 1, 3, err, sizeof(err)), 0);
+    assert_int_equal(gpt_init(&b, &o, 1, 0, 0, 1, 3, err, sizeof(err)), 0);
+    assert_int_equal(gpt_acts_init(&aa, &a, 2, 6), 0);
+    assert_int_equal(gpt_acts_init(&ab, &b, 2, 6), 0);
+    int32_t inp[12], tgt[12];
+    tokens(inp, 12, 19, 1);
+    tokens(tgt, 12, 19, 2);
+    struct gpt_pos pos = {.step = 0, .seq0 = 0, .seed = 1, .train = 0};
+    double la = gpt_forward(&a, &aa, inp, tgt, &pos);
+    double lb = gpt_forward(&b, &ab, inp, tgt, &pos);
+    assert_true(la == lb);
+    pos.train = 1;
+    double ta = gpt_forward(&a, &aa, inp, tgt, &pos);
+    double tb = gpt_forward(&b, &ab, inp, tgt, &pos);
+    assert_true(ta == la);
+    assert_true(fabs(tb - ta) > 1e-3 * ta);
+    gpt_acts_free(&aa);
+    gpt_acts_free(&ab);
+    gpt_free(&a);
+    gpt_free(&b);
 }
 
 /* Grad of tensor `name` in m, or NULL when the stage does not hold it. */
@@ -224,14 +285,8 @@ static void test_stages_equal_whole_model(void **state)
  * 1%, every gradient within 3% in norm.  The bf16 weight copy is the
  * rounding of the master weights, after init and after any change
  * (gpt_refresh_bf16). */
-static void test_bf16_close_to_fp32(void **state)
+static void bf16_case(struct gpt_config c, const int32_t *dst)
 {
-    (void)state;
-    if (!gemm_bf16_supported(NULL, 0))
-        skip();
-    struct gpt_config c = {.n_layer = 2, .n_embd = 32, .n_head = 4,
-                           .n_kv_head = 2, .seq_len = 16, .vocab_size = 40,
-                           .attn_window = 12, .dropout = 0.1f};
     struct gpt m32, m16;
     struct gpt_acts a32, a16;
     char err[256];
@@ -253,7 +308,8 @@ static void test_bf16_close_to_fp32(void **state)
     int32_t inp[64], tgt[64];
     tokens(inp, 64, c.vocab_size, 21);
     tokens(tgt, 64, c.vocab_size, 22);
-    struct gpt_pos pos = {.step = 1, .seq0 = 0, .seed = 3, .train = 1};
+    struct gpt_pos pos = {.step = 1, .seq0 = 0, .seed = 3, .train = 1,
+                          .dstart = dst};
     gpt_zero_grad(&m32);
     gpt_zero_grad(&m16);
     double l32 = loss_of(&m32, &a32, inp, tgt, &pos);
@@ -280,6 +336,29 @@ static void test_bf16_close_to_fp32(void **state)
     gpt_free(&m32), gpt_free(&m16);
 }
 
+/* A sliding window; then the techniques bf16 runs with: label smoothing
+ * and the z-loss, a vocabulary padded inside the model (300 -> 384
+ * rows), and document bounds (doc_mask). */
+static void test_bf16_close_to_fp32(void **state)
+{
+    (void)state;
+    if (!gemm_bf16_supported(NULL, 0))
+        skip();
+    struct gpt_config c = {.n_layer = 2, .n_embd = 32, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 16, .vocab_size = 40,
+                           .attn_window = 12, .dropout = 0.1f};
+    bf16_case(c, NULL);
+    int32_t dst[64];
+    for (int t = 0; t < 64; t++) /* documents at 0, 5, 11 of each row */
+        dst[t] = t % 16 < 5 ? 0 : t % 16 < 11 ? 5 : 11;
+    c.attn_window = 0;
+    c.vocab_size = 300;
+    c.label_smoothing = 0.1f;
+    c.z_loss = 1e-3f;
+    c.doc_mask = 1;
+    bf16_case(c, dst);
+}
+
 static void make_config(struct config *c, int micro)
 {
     char err[256];
@@ -289,6 +368,7 @@ static void make_config(struct config *c, int micro)
     c->n_head = 4;
     c->n_kv_head = 2;
     c->seq_len = 16;
+    c->vocab_size = 256;
     c->batch_size = 8;
     c->micro_batch = micro;
     c->dropout = 0.1f;
@@ -405,12 +485,9 @@ static void test_param_count_matches_table(void **state)
 
 /* KV-cache generation computes the same logits as the full forward, with
  * grouped-query heads and a sliding window. */
-static void test_kv_cache_matches_forward(void **state)
+static void kv_cache_case(const struct gpt_config *cp)
 {
-    (void)state;
-    struct gpt_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4,
-                           .n_kv_head = 2, .seq_len = 12, .vocab_size = 19,
-                           .attn_window = 5, .dropout = 0.3f};
+    struct gpt_config c = *cp;
     struct gpt m;
     struct gpt_acts a;
     struct infer inf;
@@ -440,27 +517,217 @@ static void test_kv_cache_matches_forward(void **state)
     gpt_free(&m);
 }
 
-/* none, selective and full on the same two micro-batches (GQA, sliding
- * window, dropout): both forwards, then both backwards in reverse, the
- * second slot sharing the first's scratch and work layer; the losses and
- * every gradient bit must agree, and the saved activations shrink as
- * model.h says. */
-/* recompute = none, selective, full in one precision: the same loss and
- * gradient bits, and the saved bytes model.h describes ([p] tensors of
- * hsz bytes). */
-static void recompute_case(enum gpt_precision prec)
+/* Generation one token at a time equals the full forward: with the KV
+ * cache (window; the sparse blocks) and with linear attention's running
+ * sums. */
+static void test_kv_cache_matches_forward(void **state)
 {
-    struct gpt_config c = {.n_layer = 3, .n_embd = 16, .n_head = 4,
-                           .n_kv_head = 2, .seq_len = 8, .vocab_size = 13,
-                           .attn_window = 5, .dropout = 0.2f,
-                           .precision = prec};
+    (void)state;
+    struct gpt_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 12, .vocab_size = 19,
+                           .attn_window = 5, .dropout = 0.3f};
+    kv_cache_case(&c);
+    c.attn_window = 0;
+    c.attn = ATTN_LINEAR;
+    kv_cache_case(&c);
+    c.attn = ATTN_SPARSE;
+    c.attn_block = 2;
+    c.attn_stride = 3;
+    kv_cache_case(&c);
+}
+
+/* Documents: with doc_mask, a token's loss does not depend on the tokens
+ * of earlier documents (attention stops at its document's start and its
+ * position counts from there), for every attention kind; and a document
+ * in the middle of a sequence gives the same losses as the same tokens at
+ * the start of one. */
+static void doc_case(int kind)
+{
+    struct gpt_config c = {.n_layer = 2, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 16, .vocab_size = 23,
+                           .attn = kind, .attn_block = 4, .attn_stride = 2,
+                           .doc_mask = 1};
+    struct gpt m;
+    struct gpt_acts a;
+    char err[256];
+    assert_int_equal(gpt_init(&m, &c, 1, 0, 0, c.n_layer, 5, err,
+                              sizeof(err)), 0);
+    for (size_t i = 0; i < m.tt.total; i++)
+        m.params[i] += 0.2f * rng_normal(21, i);
+    assert_int_equal(gpt_acts_init(&a, &m, 2, 16), 0);
+    int32_t inp[32], tgt[32], dst[32];
+    tokens(inp, 32, c.vocab_size, 3);
+    tokens(tgt, 32, c.vocab_size, 4);
+    /* sequence 0: documents at 0, 6, 11; sequence 1 starts with the
+     * tokens of sequence 0's document at 6 */
+    for (int t = 0; t < 16; t++) {
+        dst[t] = t < 6 ? 0 : t < 11 ? 6 : 11;
+        dst[16 + t] = t < 5 ? 0 : 5;
+    }
+    for (int t = 0; t < 5; t++) {
+        inp[16 + t] = inp[6 + t];
+        tgt[16 + t] = tgt[6 + t];
+    }
+    struct gpt_pos pos = {.seed = 1, .train = 0, .dstart = dst};
+    gpt_forward(&m, &a, inp, tgt, &pos);
+    float l0[32];
+    memcpy(l0, a.losses, sizeof l0);
+    for (int t = 0; t < 5; t++)
+        if (fabsf(l0[6 + t] - l0[16 + t]) > 1e-5f * fabsf(l0[6 + t]))
+            fail_msg("kind %d: token %d of a document: %.7g mid-sequence, "
+                     "%.7g at its start", kind, t, l0[6 + t], l0[16 + t]);
+    for (int t = 0; t < 6; t++) /* another first document */
+        inp[t] = (inp[t] + 7) % c.vocab_size;
+    gpt_forward(&m, &a, inp, tgt, &pos);
+    for (int t = 6; t < 16; t++)
+        if (a.losses[t] != l0[t])
+            fail_msg("kind %d: position %d changed with the document "
+                     "before it", kind, t);
+    assert_true(a.losses[0] != l0[0] || a.losses[3] != l0[3]);
+    /* without the mask it would have changed */
+    pos.dstart = NULL;
+    gpt_forward(&m, &a, inp, tgt, &pos);
+    assert_true(a.losses[8] != l0[8]);
+    gpt_acts_free(&a);
+    gpt_free(&m);
+}
+
+static void test_doc_mask(void **state)
+{
+    (void)state;
+    doc_case(ATTN_FULL);
+    doc_case(ATTN_LINEAR);
+    doc_case(ATTN_SPARSE);
+}
+
+/* The attention kinds and document bounds through the whole model:
+ * every gradient against finite differences. */
+static void test_gradcheck_attention_kinds(void **state)
+{
+    (void)state;
+    struct gpt_config c = {.n_layer = 1, .n_embd = 8, .n_head = 2,
+                           .n_kv_head = 1, .seq_len = 6, .vocab_size = 11,
+                           .attn = ATTN_LINEAR};
+    gradcheck(&c);
+    c.attn = ATTN_SPARSE;
+    c.attn_block = 2;
+    c.attn_stride = 2;
+    gradcheck(&c);
+}
+
+/* lr_layer_decay: from the same state and batch, every tensor's first
+ * AdamW step (weight decay off) is the decay-1 step times the tensor's
+ * factor: d^(L-1-l) in block l, d^L for wte and wpe, 1 for the final
+ * LayerNorm. */
+static void test_lr_layer_decay(void **state)
+{
+    (void)state;
+    struct trainer a, b;
+    struct config c1, c2;
+    char err[256];
+    make_config(&c1, 8);
+    c1.dropout = 0.0f;
+    c1.weight_decay = 0.0f;
+    c2 = c1;
+    c2.lr_layer_decay = 0.5f;
+    assert_int_equal(trainer_init(&a, &c1, MPI_COMM_WORLD, err,
+                                  sizeof(err)), 0);
+    assert_int_equal(trainer_init(&b, &c2, MPI_COMM_WORLD, err,
+                                  sizeof(err)), 0);
+    size_t n = 8 * 16, total = a.m.tt.total;
+    float *p0 = malloc(total * sizeof(float));
+    memcpy(p0, a.m.params, total * sizeof(float));
+    int32_t *inp = malloc(2 * n * sizeof(int32_t));
+    tokens(inp, 2 * n, 256, 5);
+    double g, lr;
+    trainer_step(&a, inp, inp + n, &g, &lr, NULL);
+    trainer_step(&b, inp, inp + n, &g, &lr, NULL);
+    for (int t = 0; t < a.m.tt.n; t++) {
+        const struct tensor_desc *d = &a.m.tt.t[t];
+        double da = 0, db = 0;
+        for (size_t i = d->off; i < d->off + d->numel; i++) {
+            da += fabs((double)a.m.params[i] - p0[i]);
+            db += fabs((double)b.m.params[i] - p0[i]);
+        }
+        int L = c1.n_layer;
+        double want = d->layer >= 0 ? pow(0.5, L - 1 - d->layer)
+                      : strncmp(d->name, "lnf", 3) ? pow(0.5, L) : 1.0;
+        if (!(fabs(db / da - want) <= 1e-3 * want))
+            fail_msg("%s: step ratio %.6g, want %.6g", d->name, db / da,
+                     want);
+    }
+    free(inp);
+    free(p0);
+    trainer_free(&a);
+    trainer_free(&b);
+}
+
+/* A step skipped as non-finite (debug_nan: a NaN in the gradient at
+ * step 3) leaves the weights and every optimizer state as they were:
+ * LAMB's moments, and 1-bit Adam's momentum and frozen second moment
+ * (frozen from step 2 on); the next step updates again. */
+static void skip_case(const char *optimizer)
+{
+    struct trainer tr;
+    struct config c;
+    char err[256];
+    make_config(&c, 8);
+    snprintf(c.optimizer, sizeof(c.optimizer), "%s", optimizer);
+    c.compress_warmup = 1;
+    snprintf(c.debug_nan, sizeof(c.debug_nan), "0:3:grad");
+    assert_int_equal(config_finalize(&c, err, sizeof(err)), 0);
+    assert_int_equal(trainer_init(&tr, &c, MPI_COMM_WORLD, err,
+                                  sizeof(err)), 0);
+    size_t n = 8 * 16, total = tr.m.tt.total, bytes = total * sizeof(float);
+    int32_t *inp = malloc(2 * n * sizeof(int32_t));
+    float *keep = malloc(3 * bytes);
+    tokens(inp, 2 * n, 256, 6);
+    double g, lr;
+    struct step_times tm;
+    for (int s = 0; s < 2; s++) {
+        trainer_step(&tr, inp, inp + n, &g, &lr, &tm);
+        assert_int_equal(tm.skipped, 0);
+    }
+    memcpy(keep, tr.m.params, bytes);
+    memcpy(keep + total, tr.m.m, bytes);
+    memcpy(keep + 2 * total, tr.m.v, bytes);
+    trainer_step(&tr, inp, inp + n, &g, &lr, &tm);
+    assert_true(tm.skipped & NF_GRAD);
+    assert_int_equal(tr.st.step, 3);
+    assert_memory_equal(keep, tr.m.params, bytes);
+    assert_memory_equal(keep + total, tr.m.m, bytes);
+    assert_memory_equal(keep + 2 * total, tr.m.v, bytes);
+    trainer_step(&tr, inp, inp + n, &g, &lr, &tm);
+    assert_int_equal(tm.skipped, 0);
+    assert_true(memcmp(keep, tr.m.params, bytes) != 0);
+    assert_true(memcmp(keep + total, tr.m.m, bytes) != 0);
+    free(keep);
+    free(inp);
+    trainer_free(&tr);
+}
+
+static void test_skip_keeps_optimizer_state(void **state)
+{
+    (void)state;
+    skip_case("adamw");
+    skip_case("lamb");
+    skip_case("onebit_adam");
+}
+
+/* none, selective and full on the same two micro-batches: both
+ * forwards, then both backwards in reverse, the second slot sharing the
+ * first's scratch and work layer; the losses and every gradient bit must
+ * agree.  Returns each mode's saved bytes.  dst: document starts (both
+ * micro-batches), or NULL. */
+static void recompute_case(struct gpt_config c, const int32_t *dst,
+                           size_t saved[3])
+{
     const int B = 2, T = 8;
     size_t N = (size_t)B * T;
     int32_t tok[4][16];
     for (int k = 0; k < 4; k++)
         tokens(tok[k], N, c.vocab_size, 40 + (uint64_t)k);
     struct gpt m[3];
-    size_t saved[3];
     double loss[3];
     char err[256];
     for (int mode = 0; mode < 3; mode++) {
@@ -470,7 +737,8 @@ static void recompute_case(enum gpt_precision prec)
                                   sizeof(err)), 0);
         assert_int_equal(gpt_acts_init_shared(&a0, &m[mode], B, T, NULL), 0);
         assert_int_equal(gpt_acts_init_shared(&a1, &m[mode], B, T, &a0), 0);
-        struct gpt_pos p0 = {.step = 3, .seq0 = 0, .seed = 11, .train = 1};
+        struct gpt_pos p0 = {.step = 3, .seq0 = 0, .seed = 11, .train = 1,
+                             .dstart = dst};
         struct gpt_pos p1 = p0;
         p1.seq0 = B;
         gpt_zero_grad(&m[mode]);
@@ -487,38 +755,77 @@ static void recompute_case(enum gpt_precision prec)
         gpt_acts_free(&a0);
     }
     for (int mode = 1; mode < 3; mode++) {
-        assert_memory_equal(&loss[0], &loss[mode], sizeof(double));
+        if (memcmp(&loss[0], &loss[mode], sizeof(double)) != 0)
+            fail_msg("attn %d: loss %.17g with recompute %d, %.17g "
+                     "without", c.attn, loss[mode], mode, loss[0]);
         assert_memory_equal(m[0].grads, m[mode].grads,
                             m[0].tt.total * sizeof(float));
     }
-    /* full keeps res2 per block, selective res1, res2, qkv and fch; the
-     * embedding output and the head's tensors stay (every piece here is a
-     * multiple of the 64-byte alignment) */
-    size_t hsz = prec == GPT_BF16 ? 2 : 4;
-    size_t C = 16, Q = (4 + 2 * 2) * 4, F = 64, V = 13, L = 3;
-    size_t head = hsz * N * C + 4 * (2 * N + N * V + N), emb = 4 * N * C;
+    for (int mode = 0; mode < 3; mode++)
+        gpt_free(&m[mode]);
+}
+
+/* full keeps res2 per block, selective res1, res2, qkv and fch; the
+ * embedding output and the head's tensors (lnf, its statistics, probs,
+ * losses, lse) stay.  [p] tensors (lnf, qkv, fch) have hsz bytes; every
+ * piece here is a multiple of the 64-byte alignment. */
+static void check_saved(const size_t saved[3], size_t hsz)
+{
+    size_t N = 16, C = 16, Q = (4 + 2 * 2) * 4, F = 64, V = 13, L = 3;
+    size_t head = hsz * N * C + 4 * (2 * N + N * V + 2 * N), emb = 4 * N * C;
     assert_int_equal(saved[2], emb + 4 * L * N * C + head);
     assert_int_equal(saved[1],
                      emb + L * (4 * 2 * N * C + hsz * (N * Q + N * F)) +
                          head);
     assert_true(saved[0] > saved[1]);
-    for (int mode = 0; mode < 3; mode++)
-        gpt_free(&m[mode]);
 }
 
+/* The recomputation of every attention kind (GQA, dropout; a sliding
+ * window for full, document bounds for linear and sparse), and the saved
+ * activations shrinking as model.h says. */
 static void test_recompute_bitwise(void **state)
 {
     (void)state;
-    recompute_case(GPT_FP32);
+    struct gpt_config c = {.n_layer = 3, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 8, .vocab_size = 13,
+                           .attn_window = 5, .dropout = 0.2f};
+    size_t saved[3];
+    recompute_case(c, NULL, saved);
+    check_saved(saved, 4);
+    int32_t dst[16];
+    for (int t = 0; t < 16; t++) /* documents at 0, 3 | 0, 5 */
+        dst[t] = t < 8 ? (t < 3 ? 0 : 3) : (t < 13 ? 0 : 5);
+    c.attn_window = 0;
+    c.doc_mask = 1;
+    c.attn = ATTN_LINEAR;
+    recompute_case(c, dst, saved);
+    c.attn = ATTN_SPARSE;
+    c.attn_block = 2;
+    c.attn_stride = 3;
+    recompute_case(c, dst, saved);
 }
 
-/* In bf16 too: the recomputed bf16 tensors are the saved ones' bits. */
+/* In bf16 too: the recomputed bf16 tensors are the saved ones' bits (a
+ * sliding window; then document bounds, full attention being the kind
+ * bf16 runs). */
 static void test_recompute_bitwise_bf16(void **state)
 {
     (void)state;
     if (!gemm_bf16_supported(NULL, 0))
         skip();
-    recompute_case(GPT_BF16);
+    struct gpt_config c = {.n_layer = 3, .n_embd = 16, .n_head = 4,
+                           .n_kv_head = 2, .seq_len = 8, .vocab_size = 13,
+                           .attn_window = 5, .dropout = 0.2f,
+                           .precision = GPT_BF16};
+    size_t saved[3];
+    recompute_case(c, NULL, saved);
+    check_saved(saved, 2);
+    int32_t dst[16];
+    for (int t = 0; t < 16; t++)
+        dst[t] = t < 8 ? (t < 3 ? 0 : 3) : (t < 13 ? 0 : 5);
+    c.attn_window = 0;
+    c.doc_mask = 1;
+    recompute_case(c, dst, saved);
 }
 
 int main(int argc, char **argv)
@@ -526,12 +833,18 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_whole_model_gradcheck),
+        cmocka_unit_test(test_gradcheck_loss_options),
+        cmocka_unit_test(test_val_loss_is_plain),
         cmocka_unit_test(test_accumulation_equals_full_batch),
+        cmocka_unit_test(test_lr_layer_decay),
+        cmocka_unit_test(test_skip_keeps_optimizer_state),
         cmocka_unit_test(test_init_by_global_index),
         cmocka_unit_test(test_stages_equal_whole_model),
         cmocka_unit_test(test_bf16_close_to_fp32),
         cmocka_unit_test(test_param_count_matches_table),
         cmocka_unit_test(test_kv_cache_matches_forward),
+        cmocka_unit_test(test_doc_mask),
+        cmocka_unit_test(test_gradcheck_attention_kinds),
         cmocka_unit_test(test_recompute_bitwise),
         cmocka_unit_test(test_recompute_bitwise_bf16),
     };

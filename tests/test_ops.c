@@ -35,6 +35,11 @@
 #include "ops_internal.h"
 #include "rng.h"
 
+/* The attention shapes below are written positionally up to the window;
+ * the later fields (kind, sparse pattern, document bounds: test_attn.c
+ * tests those) are zero: full attention. */
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+
 /* ------------------------------------------------------------------------ */
 /* helpers */
 
@@ -718,6 +723,79 @@ static void test_crossentropy(void **state)
     free(c.losses), free(dl), free(dl0), free(g);
 }
 
+/* Label smoothing and z-loss, with a padded row (ld > V): the reference
+ * computes the loss from its definition in double, the mean of -log p_v
+ * over the vocabulary and lse^2 included; the gradient is checked by
+ * central differences; the padding stays untouched. */
+struct xent_ctx {
+    double *logits, *losses;
+    const int32_t *tg;
+    double dloss, s, z;
+    size_t N, V, ld;
+};
+
+static double xent_ref_loss(void *p)
+{
+    struct xent_ctx *c = p;
+    double total = 0.0;
+    for (size_t n = 0; n < c->N; n++) {
+        const double *l = c->logits + n * c->ld;
+        double m = l[0], sum = 0.0, mean_nlp = 0.0;
+        for (size_t v = 1; v < c->V; v++)
+            m = fmax(m, l[v]);
+        for (size_t v = 0; v < c->V; v++)
+            sum += exp(l[v] - m);
+        double lse = m + log(sum);
+        for (size_t v = 0; v < c->V; v++)
+            mean_nlp += (lse - l[v]) / (double)c->V;
+        c->losses[n] = (1 - c->s) * (lse - l[c->tg[n]]) + c->s * mean_nlp +
+                       c->z * lse * lse;
+        total += c->losses[n] * c->dloss;
+    }
+    return total;
+}
+
+static void test_xent_smoothing_zloss(void **state)
+{
+    (void)state;
+    size_t N = 5, V = 29, ld = 32;
+    int32_t tg[5] = {0, 28, 7, 7, 13};
+    struct xent_opts o = {0.1f, 1e-2f};
+    float *logits = frand(N * ld, 3), *probs = fnan(N * ld);
+    float *loss = fnan(N), *lse = fnan(N);
+    for (size_t v = 0; v < V; v++)
+        logits[4 * ld + v] += 30.0f; /* a shifted row: lse^2 matters */
+    struct xent_ctx c = {dof(logits, N * ld), dzero(N), tg, 0.25,
+                         o.label_smoothing, o.z_loss, N, V, ld};
+    xent_forward(loss, probs, lse, logits, tg, N, V, ld, &o);
+    xent_ref_loss(&c);
+    check_close("xent losses", loss, c.losses, N, 2e-6);
+    for (size_t n = 0; n < N; n++)
+        for (size_t v = V; v < ld; v++)
+            assert_true(probs[n * ld + v] == 0.0f);
+    float *dl = frand(N * ld, 1), *dl0 = fdup(dl, N * ld);
+    xent_backward(dl, probs, lse, tg, (float)c.dloss, N, V, ld, &o);
+    double *g = dzero(N * ld);
+    fd_grad(xent_ref_loss, &c, c.logits, N * ld, g);
+    for (size_t n = 0; n < N; n++) /* the padding: no gradient at all */
+        for (size_t v = V; v < ld; v++) {
+            assert_true(g[n * ld + v] == 0.0);
+            assert_true(dl[n * ld + v] == dl0[n * ld + v]);
+        }
+    check_grad("xent dlogits", dl, dl0, g, N * ld, 2e-5);
+    /* s = z = 0 is bitwise the plain cross-entropy */
+    struct xent_opts zero = {0.0f, 0.0f};
+    float *p2 = fnan(N * V), *l2 = fnan(N), *p3 = fnan(N * V), *l3 = fnan(N);
+    float *lg = frand(N * V, 3);
+    xent_forward(l2, p2, NULL, lg, tg, N, V, V, &zero);
+    crossentropy_softmax_forward(l3, p3, lg, tg, N, V);
+    assert_memory_equal(l2, l3, N * sizeof(float));
+    assert_memory_equal(p2, p3, N * V * sizeof(float));
+    free(logits), free(probs), free(loss), free(lse), free(c.logits);
+    free(c.losses), free(dl), free(dl0), free(g), free(p2), free(l2);
+    free(p3), free(l3), free(lg);
+}
+
 /* ops_v_exp against exp() in double over its whole range */
 static void test_exp_accuracy(void **state)
 {
@@ -891,6 +969,7 @@ int main(void)
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_residual),
         cmocka_unit_test(test_crossentropy),
+        cmocka_unit_test(test_xent_smoothing_zloss),
         cmocka_unit_test(test_exp_accuracy),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_dropout_rate),

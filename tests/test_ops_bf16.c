@@ -416,10 +416,14 @@ static void test_attention_bf16(void **state)
     (void)state;
     if (!have_bf16())
         return;
-    attention_bf16_case((struct attn_shape){2, 70, 4, 2, 16, 0, NULL});
-    attention_bf16_case((struct attn_shape){1, 130, 2, 2, 16, 40, NULL});
-    attention_bf16_case((struct attn_shape){1, 37, 4, 1, 8, 0, NULL});
-    attention_bf16_case((struct attn_shape){2, 9, 3, 3, 4, 3, NULL});
+    attention_bf16_case((struct attn_shape){.B = 2, .T = 70, .nh = 4,
+                                            .nkv = 2, .hd = 16, .window = 0});
+    attention_bf16_case((struct attn_shape){.B = 1, .T = 130, .nh = 2,
+                                            .nkv = 2, .hd = 16, .window = 40});
+    attention_bf16_case((struct attn_shape){.B = 1, .T = 37, .nh = 4,
+                                            .nkv = 1, .hd = 8, .window = 0});
+    attention_bf16_case((struct attn_shape){.B = 2, .T = 9, .nh = 3,
+                                            .nkv = 3, .hd = 4, .window = 3});
 }
 
 /* ---- the optimizer's bf16 copy ---------------------------------------------- */

@@ -1,5 +1,6 @@
 /*
- * test_optim.c - AdamW, sumsq, clip_scale and the LR schedules against
+ * test_optim.c - AdamW, LAMB, the frozen-variance Adam of 1-bit Adam,
+ * layer-wise LR decay, sumsq, clip_scale and the LR schedules against
  * independent references: literal values computed by hand (or with
  * python3 from the formulas in optim.h, pasted here), and a scalar AdamW
  * written in double inside this file.
@@ -351,6 +352,133 @@ static void test_lr_kind_parse(void **state)
     assert_int_equal(k, LR_LINEAR); /* untouched on error */
 }
 
+/* ----------------------------------------------------------------- LAMB */
+
+/* A hand-sized case.  Step 1, b1 0.9, b2 0.99, eps 0, wd 0: mhat = g and
+ * vhat = g^2, so u = sign(g) = (1, -1, 1, 1): ||u|| = 2.  p = (3, 0, 4,
+ * 0): ||p|| = 5, r = 5 / 2 and with lr 0.1 every element moves by
+ * 0.1 * 2.5 = 0.25 against its gradient's sign. */
+static void test_lamb_by_hand(void **state)
+{
+    (void)state;
+    float p[4] = {3, 0, 4, 0}, g[4] = {0.5f, -7, 2, 1e-3f};
+    float m[4] = {0}, v[4] = {0};
+    struct adamw_hp hp = {0.1f, 0.9f, 0.99f, 0.0f, 0.0f, 1};
+    double pp = 0, uu = 0;
+    lamb_moments(p, g, m, v, 4, &hp, 1.0f, 1, &pp, &uu);
+    check_close(pp, 25.0, 1e-12, 0, "||p||^2", 0);
+    check_close(uu, 4.0, 1e-6, 0, "||u||^2", 0);
+    float r = lamb_ratio(pp, uu);
+    check_close(r, 2.5, 1e-6, 0, "ratio", 0);
+    lamb_apply(p, m, v, 4, &hp, 1, r);
+    const double want[4] = {2.75, 0.25, 3.75, -0.25};
+    for (int i = 0; i < 4; i++)
+        check_close(p[i], want[i], 1e-6, 1e-7, "p", i);
+    /* a zero norm gives ratio 1 (plain AdamW step) */
+    assert_true(lamb_ratio(0.0, 4.0) == 1.0f);
+    assert_true(lamb_ratio(4.0, 0.0) == 1.0f);
+}
+
+/* Several steps with weight decay against a double reference, and the
+ * sums of squares over two halves adding up to the whole (what the tp
+ * split relies on). */
+static void test_lamb_vs_reference(void **state)
+{
+    (void)state;
+    enum { N = 37, T = 3 };
+    float p[N], m[N] = {0}, v[N] = {0}, g[N];
+    double rp[N], rm[N] = {0}, rv[N] = {0};
+    struct adamw_hp hp = {2e-2f, 0.9f, 0.95f, 1e-6f, 0.1f, 0};
+    for (int i = 0; i < N; i++)
+        rp[i] = p[i] = (float)(0.05 * sin(0.7 * i) + 0.01);
+    for (int t = 1; t <= T; t++) {
+        hp.t = t;
+        for (int i = 0; i < N; i++)
+            g[i] = (float)(0.3 * cos(1.1 * i + t) - 0.02);
+        double pp = 0, uu = 0, pp2 = 0, uu2 = 0;
+        float m2[N], v2[N];
+        memcpy(m2, m, sizeof m);
+        memcpy(v2, v, sizeof v);
+        lamb_moments(p, g, m2, v2, 20, &hp, 0.8f, 1, &pp2, &uu2);
+        lamb_moments(p + 20, g + 20, m2 + 20, v2 + 20, N - 20, &hp, 0.8f, 1,
+                     &pp2, &uu2);
+        lamb_moments(p, g, m, v, N, &hp, 0.8f, 1, &pp, &uu);
+        check_close(pp2, pp, 1e-12, 0, "split ||p||^2", t);
+        check_close(uu2, uu, 1e-12, 0, "split ||u||^2", t);
+        lamb_apply(p, m, v, N, &hp, 1, lamb_ratio(pp, uu));
+        double u[N], sp = 0, su = 0;
+        for (int i = 0; i < N; i++) {
+            double gg = g[i] * 0.8;
+            rm[i] = 0.9 * rm[i] + 0.1 * gg;
+            rv[i] = 0.95 * rv[i] + 0.05 * gg * gg;
+            double mh = rm[i] / (1 - pow(0.9, t));
+            double vh = rv[i] / (1 - pow(0.95, t));
+            u[i] = mh / (sqrt(vh) + 1e-6) + 0.1 * rp[i];
+            sp += rp[i] * rp[i];
+            su += u[i] * u[i];
+        }
+        double ratio = sqrt(sp / su);
+        for (int i = 0; i < N; i++) {
+            rp[i] -= 2e-2 * ratio * u[i];
+            check_close(p[i], rp[i], 1e-5, 1e-8, "p", i);
+        }
+    }
+}
+
+/* 1-bit Adam's frozen second moment: both forms of the momentum update
+ * against a double reference; v is never written. */
+static void test_frozen_v(void **state)
+{
+    (void)state;
+    enum { N = 9 };
+    float p[N], m[N], v[N], in[N], p2[N], m2[N];
+    struct adamw_hp hp = {1e-2f, 0.9f, 0.95f, 1e-8f, 0.1f, 50};
+    for (int i = 0; i < N; i++) {
+        p[i] = p2[i] = (float)(0.2 * i - 0.5);
+        m[i] = m2[i] = (float)(0.01 * (i - 4));
+        v[i] = (float)(1e-4 * (i + 1));
+        in[i] = (float)(0.03 * cos(i));
+    }
+    float v0[N];
+    memcpy(v0, v, sizeof v);
+    /* is_momentum = 0: in is the gradient, scaled by 0.5 (clipping) */
+    frozen_v_update(p, in, m, v, N, &hp, 0.5f, 1, 20, 0);
+    /* is_momentum = 1: in is the new momentum b1 m + (1 - b1) g */
+    frozen_v_update(p2, in, m2, v, N, &hp, 0.5f, 0, 20, 1);
+    double bc1 = 1 - pow(0.9, 50), bc2 = 1 - pow(0.95, 20);
+    for (int i = 0; i < N; i++) {
+        double m0 = 0.01 * (i - 4), pi = 0.2 * i - 0.5;
+        double ma = 0.9 * m0 + 0.1 * 0.5 * (double)in[i];
+        double mb = 0.9 * m0 + 0.5 * ((double)in[i] - 0.9 * m0);
+        double den = sqrt(v0[i] / bc2) + 1e-8;
+        check_close(m[i], ma, 1e-5, 1e-9, "m (gradient)", i);
+        check_close(m2[i], mb, 1e-5, 1e-9, "m (momentum)", i);
+        check_close(p[i], pi - 1e-2 * (ma / bc1 / den + 0.1 * pi), 1e-5,
+                    1e-7, "p (gradient)", i);
+        check_close(p2[i], pi - 1e-2 * (mb / bc1 / den), 1e-5, 1e-7,
+                    "p (momentum)", i);
+    }
+    assert_memory_equal(v, v0, sizeof v);
+    /* scale 1: the momentum is taken as it came */
+    frozen_v_update(p2, in, m2, v, N, &hp, 1.0f, 0, 20, 1);
+    assert_memory_equal(m2, in, sizeof in);
+}
+
+/* L = 4, d = 0.5: blocks 3, 2, 1, 0 get 1, 1/2, 1/4, 1/8; the
+ * embeddings 1/16; the final LayerNorm 1; d = 1 is always 1. */
+static void test_lr_layer_scale(void **state)
+{
+    (void)state;
+    const float want[4] = {0.125f, 0.25f, 0.5f, 1.0f};
+    for (int l = 0; l < 4; l++)
+        assert_true(lr_layer_scale(l, 0, 4, 0.5f) == want[l]);
+    assert_true(lr_layer_scale(-1, 1, 4, 0.5f) == 0.0625f);
+    assert_true(lr_layer_scale(-1, 0, 4, 0.5f) == 1.0f);
+    assert_true(lr_layer_scale(0, 0, 4, 1.0f) == 1.0f);
+    check_close(lr_layer_scale(1, 0, 12, 0.8f), pow(0.8, 10), 1e-6, 0,
+                "0.8^10", 0);
+}
+
 /* ------------------------------------------------------------- offload */
 
 /* The optimizer with its moments offloaded (zero_exec, stage 0) against
@@ -398,7 +526,7 @@ static void test_offload_update_bitwise(void **state)
                          ref.m + d->off, ref.v + d->off, d->numel, &hp, 0.5f,
                          d->decay);
         }
-        zero_exec_update(&zx, &hp, 0.5f);
+        zero_exec_update(&zx, &hp, 0.5f, NULL);
     }
     size_t n = ref.tt.total * sizeof(float);
     assert_memory_equal(ref.params, off.params, n);
@@ -451,6 +579,10 @@ int main(void)
         cmocka_unit_test(test_lr_schedules),
         cmocka_unit_test(test_lr_edge_cases),
         cmocka_unit_test(test_lr_kind_parse),
+        cmocka_unit_test(test_lamb_by_hand),
+        cmocka_unit_test(test_lamb_vs_reference),
+        cmocka_unit_test(test_frozen_v),
+        cmocka_unit_test(test_lr_layer_scale),
         cmocka_unit_test(test_offload_update_bitwise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -46,6 +46,7 @@ static void base_config(struct config *c)
     c->n_head = 4;
     c->n_kv_head = 4;
     c->seq_len = 32;
+    c->vocab_size = 256; /* the calibration's (0 would be the data's) */
     c->batch_size = 8;
     c->micro_batch = 2;
     assert_int_equal(config_finalize(c, err, sizeof(err)), 0);
@@ -76,9 +77,10 @@ static void synthetic(struct perf_calib *pc)
 
 static double params_of(const struct config *c)
 {
-    struct gpt_config gc = {c->n_layer, c->n_embd, c->n_head, c->n_kv_head,
-                            c->seq_len, c->vocab_size, 0, 0,
-                            GPT_FP32, GPT_RECOMPUTE_NONE};
+    struct gpt_config gc = {.n_layer = c->n_layer, .n_embd = c->n_embd,
+                            .n_head = c->n_head, .n_kv_head = c->n_kv_head,
+                            .seq_len = c->seq_len,
+                            .vocab_size = c->vocab_size};
     return (double)gpt_num_params(&gc);
 }
 
@@ -276,8 +278,9 @@ static void test_memory(void **state)
     base_config(&c);
     struct perf_layout ly = {1, 1, 1, 1, 1, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
-    struct gpt_config gc = {2, 64, 4, 4, 32, 256, 0, 0, GPT_FP32,
-                            GPT_RECOMPUTE_NONE};
+    struct gpt_config gc = {.n_layer = 2, .n_embd = 64, .n_head = 4,
+                            .n_kv_head = 4, .seq_len = 32,
+                            .vocab_size = 256};
     struct gpt m;
     struct gpt_acts a;
     assert_int_equal(gpt_init(&m, &gc, 1, 0, 0, 2, 1, err, sizeof(err)), 0);

@@ -13,6 +13,7 @@
 #include "config.h"
 #include "json.h"
 #include "log.h"
+#include "mix.h"
 #include "perf_model.h"
 #include "predict_report.h"
 
@@ -338,6 +339,11 @@ int cmd_predict(int argc, char **argv)
     config_defaults(&c);
     if (config_parse_args(&c, argc, argv, extra, xv, err, sizeof(err)) < 0 ||
         config_finalize(&c, err, sizeof(err)) < 0) {
+        log_error("%s", err);
+        return 2;
+    }
+    /* vocab_size = 0: the data's vocabulary, 256 without a data directory */
+    if (data_spec_vocab(c.data, &c.vocab_size, 1, err, sizeof(err)) < 0) {
         log_error("%s", err);
         return 2;
     }

@@ -491,9 +491,9 @@ int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
     if (!a.la)
         return -1;
     struct carver cv = {NULL, 0};
-    take_saved(&a, &g, &cv);
+    carve_saved(&a, &g, &cv);
     size_t saved = cv.off;
-    take_scratch(&a, &g, &cv);
+    carve_scratch(&a, &g, &cv);
     free(a.la);
     *saved_bytes = saved * sizeof(float) + 2 * N * sizeof(int32_t);
     *scratch_bytes = (cv.off - saved) * sizeof(float);

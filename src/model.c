@@ -495,8 +495,9 @@ int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
     size_t saved = cv.off;
     carve_scratch(&a, &g, &cv);
     free(a.la);
-    *saved_bytes = saved * sizeof(float) + 2 * N * sizeof(int32_t);
-    *scratch_bytes = (cv.off - saved) * sizeof(float);
+    /* the carver counts bytes */
+    *saved_bytes = saved + 2 * N * sizeof(int32_t);
+    *scratch_bytes = cv.off - saved;
     return rc;
 }
 

@@ -77,7 +77,7 @@ static void synthetic(struct perf_calib *pc)
 static double params_of(const struct config *c)
 {
     struct gpt_config gc = {c->n_layer, c->n_embd, c->n_head, c->n_kv_head,
-                            c->seq_len, c->vocab_size, 0, 0,
+                            c->seq_len, c->vocab_size, 0, 0, GPT_FP32,
                             GPT_RECOMPUTE_NONE};
     return (double)gpt_num_params(&gc);
 }
@@ -276,7 +276,8 @@ static void test_memory(void **state)
     base_config(&c);
     struct perf_layout ly = {1, 1, 1, 1, 1, 2, 1};
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
-    struct gpt_config gc = {2, 64, 4, 4, 32, 256, 0, 0, GPT_RECOMPUTE_NONE};
+    struct gpt_config gc = {2, 64, 4, 4, 32, 256, 0, 0, GPT_FP32,
+                            GPT_RECOMPUTE_NONE};
     struct gpt m;
     struct gpt_acts a;
     assert_int_equal(gpt_init(&m, &gc, 1, 0, 0, 2, 1, err, sizeof(err)), 0);

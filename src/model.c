@@ -491,11 +491,10 @@ int gpt_stage_plan(const struct gpt_config *c, int tp, int l0, int l1, int B,
     if (!a.la)
         return -1;
     struct carver cv = {NULL, 0};
-    carve_saved(&a, &g, &cv);
+    carve_saved(&a, &g, &cv); /* the carver counts bytes */
     size_t saved = cv.off;
     carve_scratch(&a, &g, &cv);
     free(a.la);
-    /* the carver counts bytes */
     *saved_bytes = saved + 2 * N * sizeof(int32_t);
     *scratch_bytes = cv.off - saved;
     return rc;

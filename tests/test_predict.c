@@ -81,8 +81,8 @@ static void synthetic(struct perf_calib *pc)
 static double params_of(const struct config *c)
 {
     struct gpt_config gc = {c->n_layer, c->n_embd, c->n_head, c->n_kv_head,
-                            c->seq_len, c->vocab_size, 0, 0, GPT_FP32,
-                            GPT_RECOMPUTE_NONE};
+                            c->seq_len, c->vocab_size, 0, 0,
+                            GPT_FP32, GPT_RECOMPUTE_NONE};
     return (double)gpt_num_params(&gc);
 }
 

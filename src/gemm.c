@@ -1,10 +1,17 @@
 /*
  * gemm.c - the GEMM front door (contract in gemm.h): OpenBLAS sgemm, or a
- * oneDNN 2.x matmul primitive from a cache keyed by shape.
+ * oneDNN 2.x matmul primitive from a cache keyed by shape and thread count.
  *
  * oneDNN side (C API of oneDNN 2.6, dnnl.h):
  *  - one CPU engine for the process;
- *  - per shape: memory descriptors by strides (a transposed operand is
+ *  - per shape and OpenMP thread count (omp_get_max_threads(): oneDNN
+ *    sizes a primitive's work split for the threads there are when it is
+ *    created and runs on that many ever after, so a primitive made at 1
+ *    thread and reused after threads_set(2) ran on one core -- the
+ *    calibration of `mpitron predict` at threads_list=1,2 timed its
+ *    2-thread figures at 1 thread, and the one made at 2 threads ran
+ *    slower than a 1-thread primitive after threads_set(1)): memory
+ *    descriptors by strides (a transposed operand is
  *    the same buffer with its two strides swapped, so backward's A^T B
  *    and A B^T need no copies), a matmul descriptor, attributes (alpha as
  *    a common output scale, accumulation as a sum post-op, scratchpad in
@@ -247,8 +254,15 @@ static void *thread_scratch(struct gemm_thread *t, size_t bytes)
 
 /* ---- the primitive cache ------------------------------------------------- */
 
+/* What a primitive is made for: the product (padding zeroed, backend
+ * resolved, so that keys compare with memcmp) and the OpenMP threads. */
+struct gemm_key {
+    struct gemm_desc d;
+    int nthr;
+};
+
 struct entry {
-    struct gemm_desc key;
+    struct gemm_key key;
     dnnl_primitive_t prim;
     dnnl_memory_desc_t md[NARG]; /* A, B, C, scratchpad, bias */
     size_t scratch_bytes;
@@ -259,11 +273,12 @@ struct entry {
 static struct entry **table; /* open addressing, cap a power of two */
 static size_t cap, count;
 
-/* d with every byte defined (padding zeroed) and the backend resolved, so
- * that keys compare with memcmp */
-static void key_of(const struct gemm_desc *d, struct gemm_desc *k)
+/* d's key at the current OpenMP thread count, every byte defined */
+static void key_of(const struct gemm_desc *d, struct gemm_key *key)
 {
-    memset(k, 0, sizeof(*k));
+    memset(key, 0, sizeof(*key));
+    key->nthr = omp_get_max_threads();
+    struct gemm_desc *k = &key->d;
     k->ta = !!d->ta;
     k->tb = !!d->tb;
     k->M = d->M, k->N = d->N, k->K = d->K;
@@ -275,7 +290,7 @@ static void key_of(const struct gemm_desc *d, struct gemm_desc *k)
     k->backend = GEMM_ONEDNN;
 }
 
-static size_t key_hash(const struct gemm_desc *k)
+static size_t key_hash(const struct gemm_key *k)
 {
     const unsigned char *p = (const unsigned char *)k;
     uint64_t h = 0xcbf29ce484222325ULL;
@@ -325,8 +340,9 @@ static dnnl_primitive_attr_t make_attr(const struct gemm_desc *k)
     return attr;
 }
 
-static struct entry *entry_create(const struct gemm_desc *k)
+static struct entry *entry_create(const struct gemm_key *key)
 {
+    const struct gemm_desc *k = &key->d;
     char what[160];
     desc_text(k, what, sizeof(what));
     if (k->accumulate && k->out == GEMM_BF16)
@@ -334,7 +350,7 @@ static struct entry *entry_create(const struct gemm_desc *k)
     struct entry *e = calloc(1, sizeof(*e));
     if (!e)
         FATAL("out of memory creating the product %s", what);
-    e->key = *k;
+    e->key = *key;
     md_strided(&e->md[0], k->M, k->K, k->ta, k->lda, k->in);
     md_strided(&e->md[1], k->K, k->N, k->tb, k->ldb, k->in);
     md_strided(&e->md[2], k->M, k->N, 0, k->ldc, k->out);
@@ -397,7 +413,7 @@ static int table_grow(void)
 
 /* The entry for key k, created on first use: first from the thread's
  * recent entries (no lock), else from the table. */
-static struct entry *entry_get(struct gemm_thread *t, const struct gemm_desc *k)
+static struct entry *entry_get(struct gemm_thread *t, const struct gemm_key *k)
 {
     if (t->gen == __atomic_load_n(&generation, __ATOMIC_ACQUIRE))
         for (int i = 0; i < RECENT && t->recent[i]; i++)
@@ -465,7 +481,7 @@ const char *gemm_impl(const struct gemm_desc *d)
 {
     if (gemm_backend_of(d) == GEMM_OPENBLAS)
         return "openblas";
-    struct gemm_desc k;
+    struct gemm_key k;
     key_of(d, &k);
     return entry_get(thread_state(), &k)->impl;
 }
@@ -500,14 +516,14 @@ static void onednn_run(const struct gemm_desc *d, const void *A,
     static const int arg_of[NARG] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS,
                                      DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD,
                                      DNNL_ARG_BIAS};
-    struct gemm_desc k;
+    struct gemm_key k;
     key_of(d, &k);
     struct gemm_thread *t = thread_state();
     struct entry *e = entry_get(t, &k);
     const void *ptr[NARG] = {A, B, C, thread_scratch(t, e->scratch_bytes),
                              bias};
     dnnl_exec_arg_t args[NARG];
-    int own[NARG], n = k.bias ? NARG : NARG - 1;
+    int own[NARG], n = k.d.bias ? NARG : NARG - 1;
     for (int i = 0; i < n; i++) {
         args[i].arg = arg_of[i];
         args[i].memory = wrap(e, t->slot, i, ptr[i], &own[i]);

@@ -87,7 +87,10 @@ const char *gemm_onednn_isa(void);
  * e.g. "brg:avx512_core_bf16"; "openblas" for the OpenBLAS backend.
  * The string lives as long as the cache. */
 const char *gemm_impl(const struct gemm_desc *d);
-/* Primitives in the cache (tests: a shape is created once). */
+/* Primitives in the cache (tests: a shape is created once per OpenMP
+ * thread count, omp_get_max_threads() when it is first used: a primitive
+ * runs on the threads it was made for, so a product after threads_set()
+ * to another count gets its own). */
 size_t gemm_cache_size(void);
 /* Destroy every cached primitive and per-thread state (at exit; no gemm()
  * may run meanwhile). */

@@ -11,6 +11,7 @@
 #include "ckpt_io.h"
 #include "cli.h"
 #include "config.h"
+#include "gemm.h"
 #include "json.h"
 #include "log.h"
 #include "mix.h"
@@ -146,6 +147,10 @@ static int do_calibrate(const struct config *c, const char **xv, char *err,
         if (strcmp(t, "none"))
             kinds[nk++] = t;
     double budget = xv[X_BUDGET] ? atof(xv[X_BUDGET]) : 2.0;
+    /* the products' library as train and bench set it (fp32_gemm) */
+    enum gemm_fp32_mode mode = GEMM_FP32_AUTO;
+    gemm_fp32_mode_parse(c->fp32_gemm, &mode); /* checked by config */
+    gemm_set_fp32_mode(mode);
     struct gpt_config gc;
     gpt_config_from(c, &gc);
     struct perf_calib pc;

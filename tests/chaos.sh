@@ -36,7 +36,15 @@ run "$W/ref" > "$W/ref.log" 2>&1 || { cat "$W/ref.log"; fail "reference run"; }
 
 seed=${CHAOS_SEED:-$$}
 kills=0 restarts=0 last_start=0 t0=$(date +%s)
-while [ $kills -lt "$N" ]; do
+: > "$W/compared.log"
+# the compared run must really be interrupted and resumed (a resume=auto
+# that silently started from scratch would also end equal): after N kills,
+# kills go on until it has resumed from a checkpoint (kills that all land
+# before the first save leave nothing to resume from)
+resumed() { grep -q "resumed from .* at step [1-9]" "$W/compared.log"; }
+while [ $kills -lt "$N" ] || ! resumed; do
+    [ $kills -lt $((N + 30)) ] ||
+        fail "$kills kills and the compared run never resumed"
     restarts=$((restarts + 1))
     run "$W/chaos" > "$W/run.log" 2>&1 &
     mp=$!
@@ -67,18 +75,22 @@ while [ $kills -lt "$N" ]; do
     fi
     wait $mp
     cat "$W/run.log" >> "$W/chaos.log"
+    cat "$W/run.log" >> "$W/compared.log" # this run_dir's history
     if [ -f "$W/chaos/ckpt/step_$(printf %08d "$STEPS").h5" ] &&
-       [ $kills -lt "$N" ]; then
+       { [ $kills -lt "$N" ] || ! resumed; }; then
         # it finished before the Nth kill: the kills go on in a new run
         # (only the last run is compared; see "kills in it" below)
         rm -rf "$W/chaos"
+        : > "$W/compared.log"
         echo "finished early: a new run" >> "$W/kills.log"
         last_start=$kills
     fi
 done
 while ! [ -f "$W/chaos/ckpt/step_$(printf %08d "$STEPS").h5" ]; do
-    run "$W/chaos" >> "$W/chaos.log" 2>&1 ||
-        { tail -n 30 "$W/chaos.log"; fail "the final restart failed"; }
+    run "$W/chaos" > "$W/run.log" 2>&1 ||
+        { tail -n 30 "$W/run.log"; fail "the final restart failed"; }
+    cat "$W/run.log" >> "$W/chaos.log"
+    cat "$W/run.log" >> "$W/compared.log"
 done
 echo "$kills kills ($((kills - last_start)) in the compared run," \
      "$(grep -c 'launch$' "$W/kills.log") of them in start-up)," \
@@ -96,4 +108,5 @@ awk '$1 == "dataset" { print $2, $5 }' "$W/chaos/ckpt/$f" > "$W/tb"
 [ -s "$W/ta" ] && cmp -s "$W/ta" "$W/tb" ||
     { diff "$W/ta" "$W/tb" | head; fail "final tensors differ"; }
 grep -c "resumed from" "$W/chaos.log" | sed 's/^/resumes: /'
+resumed || fail "the compared run never resumed from a checkpoint"
 echo "ok: $STEPS steps' losses and the final tensors bitwise equal to the uninterrupted run"

@@ -139,6 +139,15 @@ for i in $(seq 1 "$N"); do
             probe=$((probe + 1))
         if [ $cmd = verify ]; then
             [ $rc -eq 0 ] && read=$((read + 1)) || refused=$((refused + 1))
+            # the mutant's manifest is re-forged: a refusal by the manifest
+            # check means the forging broke and HDF5 was never reached
+            if grep -aq "fails its manifest check\|but the manifest says" \
+                    "$W/out.log"; then
+                echo "FAIL: seed $s: the re-forged manifest was refused" \
+                     "(the mutant never reached HDF5)"
+                grep -a "manifest" "$W/out.log" | head -n 2
+                failed=1
+            fi
         fi
         if [ $cmd = train ]; then
             if grep -aq "resumed from .*step_00000002.h5" "$W/out.log"; then

@@ -49,6 +49,35 @@ $MPIRUN -np 2 --oversubscribe "$MPITRON" topo --calibrate --n_layer=2 \
 [ "$(grep -c 'calibration (' "$W/out")" -eq 2 ] || fail "calibration"
 has "per micro-batch of 2: block "
 
+# train itself, launched as the issue's new user would (--bind-to none, no
+# thread variable exported; run-test.sh exports both): each rank binds
+# itself to cores no other rank holds and sizes both pools to them
+awk 'BEGIN { for (i = 0; i < 400; i++) printf "%d: bind me %d\n", i, i % 7 }' \
+    > "$W/t.txt"
+"$MPITRON" prepare --out "$W/data" "$W/t.txt" > /dev/null
+env -u OMP_NUM_THREADS -u OPENBLAS_NUM_THREADS MPITRON_PEAK_GFLOPS=50 \
+    $MPIRUN -np 2 --oversubscribe --bind-to none "$MPITRON" train \
+    --data="$W/data" --n_layer=1 --n_embd=32 --n_head=2 --seq_len=16 \
+    --batch_size=4 --steps=1 --val_every=0 --run_dir="$W/run" > "$W/out" 2>&1 \
+    || fail "train under --bind-to none"
+[ "$(grep -c '; bound by mpitron (the launcher left it unbound)' "$W/out")" \
+    -eq 2 ] || fail "train: both ranks should bind themselves"
+# cores of each rank, expanded ("0-2,5" -> 0 1 2 5), and its pool sizes
+grep '^rank [01]  host .*: cores ' "$W/out" | awk '
+    { r = $2; sub(/.*: cores /, ""); list = $1; n = split(list, part, ",")
+      k = 0
+      for (i = 1; i <= n; i++) {
+          if (split(part[i], ab, "-") == 2) for (c = ab[1]; c <= ab[2]; c++) { k++; own[c]++ }
+          else { k++; own[part[i]]++ }
+      }
+      match($0, /threads [0-9]+ BLAS/); b = substr($0, RSTART + 8, RLENGTH - 13)
+      match($0, /\+ [0-9]+ OpenMP/); o = substr($0, RSTART + 2, RLENGTH - 9)
+      if (b + 0 != k || o + 0 != k) { print "rank " r ": " k " cores but " b " BLAS + " o " OpenMP"; bad = 1 }
+      ranks++ }
+    END { for (c in own) if (own[c] > 1) { print "core " c " held by " own[c] " ranks"; bad = 1 }
+          if (ranks != 2) { print ranks " banner lines"; bad = 1 }
+          exit bad }' || fail "train: cores and thread pools"
+
 "$MPITRON" topo --export="$W/node.xml" > "$W/a"
 "$MPITRON" topo --xml="$W/node.xml" > "$W/b"
 head -1 "$W/a" | sed 's/^topology of [^:]*://' > "$W/a1"

@@ -77,6 +77,7 @@ cleanup() {
         ps -o pid,args -p "${left// /,}" 2> /dev/null
         kill -9 $left 2> /dev/null
     fi
+    unmount_cgroups
     if [ "$failed" -eq 0 ] && [ -z "${KEEP:-}" ]; then
         rm -rf "$T"
     else
@@ -103,7 +104,34 @@ free_port() { # a TCP port nobody listens on, from /proc/net/tcp{,6}
     done
 }
 
+# slurmd 22.05 starts its cgroup plugin whatever the proctrack and task
+# plugins, and fails on a machine with no cgroup file system mounted (a
+# bare chroot such as fresh-machine.sh's: a fresh sysfs).  There, and only
+# there, mount a cgroup v1 tree as systemd would (a tmpfs, the named
+# systemd hierarchy, the controllers that mount), and unmount it at the
+# end; a machine with cgroups mounted (v1 or v2) is left as it is.
+CG_MOUNTED=""
+mount_cgroups() {
+    grep -q " /sys/fs/cgroup[ /]" /proc/mounts && return 0
+    [ -d /sys/fs/cgroup ] || return 0
+    mount -t tmpfs cgroup_root /sys/fs/cgroup || return 0
+    CG_MOUNTED="/sys/fs/cgroup"
+    mkdir -p /sys/fs/cgroup/systemd
+    mount -t cgroup -o none,name=systemd cgroup /sys/fs/cgroup/systemd &&
+        CG_MOUNTED="/sys/fs/cgroup/systemd $CG_MOUNTED"
+    for c in freezer cpuset memory devices cpu cpuacct pids; do
+        mkdir -p "/sys/fs/cgroup/$c"
+        mount -t cgroup -o "$c" cgroup "/sys/fs/cgroup/$c" 2> /dev/null &&
+            CG_MOUNTED="/sys/fs/cgroup/$c $CG_MOUNTED"
+    done
+    echo "note: no cgroup file system was mounted; mounted a v1 tree for slurmd"
+}
+unmount_cgroups() {
+    for m in $CG_MOUNTED; do umount "$m" 2> /dev/null; done
+}
+
 start_cluster() {
+    mount_cgroups
     mkdir -p "$T/etc" "$T/munge" "$T/run" "$T/log" "$T/state" "$T/spool"
     chmod 700 "$T/munge"
     chmod 755 "$T/run"

@@ -169,7 +169,9 @@ static uint64_t bytes_hash(const unsigned char *p, size_t n)
     return h | 1; /* 0 marks an empty entry */
 }
 
-static int arena_fit(void **p, size_t *cap, size_t need, size_t elem)
+/* *p holds at least need elements of elem bytes (capacity doubling from
+ * 4096); 0, or -1 out of memory with *p untouched. */
+int bpe_fit(void **p, size_t *cap, size_t need, size_t elem)
 {
     if (need <= *cap)
         return 0;
@@ -261,14 +263,14 @@ static int64_t piece_encode(struct bpe *b, const unsigned char *p, size_t n,
             return e->tlen;
         }
     }
-    if (arena_fit((void **)&c->work, &c->cwork, n, sizeof *c->work) < 0)
+    if (bpe_fit((void **)&c->work, &c->cwork, n, sizeof *c->work) < 0)
         return -1;
     size_t nt = piece_merge(b, c->work, p, n);
     for (size_t i = 0; i < nt; i++)
         out[i] = (uint16_t)c->work[i];
     if (n > UINT32_MAX / 4 ||
-        arena_fit((void **)&c->keys, &c->ckeys, c->nkeys + n, 1) < 0 ||
-        arena_fit((void **)&c->toks, &c->ctoks, c->ntoks + nt,
+        bpe_fit((void **)&c->keys, &c->ckeys, c->nkeys + n, 1) < 0 ||
+        bpe_fit((void **)&c->toks, &c->ctoks, c->ntoks + nt,
                   sizeof *c->toks) < 0)
         return (int64_t)nt; /* not cached: still correct */
     struct cache_ent *e = &c->e[s];

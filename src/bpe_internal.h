@@ -18,6 +18,8 @@
  * to int32 values: grow to hold want keys at load <= 1/2 (rehashing what
  * is there).  0, or -1 when out of memory (the map unchanged). */
 int pmap_grow(uint64_t **key, int32_t **val, size_t *cap, size_t want);
+/* *p grown to hold need elements of elem bytes (bpe.c) */
+int bpe_fit(void **p, size_t *cap, size_t need, size_t elem);
 /* Slot of k: where it is, or the empty slot where it would go. */
 size_t pmap_slot(const uint64_t *key, size_t cap, uint64_t k);
 

@@ -58,21 +58,6 @@ struct bt {
     size_t ndl, cdl;
 };
 
-static int grow(void **p, size_t *cap, size_t need, size_t elem)
-{
-    if (need <= *cap)
-        return 0;
-    size_t nc = *cap ? 2 * *cap : 1024;
-    while (nc < need)
-        nc *= 2;
-    void *np = realloc(*p, nc * elem);
-    if (!np)
-        return -1;
-    *p = np;
-    *cap = nc;
-    return 0;
-}
-
 /* ---- heap of (count desc, key asc) -------------------------------------- */
 
 static int before(const struct bt *t, struct hent a, struct hent b)
@@ -84,7 +69,7 @@ static int before(const struct bt *t, struct hent a, struct hent b)
 
 static int heap_push(struct bt *t, int32_t pid)
 {
-    if (grow((void **)&t->h, &t->ch, t->nh + 1, sizeof *t->h) < 0)
+    if (bpe_fit((void **)&t->h, &t->ch, t->nh + 1, sizeof *t->h) < 0)
         return -1;
     size_t i = t->nh++;
     struct hent e = {t->p[pid].count, pid};
@@ -139,7 +124,7 @@ static int32_t pair_id(struct bt *t, uint64_t k)
     if (t->pk[s] == k)
         return t->pv[s];
     size_t cp = (size_t)t->cp;
-    if (grow((void **)&t->p, &cp, (size_t)t->np + 1, sizeof *t->p) < 0)
+    if (bpe_fit((void **)&t->p, &cp, (size_t)t->np + 1, sizeof *t->p) < 0)
         return -1;
     t->cp = (int32_t)cp;
     struct pair *p = &t->p[t->np];
@@ -155,7 +140,7 @@ static int occ_add(struct pair *p, int32_t wid)
     if (p->nocc && p->occ[p->nocc - 1] == wid)
         return 0;
     size_t c = (size_t)p->cocc;
-    if (grow((void **)&p->occ, &c, (size_t)p->nocc + 1, sizeof *p->occ) < 0)
+    if (bpe_fit((void **)&p->occ, &c, (size_t)p->nocc + 1, sizeof *p->occ) < 0)
         return -1;
     p->cocc = (int32_t)c;
     p->occ[p->nocc++] = wid;
@@ -214,7 +199,7 @@ static int word_count(struct bt *t, struct went **e, size_t *ecap,
             return 0;
         }
     }
-    if (grow((void **)&t->w, &t->cw, (size_t)t->nw + 1, sizeof *t->w) < 0)
+    if (bpe_fit((void **)&t->w, &t->cw, (size_t)t->nw + 1, sizeof *t->w) < 0)
         return -1;
     (*e)[s] = (struct went){h, (uint32_t)off, (uint32_t)len, t->nw};
     t->w[t->nw++] = (struct word){(uint32_t)off, (uint32_t)len, 1, -1};
@@ -278,7 +263,7 @@ static int pairs_build(struct bt *t)
 
 static int delta_add(struct bt *t, uint64_t key, int64_t d)
 {
-    if (grow((void **)&t->dl, &t->cdl, t->ndl + 1, sizeof *t->dl) < 0)
+    if (bpe_fit((void **)&t->dl, &t->cdl, t->ndl + 1, sizeof *t->dl) < 0)
         return -1;
     t->dl[t->ndl++] = (struct delta){key, d};
     return 0;

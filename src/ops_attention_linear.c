@@ -40,22 +40,6 @@
 #define LIN_EPS 1e-6f
 
 /* C (M,N) = alpha op(A) op(B) + beta C, row-major, leading dimensions */
-static void mm(int ta, int tb, size_t M, size_t N, size_t K, float alpha,
-               const float *A, size_t lda, const float *B, size_t ldb,
-               float beta, float *C, size_t ldc)
-{
-    if (M == 0 || N == 0)
-        return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-}
-
-static int lin_use_omp(size_t tasks)
-{
-    return tasks > 1 && omp_get_max_threads() > 1 &&
-           openblas_get_num_threads() == 1;
-}
 
 static inline float phi(float x)
 {
@@ -108,7 +92,7 @@ static int visible(const struct lin *g, size_t r0, size_t i, size_t j)
 static void chunk_scores(float *A, const float *Qf, const float *Kf,
                          size_t r0, size_t m, const struct lin *g)
 {
-    mm(0, 1, m, m, g->hd, 1.0f, Qf + r0 * g->hd, g->hd, Kf + r0 * g->hd,
+    ops_sgemm(0, 1, m, m, g->hd, 1.0f, Qf + r0 * g->hd, g->hd, Kf + r0 * g->hd,
        g->hd, 0.0f, A, m);
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < m; j++)
@@ -130,7 +114,7 @@ static void state_next(float *S, float *z, const float *Kf, const float *V,
     }
     size_t k0 = lo1 > r0 ? lo1 : r0;
     float beta = lo1 >= r0 ? 0.0f : 1.0f; /* the document starts here */
-    mm(1, 0, hd, hd, r1 - k0, 1.0f, Kf + k0 * hd, hd, V + k0 * g->R, g->R,
+    ops_sgemm(1, 0, hd, hd, r1 - k0, 1.0f, Kf + k0 * hd, hd, V + k0 * g->R, g->R,
        beta, S, hd);
     if (beta == 0.0f)
         memset(z, 0, hd * sizeof(float));
@@ -154,9 +138,9 @@ static void lin_forward_head(float *O, float *den, const float *Q,
         size_t r1 = r0 + LIN_CHUNK < T ? r0 + LIN_CHUNK : T, m = r1 - r0;
         size_t ns = state_rows(g, r0, r1);
         chunk_scores(A, Qf, Kf, r0, m, g);
-        mm(0, 0, m, hd, m, 1.0f, A, m, V + r0 * g->R, g->R, 0.0f,
+        ops_sgemm(0, 0, m, hd, m, 1.0f, A, m, V + r0 * g->R, g->R, 0.0f,
            O + r0 * g->C, g->C);
-        mm(0, 0, ns, hd, hd, 1.0f, Qf + r0 * hd, hd, S, hd, 1.0f,
+        ops_sgemm(0, 0, ns, hd, hd, 1.0f, Qf + r0 * hd, hd, S, hd, 1.0f,
            O + r0 * g->C, g->C);
         for (size_t i = 0; i < m; i++) {
             float d = ops_sum(A + i * m, m) + LIN_EPS;
@@ -206,7 +190,7 @@ void attention_linear_forward(float *out, float *den, float *scratch,
     size_t T = s->T, nh = s->nh, hd = s->hd, q = nh / s->nkv;
     size_t tasks = s->B * nh, R = (nh + 2 * s->nkv) * hd, C = nh * hd;
     size_t work = fwd_work(s);
-#pragma omp parallel for schedule(static) if (lin_use_omp(tasks))
+#pragma omp parallel for schedule(static) if (ops_omp_tasks(tasks))
     for (size_t bh = 0; bh < tasks; bh++) {
         size_t b = bh / nh, h = bh % nh, kvh = h / q;
         const float *base = qkv + b * T * R;
@@ -257,9 +241,9 @@ static void lin_backward_chunk(const struct lin_bwd *w, size_t c)
     size_t lo1 = r1 < g->T ? lo_of(g, r1) : r1;
     if (lo1 < r1) {
         size_t k0 = lo1 > r0 ? lo1 : r0;
-        mm(0, 1, r1 - k0, hd, hd, 1.0f, w->V + k0 * R, R, w->G, hd, 1.0f,
+        ops_sgemm(0, 1, r1 - k0, hd, hd, 1.0f, w->V + k0 * R, R, w->G, hd, 1.0f,
            w->dKf + k0 * hd, hd);
-        mm(0, 0, r1 - k0, hd, hd, 1.0f, w->Kf + k0 * hd, hd, w->G, hd, 1.0f,
+        ops_sgemm(0, 0, r1 - k0, hd, hd, 1.0f, w->Kf + k0 * hd, hd, w->G, hd, 1.0f,
            w->dV + k0 * hd, hd);
         for (size_t t = k0; t < r1; t++)
             for (size_t i = 0; i < hd; i++)
@@ -267,27 +251,27 @@ static void lin_backward_chunk(const struct lin_bwd *w, size_t c)
     }
     /* within the chunk */
     chunk_scores(w->A, w->Qf, w->Kf, r0, m, g);
-    mm(0, 1, m, m, hd, 1.0f, w->dnum + r0 * hd, hd, w->V + r0 * R, R, 0.0f,
+    ops_sgemm(0, 1, m, m, hd, 1.0f, w->dnum + r0 * hd, hd, w->V + r0 * R, R, 0.0f,
        w->dA, m);
     for (size_t i = 0; i < m; i++)
         for (size_t j = 0; j < m; j++)
             w->dA[i * m + j] = visible(g, r0, i, j)
                                    ? w->dA[i * m + j] + w->dden[r0 + i]
                                    : 0.0f;
-    mm(1, 0, m, hd, m, 1.0f, w->A, m, w->dnum + r0 * hd, hd, 1.0f,
+    ops_sgemm(1, 0, m, hd, m, 1.0f, w->A, m, w->dnum + r0 * hd, hd, 1.0f,
        w->dV + r0 * hd, hd);
-    mm(0, 0, m, hd, m, 1.0f, w->dA, m, w->Kf + r0 * hd, hd, 1.0f,
+    ops_sgemm(0, 0, m, hd, m, 1.0f, w->dA, m, w->Kf + r0 * hd, hd, 1.0f,
        w->dQf + r0 * hd, hd);
-    mm(1, 0, m, hd, m, 1.0f, w->dA, m, w->Qf + r0 * hd, hd, 1.0f,
+    ops_sgemm(1, 0, m, hd, m, 1.0f, w->dA, m, w->Qf + r0 * hd, hd, 1.0f,
        w->dKf + r0 * hd, hd);
     /* the rows that read the state: their gradient, and the state's */
-    mm(0, 1, ns, hd, hd, 1.0f, w->dnum + r0 * hd, hd, S, hd, 1.0f,
+    ops_sgemm(0, 1, ns, hd, hd, 1.0f, w->dnum + r0 * hd, hd, S, hd, 1.0f,
        w->dQf + r0 * hd, hd);
     for (size_t i = 0; i < ns; i++)
         for (size_t k = 0; k < hd; k++)
             w->dQf[(r0 + i) * hd + k] += w->dden[r0 + i] * z[k];
     int cont = r1 < g->T && lo_of(g, r1) < r0; /* later rows see before */
-    mm(1, 0, hd, hd, ns, 1.0f, w->Qf + r0 * hd, hd, w->dnum + r0 * hd, hd,
+    ops_sgemm(1, 0, hd, hd, ns, 1.0f, w->Qf + r0 * hd, hd, w->dnum + r0 * hd, hd,
        cont ? 1.0f : 0.0f, w->G, hd);
     if (!cont)
         memset(w->gz, 0, hd * sizeof(float));
@@ -344,7 +328,7 @@ void attention_linear_backward(float *dqkv, float *scratch, const float *dout,
     size_t T = s->T, nh = s->nh, nkv = s->nkv, hd = s->hd, q = nh / nkv;
     size_t tasks = s->B * nkv, R = (nh + 2 * nkv) * hd, C = nh * hd;
     size_t work = bwd_work(s);
-#pragma omp parallel for schedule(static) if (lin_use_omp(tasks))
+#pragma omp parallel for schedule(static) if (ops_omp_tasks(tasks))
     for (size_t bg = 0; bg < tasks; bg++) {
         size_t b = bg / nkv, kvh = bg % nkv;
         const float *base = qkv + b * T * R;

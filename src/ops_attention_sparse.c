@@ -26,23 +26,6 @@
 
 #include "ops_internal.h"
 
-static void mm(int ta, int tb, size_t M, size_t N, size_t K, float alpha,
-               const float *A, size_t lda, const float *B, size_t ldb,
-               float beta, float *C, size_t ldc)
-{
-    if (M == 0 || N == 0)
-        return;
-    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
-                tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
-                alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
-}
-
-static int sp_use_omp(size_t tasks)
-{
-    return tasks > 1 && omp_get_max_threads() > 1 &&
-           openblas_get_num_threads() == 1;
-}
-
 struct sp {
     size_t T, hd, R, C, blk, stride, nb;
     float scale;
@@ -138,7 +121,7 @@ static void sp_forward_head(float *O, float *P, const float *Q,
             if (!sees(g, i, j))
                 continue;
             size_t n = rows_of(g, j);
-            mm(0, 1, m, n, g->hd, g->scale, Q + r0 * g->R, g->R,
+            ops_sgemm(0, 1, m, n, g->hd, g->scale, Q + r0 * g->R, g->R,
                K + j * g->blk * g->R, g->R, 0.0f, P + c, W);
             c += n;
         }
@@ -149,7 +132,7 @@ static void sp_forward_head(float *O, float *P, const float *Q,
             if (!sees(g, i, j))
                 continue;
             size_t n = rows_of(g, j);
-            mm(0, 0, m, g->hd, n, 1.0f, P + c, W, V + j * g->blk * g->R,
+            ops_sgemm(0, 0, m, g->hd, n, 1.0f, P + c, W, V + j * g->blk * g->R,
                g->R, c ? 1.0f : 0.0f, O + r0 * g->C, g->C);
             c += n;
         }
@@ -164,7 +147,7 @@ void attention_sparse_forward(float *out, float *att, const float *qkv,
     size_t tasks = s->B * nh, R = (nh + 2 * s->nkv) * hd, C = nh * hd;
     struct sp g0 = sp_of(s, 0);
     size_t per = head_floats(&g0);
-#pragma omp parallel for schedule(static) if (sp_use_omp(tasks))
+#pragma omp parallel for schedule(static) if (ops_omp_tasks(tasks))
     for (size_t bh = 0; bh < tasks; bh++) {
         size_t b = bh / nh, h = bh % nh, kvh = h / q;
         const float *base = qkv + b * T * R;
@@ -189,7 +172,7 @@ static void sp_backward_head(float *dQ, float *dK, float *dV, float *dS,
             if (!sees(g, i, j))
                 continue;
             size_t n = rows_of(g, j);
-            mm(0, 1, m, n, g->hd, 1.0f, dO + r0 * g->C, g->C,
+            ops_sgemm(0, 1, m, n, g->hd, 1.0f, dO + r0 * g->C, g->C,
                V + j * g->blk * g->R, g->R, 0.0f, dS + c, W);
             c += n;
         }
@@ -204,11 +187,11 @@ static void sp_backward_head(float *dQ, float *dK, float *dV, float *dS,
             if (!sees(g, i, j))
                 continue;
             size_t n = rows_of(g, j), a = j * g->blk;
-            mm(0, 0, m, g->hd, n, g->scale, dS + c, W, K + a * g->R, g->R,
+            ops_sgemm(0, 0, m, g->hd, n, g->scale, dS + c, W, K + a * g->R, g->R,
                1.0f, dQ + r0 * g->R, g->R);
-            mm(1, 0, n, g->hd, m, g->scale, dS + c, W, Q + r0 * g->R, g->R,
+            ops_sgemm(1, 0, n, g->hd, m, g->scale, dS + c, W, Q + r0 * g->R, g->R,
                1.0f, dK + a * g->R, g->R);
-            mm(1, 0, n, g->hd, m, 1.0f, P + c, W, dO + r0 * g->C, g->C, 1.0f,
+            ops_sgemm(1, 0, n, g->hd, m, 1.0f, P + c, W, dO + r0 * g->C, g->C, 1.0f,
                dV + a * g->R, g->R);
             c += n;
         }
@@ -225,7 +208,7 @@ void attention_sparse_backward(float *dqkv, float *scratch, const float *dout,
     size_t tasks = s->B * nkv, R = (nh + 2 * nkv) * hd, C = nh * hd;
     struct sp g0 = sp_of(s, 0);
     size_t per = head_floats(&g0);
-#pragma omp parallel for schedule(static) if (sp_use_omp(tasks))
+#pragma omp parallel for schedule(static) if (ops_omp_tasks(tasks))
     for (size_t bg = 0; bg < tasks; bg++) {
         size_t b = bg / nkv, kvh = bg % nkv;
         const float *base = qkv + b * T * R;

@@ -24,6 +24,9 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <cblas.h>
+#include <omp.h>
+
 #include "peak.h"
 
 /* Below this many elements a kernel stays serial (an OpenMP fork costs a
@@ -34,6 +37,29 @@
  * model: layernorm 131 ms per step against 2.3 ms, the step 3.8x slower).
  * Evaluated at every call (a thread count can change between steps). */
 #define OPS_PAR_MIN (threads_get() == 1 ? ((size_t)1 << 16) : SIZE_MAX)
+
+/* Row-major sgemm on OpenBLAS for the attention kernels' small per-head
+ * products (op(A) M x K, op(B) K x N); an empty product is a no-op. */
+static inline void ops_sgemm(int ta, int tb, size_t M, size_t N, size_t K,
+                             float alpha, const float *A, size_t lda,
+                             const float *B, size_t ldb, float beta, float *C,
+                             size_t ldc)
+{
+    if (M == 0 || N == 0)
+        return;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans,
+                tb ? CblasTrans : CblasNoTrans, (int)M, (int)N, (int)K,
+                alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+/* Whether tasks independent loop iterations (heads) go to OpenMP: more
+ * than one, a pool of more than one thread, and OpenBLAS at one thread
+ * (see OPS_PAR_MIN for why the two pools must not run at once). */
+static inline int ops_omp_tasks(size_t tasks)
+{
+    return tasks > 1 && omp_get_max_threads() > 1 &&
+           openblas_get_num_threads() == 1;
+}
 
 /* OPS_VL floats in a GCC vector: 8 (one AVX register) when the build
  * targets AVX, else 4 (SSE, NEON), so that no function takes a vector

@@ -84,4 +84,18 @@ void gpt_op_attention_backward(struct gpt *m, struct gpt_acts *a,
                                const struct gpt_layer_acts *la,
                                const struct attn_shape *s);
 
+/* Attention's shape for a B x T micro-batch (lo: document starts). */
+static inline struct attn_shape attn_shape_bt(const struct gpt *m, size_t B,
+                                              size_t T, const int32_t *lo)
+{
+    struct attn_shape s = {
+        .B = B, .T = T, .nh = (size_t)m->nh, .nkv = (size_t)m->nkv,
+        .hd = (size_t)m->hd, .window = (size_t)m->cfg.attn_window,
+        .kind = (enum attn_kind)m->cfg.attn,
+        .block = (size_t)m->cfg.attn_block,
+        .stride = (size_t)m->cfg.attn_stride, .lo = lo,
+    };
+    return s;
+}
+
 #endif

@@ -35,7 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                         tgt[i] >= 256)
                         abort();
             }
-            dataset_val_batch(&ds, 1, B, 0, B, T, inp, tgt);
+            dataset_val_batch(&ds, 1, B, 0, B, T, inp, tgt, NULL);
         }
     }
     free(buf);

@@ -294,7 +294,7 @@ echo "$ROWS" | while IFS='|' read -r name keys; do
 done
 
 echo "== table"
-bl=$( [ -f "$OUT/base/metrics.jsonl" ] && last "$OUT/base" val_loss)
+bl=$(if [ -f "$OUT/base/metrics.jsonl" ]; then last "$OUT/base" val_loss; fi)
 
 echo "| technique | keys | val loss | vs baseline | val bpb | tokens/s | speed vs baseline |"
 echo "|---|---|---|---|---|---|---|"

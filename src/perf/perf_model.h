@@ -196,6 +196,17 @@ int perf_layout_search(const struct perf_calib *pc, const struct config *c,
                        struct perf_layout *ranking, double *rank_s,
                        int nrank, int *nfound, char *err, size_t errlen);
 
+/* perf_layout_search with each ZeRO stage 0..3 as well (c->zero
+ * ignored; *zero: the stage of the fastest layout that fits, 0 on a tie
+ * -- at dp = 1 every stage is zero = 0): what fits only with ZeRO's
+ * shards is found too.  Returns 0, or -1 with zero = 0's error when no
+ * stage fits (or at once when the calibration lacks figures). */
+int perf_layout_search_zero(const struct perf_calib *pc,
+                            const struct config *c, int nodes, int rpn,
+                            int threads, struct perf_layout *best,
+                            struct perf_prediction *bp, int *zero,
+                            char *err, size_t errlen);
+
 /* layout=auto for train and bench: calibrate quickly on the ranks of
  * world (or read c->perf_calib), search, and set c->dp, tp, pp (and
  * micro_batch when it was 0), printing the choice and the runners-up on

@@ -39,17 +39,20 @@ static void base_config(const struct config *c0, const struct gpt_config *g,
     snprintf(c->pp_schedule, sizeof(c->pp_schedule), "1f1b");
 }
 
-/* The fastest layout of c on n nodes over network k: 0 or -1. */
+/* The fastest layout of c on n nodes over network k, with each ZeRO
+ * stage 0..3 (*zero: the one it uses; a layout that fits only with its
+ * shards, GPT-2 XL's, is found too): 0, or -1 with the search's error
+ * for zero = 0 when none fits at any stage. */
 static int best_on(const struct ex *x, const struct config *c, int n, int k,
                    struct perf_layout *ly, struct perf_prediction *pr,
-                   char *err, size_t errlen)
+                   int *zero, char *err, size_t errlen)
 {
     struct perf_calib pc = *x->pc; /* shares the figures; own network */
     pc.has_net = 1;
     pc.net.alpha = x->lat * 1e-6;
     pc.net.beta = 8.0 / (x->gbps[k] * 1e9);
-    return perf_layout_search(&pc, c, n, x->rpn, 1, ly, pr, NULL, NULL, 0,
-                              NULL, err, errlen);
+    return perf_layout_search_zero(&pc, c, n, x->rpn, 1, ly, pr, zero, err,
+                                   errlen);
 }
 
 static int table_shape(const struct ex *x, const struct config *c0,
@@ -76,7 +79,8 @@ static int table_shape(const struct ex *x, const struct config *c0,
             struct perf_layout ly;
             struct perf_prediction pr;
             char e[512];
-            if (best_on(x, &c, n, k, &ly, &pr, e, sizeof(e)) < 0) {
+            int z;
+            if (best_on(x, &c, n, k, &ly, &pr, &z, e, sizeof(e)) < 0) {
                 if (strstr(e, "calibration has no"))
                     return snprintf(err, errlen, "%s (predict --calibrate "
                                     "... --gpt2)", e), -1;
@@ -86,8 +90,11 @@ static int table_shape(const struct ex *x, const struct config *c0,
             double per_node = pr.tokens_per_s / n;
             if (base[k] == 0.0)
                 base[k] = per_node;
-            printf(" dp%d tp%d pp%d mb%d | %.0f | %.2f |", ly.dp, ly.tp,
-                   ly.pp, ly.mb, 1e3 * pr.o.step, per_node / base[k]);
+            char zs[16] = "";
+            if (z && ly.dp > 1)
+                snprintf(zs, sizeof(zs), " zero%d", z);
+            printf(" dp%d tp%d pp%d mb%d%s | %.0f | %.2f |", ly.dp, ly.tp,
+                   ly.pp, ly.mb, zs, 1e3 * pr.o.step, per_node / base[k]);
         }
         printf("\n");
     }
@@ -119,7 +126,8 @@ static int table_pays(const struct ex *x, const struct config *c0,
                 base_config(c0, g, x->node_batch * n, &c);
                 snprintf(c.allreduce, sizeof(c.allreduce), "%s", ar[v]);
                 snprintf(c.compress, sizeof(c.compress), "%s", cm[v]);
-                if (best_on(x, &c, n, k, &ly, &pr, err, errlen) < 0)
+                int z;
+                if (best_on(x, &c, n, k, &ly, &pr, &z, err, errlen) < 0)
                     return -1;
                 t[v] = pr.o.step;
                 bi = t[v] < t[bi] ? v : bi;

@@ -259,7 +259,9 @@ static int zero_fill(const struct plan *P, const struct tensor_table *tt,
         rc = zero3_waits(&u, first, last, use_f, use_b, &wf, &wb);
     st->f += wf;
     st->b += wb;
-    if (z == 1 && first)
+    /* stage 2 gathers the updated shards as stage 1 does (zero_exec.c:
+     * the update's all-gathers in the parameter arena, stage 1/2) */
+    if ((z == 1 || z == 2) && first)
         *wait1 = zero1_wait(&u, first, last, use_f);
     int gpipe = P->ly->pp > 1 && !strcmp(P->c->pp_schedule, "gpipe");
     if (rc == 0)

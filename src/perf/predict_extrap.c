@@ -79,20 +79,46 @@ static int table_shape(const struct ex *x, const struct config *c0,
             struct perf_layout ly;
             struct perf_prediction pr;
             char e[512];
-            int z;
-            if (best_on(x, &c, n, k, &ly, &pr, &z, e, sizeof(e)) < 0) {
+            int z, ring = 0, full = 0;
+            /* recompute=full when no layout fits without it (GPT-2 XL's
+             * 48 blocks of saved activations at 1024 tokens need more
+             * than a rank's share of 512 GB whatever ZeRO shards) */
+            struct config cf = c;
+            int rc = best_on(x, &c, n, k, &ly, &pr, &z, e, sizeof(e));
+            if (rc < 0 && !strstr(e, "calibration has no")) {
+                snprintf(cf.recompute, sizeof(cf.recompute), "full");
+                full = best_on(x, &cf, n, k, &ly, &pr, &z, e,
+                               sizeof(e)) == 0;
+                rc = full ? 0 : rc;
+            }
+            if (rc < 0) {
                 if (strstr(e, "calibration has no"))
                     return snprintf(err, errlen, "%s (predict --calibrate "
                                     "... --gpt2)", e), -1;
                 printf(" does not fit | | |");
                 continue;
             }
+            /* the flat ring when the model says it beats auto's choice
+             * (auto is comm/allreduce.c's rule: hier across nodes above
+             * allreduce_tune's hier_min, whatever the node count) */
+            struct config cr = full ? cf : c;
+            struct perf_layout lr;
+            struct perf_prediction prr;
+            int zr;
+            snprintf(cr.allreduce, sizeof(cr.allreduce), "ring");
+            if (n > 1 && !strcmp(c.allreduce, "auto") &&
+                best_on(x, &cr, n, k, &lr, &prr, &zr, e, sizeof(e)) == 0 &&
+                prr.o.step < pr.o.step)
+                ly = lr, pr = prr, z = zr, ring = 1;
             double per_node = pr.tokens_per_s / n;
             if (base[k] == 0.0)
                 base[k] = per_node;
-            char zs[16] = "";
-            if (z && ly.dp > 1)
-                snprintf(zs, sizeof(zs), " zero%d", z);
+            char zs[48];
+            snprintf(zs, sizeof(zs), "%s%s%s", ring ? " ring" : "",
+                     z && ly.dp > 1 ? (z == 1 ? " zero1" : z == 2 ? " zero2"
+                                                           : " zero3")
+                                    : "",
+                     full ? " recompute" : "");
             printf(" dp%d tp%d pp%d mb%d%s | %.0f | %.2f |", ly.dp, ly.tp,
                    ly.pp, ly.mb, zs, 1e3 * pr.o.step, per_node / base[k]);
         }

@@ -41,8 +41,8 @@ static void base_config(const struct config *c0, const struct gpt_config *g,
 
 /* The fastest layout of c on n nodes over network k, with each ZeRO
  * stage 0..3 (*zero: the one it uses; a layout that fits only with its
- * shards, GPT-2 XL's, is found too): 0, or -1 with the search's error
- * for zero = 0 when none fits at any stage. */
+ * shards is found too) or, zero NULL, with c's: 0, or -1 with the
+ * search's error (zero = 0's) when none fits. */
 static int best_on(const struct ex *x, const struct config *c, int n, int k,
                    struct perf_layout *ly, struct perf_prediction *pr,
                    int *zero, char *err, size_t errlen)
@@ -51,6 +51,9 @@ static int best_on(const struct ex *x, const struct config *c, int n, int k,
     pc.has_net = 1;
     pc.net.alpha = x->lat * 1e-6;
     pc.net.beta = 8.0 / (x->gbps[k] * 1e9);
+    if (!zero) /* c's own ZeRO stage */
+        return perf_layout_search(&pc, c, n, x->rpn, 1, ly, pr, NULL, NULL,
+                                  0, NULL, err, errlen);
     return perf_layout_search_zero(&pc, c, n, x->rpn, 1, ly, pr, zero, err,
                                    errlen);
 }
@@ -152,8 +155,9 @@ static int table_pays(const struct ex *x, const struct config *c0,
                 base_config(c0, g, x->node_batch * n, &c);
                 snprintf(c.allreduce, sizeof(c.allreduce), "%s", ar[v]);
                 snprintf(c.compress, sizeof(c.compress), "%s", cm[v]);
-                int z;
-                if (best_on(x, &c, n, k, &ly, &pr, &z, err, errlen) < 0)
+                /* the config's ZeRO stage (0): ZeRO's reduce-scatters
+                 * are rings whatever allreduce says */
+                if (best_on(x, &c, n, k, &ly, &pr, NULL, err, errlen) < 0)
                     return -1;
                 t[v] = pr.o.step;
                 bi = t[v] < t[bi] ? v : bi;

@@ -8,9 +8,12 @@
  *
  *   compute   for a model shape, tensor-parallel degree tp, micro-batch
  *             mb and thread count: forward + backward seconds of one block
- *             (this rank's tp shard, without its all-reduces), of the
- *             embedding and of the head + loss (calib.h), measured while
- *             `load` ranks of the node compute at once -- so the figures
+ *             (this rank's tp shard, without its all-reduces; timed on a
+ *             stage of up to 4 consecutive blocks, enough to pass twice
+ *             the L3, as a step streams them: calib_measure_blocks), of
+ *             the embedding and of the head + loss (calib.h), measured
+ *             while `load` ranks of the node compute at once (the first
+ *             done keep computing until all are) -- so the figures
  *             include what ranks sharing cores, memory bandwidth or an
  *             oversubscribed node cost each other;
  *   comm      per collective kind (p2p ping-pong; the all-reduce
@@ -19,7 +22,7 @@
  *             a line t = a + b n fitted to measured times of n-byte
  *             payloads, with load/p groups of p ranks reducing at once;
  *   optim     seconds per parameter of the optimizer step (the clipping
- *             norm and AdamW) at each load;
+ *             norm and AdamW, on written pages) at each load;
  *   net       optionally a target network between nodes (latency,
  *             bandwidth) that replaces the measured level 1.
  *

@@ -29,6 +29,7 @@ enum part_kind { PART_BLOCK, PART_ENDS, PART_COUNT };
  * synthetic inputs. */
 struct part {
     enum part_kind kind;
+    int nblk;          /* PART_BLOCK: blocks in the stage */
     struct gpt m;
     struct gpt_acts a;
     int32_t *tok;      /* (B, T) inputs then (B, T) targets */
@@ -49,17 +50,18 @@ struct rep_times {
 };
 
 static int part_init(struct part *p, const struct gpt_config *gc, int tp,
-                     enum part_kind kind, char *err, size_t errlen)
+                     int nblk, enum part_kind kind, char *err, size_t errlen)
 {
     struct gpt_config c = *gc;
     int l0 = 0, l1 = 0; /* PART_ENDS: no block, first and last */
     c.n_layer = 0;
-    if (kind == PART_BLOCK) { /* the middle stage of three blocks */
-        c.n_layer = 3;
+    if (kind == PART_BLOCK) { /* the middle stage of nblk + 2 blocks */
+        c.n_layer = nblk + 2;
         l0 = 1;
-        l1 = 2;
+        l1 = 1 + nblk;
     }
     p->kind = kind;
+    p->nblk = kind == PART_BLOCK ? nblk : 1;
     if (gpt_init(&p->m, &c, tp, 0, l0, l1, 20240520, err, errlen) < 0)
         return -1;
     p->has_m = 1;
@@ -324,8 +326,10 @@ static void fill_out(struct calib_costs *out, const struct part *pt,
     double t = scaled(pt, PART_ENDS, rt, rh, reps, mb, TOT);
     double e_f = scaled(pt, PART_ENDS, rt, rh, reps, mb, EF);
     double e_t = scaled(pt, PART_ENDS, rt, rh, reps, mb, ET);
-    out->block_s = scaled(pt, PART_BLOCK, rt, rh, reps, mb, TOT);
-    out->block_fwd_s = scaled(pt, PART_BLOCK, rt, rh, reps, mb, F);
+    int nb = pt[PART_BLOCK].nblk;
+    out->block_s = scaled(pt, PART_BLOCK, rt, rh, reps, mb, TOT) / nb;
+    out->block_fwd_s = scaled(pt, PART_BLOCK, rt, rh, reps, mb, F) / nb;
+    out->nblk = nb;
     out->embed_s = e_t < t ? e_t : t;
     out->embed_fwd_s = e_f < f ? e_f : f;
     out->head_s = t - out->embed_s;
@@ -338,14 +342,15 @@ static void fill_out(struct calib_costs *out, const struct part *pt,
     out->threads = threads_get();
 }
 
-static int measure(const struct gpt_config *gc, int mb, int tp,
+static int measure(const struct gpt_config *gc, int mb, int tp, int nblk,
                    double budget_s, double slow, struct calib_costs *out,
                    char *err, size_t errlen)
 {
     memset(out, 0, sizeof(*out));
-    if (mb < 1 || gc->n_layer < 1 || gc->seq_len < 1) {
+    if (mb < 1 || gc->n_layer < 1 || gc->seq_len < 1 || nblk < 1) {
         snprintf(err, errlen, "calibration: bad arguments (mb=%d n_layer=%d "
-                 "seq_len=%d)", mb, gc->n_layer, gc->seq_len);
+                 "seq_len=%d blocks=%d)", mb, gc->n_layer, gc->seq_len,
+                 nblk);
         return -1;
     }
     double t_start = now_s();
@@ -355,7 +360,8 @@ static int measure(const struct gpt_config *gc, int mb, int tp,
     double each[PART_COUNT];
     int rc = -1, reps = 0, T = gc->seq_len;
     for (int k = 0; k < PART_COUNT; k++) {
-        if (part_init(&pt[k], gc, tp, (enum part_kind)k, err, errlen) < 0)
+        if (part_init(&pt[k], gc, tp, nblk, (enum part_kind)k, err,
+                      errlen) < 0)
             goto out;
         pt[k].pos = (struct gpt_pos){.seed = 1, .train = 1};
         pt[k].slow = slow;
@@ -402,20 +408,27 @@ int calib_measure_slow(const struct gpt_config *gc, int mb, double budget_s,
                        double slow, struct calib_costs *out, char *err,
                        size_t errlen)
 {
-    return measure(gc, mb, 1, budget_s, slow, out, err, errlen);
+    return measure(gc, mb, 1, 1, budget_s, slow, out, err, errlen);
 }
 
 int calib_measure(const struct gpt_config *gc, int mb, double budget_s,
                   struct calib_costs *out, char *err, size_t errlen)
 {
-    return measure(gc, mb, 1, budget_s, 1.0, out, err, errlen);
+    return measure(gc, mb, 1, 1, budget_s, 1.0, out, err, errlen);
 }
 
 int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
                      double budget_s, struct calib_costs *out, char *err,
                      size_t errlen)
 {
+    return calib_measure_blocks(gc, mb, tp, 1, budget_s, out, err, errlen);
+}
+
+int calib_measure_blocks(const struct gpt_config *gc, int mb, int tp,
+                         int nblk, double budget_s, struct calib_costs *out,
+                         char *err, size_t errlen)
+{
     if (tp < 1 || gpt_config_check(gc, tp, err, errlen) < 0)
         return -1;
-    return measure(gc, mb, tp, budget_s, 1.0, out, err, errlen);
+    return measure(gc, mb, tp, nblk, budget_s, 1.0, out, err, errlen);
 }

@@ -66,6 +66,7 @@ struct calib_costs {
     int head_tokens;    /* tokens the embedding and head were timed on */
     int head_fit;       /* 1: the head was also timed on half its tokens
                            and a fixed + per-token cost fitted */
+    int nblk;           /* blocks in the timed stage (block_s: per block) */
 };
 
 /*
@@ -92,16 +93,17 @@ int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
                      size_t errlen);
 
 /*
- * The same for one of tp tensor-parallel ranks (the performance model's
- * compute figures): the block holds this rank's heads and FC rows; its
- * all-reduces are skipped (no group: the model times communication
- * apart); the embedding and head are replicated, as in training.  tp = 1
- * is calib_measure.  Returns -1 with err when the shape does not split
- * over tp (gpt_config_check).
+ * calib_measure_tp with the block figures timed on a stage of nblk
+ * consecutive blocks (forward through all, backward through all; block_s
+ * is the stage's time / nblk): a step streams every block's weights,
+ * gradients and saved activations through the caches in turn, so one
+ * block repeated on its own -- its working set resident in a cache that
+ * the step's is not -- ran faster than the step's blocks do (the
+ * performance model uses up to the model's n_layer blocks).
  */
-int calib_measure_tp(const struct gpt_config *gc, int mb, int tp,
-                     double budget_s, struct calib_costs *out, char *err,
-                     size_t errlen);
+int calib_measure_blocks(const struct gpt_config *gc, int mb, int tp,
+                         int nblk, double budget_s, struct calib_costs *out,
+                         char *err, size_t errlen);
 
 /*
  * The same with every kernel run `slow` times over in effect

@@ -122,6 +122,37 @@ static void test_parts_add_up(void **state)
     assert_true(r > 0.35 && r < 1.8);
 }
 
+/* A stage of several blocks: its figure is per block (the stage's time
+ * over nblk: not nblk times a block's, which a per-stage figure would
+ * be), nblk reported; 0 blocks is refused by name. */
+static void test_blocks_per_block(void **state)
+{
+    (void)state;
+    struct calib_costs one, four;
+    char err[256];
+    double best1 = INFINITY, best4 = INFINITY;
+    for (int k = 0; k < 3; k++) { /* interleaved; the fastest of each */
+        assert_int_equal(calib_measure_blocks(&small, 2, 1, 1, 0.2, &one,
+                                              err, sizeof(err)), 0);
+        assert_int_equal(calib_measure_blocks(&small, 2, 1, 4, 0.8, &four,
+                                              err, sizeof(err)), 0);
+        best1 = one.block_s < best1 ? one.block_s : best1;
+        best4 = four.block_s < best4 ? four.block_s : best4;
+    }
+    assert_int_equal(one.nblk, 1);
+    assert_int_equal(four.nblk, 4);
+    assert_true(four.block_fwd_s > 0 && four.block_fwd_s < four.block_s);
+    /* the same kernels: within 2x either way (4x if the figure were the
+     * stage's), whatever else runs on the machine */
+    double r = best4 / best1;
+    print_message("4-block stage %.3f ms per block, 1 block %.3f ms "
+                  "(ratio %.2f)\n", 1e3 * best4, 1e3 * best1, r);
+    assert_true(r > 0.5 && r < 2.0);
+    assert_int_equal(calib_measure_blocks(&small, 2, 1, 0, 0.2, &one, err,
+                                          sizeof(err)), -1);
+    assert_non_null(strstr(err, "blocks=0"));
+}
+
 static void test_vocab_moves_the_head(void **state)
 {
     (void)state;
@@ -201,6 +232,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_figures_sane),
         cmocka_unit_test(test_parts_add_up),
+        cmocka_unit_test(test_blocks_per_block),
         cmocka_unit_test(test_vocab_moves_the_head),
         cmocka_unit_test(test_slow_pad),
         cmocka_unit_test(test_slow_measures_slower),

@@ -245,11 +245,16 @@ static void test_zero(void **state)
     /* moments 8 bytes a parameter, halved */
     NEAR(p0.mem_bytes - pr.mem_bytes, 4.0 * n);
     /* zero = 2: a reduce-scatter per micro-batch, the first one's hidden
-     * behind the second's compute; no gathers */
+     * behind the second's compute; the gathers after the update as for
+     * zero = 1 (the embedding unit's re delays the first forward) */
     c.zero = 2;
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
-    NEAR(pr.o.step, 2 * (f + b) + re + loss + n / 2 * 2e-9);
+    NEAR(pr.o.step, 2 * (f + b) + re + loss + re + n / 2 * 2e-9);
     NEAR(pr.dp_busy, 2 * (2 * rb + re));
+    /* parameters whole, gradients and moments halved, three staging
+     * buffers: one of the embedding unit, two of a block (zero_exec.c) */
+    double slots = 4 * emb + 2 * 4 * blk;
+    NEAR(pr.mem_bytes, p0.mem_bytes - 16 * n + 4 * n + 12 * n / 2 + slots);
     /* zero = 3: each forward waits for the embedding unit's gather (the
      * next unit's is prefetched during the current use); backward finds
      * the two blocks still in their slots */
@@ -257,6 +262,8 @@ static void test_zero(void **state)
     assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
     NEAR(pr.o.pipeline, 2 * (f + re + b));
     NEAR(pr.o.step, 2 * (f + re + b) + re + loss + n / 2 * 2e-9);
+    /* everything halved; the working slots as many again as the buffers */
+    NEAR(pr.mem_bytes, p0.mem_bytes - 16 * n + 16 * n / 2 + 2 * slots);
     perf_calib_free(&pc);
 }
 
@@ -384,6 +391,64 @@ static void test_search(void **state)
     perf_calib_free(&pc);
 }
 
+/* ZeRO in the search: a one-block model (no pipeline to split it) on 2
+ * ranks with memory for zero = 1's replica (moments halved: 12 bytes a
+ * parameter) but not a plain one (16): only the ZeRO search finds it. */
+static void test_search_zero(void **state)
+{
+    (void)state;
+    struct perf_calib pc;
+    struct config c;
+    struct perf_layout best, ly = {1, 2, 2, 1, 1, 2, 1};
+    struct perf_prediction bp, p0, p1;
+    int z = -1;
+    char err[512];
+    synthetic(&pc);
+    base_config(&c);
+    c.n_layer = 1;
+    c.micro_batch = 2;
+    assert_int_equal(perf_predict(&pc, &c, &ly, &p0, err, sizeof(err)), 0);
+    c.zero = 1;
+    assert_int_equal(perf_predict(&pc, &c, &ly, &p1, err, sizeof(err)), 0);
+    NEAR(p0.mem_bytes - p1.mem_bytes, 4.0 * params_of(&c));
+    pc.mem_bytes = 2 * p1.mem_bytes / 0.9 * 1.0000001;
+    c.zero = 0;
+    assert_int_equal(perf_layout_search(&pc, &c, 1, 2, 1, &best, &bp, NULL,
+                                         NULL, 0, NULL, err, sizeof(err)),
+                     -1);
+    assert_int_equal(perf_layout_search_zero(&pc, &c, 1, 2, 1, &best, &bp,
+                                             &z, err, sizeof(err)), 0);
+    assert_int_equal(z, 1);
+    assert_int_equal(best.dp, 2);
+    assert_true(bp.fits);
+    NEAR(bp.mem_bytes, p1.mem_bytes);
+    /* with room for all, the fastest of the four stages' searches */
+    pc.mem_bytes = 1e9;
+    assert_int_equal(perf_layout_search_zero(&pc, &c, 1, 2, 1, &best, &bp,
+                                             &z, err, sizeof(err)), 0);
+    double fastest = 1e300;
+    int zf = -1;
+    for (int k = 0; k <= 3; k++) {
+        struct perf_layout l;
+        struct perf_prediction p;
+        c.zero = k;
+        assert_int_equal(perf_layout_search(&pc, &c, 1, 2, 1, &l, &p, NULL,
+                                             NULL, 0, NULL, err,
+                                             sizeof(err)), 0);
+        if (p.o.step < fastest)
+            fastest = p.o.step, zf = k;
+    }
+    c.zero = 0;
+    assert_int_equal(z, zf);
+    NEAR(bp.o.step, fastest);
+    /* nothing fits at any stage: zero = 0's error */
+    pc.mem_bytes = 1e3;
+    assert_int_equal(perf_layout_search_zero(&pc, &c, 1, 2, 1, &best, &bp,
+                                             &z, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "fits in memory"));
+    perf_calib_free(&pc);
+}
+
 static void test_file(void **state)
 {
     (void)state;
@@ -421,7 +486,8 @@ int main(void)
         cmocka_unit_test(test_oversubscribed_pipeline),
         cmocka_unit_test(test_zero),   cmocka_unit_test(test_threads),
         cmocka_unit_test(test_missing),  cmocka_unit_test(test_memory),
-        cmocka_unit_test(test_search),   cmocka_unit_test(test_file),
+        cmocka_unit_test(test_search),
+        cmocka_unit_test(test_search_zero),   cmocka_unit_test(test_file),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -246,3 +246,32 @@ int perf_layout_auto(struct config *c, MPI_Comm world, char *err,
     perf_calib_free(&pc);
     return comm_agree(world, rc, err, errlen);
 }
+
+int perf_layout_search_zero(const struct perf_calib *pc,
+                            const struct config *c, int nodes, int rpn,
+                            int threads, struct perf_layout *best,
+                            struct perf_prediction *bp, int *zero,
+                            char *err, size_t errlen)
+{
+    int found = 0;
+    for (int z = 0; z <= 3; z++) {
+        struct config cz = *c;
+        struct perf_layout l;
+        struct perf_prediction p;
+        char e[512];
+        cz.zero = z;
+        if (perf_layout_search(pc, &cz, nodes, rpn, threads, &l, &p, NULL,
+                               NULL, 0, NULL, e, sizeof(e)) < 0) {
+            if (z == 0 || strstr(e, "calibration has no"))
+                snprintf(err, errlen, "%s", e);
+            if (strstr(e, "calibration has no"))
+                return -1;
+            continue;
+        }
+        if (!found || p.o.step < bp->o.step) {
+            *best = l, *bp = p, *zero = z;
+            found = 1;
+        }
+    }
+    return found ? 0 : -1;
+}

@@ -170,6 +170,59 @@ static void node_facts(struct perf_calib *pc)
 
 /* ---- compute ----------------------------------------------------------- */
 
+#define CALIB_BLOCKS 4 /* at most, per compute figure */
+
+/* How many blocks a compute figure times in sequence (calib.h): as many
+ * as it takes for their weights and gradients to exceed twice the last
+ * level cache, so that each block streams from memory as in a step (one
+ * block repeated alone stays in the cache: the step's blocks ran 10-15%
+ * slower than its figure with 2 ranks); at most the model's n_layer and
+ * CALIB_BLOCKS.  A GPT-2 block is larger than the cache: one. */
+static int stage_blocks(const struct gpt_config *gc)
+{
+    /* sysfs's figure (sysconf's is the host's total in a VM here: 384 MB
+     * against the 32 MB the guest's cores share) */
+    long l3 = 0;
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    if (f) {
+        if (fscanf(f, "%ld", &l3) != 1)
+            l3 = 0;
+        l3 *= 1024; /* "32768K" */
+        fclose(f);
+    }
+    double C = gc->n_embd, blk = 8.0 * (12.0 * C * C + 13.0 * C);
+    int n = l3 > 0 ? (int)(2.0 * (double)l3 / blk) : 1;
+    n = n < 1 ? 1 : n > CALIB_BLOCKS ? CALIB_BLOCKS : n;
+    return n < gc->n_layer ? n : gc->n_layer;
+}
+
+/* The barrier of a rank that has finished its compute figures: it keeps
+ * running the same kernels (short calibrations, discarded) until every
+ * rank has reached the barrier, so that every timed repetition of a
+ * slower rank ran while `load` ranks computed -- otherwise the last ones
+ * run beside ranks asleep in the barrier, and the fastest repetition is
+ * one of them, the speed of an idle node (it made load 2 as fast as
+ * load 1 here while a 2-rank step ran 10-15% slower per micro-batch than
+ * a 1-rank one).  Matches the others' quiet_barrier. */
+static void busy_barrier(MPI_Comm comm, const struct gpt_config *gc, int mb,
+                         int tp)
+{
+    MPI_Request rq;
+    int done = 0;
+    MPI_Ibarrier(comm, &rq);
+    for (;;) {
+        MPI_Test(&rq, &done, MPI_STATUS_IGNORE);
+        if (done)
+            return;
+        struct calib_costs cc;
+        char e[256];
+        if (calib_measure_tp(gc, mb, tp, 0.02, &cc, e, sizeof(e)) < 0) {
+            MPI_Wait(&rq, MPI_STATUS_IGNORE);
+            return;
+        }
+    }
+}
+
 #define CALIB_RUNS 3
 
 static int compute_point(struct perf_calib *pc, const struct ctx *x,
@@ -178,6 +231,7 @@ static int compute_point(struct perf_calib *pc, const struct ctx *x,
                          size_t errlen)
 {
     int active = x->idx0 >= 0 && x->idx0 < load;
+    int nblk = stage_blocks(gc);
     double v[7] = {0}; /* six figures and a count */
     int rc = 0;
     struct cpu_mark mk;
@@ -191,8 +245,9 @@ static int compute_point(struct perf_calib *pc, const struct ctx *x,
         threads_set(threads);
         for (int k = 0; k < CALIB_RUNS && rc == 0; k++) {
             struct calib_costs cc;
-            rc = calib_measure_tp(gc, mb, tp, budget / CALIB_RUNS, &cc, err,
-                                  errlen);
+            rc = calib_measure_blocks(gc, mb, tp, nblk,
+                                      nblk * budget / CALIB_RUNS, &cc, err,
+                                      errlen);
             double g[6] = {cc.block_s, cc.block_fwd_s, cc.embed_s,
                            cc.embed_fwd_s, cc.head_s, cc.head_fwd_s};
             memcpy(f[k], g, sizeof(g));
@@ -204,8 +259,10 @@ static int compute_point(struct perf_calib *pc, const struct ctx *x,
             v[i] = median_of(col, CALIB_RUNS);
         }
         v[6] = rc == 0;
+        busy_barrier(x->world, gc, mb, tp);
+    } else {
+        quiet_barrier(x->world);
     }
-    quiet_barrier(x->world);
     if (comm_agree(x->world, rc, err, errlen) < 0)
         return -1;
     double fr = cpu_free(x, &mk, pc->cores); /* reported */
@@ -238,8 +295,14 @@ static double optim_point(const struct ctx *x, int load, int threads,
     struct cpu_mark mk;
     cpu_mark(&mk);
     if (x->idx0 >= 0 && x->idx0 < load) {
-        float *a = calloc(4 * n, sizeof(float));
+        float *a = malloc(4 * n * sizeof(float));
         if (a) {
+            /* every page written, as a trainer's are: calloc's untouched
+             * pages all map the one zero page, and the gradients (only
+             * read) then came from the cache: 6.4e-10 s a parameter
+             * against 1.0e-9 with them in memory */
+            for (size_t i = 0; i < 4 * n; i++)
+                a[i] = i < 2 * n ? 1e-3f : 0.0f;
             struct adamw_hp hp = {1e-4f, 0.9f, 0.95f, 1e-8f, 0.1f, 1};
             double t[4];
             threads_set(threads);

@@ -8,9 +8,12 @@
  *
  *   compute   for a model shape, tensor-parallel degree tp, micro-batch
  *             mb and thread count: forward + backward seconds of one block
- *             (this rank's tp shard, without its all-reduces), of the
- *             embedding and of the head + loss (calib.h), measured while
- *             `load` ranks of the node compute at once -- so the figures
+ *             (this rank's tp shard, without its all-reduces; timed on a
+ *             stage of up to 4 consecutive blocks, enough to pass twice
+ *             the L3, as a step streams them: calib_measure_blocks), of
+ *             the embedding and of the head + loss (calib.h), measured
+ *             while `load` ranks of the node compute at once (the first
+ *             done keep computing until all are) -- so the figures
  *             include what ranks sharing cores, memory bandwidth or an
  *             oversubscribed node cost each other;
  *   comm      per collective kind (p2p ping-pong; the all-reduce
@@ -19,7 +22,7 @@
  *             a line t = a + b n fitted to measured times of n-byte
  *             payloads, with load/p groups of p ranks reducing at once;
  *   optim     seconds per parameter of the optimizer step (the clipping
- *             norm and AdamW) at each load;
+ *             norm and AdamW, on written pages) at each load;
  *   net       optionally a target network between nodes (latency,
  *             bandwidth) that replaces the measured level 1.
  *
@@ -195,6 +198,17 @@ int perf_layout_search(const struct perf_calib *pc, const struct config *c,
                        struct perf_layout *best, struct perf_prediction *bp,
                        struct perf_layout *ranking, double *rank_s,
                        int nrank, int *nfound, char *err, size_t errlen);
+
+/* perf_layout_search with each ZeRO stage 0..3 as well (c->zero
+ * ignored; *zero: the stage of the fastest layout that fits, 0 on a tie
+ * -- at dp = 1 every stage is zero = 0): what fits only with ZeRO's
+ * shards is found too.  Returns 0, or -1 with zero = 0's error when no
+ * stage fits (or at once when the calibration lacks figures). */
+int perf_layout_search_zero(const struct perf_calib *pc,
+                            const struct config *c, int nodes, int rpn,
+                            int threads, struct perf_layout *best,
+                            struct perf_prediction *bp, int *zero,
+                            char *err, size_t errlen);
 
 /* layout=auto for train and bench: calibrate quickly on the ranks of
  * world (or read c->perf_calib), search, and set c->dp, tp, pp (and

@@ -259,7 +259,9 @@ static int zero_fill(const struct plan *P, const struct tensor_table *tt,
         rc = zero3_waits(&u, first, last, use_f, use_b, &wf, &wb);
     st->f += wf;
     st->b += wb;
-    if (z == 1 && first)
+    /* stage 2 gathers the updated shards as stage 1 does (zero_exec.c:
+     * the update's all-gathers in the parameter arena, stage 1/2) */
+    if ((z == 1 || z == 2) && first)
         *wait1 = zero1_wait(&u, first, last, use_f);
     int gpipe = P->ly->pp > 1 && !strcmp(P->c->pp_schedule, "gpipe");
     if (rc == 0)
@@ -268,11 +270,13 @@ static int zero_fill(const struct plan *P, const struct tensor_table *tt,
     for (int i = 0; i < u.nblk; i++)
         big = u.b_bytes[i] > big ? u.b_bytes[i] : big;
     /* parameters, gradients, moments: zero_exec.c's shards; stage 2's
-     * three staging buffers, stage 3's three working slots too */
-    double dp = P->ly->dp, w = 4.0 * params;
+     * three staging buffers, stage 3's three working slots too -- one
+     * the size of the embedding unit, two of the largest block (the
+     * embedding unit, V x C, is larger than a block in every GPT-2) */
+    double dp = P->ly->dp, w = 4.0 * params, slots = u.e_bytes + 2 * big;
     *mem += z == 1 ? 2 * w + 2 * w / dp
-            : z == 2 ? w + 3 * w / dp + 3 * big
-                     : 4 * w / dp + 6 * big;
+            : z == 2 ? w + 3 * w / dp + slots
+                     : 4 * w / dp + 2 * slots;
     zunits_free(&u);
     if (rc < 0)
         snprintf(err, errlen, "out of memory");

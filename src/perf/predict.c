@@ -97,10 +97,13 @@ static void help(void)
         "from 1 to\n"
         "    --max_nodes nodes of this machine (the calibrated cores and "
         "memory) on\n"
-        "    networks of --nets Gb/s: the fastest layout that fits, its "
-        "efficiency,\n"
-        "    and where hier or compression pays.  --node_cores, "
-        "--node_mem_gb: bigger\n"
+        "    networks of --nets Gb/s: the fastest layout that fits (any "
+        "zero 0-3;\n"
+        "    recompute=full when nothing fits without; the flat ring when "
+        "it beats\n"
+        "    auto), its efficiency, and where hier or compression pays.  "
+        "--node_cores,\n"
+        "    --node_mem_gb: bigger\n"
         "    nodes of the calibrated per-core speed.\n\n"
         "Model and training keys:\n\n");
     config_print_help(stdout);

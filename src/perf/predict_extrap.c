@@ -39,17 +39,23 @@ static void base_config(const struct config *c0, const struct gpt_config *g,
     snprintf(c->pp_schedule, sizeof(c->pp_schedule), "1f1b");
 }
 
-/* The fastest layout of c on n nodes over network k: 0 or -1. */
+/* The fastest layout of c on n nodes over network k, with each ZeRO
+ * stage 0..3 (*zero: the one it uses; a layout that fits only with its
+ * shards is found too) or, zero NULL, with c's: 0, or -1 with the
+ * search's error (zero = 0's) when none fits. */
 static int best_on(const struct ex *x, const struct config *c, int n, int k,
                    struct perf_layout *ly, struct perf_prediction *pr,
-                   char *err, size_t errlen)
+                   int *zero, char *err, size_t errlen)
 {
     struct perf_calib pc = *x->pc; /* shares the figures; own network */
     pc.has_net = 1;
     pc.net.alpha = x->lat * 1e-6;
     pc.net.beta = 8.0 / (x->gbps[k] * 1e9);
-    return perf_layout_search(&pc, c, n, x->rpn, 1, ly, pr, NULL, NULL, 0,
-                              NULL, err, errlen);
+    if (!zero) /* c's own ZeRO stage */
+        return perf_layout_search(&pc, c, n, x->rpn, 1, ly, pr, NULL, NULL,
+                                  0, NULL, err, errlen);
+    return perf_layout_search_zero(&pc, c, n, x->rpn, 1, ly, pr, zero, err,
+                                   errlen);
 }
 
 static int table_shape(const struct ex *x, const struct config *c0,
@@ -76,18 +82,48 @@ static int table_shape(const struct ex *x, const struct config *c0,
             struct perf_layout ly;
             struct perf_prediction pr;
             char e[512];
-            if (best_on(x, &c, n, k, &ly, &pr, e, sizeof(e)) < 0) {
+            int z, ring = 0, full = 0;
+            /* recompute=full when no layout fits without it (GPT-2 XL's
+             * 48 blocks of saved activations at 1024 tokens need more
+             * than a rank's share of 512 GB whatever ZeRO shards) */
+            struct config cf = c;
+            int rc = best_on(x, &c, n, k, &ly, &pr, &z, e, sizeof(e));
+            if (rc < 0 && !strstr(e, "calibration has no")) {
+                snprintf(cf.recompute, sizeof(cf.recompute), "full");
+                full = best_on(x, &cf, n, k, &ly, &pr, &z, e,
+                               sizeof(e)) == 0;
+                rc = full ? 0 : rc;
+            }
+            if (rc < 0) {
                 if (strstr(e, "calibration has no"))
                     return snprintf(err, errlen, "%s (predict --calibrate "
                                     "... --gpt2)", e), -1;
                 printf(" does not fit | | |");
                 continue;
             }
+            /* the flat ring when the model says it beats auto's choice
+             * (auto is comm/allreduce.c's rule: hier across nodes above
+             * allreduce_tune's hier_min, whatever the node count) */
+            struct config cr = full ? cf : c;
+            struct perf_layout lr;
+            struct perf_prediction prr;
+            int zr;
+            snprintf(cr.allreduce, sizeof(cr.allreduce), "ring");
+            if (n > 1 && !strcmp(c.allreduce, "auto") &&
+                best_on(x, &cr, n, k, &lr, &prr, &zr, e, sizeof(e)) == 0 &&
+                prr.o.step < pr.o.step)
+                ly = lr, pr = prr, z = zr, ring = 1;
             double per_node = pr.tokens_per_s / n;
             if (base[k] == 0.0)
                 base[k] = per_node;
-            printf(" dp%d tp%d pp%d mb%d | %.0f | %.2f |", ly.dp, ly.tp,
-                   ly.pp, ly.mb, 1e3 * pr.o.step, per_node / base[k]);
+            char zs[48];
+            snprintf(zs, sizeof(zs), "%s%s%s", ring ? " ring" : "",
+                     z && ly.dp > 1 ? (z == 1 ? " zero1" : z == 2 ? " zero2"
+                                                           : " zero3")
+                                    : "",
+                     full ? " recompute" : "");
+            printf(" dp%d tp%d pp%d mb%d%s | %.0f | %.2f |", ly.dp, ly.tp,
+                   ly.pp, ly.mb, zs, 1e3 * pr.o.step, per_node / base[k]);
         }
         printf("\n");
     }
@@ -119,7 +155,9 @@ static int table_pays(const struct ex *x, const struct config *c0,
                 base_config(c0, g, x->node_batch * n, &c);
                 snprintf(c.allreduce, sizeof(c.allreduce), "%s", ar[v]);
                 snprintf(c.compress, sizeof(c.compress), "%s", cm[v]);
-                if (best_on(x, &c, n, k, &ly, &pr, err, errlen) < 0)
+                /* the config's ZeRO stage (0): ZeRO's reduce-scatters
+                 * are rings whatever allreduce says */
+                if (best_on(x, &c, n, k, &ly, &pr, NULL, err, errlen) < 0)
                     return -1;
                 t[v] = pr.o.step;
                 bi = t[v] < t[bi] ? v : bi;

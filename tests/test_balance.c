@@ -1,16 +1,17 @@
 /*
  * test_balance.c - parallel/balance.c against independent references:
  *  - data-parallel shares against brute force over every split of up to
- *    12 sequences over up to 4 ranks (the least possible makespan), with
+ *    12 sequences over up to 4 ranks (the least possible makespan, each
+ *    split scored here, max of sequences x seconds), with
  *    hand-computed cases (a rank at half speed takes about a third);
- *  - the re-split adopts a better split and ignores noise below its
- *    threshold;
+ *  - the re-split: a gain just below its threshold keeps the old split,
+ *    one just above moves it (the same best split in both);
  *  - micro-batch sizes: whole, at most mb, as equal as they go;
  *  - the straggler against hand-computed medians and ratios;
  *  - stage boundaries from costs measured by calib.c on the model's real
  *    kernels (a byte vocabulary and a 32x larger one) against brute force
- *    over every partition: the same slowest stage; and the large
- *    vocabulary moves blocks off the last stage;
+ *    over every partition (scored here): the same slowest stage; and the
+ *    large vocabulary moves blocks off the last stage;
  *  - stages at different speeds: against brute force, and equal to pp.c's
  *    partition (boundaries and ties) when the speeds are equal.
  */
@@ -28,13 +29,24 @@
 #include "peak.h"
 #include "rng.h"
 
+/* A split's makespan computed here, not by balance.c: the slowest rank's
+ * time, max over ranks of its sequences times its seconds per sequence
+ * (every t[i] here is valid). */
+static double ref_makespan(int n, const double *t, const int *sh)
+{
+    double m = 0.0;
+    for (int i = 0; i < n; i++)
+        m = sh[i] * t[i] > m ? sh[i] * t[i] : m;
+    return m;
+}
+
 /* The least makespan over every split of total into n parts >= 1. */
 static double brute_shares(int n, const double *t, int total, int i,
                            int *cur)
 {
     if (i == n - 1) {
         cur[i] = total;
-        return total >= 1 ? balance_makespan(n, t, cur) : INFINITY;
+        return total >= 1 ? ref_makespan(n, t, cur) : INFINITY;
     }
     double best = INFINITY;
     for (int k = 1; k <= total - (n - 1 - i); k++) {
@@ -63,8 +75,10 @@ static void test_shares_brute_force(void **state)
             }
             assert_int_equal(sum, total);
             double want = brute_shares(n, t, total, 0, cur);
-            assert_true(fabs(balance_makespan(n, t, sh) - want) <=
-                        1e-12 * want);
+            assert_true(fabs(ref_makespan(n, t, sh) - want) <= 1e-12 * want);
+            /* and balance.c's own figure of the split agrees */
+            assert_true(fabs(balance_makespan(n, t, sh) -
+                             ref_makespan(n, t, sh)) <= 1e-12 * want);
         }
     }
     /* rank 1 at half speed: 16 sequences go 11 : 5 (11 t vs 10 t) */
@@ -91,10 +105,28 @@ static void test_shares_brute_force(void **state)
 static void test_rebalance(void **state)
 {
     (void)state;
-    int cur[2] = {8, 8}, next[2];
-    double noisy[2] = {1.0, 1.04};
-    assert_int_equal(balance_rebalance(2, noisy, cur, 16, 0.05, next), 0);
-    assert_memory_equal(next, cur, sizeof(cur));
+    /* The threshold 0.05 against two inputs whose best split is the same,
+     * 9 : 7, and differs from the current 8 : 8.  Rank 1 at 1.15 s: 8 : 8
+     * takes 9.2 s, 9 : 7 takes 9 s (max 9, 8.05), a gain of 2.2% < 5%:
+     * the old split is kept.  Rank 1 at 1.2 s: 9.6 s against 9 s (max 9,
+     * 8.4), a gain of 6.25% > 5%: the split moves.  Makespans by hand. */
+    int cur[2] = {8, 8}, next[2], best[2];
+    double below[2] = {1.0, 1.15}, above[2] = {1.0, 1.2};
+    assert_int_equal(balance_shares(2, below, 16, best), 0);
+    assert_int_equal(best[0], 9); /* so keeping 8 : 8 is the threshold's */
+    assert_int_equal(best[1], 7);
+    assert_true(1.0 - 9.0 / 9.2 < 0.05 && 1.0 - 9.0 / 9.6 > 0.05);
+    next[0] = next[1] = -1;
+    assert_int_equal(balance_rebalance(2, below, cur, 16, 0.05, next), 0);
+    assert_int_equal(next[0], 8);
+    assert_int_equal(next[1], 8);
+    assert_int_equal(balance_rebalance(2, above, cur, 16, 0.05, next), 1);
+    assert_int_equal(next[0], 9);
+    assert_int_equal(next[1], 7);
+    /* the same input below the threshold moves once the threshold is
+     * lowered under its gain (0.02 < 2.2%) */
+    assert_int_equal(balance_rebalance(2, below, cur, 16, 0.02, next), 1);
+    assert_int_equal(next[0], 9);
     double slow[2] = {1.0, 3.0};
     assert_int_equal(balance_rebalance(2, slow, cur, 16, 0.05, next), 1);
     assert_int_equal(next[0], 12);
@@ -241,6 +273,20 @@ static double brute_speeds(int n, int p, const double *blk, double emb,
     return best;
 }
 
+/* A partition's slowest stage computed here: stage s costs its blocks
+ * times blk[s], plus emb on stage 0 and head on stage p-1; the max. */
+static double ref_slowest_speeds(int p, const int *b, const double *blk,
+                                 double emb, double head)
+{
+    double m = 0.0;
+    for (int s = 0; s < p; s++) {
+        double c = (b[s + 1] - b[s]) * blk[s] + (s == 0 ? emb : 0.0) +
+                   (s == p - 1 ? head : 0.0);
+        m = c > m ? c : m;
+    }
+    return m;
+}
+
 static void test_stages_speeds(void **state)
 {
     (void)state;
@@ -259,8 +305,11 @@ static void test_stages_speeds(void **state)
         for (int s = 0; s < p; s++)
             assert_true(b[s + 1] > b[s]);
         double want = brute_speeds(n, p, blk, emb, head, 0, 0);
+        assert_true(fabs(ref_slowest_speeds(p, b, blk, emb, head) - want) <=
+                    1e-12 * want);
         assert_true(fabs(balance_stages_slowest(p, b, blk, emb, head) -
-                         want) <= 1e-12 * want);
+                         ref_slowest_speeds(p, b, blk, emb, head)) <=
+                    1e-12 * want);
         /* equal speeds: pp.c's partition, boundaries and ties alike */
         for (int s = 1; s < p; s++)
             blk[s] = blk[0];

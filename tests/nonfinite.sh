@@ -12,7 +12,10 @@
 #  4. rollback: a NaN weight at step 7 (once) poisons steps 7-9; the run
 #     reloads step 6, leaves the batches of 7-9 out (step 9's checkpoint
 #     holds step 6's tensors), records the rollback in metrics.jsonl and
-#     ends 0 with finite losses;
+#     ends 0 with finite losses; metrics.jsonl holds each step once, 7-9
+#     skipped with nothing computed or sent, and step 10's loss is bit
+#     for bit step 6's weights on batch 10 (a reference resumed from the
+#     clean run's step 6 at lr=1e-30), not on any of batches 7-9;
 #  5. a save of a NaN weight is refused naming the tensor; `latest` keeps
 #     the previous checkpoint;
 #  6. spike_zscore (a learning rate so small that the loss only
@@ -50,12 +53,18 @@ losses() { jq -r 'select(has("loss")) | "\(.step) \(.loss)"' \
 # "NAME HASH" of the /model and /optim datasets of a checkpoint
 tensors() { awk '$1 == "dataset" && $2 !~ /^\/state/ { print $2, $5 }' \
                 "$1.manifest"; }
-json_ok() { jq -e . "$1/metrics.jsonl" > /dev/null 2>&1 &&
+# every file named exists and is not empty (an empty one passes cmp and jq)
+nonempty() {
+    for f; do [ -s "$f" ] || { echo "empty or missing: $f"; return 1; }; done
+}
+json_ok() { nonempty "$1/metrics.jsonl" &&
+            jq -e . "$1/metrics.jsonl" > /dev/null 2>&1 &&
             ! grep -qiE '[:,[]-?(nan|inf)' "$1/metrics.jsonl"; }
 
 train --steps=12 --ckpt_every=1 --run_dir="$W/clean" > "$W/clean.log" 2>&1 \
     || { cat "$W/clean.log"; bad "clean run"; }
 losses "$W/clean" > "$W/clean.loss"
+[ "$(wc -l < "$W/clean.loss")" -eq 12 ] || bad "clean run: 12 losses logged"
 
 # 1. divergence
 train --steps=20 --lr=1e4 --warmup_steps=0 --ckpt_every=1 \
@@ -87,7 +96,7 @@ c="$W/skip/ckpt"
 tensors "$c/step_00000003.h5" > "$W/t3"
 tensors "$c/step_00000004.h5" > "$W/t4"
 tensors "$c/step_00000005.h5" > "$W/t5"
-if [ $rc -eq 0 ] && json_ok "$W/skip" &&
+if [ $rc -eq 0 ] && json_ok "$W/skip" && nonempty "$W/skip.loss" &&
    [ "$(jq -r 'select(.step == 4) | .skipped' "$W/skip/metrics.jsonl")" = 1 ] &&
    [ "$(jq -s '[.[].skipped] | add' "$W/skip/metrics.jsonl")" = 1 ] &&
    [ -s "$W/t3" ] && cmp -s "$W/t3" "$W/t4" && ! cmp -s "$W/t4" "$W/t5" &&
@@ -121,14 +130,35 @@ head -n 6 "$W/clean.loss" > "$W/c6"; head -n 6 "$W/rb.loss" > "$W/r6"
 c="$W/rb/ckpt"
 tensors "$c/step_00000006.h5" > "$W/t6"
 tensors "$c/step_00000009.h5" > "$W/t9"
-if [ $rc -eq 0 ] && json_ok "$W/rb" && cmp -s "$W/c6" "$W/r6" &&
+# the batches left out, from the data order: step 10 after the rollback
+# trains step 6's weights on batch 10 -- its loss (taken before the
+# update) is bit for bit that of a reference resumed from the clean run's
+# step 6 at lr=1e-30 (steps 7-9 leave every weight as it was) at step 10,
+# and none of batches 7-9's
+train --steps=10 --resume="$W/clean/ckpt/step_00000006.h5" --lr=1e-30 \
+    --lr_schedule=constant --warmup_steps=0 --run_dir="$W/ref" \
+    > "$W/ref.log" 2>&1 || { cat "$W/ref.log"; bad "reference from step 6"; }
+step_loss() { jq -r --argjson s "$2" 'select(.step == $s and has("loss")) |
+              .loss' "$1/metrics.jsonl" 2>/dev/null | tail -n 1; }
+rb10=$(step_loss "$W/rb" 10)
+if [ $rc -eq 0 ] && json_ok "$W/rb" && nonempty "$W/c6" "$W/r6" &&
+   [ "$(wc -l < "$W/r6")" -eq 6 ] && cmp -s "$W/c6" "$W/r6" &&
    [ "$(jq -c 'select(has("rollback_from"))' "$W/rb/metrics.jsonl")" = \
      '{"step":6,"rollback_from":9,"skip_steps":[7,8,9]}' ] &&
    [ "$(jq -r 'select(has("loss")) | select(.loss == null) | .step' \
         "$W/rb/metrics.jsonl" | tr '\n' ' ')" = "7 8 9 " ] &&
    [ "$(jq -r 'select(.step > 9 and has("loss")) | .loss' \
         "$W/rb/metrics.jsonl" | grep -c '^[0-9]')" -eq 3 ] &&
-   [ -s "$W/t6" ] && cmp -s "$W/t6" "$W/t9" &&
+   nonempty "$W/t6" "$W/t9" && cmp -s "$W/t6" "$W/t9" &&
+   [ "$(jq -r 'select(has("loss")) | .step' "$W/rb/metrics.jsonl" |
+        tr '\n' ' ')" = "1 2 3 4 5 6 7 8 9 10 11 12 " ] &&
+   [ "$(jq -c 'select(.step >= 7 and .step <= 9) |
+              [.skipped, .grad_norm, .tokens_per_s, .wire_mb]' \
+        "$W/rb/metrics.jsonl" | sort -u)" = '[1,null,0,0]' ] &&
+   [ -n "$rb10" ] && [ "$rb10" = "$(step_loss "$W/ref" 10)" ] &&
+   [ "$rb10" != "$(step_loss "$W/ref" 7)" ] &&
+   [ "$rb10" != "$(step_loss "$W/ref" 8)" ] &&
+   [ "$rb10" != "$(step_loss "$W/ref" 9)" ] &&
    grep -q "steps 7-9 were not finite: rolled back to .*step_00000006.h5" \
        "$W/rb.log" &&
    "$MPITRON" ckpt verify "$W/rb" > /dev/null 2>&1
@@ -160,7 +190,7 @@ train --steps=60 --spike_zscore=0.5 --nonfinite_patience=100 \
 rc=$?
 jq -r 'select(has("loss")) | "\(.step) \(.loss) \(.loss_z) \(.skipped)"' \
     "$W/spike/metrics.jsonl" > "$W/spike.txt"
-if [ $rc -eq 0 ] && awk -v thr=0.5 '
+if [ $rc -eq 0 ] && nonempty "$W/spike.txt" && awk -v thr=0.5 '
     { loss = $2; z = "null"
       if (n >= 20) {
           m = 0; for (i = 0; i < n; i++) m += w[i]; m /= n
@@ -194,6 +224,7 @@ tensors "$c/step_00000005.h5" > "$W/z5"
 if [ $rc -eq 0 ] && json_ok "$W/zskip" &&
    [ "$(jq -s '[.[].skipped] | add' "$W/zskip/metrics.jsonl")" = 1 ] &&
    [ "$(jq -r 'select(.step == 4) | .skipped' "$W/zskip/metrics.jsonl")" = 1 ] &&
+   nonempty "$W/z4" "$W/z5" &&
    grep -q '/optim/' "$W/z3" && cmp -s "$W/z3" "$W/z4" &&
    ! cmp -s "$W/z4" "$W/z5" &&
    grep -q "step 4: non-finite gradient norm: update skipped" "$W/zskip.log"

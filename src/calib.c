@@ -337,7 +337,7 @@ static void fill_out(struct calib_costs *out, const struct part *pt,
     out->mb = mb;
     out->seqs = pt[PART_BLOCK].a.B;
     out->head_tokens = (int)pt[PART_ENDS].a.N;
-    out->head_fit = pt[PART_ENDS].half;
+    out->head_fit = pt[PART_ENDS].half && reps >= 3; /* as scaled() uses it */
     out->reps = reps;
     out->threads = threads_get();
 }

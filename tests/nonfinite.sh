@@ -99,8 +99,9 @@ tensors "$c/step_00000005.h5" > "$W/t5"
 if [ $rc -eq 0 ] && json_ok "$W/skip" && nonempty "$W/skip.loss" &&
    [ "$(jq -r 'select(.step == 4) | .skipped' "$W/skip/metrics.jsonl")" = 1 ] &&
    [ "$(jq -s '[.[].skipped] | add' "$W/skip/metrics.jsonl")" = 1 ] &&
-   [ -s "$W/t3" ] && cmp -s "$W/t3" "$W/t4" && ! cmp -s "$W/t4" "$W/t5" &&
-   [ -s "$W/c4" ] && cmp -s "$W/c4" "$W/s4" && ! cmp -s "$W/c5" "$W/s5" &&
+   nonempty "$W/t3" "$W/t4" "$W/t5" "$W/c4" "$W/c5" "$W/s4" "$W/s5" &&
+   cmp -s "$W/t3" "$W/t4" && ! cmp -s "$W/t4" "$W/t5" &&
+   cmp -s "$W/c4" "$W/s4" && ! cmp -s "$W/c5" "$W/s5" &&
    grep -q "step 4: non-finite gradient norm: update skipped" "$W/skip.log"
 then
     ok "skip: step 4 left weights and moments untouched, others trained"
@@ -155,6 +156,8 @@ if [ $rc -eq 0 ] && json_ok "$W/rb" && nonempty "$W/c6" "$W/r6" &&
    [ "$(jq -c 'select(.step >= 7 and .step <= 9) |
               [.skipped, .grad_norm, .tokens_per_s, .wire_mb]' \
         "$W/rb/metrics.jsonl" | sort -u)" = '[1,null,0,0]' ] &&
+   [ "$(jq -r 'select(has("loss")) | .step' "$W/ref/metrics.jsonl" |
+        tr '\n' ' ')" = "7 8 9 10 " ] &&
    [ -n "$rb10" ] && [ "$rb10" = "$(step_loss "$W/ref" 10)" ] &&
    [ "$rb10" != "$(step_loss "$W/ref" 7)" ] &&
    [ "$rb10" != "$(step_loss "$W/ref" 8)" ] &&

@@ -121,8 +121,8 @@ static void test_parts_add_up(void **state)
     (void)state;
     /* one block and a head of about the same cost (V ~ 12 C: 2 V C FLOPs
      * per token each way against the block's 24 C^2), so that leaving
-     * out either, counting either twice, or scaling the block by its
-     * block count the wrong way moves the ratio to about 0.5 or 1.5 */
+     * out either or counting either twice moves the ratio to about 0.5
+     * or 1.5 */
     struct gpt_config c = small;
     c.n_layer = 1;
     c.n_embd = 128;
@@ -130,32 +130,39 @@ static void test_parts_add_up(void **state)
     c.vocab_size = 1536;
     struct calib_costs cc;
     char err[256];
-    double parts = INFINITY, whole = INFINITY, blk = 0, head = 0;
-    for (int k = 0; k < 5; k++) { /* interleaved; the fastest of each */
-        assert_int_equal(calib_measure(&c, 2, 0.2, &cc, err, sizeof(err)),
-                         0);
-        double p = c.n_layer * cc.block_s + cc.embed_s + cc.head_s;
-        double w = whole_model_s(&c, 2, 16);
-        if (p < parts) {
-            parts = p;
-            blk = cc.block_s;
-            head = cc.head_s;
-        }
-        whole = w < whole ? w : whole;
-    }
-    double r = parts / whole;
-    print_message("parts %.2f ms (block %.0f%%, head %.0f%%), whole model "
-                  "%.2f ms, ratio %.2f (seqs %d reps %d)\n", 1e3 * parts,
-                  100 * blk / parts, 100 * head / parts, 1e3 * whole, r,
-                  cc.seqs, cc.reps);
-    /* each of the block and the head a large share, so the bounds below
-     * are far from the ~0.5 / ~1.5 of a part lost or doubled */
-    assert_true(blk > 0.3 * parts && head > 0.3 * parts);
     /* 1.02 on a quiet machine, 1.00-1.13 with three busy loops on the 2
      * cores: every run here is short (about 1 ms) and each figure the
      * fastest of many, so preemption rarely reaches the fastest one (at
-     * 8 ms a run the same load gave 0.68-1.23) */
-    assert_true(r > 0.75 && r < 1.3);
+     * 8 ms a run the same load gave 0.68-1.23).  A lost or doubled part
+     * misses the band on every attempt; a noisy machine, on one at most
+     * in practice: up to three attempts, and it fails only if all miss. */
+    int inside = 0;
+    for (int attempt = 0; attempt < 3 && !inside; attempt++) {
+        double parts = INFINITY, whole = INFINITY, blk = 0, head = 0;
+        for (int k = 0; k < 5; k++) { /* interleaved; the fastest of each */
+            assert_int_equal(
+                calib_measure(&c, 2, 0.2, &cc, err, sizeof(err)), 0);
+            double p = c.n_layer * cc.block_s + cc.embed_s + cc.head_s;
+            double w = whole_model_s(&c, 2, 16);
+            if (p < parts) {
+                parts = p;
+                blk = cc.block_s;
+                head = cc.head_s;
+            }
+            whole = w < whole ? w : whole;
+        }
+        double r = parts / whole;
+        print_message("attempt %d: parts %.2f ms (block %.0f%%, head "
+                      "%.0f%%), whole model %.2f ms, ratio %.2f (seqs %d "
+                      "reps %d)\n", attempt + 1, 1e3 * parts,
+                      100 * blk / parts, 100 * head / parts, 1e3 * whole, r,
+                      cc.seqs, cc.reps);
+        /* each of the block and the head a large share, so the band is
+         * far from the ~0.5 / ~1.5 of a part lost or doubled */
+        inside = blk > 0.3 * parts && head > 0.3 * parts && r > 0.75 &&
+                 r < 1.3;
+    }
+    assert_true(inside);
 }
 
 /* A stage of several blocks: its figure is per block (the stage's time

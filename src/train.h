@@ -162,6 +162,18 @@ int trainer_tie_check(struct trainer *tr);
  * fatal; train_main installs it again. */
 void train_signals_install(void);
 
+/* ---- set-up shared by train_setup.c and train_balance.c ---- */
+
+/* Build tr->pl, this stage's pipeline of kind for tr->accum micro-batches
+ * of up to tr->mb sequences (sizes tr->mb_sizes): the schedules of the
+ * batch ramp's smaller steps (none when balanced: config refuses balance
+ * with a batch ramp), and debug_slow_rank's scratch.  tr->pl must be free
+ * (never built, or pipeline_free'd with has_acts 0).  Sets has_acts once
+ * the pipeline exists, so trainer_free frees it, also after a failure
+ * here.  Returns 0 or -1 with err. */
+int trainer_pipeline_build(struct trainer *tr, enum pp_kind kind, char *err,
+                           size_t errlen);
+
 /* ---- load balance (train_balance.c) ---- */
 
 /* Calibrate this rank (debug_slow_rank's factor applied), gather every

@@ -227,19 +227,11 @@ void trainer_balance_free(struct trainer *tr)
  * replica gets the same shares, so they agree).  Returns 0 or -1. */
 static int rebuild_pipeline(struct trainer *tr, char *err, size_t errlen)
 {
-    const struct grid *g = &tr->g;
     enum pp_kind kind = tr->pl.sc.kind;
     pipeline_free(&tr->pl);
     tr->has_acts = 0;
-    if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
-                      tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
+    if (trainer_pipeline_build(tr, kind, err, errlen) < 0)
         return -1;
-    tr->has_acts = 1;
-    pipeline_set_sizes(&tr->pl, tr->mb_sizes);
-    if (pipeline_set_slow(&tr->pl, &tr->m, tr->slow) < 0) {
-        snprintf(err, errlen, "out of memory for debug_slow_rank's scratch");
-        return -1;
-    }
     /* ZeRO checks the model's uses against orders built from the
      * schedules (zero=1 takes unequal counts: it reduces once per step) */
     if (tr->has_zx &&

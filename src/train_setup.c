@@ -238,6 +238,27 @@ static int tp_init(struct trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
+int trainer_pipeline_build(struct trainer *tr, enum pp_kind kind, char *err,
+                           size_t errlen)
+{
+    const struct grid *g = &tr->g;
+    if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
+                      tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
+        return -1; /* pipeline_init freed what it had built */
+    tr->has_acts = 1; /* from here trainer_free frees it */
+    for (int k = 1; !tr->balanced && k < tr->accum; k++) /* the batch
+                                                  ramp's smaller steps */
+        if (batch_plan_uses_accum(&tr->plan, k) &&
+            pipeline_add_schedule(&tr->pl, kind, k, err, errlen) < 0)
+            return -1;
+    pipeline_set_sizes(&tr->pl, tr->mb_sizes);
+    if (pipeline_set_slow(&tr->pl, &tr->m, tr->slow) < 0) {
+        snprintf(err, errlen, "out of memory for debug_slow_rank's scratch");
+        return -1;
+    }
+    return 0;
+}
+
 /* Pipeline stages (boundaries from trainer_balance_init): build this
  * stage's model and its schedule. */
 static int stage_init(struct trainer *tr, const struct gpt_config *gc,
@@ -267,21 +288,7 @@ static int stage_init(struct trainer *tr, const struct gpt_config *gc,
                                     micro-batches' activations at once */
     if (g->pp > 1)
         pp_kind_parse(tr->c.pp_schedule, &kind);
-    if (pipeline_init(&tr->pl, &tr->m, g->pp_comm, g->pp, g->pp_rank, kind,
-                      tr->accum, tr->mb, tr->c.seq_len, err, errlen) < 0)
-        return -1;
-    for (int k = 1; !tr->balanced && k < tr->accum; k++) /* the batch
-                                                  ramp's smaller steps */
-        if (batch_plan_uses_accum(&tr->plan, k) &&
-            pipeline_add_schedule(&tr->pl, kind, k, err, errlen) < 0)
-            return -1;
-    tr->has_acts = 1;
-    pipeline_set_sizes(&tr->pl, tr->mb_sizes);
-    if (pipeline_set_slow(&tr->pl, &tr->m, tr->slow) < 0) {
-        snprintf(err, errlen, "out of memory for debug_slow_rank's scratch");
-        return -1;
-    }
-    return 0;
+    return trainer_pipeline_build(tr, kind, err, errlen);
 }
 
 /* The tied embedding: wte lives on the first stage (embedding) and the

@@ -200,10 +200,11 @@ int perf_layout_search(const struct perf_calib *pc, const struct config *c,
                        int nrank, int *nfound, char *err, size_t errlen);
 
 /* perf_layout_search with each ZeRO stage 0..3 as well (c->zero
- * ignored; *zero: the stage of the fastest layout that fits, 0 on a tie
- * -- at dp = 1 every stage is zero = 0): what fits only with ZeRO's
- * shards is found too.  Returns 0, or -1 with zero = 0's error when no
- * stage fits (or at once when the calibration lacks figures). */
+ * ignored; *zero: the stage of the fastest layout that fits, the lowest
+ * such stage on a tie -- at dp = 1 every stage is zero = 0): what fits
+ * only with ZeRO's shards is found too.  Returns 0, or -1 with zero =
+ * 0's error when no stage fits (or at once when the calibration lacks
+ * figures). */
 int perf_layout_search_zero(const struct perf_calib *pc,
                             const struct config *c, int nodes, int rpn,
                             int threads, struct perf_layout *best,

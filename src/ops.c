@@ -269,20 +269,28 @@ static void gelu_forward_range(float *out, const float *inp, size_t lo,
     }
 }
 
-static void gelu_backward_range(float *dinp, const float *inp,
-                                const float *dout, size_t lo, size_t hi)
+/* dinp[lo, hi) += gelu'(inp) * dout, or = with acc 0 */
+static void gelu_grad_range(float *dinp, const float *inp, const float *dout,
+                            size_t lo, size_t hi, int acc)
 {
     size_t i = lo;
     for (; i + OPS_VL <= hi; i += OPS_VL) {
         ops_vf g = gelu_grad_v(ops_v_load(inp + i), ops_v_load(dout + i));
-        ops_v_store(dinp + i, ops_v_load(dinp + i) + g);
+        ops_v_store(dinp + i, acc ? ops_v_load(dinp + i) + g : g);
     }
     if (i < hi) {
         size_t r = hi - i;
         ops_vf g = gelu_grad_v(ops_v_load_part(inp + i, r),
                                ops_v_load_part(dout + i, r));
-        ops_v_store_part(dinp + i, ops_v_load_part(dinp + i, r) + g, r);
+        ops_v_store_part(dinp + i, acc ? ops_v_load_part(dinp + i, r) + g : g,
+                         r);
     }
+}
+
+static void gelu_backward_range(float *dinp, const float *inp,
+                                const float *dout, size_t lo, size_t hi)
+{
+    gelu_grad_range(dinp, inp, dout, lo, hi, 1);
 }
 
 void gelu_forward(float *out, const float *inp, size_t n)
@@ -598,8 +606,7 @@ static void gelu_round_cols(bf16 *out, float *colsum, const bf16 *inp,
         for (size_t c0 = lo; c0 < hi; c0 += CHUNK) {
             size_t k = hi - c0 < CHUNK ? hi - c0 : CHUNK, i = n * F + c0;
             bf16_to_f32_n(x, inp + i, k);
-            memset(g, 0, k * sizeof(float));
-            gelu_backward_range(g, x, dout + i, 0, k);
+            gelu_grad_range(g, x, dout + i, 0, k, 0);
             bf16_from_f32_n(out + i, g, k);
             for (size_t c = 0; c < k; c++)
                 colsum[c0 + c] += g[c];

@@ -500,13 +500,14 @@ void layernorm_forward_bf16(bf16 *out, float *mean, float *rstd,
         float m = ops_sum(x, C) / (float)C;
         float var = ops_sumsq_dev(x, m, C) / (float)C;
         float s = 1.0f / sqrtf(var + 1e-5f);
-        float o[CHUNK];
-        for (size_t c0 = 0; c0 < C; c0 += CHUNK) {
-            size_t k = C - c0 < CHUNK ? C - c0 : CHUNK;
-            for (size_t c = 0; c < k; c++)
-                o[c] = (x[c0 + c] - m) * s * w[c0 + c] + b[c0 + c];
-            bf16_from_f32_n(out + n * C + c0, o, k);
-        }
+        bf16 *o = out + n * C;
+        size_t c = 0;
+        for (; c + OPS_VL <= C; c += OPS_VL)
+            ops_v_store_h(o + c, (ops_v_load(x + c) - m) * s *
+                                         ops_v_load(w + c) +
+                                     ops_v_load(b + c));
+        for (; c < C; c++)
+            o[c] = bf16_from_f32((x[c] - m) * s * w[c] + b[c]);
         mean[n] = m;
         rstd[n] = s;
     }
@@ -553,12 +554,14 @@ void bf16_round_colsum(bf16 *out, float *colsum, const float *x, size_t N,
 static void gelu_forward_bf16_range(bf16 *out, const bf16 *inp, size_t lo,
                                     size_t hi)
 {
-    float buf[CHUNK];
-    for (size_t i = lo; i < hi; i += CHUNK) {
-        size_t k = hi - i < CHUNK ? hi - i : CHUNK;
-        bf16_to_f32_n(buf, inp + i, k);
-        gelu_forward_range(buf, buf, 0, k);
-        bf16_from_f32_n(out + i, buf, k);
+    size_t i = lo;
+    for (; i + OPS_VL <= hi; i += OPS_VL) {
+        ops_vf x = ops_v_load_h(inp + i);
+        ops_v_store_h(out + i, x * gelu_sigmoid_v(x));
+    }
+    if (i < hi) {
+        ops_vf x = ops_v_load_h_part(inp + i, hi - i);
+        ops_v_store_h_part(out + i, x * gelu_sigmoid_v(x), hi - i);
     }
 }
 
@@ -601,16 +604,23 @@ static void gelu_round_cols(bf16 *out, float *colsum, const bf16 *inp,
                             const float *dout, size_t N, size_t F, size_t lo,
                             size_t hi)
 {
-    float x[CHUNK], g[CHUNK];
-    for (size_t n = 0; n < N; n++)
-        for (size_t c0 = lo; c0 < hi; c0 += CHUNK) {
-            size_t k = hi - c0 < CHUNK ? hi - c0 : CHUNK, i = n * F + c0;
-            bf16_to_f32_n(x, inp + i, k);
-            gelu_grad_range(g, x, dout + i, 0, k, 0);
-            bf16_from_f32_n(out + i, g, k);
-            for (size_t c = 0; c < k; c++)
-                colsum[c0 + c] += g[c];
+    for (size_t n = 0; n < N; n++) {
+        size_t c = lo, i = n * F + lo;
+        for (; c + OPS_VL <= hi; c += OPS_VL, i += OPS_VL) {
+            ops_vf g = gelu_grad_v(ops_v_load_h(inp + i),
+                                   ops_v_load(dout + i));
+            ops_v_store_h(out + i, g);
+            ops_v_store(colsum + c, ops_v_load(colsum + c) + g);
         }
+        if (c < hi) {
+            size_t r = hi - c;
+            ops_vf g = gelu_grad_v(ops_v_load_h_part(inp + i, r),
+                                   ops_v_load_part(dout + i, r));
+            ops_v_store_h_part(out + i, g, r);
+            ops_v_store_part(colsum + c, ops_v_load_part(colsum + c, r) + g,
+                             r);
+        }
+    }
 }
 
 void gelu_backward_round_bf16(bf16 *out, float *colsum, const bf16 *inp,

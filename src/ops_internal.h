@@ -26,7 +26,11 @@
 
 #include <cblas.h>
 #include <omp.h>
+#if defined(__AVX512BF16__)
+#include <immintrin.h>
+#endif
 
+#include "bf16.h"
 #include "peak.h"
 
 /* Below this many elements a kernel stays serial (an OpenMP fork costs a
@@ -232,6 +236,73 @@ static inline void ops_range_split(size_t n, int tid, int nt, size_t *lo,
     size_t b1 = blocks * (size_t)(tid + 1) / (size_t)nt;
     *lo = b0 * 16 < n ? b0 * 16 : n;
     *hi = b1 * 16 < n ? b1 * 16 : n;
+}
+
+/* OPS_VL bf16 values <-> one vector, in registers, bitwise as
+ * bf16_to_f32_n and bf16_from_f32_n (bf16.h's rules: round to nearest
+ * even, zero and denormals to a zero of the same sign, NaN kept quiet):
+ * the element-wise kernels read and write bf16 arrays without a float
+ * buffer in between.  VCVTNEPS2BF16 when the build targets AVX512_BF16,
+ * else the same rounding in vector integer arithmetic.  The _part forms
+ * take n < OPS_VL elements (the other lanes read as 0). */
+typedef uint16_t ops_vh __attribute__((vector_size(OPS_VBYTES / 2)));
+
+static inline ops_vf ops_vh_widen(ops_vh h)
+{
+    return (ops_vf)(__builtin_convertvector(h, ops_vu) << 16);
+}
+
+static inline ops_vf ops_v_load_h(const bf16 *p)
+{
+    ops_vh h;
+    memcpy(&h, p, sizeof h);
+    return ops_vh_widen(h);
+}
+
+static inline ops_vf ops_v_load_h_part(const bf16 *p, size_t n)
+{
+    ops_vh h = {0};
+    memcpy(&h, p, n * sizeof(bf16));
+    return ops_vh_widen(h);
+}
+
+/* the rounding in integer arithmetic (any target; tests/test_ops.c
+ * checks it against bf16_from_f32 where the build uses the instruction) */
+static inline ops_vh ops_v_round_h_int(ops_vf v)
+{
+    ops_vu u = (ops_vu)v, zero = {0};
+    ops_vu sign = (u >> 16) & 0x8000u;
+    ops_vu nan = (u >> 16) | 0x40u;
+    ops_vu rne = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+    ops_vu is_tiny = (ops_vu)((u & 0x7f800000u) == zero);
+    ops_vu is_nan = (ops_vu)((u & 0x7fffffffu) > 0x7f800000u);
+    ops_vu r = (rne & ~is_nan) | (nan & is_nan);
+    r = (r & ~is_tiny) | (sign & is_tiny);
+    return __builtin_convertvector(r, ops_vh);
+}
+
+static inline ops_vh ops_v_round_h(ops_vf v)
+{
+#if defined(__AVX512BF16__) && OPS_VBYTES == 64
+    __m256bh b = _mm512_cvtneps_pbh((__m512)v);
+    ops_vh h;
+    memcpy(&h, &b, sizeof h);
+    return h;
+#else
+    return ops_v_round_h_int(v);
+#endif
+}
+
+static inline void ops_v_store_h(bf16 *p, ops_vf v)
+{
+    ops_vh h = ops_v_round_h(v);
+    memcpy(p, &h, sizeof h);
+}
+
+static inline void ops_v_store_h_part(bf16 *p, ops_vf v, size_t n)
+{
+    ops_vh h = ops_v_round_h(v);
+    memcpy(p, &h, n * sizeof(bf16));
 }
 
 #endif

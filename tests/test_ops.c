@@ -821,6 +821,55 @@ static void test_exp_accuracy(void **state)
     assert_true(isnan(sp[2]) && sp[3] == 1.0f && sp[4] == 0.0f);
 }
 
+/* The in-register bf16 casts of the element-wise kernels (ops_v_load_h,
+ * ops_v_round_h and its integer form) against bf16.h's scalar rules, bit
+ * for bit: ties both ways, denormals, NaN, infinities, overflow, random
+ * bits, and the _part forms leaving the bytes past n alone. */
+static void test_vector_bf16_casts(void **state)
+{
+    (void)state;
+    const uint32_t special[] = {
+        0x3f808000u, 0x3f818000u, 0x3f80ffffu, 0x3f807fffu, /* ties, near */
+        0x00000001u, 0x807fffffu, 0x00800000u, 0x80000000u, /* tiny, -0 */
+        0x7fc00000u, 0xff800001u, 0x7f800000u, 0xff800000u, /* NaN, inf */
+        0x7f7fffffu, 0x7f7f8000u, 0xff7fc000u, 0x3f800000u, /* overflow */
+    };
+    uint64_t seed = 7;
+    for (size_t round = 0; round < 4096; round++) {
+        float f[OPS_VL];
+        for (size_t k = 0; k < OPS_VL; k++) {
+            uint32_t u = special[k % 16];
+            if (round > 0) { /* random bits after the specials */
+                seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+                u = (uint32_t)(seed >> 32);
+            }
+            memcpy(&f[k], &u, sizeof u);
+        }
+        ops_vf v = ops_v_load(f);
+        ops_vh a = ops_v_round_h(v), b = ops_v_round_h_int(v);
+        for (size_t k = 0; k < OPS_VL; k++) {
+            bf16 want = bf16_from_f32(f[k]);
+            assert_int_equal(a[k], want);
+            assert_int_equal(b[k], want);
+        }
+        bf16 h[OPS_VL + 1];
+        h[OPS_VL] = 0xabcd;
+        ops_v_store_h(h, v);
+        ops_vf back = ops_v_load_h(h);
+        for (size_t k = 0; k < OPS_VL; k++) {
+            float w = bf16_to_f32(h[k]), g = back[k];
+            assert_memory_equal(&g, &w, sizeof w);
+        }
+        bf16 p[OPS_VL];
+        memset(p, 0xee, sizeof p);
+        ops_v_store_h_part(p, v, 3);
+        assert_int_equal(p[2], h[2]);
+        assert_int_equal(p[3], 0xeeee);
+        ops_vf q = ops_v_load_h_part(h, 3);
+        assert_true(q[3] == 0.0f && h[OPS_VL] == 0xabcd);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* dropout */
 
@@ -971,6 +1020,7 @@ int main(void)
         cmocka_unit_test(test_crossentropy),
         cmocka_unit_test(test_xent_smoothing_zloss),
         cmocka_unit_test(test_exp_accuracy),
+        cmocka_unit_test(test_vector_bf16_casts),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_dropout_rate),
         cmocka_unit_test(test_thread_independence),

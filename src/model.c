@@ -336,8 +336,10 @@ void gpt_free(struct gpt *m)
 
 void gpt_zero_grad(struct gpt *m)
 {
-    if (m->grads)
+    if (m->grads) {
         memset(m->grads, 0, m->tt.total * sizeof(float));
+        m->dw_fresh = 1;
+    }
 }
 
 /* ---- activations ------------------------------------------------------- */

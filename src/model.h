@@ -148,6 +148,10 @@ struct gpt {
     struct tensor_table tt;
     float *params, *grads, *m, *v; /* arenas, tt.total floats each (NULL
                                       where the owner keeps shards) */
+    int dw_fresh; /* the grads arena is zero (gpt_zero_grad ran) and no
+                     backward has run since: the blocks' weight-gradient
+                     products write instead of adding (oneDNN's sum
+                     post-op costs them 5-7%); the same bits, 0 + x = x */
     const struct model_shards *shards; /* NULL: whole arenas; else the
                            ZeRO shards of the moments (and parameters) */
     struct gpt_layer_w *lw, *lg;   /* per local layer: param / grad views */

@@ -52,11 +52,12 @@ void gpt_op_matmul_backward(struct gpt *m, int l, float *dinp, int dinp_acc,
                             const void *w, size_t N, size_t C, size_t OC)
 {
     enum gemm_type t = gpt_act_type(m);
-    TIMED(m, OPK_MATMUL, matmul_backward_products(NULL, 0, dw, dout, inp, w,
-                                                  N, C, OC, t));
-    gpt_emit(m, GPT_PROGRESS, l);
-    TIMED(m, OPK_MATMUL, matmul_backward_products(dinp, dinp_acc, NULL, dout,
+    int dw_acc = !(m->dw_fresh && l >= 0);
+    TIMED(m, OPK_MATMUL, matmul_backward_products(NULL, 0, dw, dw_acc, dout,
                                                   inp, w, N, C, OC, t));
+    gpt_emit(m, GPT_PROGRESS, l);
+    TIMED(m, OPK_MATMUL, matmul_backward_products(dinp, dinp_acc, NULL, 0,
+                                                  dout, inp, w, N, C, OC, t));
     gpt_emit(m, GPT_PROGRESS, l);
 }
 

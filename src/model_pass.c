@@ -343,4 +343,5 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
     }
     if (m->first || m->last)
         gpt_emit(m, GPT_GRADS_EMBED, -1); /* wte (and wpe) final */
+    m->dw_fresh = 0;
 }

@@ -179,6 +179,7 @@ void matmul_forward(float *out, const float *inp, const float *w,
 }
 
 void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
+                              int dw_acc,
                               const void *dout, const void *inp,
                               const void *w, size_t N, size_t C, size_t OC,
                               enum gemm_type t)
@@ -187,7 +188,7 @@ void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
         struct gemm_desc d = {
             .ta = 1, .M = (int64_t)OC, .N = (int64_t)C, .K = (int64_t)N,
             .lda = (int64_t)OC, .ldb = (int64_t)C, .ldc = (int64_t)C,
-            .in = t, .out = GEMM_F32, .alpha = 1.0f, .accumulate = 1,
+            .in = t, .out = GEMM_F32, .alpha = 1.0f, .accumulate = dw_acc,
         };
         gemm(&d, dout, inp, NULL, dw);
     }
@@ -216,7 +217,8 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
                      const float *inp, const float *w, size_t N, size_t C,
                      size_t OC)
 {
-    matmul_backward_products(dinp, 1, dw, dout, inp, w, N, C, OC, GEMM_F32);
+    matmul_backward_products(dinp, 1, dw, 1, dout, inp, w, N, C, OC,
+                             GEMM_F32);
     if (dbias) {
 #pragma omp parallel if (N * OC >= OPS_PAR_MIN)
         {

@@ -222,10 +222,11 @@ void matmul_forward_bf16(void *out, int out_type, const bf16 *inp,
                          const bf16 *w, const float *bias, size_t N, size_t C,
                          size_t OC);
 /* The two products of matmul_backward alone, operands (dout, inp, w) of
- * type t, fp32 accumulators: dw (OC,C) += dout^T @ inp, then dinp (N,C)
- * = dout @ w, added (dinp_acc) or overwriting dinp (no zeroing needed).
- * dinp or dw may be NULL (not wanted). */
+ * type t, fp32 accumulators: dw (OC,C) += dout^T @ inp (dw_acc; else =,
+ * no zeroing needed), then dinp (N,C) = dout @ w, added (dinp_acc) or
+ * overwriting dinp.  dinp or dw may be NULL (not wanted). */
 void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
+                              int dw_acc,
                               const void *dout, const void *inp,
                               const void *w, size_t N, size_t C, size_t OC,
                               enum gemm_type t);

@@ -153,8 +153,9 @@ static void test_matmul_backward_bf16(void **state)
     for (size_t i = 0; i < N * C; i++)
         dover[i] = NAN; /* overwritten, never read */
     bf16_round_colsum(dh, db, dout, N, OC);
-    matmul_backward_products(dinp, 1, dwt, dh, x, w, N, C, OC, GEMM_BF16);
-    matmul_backward_products(dover, 0, NULL, dh, x, w, N, C, OC, GEMM_BF16);
+    matmul_backward_products(dinp, 1, dwt, 1, dh, x, w, N, C, OC, GEMM_BF16);
+    matmul_backward_products(dover, 0, NULL, 0, dh, x, w, N, C, OC,
+                             GEMM_BF16);
     for (size_t o = 0; o < OC; o++) {
         double s = db0[o], mag = fabs(db0[o]);
         for (size_t n = 0; n < N; n++) {

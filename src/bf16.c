@@ -45,6 +45,18 @@ static void from_f32_portable(bf16 *dst, const float *src, size_t n)
         dst[i] = bf16_from_f32(src[i]);
 }
 
+static void from_f32_scaled_portable(bf16 *dst, const float *src,
+                                     float scale, size_t n)
+{
+    float t[16];
+    for (size_t i = 0; i < n; i += 16) {
+        size_t k = n - i < 16 ? n - i : 16;
+        for (size_t j = 0; j < k; j++)
+            t[j] = src[i + j] * scale;
+        from_f32_portable(dst + i, t, k);
+    }
+}
+
 static void to_f32_portable(float *dst, const bf16 *src, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -66,6 +78,24 @@ static void from_f32_avx512(bf16 *dst, const float *src, size_t n)
         __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
         __m256bh h = _mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(k, src + i));
         _mm256_mask_storeu_epi16(dst + i, k, (__m256i)h);
+    }
+}
+
+__attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+static void from_f32_scaled_avx512(bf16 *dst, const float *src, float scale,
+                                   size_t n)
+{
+    __m512 s = _mm512_set1_ps(scale);
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_mul_ps(_mm512_loadu_ps(src + i), s);
+        __m256bh h = _mm512_cvtneps_pbh(x);
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)h);
+    }
+    if (i < n) {
+        __mmask16 k = (__mmask16)((1u << (n - i)) - 1u);
+        __m512 x = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, src + i), s);
+        _mm256_mask_storeu_epi16(dst + i, k, (__m256i)_mm512_cvtneps_pbh(x));
     }
 }
 
@@ -123,6 +153,18 @@ void bf16_from_f32_n(bf16 *dst, const float *src, size_t n)
     }
 #endif
     from_f32_portable(dst, src, n);
+}
+
+void bf16_from_f32_scaled_n(bf16 *dst, const float *src, float scale,
+                            size_t n)
+{
+#ifdef BF16_HAVE_X86
+    if (hw()) {
+        from_f32_scaled_avx512(dst, src, scale, n);
+        return;
+    }
+#endif
+    from_f32_scaled_portable(dst, src, scale, n);
 }
 
 void bf16_to_f32_n(float *dst, const bf16 *src, size_t n)

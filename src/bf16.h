@@ -49,6 +49,10 @@ static inline float bf16_to_f32(bf16 h)
 
 /* dst (n) = bf16(src (n)); dst and src do not overlap */
 void bf16_from_f32_n(bf16 *dst, const float *src, size_t n);
+/* dst (n) = bf16(src (n) * scale), the product rounded to fp32 first
+ * (the bits of scaling in place, then bf16_from_f32_n) */
+void bf16_from_f32_scaled_n(bf16 *dst, const float *src, float scale,
+                            size_t n);
 /* dst (n) = float(src (n)) */
 void bf16_to_f32_n(float *dst, const bf16 *src, size_t n);
 

@@ -110,10 +110,24 @@ static void attn_softmax_row(float *p, size_t lo, size_t t, size_t T)
     memset(p, 0, lo * sizeof(float));
     memset(p + t + 1, 0, (T - t - 1) * sizeof(float));
     float m = ops_max(x, n);
-    ops_exp_shift_inplace(x, m, n);
-    float inv = 1.0f / ops_sum(x, n);
+    float inv = 1.0f / ops_exp_shift_sum(x, m, n);
     for (size_t i = 0; i < n; i++)
         x[i] *= inv;
+}
+
+/* The same for bf16: the scores x = S[lo..t] (exponentiated in place),
+ * P (row of att) [c0, r1) written: the softmax rounded on [lo, t], exact
+ * zeros on the rest (no other entry of either row is touched: only this
+ * rectangle of P is read). */
+static void attn_softmax_row_bf16(bf16 *P, float *x, size_t c0, size_t lo,
+                                  size_t t, size_t r1)
+{
+    size_t n = t + 1 - lo;
+    float m = ops_max(x, n);
+    float inv = 1.0f / ops_exp_shift_sum(x, m, n);
+    memset(P + c0, 0, (lo - c0) * sizeof(bf16));
+    bf16_from_f32_scaled_n(P + lo, x, inv, n);
+    memset(P + t + 1, 0, (r1 - t - 1) * sizeof(bf16));
 }
 
 /* One (batch, head): P (T,T) = softmax(scale Q K^T), O = P V.  S is fp32
@@ -135,9 +149,12 @@ static void attn_forward_head(void *O, void *P, float *S, const void *Q,
              GEMM_F32);
         double t0 = now_s();
         for (size_t t = r0; t < r1; t++) {
-            attn_softmax_row(S + t * T, attn_lo(t, g), t, T);
+            size_t lo = attn_lo(t, g);
             if (dt == GEMM_BF16)
-                bf16_from_f32_n((bf16 *)P + t * T + c0, S + t * T + c0, n);
+                attn_softmax_row_bf16((bf16 *)P + t * T, S + t * T + lo, c0,
+                                      lo, t, r1);
+            else
+                attn_softmax_row(S + t * T, lo, t, T);
         }
         *soft += now_s() - t0;
         prod(0, 0, m, g->hd, n, 1.0f, el(P, r0 * T + c0, dt), T,
@@ -200,7 +217,8 @@ void attention_forward_bf16(bf16 *out, bf16 *att, float *scratch,
 
 /* dS rows [r0, r1) over columns [c0, r1): on entry dP = dO V^T; on exit
  * dS = P * (dP - rowsum(P * dP)) inside each row's window, 0 outside.
- * P of type g->dt; with bf16, dS is also rounded into dSh. */
+ * P of type g->dt; with bf16, dS goes rounded into dSh only (the products
+ * read dSh; dS keeps dP). */
 static void attn_softmax_backward_rows(float *dS, bf16 *dSh, const void *P,
                                        size_t r0, size_t r1, size_t c0,
                                        const struct attn_geom *g)
@@ -208,21 +226,24 @@ static void attn_softmax_backward_rows(float *dS, bf16 *dSh, const void *P,
     for (size_t t = r0; t < r1; t++) {
         size_t lo = attn_lo(t, g), n = t + 1 - lo;
         float *d = dS + t * g->T;
-        memset(d + c0, 0, (lo - c0) * sizeof(float));
-        memset(d + t + 1, 0, (r1 - t - 1) * sizeof(float));
         if (g->dt == GEMM_F32) {
             const float *p = (const float *)P + t * g->T;
+            memset(d + c0, 0, (lo - c0) * sizeof(float));
+            memset(d + t + 1, 0, (r1 - t - 1) * sizeof(float));
             float dot = ops_dot(p + lo, d + lo, n);
             for (size_t i = lo; i <= t; i++)
                 d[i] = p[i] * (d[i] - dot);
             continue;
         }
-        float p[n]; /* the row of P, widened */
+        float p[n]; /* the row of P, widened, then of dS */
+        bf16 *h = dSh + t * g->T;
         bf16_to_f32_n(p, (const bf16 *)P + t * g->T + lo, n);
         float dot = ops_dot(p, d + lo, n);
         for (size_t i = 0; i < n; i++)
-            d[lo + i] = p[i] * (d[lo + i] - dot);
-        bf16_from_f32_n(dSh + t * g->T + c0, d + c0, r1 - c0);
+            p[i] = p[i] * (d[lo + i] - dot);
+        memset(h + c0, 0, (lo - c0) * sizeof(bf16));
+        bf16_from_f32_n(h + lo, p, n);
+        memset(h + t + 1, 0, (r1 - t - 1) * sizeof(bf16));
     }
 }
 

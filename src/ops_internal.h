@@ -215,6 +215,28 @@ static inline float ops_sumsq_dev(const float *x, float m, size_t n)
     return ops_v_hsum(a0 + a1) + tail;
 }
 
+/* ops_exp_shift_inplace(x, m, n) and then ops_sum(x, n) in one pass over
+ * the vector pairs: the same values, the same sum bit for bit (ops_sum's
+ * accumulators and tail) */
+static inline float ops_exp_shift_sum(float *x, float m, size_t n)
+{
+    ops_vf a0 = {0}, a1 = {0};
+    size_t i = 0;
+    for (; i + 2 * OPS_VL <= n; i += 2 * OPS_VL) {
+        ops_vf e0 = ops_v_exp(ops_v_load(x + i) - m);
+        ops_vf e1 = ops_v_exp(ops_v_load(x + i + OPS_VL) - m);
+        ops_v_store(x + i, e0);
+        ops_v_store(x + i + OPS_VL, e1);
+        a0 += e0;
+        a1 += e1;
+    }
+    ops_exp_shift_inplace(x + i, m, n - i);
+    float tail = 0.0f;
+    for (; i < n; i++)
+        tail += x[i];
+    return ops_v_hsum(a0 + a1) + tail;
+}
+
 /* max of x[0..n), n >= 1 (order-independent, so any vectorisation is exact) */
 static inline float ops_max(const float *x, size_t n)
 {

@@ -133,6 +133,18 @@ static void test_bf16_array_casts(void **state)
         for (size_t i = 0; i < len; i++)
             assert_true(memcmp(&w[i], &(uint32_t){(uint32_t)b[i] << 16}, 4)
                         == 0);
+        /* the scaled cast: the fp32 product, then the rounding */
+        const float scale = 0.7310586f;
+        bf16_force_portable(1);
+        bf16_from_f32_scaled_n(a, x, scale, len);
+        bf16_force_portable(0);
+        bf16_from_f32_scaled_n(b, x, scale, len);
+        for (size_t i = 0; i < len; i++) {
+            uint16_t ref = bf16_from_f32(x[i] * scale);
+            if (a[i] != ref || b[i] != ref)
+                fail_msg("scaled len %zu elem %zu: portable 0x%04x, cpu "
+                         "0x%04x, scalar 0x%04x", len, i, a[i], b[i], ref);
+        }
     }
     printf("casts: AVX512_BF16 path %s\n",
            bf16_cpu_has_cvt() ? "tested against the portable one"

@@ -835,11 +835,12 @@ static void test_vector_bf16_casts(void **state)
         0x7f7fffffu, 0x7f7f8000u, 0xff7fc000u, 0x3f800000u, /* overflow */
     };
     uint64_t seed = 7;
+    const size_t nspecial = (16 + OPS_VL - 1) / OPS_VL; /* rounds */
     for (size_t round = 0; round < 4096; round++) {
         float f[OPS_VL];
         for (size_t k = 0; k < OPS_VL; k++) {
-            uint32_t u = special[k % 16];
-            if (round > 0) { /* random bits after the specials */
+            uint32_t u = special[(round * OPS_VL + k) % 16];
+            if (round >= nspecial) { /* random bits after the specials */
                 seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
                 u = (uint32_t)(seed >> 32);
             }
@@ -855,18 +856,25 @@ static void test_vector_bf16_casts(void **state)
         bf16 h[OPS_VL + 1];
         h[OPS_VL] = 0xabcd;
         ops_v_store_h(h, v);
+        assert_int_equal(h[OPS_VL], 0xabcd); /* nothing past the vector */
         ops_vf back = ops_v_load_h(h);
         for (size_t k = 0; k < OPS_VL; k++) {
+            assert_int_equal(h[k], bf16_from_f32(f[k]));
             float w = bf16_to_f32(h[k]), g = back[k];
             assert_memory_equal(&g, &w, sizeof w);
         }
+        size_t part = OPS_VL > 3 ? 3 : OPS_VL - 1;
         bf16 p[OPS_VL];
         memset(p, 0xee, sizeof p);
-        ops_v_store_h_part(p, v, 3);
-        assert_int_equal(p[2], h[2]);
-        assert_int_equal(p[3], 0xeeee);
-        ops_vf q = ops_v_load_h_part(h, 3);
-        assert_true(q[3] == 0.0f && h[OPS_VL] == 0xabcd);
+        ops_v_store_h_part(p, v, part);
+        assert_memory_equal(p, h, part * sizeof(bf16));
+        for (size_t k = part; k < OPS_VL; k++)
+            assert_int_equal(p[k], 0xeeee);
+        ops_vf q = ops_v_load_h_part(h, part);
+        for (size_t k = 0; k < OPS_VL; k++) {
+            float g = q[k], w = k < part ? back[k] : 0.0f;
+            assert_memory_equal(&g, &w, sizeof w);
+        }
     }
 }
 
@@ -950,7 +958,7 @@ static void test_dropout_rate(void **state)
 #define THR_ALLOC (2 * 64 * 1100 + 2048)
 
 struct thr_bufs {
-    float *o[12];
+    float *o[14];
 };
 
 /* runs every threaded kernel at sizes above OPS_PAR_MIN; fills r->o */
@@ -964,7 +972,7 @@ static void threaded_run(struct thr_bufs *r, int threads)
     int32_t tok[64];
     for (size_t i = 0; i < N; i++)
         tok[i] = (int32_t)(i * 5 % V);
-    for (int k = 0; k < 12; k++)
+    for (int k = 0; k < 14; k++)
         r->o[k] = calloc(THR_ALLOC, sizeof(float));
     float *mean = r->o[10], *rstd = r->o[10] + N;
     layernorm_forward(r->o[0], mean, rstd, inp, w, b, N, C);
@@ -984,6 +992,14 @@ static void threaded_run(struct thr_bufs *r, int threads)
     attention_backward(r->o[11] + 10000, scr, dout, inp, r->o[10] + 2 * N, &s);
     dropout_forward(r->o[7] + C, inp, 0.3f, 5, 3, C, 0, N, C);
     dropout_backward(r->o[7] + C + N * C, inp, 0.3f, 5, 3, C, 0, N, C);
+    /* the bf16 element-wise kernels (C = 1100: the thread cuts of
+     * gelu_backward_round_bf16's columns fall inside vectors) */
+    bf16 *xh = (bf16 *)r->o[12], *gh = xh + N * C;
+    bf16_from_f32_n(xh, inp, N * C);
+    gelu_forward_bf16((bf16 *)r->o[13], xh, N * C);
+    gelu_backward_round_bf16(gh, r->o[13] + N * C, xh, dout, N, C);
+    layernorm_forward_bf16((bf16 *)(r->o[13] + N * C + C), r->o[12] + N * C,
+                           r->o[12] + N * C + N, inp, w, b, N, C);
     free(inp), free(w), free(b), free(dout), free(scr);
 }
 
@@ -994,7 +1010,7 @@ static void test_thread_independence(void **state)
     threaded_run(&r1, 1);
     threaded_run(&r2, 2);
     omp_set_num_threads(1);
-    for (int k = 0; k < 12; k++) {
+    for (int k = 0; k < 14; k++) {
         if (memcmp(r1.o[k], r2.o[k], THR_ALLOC * sizeof(float)))
             fail_msg("output %d differs between 1 and 2 threads", k);
         free(r1.o[k]), free(r2.o[k]);

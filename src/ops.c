@@ -271,28 +271,20 @@ static void gelu_forward_range(float *out, const float *inp, size_t lo,
     }
 }
 
-/* dinp[lo, hi) += gelu'(inp) * dout, or = with acc 0 */
-static void gelu_grad_range(float *dinp, const float *inp, const float *dout,
-                            size_t lo, size_t hi, int acc)
+static void gelu_backward_range(float *dinp, const float *inp,
+                                const float *dout, size_t lo, size_t hi)
 {
     size_t i = lo;
     for (; i + OPS_VL <= hi; i += OPS_VL) {
         ops_vf g = gelu_grad_v(ops_v_load(inp + i), ops_v_load(dout + i));
-        ops_v_store(dinp + i, acc ? ops_v_load(dinp + i) + g : g);
+        ops_v_store(dinp + i, ops_v_load(dinp + i) + g);
     }
     if (i < hi) {
         size_t r = hi - i;
         ops_vf g = gelu_grad_v(ops_v_load_part(inp + i, r),
                                ops_v_load_part(dout + i, r));
-        ops_v_store_part(dinp + i, acc ? ops_v_load_part(dinp + i, r) + g : g,
-                         r);
+        ops_v_store_part(dinp + i, ops_v_load_part(dinp + i, r) + g, r);
     }
-}
-
-static void gelu_backward_range(float *dinp, const float *inp,
-                                const float *dout, size_t lo, size_t hi)
-{
-    gelu_grad_range(dinp, inp, dout, lo, hi, 1);
 }
 
 void gelu_forward(float *out, const float *inp, size_t n)

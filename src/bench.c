@@ -100,7 +100,8 @@ static void report_text(struct trainer *tr, const struct bench_result *r,
     const struct config *c = &tr->c;
     double mfu32 = tps * gpt_flops_per_token(&tr->m.cfg) /
                    (tr->peak_fp32_gflops * 1e9);
-    printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C)\n",
+    printf("model: %lld parameters, %.3g GFLOP per token (6N + 12 L T C; "
+           "N without the position table)\n",
            (long long)gpt_num_params(&tr->m.cfg),
            gpt_flops_per_token(&tr->m.cfg) * 1e-9);
     printf("precision %s; GEMM peak %.1f GFLOP/s %s (fp32 %.1f; all %d "

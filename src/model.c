@@ -66,8 +66,10 @@ int64_t gpt_num_params(const struct gpt_config *c)
 
 double gpt_flops_per_token(const struct gpt_config *c)
 {
-    return 6.0 * (double)gpt_num_params(c) +
-           12.0 * c->n_layer * (double)c->seq_len * c->n_embd;
+    /* N without the position table: a row of it is added to each token,
+     * no product reads it (nanoGPT's estimate_mfu leaves it out too) */
+    double n = (double)gpt_num_params(c) - (double)c->seq_len * c->n_embd;
+    return 6.0 * n + 12.0 * c->n_layer * (double)c->seq_len * c->n_embd;
 }
 
 /* Add one tensor; name formatted from layer (-1: no prefix). */

@@ -210,7 +210,8 @@ void gpt_bind_unit(struct gpt *m, int layer, float *params, float *grads);
 
 /* Parameters in the global model (all stages, unsharded). */
 int64_t gpt_num_params(const struct gpt_config *c);
-/* Model FLOPs per token for training: 6 N + 12 n_layer seq_len n_embd. */
+/* Model FLOPs per token for training: 6 N + 12 n_layer seq_len n_embd,
+ * N the parameters the products read (all but the position table). */
 double gpt_flops_per_token(const struct gpt_config *c);
 
 /*

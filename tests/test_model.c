@@ -480,6 +480,9 @@ static void test_param_count_matches_table(void **state)
      * + fc 96*24+96 + proj 24*96+24 */
     int64_t per = 96 + 600 + 400 + 600 + 2400 + 2328;
     assert_int_equal(gpt_num_params(&c), 1200 + 240 + 48 + 3 * per);
+    /* model FLOPs: 6 x (all but wpe's 240) + attention's 12 L T C */
+    assert_true(gpt_flops_per_token(&c) ==
+                6.0 * (1200 + 48 + 3 * per) + 12.0 * 3 * 10 * 24);
     tensor_table_free(&tt);
 }
 

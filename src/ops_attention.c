@@ -118,15 +118,46 @@ static void attn_softmax_row(float *p, size_t lo, size_t t, size_t T)
 /* The same for bf16: the scores x = S[lo..t] (exponentiated in place),
  * P (row of att) [c0, r1) written: the softmax rounded on [lo, t], exact
  * zeros on the rest (no other entry of either row is touched: only this
- * rectangle of P is read). */
+ * rectangle of P is read).  One kernel for the row's max, exponentials
+ * and sum, and the scaled rounding: rows are short (64 on average at
+ * T = 128), so the calls and passes of the fp32 row above cost as much as
+ * its arithmetic.  The tail's lanes past the row are masked (-inf for the
+ * max, 0 in the sum), so every element's exp is the same as in a full
+ * vector. */
 static void attn_softmax_row_bf16(bf16 *P, float *x, size_t c0, size_t lo,
                                   size_t t, size_t r1)
 {
-    size_t n = t + 1 - lo;
-    float m = ops_max(x, n);
-    float inv = 1.0f / ops_exp_shift_sum(x, m, n);
+    size_t n = t + 1 - lo, full = n / OPS_VL * OPS_VL, r = n - full;
+    ops_vi tail = ops_v_first(r);
+    ops_vf mv = OPS_VSET(-INFINITY);
+    for (size_t i = 0; i < full; i += OPS_VL) {
+        ops_vf v = ops_v_load(x + i);
+        mv = ops_v_select(v > mv, v, mv);
+    }
+    if (r) {
+        ops_vf v = ops_v_select(tail, ops_v_load_part(x + full, r),
+                                OPS_VSET(-INFINITY));
+        mv = ops_v_select(v > mv, v, mv);
+    }
+    float m = ops_v_hmax(mv);
+    ops_vf acc = {0};
+    for (size_t i = 0; i < full; i += OPS_VL) {
+        ops_vf e = ops_v_exp(ops_v_load(x + i) - m);
+        ops_v_store(x + i, e);
+        acc += e;
+    }
+    if (r) {
+        ops_vf e = ops_v_exp(ops_v_load_part(x + full, r) - m);
+        ops_v_store_part(x + full, e, r);
+        acc += ops_v_select(tail, e, OPS_VSET(0.0f));
+    }
+    float inv = 1.0f / ops_v_hsum(acc);
+    bf16 *p = P + lo;
     memset(P + c0, 0, (lo - c0) * sizeof(bf16));
-    bf16_from_f32_scaled_n(P + lo, x, inv, n);
+    for (size_t i = 0; i < full; i += OPS_VL)
+        ops_v_store_h(p + i, ops_v_load(x + i) * inv);
+    if (r)
+        ops_v_store_h_part(p + full, ops_v_load_part(x + full, r) * inv, r);
     memset(P + t + 1, 0, (r1 - t - 1) * sizeof(bf16));
 }
 
@@ -235,14 +266,27 @@ static void attn_softmax_backward_rows(float *dS, bf16 *dSh, const void *P,
                 d[i] = p[i] * (d[i] - dot);
             continue;
         }
-        float p[n]; /* the row of P, widened, then of dS */
+        /* bf16: P read and dS written in registers, one pass each */
+        const bf16 *p = (const bf16 *)P + t * g->T + lo;
         bf16 *h = dSh + t * g->T;
-        bf16_to_f32_n(p, (const bf16 *)P + t * g->T + lo, n);
-        float dot = ops_dot(p, d + lo, n);
-        for (size_t i = 0; i < n; i++)
-            p[i] = p[i] * (d[lo + i] - dot);
+        const float *dp = d + lo;
+        size_t full = n / OPS_VL * OPS_VL, r = n - full;
+        ops_vf acc = {0};
+        for (size_t i = 0; i < full; i += OPS_VL)
+            acc += ops_v_load_h(p + i) * ops_v_load(dp + i);
+        if (r) /* both tails read as 0 past the row */
+            acc += ops_v_load_h_part(p + full, r) *
+                   ops_v_load_part(dp + full, r);
+        float dot = ops_v_hsum(acc);
         memset(h + c0, 0, (lo - c0) * sizeof(bf16));
-        bf16_from_f32_n(h + lo, p, n);
+        for (size_t i = 0; i < full; i += OPS_VL)
+            ops_v_store_h(h + lo + i, ops_v_load_h(p + i) *
+                                          (ops_v_load(dp + i) - dot));
+        if (r)
+            ops_v_store_h_part(h + lo + full,
+                               ops_v_load_h_part(p + full, r) *
+                                   (ops_v_load_part(dp + full, r) - dot),
+                               r);
         memset(h + t + 1, 0, (r1 - t - 1) * sizeof(bf16));
     }
 }

@@ -26,7 +26,7 @@
 
 #include <cblas.h>
 #include <omp.h>
-#if defined(__AVX512BF16__)
+#if defined(__AVX512F__) || defined(__AVX512BF16__)
 #include <immintrin.h>
 #endif
 
@@ -97,17 +97,35 @@ static inline void ops_v_store(float *p, ops_vf v)
     memcpy(p, &v, sizeof v);
 }
 
+/* AVX-512 masked loads and stores for the partial vectors below (a
+ * memcpy of a variable length is a call into libc, as long as the rest of
+ * a short row's work) */
+#if defined(__AVX512F__) && OPS_VBYTES == 64
+#define OPS_MASKED 1
+#if defined(__AVX512BW__) && defined(__AVX512VL__)
+#define OPS_MASKED_H 1 /* 16-bit lanes */
+#endif
+#endif
+
 /* first n < OPS_VL floats of p, the other lanes 0 */
 static inline ops_vf ops_v_load_part(const float *p, size_t n)
 {
+#ifdef OPS_MASKED
+    return (ops_vf)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+#else
     ops_vf v = {0};
     memcpy(&v, p, n * sizeof(float));
     return v;
+#endif
 }
 
 static inline void ops_v_store_part(float *p, ops_vf v, size_t n)
 {
+#ifdef OPS_MASKED
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+#else
     memcpy(p, &v, n * sizeof(float));
+#endif
 }
 
 /* m ? a : b, lane by lane (m from a vector comparison: all ones or 0) */
@@ -161,12 +179,45 @@ static inline void ops_exp_shift_inplace(float *x, float m, size_t n)
 /* Sum of the lanes of v in a fixed tree order. */
 static inline float ops_v_hsum(ops_vf v)
 {
+#ifdef OPS_MASKED /* the same tree in registers: halves, then quarters... */
+    __m512 z = (__m512)v;
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(z),
+                             _mm512_extractf32x8_ps(z, 1));
+    __m128 b = _mm_add_ps(_mm256_castps256_ps128(a),
+                          _mm256_extractf128_ps(a, 1));
+    b = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    b = _mm_add_ss(b, _mm_movehdup_ps(b));
+    return _mm_cvtss_f32(b);
+#endif
     float t[OPS_VL];
     memcpy(t, &v, sizeof v);
     for (size_t w = OPS_VL / 2; w >= 1; w /= 2)
         for (size_t k = 0; k < w; k++)
             t[k] += t[k + w];
     return t[0];
+}
+
+/* Maximum of the lanes of v (order-independent). */
+static inline float ops_v_hmax(ops_vf v)
+{
+#ifdef OPS_MASKED
+    return _mm512_reduce_max_ps((__m512)v);
+#endif
+    float t[OPS_VL];
+    memcpy(t, &v, sizeof v);
+    float m = t[0];
+    for (size_t k = 1; k < OPS_VL; k++)
+        m = t[k] > m ? t[k] : m;
+    return m;
+}
+
+/* lanes [0, n) set (all ones), the others 0; n <= OPS_VL */
+static inline ops_vi ops_v_first(size_t n)
+{
+    ops_vi idx;
+    for (size_t k = 0; k < OPS_VL; k++)
+        idx[k] = (int32_t)k;
+    return idx < (ops_vi){0} + (int32_t)n;
 }
 
 /* sum of x[0..n): two vector accumulators, then a scalar tail */
@@ -283,9 +334,14 @@ static inline ops_vf ops_v_load_h(const bf16 *p)
 
 static inline ops_vf ops_v_load_h_part(const bf16 *p, size_t n)
 {
+#ifdef OPS_MASKED_H
+    __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << n) - 1), p);
+    return ops_vh_widen((ops_vh)h);
+#else
     ops_vh h = {0};
     memcpy(&h, p, n * sizeof(bf16));
     return ops_vh_widen(h);
+#endif
 }
 
 /* the rounding in integer arithmetic (any target; tests/test_ops.c
@@ -324,7 +380,11 @@ static inline void ops_v_store_h(bf16 *p, ops_vf v)
 static inline void ops_v_store_h_part(bf16 *p, ops_vf v, size_t n)
 {
     ops_vh h = ops_v_round_h(v);
+#ifdef OPS_MASKED_H
+    _mm256_mask_storeu_epi16(p, (__mmask16)((1u << n) - 1), (__m256i)h);
+#else
     memcpy(p, &h, n * sizeof(bf16));
+#endif
 }
 
 #endif

@@ -878,6 +878,56 @@ static void test_vector_bf16_casts(void **state)
     }
 }
 
+/* The partial loads and stores at every length (masked instructions
+ * where the build has AVX-512: nothing read or written past n, the other
+ * lanes 0), the lane mask, and the horizontal sum and max: the sum in the
+ * documented tree order bit for bit (halves, then quarters, ...), which
+ * every reduction's result depends on. */
+static void test_vector_parts(void **state)
+{
+    (void)state;
+    uint64_t seed = 7;
+    for (size_t n = 0; n < OPS_VL; n++) {
+        float src[OPS_VL + 1], dst[OPS_VL + 1];
+        bf16 hs[OPS_VL + 1], hd[OPS_VL + 1];
+        for (size_t k = 0; k <= OPS_VL; k++) {
+            seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+            src[k] = (float)(int32_t)(seed >> 40) * 1e-3f;
+            hs[k] = bf16_from_f32(src[k]);
+        }
+        ops_vf v = ops_v_load_part(src, n), w = ops_v_load_h_part(hs, n);
+        ops_vi m = ops_v_first(n);
+        for (size_t k = 0; k < OPS_VL; k++) {
+            float want = k < n ? src[k] : 0.0f, got = v[k];
+            assert_memory_equal(&got, &want, sizeof got);
+            want = k < n ? bf16_to_f32(hs[k]) : 0.0f, got = w[k];
+            assert_memory_equal(&got, &want, sizeof got);
+            assert_int_equal(m[k], k < n ? -1 : 0);
+        }
+        for (size_t k = 0; k <= OPS_VL; k++)
+            dst[k] = -1.0f, hd[k] = 0xeeee;
+        ops_v_store_part(dst, ops_v_load(src), n);
+        ops_v_store_h_part(hd, ops_v_load(src), n);
+        for (size_t k = 0; k <= OPS_VL; k++) {
+            float want = k < n ? src[k] : -1.0f;
+            assert_memory_equal(&dst[k], &want, sizeof want);
+            assert_int_equal(hd[k], k < n ? bf16_from_f32(src[k]) : 0xeeee);
+        }
+        /* sum and max of a full vector */
+        ops_vf x = ops_v_load(src);
+        float t[OPS_VL], mx = src[0];
+        memcpy(t, src, sizeof t);
+        for (size_t h = OPS_VL / 2; h >= 1; h /= 2)
+            for (size_t k = 0; k < h; k++)
+                t[k] += t[k + h];
+        for (size_t k = 1; k < OPS_VL; k++)
+            mx = src[k] > mx ? src[k] : mx;
+        float got = ops_v_hsum(x);
+        assert_memory_equal(&got, &t[0], sizeof got);
+        assert_true(ops_v_hmax(x) == mx);
+    }
+}
+
 /* ------------------------------------------------------------------------ */
 /* dropout */
 
@@ -1037,6 +1087,7 @@ int main(void)
         cmocka_unit_test(test_xent_smoothing_zloss),
         cmocka_unit_test(test_exp_accuracy),
         cmocka_unit_test(test_vector_bf16_casts),
+        cmocka_unit_test(test_vector_parts),
         cmocka_unit_test(test_dropout),
         cmocka_unit_test(test_dropout_rate),
         cmocka_unit_test(test_thread_independence),

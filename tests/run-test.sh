@@ -11,10 +11,20 @@ export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export OMPI_MCA_rmaps_base_oversubscribe=1
 export OPENBLAS_NUM_THREADS=1 OMP_NUM_THREADS=1
 MPIRUN=${MPIRUN:-mpirun}
+# Each test gets its own Open MPI session directory.  Under make -j2 two
+# mpiruns starting at the same moment raced to create the shared
+# /tmp/ompi.HOST.UID ("A call to mkdir was unable to create the desired
+# directory ... File exists", orte_init failed: seen once, 4 December).
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpitron-test.XXXXXX") || exit 99
+export OMPI_MCA_orte_tmpdir_base="$tmp"
+finish() { # exit with status $1, the session directory removed
+    rm -rf "$tmp"
+    exit "$1"
+}
 prog=$1
 shift
 case $(basename "$prog") in
-    *.sh) exec sh "$prog" "$@" ;;
+    *.sh) sh "$prog" "$@"; finish $? ;;
     test_grid) nps="1 2 4 6 8" ;;
     test_ckpt) nps="1 2 3" ;;
     test_allreduce) nps="1 2 3 4 5 6 7 8" ;;
@@ -24,12 +34,13 @@ case $(basename "$prog") in
     test_tp) nps="1 2 3 4" ;;
     test_pp) nps="1 2 3 4" ;;
     test_zero) nps="1 2 3 4" ;;
-    *) exec "$prog" "$@" ;;
+    *) "$prog" "$@"; finish $? ;;
 esac
 # MPITRON_MAX_NP=N: only the rank counts up to N (the sanitizer pass of
 # jobs/test.sh runs the MPI tests at np <= 2)
 for np in $nps; do
     [ "$np" -le "${MPITRON_MAX_NP:-64}" ] || continue
     echo "== mpirun -np $np $prog"
-    $MPIRUN -np "$np" --oversubscribe --bind-to none "$prog" "$@" || exit 1
+    $MPIRUN -np "$np" --oversubscribe --bind-to none "$prog" "$@" || finish 1
 done
+finish 0

@@ -245,7 +245,7 @@ void matmul_backward(float *dinp, float *dw, float *dbias, const float *dout,
 static inline ops_vf gelu_sigmoid_v(ops_vf x)
 {
     ops_vf z = -2.0f * GELU_K * (x + GELU_C * x * x * x);
-    z = ops_v_select(z > OPS_VSET(80.0f), OPS_VSET(80.0f), z);
+    z = ops_v_cap(z, 80.0f);
     return 1.0f / (1.0f + ops_v_exp(z));
 }
 
@@ -549,6 +549,15 @@ static void gelu_forward_bf16_range(bf16 *out, const bf16 *inp, size_t lo,
                                     size_t hi)
 {
     size_t i = lo;
+    /* two vectors per iteration: GELU is one long dependency chain per
+     * vector (exp, then the division), so two independent chains in the
+     * scheduler keep the FP pipes busier */
+    for (; i + 2 * OPS_VL <= hi; i += 2 * OPS_VL) {
+        ops_vf x0 = ops_v_load_h(inp + i), x1 = ops_v_load_h(inp + i + OPS_VL);
+        ops_vf s0 = gelu_sigmoid_v(x0), s1 = gelu_sigmoid_v(x1);
+        ops_v_store_h(out + i, x0 * s0);
+        ops_v_store_h(out + i + OPS_VL, x1 * s1);
+    }
     for (; i + OPS_VL <= hi; i += OPS_VL) {
         ops_vf x = ops_v_load_h(inp + i);
         ops_v_store_h(out + i, x * gelu_sigmoid_v(x));
@@ -600,6 +609,18 @@ static void gelu_round_cols(bf16 *out, float *colsum, const bf16 *inp,
 {
     for (size_t n = 0; n < N; n++) {
         size_t c = lo, i = n * F + lo;
+        for (; c + 2 * OPS_VL <= hi; c += 2 * OPS_VL, i += 2 * OPS_VL) {
+            /* two independent chains, as in the forward */
+            ops_vf g0 = gelu_grad_v(ops_v_load_h(inp + i),
+                                    ops_v_load(dout + i));
+            ops_vf g1 = gelu_grad_v(ops_v_load_h(inp + i + OPS_VL),
+                                    ops_v_load(dout + i + OPS_VL));
+            ops_v_store_h(out + i, g0);
+            ops_v_store_h(out + i + OPS_VL, g1);
+            ops_v_store(colsum + c, ops_v_load(colsum + c) + g0);
+            ops_v_store(colsum + c + OPS_VL,
+                        ops_v_load(colsum + c + OPS_VL) + g1);
+        }
         for (; c + OPS_VL <= hi; c += OPS_VL, i += OPS_VL) {
             ops_vf g = gelu_grad_v(ops_v_load_h(inp + i),
                                    ops_v_load(dout + i));

@@ -134,6 +134,30 @@ static inline ops_vf ops_v_select(ops_vi m, ops_vf a, ops_vf b)
     return (ops_vf)((m & (ops_vi)a) | (~m & (ops_vi)b));
 }
 
+/* x > c ? c : x, lane by lane (NaN stays NaN): one vminps with
+ * AVX-512 (which returns its second operand, x, when either is NaN)
+ * instead of a compare and a blend */
+static inline ops_vf ops_v_cap(ops_vf x, float c)
+{
+#ifdef OPS_MASKED
+    return (ops_vf)_mm512_min_ps(_mm512_set1_ps(c), (__m512)x);
+#else
+    return ops_v_select(x > OPS_VSET(c), OPS_VSET(c), x);
+#endif
+}
+
+/* x < c ? 0 : y, lane by lane (a NaN x keeps y) */
+static inline ops_vf ops_v_zero_below(ops_vf x, float c, ops_vf y)
+{
+#ifdef OPS_MASKED
+    __mmask16 keep =
+        _mm512_cmp_ps_mask((__m512)x, _mm512_set1_ps(c), _CMP_NLT_UQ);
+    return (ops_vf)_mm512_maskz_mov_ps(keep, (__m512)y);
+#else
+    return ops_v_select(x < OPS_VSET(c), OPS_VSET(0.0f), y);
+#endif
+}
+
 /* exp(x) lane by lane for x in [-87, 88]; 0 below -87.3 (where expf is
  * denormal or 0); saturates at exp(88) = 1.65e38 above 88 instead of
  * overflowing to inf.  NaN in, NaN out. */
@@ -141,7 +165,7 @@ static inline ops_vf ops_v_exp(ops_vf x)
 {
     /* only the upper end is clamped: below -87.3 the lanes compute garbage
      * (never a trap or undefined behaviour) that the last line replaces */
-    ops_vf xc = ops_v_select(x > OPS_VSET(88.0f), OPS_VSET(88.0f), x);
+    ops_vf xc = ops_v_cap(x, 88.0f);
     /* n = round(x / ln 2) by the 1.5 * 2^23 trick (exact in round to
      * nearest; gcc does not fold it without -ffast-math) */
     ops_vf t = xc * 1.44269504088896341f + 12582912.0f;
@@ -160,7 +184,7 @@ static inline ops_vf ops_v_exp(ops_vf x)
     /* 2^n from the bits of t, whose low mantissa bits hold n */
     ops_vu bits = (((ops_vu)t - 0x4b400000u) + 127u) << 23;
     ops_vf y = p * (ops_vf)bits;
-    return ops_v_select(x < OPS_VSET(-87.3f), OPS_VSET(0.0f), y);
+    return ops_v_zero_below(x, -87.3f, y);
 }
 
 /* x[i] = exp(x[i] - m) for i < n, every element through ops_v_exp (the
@@ -322,7 +346,11 @@ typedef uint16_t ops_vh __attribute__((vector_size(OPS_VBYTES / 2)));
 
 static inline ops_vf ops_vh_widen(ops_vh h)
 {
+#ifdef OPS_MASKED /* one vpmovzxwd (gcc splits the generic form in two) */
+    return (ops_vf)_mm512_slli_epi32(_mm512_cvtepu16_epi32((__m256i)h), 16);
+#else
     return (ops_vf)(__builtin_convertvector(h, ops_vu) << 16);
+#endif
 }
 
 static inline ops_vf ops_v_load_h(const bf16 *p)

@@ -205,8 +205,9 @@ static inline float ops_v_hsum(ops_vf v)
 {
 #ifdef OPS_MASKED /* the same tree in registers: halves, then quarters... */
     __m512 z = (__m512)v;
-    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(z),
-                             _mm512_extractf32x8_ps(z, 1));
+    __m256 hi = _mm256_castpd_ps( /* AVX512F only (no DQ needed) */
+        _mm512_extractf64x4_pd(_mm512_castps_pd(z), 1));
+    __m256 a = _mm256_add_ps(_mm512_castps512_ps256(z), hi);
     __m128 b = _mm_add_ps(_mm256_castps256_ps128(a),
                           _mm256_extractf128_ps(a, 1));
     b = _mm_add_ps(b, _mm_movehl_ps(b, b));
@@ -221,7 +222,8 @@ static inline float ops_v_hsum(ops_vf v)
     return t[0];
 }
 
-/* Maximum of the lanes of v (order-independent). */
+/* Maximum of the lanes of v, which must hold no NaN (then any order
+ * gives the same value). */
 static inline float ops_v_hmax(ops_vf v)
 {
 #ifdef OPS_MASKED

@@ -15,10 +15,15 @@ MPIRUN=${MPIRUN:-mpirun}
 # mpiruns starting at the same moment raced to create the shared
 # /tmp/ompi.HOST.UID ("A call to mkdir was unable to create the desired
 # directory ... File exists", orte_init failed: seen once, 4 December).
+# (orte_tmpdir_base is Open MPI 4's ORTE parameter: Debian 12 ships
+# 4.1; Open MPI 5's PRRTE would ignore it.)
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/mpitron-test.XXXXXX") || exit 99
 export OMPI_MCA_orte_tmpdir_base="$tmp"
-finish() { # exit with status $1, the session directory removed
-    rm -rf "$tmp"
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+finish() { # exit with status $1 (the EXIT trap removes the directory)
     exit "$1"
 }
 prog=$1

@@ -926,6 +926,15 @@ static void test_vector_parts(void **state)
         assert_memory_equal(&got, &t[0], sizeof got);
         assert_true(ops_v_hmax(x) == mx);
     }
+    /* cancellation that only the halves-first tree gets exactly: the
+     * big values meet (and cancel) in the first step, 1 + 1 then stays */
+    float c[OPS_VL];
+    for (size_t k = 0; k < OPS_VL; k++)
+        c[k] = k == 0 ? 1e8f : k == OPS_VL / 2 ? -1e8f : 1.0f;
+    assert_true(ops_v_hsum(ops_v_load(c)) == (float)(OPS_VL - 2));
+    ops_vi all = ops_v_first(OPS_VL);
+    for (size_t k = 0; k < OPS_VL; k++)
+        assert_int_equal(all[k], -1);
 }
 
 /* ------------------------------------------------------------------------ */

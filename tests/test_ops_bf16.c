@@ -268,8 +268,10 @@ struct att_case {
     float *dqkv, *dqkv0;
 };
 
-static int visible(const struct attn_shape *s, size_t t, size_t u)
+static int visible(const struct attn_shape *s, size_t b, size_t t, size_t u)
 {
+    if (s->lo && (int32_t)u < s->lo[b * s->T + t]) /* an earlier document */
+        return 0;
     return u <= t && (!s->window || t - u < s->window);
 }
 
@@ -294,16 +296,16 @@ static void check_attention_forward(const struct att_case *c)
                 double m = -INFINITY, sum = 0;
                 for (size_t u = 0; u < T; u++) {
                     double d = 0;
-                    for (size_t i = 0; visible(s, t, u) && i < hd; i++)
+                    for (size_t i = 0; visible(s, b, t, u) && i < hd; i++)
                         d += qkv_at(c, b, t, h * hd + i) *
                              qkv_at(c, b, u, ko + i);
-                    p[u] = visible(s, t, u) ? d * scale : -INFINITY;
+                    p[u] = visible(s, b, t, u) ? d * scale : -INFINITY;
                     m = fmax(m, p[u]);
                 }
                 for (size_t u = 0; u < T; u++)
                     sum += (p[u] = exp(p[u] - m));
                 for (size_t u = 0; u < T; u++) {
-                    if (!visible(s, t, u))
+                    if (!visible(s, b, t, u))
                         continue;
                     check("att P", t * T + u, bf16_to_f32(P[t * T + u]),
                           p[u] / sum, 1e-7, 1.0 / 256 + 1e-5);
@@ -311,7 +313,7 @@ static void check_attention_forward(const struct att_case *c)
                 for (size_t i = 0; i < hd; i++) {
                     double o = 0, mag = 0;
                     for (size_t u = 0; u <= t; u++) {
-                        if (!visible(s, t, u))
+                        if (!visible(s, b, t, u))
                             continue;
                         double x = bf16_to_f32(P[t * T + u]) *
                                    qkv_at(c, b, u, vo + i);
@@ -342,7 +344,7 @@ static void ref_head_backward(const struct att_case *c, size_t b, size_t h,
     for (size_t t = 0; t < T; t++) {
         double dot = 0;
         for (size_t u = 0; u <= t; u++) {
-            if (!visible(s, t, u))
+            if (!visible(s, b, t, u))
                 continue;
             double dp = 0;
             for (size_t i = 0; i < hd; i++)
@@ -352,13 +354,13 @@ static void ref_head_backward(const struct att_case *c, size_t b, size_t h,
             dot += bf16_to_f32(P[t * T + u]) * dp;
         }
         for (size_t u = 0; u <= t; u++)
-            if (visible(s, t, u))
+            if (visible(s, b, t, u))
                 dS[t * T + u] = bf16_to_f32(bf16_from_f32((float)(
                     bf16_to_f32(P[t * T + u]) * (dS[t * T + u] - dot))));
     }
     for (size_t t = 0; t < T; t++)
         for (size_t u = 0; u <= t; u++) {
-            if (!visible(s, t, u))
+            if (!visible(s, b, t, u))
                 continue;
             double ds = dS[t * T + u], p = bf16_to_f32(P[t * T + u]);
             for (size_t i = 0; i < hd; i++) {
@@ -436,6 +438,22 @@ static void test_attention_bf16(void **state)
                                             .nkv = 1, .hd = 8, .window = 0});
     attention_bf16_case((struct attn_shape){.B = 2, .T = 9, .nh = 3,
                                             .nkv = 3, .hd = 4, .window = 3});
+    /* document bounds: sequence b's documents start at 5 + b, 64 + b
+     * (across a row block) and 100 + b; with and without a window */
+    size_t T = 130;
+    int32_t *lo = malloc(2 * T * sizeof(int32_t));
+    for (size_t b = 0; b < 2; b++)
+        for (size_t t = 0, cur = 0; t < T; t++) {
+            if (t == 5 + b || t == 64 + b || t == 100 + b)
+                cur = t;
+            lo[b * T + t] = (int32_t)cur;
+        }
+    struct attn_shape d = {.B = 2, .T = T, .nh = 4, .nkv = 2, .hd = 16,
+                           .lo = lo};
+    attention_bf16_case(d);
+    d.window = 20;
+    attention_bf16_case(d);
+    free(lo);
 }
 
 /* ---- the optimizer's bf16 copy ---------------------------------------------- */

@@ -9,7 +9,9 @@
 # of the same minutes.  Every run holds the CPU lock exclusively, alone.
 # Prints one line per run: config, ranks, precision, tokens/s, MFU against
 # the precision's peak, MFU against the fp32 peak, and ms per step of
-# matmul, attention, softmax, layernorm, gelu, cast, optimizer.
+# matmul, attention, softmax, layernorm, gelu, cast, optimizer, exposed
+# comm (rank 0's) and the imbalance (the slowest rank's compute minus each
+# rank's, mean over the ranks: capacity a synchronous step idles).
 # WAIT=SECONDS: wait at most that long for the exclusive lock, then run
 # unlocked (the row says "unlocked"): shared holders that never pause can
 # starve an exclusive request.
@@ -48,7 +50,8 @@ for cfg in ${2:-gpt2 small}; do
             row="round $round $cfg np=$np $p $lock"
             for k in tokens_per_s mfu mfu_fp32_peak peak_gflops \
                      peak_fp32_gflops ms_per_step ms_matmul ms_attention \
-                     ms_softmax ms_layernorm ms_gelu ms_cast ms_optimizer; do
+                     ms_softmax ms_layernorm ms_gelu ms_cast ms_optimizer \
+                     ms_comm ms_imbalance; do
                 row="$row $k=$(field "$out" $k)"
             done
             echo "$row"

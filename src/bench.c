@@ -36,7 +36,22 @@ struct bench_result {
     double pp_wait;    /* rank 0's wait for its neighbouring stages */
     double busy[64];   /* per stage (up to 64): mean busy ms per step */
     double ms_median;  /* the median step (robust to other jobs) */
+    /* per world rank (NULL if out of memory), means over the steps: its
+     * compute ms per step, its imbalance (the slowest rank's compute in
+     * the same step minus its own: what a synchronising step idles it),
+     * its GEMM peak, its exposed communication ms */
+    double *rank_compute, *rank_idle, *rank_peak, *rank_comm;
+    double idle;       /* rank_idle's mean over the ranks */
 };
+
+static void bench_result_free(struct bench_result *r)
+{
+    free(r->rank_compute);
+    free(r->rank_idle);
+    free(r->rank_peak);
+    free(r->rank_comm);
+    r->rank_compute = r->rank_idle = r->rank_peak = r->rank_comm = NULL;
+}
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -44,14 +59,59 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* Every rank's mean compute, its imbalance against the slowest rank's
+ * compute step by step (cmp: this rank's compute seconds of each of n
+ * steps), its GEMM peak and its exposed communication, gathered on every
+ * rank (collective). */
+static void gather_ranks(struct trainer *tr, const double *cmp, int n,
+                         struct bench_result *r)
+{
+    int p = tr->g.size;
+    double *slowest = malloc((size_t)n * sizeof(double));
+    double mine[4] = {0.0, 0.0, tr->peak_own_gflops, r->comm};
+    double *all = malloc((size_t)p * 4 * sizeof(double));
+    int ok = cmp && slowest && all, every;
+    MPI_Allreduce(&ok, &every, 1, MPI_INT, MPI_MIN, tr->g.world);
+    if (every) {
+        MPI_Allreduce(cmp, slowest, n, MPI_DOUBLE, MPI_MAX, tr->g.world);
+        for (int i = 0; i < n; i++) {
+            mine[0] += cmp[i];
+            mine[1] += slowest[i] - cmp[i];
+        }
+        mine[0] *= 1e3 / n;
+        mine[1] *= 1e3 / n;
+        mine[3] *= 1e3 / n;
+        MPI_Allgather(mine, 4, MPI_DOUBLE, all, 4, MPI_DOUBLE, tr->g.world);
+        r->rank_compute = malloc((size_t)p * sizeof(double));
+        r->rank_idle = malloc((size_t)p * sizeof(double));
+        r->rank_peak = malloc((size_t)p * sizeof(double));
+        r->rank_comm = malloc((size_t)p * sizeof(double));
+    }
+    if (r->rank_compute && r->rank_idle && r->rank_peak && r->rank_comm) {
+        for (int q = 0; q < p; q++) {
+            r->rank_compute[q] = all[4 * q];
+            r->rank_idle[q] = all[4 * q + 1];
+            r->rank_peak[q] = all[4 * q + 2];
+            r->rank_comm[q] = all[4 * q + 3];
+            r->idle += all[4 * q + 1] / p;
+        }
+    } else {
+        bench_result_free(r);
+    }
+    free(slowest);
+    free(all);
+}
+
 static void run_steps(struct trainer *tr, int n, const int32_t *inp,
                       const int32_t *tgt, struct bench_result *r)
 {
+    bench_result_free(r);
     memset(r, 0, sizeof(*r));
     memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
     tr->m.recompute_time = 0.0;
     MPI_Barrier(tr->g.world);
     double t0 = now_s(), *each = calloc((size_t)n, sizeof(double));
+    double *cmp = calloc((size_t)n, sizeof(double));
     for (int i = 0; i < n; i++) {
         double gn, lr, ts = now_s();
         struct step_times tm;
@@ -59,6 +119,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
         if (each) /* the step as the slowest rank saw it */
             each[i] = now_s() - ts;
         r->compute += tm.compute;
+        if (cmp)
+            cmp[i] = tm.compute;
         r->comm += tm.comm;
         r->hidden += tm.comm_overlapped;
         r->wire_mb += (double)tm.wire_bytes / 1048576.0;
@@ -79,6 +141,8 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
                                     : 0.5 * (each[n / 2 - 1] + each[n / 2]));
         free(each);
     }
+    gather_ranks(tr, cmp, n, r);
+    free(cmp);
     r->compute *= scale;
     r->comm *= scale;
     r->hidden *= scale;
@@ -115,6 +179,17 @@ static void report_text(struct trainer *tr, const struct bench_result *r,
            "(%.1f%% of the step) + %.1f ms overlapped; %.1f MB sent per "
            "rank; pipeline wait %.1f ms\n", r->compute, r->optim, r->comm,
            100 * r->comm / r->ms, r->hidden, r->wire_mb, r->pp_wait);
+    if (r->rank_idle && tr->g.size > 1) {
+        printf("  imbalance (the slowest rank's compute minus each rank's, "
+               "per step): %.1f ms,\n  mean over the ranks: %.1f%% of their "
+               "capacity idles at the step's synchronisation\n", r->idle,
+               100 * r->idle / r->ms);
+        for (int q = 0; q < tr->g.size && q < 16; q++)
+            printf("    rank %d: compute %.1f ms, exposed comm %.1f ms, "
+                   "imbalance %.1f ms per step; GEMM peak %.1f GFLOP/s\n", q,
+                   r->rank_compute[q], r->rank_comm[q], r->rank_idle[q],
+                   r->rank_peak[q]);
+    }
     printf("  per op kind (rank 0%s; recomputation %.1f ms of it):\n",
            tr->g.pp > 1 ? ", stage 0" : "", r->recompute);
     for (int k = 0; k < OPK_COUNT; k++)
@@ -175,6 +250,20 @@ static void report(struct trainer *tr, const struct bench_result *r)
         char key[64];
         snprintf(key, sizeof(key), "ms_%s", op_kind_names[k]);
         json_num(&j, key, r->op[k], 6);
+    }
+    if (r->rank_idle) {
+        const double *per[4] = {r->rank_compute, r->rank_comm,
+                                r->rank_idle, r->rank_peak};
+        const char *name[4] = {"ms_compute_per_rank", "ms_comm_per_rank",
+                               "ms_imbalance_per_rank",
+                               "peak_gflops_per_rank"};
+        json_num(&j, "ms_imbalance", r->idle, 6);
+        for (int k = 0; k < 4; k++) {
+            json_arr_begin(&j, name[k]);
+            for (int q = 0; q < tr->g.size; q++)
+                json_num(&j, NULL, per[k][q], 6);
+            json_arr_end(&j);
+        }
     }
     mem_report_json(&j, all, tr->g.size); /* rank 0's, every rank's */
     json_int(&j, "world", tr->g.size);
@@ -257,13 +346,14 @@ static int bench_step(int argc, char **argv)
     size_t n = (size_t)tr.per_rank * c.seq_len;
     int32_t *inp = malloc(2 * n * sizeof(int32_t));
     fake_batch(inp, inp + n, n, c.vocab_size, tr.g.rank);
-    struct bench_result r;
+    struct bench_result r = {0};
     run_steps(&tr, (int)nw, inp, inp + n, &r);
     /* the reference: the GEMM peaks measured again, carefully, just before
      * the timed steps, at the same thread count, on every rank at once */
     trainer_measure_peak(&tr, 1);
     run_steps(&tr, (int)(ns > 0 ? ns : 1), inp, inp + n, &r);
     report(&tr, &r);
+    bench_result_free(&r);
     free(inp);
     trainer_free(&tr);
     return 0;
@@ -298,10 +388,13 @@ int cmd_bench(int argc, char **argv)
                "\none JSON object: precision, tokens_per_s, mfu, mfu_fp32_peak, "
                "peak_gflops,\npeak_fp32_gflops, ms_per_step, ms_* "
                "split,\nrss_peak_mb, params_mb, grads_mb, optimizer_mb, "
-               "activations_mb, activations_mb_per_rank;\nthe layout keys "
-               "dp, tp, pp, pp_schedule apply: with pp > 1 also bubble "
-               "(measured),\nbubble_theory, stage_busy_ms, stage_idle_ms (last "
-               "step), stage_busy_ms_mean,\nstage_blocks; and pp_partition, "
+               "activations_mb, activations_mb_per_rank;\nper rank: "
+               "ms_compute_per_rank, ms_comm_per_rank, peak_gflops_per_rank "
+               "and\nms_imbalance_per_rank (the slowest rank's compute minus "
+               "its own, per step;\nms_imbalance: their mean); the layout keys "
+               "dp, tp, pp, pp_schedule apply:\nwith pp > 1 also bubble "
+               "(measured), bubble_theory, stage_busy_ms,\nstage_idle_ms (last "
+               "step), stage_busy_ms_mean, stage_blocks; and pp_partition,\n"
                "balance, dp_shares, bind, blas_threads, omp_threads.\n"
                "Each rank is bound and calibrated first, as for train."
                "\nallreduce: per size, algorithm and codec: "

@@ -68,6 +68,7 @@ struct trainer {
                             summed over all ranks: MFU's reference */
     double peak_fp32_gflops; /* the fp32 peak, likewise (= peak_gflops in
                                 fp32) */
+    double peak_own_gflops;  /* this rank's share of peak_gflops */
     char precision[8];   /* the precision in force: fp32 | bf16 (bf16
                             asked for on a CPU without bf16 runs fp32) */
     /* data parallelism: the dp group and its gradient buckets */

@@ -454,6 +454,7 @@ void trainer_measure_peak(struct trainer *tr, int careful)
     phase_enter(PHASE_SETUP, "set-up", -1, -1, -1, NULL);
     tr->peak_gflops = sum[0];
     tr->peak_fp32_gflops = sum[1];
+    tr->peak_own_gflops = p[0];
 }
 
 void trainer_free(struct trainer *tr)

@@ -180,9 +180,9 @@ static void report_text(struct trainer *tr, const struct bench_result *r,
            "rank; pipeline wait %.1f ms\n", r->compute, r->optim, r->comm,
            100 * r->comm / r->ms, r->hidden, r->wire_mb, r->pp_wait);
     if (r->rank_idle && tr->g.size > 1) {
-        printf("  imbalance (the slowest rank's compute minus each rank's, "
-               "per step): %.1f ms,\n  mean over the ranks: %.1f%% of their "
-               "capacity idles at the step's synchronisation\n", r->idle,
+        printf("  imbalance %.1f ms per step (%.1f%% of the step): the "
+               "slowest rank's compute minus\n  each rank's, mean over the "
+               "ranks, idled at the step's synchronisation\n", r->idle,
                100 * r->idle / r->ms);
         for (int q = 0; q < tr->g.size && q < 16; q++)
             printf("    rank %d: compute %.1f ms, exposed comm %.1f ms, "

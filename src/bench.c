@@ -107,20 +107,32 @@ static void run_steps(struct trainer *tr, int n, const int32_t *inp,
 {
     bench_result_free(r);
     memset(r, 0, sizeof(*r));
+    if (n <= 0) /* no warm-up (every rank has the same n) */
+        return;
     memset(tr->m.op_time, 0, sizeof(tr->m.op_time));
     tr->m.recompute_time = 0.0;
-    MPI_Barrier(tr->g.world);
-    double t0 = now_s(), *each = calloc((size_t)n, sizeof(double));
+    /* per-step times, kept only if every rank has room for them: what
+     * follows the steps is collective */
+    double *each = calloc((size_t)n, sizeof(double));
     double *cmp = calloc((size_t)n, sizeof(double));
+    int ok = each && cmp, every;
+    MPI_Allreduce(&ok, &every, 1, MPI_INT, MPI_MIN, tr->g.world);
+    if (!every) {
+        free(each);
+        free(cmp);
+        each = cmp = NULL;
+    }
+    MPI_Barrier(tr->g.world);
+    double t0 = now_s();
     for (int i = 0; i < n; i++) {
         double gn, lr, ts = now_s();
         struct step_times tm;
         trainer_step(tr, inp, tgt, &gn, &lr, &tm);
-        if (each) /* the step as the slowest rank saw it */
+        if (each) { /* the step as the slowest rank saw it */
             each[i] = now_s() - ts;
-        r->compute += tm.compute;
-        if (cmp)
             cmp[i] = tm.compute;
+        }
+        r->compute += tm.compute;
         r->comm += tm.comm;
         r->hidden += tm.comm_overlapped;
         r->wire_mb += (double)tm.wire_bytes / 1048576.0;

@@ -256,20 +256,35 @@ static inline ops_vf gelu_grad_v(ops_vf x, ops_vf dout)
     return (sg + x * 2.0f * sg * (1.0f - sg) * du) * dout;
 }
 
-/* elements [lo, hi) of a gelu call; lo a multiple of OPS_VL */
-static void gelu_forward_range(float *out, const float *inp, size_t lo,
-                               size_t hi)
-{
-    size_t i = lo;
-    for (; i + OPS_VL <= hi; i += OPS_VL) {
-        ops_vf x = ops_v_load(inp + i);
-        ops_v_store(out + i, x * gelu_sigmoid_v(x));
+/* Elements [lo, hi) of a GELU forward call on elements of type T (lo a
+ * multiple of OPS_VL), loaded and stored as fp32 vectors by LD and ST (LDP
+ * and STP: the partial tail).  Two vectors per iteration: GELU is one long
+ * dependency chain per vector (exp, then the division), so two
+ * independent chains in the scheduler keep the FP pipes busier.  Every
+ * element goes through gelu_sigmoid_v alone: the loop it falls in does not
+ * change its value. */
+#define GELU_FORWARD_RANGE(name, T, LD, ST, LDP, STP)                         \
+    static void name(T *out, const T *inp, size_t lo, size_t hi)              \
+    {                                                                         \
+        size_t i = lo;                                                        \
+        for (; i + 2 * OPS_VL <= hi; i += 2 * OPS_VL) {                       \
+            ops_vf x0 = LD(inp + i), x1 = LD(inp + i + OPS_VL);               \
+            ops_vf s0 = gelu_sigmoid_v(x0), s1 = gelu_sigmoid_v(x1);          \
+            ST(out + i, x0 * s0);                                             \
+            ST(out + i + OPS_VL, x1 * s1);                                    \
+        }                                                                     \
+        for (; i + OPS_VL <= hi; i += OPS_VL) {                               \
+            ops_vf x = LD(inp + i);                                           \
+            ST(out + i, x * gelu_sigmoid_v(x));                               \
+        }                                                                     \
+        if (i < hi) {                                                         \
+            ops_vf x = LDP(inp + i, hi - i);                                  \
+            STP(out + i, x * gelu_sigmoid_v(x), hi - i);                      \
+        }                                                                     \
     }
-    if (i < hi) {
-        ops_vf x = ops_v_load_part(inp + i, hi - i);
-        ops_v_store_part(out + i, x * gelu_sigmoid_v(x), hi - i);
-    }
-}
+
+GELU_FORWARD_RANGE(gelu_forward_range, float, ops_v_load, ops_v_store,
+                   ops_v_load_part, ops_v_store_part)
 
 static void gelu_backward_range(float *dinp, const float *inp,
                                 const float *dout, size_t lo, size_t hi)
@@ -545,28 +560,8 @@ void bf16_round_colsum(bf16 *out, float *colsum, const float *x, size_t N,
     }
 }
 
-static void gelu_forward_bf16_range(bf16 *out, const bf16 *inp, size_t lo,
-                                    size_t hi)
-{
-    size_t i = lo;
-    /* two vectors per iteration: GELU is one long dependency chain per
-     * vector (exp, then the division), so two independent chains in the
-     * scheduler keep the FP pipes busier */
-    for (; i + 2 * OPS_VL <= hi; i += 2 * OPS_VL) {
-        ops_vf x0 = ops_v_load_h(inp + i), x1 = ops_v_load_h(inp + i + OPS_VL);
-        ops_vf s0 = gelu_sigmoid_v(x0), s1 = gelu_sigmoid_v(x1);
-        ops_v_store_h(out + i, x0 * s0);
-        ops_v_store_h(out + i + OPS_VL, x1 * s1);
-    }
-    for (; i + OPS_VL <= hi; i += OPS_VL) {
-        ops_vf x = ops_v_load_h(inp + i);
-        ops_v_store_h(out + i, x * gelu_sigmoid_v(x));
-    }
-    if (i < hi) {
-        ops_vf x = ops_v_load_h_part(inp + i, hi - i);
-        ops_v_store_h_part(out + i, x * gelu_sigmoid_v(x), hi - i);
-    }
-}
+GELU_FORWARD_RANGE(gelu_forward_bf16_range, bf16, ops_v_load_h,
+                   ops_v_store_h, ops_v_load_h_part, ops_v_store_h_part)
 
 void gelu_forward_bf16(bf16 *out, const bf16 *inp, size_t n)
 {

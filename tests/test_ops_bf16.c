@@ -256,6 +256,8 @@ static void test_gelu_bf16(void **state)
     (void)state;
     gelu_bf16_case(290);
     gelu_bf16_case(306);
+    gelu_bf16_case(302); /* 9 x 302 = 84 * 32 + 30: the forward's pairs,
+                            one vector and a tail for any OPS_VL */
 }
 
 /* ---- attention -------------------------------------------------------------- */

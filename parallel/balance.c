@@ -209,6 +209,19 @@ static int cmp_double(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+double balance_imbalance(int n, const double *busy)
+{
+    double most = 0.0, sum = 0.0;
+    if (n < 1)
+        return 0.0;
+    most = busy[0];
+    for (int i = 1; i < n; i++)
+        most = busy[i] > most ? busy[i] : most;
+    for (int i = 0; i < n; i++)
+        sum += most - busy[i];
+    return sum / n;
+}
+
 int balance_straggler(int n, const double *busy, double threshold,
                       double *ratio, int *slowest)
 {

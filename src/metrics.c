@@ -185,7 +185,8 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
     }
     if (s->world > 1 && s->straggler_rank >= 0)
         snprintf(strag, sizeof(strag), " | straggler rank %d (%.2fx the "
-                 "median)", s->straggler_rank, s->straggler_ratio);
+                 "median; imbalance %.1f ms)", s->straggler_rank,
+                 s->straggler_ratio, s->ms_imbalance);
     if (out) {
         fprintf(out,
                 "step %" PRId64 "/%" PRId64 " | loss %.4f%s | lr %.2e | "
@@ -234,6 +235,7 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
     if (s->world > 1) {
         json_int(j, "straggler_rank", s->straggler_rank);
         json_num(j, "straggler_ratio", s->straggler_ratio, 6);
+        json_num(j, "ms_imbalance", s->ms_imbalance, 6);
     }
     if (s->tokens > 0) {
         json_int(j, "tokens", s->tokens);

@@ -20,7 +20,10 @@
  *   one entry per stage, the last step).  With more than one rank also:
  *   straggler_rank (the world rank whose compute time over the interval
  *   exceeds straggler_ratio x the median of all ranks', else -1) and
- *   straggler_ratio (the slowest rank's compute time over the median).
+ *   straggler_ratio (the slowest rank's compute time over the median),
+ *   and ms_imbalance (per step, the slowest rank's compute over the
+ *   interval minus each rank's, mean over the ranks: what the faster
+ *   ranks idle at the synchronising all-reduces, as a lower bound).
  *   Where validation ran, beside val_loss: val_bpb (bits per byte of the
  *   validation text, comparable across tokenizers; when the tokenizer is
  *   known), and with a data mixture val_loss_data and val_bpb_data,
@@ -63,6 +66,8 @@ struct step_stats {
     int world;                 /* ranks; the straggler only if > 1 */
     int straggler_rank;        /* -1: none above the threshold */
     double straggler_ratio;    /* slowest compute time / the median */
+    double ms_imbalance;       /* balance_imbalance of the ranks' compute
+                                  over the interval, per step */
     double eta_s;
     int has_val;
     double val_loss;

@@ -461,7 +461,10 @@ static void log_step(struct run *r, struct interval *iv, double gnorm,
         s.seq_len = iv->last.T;
     }
     s.world = tr->g.size;
-    s.straggler_rank = trainer_straggler(tr, iv->compute, &s.straggler_ratio);
+    double idle;
+    s.straggler_rank = trainer_straggler(tr, iv->compute, &s.straggler_ratio,
+                                         &idle);
+    s.ms_imbalance = idle * ms;
     s.eta_s = (double)(c->steps - tr->st.step) * wall / iv->steps;
     metrics_log(&r->mt, &s, tr->g.rank == 0 ? stdout : NULL);
     memset(iv, 0, sizeof(*iv));

@@ -196,8 +196,10 @@ int trainer_apply_shares(struct trainer *tr, const int *shares);
 int trainer_rebalance(struct trainer *tr, char *err, size_t errlen);
 /* Gather every rank's compute seconds (busy_s); returns the straggler's
  * world rank, or -1, with the slowest rank's ratio to the median in
- * *ratio.  Collective over world. */
-int trainer_straggler(struct trainer *tr, double busy_s, double *ratio);
+ * *ratio and balance_imbalance of the seconds in *imbalance_s.
+ * Collective over world. */
+int trainer_straggler(struct trainer *tr, double busy_s, double *ratio,
+                      double *imbalance_s);
 /* The shares as "11,5". */
 void trainer_shares_string(const struct trainer *tr, char *buf, size_t len);
 /* Rank 0: every rank's calibration, the shares, the slow rank. */

@@ -260,12 +260,14 @@ int trainer_rebalance(struct trainer *tr, char *err, size_t errlen)
     return 1;
 }
 
-int trainer_straggler(struct trainer *tr, double busy_s, double *ratio)
+int trainer_straggler(struct trainer *tr, double busy_s, double *ratio,
+                      double *imbalance_s)
 {
     const struct grid *g = &tr->g;
     double all[g->size];
     int slowest;
     MPI_Allgather(&busy_s, 1, MPI_DOUBLE, all, 1, MPI_DOUBLE, g->world);
+    *imbalance_s = balance_imbalance(g->size, all);
     return balance_straggler(g->size, all, tr->c.straggler_ratio, ratio,
                              &slowest);
 }

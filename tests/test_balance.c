@@ -7,7 +7,8 @@
  *  - the re-split: a gain just below its threshold keeps the old split,
  *    one just above moves it (the same best split in both);
  *  - micro-batch sizes: whole, at most mb, as equal as they go;
- *  - the straggler against hand-computed medians and ratios;
+ *  - the straggler against hand-computed medians and ratios, the
+ *    imbalance against hand-computed means;
  *  - stage boundaries from costs measured by calib.c on the model's real
  *    kernels (a byte vocabulary and a 32x larger one) against brute force
  *    over every partition (scored here): the same slowest stage; and the
@@ -183,6 +184,20 @@ static void test_straggler(void **state)
                      -1);
 }
 
+static void test_imbalance(void **state)
+{
+    (void)state;
+    /* the slowest (3) minus each, averaged: (2 + 0 + 1 + 3) / 4 */
+    assert_true(fabs(balance_imbalance(4, (double[]){1, 3, 2, 0}) - 1.5) <
+                1e-12);
+    /* two ranks: half the difference, whichever is slower */
+    assert_true(fabs(balance_imbalance(2, (double[]){5, 2}) - 1.5) < 1e-12);
+    assert_true(fabs(balance_imbalance(2, (double[]){2, 5}) - 1.5) < 1e-12);
+    assert_true(balance_imbalance(3, (double[]){4, 4, 4}) == 0.0);
+    assert_true(balance_imbalance(1, (double[]){7}) == 0.0);
+    assert_true(balance_imbalance(0, NULL) == 0.0);
+}
+
 /* The least slowest-stage cost over every partition (recursive). */
 static double brute_stages(int n, int p, double blk, double emb, double head,
                            int s, int l0)
@@ -335,6 +350,7 @@ int main(void)
         cmocka_unit_test(test_rebalance),
         cmocka_unit_test(test_micro_batches),
         cmocka_unit_test(test_straggler),
+        cmocka_unit_test(test_imbalance),
         cmocka_unit_test(test_stages_from_calibration),
         cmocka_unit_test(test_stages_speeds),
     };

@@ -56,6 +56,7 @@ ours() { # pids of processes started by this test
 }
 
 cleanup() {
+    rc=$? # the script's own status (exit 1 on a fatal set-up error)
     trap - EXIT INT TERM
     if [ -f "$CONF" ]; then
         sl scancel --quiet --user=root 2> /dev/null
@@ -84,8 +85,10 @@ cleanup() {
         echo "logs kept in $T"
     fi
     echo "$pass passed, $failed failed"
-    [ "$failed" -eq 0 ]
-    exit
+    # an explicit status: a bare `exit` in an EXIT trap exits with the
+    # status the script had before the trap, so failures passed as 0
+    [ "$failed" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
+    exit "$rc"
 }
 trap cleanup EXIT
 trap 'bad "interrupted"; exit 130' INT TERM
@@ -252,7 +255,10 @@ val_every = 0
 val_batches = 2
 log_every = 1
 EOF
-S1=2000 # steps of scenario 1: ~10 s on 2 ranks
+# steps of scenario 1: 12-25 s on 2 ranks.  The job must outlast the
+# signal's way through slurmctld and slurmd: with 2000 steps at 2.4 ms
+# each, a job once finished before SIGUSR1 reached it
+S1=5000
 
 # ---- 1 + 3: preempted, requeued, resumed; a dependent fine-tune ----------
 
@@ -283,8 +289,11 @@ if [ "$(field "$j1" JobState)" = COMPLETED ] &&
     ok "1: job $j1 saved at step $saved of $S1 on SIGUSR1, requeued" \
        "itself, resumed at step $saved and completed"
 else
+    late=
+    sed -n "/^step $S1\/$S1 /,\$p" "$T/s1.out" | grep -q "== SIGUSR1" &&
+        late=" (SIGUSR1 reached the job after its last step)"
     bad "1: preempt, save, requeue, resume (state $(field "$j1" JobState)," \
-        "restarts $(field "$j1" Restarts))"
+        "restarts $(field "$j1" Restarts))$late"
     show "$T/s1.out" 40
 fi
 losses "$T/ref/metrics.jsonl" > "$T/ref.loss"

@@ -90,16 +90,17 @@ int balance_micro_batches(int nseq, int mb, int *sizes);
  * threshold, else -1; *ratio and *slowest are set either way (ratio 1
  * when the median is 0).
  */
-/*
- * The imbalance among n ranks' compute seconds: the mean over the ranks of
- * the slowest rank's time minus each one's (0 when all are equal, and for
- * n < 1).  Over one synchronising step this is what the faster ranks
- * idle, per rank on average; over an interval of steps it is a lower
- * bound of that (the slowest rank can change from step to step).
- */
-double balance_imbalance(int n, const double *busy);
-
 int balance_straggler(int n, const double *busy, double threshold,
                       double *ratio, int *slowest);
+
+/*
+ * The imbalance among n ranks' compute seconds: the mean over all ranks
+ * (the slowest one's zero included) of the slowest rank's time minus each
+ * one's; 0 when all are equal, and for n < 1.  Over one synchronising
+ * step this is the mean idle per rank (with two ranks, half of what the
+ * faster one idles); over an interval of steps it is a lower bound of
+ * that (the slowest rank can change from step to step).
+ */
+double balance_imbalance(int n, const double *busy);
 
 #endif

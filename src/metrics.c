@@ -161,7 +161,7 @@ static void text_val(char *buf, size_t n, const struct val_stats *v)
 
 void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
 {
-    char eta[32], val[400] = "", pipe[512] = "", vx[340], strag[64] = "";
+    char eta[32], val[400] = "", pipe[512] = "", vx[340], strag[128] = "";
     fmt_eta(eta, sizeof(eta), s->eta_s);
     text_val(vx, sizeof(vx), s->val);
     if (isfinite(s->loss_z)) /* val is the tail after the loss */

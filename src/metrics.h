@@ -22,8 +22,9 @@
  *   exceeds straggler_ratio x the median of all ranks', else -1) and
  *   straggler_ratio (the slowest rank's compute time over the median),
  *   and ms_imbalance (per step, the slowest rank's compute over the
- *   interval minus each rank's, mean over the ranks: what the faster
- *   ranks idle at the synchronising all-reduces, as a lower bound).
+ *   interval minus each rank's, mean over all ranks: the mean idle per
+ *   rank at the synchronising all-reduces, as a lower bound; with two
+ *   ranks half of what the faster one idles).
  *   Where validation ran, beside val_loss: val_bpb (bits per byte of the
  *   validation text, comparable across tokenizers; when the tokenizer is
  *   known), and with a data mixture val_loss_data and val_bpb_data,

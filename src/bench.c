@@ -222,6 +222,55 @@ static void report_text(struct trainer *tr, const struct bench_result *r,
     }
 }
 
+/* The JSON report's layout part: world, the parallel and memory keys, the
+ * pipeline's stages, the balance and placement keys. */
+static void report_json_layout(struct json *j, const struct trainer *tr,
+                               const struct bench_result *r)
+{
+    const struct config *c = &tr->c;
+    json_int(j, "world", tr->g.size);
+    json_int(j, "threads", threads_get());
+    json_int(j, "n_params", gpt_num_params(&tr->m.cfg));
+    json_int(j, "dp", tr->g.dp);
+    json_int(j, "tp", tr->g.tp);
+    json_int(j, "pp", tr->g.pp);
+    json_str(j, "pp_schedule", c->pp_schedule);
+    json_int(j, "micro_batches", tr->accum);
+    json_str(j, "allreduce", c->allreduce);
+    json_str(j, "compress", c->compress);
+    json_int(j, "zero", c->zero);
+    json_str(j, "recompute", c->recompute);
+    json_str(j, "offload", c->offload);
+    json_num(j, "bubble", r->bubble, 6);
+    json_num(j, "bubble_theory", pp_bubble_theory(tr->g.pp, tr->accum), 6);
+    const double *arr[2] = {tr->stage_busy, tr->stage_idle};
+    const char *key[2] = {"stage_busy_ms", "stage_idle_ms"};
+    for (int k = 0; k < 2; k++) {
+        json_arr_begin(j, key[k]);
+        for (int s = 0; s < tr->g.pp; s++)
+            json_num(j, NULL, 1e3 * arr[k][s], 6);
+        json_arr_end(j);
+    }
+    json_arr_begin(j, "stage_busy_ms_mean");
+    for (int s = 0; s < tr->g.pp && s < 64; s++)
+        json_num(j, NULL, r->busy[s], 6);
+    json_arr_end(j);
+    json_arr_begin(j, "stage_blocks");
+    for (int s = 0; s < tr->g.pp; s++)
+        json_int(j, NULL, tr->bound[s + 1] - tr->bound[s]);
+    json_arr_end(j);
+    json_str(j, "pp_partition", c->pp_partition);
+    json_str(j, "balance", c->balance);
+    json_arr_begin(j, "dp_shares");
+    for (int d = 0; d < tr->g.dp; d++)
+        json_int(j, NULL, tr->shares[d]);
+    json_arr_end(j);
+    json_str(j, "debug_slow_rank", c->debug_slow_rank);
+    json_str(j, "bind", c->bind);
+    json_int(j, "blas_threads", tr->place.blas);
+    json_int(j, "omp_threads", tr->place.omp);
+}
+
 static void report(struct trainer *tr, const struct bench_result *r)
 {
     const struct config *c = &tr->c;
@@ -279,47 +328,7 @@ static void report(struct trainer *tr, const struct bench_result *r)
         }
     }
     mem_report_json(&j, all, tr->g.size); /* rank 0's, every rank's */
-    json_int(&j, "world", tr->g.size);
-    json_int(&j, "threads", threads_get());
-    json_int(&j, "n_params", gpt_num_params(&tr->m.cfg));
-    json_int(&j, "dp", tr->g.dp);
-    json_int(&j, "tp", tr->g.tp);
-    json_int(&j, "pp", tr->g.pp);
-    json_str(&j, "pp_schedule", c->pp_schedule);
-    json_int(&j, "micro_batches", tr->accum);
-    json_str(&j, "allreduce", c->allreduce);
-    json_str(&j, "compress", c->compress);
-    json_int(&j, "zero", c->zero);
-    json_str(&j, "recompute", c->recompute);
-    json_str(&j, "offload", c->offload);
-    json_num(&j, "bubble", r->bubble, 6);
-    json_num(&j, "bubble_theory", pp_bubble_theory(tr->g.pp, tr->accum), 6);
-    const double *arr[2] = {tr->stage_busy, tr->stage_idle};
-    const char *key[2] = {"stage_busy_ms", "stage_idle_ms"};
-    for (int k = 0; k < 2; k++) {
-        json_arr_begin(&j, key[k]);
-        for (int s = 0; s < tr->g.pp; s++)
-            json_num(&j, NULL, 1e3 * arr[k][s], 6);
-        json_arr_end(&j);
-    }
-    json_arr_begin(&j, "stage_busy_ms_mean");
-    for (int s = 0; s < tr->g.pp && s < 64; s++)
-        json_num(&j, NULL, r->busy[s], 6);
-    json_arr_end(&j);
-    json_arr_begin(&j, "stage_blocks");
-    for (int s = 0; s < tr->g.pp; s++)
-        json_int(&j, NULL, tr->bound[s + 1] - tr->bound[s]);
-    json_arr_end(&j);
-    json_str(&j, "pp_partition", c->pp_partition);
-    json_str(&j, "balance", c->balance);
-    json_arr_begin(&j, "dp_shares");
-    for (int d = 0; d < tr->g.dp; d++)
-        json_int(&j, NULL, tr->shares[d]);
-    json_arr_end(&j);
-    json_str(&j, "debug_slow_rank", c->debug_slow_rank);
-    json_str(&j, "bind", c->bind);
-    json_int(&j, "blas_threads", tr->place.blas);
-    json_int(&j, "omp_threads", tr->place.omp);
+    report_json_layout(&j, tr, r);
     json_obj_end(&j);
     json_write_line(&j, stdout);
     json_free(&j);

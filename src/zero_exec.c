@@ -345,9 +345,14 @@ static void wait_gathered(struct zero_exec *zx, int u)
             zx_abort("an all-gather failed");
         zx->ag[pi] = 0;
     }
-    if (zx->h_stale && zx->h_stale[u]) { /* bf16: round the gathered unit */
+    if (zx->h_stale && zx->h_stale[u]) { /* bf16: round what was gathered */
         double t0 = now_s();
-        gpt_refresh_bf16_range(zx->m, un->off, un->n);
+        for (int pi = un->p0; pi < un->p1; pi++) { /* AdamW rounded ours */
+            const struct zero_piece *pc = &zx->plan.pc[pi];
+            size_t end = pc->own_off + pc->own_len;
+            gpt_refresh_bf16_range(zx->m, pc->off, pc->own_off);
+            gpt_refresh_bf16_range(zx->m, pc->off + end, pc->n - end);
+        }
         zx->m->op_time[OPK_CAST] += now_s() - t0;
         zx->h_stale[u] = 0;
     }
@@ -564,13 +569,13 @@ static void update_range(void *ctx, size_t lo, size_t hi)
             if (c->lr)
                 hp.lr = c->lr[s->tensor];
             int decay = zx->m->tt.t[s->tensor].decay;
-            if (zx->stage == 0 && zx->m->params_h) /* the copy too */
+            if (zx->stage <= 2 && zx->m->params_h) /* the copy too */
                 adamw_update_bf16(param_ptr(zx, s) + k,
                                   zx->m->params_h + s->arena_off + k,
                                   grad_ptr(zx, s) + k, zx->m_shard + a,
                                   zx->v_shard + a, b - a, &hp, c->scale,
                                   decay);
-            else /* stage >= 1: rounded after the gather */
+            else /* stage 3: the slots are rounded after each gather */
                 adamw_update(param_ptr(zx, s) + k, grad_ptr(zx, s) + k,
                              zx->m_shard + a, zx->v_shard + a, b - a, &hp,
                              c->scale, decay);

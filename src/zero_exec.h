@@ -93,7 +93,9 @@ struct zero_exec {
     int last_gbuf;
     /* precision=bf16: stage 3's slots rounded to bf16 for the products
      * (hslot_unit: the unit rounded there, -1 = none yet); stage 1/2:
-     * per unit, 1 = its bf16 copy waits for the gathered fp32 values */
+     * per unit, 1 = its bf16 copy waits for the gathered fp32 values
+     * (AdamW rounded this rank's own chunks as it wrote them, so the
+     * gather's wait rounds only the other ranks' chunks) */
     bf16 *hslot[ZERO_SLOTS];
     int hslot_unit[ZERO_SLOTS];
     unsigned char *h_stale;

@@ -159,7 +159,8 @@ static void text_val(char *buf, size_t n, const struct val_stats *v)
         snprintf(buf + o, n - o, ")");
 }
 
-void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
+/* The progress line. */
+static void text_step(const struct step_stats *s, FILE *out)
 {
     char eta[32], val[400] = "", pipe[512] = "", vx[340], strag[128] = "";
     fmt_eta(eta, sizeof(eta), s->eta_s);
@@ -187,20 +188,21 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
         snprintf(strag, sizeof(strag), " | straggler rank %d (%.2fx the "
                  "median; imbalance %.1f ms)", s->straggler_rank,
                  s->straggler_ratio, s->ms_imbalance);
-    if (out) {
-        fprintf(out,
-                "step %" PRId64 "/%" PRId64 " | loss %.4f%s | lr %.2e | "
-                "gnorm %.3f | %.0f tok/s | MFU %.1f%% | ms %.1f: compute %.1f "
-                "comm %.1f exposed + %.1f overlapped, data %.1f, ckpt %.1f%s%s"
-                " | ETA %s\n",
-                s->step, s->steps, s->loss, val, s->lr, s->grad_norm,
-                s->tokens_per_s, 100.0 * s->mfu, s->ms_step, s->ms_compute,
-                s->ms_comm, s->ms_comm_overlapped, s->ms_data, s->ms_ckpt,
-                pipe, strag, eta);
-        fflush(out);
-    }
-    if (!mt->jsonl)
-        return;
+    fprintf(out,
+            "step %" PRId64 "/%" PRId64 " | loss %.4f%s | lr %.2e | "
+            "gnorm %.3f | %.0f tok/s | MFU %.1f%% | ms %.1f: compute %.1f "
+            "comm %.1f exposed + %.1f overlapped, data %.1f, ckpt %.1f%s%s"
+            " | ETA %s\n",
+            s->step, s->steps, s->loss, val, s->lr, s->grad_norm,
+            s->tokens_per_s, 100.0 * s->mfu, s->ms_step, s->ms_compute,
+            s->ms_comm, s->ms_comm_overlapped, s->ms_data, s->ms_ckpt,
+            pipe, strag, eta);
+    fflush(out);
+}
+
+/* The metrics.jsonl line. */
+static void json_step(struct metrics *mt, const struct step_stats *s)
+{
     struct json *j = &mt->json;
     json_reset(j);
     json_obj_begin(j, NULL);
@@ -247,6 +249,14 @@ void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
         json_val(j, s->val);
     json_obj_end(j);
     json_write_line(j, mt->jsonl);
+}
+
+void metrics_log(struct metrics *mt, const struct step_stats *s, FILE *out)
+{
+    if (out)
+        text_step(s, out);
+    if (mt->jsonl)
+        json_step(mt, s);
 }
 
 void metrics_log_val_stats(struct metrics *mt, int64_t step,

@@ -375,6 +375,26 @@ static double clip_norm(struct trainer *tr)
     return sqrt((double)tr->g.dp * s);
 }
 
+/* After the schedule: the gradients' reductions complete, the tied
+ * embedding's copies summed, the loss summed over dp and pp.  Returns the
+ * measured bubble (pp > 1), else 0. */
+static double finish_reductions(struct trainer *tr, double *loss)
+{
+    if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
+        MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
+    if (tr->has_zx && zero_exec_finish(&tr->zx) < 0)
+        MPI_Abort(tr->g.world, 3);
+    tie_reduce(tr);
+    debug_nan(tr, 0);
+    phase_enter(PHASE_COLLECTIVE, "loss sum over the dp and pp groups", -1, -1,
+                -1, &tr->wpg);
+    MPI_Allreduce(MPI_IN_PLACE, loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
+    if (tr->g.pp > 1) /* the loss is the last stage's */
+        MPI_Allreduce(MPI_IN_PLACE, loss, 1, MPI_DOUBLE, MPI_SUM,
+                      tr->g.pp_comm);
+    return tr->g.pp > 1 ? gather_bubble(tr) : 0.0;
+}
+
 double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
                           double *gnorm, double *lr, struct step_times *tm)
 {
@@ -411,19 +431,7 @@ double trainer_step_batch(struct trainer *tr, const struct step_batch *b,
     double t1 = now_s();
     /* ZeRO's waits inside the schedule: exposed communication */
     double zwait = tr->has_zx && tr->zx.has_comm ? tr->zx.zc.t_wait : 0.0;
-    if (tr->has_dp && bucketer_wait(&tr->bk) < 0)
-        MPI_Abort(tr->g.world, 3); /* an MPI error inside a reduction */
-    if (tr->has_zx && zero_exec_finish(&tr->zx) < 0)
-        MPI_Abort(tr->g.world, 3);
-    tie_reduce(tr);
-    debug_nan(tr, 0);
-    phase_enter(PHASE_COLLECTIVE, "loss sum over the dp and pp groups", -1, -1,
-                -1, &tr->wpg);
-    MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, tr->g.dp_comm);
-    if (tr->g.pp > 1) /* the loss is the last stage's */
-        MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM,
-                      tr->g.pp_comm);
-    double bubble = tr->g.pp > 1 ? gather_bubble(tr) : 0.0;
+    double bubble = finish_reductions(tr, &loss);
     double t2 = now_s();
     double norm = clip_norm(tr);
     float scale = clip_scale(norm, c->grad_clip);

@@ -392,7 +392,14 @@ int config_load_file(struct config *c, const char *path, char *err,
     else if (ferror(f))
         seterr(err, errlen, "cannot read config file '%s': %s", path,
                strerror(errno));
-    else {
+    else if (memchr(text, '\0', len)) { /* the parser would stop there */
+        const char *nul = memchr(text, '\0', len);
+        int line = 1;
+        for (const char *p = text; p < nul; p++)
+            line += *p == '\n';
+        seterr(err, errlen, "%s:%d: a NUL byte (not a text file?)", path,
+               line);
+    } else {
         text[len] = '\0';
         rc = config_load_text(c, text, path, err, errlen);
     }
@@ -568,16 +575,23 @@ int config_diff_model(const struct config *a, const struct config *b,
         out[0] = '\0';
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];
-        /* the shape keys: every int of [model] (dropout is the float) */
-        if (strcmp(k->section, "model") != 0 || k->type != CONFIG_INT)
+        /* what defines the model: every int of [model] and its string
+         * (attn: the same weights compute another function); dropout,
+         * the float, is training only */
+        if (strcmp(k->section, "model") != 0 || k->type == CONFIG_FLOAT)
             continue;
-        int va = get_int(a, k), vb = get_int(b, k);
-        if (k->offset == offsetof(struct config, n_kv_head)) {
-            va = va ? va : a->n_head; /* compare resolved values */
-            vb = vb ? vb : b->n_head;
+        if (k->type == CONFIG_STR) {
+            if (strcmp(get_str(a, k), get_str(b, k)) == 0)
+                continue;
+        } else {
+            int va = get_int(a, k), vb = get_int(b, k);
+            if (k->offset == offsetof(struct config, n_kv_head)) {
+                va = va ? va : a->n_head; /* compare resolved values */
+                vb = vb ? vb : b->n_head;
+            }
+            if (va == vb)
+                continue;
         }
-        if (va == vb)
-            continue;
         if (out && n < outlen) {
             int w = snprintf(out + n, outlen - n, "%s%s", ndiff ? ", " : "",
                              k->name);

@@ -156,9 +156,10 @@ int config_finalize(struct config *c, char *err, size_t errlen);
  * (floats printed with %.9g). */
 char *config_to_text(const struct config *c);
 
-/* Names of the model-shape keys (n_layer .. vocab_size, attn_window) whose
- * values differ between a and b, comma-separated into out ("" if none).
- * Returns the number that differ. */
+/* Names of the keys that define the model (the ints of [model]: n_layer ..
+ * vocab_size, attn_window, attn_block, attn_stride; and attn) whose values
+ * differ between a and b, comma-separated into out ("" if none).  Returns
+ * the number that differ. */
 int config_diff_model(const struct config *a, const struct config *b,
                       char *out, size_t outlen);
 

@@ -87,7 +87,7 @@ static int shard_paths_list(const char *dir, const char *split, char ***out,
         snprintf(err, errlen,
                  "no shards matching '%s/%s_*.bin' in data directory '%s'",
                  dir, split, dir);
-        return -1;
+        return -2;
     }
     qsort(names, (size_t)n, sizeof *names, name_cmp);
     *out = names;
@@ -286,11 +286,14 @@ int data_vocab_detect(const char *dir, int *vocab, char *err, size_t errlen)
     for (int s = 0; s < 2; s++) {
         struct dataset ds;
         char e2[512];
-        if (dataset_open(&ds, dir, splits[s], 0, s ? e2 : err,
-                         s ? sizeof e2 : errlen) < 0) {
-            if (s == 0)
-                return -1;
+        int rc = dataset_open(&ds, dir, splits[s], 0, s ? e2 : err,
+                              s ? sizeof e2 : errlen);
+        if (rc == -2 && s == 1)
             continue; /* no val split: fine */
+        if (rc < 0) {
+            if (s == 1) /* a broken one is not */
+                snprintf(err, errlen, "%s", e2);
+            return -1;
         }
         int m = dataset_max_token(&ds);
         mx = m > mx ? m : mx;
@@ -343,7 +346,7 @@ int dataset_open(struct dataset *ds, const char *dir, const char *split,
     char **paths;
     int n = shard_paths_list(dir, split, &paths, err, errlen);
     if (n < 0)
-        return -1;
+        return n; /* -2: no shards of the split */
     ds->shards = calloc((size_t)n, sizeof *ds->shards);
     if (!ds->shards) {
         names_free(paths, n);

@@ -61,10 +61,11 @@ struct dataset {
 #define DOCS_VERSION 1
 #define DOCS_SUFFIX ".docs"
 
-/* Map every <dir>/<split>_*.bin.  Returns 0, or -1 with err naming the
- * file at fault (missing directory, no shards, bad magic, bad version,
- * size that disagrees with the header, token >= vocab_size).  On success
- * the caller owns ds and frees it with dataset_close. */
+/* Map every <dir>/<split>_*.bin.  Returns 0; -2 with err when the
+ * directory holds no shard of the split; or -1 with err naming the file
+ * at fault (missing directory, bad magic, bad version, size that
+ * disagrees with the header, token >= vocab_size, a bad document index).
+ * On success the caller owns ds and frees it with dataset_close. */
 int dataset_open(struct dataset *ds, const char *dir, const char *split,
                  int vocab_size, char *err, size_t errlen);
 void dataset_close(struct dataset *ds);

@@ -66,7 +66,7 @@ int data_spec_parse(const char *s, struct data_spec *sp, char *err,
                     size_t errlen)
 {
     memset(sp, 0, sizeof *sp);
-    double sum = 0.0;
+    double big = 0.0;
     for (const char *p = s;;) {
         const char *comma = strchr(p, ',');
         const char *e = comma ? comma : p + strlen(p);
@@ -76,13 +76,33 @@ int data_spec_parse(const char *s, struct data_spec *sp, char *err,
         }
         if (item_parse(p, e, sp->dir[sp->n], &sp->w[sp->n], err, errlen) < 0)
             return -1;
-        sum += sp->w[sp->n++];
+        if (sp->w[sp->n] > big)
+            big = sp->w[sp->n];
+        sp->n++;
         if (!comma)
             break;
         p = comma + 1;
     }
+    double sum = 0.0;
     for (int i = 0; i < sp->n; i++)
+        sum += sp->w[i];
+    /* weights near DBL_MAX: the sum overflows to inf and every share
+     * would be 0; relative to the largest first (other sums keep the
+     * plain division's bits) */
+    if (!isfinite(sum)) {
+        sum = 0.0;
+        for (int i = 0; i < sp->n; i++)
+            sum += sp->w[i] /= big;
+    }
+    for (int i = 0; i < sp->n; i++) {
         sp->w[i] /= sum;
+        if (!(sp->w[i] > 0.0)) { /* a ratio beyond a double's range */
+            snprintf(err, errlen, "weight of '%s' rounds to 0 next to the "
+                     "largest (%g): give weights within a ratio of 1e300",
+                     sp->dir[i], big);
+            return -1;
+        }
+    }
     return 0;
 }
 

@@ -85,15 +85,21 @@ static int open_data(struct run *r, char *err, size_t errlen)
     for (int i = 0; rc == 0 && i < r->spec.n; i++) {
         char verr[512];
         const char *dir = r->spec.dir[i];
-        r->has_val[i] = dataset_open(&r->val[i], dir, "val", c->vocab_size,
-                                     verr, sizeof(verr)) == 0;
-        if (r->has_val[i] && r->val[i].ntok <= c->seq_len + 1) {
+        int vrc = dataset_open(&r->val[i], dir, "val", c->vocab_size,
+                               verr, sizeof(verr));
+        r->has_val[i] = vrc == 0;
+        if (vrc == -1) { /* there, but broken: as bad as a train shard */
+            snprintf(err, errlen, "val split: %s", verr);
+            rc = -1;
+        } else if (vrc == -2) {
+            log_warn(r->tr.g.world, "%s: no validation for it", verr);
+        } else if (r->val[i].ntok <= c->seq_len + 1) {
+            log_warn(r->tr.g.world, "the val split of %s has %lld tokens, "
+                     "not more than seq_len + 1 = %d: no validation for it",
+                     dir, (long long)r->val[i].ntok, c->seq_len + 1);
             dataset_close(&r->val[i]);
             r->has_val[i] = 0;
         }
-        if (!r->has_val[i])
-            log_warn(r->tr.g.world, "no usable val split in %s: no "
-                     "validation for it", dir);
         r->any_val |= r->has_val[i];
     }
     if (rc == 0)

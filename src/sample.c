@@ -6,6 +6,7 @@
  * the checkpoint was trained on.
  */
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,9 +52,9 @@ static int parse_opts(int argc, char **argv, struct sample_opts *o,
         return -1;
     }
     if (o->temperature < 0 || o->top_p <= 0 || o->top_p > 1 ||
-        o->top_k < 0 || o->tokens < 0) {
+        o->top_k < 0 || o->tokens < 0 || o->tokens > INT32_MAX) {
         snprintf(err, errlen, "need temperature >= 0, 0 < top_p <= 1, "
-                 "top_k >= 0, tokens >= 0");
+                 "top_k >= 0, 0 <= tokens <= %ld", (long)INT32_MAX);
         return -1;
     }
     return 0;
@@ -124,6 +125,12 @@ static int load(const char *arg, struct config *c, struct gpt *m,
         return -1;
     struct gpt_config gc;
     gpt_config_from(c, &gc);
+    if (gpt_config_check(&gc, 1, err, errlen) < 0) { /* a crafted file */
+        char why[512];
+        snprintf(why, sizeof(why), "%s", err);
+        snprintf(err, errlen, "%s: the stored config: %s", path, why);
+        return -1;
+    }
     gc.precision = GPT_FP32; /* sampling reads the fp32 master weights */
     enum gemm_fp32_mode mode = GEMM_FP32_AUTO;
     gemm_fp32_mode_parse(c->fp32_gemm, &mode);
@@ -190,8 +197,9 @@ static void put_token(const struct bpe *b, int have, int tok)
     fwrite(p, 1, len, stdout);
 }
 
-static void generate(struct gpt *m, const struct sample_opts *o,
-                     struct bpe *b, int have)
+/* Returns 0, or -1 (out of memory, said). */
+static int generate(struct gpt *m, const struct sample_opts *o,
+                    struct bpe *b, int have)
 {
     struct infer s;
     int T = m->cfg.seq_len, V = m->cfg.vocab_size;
@@ -203,11 +211,11 @@ static void generate(struct gpt *m, const struct sample_opts *o,
     if (hist && ptok && have)
         nt = bpe_encode(b, (const unsigned char *)o->prompt, np, ptok);
     if (!hist || !ptok || !scratch || nt < 0 || infer_init(&s, m) < 0) {
-        log_error("out of memory for generation");
+        log_error("out of memory for generating %ld tokens", o->tokens);
         free(hist);
         free(ptok);
         free(scratch);
-        return;
+        return -1;
     }
     size_t n = 0;
     for (int64_t i = 0; i < nt; i++)
@@ -241,6 +249,7 @@ static void generate(struct gpt *m, const struct sample_opts *o,
     free(hist);
     free(ptok);
     free(scratch);
+    return 0;
 }
 
 int cmd_sample(int argc, char **argv)
@@ -279,9 +288,9 @@ int cmd_sample(int argc, char **argv)
         gpt_free(&m);
         return 1;
     }
-    generate(&m, &o, &b, have);
+    int rc = generate(&m, &o, &b, have);
     if (have)
         bpe_free(&b);
     gpt_free(&m);
-    return 0;
+    return rc < 0 ? 1 : 0;
 }

@@ -13,7 +13,9 @@
 # refusal with a message): a signal, a sanitizer report or a run past the
 # guard counts as a crash or a hang, and fails.  resume=auto must resume
 # (from the mutant if it reads, else from the older checkpoint after a
-# "skipping" warning) or stop with an error.
+# "skipping" warning) or stop with an error.  Also a checkpoint whose
+# stored config names an impossible model (vocab_size = 0, the manifest
+# re-forged): sample refuses it.
 #
 #   CKPT_FUZZ_N=500 sh tests/ckpt_fuzz.sh   # the long form (README)
 #
@@ -98,6 +100,20 @@ else
     echo "FAIL: resume=auto past a file that crashes HDF5 (exit $rc)"
     cat "$W/real.log"; failed=1
 fi
+# a stored config that describes no valid model (vocab_size = 0), with
+# tensors and a manifest that agree with the file: sample refuses it
+# naming the file and the key (it divided by the vocabulary: SIGFPE)
+cp -r "$W/base" "$W/v0"
+f="$W/v0/ckpt/step_00000002.h5"
+perl -pi -e 's/vocab_size = 256/vocab_size = 0  /' "$f"
+"$MUTATE" --forge "$f"
+"$MPITRON" sample --ckpt "$f" --tokens=8 > "$W/v0.log" 2>&1
+rc=$?
+if [ $rc -eq 1 ] && ! crashed "$W/v0.log" &&
+   grep -q "step_00000002.h5: the stored config: vocab_size=0" "$W/v0.log"
+then echo "ok: sample refuses a stored config with vocab_size = 0"
+else echo "FAIL: sample of a stored vocab_size = 0 (exit $rc)"
+     cat "$W/v0.log"; failed=1; fi
 MPITRON_CKPT_PROBE_FAULT=hang MPITRON_CKPT_PROBE_TIMEOUT=2 \
     timeout 60 "$MPITRON" ckpt info "$W/base" > "$W/hang.log" 2>&1
 rc=$?

@@ -128,6 +128,22 @@ expect "shape mismatch" "n_embd" train $T --run_dir="$W/run" --n_embd=32
 expect "resume path" "$W/none.h5" train $T --run_dir="$W/r2" --resume="$W/none.h5"
 expect "sample unknown option" "did you mean '--tokens'" \
     $MPIRUN -np 1 "$MPITRON" sample --ckpt "$W/run" --tokenz=3
+# a count whose buffer size would wrap around (it corrupted the heap)
+expect "sample tokens bound" "0 <= tokens <= 2147483647" \
+    $MPIRUN -np 1 "$MPITRON" sample --ckpt "$W/run" \
+    --tokens=4611686018427387904
+# the attention kind is part of the model, as attn_window is
+expect "resume with another attn" "keys that differ (checkpoint -> this run): attn" \
+    train $T --run_dir="$W/run" --attn=linear
+# a val shard that is there but broken stops the run, naming it (it was
+# dropped with a warning that named neither the file nor the reason)
+cp -r "$W/data" "$W/badval"
+head -c 3000 "$W/data/val_000.bin" > "$W/badval/val_000.bin"
+expect "broken val shard" "$W/badval/val_000.bin" \
+    train $T --data="$W/badval" --run_dir="$W/rbv"
+# a NUL byte in a config file (the parser stopped there, silently)
+printf '[optim]\nsteps = 1\000\nsteps = abc\n' > "$W/nul.ini"
+expect "ini NUL byte" "nul.ini:2: a NUL byte" train "$W/nul.ini" $T
 expect "ckpt info on non-file" "$W/text.txt" \
     $MPIRUN -np 1 "$MPITRON" ckpt info "$W/text.txt"
 expect "unknown command" "unknown command" "$MPITRON" frobnicate

@@ -32,16 +32,22 @@
     } while (0)
 
 /* Write text to a fresh temporary file; returns its malloc'ed path. */
-static char *tmp_write(const char *text)
+/* n bytes of text into a new temporary file (n = 0: strlen) */
+static char *tmp_write_n(const char *text, size_t n)
 {
     char *path = strdup("/tmp/test_config_XXXXXX");
     assert_non_null(path);
     int fd = mkstemp(path);
     assert_true(fd >= 0);
-    size_t n = strlen(text);
+    n = n ? n : strlen(text);
     assert_int_equal(write(fd, text, n), (ssize_t)n);
     close(fd);
     return path;
+}
+
+static char *tmp_write(const char *text)
+{
+    return tmp_write_n(text, 0);
 }
 
 static void tmp_remove(char *path)
@@ -517,6 +523,17 @@ static void test_load_file(void **state)
     assert_int_equal(config_load_file(&c, "/nonexistent/dir/run.ini", err,
                                       sizeof err), -1);
     assert_has(err, "/nonexistent/dir/run.ini");
+
+    /* a NUL byte: refused with its line, not read as the end of the
+     * text (the bad value and the unknown key after it would pass) */
+    static const char nul[] = "[optim]\nsteps = 5\0\nsteps = abc\nbogus = 7\n";
+    path = tmp_write_n(nul, sizeof nul - 1);
+    config_defaults(&c);
+    assert_int_equal(config_load_file(&c, path, err, sizeof err), -1);
+    snprintf(where, sizeof where, "%s:2: a NUL byte", path);
+    assert_has(err, where);
+    assert_int_equal(c.steps, 1000);
+    tmp_remove(path);
 }
 
 /* ---- command line --------------------------------------------------- */
@@ -710,6 +727,12 @@ static void test_diff_model(void **state)
     char small[8];
     assert_int_equal(config_diff_model(&a, &b, small, sizeof small), 5);
     assert_true(strlen(small) < sizeof small);
+
+    /* attn: the same weights, another function */
+    config_defaults(&b);
+    snprintf(b.attn, sizeof b.attn, "linear");
+    assert_int_equal(config_diff_model(&a, &b, out, sizeof out), 1);
+    assert_string_equal(out, "attn");
 }
 
 static void test_help(void **state)

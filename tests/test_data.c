@@ -206,7 +206,8 @@ static void test_prepare_rerun_and_no_val(void **state)
     for (int i = 0; i < NA; i++)
         assert_int_equal(buf[i], f->bytes[i]);
     dataset_close(&ds);
-    assert_int_equal(dataset_open(&ds, out, "val", 256, err, sizeof err), -1);
+    /* no val split at all: -2, told apart from a broken one (-1) */
+    assert_int_equal(dataset_open(&ds, out, "val", 256, err, sizeof err), -2);
     assert_non_null(strstr(err, out));
     assert_false(file_exists(out, "val_000.bin"));
 }
@@ -417,6 +418,14 @@ static void test_data_spec(void **state)
     assert_string_equal(sp.dir[1], "c:d"); /* not a number: a path */
     assert_string_equal(sp.dir[2], "e:f");
     assert_true(fabs(sp.w[0] - 0.6) < 1e-12 && fabs(sp.w[1] - 0.2) < 1e-12);
+    /* weights whose sum overflows a double: shares as given, not 0 */
+    assert_int_equal(data_spec_parse("a:1e308,b:1e308,c:5e307", &sp, err,
+                                     sizeof err), 0);
+    assert_true(fabs(sp.w[0] - 0.4) < 1e-12 && fabs(sp.w[2] - 0.2) < 1e-12);
+    /* a ratio no double holds: refused, naming the dataset */
+    assert_int_equal(data_spec_parse("a:1e308,b:1e-300", &sp, err,
+                                     sizeof err), -1);
+    assert_non_null(strstr(err, "'b'"));
     const char *bad[] = {"", "a,,b", "a:0", "a:-1", ":2", "a:inf"};
     for (size_t i = 0; i < sizeof bad / sizeof *bad; i++)
         assert_int_equal(data_spec_parse(bad[i], &sp, err, sizeof err), -1);

@@ -281,6 +281,9 @@ static void debug_nan(struct trainer *tr, int weight)
     if (tr->nan_rank != tr->g.rank || (weight && tr->nan_fired) || !x)
         return;
     x[0] = NAN;
+    if (weight && tr->m.params_h && x >= tr->m.params &&
+        x < tr->m.params + tr->m.tt.total) /* bf16: the products' copy */
+        gpt_refresh_bf16_range(&tr->m, (size_t)(x - tr->m.params), 1);
     tr->nan_fired = 1;
     fprintf(stderr, "mpitron: rank %d: debug_nan: a NaN %s at step %lld\n",
             tr->g.rank, weight ? "weight" : "gradient",

@@ -29,16 +29,17 @@
  * what is sharded, updated and gathered; the bf16 copy the products read
  * is rounded from them on each rank, never communicated:
  *   stage 0  AdamW refreshes the copy as it updates (adamw_update_bf16);
- *   1, 2     after the update every unit's copy is stale; at the unit's
- *            first use, once its fp32 all-gather has landed, its range of
- *            the copy is rounded from the arena (own and others' pieces);
+ *   1, 2     AdamW refreshes this rank's own chunks the same way; after
+ *            the update every unit's copy is stale, and at the unit's
+ *            first use, once its fp32 all-gather has landed, the other
+ *            ranks' chunks of its range are rounded from the arena;
  *   3        each working slot has a bf16 twin: after a unit's gather
  *            lands, the slot is rounded into the twin (once per gather)
  *            and the model's bf16 views bound to it (gpt_bind_unit_h).
  * Rounding is elementwise and deterministic, so every stage gives the
  * bf16 bits that stage 0 gives from the same fp32 masters: the stages
- * stay bitwise equal in bf16 as in fp32.  The rounding's time is counted
- * as OPK_CAST.  Gathering bf16 instead (half the bytes) would need the
+ * stay bitwise equal in bf16 as in fp32.  The rounding after a gather is
+ * counted as OPK_CAST, AdamW's as the optimizer's.  Gathering bf16 instead (half the bytes) would need the
  * fp32 values anyway for LayerNorm, biases and the embedding's lookup.
  *
  * Equivalence: the reduce-scatter is the ring's first half, so the owner

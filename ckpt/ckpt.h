@@ -296,7 +296,10 @@ int ckpt_find_good_before(MPI_Comm comm, const char *arg, int64_t before,
  * (keep_every > 0 and N % keep_every == 0), nor keep_path (the file just
  * written, may be NULL), nor the file `latest` names; also delete
  * *.partial, *.manifest.tmp and orphan manifests of steps older than the
- * newest committed one (left by crashes).  Prints "removed FILE" per file
+ * newest committed one (left by crashes).  Only files whose manifest
+ * parses and gives their size count as checkpoints here: any other
+ * step_N.h5 (damaged, foreign) is left alone and pushes no good one out
+ * of keep_last.  Prints "removed FILE" per file
  * to log (may be NULL).  Returns the number of files removed, or -1 with
  * err naming the first file that could not be removed (it goes on with
  * the others). */

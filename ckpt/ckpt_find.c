@@ -174,6 +174,25 @@ static int kept(const struct ckpt_entry *c, int r, int64_t keep_last,
            !strcmp(c->name, keep) || !strcmp(c->name, latest);
 }
 
+/* Does dir/name look like one of ours, cheaply: its manifest parses and
+ * gives the file's size.  Retention ranks and deletes only these: a file
+ * without one (damaged, foreign, copied in half) neither pushes a good
+ * checkpoint out of keep_last nor is deleted. */
+static int retainable(const char *dir, const char *name)
+{
+    char p[CKPT_PATHMAX], e[CKPT_ERRMAX];
+    struct ckpt_manifest m;
+    struct stat st;
+    int ok = 0;
+
+    if (ckpt_fmt(p, sizeof p, "%s/%s", dir, name) || stat(p, &st) != 0)
+        return 0;
+    if (ckpt_manifest_load(p, &m, e) == 0)
+        ok = m.size == (uint64_t)st.st_size;
+    ckpt_manifest_free(&m);
+    return ok;
+}
+
 /* Leftovers of crashed saves older than newest: *.manifest.tmp, and
  * manifests whose step_N.h5 is gone. */
 static void drop_orphans(const char *dir, int64_t newest, FILE *log,
@@ -220,8 +239,15 @@ int ckpt_retain(const char *dir, int64_t keep_last, int64_t keep_every,
         keep = strrchr(keep_path, '/') ? strrchr(keep_path, '/') + 1
                                        : keep_path;
     ckpt_latest_name(dir, latest, sizeof latest);
+    unsigned char *good = calloc((size_t)n + 1, 1);
+    if (!good) {
+        free(v);
+        snprintf(err, errlen, "%s: out of memory for retention", dir);
+        return -1;
+    }
     for (int i = 0; i < n; i++)
-        if (!v[i].partial)
+        if (!v[i].partial && (good[i] = (unsigned char)retainable(
+                                  dir, v[i].name)))
             newest = v[i].step;
     for (int i = n - 1; i >= 0; i--) {
         if (v[i].partial) {
@@ -236,6 +262,8 @@ int ckpt_retain(const char *dir, int64_t keep_last, int64_t keep_every,
             }
             continue;
         }
+        if (!good[i])
+            continue;
         if (!kept(&v[i], r++, keep_last, keep_every, keep, latest)) {
             drop(dir, v[i].name, log, &removed, &failed, e);
             snprintf(mname, sizeof mname, "%s.manifest", v[i].name);
@@ -243,6 +271,7 @@ int ckpt_retain(const char *dir, int64_t keep_last, int64_t keep_every,
         }
     }
     drop_orphans(dir, newest, log, &removed, &failed, e);
+    free(good);
     free(v);
     if (failed) {
         ckpt_err_out(err, errlen, e);

@@ -1712,6 +1712,36 @@ static void test_retention(void **state)
                          0);
     }
     MPI_Barrier(MPI_COMM_WORLD);
+
+    /* A step_N.h5 that is not one of ours (no manifest: damaged, foreign,
+     * copied in half) with a higher step: it is neither counted among the
+     * keep_last newest (it pushed step 12 out) nor deleted, and a save in
+     * flight below its step is no leftover. */
+    touch(dir, "step_00000050.h5.partial");
+    if (g_rank == 0) {
+        char p[700];
+        fmt(p, sizeof p, "%s/step_00000099.h5", dir);
+        write_text(p, "garbage\n");
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+    assert_int_equal(save_specs(dir, 13, s, 1, path, err), 0);
+    if (g_rank == 0) {
+        assert_int_equal(ckpt_retain(dir, 2, 5, path, NULL, err, sizeof err),
+                         2); /* step 11 and its manifest */
+        static const char *const after[] = {
+            "step_00000012.h5", "step_00000013.h5", "step_00000099.h5",
+            "step_00000050.h5.partial", "step_00000010.h5"};
+        for (size_t i = 0; i < sizeof after / sizeof *after; i++) {
+            char p[700];
+            fmt(p, sizeof p, "%s/%s", dir, after[i]);
+            if (!exists(p))
+                fail_msg("%s: expected kept", p);
+        }
+        char p[700];
+        fmt(p, sizeof p, "%s/step_00000011.h5", dir);
+        assert_false(exists(p));
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
 }
 
 /* ---- async, full disk, fault hook -------------------------------------- */

@@ -370,20 +370,26 @@ static int check_shape(const struct config *c, const char *text,
     return 0;
 }
 
-/* Same layout and compression as this run: per-rank state can be read. */
+/* Same layout, compression and buckets (bucket_mb cuts the residuals)
+ * as this run: per-rank state can be read. */
 static int state_compatible(const struct grid *g, const struct config *c,
                             const struct ckpt_meta *meta)
 {
-    char layout[128], comp[64] = "";
+    char layout[128], comp[64] = "", mb[64] = "";
+    const char *text = meta->config_text ? meta->config_text : "";
     grid_layout_string(g, layout, sizeof(layout));
-    key_value(meta->config_text ? meta->config_text : "", "compress", comp,
-              sizeof(comp));
+    key_value(text, "compress", comp, sizeof(comp));
+    key_value(text, "bucket_mb", mb, sizeof(mb));
     size_t l = strlen(comp); /* strip the quotes of the INI text */
     if (l >= 2 && comp[0] == '"') {
         memmove(comp, comp + 1, l - 2);
         comp[l - 2] = 0;
     }
-    return strcmp(layout, meta->layout) == 0 && strcmp(comp, c->compress) == 0;
+    char *end;
+    float stored = strtof(mb, &end); /* written with %.9g: exact */
+    return strcmp(layout, meta->layout) == 0 &&
+           strcmp(comp, c->compress) == 0 && end != mb &&
+           stored == c->bucket_mb;
 }
 
 static int load_state(const struct grid *g, const struct config *c,
@@ -394,9 +400,10 @@ static int load_state(const struct grid *g, const struct config *c,
     if (n == 0)
         return 0;
     if (!state_compatible(g, c, meta)) {
-        log_warn(g->world, "%s was written with layout '%s': per-rank "
-                 "compression state (error-feedback residuals) cannot be "
-                 "resharded and starts from zero", path, meta->layout);
+        log_warn(g->world, "%s was written with layout '%s' (or another "
+                 "compress or bucket_mb): per-rank compression state "
+                 "(error-feedback residuals) cannot be resharded and "
+                 "starts from zero", path, meta->layout);
         for (int b = 0; b < n; b++)
             memset(rs->p[b], 0, rs->len[b] * sizeof(float));
         return 0;

@@ -4,7 +4,7 @@
 #     residuals) continue bit for bit;
 #  2. layout independence: written at dp=4, resumed (it says so) at dp=2
 #     and dp=1 within relative 1e-5 of the uninterrupted dp=4 run
-#     (residuals dropped with a warning);
+#     (residuals dropped with a warning, as on a bucket_mb change);
 #  3. kill -9 of one rank in the middle of a save: the previous checkpoint
 #     verifies and a restarted job resumes from it;
 #  4. a full disk: a clear error, no partial file taken for good, the
@@ -76,6 +76,20 @@ if grep -q "cannot be resharded" "$W/c4.log" &&
     ok "compression residuals dropped with a warning on a layout change"
 else
     bad "residuals on a layout change"; cat "$W/c4.log"
+fi
+# ... and so does one resumed with another bucket_mb (the buckets cut the
+# residuals: their shapes no longer matched, the checkpoint was skipped
+# as unreadable and the run failed, or fell back to an older one)
+train 2 --steps=4 --compress=topk:0.1 --run_dir="$W/cb" --stop_at_step=2 \
+    > /dev/null 2>&1
+train 2 --steps=4 --compress=topk:0.1 --bucket_mb=0.01 --run_dir="$W/cb" \
+    > "$W/cb.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "cannot be resharded" "$W/cb.log" &&
+   grep -q "resumed from .*step_00000002.h5 at step 2" "$W/cb.log"; then
+    ok "compression residuals dropped with a warning on a bucket_mb change"
+else
+    bad "residuals on a bucket_mb change (exit $rc)"; cat "$W/cb.log"
 fi
 
 # 3. kill -9 of one rank while a save is under way

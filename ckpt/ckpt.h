@@ -271,6 +271,11 @@ int ckpt_verify(MPI_Comm comm, const char *path, FILE *out, char *err,
  * unreadable). */
 int ckpt_list(const char *dir, FILE *out, char *err, size_t errlen);
 
+/* The number of committed step_*.h5 under arg (a run directory or its
+ * ckpt/ directory; 0 when it does not exist or cannot be read), the path
+ * of the newest in newest (may be NULL).  Serial, no checks. */
+int ckpt_count(const char *arg, char *newest, size_t len);
+
 /* resume=auto: the newest step_*.h5 under arg (a run directory or its
  * ckpt/ directory; a file path is checked alone) whose manifest and root
  * attributes check out.  Collective; rank 0 prints to warn (may be NULL)

@@ -157,6 +157,26 @@ static int from_scan(const char *dir, char *path, size_t pathlen, char *err)
     return rc;
 }
 
+int ckpt_count(const char *arg, char *newest, size_t len)
+{
+    char dir[CKPT_PATHMAX], e[CKPT_ERRMAX];
+    struct ckpt_entry *v;
+    int n, count = 0;
+
+    if (newest && len)
+        newest[0] = '\0';
+    if (ckpt_dir_of(arg, dir, sizeof dir, e) || ckpt_dir_scan(dir, &v, &n, e))
+        return 0; /* no directory: none */
+    for (int i = 0; i < n; i++)
+        if (!v[i].partial) {
+            count++;
+            if (newest && len)
+                snprintf(newest, len, "%s/%s", dir, v[i].name);
+        }
+    free(v);
+    return count;
+}
+
 int ckpt_dir_of(const char *arg, char *dir, size_t len, char *err)
 {
     if (ckpt_fmt(dir, len, "%s/ckpt", arg))

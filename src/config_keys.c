@@ -494,7 +494,8 @@ const struct config_key config_keys[] = {
         "1 = copy tensors to memory and write the checkpoint while "
         "training continues", check_nonneg),
     KEY("run", resume, CONFIG_STR, "auto",
-        "auto (newest good checkpoint in run_dir) | never | PATH",
+        "auto (newest good checkpoint in run_dir) | never (fresh; refused "
+        "if run_dir holds checkpoints) | PATH",
         check_nonempty),
     KEY("run", init_from, CONFIG_STR, "",
         "checkpoint to load weights from, fresh optimizer; \"\" = none",

@@ -185,6 +185,27 @@ static int load_newest(struct run *r, char *path, size_t pathlen, char *err,
     }
 }
 
+/* resume=never in a run_dir that holds checkpoints: its saves would
+ * overwrite the earlier run's at the same steps, and a later resume=auto
+ * could take that run's newer ones.  Refused (1, err) on every rank when
+ * any rank sees one.  Collective. */
+static int refuse_overwrite(struct run *r, char *err, size_t errlen)
+{
+    const struct config *c = &r->tr.c;
+    char newest[CONFIG_STR_MAX * 2];
+    int n = ckpt_count(c->run_dir, newest, sizeof(newest)), most = n;
+    MPI_Allreduce(&n, &most, 1, MPI_INT, MPI_MAX, r->tr.g.world);
+    if (most == 0)
+        return 0;
+    snprintf(err, errlen, "resume=never, but %s/ckpt already holds %d "
+             "checkpoint(s) of an earlier run (newest %s): this run would "
+             "overwrite them, and a later resume=auto could take that run's "
+             "newer ones; use another run_dir, or remove them (resume=auto "
+             "continues that run)", c->run_dir, most, n ? newest : "on "
+             "another rank's view");
+    return 1;
+}
+
 /* resume=auto|never|PATH and init_from.  Collective. */
 static int restore(struct run *r, char *err, size_t errlen)
 {
@@ -194,6 +215,8 @@ static int restore(struct run *r, char *err, size_t errlen)
     struct rank_state rs;
     trainer_rank_state(tr, &rs);
     phase_enter(PHASE_CKPT, "resume", -1, -1, -1, &tr->wpg);
+    if (strcmp(c->resume, "never") == 0 && refuse_overwrite(r, err, errlen))
+        return -1;
     if (strcmp(c->resume, "never") != 0) {
         int auto_ = strcmp(c->resume, "auto") == 0, found;
         if (auto_) {

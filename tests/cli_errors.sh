@@ -132,6 +132,10 @@ expect "sample unknown option" "did you mean '--tokens'" \
 expect "sample tokens bound" "0 <= tokens <= 2147483647" \
     $MPIRUN -np 1 "$MPITRON" sample --ckpt "$W/run" \
     --tokens=4611686018427387904
+# resume=never over an earlier run's checkpoints (it overwrote them, and
+# a later resume=auto took that run's newer ones)
+expect "resume=never over checkpoints" "resume=never, but $W/run/ckpt already holds" \
+    train $T --run_dir="$W/run" --resume=never
 # the attention kind is part of the model, as attn_window is
 expect "resume with another attn" "keys that differ (checkpoint -> this run): attn" \
     train $T --run_dir="$W/run" --attn=linear

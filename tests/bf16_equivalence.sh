@@ -29,6 +29,7 @@
 #     micro-batch per rank, zero = 1, 2 and 3 each within 1e-5 of zero = 0
 #     (they give the same bits: the bf16 copy is rounded from the same
 #     fp32 masters whether the update wrote them or an all-gather did),
+#     at dp = 4 zero = 1 gives zero = 3's bits (chunks inside each piece),
 #     zero = 3 with recompute = selective and zero = 3 resumed at step 5
 #     give bitwise its bits; serial with the moments offloaded (AdamW
 #     refreshing the copy as it streams) gives bitwise serial's bits;
@@ -110,6 +111,13 @@ for z in 1 2 3; do
 done
 same z1 z2
 same z1 z3
+# dp = 4: chunks in the middle of each piece too (at dp = 2 each rank
+# owns one end); zero = 1's own chunks are rounded by AdamW, zero = 3's
+# whole slots after each gather: the same bits
+Z4="--dp=4 --micro_batch=2"
+train 4 z1_dp4 $Z4 --zero=1
+train 4 z3_dp4 $Z4 --zero=3
+same z1_dp4 z3_dp4
 train 2 z3_selective $Z --zero=3 --recompute=selective
 same z3 z3_selective
 mkdir -p "$W/off"
@@ -117,7 +125,7 @@ train 1 serial_offload --offload=optimizer --offload_dir="$W/off"
 same serial serial_offload
 resume_run z3_resume 5 2 "$Z --zero=3" 2 "$Z --zero=3"
 same z3 z3_resume
-pass=$((pass + 3))
+pass=$((pass + 4))
 
 # no bf16 instructions: a clear message, then fp32
 ONEDNN_MAX_CPU_ISA=AVX512_CORE

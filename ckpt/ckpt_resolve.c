@@ -59,17 +59,20 @@ void ckpt_latest_name(const char *dir, char *name, size_t len)
 }
 
 /* The file named by DIR/latest when it exists: 0, else 1. */
+static long long step_of(const char *name, int *partial);
+
 static int from_latest(const char *dir, char *path, size_t pathlen, char *err)
 {
     char name[CKPT_PATHMAX], full[CKPT_PATHMAX];
+    int partial = 1;
 
     ckpt_latest_name(dir, name, sizeof name);
-    if (!name[0])
+    /* only a committed checkpoint of this directory, as saves write it:
+     * an absolute path or one through '..' would load another run's file
+     * without a word */
+    if (!name[0] || step_of(name, &partial) < 0 || partial)
         return 1;
-    if (name[0] == '/')
-        ckpt_fmt(full, sizeof full, "%s", name);
-    else
-        ckpt_fmt(full, sizeof full, "%s/%s", dir, name);
+    ckpt_fmt(full, sizeof full, "%s/%s", dir, name);
     if (!is_file(full))
         return 1; /* stale pointer: fall back to scanning */
     return out_path(path, pathlen, dir, name, err) ? -1 : 0;

@@ -977,6 +977,23 @@ static void test_resolve(void **state)
     MPI_Barrier(MPI_COMM_WORLD);
     assert_int_equal(ckpt_resolve(ck, res, sizeof res, err, sizeof err), 0);
     assert_string_equal(res, exp);
+    /* a latest that leaves the directory (absolute, or through '..') is
+     * not followed, even to a file that exists: another run's */
+    static const char *const away[] = {"%s/run/ckpt/step_00000005.h5\n",
+                                       "../run/ckpt/step_00000005.h5\n"};
+    for (int k = 0; k < 2; k++) {
+        if (g_rank == 0) {
+            char text[700];
+            fmt(text, sizeof text, away[k], dir);
+            fmt(path, sizeof path, "%s/latest", ck);
+            write_text(path, text);
+        }
+        MPI_Barrier(MPI_COMM_WORLD);
+        assert_int_equal(ckpt_resolve(ck, res, sizeof res, err, sizeof err),
+                         0);
+        assert_string_equal(res, exp);
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
 
     fmt(ck, sizeof ck, "%s/empty", dir);
     if (g_rank == 0)

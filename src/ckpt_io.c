@@ -416,7 +416,17 @@ static int load_state(const struct grid *g, const struct config *c,
     }
     int rc = ckpt_read_tensors(g->world, path, t, nt, err, errlen);
     free_list(t, nt);
-    return rc;
+    if (rc < 0) {
+        /* the weights and moments are read; residuals cut otherwise (a
+         * new stage partition under the same layout, say) are optional
+         * state: dropped, not a reason to pass over the checkpoint */
+        log_warn(MPI_COMM_SELF, "rank %d: %s: per-rank compression state "
+                 "(error-feedback residuals) not read (%s): it starts from "
+                 "zero", g->rank, path, err);
+        for (int b = 0; b < n; b++)
+            memset(rs->p[b], 0, rs->len[b] * sizeof(float));
+    }
+    return 0;
 }
 
 int model_ckpt_load(const struct grid *g, struct gpt *m,

@@ -246,13 +246,18 @@ static void lamb_step(struct trainer *tr, const struct adamw_hp *hp0,
 }
 
 /* The first float of this rank's weights (weight) or gradient that the
- * step uses: with ZeRO the gradient is this rank's shard (stage >= 1) and
- * at stage 3 so are the weights.  NULL if it holds none. */
+ * step uses: with ZeRO the gradient is this rank's shard (stage >= 1), at
+ * stage 3 so are the weights, and at stages 1 and 2 the weight is the
+ * first of its own chunks.  NULL if it holds none. */
 static float *first_float(struct trainer *tr, int weight)
 {
     int zs = tr->has_zx ? tr->zx.stage : 0;
     if (weight && zs == 3)
         return tr->zx.plan.shard_n ? tr->zx.p_shard : NULL;
+    if (weight && zs > 0) /* its own chunk: the update's all-gather, maybe
+                             still running, writes the others' */
+        return tr->zx.plan.nsegs ? tr->m.params + tr->zx.plan.seg[0].arena_off
+                                 : NULL;
     if (weight || zs == 0)
         return weight ? tr->m.params : tr->m.grads;
     for (int t = 0; t < tr->m.tt.n; t++) {

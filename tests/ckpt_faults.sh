@@ -4,7 +4,8 @@
 #     residuals) continue bit for bit;
 #  2. layout independence: written at dp=4, resumed (it says so) at dp=2
 #     and dp=1 within relative 1e-5 of the uninterrupted dp=4 run
-#     (residuals dropped with a warning, as on a bucket_mb change);
+#     (residuals dropped with a warning, as on a bucket_mb change or a
+#     new stage partition);
 #  3. kill -9 of one rank in the middle of a save: the previous checkpoint
 #     verifies and a restarted job resumes from it;
 #  4. a full disk: a clear error, no partial file taken for good, the
@@ -90,6 +91,19 @@ if [ $rc -eq 0 ] && grep -q "cannot be resharded" "$W/cb.log" &&
     ok "compression residuals dropped with a warning on a bucket_mb change"
 else
     bad "residuals on a bucket_mb change (exit $rc)"; cat "$W/cb.log"
+fi
+# ... and one whose pipeline stages moved under the same layout (dp2 x
+# pp2, blocks 2,2 -> 3,1: the buckets follow each stage's tensors)
+P="--steps=4 --compress=topk:0.1 --pp=2 --n_layer=4"
+train 4 $P --pp_partition=2,2 --run_dir="$W/cp" --stop_at_step=2 \
+    > /dev/null 2>&1
+train 4 $P --pp_partition=3,1 --run_dir="$W/cp" > "$W/cp.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && grep -q "compression state .* not read" "$W/cp.log" &&
+   grep -q "resumed from .*step_00000002.h5 at step 2" "$W/cp.log"; then
+    ok "compression residuals dropped with a warning on a new stage partition"
+else
+    bad "residuals on a new stage partition (exit $rc)"; cat "$W/cp.log"
 fi
 
 # 3. kill -9 of one rank while a save is under way

@@ -145,6 +145,10 @@ cp -r "$W/data" "$W/badval"
 head -c 3000 "$W/data/val_000.bin" > "$W/badval/val_000.bin"
 expect "broken val shard" "$W/badval/val_000.bin" \
     train $T --data="$W/badval" --run_dir="$W/rbv"
+# the same with the vocabulary given: no detection reads the shards first,
+# the val split's own check must stop it
+expect "broken val shard, vocab_size given" "val split: $W/badval/val_000.bin" \
+    train $T --data="$W/badval" --run_dir="$W/rbv2" --vocab_size=256
 # a NUL byte in a config file (the parser stopped there, silently)
 printf '[optim]\nsteps = 1\000\nsteps = abc\n' > "$W/nul.ini"
 expect "ini NUL byte" "nul.ini:2: a NUL byte" train "$W/nul.ini" $T

@@ -30,9 +30,10 @@
 #     at zero = 3 (a NaN in rank 1's parameter shard, gathered by both
 #     ranks) reloads step 6 into the shards, forgets the gathered units
 #     and trains steps 9-10 finite;
-#  8. precision=bf16 with zero = 1: the NaN weight reaches the bf16 copy
-#     the products read, so step 7 is already non-finite and the run
-#     rolls back to step 6 as in fp32.
+#  8. precision=bf16 with zero = 1, a NaN weight on rank 0 and on rank 1:
+#     it reaches the bf16 copy the products read and no all-gather
+#     overwrites it, so step 7 is already non-finite and the run rolls
+#     back to step 6 as in fp32 (skipped on a CPU without bf16).
 set -u
 MPITRON=${MPITRON:-./mpitron}
 MPIRUN=${MPIRUN:-mpirun}
@@ -261,25 +262,31 @@ fi
 
 # 8. precision=bf16: the products read the bf16 copy of the weights, so
 # the injected NaN must reach it as a corruption of the weights would;
-# with zero=1 the copy of rank 1's own chunk is rounded by AdamW, not
+# with zero=1 the copy of a rank's own chunk is rounded by AdamW, not
 # after the gather, and the NaN was first seen a step late (step 7 ran
-# finite on the stale copy, the save at step 9 refused the NaN, exit 1)
-train --steps=10 --ckpt_every=3 --debug_nan=1:7:weight --nonfinite=rollback \
-    --nonfinite_patience=2 --zero=1 --precision=bf16 --run_dir="$W/hrb" \
-    > "$W/hrb.log" 2>&1
-rc=$?
-if [ $rc -eq 0 ] && json_ok "$W/hrb" &&
-   [ "$(jq -c 'select(has("rollback_from"))' "$W/hrb/metrics.jsonl")" = \
-     '{"step":6,"rollback_from":8,"skip_steps":[7,8]}' ] &&
-   [ "$(jq -r 'select(.step > 8 and has("loss")) | .loss' \
-        "$W/hrb/metrics.jsonl" | grep -c '^[0-9]')" -eq 2 ] &&
-   "$MPITRON" ckpt verify "$W/hrb" > /dev/null 2>&1
-then
-    ok "bf16 + zero=1: the NaN weight poisons step 7, rollback to step 6"
-else
-    bad "bf16 zero=1 rollback (exit $rc)"; cat "$W/hrb.log" \
-        "$W/hrb/metrics.jsonl"
-fi
+# finite on the stale copy, the save at step 9 refused the NaN, exit 1).
+# On rank 0 the NaN went into rank 1's chunk, where the update's
+# all-gather overwrote it: it is now put into the rank's own chunk.
+for r in 0 1; do
+    train --steps=10 --ckpt_every=3 --debug_nan=$r:7:weight \
+        --nonfinite=rollback --nonfinite_patience=2 --zero=1 \
+        --precision=bf16 --run_dir="$W/hrb$r" > "$W/hrb$r.log" 2>&1
+    rc=$?
+    if ! grep -q "precision bf16" "$W/hrb$r.log"; then
+        ok "SKIP bf16 + zero=1 rank $r: no bf16 on this CPU (trained in fp32)"
+    elif [ $rc -eq 0 ] && json_ok "$W/hrb$r" &&
+       [ "$(jq -c 'select(has("rollback_from"))' "$W/hrb$r/metrics.jsonl")" \
+         = '{"step":6,"rollback_from":8,"skip_steps":[7,8]}' ] &&
+       [ "$(jq -r 'select(.step > 8 and has("loss")) | .loss' \
+            "$W/hrb$r/metrics.jsonl" | grep -c '^[0-9]')" -eq 2 ] &&
+       "$MPITRON" ckpt verify "$W/hrb$r" > /dev/null 2>&1
+    then
+        ok "bf16 + zero=1, rank $r's weight: step 7 poisoned, rollback to 6"
+    else
+        bad "bf16 zero=1 rollback, rank $r (exit $rc)"
+        cat "$W/hrb$r.log" "$W/hrb$r/metrics.jsonl"
+    fi
+done
 
 echo "$pass passed, $failed failed"
 [ $failed -eq 0 ]

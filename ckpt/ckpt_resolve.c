@@ -58,9 +58,10 @@ void ckpt_latest_name(const char *dir, char *name, size_t len)
         name[--n] = '\0';
 }
 
-/* The file named by DIR/latest when it exists: 0, else 1. */
 static long long step_of(const char *name, int *partial);
 
+/* The file named by DIR/latest when it names a committed checkpoint of
+ * DIR that exists: 0, else 1. */
 static int from_latest(const char *dir, char *path, size_t pathlen, char *err)
 {
     char name[CKPT_PATHMAX], full[CKPT_PATHMAX];

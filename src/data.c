@@ -339,6 +339,23 @@ int data_vocab_resolve(const char *dir, int *vocab, int optional, char *err,
 }
 
 /* vocab_size <= 0 (or > 65535) skips the token range check. */
+int64_t data_split_size_tokens(const char *dir, const char *split)
+{
+    char **paths, e[256];
+    int n = shard_paths_list(dir, split, &paths, e, sizeof e);
+    if (n < 0)
+        return -1;
+    int64_t tok = 0;
+    for (int i = 0; i < n; i++) {
+        struct stat st;
+        if (stat(paths[i], &st) == 0 &&
+            st.st_size > SHARD_HEADER_INTS * 4)
+            tok += (int64_t)(st.st_size - SHARD_HEADER_INTS * 4) / 2;
+    }
+    names_free(paths, n);
+    return tok;
+}
+
 int dataset_open(struct dataset *ds, const char *dir, const char *split,
                  int vocab_size, char *err, size_t errlen)
 {

@@ -70,6 +70,12 @@ int dataset_open(struct dataset *ds, const char *dir, const char *split,
                  int vocab_size, char *err, size_t errlen);
 void dataset_close(struct dataset *ds);
 
+/* The tokens that <dir>/<split>_*.bin hold by their sizes alone (the
+ * header off each; nothing read or checked: dataset_open does that), -1
+ * when there is no such shard or directory.  Cheap: for checks that
+ * should fail before a long start-up. */
+int64_t data_split_size_tokens(const char *dir, const char *split);
+
 /* The start of the document holding stream position pos (0 without a
  * document index). */
 int64_t dataset_doc_start(const struct dataset *ds, int64_t pos);

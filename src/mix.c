@@ -142,6 +142,27 @@ static int same_tokenizer(const char *a, const char *b)
     return same;
 }
 
+int data_spec_check_len(const char *spec, const char *split,
+                        int64_t min_tokens, char *err, size_t errlen)
+{
+    struct data_spec sp;
+    char e[512];
+    if (data_spec_parse(spec, &sp, e, sizeof e) < 0) {
+        snprintf(err, errlen, "data=%s: %s", spec, e);
+        return -1;
+    }
+    for (int i = 0; i < sp.n; i++) {
+        int64_t n = data_split_size_tokens(sp.dir[i], split);
+        if (n >= 0 && n <= min_tokens) { /* the message mixture_open gives */
+            snprintf(err, errlen, "%s: the %s split has %" PRId64 " tokens, "
+                     "not more than %" PRId64, sp.dir[i], split, n,
+                     min_tokens);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 int data_spec_vocab(const char *spec, int *vocab, int optional, char *err,
                     size_t errlen)
 {

@@ -42,6 +42,14 @@ struct data_spec {
 int data_spec_parse(const char *s, struct data_spec *sp, char *err,
                     size_t errlen);
 
+/* Every directory of the spec holds more than min_tokens tokens in its
+ * split, by the shards' sizes (data_split_size_tokens; a directory without
+ * the split passes: opening it says so).  0, or -1 with err naming the
+ * directory and the count, as mixture_open would after its full check:
+ * for failing before a long start-up. */
+int data_spec_check_len(const char *spec, const char *split,
+                        int64_t min_tokens, char *err, size_t errlen);
+
 /* data_vocab_resolve (data.h) over every directory of the spec; they must
  * agree (and have byte-identical merges.txt, if any).  0 or -1 + err. */
 int data_spec_vocab(const char *spec, int *vocab, int optional, char *err,

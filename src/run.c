@@ -375,6 +375,9 @@ static int setup(struct run *r, const struct config *c0, char *err,
 {
     struct config cv = *c0; /* vocab_size resolved against the data */
     int vrc = data_spec_vocab(cv.data, &cv.vocab_size, 0, err, errlen);
+    if (vrc == 0) /* before calibration, which a long seq_len makes slow */
+        vrc = data_spec_check_len(cv.data, "train", cv.seq_len + 1, err,
+                                  errlen);
     if (comm_agree(MPI_COMM_WORLD, vrc, err, errlen) < 0)
         return -1;
     const struct config *c = &cv;

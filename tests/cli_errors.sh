@@ -149,6 +149,18 @@ expect "broken val shard" "$W/badval/val_000.bin" \
 # the val split's own check must stop it
 expect "broken val shard, vocab_size given" "val split: $W/badval/val_000.bin" \
     train $T --data="$W/badval" --run_dir="$W/rbv2" --vocab_size=256
+# a seq_len beyond the train split fails before the start-up calibration
+# (it came after it: at seq_len 20000 on this corpus 71 s and 12 GB of
+# activations and scratch allocated before the error)
+expect "seq_len beyond the split" "the train split has 9900 tokens, not more than 10001" \
+    train $T --seq_len=10000 --run_dir="$W/rsl"
+if grep -q "calibration\|memory per rank" "$W/out"; then
+    failed=$((failed + 1))
+    echo "FAIL: seq_len beyond the split: refused only after the start-up"
+    sed 's/^/    /' "$W/out"
+else
+    pass=$((pass + 1))
+fi
 # a NUL byte in a config file (the parser stopped there, silently)
 printf '[optim]\nsteps = 1\000\nsteps = abc\n' > "$W/nul.ini"
 expect "ini NUL byte" "nul.ini:2: a NUL byte" train "$W/nul.ini" $T

@@ -392,6 +392,13 @@ static int state_compatible(const struct grid *g, const struct config *c,
            stored == c->bucket_mb;
 }
 
+/* Per-rank compression residuals that cannot be read start from zero. */
+static void state_zero(const struct rank_state *rs)
+{
+    for (int b = 0; b < rs->n; b++)
+        memset(rs->p[b], 0, rs->len[b] * sizeof(float));
+}
+
 static int load_state(const struct grid *g, const struct config *c,
                       const char *path, const struct ckpt_meta *meta,
                       const struct rank_state *rs, char *err, size_t errlen)
@@ -404,8 +411,7 @@ static int load_state(const struct grid *g, const struct config *c,
                  "compress or bucket_mb): per-rank compression state "
                  "(error-feedback residuals) cannot be resharded and "
                  "starts from zero", path, meta->layout);
-        for (int b = 0; b < n; b++)
-            memset(rs->p[b], 0, rs->len[b] * sizeof(float));
+        state_zero(rs);
         return 0;
     }
     struct ckpt_tensor *t = NULL;
@@ -423,8 +429,7 @@ static int load_state(const struct grid *g, const struct config *c,
         log_warn(MPI_COMM_SELF, "rank %d: %s: per-rank compression state "
                  "(error-feedback residuals) not read (%s): it starts from "
                  "zero", g->rank, path, err);
-        for (int b = 0; b < n; b++)
-            memset(rs->p[b], 0, rs->len[b] * sizeof(float));
+        state_zero(rs);
     }
     return 0;
 }

@@ -13,7 +13,7 @@
 #include "ar_internal.h"
 
 const struct allreduce_algo *const allreduce_algos[] = {
-    &ar_mpi, &ar_ring, &ar_rhd, &ar_hier, NULL,
+    &ar_mpi, &ar_ring, &ar_rhd, &ar_hier, &ar_shm, NULL,
 };
 
 /* Built-in thresholds, measured on one 2-core machine (np 2; np 3 and 4

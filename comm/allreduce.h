@@ -11,13 +11,20 @@
  *   hier  reduce inside each node (to the node leader), all-reduce among
  *         node leaders with a flat algorithm (ring), broadcast inside the
  *         node
- *   auto  picks one of the above by message size and topology from
- *         thresholds measured by `mpitron bench allreduce`
+ *   shm   the ranks of one node sum and copy each other's chunks
+ *         straight out of shared memory (ar_shm.c): only for buffers in
+ *         the group's shared segments (g->shm, shm.h); start fails on
+ *         any other buffer
+ *   auto  picks one of mpi, ring, rhd, hier by message size and topology
+ *         from thresholds measured by `mpitron bench allreduce` (shm is
+ *         chosen by the owner of the buffer: the gradient buckets take
+ *         it when the gradients live in the group's segments)
  *
- * Our algorithms (ring, rhd, hier) are deterministic: the order in which
- * contributions are summed depends only on the rank count and n, so the
- * same inputs give the same bits on every run, and every rank ends with
- * identical bits.  n may be 0, 1, prime, or not divisible by the size.
+ * Our algorithms (ring, rhd, hier, shm) are deterministic: the order in
+ * which contributions are summed depends only on the rank count and n, so
+ * the same inputs give the same bits on every run, and every rank ends
+ * with identical bits (shm and ring: the same bits).  n may be 0, 1,
+ * prime, or not divisible by the size.
  */
 #ifndef MPITRON_ALLREDUCE_H
 #define MPITRON_ALLREDUCE_H
@@ -31,7 +38,8 @@ struct allreduce_algo {
     size_t (*scratch)(const struct comm_group *g, size_t n);
 };
 
-/* NULL-terminated table of the concrete algorithms (mpi, ring, rhd, hier). */
+/* NULL-terminated table of the concrete algorithms (mpi, ring, rhd, hier,
+ * shm). */
 extern const struct allreduce_algo *const allreduce_algos[];
 
 /* Thresholds for auto, in bytes.  Defaults are built in; a tuning file

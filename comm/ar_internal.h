@@ -96,7 +96,8 @@ void ar_pipe_chain(struct ar_pipe *pp, MPI_Comm comm, int tag, int src,
 int ar_pipe_test(struct ar_pipe *pp);
 
 /* The algorithms, one file each (ar_mpi.c, ar_ring.c, ...). */
-extern const struct allreduce_algo ar_mpi, ar_ring, ar_rhd, ar_hier;
+extern const struct allreduce_algo ar_mpi, ar_ring, ar_rhd, ar_hier,
+    ar_shm;
 /* the ring's halves (allreduce.h: comm_reduce_scatter, comm_allgather) */
 extern const struct allreduce_algo ar_ring_rs, ar_ring_ag;
 

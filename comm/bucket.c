@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "shm.h"
+
 static double wall(void)
 {
     return MPI_Wtime();
@@ -90,8 +92,14 @@ static int setup_bucket(struct bucketer *bk, struct bucket *b,
                         const struct bucket_tensor *t,
                         const struct codec_ctx *proto, uint64_t seed)
 {
-    b->algo = bk->algo ? bk->algo
-                       : allreduce_pick(&bk->tune, bk->g, b->n);
+    /* auto: shm when the gradients live in the group's shared segments
+     * (then no message is needed), else by size and topology */
+    if (bk->algo)
+        b->algo = bk->algo;
+    else if (comm_shm_holds(bk->g->shm, bk->grads + b->off, b->n))
+        b->algo = allreduce_find("shm");
+    else
+        b->algo = allreduce_pick(&bk->tune, bk->g, b->n);
     size_t need = b->algo->scratch(bk->g, b->n);
     if (make_segs(b, t) < 0)
         return -1;
@@ -126,7 +134,14 @@ int bucketer_init(struct bucketer *bk, const struct comm_group *g,
         bk->algo = allreduce_find(algo);
         if (!bk->algo) {
             snprintf(err, errlen, "allreduce=%s: unknown algorithm (mpi | "
-                     "ring | rhd | hier | auto)", algo);
+                     "ring | rhd | hier | shm | auto)", algo);
+            return -1;
+        }
+        if (strcmp(algo, "shm") == 0 && !bk->g->shm) {
+            snprintf(err, errlen, "allreduce=shm: the gradients are not in "
+                     "shared memory (it needs every rank of the "
+                     "data-parallel group on one node, zero=0 and "
+                     "compress=none)");
             return -1;
         }
     }

@@ -76,7 +76,9 @@ int bucket_plan(const struct bucket_tensor *t, int nt, size_t bucket_bytes,
 /*
  * Plan buckets over tensors t[0..nt) (backward production order) of the
  * gradient arena grads, for group g.  algo: "mpi" | "ring" | "rhd" |
- * "hier" | "auto" (tune may be NULL: built-in thresholds).  compress: a
+ * "hier" | "shm" | "auto" (tune may be NULL: built-in thresholds; auto
+ * takes shm for every bucket when grads lie in g->shm's segment, and shm
+ * needs them there).  compress: a
  * codec spec ("none", "topk:0.01", ...).  Allocates every buffer it will
  * need.  Returns 0, or -1 with err naming the bad algorithm/codec.
  */

@@ -44,6 +44,10 @@ struct comm_group {
     /* the group's world ranks, for the hang watchdog's reports; its
      * name is "group" unless the owner sets pg.name ("dp group") */
     struct phase_group pg;
+    /* segments shared by the group's ranks (shm.h), set by the owner
+     * that mapped them (not owned); the shm all-reduce reduces buffers
+     * inside them.  NULL: none. */
+    struct comm_shm *shm;
 };
 
 /* The one agreement on a status for comm/, parallel/ and src/ (ckpt/,

@@ -13,6 +13,7 @@
 #include "comm.h"
 #include "grid.h"
 #include "log.h"
+#include "shm.h"
 
 struct bench_opts {
     char *sizes, *algos, *codecs;
@@ -167,7 +168,7 @@ static int parse_bench_opts(int argc, char **argv, struct bench_opts *o,
 {
     static const char *const names[] = {"sizes", "algo", "compress", "csv",
         "iters", "ranks_per_node", "tune", NULL};
-    const char *v[7] = {"4K,64K,1M,16M", "mpi,ring,rhd,hier", "none", "0",
+    const char *v[7] = {"4K,64K,1M,16M", "mpi,ring,rhd,hier,shm", "none", "0",
                         "0", "0", NULL};
     const char *pos[1];
     long csv, rpn;
@@ -195,11 +196,15 @@ double bench_comm_time(const struct comm_group *g, const char *kind,
                        double *median)
 {
     size_t n = bytes / sizeof(float);
-    float *buf = malloc((n ? n : 1) * sizeof(float));
+    /* shm reduces buffers in the group's shared segments only */
+    int shm = !strcmp(kind, "shm");
+    float *buf = shm ? NULL : malloc((n ? n : 1) * sizeof(float));
     double t = -1.0;
     uint64_t w = 0;
     long it = iters_for(bytes, iters);
     const struct allreduce_algo *al = NULL;
+    if (shm && g->shm && g->shm->n >= n)
+        buf = g->shm->buf[g->rank];
     if (!buf)
         return -1.0;
     if (!strcmp(kind, "MPI_Allreduce")) {
@@ -221,7 +226,8 @@ double bench_comm_time(const struct comm_group *g, const char *kind,
             codec_ctx_free(&cc);
         }
     }
-    free(buf);
+    if (!shm)
+        free(buf);
     if (wire)
         *wire = w;
     return t;
@@ -245,6 +251,8 @@ static void bench_size(const struct comm_group *g, const struct bench_opts *o,
             continue; /* validated by the caller */
         struct row r = {al->name, "none", n * 4, 0, 0};
         r.t = bench_comm_time(g, al->name, bytes, o->iters, &r.wire, NULL);
+        if (r.t < 0)
+            continue; /* shm without segments: said at the start */
         if (!strcmp(al->name, "ring"))
             t_ring[si] = r.t;
         if (!strcmp(al->name, "rhd"))
@@ -274,7 +282,7 @@ static int check_names(const struct bench_opts *o, char *err, size_t errlen)
     for (char *a = strtok(algos, ","); a && !rc; a = strtok(NULL, ","))
         if (!allreduce_find(a) || !strcmp(a, "auto")) {
             snprintf(err, errlen, "--algo: unknown algorithm '%s' (mpi, "
-                     "ring, rhd, hier)", a);
+                     "ring, rhd, hier, shm)", a);
             rc = -1;
         }
     free(algos);
@@ -285,6 +293,32 @@ static int check_names(const struct bench_opts *o, char *err, size_t errlen)
     }
     free(codecs);
     return rc;
+}
+
+/* Shared segments as large as the largest size, when --algo names shm:
+ * 0, or -1 with a note on rank 0 (the ranks are on several nodes, or
+ * /dev/shm has no room) and shm's rows left out. */
+static int bench_shm_init(const struct comm_group *g, const struct grid *gr,
+                          const struct bench_opts *o, const size_t *sz,
+                          int ns, struct comm_shm *shm)
+{
+    char *algos = strdup(o->algos), why[256] = "on several nodes";
+    int want = 0;
+    for (char *a = strtok(algos, ","); a; a = strtok(NULL, ","))
+        want |= !strcmp(a, "shm");
+    free(algos);
+    if (!want)
+        return -1;
+    size_t most = 0;
+    for (int i = 0; i < ns; i++)
+        most = sz[i] > most ? sz[i] : most;
+    if (comm_shm_possible(g->comm, gr->node) &&
+        comm_shm_init(shm, g, most / sizeof(float), NULL, why,
+                      sizeof why) == 0)
+        return 0;
+    if (g->rank == 0) /* not into --csv's table */
+        fprintf(o->csv ? stderr : stdout, "# shm left out: %s\n", why);
+    return -1;
 }
 
 int bench_allreduce(int argc, char **argv)
@@ -323,6 +357,10 @@ int bench_allreduce(int argc, char **argv)
                g.size, g.nnodes, "algo", "compress", "bytes", "time_us",
                "algbw_GB/s", "busbw", "wire_bytes", "vs_mpi");
     }
+    struct comm_shm shm;
+    memset(&shm, 0, sizeof shm);
+    if (bench_shm_init(&g, &gr, &o, sz, ns, &shm) == 0)
+        g.shm = &shm;
     double t_ring[MAX_SIZES] = {0}, t_rhd[MAX_SIZES] = {0},
            t_hier[MAX_SIZES] = {0};
     for (int i = 0; i < ns; i++)
@@ -330,6 +368,7 @@ int bench_allreduce(int argc, char **argv)
     if (o.tune && g.rank == 0)
         write_tune(o.tune, sz, ns, t_ring, t_rhd, t_hier);
     comm_group_free(&g);
+    comm_shm_free(&shm);
     grid_free(&gr);
     free(o.sizes);
     free(o.algos);

@@ -1,6 +1,6 @@
 /*
  * test_allreduce.c - the reduction group and the all-reduce algorithms of
- * comm/ (mpi, ring, rhd, hier, auto), under MPI.
+ * comm/ (mpi, ring, rhd, hier, shm, auto), under MPI.
  *
  * Run with mpirun -np 1..8 (--oversubscribe).  Inputs are functions of
  * (rank, index), so every rank can compute every other rank's input:
@@ -38,6 +38,7 @@
 #include "ar_internal.h" /* AR_SEG_FLOATS, AR_HIER_PIECES: hier's order */
 #include "comm.h"
 #include "mpi_check.h"
+#include "shm.h"
 
 static int wrank, wsize;
 
@@ -125,7 +126,7 @@ static float hier_order(const float *v, int p, int rpn, size_t n, size_t i)
     return ring_order(part, nn, len, i - off);
 }
 
-/* want[i] in the order of algo ("ring", "rhd", "hier"). */
+/* want[i] in the order of algo ("ring" and "shm", "rhd", "hier"). */
 static void expected(const char *algo, int p, int rpn, size_t n,
                      unsigned salt, float *want)
 {
@@ -133,7 +134,7 @@ static void expected(const char *algo, int p, int rpn, size_t n,
     for (size_t i = 0; i < n; i++) {
         for (int r = 0; r < p; r++)
             v[r] = input(r, i, salt);
-        if (strcmp(algo, "ring") == 0)
+        if (strcmp(algo, "ring") == 0 || strcmp(algo, "shm") == 0)
             want[i] = ring_order(v, p, n, i);
         else if (strcmp(algo, "rhd") == 0)
             want[i] = rhd_order(v, p);
@@ -469,18 +470,92 @@ static void test_in_flight(void **state)
     verdict();
 }
 
+/* ---- shm: buffers in the group's shared segments ------------------------ */
+
+/* shm on every length, its buffer 37 floats into this rank's segment:
+ * exact integer sums, the ring's bits, the same bits twice; several ops
+ * open at once in disjoint parts of the segment, tested and waited for in
+ * rank-dependent orders (an op waited for completes the older ones); a
+ * buffer outside the segments refused. */
+static void test_shm(void **state)
+{
+    (void)state;
+    struct comm_group g;
+    struct comm_shm s;
+    struct bufs b;
+    char err[256] = "";
+    size_t big = lengths[NLEN - 1];
+    assert_int_equal(group_make(&g, 64), 0);
+    CHECK(comm_shm_possible(g.comm, 0) == 1, "one node: shm possible");
+    /* another node id per rank (ranks_per_node 1): not one node */
+    CHECK(comm_shm_possible(g.comm, wrank) == (wsize == 1), "rpn 1");
+    int rc = comm_shm_init(&s, &g, 3 * big + 37, NULL, err, sizeof err);
+    CHECK(rc == 0, "comm_shm_init: %s", err);
+    if (rc != 0) {
+        comm_group_free(&g);
+        verdict();
+        return;
+    }
+    g.shm = &s;
+    bufs_alloc(&b, big);
+    float *own = b.buf;
+    b.buf = s.buf[wrank] + 37;
+    for (size_t k = 0; k < NLEN; k++)
+        run_one("shm", &g, 64, lengths[k], &b);
+    b.buf = own;
+    /* three ops open at once */
+    const struct allreduce_algo *a = allreduce_find("shm");
+    struct comm_op op[3];
+    struct shm_op_scratch { _Alignas(64) char x[64]; } sc[3];
+    float *want = malloc(3 * big * sizeof(float));
+    assert_non_null(want);
+    for (int round = 0; round < 2; round++) {
+        for (int j = 0; j < 3; j++) {
+            float *buf = s.buf[wrank] + 37 + (size_t)j * big;
+            size_t n = big - (size_t)j * 1000;
+            CHECK(a->scratch(&g, n) <= sizeof sc[j], "scratch");
+            fill(buf, n, wrank, 30 + (unsigned)(round * 3 + j));
+            expected("shm", wsize, 64, n, 30 + (unsigned)(round * 3 + j),
+                     want + (size_t)j * big);
+            allreduce_op_init(&op[j], a, &g, buf, n, &sc[j], sizeof sc[j]);
+            CHECK(comm_op_start(&op[j]) == 0, "start %d", j);
+        }
+        for (int t = 0; t < 20; t++)
+            CHECK(comm_op_test(&op[(t + wrank) % 3]) >= 0, "test");
+        /* odd ranks wait newest first, even ranks oldest first: shm's
+         * ops advance in start order whichever is waited for */
+        for (int j = 0; j < 3; j++) {
+            int k = wrank % 2 ? 2 - j : j;
+            CHECK(comm_op_wait(&op[k]) == 0, "wait %d", k);
+        }
+        for (int j = 0; j < 3; j++)
+            check_bits(s.buf[wrank] + 37 + (size_t)j * big,
+                       want + (size_t)j * big, big - (size_t)j * 1000,
+                       "open at once", "shm", 64);
+    }
+    free(want);
+    /* outside the segments: start fails on every rank */
+    CHECK(allreduce(a, &g, b.tmp, 1000) == -1, "private buffer accepted");
+    g.shm = NULL;
+    CHECK(allreduce(a, &g, s.buf[wrank], 1000) == -1, "no segments");
+    comm_shm_free(&s);
+    bufs_free(&b);
+    comm_group_free(&g);
+    verdict();
+}
+
 /* ---- auto, the table, the tuning file ------------------------------------ */
 
 static void test_find_and_pick(void **state)
 {
     (void)state;
-    const char *names[] = {"mpi", "ring", "rhd", "hier"};
+    const char *names[] = {"mpi", "ring", "rhd", "hier", "shm"};
     int i = 0;
     for (; allreduce_algos[i]; i++)
-        CHECK(i < 4 && strcmp(allreduce_algos[i]->name, names[i]) == 0 &&
+        CHECK(i < 5 && strcmp(allreduce_algos[i]->name, names[i]) == 0 &&
                   allreduce_find(names[i]) == allreduce_algos[i],
               "table entry %d", i);
-    CHECK(i == 4, "%d algorithms", i);
+    CHECK(i == 5, "%d algorithms", i);
     CHECK(allreduce_find("auto") != NULL, "auto");
     CHECK(allreduce_find("nope") == NULL && allreduce_find(NULL) == NULL,
           "unknown");
@@ -588,6 +663,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_hier_layouts),
         cmocka_unit_test(test_in_flight),
         cmocka_unit_test(test_halves),
+        cmocka_unit_test(test_shm),
         cmocka_unit_test(test_find_and_pick),
         cmocka_unit_test(test_tune_load),
     };

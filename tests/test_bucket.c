@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "bucket.h"
+#include "shm.h"
 
 static int rank, size;
 
@@ -107,19 +108,32 @@ static void fill(float *x, size_t n, int r, int step)
 /* Mark tensors ready in production order with progress in between, as
  * backward does; the result must equal MPI_Allreduce (exact: the inputs
  * are small multiples of 1/4). */
-static void run_algo(const char *algo)
+static void run_algo_on(const char *algo, int shm)
 {
     struct comm_group g;
+    struct comm_shm sh;
     struct bucketer bk;
     struct bucket_tensor t[NT];
     char err[256];
     size_t n = total();
     layout(t);
-    float *grads = malloc(n * sizeof(float));
+    float *own = malloc(n * sizeof(float)), *grads = own;
     float *want = malloc(n * sizeof(float));
-    assert_int_equal(comm_group_init(&g, MPI_COMM_WORLD, rank / 2), 0);
+    /* shm: one node, the gradients in the group's shared segments */
+    assert_int_equal(comm_group_init(&g, MPI_COMM_WORLD, shm ? 0 : rank / 2),
+                     0);
+    if (shm) {
+        assert_int_equal(comm_shm_init(&sh, &g, n, NULL, err, sizeof err), 0);
+        g.shm = &sh;
+        grads = sh.buf[rank];
+    }
     assert_int_equal(bucketer_init(&bk, &g, grads, t, NT, 20000, algo, NULL,
                                    "none", 0, 1, err, sizeof(err)), 0);
+    /* auto takes shm for every bucket exactly when the gradients are in
+     * the segments */
+    for (int i = 0; i < bk.nb; i++)
+        assert_int_equal(strcmp(bk.b[i].algo->name, "shm") == 0,
+                         shm || strcmp(algo, "shm") == 0);
     for (int step = 0; step < 3; step++) {
         fill(grads, n, rank, step);
         memcpy(want, grads, n * sizeof(float));
@@ -144,9 +158,38 @@ static void run_algo(const char *algo)
             assert_true(bk.wire_bytes > 0);
     }
     bucketer_free(&bk);
+    if (shm)
+        comm_shm_free(&sh);
+    comm_group_free(&g);
+    free(own);
+    free(want);
+}
+
+static void run_algo(const char *algo)
+{
+    run_algo_on(algo, 0);
+}
+
+/* auto over gradients in shared segments: shm for every bucket, the
+ * same sums; shm without segments refused at init */
+static void test_reduce_shm(void **state)
+{
+    (void)state;
+    run_algo_on("auto", 1);
+    run_algo_on("shm", 1);
+    struct comm_group g;
+    struct bucketer bk;
+    struct bucket_tensor t[NT];
+    char err[256] = "";
+    float *grads = calloc(total(), sizeof(float));
+    layout(t);
+    assert_int_equal(comm_group_init(&g, MPI_COMM_WORLD, 0), 0);
+    assert_int_equal(bucketer_init(&bk, &g, grads, t, NT, 20000, "shm", NULL,
+                                   "none", 0, 1, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "allreduce=shm: the gradients are not in "
+                                "shared memory"));
     comm_group_free(&g);
     free(grads);
-    free(want);
 }
 
 static void test_reduce_mpi(void **s) { (void)s; run_algo("mpi"); }
@@ -279,6 +322,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_reduce_rhd),
         cmocka_unit_test(test_reduce_hier),
         cmocka_unit_test(test_reduce_auto),
+        cmocka_unit_test(test_reduce_shm),
         cmocka_unit_test(test_compress_warmup),
         cmocka_unit_test(test_momentum_mode),
     };

@@ -97,7 +97,7 @@ n=${#points[@]}
 # what the calibration must cover: every tp, ranks per node, micro-batch,
 # thread count, all-reduce and codec of the spec
 uniq() { tr ' ' '\n' | grep -v '^$' | sort -u | paste -sd, -; }
-max_rpn=1 tps="" loads="" mbs="" ths="" kinds="ring rhd mpi"
+max_rpn=1 tps="" loads="" mbs="" ths="" kinds="ring rhd mpi shm"
 for p in "${points[@]}"; do
     r=$(get "$p" ranks 1)
     nd=$(get "$p" nodes 1)

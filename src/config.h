@@ -79,8 +79,9 @@ struct config {
     int tp, pp;
     char pp_schedule[16]; /* gpipe | 1f1b */
     int ranks_per_node;  /* 0 = shared-memory nodes */
-    char allreduce[16];  /* auto | mpi | ring | rhd | hier */
+    char allreduce[16];  /* auto | mpi | ring | rhd | hier | shm */
     char allreduce_tune[CONFIG_STR_MAX];
+    char shm_dir[CONFIG_STR_MAX]; /* where shm's segments are mapped from */
     float bucket_mb;
     char compress[64];   /* none | fp16 | bf16 | topk:R | powersgd:R | sign */
     int compress_warmup;

@@ -142,6 +142,20 @@ int config_finalize(struct config *c, char *err, size_t errlen)
                "(or zero=0)", c->compress, c->zero);
         return -1;
     }
+    if (!strcmp(c->allreduce, "shm") &&
+        (c->zero > 0 || strcmp(c->compress, "none") != 0)) {
+        /* shm reduces the whole gradient arena in place; ZeRO reduces
+         * shards by unit and the codecs send their own messages */
+        char what[CONFIG_STR_MAX + 16];
+        if (c->zero > 0)
+            snprintf(what, sizeof what, "zero=%d", c->zero);
+        else
+            snprintf(what, sizeof what, "compress=%s", c->compress);
+        seterr(err, errlen, "allreduce=shm with %s: shm reduces the whole "
+               "gradient arena in shared memory; use zero=0 and "
+               "compress=none (or allreduce=auto)", what);
+        return -1;
+    }
     int sharded = c->zero > 0 || strcmp(c->offload, "optimizer") == 0;
     if (sharded && strcmp(c->optimizer, "adamw") != 0) {
         /* the shards' update is AdamW's, element by element; LAMB needs

@@ -115,7 +115,7 @@ static int check_decay(const struct config *c, const struct config_key *k,
 }
 
 static const char *const allreduce_names[] = {"auto", "mpi", "ring", "rhd",
-                                              "hier", NULL};
+                                              "hier", "shm", NULL};
 
 static int check_allreduce(const struct config *c, const struct config_key *k,
                            char *err, size_t errlen)
@@ -124,7 +124,7 @@ static int check_allreduce(const struct config *c, const struct config_key *k,
     for (int i = 0; allreduce_names[i]; i++)
         if (strcmp(v, allreduce_names[i]) == 0)
             return 0;
-    seterr(err, errlen, "must be one of auto, mpi, ring, rhd, hier");
+    seterr(err, errlen, "must be one of auto, mpi, ring, rhd, hier, shm");
     return -1;
 }
 
@@ -551,7 +551,13 @@ const struct config_key config_keys[] = {
         "group ranks into nodes of N consecutive ranks (emulates several "
         "nodes on one machine); 0 = real shared-memory nodes", check_nonneg),
     KEY("parallel", allreduce, CONFIG_STR, "auto",
-        "gradient all-reduce: mpi | ring | rhd | hier | auto", check_allreduce),
+        "gradient all-reduce: mpi | ring | rhd | hier | shm | auto (shm: "
+        "the dp ranks of one node reduce in shared memory; auto takes it "
+        "when it can)", check_allreduce),
+    KEY("parallel", shm_dir, CONFIG_STR, "/dev/shm",
+        "directory (a memory file system) of the file the dp ranks of one "
+        "node map their gradients from for allreduce=shm; it is removed "
+        "as soon as every rank has mapped it", NULL),
     KEY("parallel", allreduce_tune, CONFIG_STR, "",
         "thresholds file for allreduce=auto, written by `mpitron bench "
         "allreduce --tune=FILE`; \"\" = built-in", NULL),

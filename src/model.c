@@ -217,6 +217,20 @@ void gpt_bind_unit(struct gpt *m, int layer, float *params, float *grads)
         layer_views(m, grads, base, layer, &m->lg[layer - m->l0]);
 }
 
+int gpt_attach_grads(struct gpt *m, float *grads)
+{
+    if (m->grads)
+        return -1;
+    m->grads_ext = grads != NULL;
+    m->grads = grads ? grads : tensor_arena_alloc(m->tt.total);
+    if (!m->grads)
+        return -1;
+    for (int l = m->l0; l < m->l1; l++)
+        layer_views(m, m->grads, 0, l, &m->lg[l - m->l0]);
+    outer_views(m, NULL, m->grads, 0);
+    return 0;
+}
+
 int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
              int l0, int l1, uint64_t seed, char *err, size_t errlen)
 {
@@ -327,7 +341,8 @@ void gpt_free(struct gpt *m)
     free(m->params_h);
     free(m->lh);
     free(m->params);
-    free(m->grads);
+    if (!m->grads_ext)
+        free(m->grads);
     free(m->m);
     free(m->v);
     free(m->lw);

@@ -148,6 +148,7 @@ struct gpt {
     struct tensor_table tt;
     float *params, *grads, *m, *v; /* arenas, tt.total floats each (NULL
                                       where the owner keeps shards) */
+    int grads_ext; /* grads is the owner's memory (gpt_attach_grads) */
     int dw_fresh; /* the grads arena is zero (gpt_zero_grad ran) and no
                      backward has run since: the blocks' weight-gradient
                      products write instead of adding (oneDNN's sum
@@ -188,6 +189,11 @@ int gpt_init_arenas(struct gpt *m, const struct gpt_config *c, int tp,
                     int tp_rank, int l0, int l1, uint64_t seed, int arenas,
                     char *err, size_t errlen);
 void gpt_free(struct gpt *m);
+/* For a model built without GPT_ARENA_GRADS: the gradient arena is grads
+ * (tt.total floats, zeroed, the caller's: gpt_free leaves it), or with
+ * grads NULL a new arena of its own; every gradient view points into it.
+ * 0, or -1 (out of memory, or the model has one already). */
+int gpt_attach_grads(struct gpt *m, float *grads);
 
 /* Refresh the bf16 weight copy from the fp32 parameters after they
  * changed (a checkpoint load, a broadcast); no-op in fp32.  The optimizer

@@ -23,6 +23,7 @@
 #include "optim.h"
 #include "pipeline.h"
 #include "place.h"
+#include "shm.h"
 #include "tp.h"
 #include "zero_exec.h"
 
@@ -73,6 +74,9 @@ struct trainer {
                             asked for on a CPU without bf16 runs fp32) */
     /* data parallelism: the dp group and its gradient buckets */
     struct comm_group dpg;   /* built when dp > 1 or zero >= 1 */
+    struct comm_shm shm;     /* the gradient arena, when the dp ranks
+                                share it (allreduce=shm, or auto when it
+                                can: dpg.shm points here) */
     struct bucketer bk;      /* zero = 0, dp > 1 */
     int *ev_first, *ev_count; /* per backward event: production-order
                                  range of tensors made final */
@@ -99,7 +103,7 @@ struct trainer {
      * and the update */
     struct zero_exec zx;
     int has_place, has_grid, has_model, has_acts, has_dp, has_tp, has_tie;
-    int has_dpg, has_zx;
+    int has_dpg, has_zx, has_shm;
 };
 
 /* This rank's state that checkpoints save per rank (compression

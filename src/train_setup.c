@@ -167,6 +167,36 @@ static int zero_init(struct trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
+/* One line on world rank 0: how its stage's gradient buckets reduce. */
+static void dp_report(const struct trainer *tr)
+{
+    const struct bucketer *bk = &tr->bk;
+    char what[256] = "";
+    size_t len = 0;
+    for (int i = 0; i < bk->nb && len < sizeof what - 32; i++) {
+        const char *nm = bk->b[i].algo->name;
+        int seen = 0, k = 0;
+        for (int j = 0; j < bk->nb; j++)
+            if (!strcmp(bk->b[j].algo->name, nm)) {
+                seen |= j < i;
+                k++;
+            }
+        if (!seen)
+            len += (size_t)snprintf(what + len, sizeof what - len, "%s%s x%d",
+                                    len ? ", " : "", nm, k);
+    }
+    if (bk->compress)
+        log_info(tr->g.world, "gradient all-reduce: %d bucket(s), "
+                 "compress=%s", bk->nb, tr->c.compress);
+    else
+        log_info(tr->g.world, "gradient all-reduce: %d bucket(s): %s%s%s%s",
+                 bk->nb, what, tr->has_shm ? " (gradients in memory the dp "
+                 "ranks share, mapped from " : "",
+                 tr->has_shm ? (tr->c.shm_dir[0] ? tr->c.shm_dir
+                                                 : COMM_SHM_DIR) : "",
+                 tr->has_shm ? ")" : "");
+}
+
 static int dp_init(struct trainer *tr, char *err, size_t errlen)
 {
     const struct config *c = &tr->c;
@@ -192,10 +222,13 @@ static int dp_init(struct trainer *tr, char *err, size_t errlen)
         bt[p].rows = d->ndim == 2 ? (size_t)d->count[0] : d->numel;
         bt[p].cols = d->ndim == 2 ? (size_t)d->count[1] : 0;
     }
-    int rc = comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node);
-    tr->has_dpg = rc == 0;
-    if (rc == 0)
-        tr->dpg.pg.name = "dp group";
+    int rc = 0;
+    if (!tr->has_dpg) { /* grads_shm_init may have built it */
+        rc = comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node);
+        tr->has_dpg = rc == 0;
+        if (rc == 0)
+            tr->dpg.pg.name = "dp group";
+    }
     struct allreduce_tune tune;
     allreduce_tune_defaults(&tune);
     if (rc == 0 && c->allreduce_tune[0])
@@ -209,6 +242,7 @@ static int dp_init(struct trainer *tr, char *err, size_t errlen)
     if (rc < 0)
         return -1;
     tr->has_dp = 1;
+    dp_report(tr);
     tr->st_p = calloc((size_t)tr->bk.nb, sizeof(float *));
     tr->st_len = calloc((size_t)tr->bk.nb, sizeof(size_t));
     if (!tr->st_p || !tr->st_len) {
@@ -259,31 +293,82 @@ int trainer_pipeline_build(struct trainer *tr, enum pp_kind kind, char *err,
     return 0;
 }
 
+/* The gradient arena in memory the dp ranks share, so that the buckets
+ * reduce it without messages (comm/ar_shm.c): asked for with
+ * allreduce=shm, taken by auto whenever it can, which needs zero = 0 (the
+ * buckets reduce the whole arena) and no compression (the codecs send
+ * their own messages).  Uniform over the ranks (the config is). */
+static int grads_shm_wanted(const struct trainer *tr)
+{
+    const struct config *c = &tr->c;
+    return tr->g.dp > 1 && c->zero == 0 && !strcmp(c->compress, "none") &&
+           (!strcmp(c->allreduce, "auto") || !strcmp(c->allreduce, "shm"));
+}
+
+/* Build the dp group and map the gradient arena shared over it; with
+ * auto, a failure (no room in /dev/shm) falls back to a private arena with
+ * a warning.  Collective over the dp group. */
+static int grads_shm_init(struct trainer *tr, char *err, size_t errlen)
+{
+    struct gpt *m = &tr->m;
+    if (comm_group_init(&tr->dpg, tr->g.dp_comm, tr->g.node) < 0) {
+        snprintf(err, errlen, "cannot build the data-parallel group");
+        return -1;
+    }
+    tr->has_dpg = 1;
+    tr->dpg.pg.name = "dp group";
+    char why[256] = "";
+    if (comm_shm_init(&tr->shm, &tr->dpg, m->tt.total, tr->c.shm_dir, why,
+                      sizeof why) == 0) {
+        tr->has_shm = 1;
+        tr->dpg.shm = &tr->shm;
+        return gpt_attach_grads(m, tr->shm.buf[tr->shm.rank]);
+    }
+    if (!strcmp(tr->c.allreduce, "shm")) {
+        snprintf(err, errlen, "allreduce=shm: %s", why);
+        return -1;
+    }
+    log_warn(tr->dpg.comm, "allreduce=auto: %s; reducing the gradients by "
+             "messages instead", why);
+    return gpt_attach_grads(m, NULL);
+}
+
 /* Pipeline stages (boundaries from trainer_balance_init): build this
  * stage's model and its schedule. */
 static int stage_init(struct trainer *tr, const struct gpt_config *gc,
                       char *err, size_t errlen)
 {
     const struct grid *g = &tr->g;
+    /* collective over the dp group: before anything here can fail */
+    int shm = grads_shm_wanted(tr) && comm_shm_possible(g->dp_comm, g->node);
     tr->stage_busy = calloc((size_t)g->pp, sizeof(double));
     tr->stage_idle = calloc((size_t)g->pp, sizeof(double));
-    if (!tr->stage_busy || !tr->stage_idle) {
+    int rc = tr->stage_busy && tr->stage_idle ? 0 : -1;
+    if (rc < 0)
         snprintf(err, errlen, "out of memory");
-        return -1;
-    }
     int l0 = tr->bound[g->pp_rank], l1 = tr->bound[g->pp_rank + 1];
-    /* the arenas ZeRO and offload do not replace with shards */
+    /* the arenas ZeRO and offload do not replace with shards, nor shm */
     int z = tr->c.zero, arenas = GPT_ARENA_ALL;
     if (z > 0 || strcmp(tr->c.offload, "optimizer") == 0)
         arenas &= ~GPT_ARENA_MOMENTS;
-    if (z >= 2)
+    if (z >= 2 || shm)
         arenas &= ~GPT_ARENA_GRADS;
     if (z >= 3)
         arenas &= ~GPT_ARENA_PARAMS;
-    if (gpt_init_arenas(&tr->m, gc, g->tp, g->tp_rank, l0, l1, tr->c.seed,
-                        arenas, err, errlen) < 0)
+    if (rc == 0)
+        rc = gpt_init_arenas(&tr->m, gc, g->tp, g->tp_rank, l0, l1,
+                             tr->c.seed, arenas, err, errlen);
+    tr->has_model = rc == 0;
+    if (shm) { /* every dp rank fails with the failing rank's message */
+        rc = comm_agree(g->dp_comm, rc, err, errlen);
+        if (rc == 0)
+            rc = grads_shm_init(tr, err, errlen);
+    }
+    if (rc < 0) {
+        if (!err[0])
+            snprintf(err, errlen, "out of memory allocating the gradients");
         return -1;
-    tr->has_model = 1;
+    }
     enum pp_kind kind = PP_1F1B; /* one stage: gpipe would only hold all
                                     micro-batches' activations at once */
     if (g->pp > 1)
@@ -482,6 +567,8 @@ void trainer_free(struct trainer *tr)
     free(tr->lamb_ss);
     if (tr->has_model)
         gpt_free(&tr->m);
+    if (tr->has_shm)
+        comm_shm_free(&tr->shm);
     phase_group_free(&tr->wpg);
     if (tr->has_grid)
         grid_free(&tr->g);

@@ -164,6 +164,58 @@ fi
 # a NUL byte in a config file (the parser stopped there, silently)
 printf '[optim]\nsteps = 1\000\nsteps = abc\n' > "$W/nul.ini"
 expect "ini NUL byte" "nul.ini:2: a NUL byte" train "$W/nul.ini" $T
+# allreduce=shm with what it cannot serve (it was silently not used)
+expect "allreduce=shm with zero" "allreduce=shm with zero=1: shm reduces the whole gradient arena" \
+    train $T --allreduce=shm --zero=1
+expect "allreduce=shm with compress" "allreduce=shm with compress=fp16" \
+    train $T --allreduce=shm --compress=fp16
+expect "allreduce=shm across nodes" "allreduce=shm: the gradients are not in shared memory (it needs every rank of the data-parallel group on one node" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --batch_size=4 \
+    --run_dir="$W/rshm0" --allreduce=shm --ranks_per_node=1
+# allreduce=shm without its shared memory (the directory of its file
+# missing): an error naming the file; auto warns, names the file and
+# trains on with messages (the dp ranks' gradients in private memory)
+expect "allreduce=shm without room" "allreduce=shm: shared memory $W/noshm/mpitron." \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --batch_size=4 \
+    --run_dir="$W/rshm" --allreduce=shm --shm_dir="$W/noshm"
+$MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --batch_size=4 \
+    --run_dir="$W/rshm2" --shm_dir="$W/noshm" > "$W/out" 2>&1
+rc=$?
+if [ $rc -eq 0 ] &&
+   grep -q "warning: allreduce=auto: shared memory $W/noshm/mpitron\..*; reducing the gradients by messages instead" "$W/out" &&
+   grep -q "gradient all-reduce: 1 bucket(s): r[a-z]* x1$" "$W/out" &&
+   grep -q "step 2/2" "$W/out"; then
+    pass=$((pass + 1))
+else
+    failed=$((failed + 1))
+    echo "FAIL: allreduce=auto without shared memory: exit $rc"
+    sed 's/^/    /' "$W/out"
+fi
+# a memory file system too small for the gradients (a container's
+# /dev/shm): the reservation fails at start-up on every rank (not a SIGBUS
+# mid-step), auto falls back, and the file is gone either way; needs a
+# tmpfs mount (root with CAP_SYS_ADMIN), said and left out otherwise
+mkdir -p "$W/tiny"
+if mount -t tmpfs -o size=1m tmpfs "$W/tiny" 2> /dev/null; then
+    G="--n_layer=2 --n_embd=256 --n_head=4" # 6.4 MB of gradients per rank
+    expect "allreduce=shm, tmpfs full" "No space left on device" \
+        $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T $G --batch_size=4 \
+        --run_dir="$W/rtiny" --allreduce=shm --shm_dir="$W/tiny"
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T $G --batch_size=4 \
+        --run_dir="$W/rtiny2" --shm_dir="$W/tiny" > "$W/out" 2>&1
+    rc=$?
+    if [ $rc -eq 0 ] && grep -q "reserving .* MiB per rank: No space left on device; reducing the gradients by messages" "$W/out" &&
+       [ -z "$(ls -A "$W/tiny")" ]; then
+        pass=$((pass + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL: auto with a full tmpfs: exit $rc, left: $(ls -A "$W/tiny")"
+        sed 's/^/    /' "$W/out"
+    fi
+    umount "$W/tiny"
+else
+    echo "note: no tmpfs mount here: the full-tmpfs cases are left out"
+fi
 expect "ckpt info on non-file" "$W/text.txt" \
     $MPIRUN -np 1 "$MPITRON" ckpt info "$W/text.txt"
 expect "unknown command" "unknown command" "$MPITRON" frobnicate

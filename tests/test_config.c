@@ -107,6 +107,7 @@ static void test_defaults(void **state)
     assert_int_equal(c.ranks_per_node, 0);
     assert_string_equal(c.allreduce, "auto");
     assert_string_equal(c.allreduce_tune, "");
+    assert_string_equal(c.shm_dir, "/dev/shm");
     assert_true(c.bucket_mb == 25.0f);
     assert_string_equal(c.compress, "none");
     assert_int_equal(c.compress_warmup, 0);
@@ -131,8 +132,8 @@ static void test_defaults(void **state)
     assert_int_equal(c.hang_timeout, 600);
     assert_string_equal(c.debug_hang, "");
 
-    /* 11 model + 24 optim + 4 data + 19 run + 18 parallel keys */
-    assert_int_equal(config_nkeys, 76);
+    /* 11 model + 24 optim + 4 data + 19 run + 19 parallel keys */
+    assert_int_equal(config_nkeys, 77);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

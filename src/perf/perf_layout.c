@@ -153,10 +153,10 @@ static int quick_calibrate(struct perf_calib *pc, const struct config *c,
         if (top > 1)
             mbs[nmb++] = top;
     }
-    const char *kinds[4] = {"ring", "rhd"};
-    int nk = 2;
+    const char *kinds[5] = {"ring", "rhd", "shm"};
+    int nk = 3;
     if (strcmp(c->allreduce, "auto") && strcmp(c->allreduce, "ring") &&
-        strcmp(c->allreduce, "rhd"))
+        strcmp(c->allreduce, "rhd") && strcmp(c->allreduce, "shm"))
         kinds[nk++] = c->allreduce;
     if (strcmp(c->compress, "none"))
         kinds[nk++] = c->compress;

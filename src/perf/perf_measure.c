@@ -22,6 +22,7 @@
 #include "log.h"
 #include "optim.h"
 #include "peak.h"
+#include "shm.h"
 #include "topo.h"
 
 /* A barrier that does not spin: test, sleep 200 us, test again. */
@@ -454,6 +455,27 @@ static int comm_kind(struct perf_calib *pc, const struct ctx *x,
     return perf_calib_add_comm(pc, &e);
 }
 
+/* shm's segments for group g (this rank in it: g != NULL), as large as
+ * the largest size timed; 1 on every rank of world when every group has
+ * them (level 0 only: shm never crosses nodes), else 0.  Mapped once per
+ * group and kept in *shm (freed by the caller). */
+static int calib_shm(const struct ctx *x, struct comm_group *g, int level,
+                     struct comm_shm *shm)
+{
+    int ok = 1;
+    if (g && !shm->map) {
+        char err[256] = "the group spans several nodes";
+        ok = level == 0 && comm_shm_possible(g->comm, g->node_id) &&
+             comm_shm_init(shm, g, sizes_full[4] / sizeof(float), NULL,
+                           err, sizeof err) == 0;
+        g->shm = ok ? shm : NULL;
+        if (!ok && level == 0 && x->rank == 0)
+            printf("comm shm left out: %s\n", err);
+    }
+    MPI_Allreduce(MPI_IN_PLACE, &ok, 1, MPI_INT, MPI_MIN, x->world);
+    return ok;
+}
+
 /* Groups of p consecutive ranks among the `load` first of node 0 (level
  * 0), or the node leaders (level 1); every kind, then the ping-pong. */
 static int comm_groups(struct perf_calib *pc, const struct ctx *x,
@@ -467,10 +489,15 @@ static int comm_groups(struct perf_calib *pc, const struct ctx *x,
     if (in && comm_group_init(&g, sub, x->node[x->rank]) < 0)
         in = 0; /* reported through the agreement below */
     int rc = 0;
+    struct comm_shm shm;
+    memset(&shm, 0, sizeof shm);
     for (int k = 0; k <= rq->nkinds && rc == 0; k++) {
         const char *kind = k < rq->nkinds ? rq->kinds[k] : "p2p";
         if (!strcmp(kind, "hier") && level == 0)
             continue; /* one node: auto never picks it */
+        if (!strcmp(kind, "shm") && !calib_shm(x, in ? &g : NULL, level,
+                                               &shm))
+            continue; /* several nodes, or no room: train never takes it */
         if (comm_kind(pc, x, in ? &g : NULL, kind, level, p, load,
                       rq->quick) < 0) {
             snprintf(err, errlen, "calibration: cannot time '%s' (unknown "
@@ -480,6 +507,7 @@ static int comm_groups(struct perf_calib *pc, const struct ctx *x,
     }
     if (in)
         comm_group_free(&g);
+    comm_shm_free(&shm);
     if (sub != MPI_COMM_NULL)
         MPI_Comm_free(&sub);
     return rc;

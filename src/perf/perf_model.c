@@ -242,8 +242,11 @@ double perf_comm_time(const struct perf_calib *pc, const char *kind,
         allreduce_tune_defaults(&def);
         tune = &def;
     }
+    /* auto as the gradient buckets resolve it: shm on one node (when
+     * it was calibrated, i.e. the machine can map it), else by size */
     if (!strcmp(kind, "auto"))
-        kind = bytes < (double)tune->small_max ? "rhd"
+        kind = nn == 1 && near_comm(pc, "shm", 0, load) ? "shm"
+               : bytes < (double)tune->small_max ? "rhd"
                : nn > 1 && nn < p && bytes >= (double)tune->hier_min
                    ? "hier" : "ring";
     const struct perf_comm *e = find_comm(pc, kind, level, p, load);
@@ -254,7 +257,8 @@ double perf_comm_time(const struct perf_calib *pc, const char *kind,
     if (links(pc, load, &in, &out, err, errlen) < 0)
         return -1.0;
     struct perf_link l = level ? out : in;
-    if (!strcmp(kind, "ring") || !strcmp(kind, "mpi"))
+    if (!strcmp(kind, "ring") || !strcmp(kind, "mpi") ||
+        !strcmp(kind, "shm")) /* shm uncalibrated: the ring bounds it */
         return perf_ring_allreduce(p, bytes, l);
     if (!strcmp(kind, "rhd"))
         return perf_rhd_allreduce(p, bytes, l);

@@ -38,7 +38,7 @@ static void help(void)
         "[--key=value ...]\n"
         "           [--tps=1,2] [--loads=1,2,P] [--mbs=N,...] "
         "[--threads_list=1,...]\n"
-        "           [--kinds=ring,rhd,mpi,CODEC,...] [--budget=S] [--gpt2] "
+        "           [--kinds=ring,rhd,mpi,shm,CODEC,...] [--budget=S] [--gpt2] "
         "[--quick]\n"
         "       mpitron predict --calib=FILE [CONFIG] [--key=value ...] "
         "[--nodes=N] [--ranks=R]\n"
@@ -143,7 +143,7 @@ static int do_calibrate(const struct config *c, const char **xv, char *err,
                  "comma-separated positive integers (at most 16)");
         return -2;
     }
-    char *kl = strdup(xv[X_KINDS] ? xv[X_KINDS] : "ring,rhd,mpi");
+    char *kl = strdup(xv[X_KINDS] ? xv[X_KINDS] : "ring,rhd,mpi,shm");
     const char *kinds[32];
     int nk = 0;
     for (char *t = strtok(kl, ","); t && nk < 32; t = strtok(NULL, ","))

@@ -114,6 +114,22 @@ if [ $rc -eq 1 ] && ! crashed "$W/v0.log" &&
 then echo "ok: sample refuses a stored config with vocab_size = 0"
 else echo "FAIL: sample of a stored vocab_size = 0 (exit $rc)"
      cat "$W/v0.log"; failed=1; fi
+# sample on a run directory whose newest checkpoint (the one `latest`
+# names) is damaged: it samples from the older one, with a warning naming
+# the damaged file (it followed `latest` and failed on the checksum)
+cp -r "$W/base" "$W/dmg"
+f="$W/dmg/ckpt/step_00000002.h5"
+size=$(wc -c < "$f")
+printf 'XXXXXXXXXXXXXXXX' | dd of="$f" bs=1 seek=$((size / 2)) conv=notrunc \
+    2> /dev/null
+"$MPITRON" sample --ckpt "$W/dmg" --tokens=8 > "$W/dmg.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && ! crashed "$W/dmg.log" &&
+   grep -q "warning: skipping $f: " "$W/dmg.log" &&
+   grep -q "sampling from $W/dmg/ckpt/step_00000001.h5" "$W/dmg.log"
+then echo "ok: sample of a run directory skips its damaged newest checkpoint"
+else echo "FAIL: sample past a damaged newest checkpoint (exit $rc)"
+     cat "$W/dmg.log"; failed=1; fi
 MPITRON_CKPT_PROBE_FAULT=hang MPITRON_CKPT_PROBE_TIMEOUT=2 \
     timeout 60 "$MPITRON" ckpt info "$W/base" > "$W/hang.log" 2>&1
 rc=$?

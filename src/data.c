@@ -281,7 +281,7 @@ int data_vocab_detect(const char *dir, int *vocab, char *err, size_t errlen)
         bpe_free(&b);
         return 0;
     }
-    int mx = 0;
+    int mx = 0, docs = 0;
     const char *splits[2] = {"train", "val"};
     for (int s = 0; s < 2; s++) {
         struct dataset ds;
@@ -297,7 +297,18 @@ int data_vocab_detect(const char *dir, int *vocab, char *err, size_t errlen)
         }
         int m = dataset_max_token(&ds);
         mx = m > mx ? m : mx;
+        docs |= ds.docs != NULL;
         dataset_close(&ds);
+    }
+    if (mx >= 256 && docs) {
+        /* document indexes: `mpitron prepare` wrote these shards, and its
+         * shards pass 255 only with its own BPE, whose merges.txt is
+         * gone (llm.c's GPT-2 shards come without indexes) */
+        snprintf(err, errlen, "%s: tokens up to %d and no %s, which "
+                 "`mpitron prepare` writes next to the shards of its BPE "
+                 "tokenizer: restore it (or set vocab_size, > %d)", dir, mx,
+                 BPE_FILE, mx);
+        return -1;
     }
     if (mx < 256)
         *vocab = 256;

@@ -12,7 +12,8 @@
 #     (prepare --vocab_size=320): train takes the vocabulary from the
 #     directory, val_bpb is val_loss / ln 2 over the bytes per token
 #     (within 10% of the corpus' ratio that prepare prints), and sample
-#     decodes BPE tokens to text;
+#     decodes BPE tokens to text; the same shards without merges.txt are
+#     refused (not taken for GPT-2's);
 #  4. llm.c-style GPT-2 shards (tokens up to 50256, no tokenizer) train
 #     with the vocabulary 50257 padded to 50304 rows of wte, the first loss
 #     within 0.05 of ln 50257; sample refuses them, naming --tokenizer;
@@ -97,6 +98,14 @@ ratio=$(sed -n 's/.*, \([0-9.]*\) bytes per token.*/\1/p' "$W/bpe_prep.log")
 $MPIRUN -np 1 "$MPITRON" train $SMALL --data="$W/bpe" --run_dir="$W/bpe_run" \
     > "$W/bpe.log" 2>&1 || { cat "$W/bpe.log"; fail "BPE run"; }
 grep -q "vocabulary 320" "$W/bpe.log" || fail "BPE vocabulary not taken from the data"
+# the same shards without their merges.txt are not taken for GPT-2's
+# (they were: vocabulary 50257 and a model 150x too wide for them)
+cp -r "$W/bpe" "$W/bpe_lost" && rm "$W/bpe_lost/merges.txt"
+! $MPIRUN -np 1 "$MPITRON" train $SMALL --data="$W/bpe_lost" \
+    --run_dir="$W/bpe_lost_run" > "$W/bpe_lost.log" 2>&1 \
+    || fail "BPE shards without merges.txt trained"
+grep -q "$W/bpe_lost: tokens up to 319 and no merges.txt, which .mpitron prepare. writes" \
+    "$W/bpe_lost.log" || { cat "$W/bpe_lost.log"; fail "lost merges.txt: message"; }
 bpb "$W/bpe_run" | awk -v r="$ratio" '{ e = $1 / log(2) / r;
     printf "BPE: val_loss %s, %s bits per byte (%.3f at %s bytes/token)\n",
         $1, $2, e, r;

@@ -435,6 +435,13 @@ static int trainer_build(struct trainer *tr, const struct config *c,
     }
     if (check_layout(tr, err, errlen) < 0)
         return -1; /* same decision on every rank */
+    /* the tuning file is read again where buckets are planned (dp > 1,
+     * zero = 0); a bad one is an error whatever the layout */
+    struct allreduce_tune tune;
+    if (c->allreduce_tune[0] &&
+        comm_agree(world, allreduce_tune_load(&tune, c->allreduce_tune, err,
+                                              errlen), err, errlen) < 0)
+        return -1;
     struct gpt_config gc;
     gpt_config_from(c, &gc);
     if (gpt_config_check(&gc, tr->g.tp, err, errlen) < 0)

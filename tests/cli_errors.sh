@@ -164,6 +164,12 @@ fi
 # a NUL byte in a config file (the parser stopped there, silently)
 printf '[optim]\nsteps = 1\000\nsteps = abc\n' > "$W/nul.ini"
 expect "ini NUL byte" "nul.ini:2: a NUL byte" train "$W/nul.ini" $T
+# a bad allreduce_tune file at dp = 1 (it was read only at dp > 1)
+printf 'small_max = lots\n' > "$W/bad.tune"
+expect "allreduce_tune at dp 1" "$W/bad.tune:1" \
+    train $T --allreduce_tune="$W/bad.tune"
+expect "allreduce_tune missing" "$W/none.tune" \
+    train $T --allreduce_tune="$W/none.tune"
 # allreduce=shm with what it cannot serve (it was silently not used)
 expect "allreduce=shm with zero" "allreduce=shm with zero=1: shm reduces the whole gradient arena" \
     train $T --allreduce=shm --zero=1

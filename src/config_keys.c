@@ -373,7 +373,8 @@ const struct config_key config_keys[] = {
         check_pos),
     KEY("model", vocab_size, CONFIG_INT, "0",
         "vocabulary size; 0 = from the data directory (its merges.txt, "
-        "256 for byte shards, 50257 for llm.c's GPT-2 shards)",
+        "256 for byte shards, 50257 for llm.c's GPT-2 shards; shards with "
+        "document indexes past 255 need their merges.txt)",
         check_nonneg),
     KEY("model", attn_window, CONFIG_INT, "0",
         "0 = full causal attention, W = sliding window of W tokens",
@@ -560,7 +561,8 @@ const struct config_key config_keys[] = {
         "as soon as every rank has mapped it", NULL),
     KEY("parallel", allreduce_tune, CONFIG_STR, "",
         "thresholds file for allreduce=auto, written by `mpitron bench "
-        "allreduce --tune=FILE`; \"\" = built-in", NULL),
+        "allreduce --tune=FILE`; \"\" = built-in; one that cannot be read "
+        "or parsed is an error in every layout", NULL),
     KEY("parallel", bucket_mb, CONFIG_FLOAT, "25",
         "gradient bucket size in MiB: a bucket's reduction starts as soon "
         "as its last gradient is final", check_fpos),

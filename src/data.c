@@ -306,8 +306,9 @@ int data_vocab_detect(const char *dir, int *vocab, char *err, size_t errlen)
          * gone (llm.c's GPT-2 shards come without indexes) */
         snprintf(err, errlen, "%s: tokens up to %d and no %s, which "
                  "`mpitron prepare` writes next to the shards of its BPE "
-                 "tokenizer: restore it (or set vocab_size, > %d)", dir, mx,
-                 BPE_FILE, mx);
+                 "tokenizer: restore it, or set vocab_size (> %d; 50257 "
+                 "for llm.c's GPT-2 shards given document indexes)", dir,
+                 mx, BPE_FILE, mx);
         return -1;
     }
     if (mx < 256)

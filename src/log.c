@@ -2,6 +2,7 @@
 
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 static int comm_rank(MPI_Comm comm)
@@ -25,16 +26,30 @@ void log_info(MPI_Comm comm, const char *fmt, ...)
     fflush(stdout);
 }
 
+/* prefix, message and newline in one write: under mpirun, stdout and
+ * stderr travel through separate pipes and are merged line by line only
+ * if a line leaves in one piece (a prefix written apart from its message
+ * came out with another line of stdout between them) */
+static void emit(const char *prefix, const char *fmt, va_list ap)
+{
+    char line[8192];
+    int n = snprintf(line, sizeof line, "%s", prefix);
+    if (n >= 0 && (size_t)n < sizeof line - 1)
+        vsnprintf(line + n, sizeof line - 1 - (size_t)n, fmt, ap);
+    size_t len = strlen(line);
+    line[len] = '\n';
+    fwrite(line, 1, len + 1, stderr);
+    fflush(stderr);
+}
+
 void log_warn(MPI_Comm comm, const char *fmt, ...)
 {
     if (comm_rank(comm) != 0)
         return;
     va_list ap;
     va_start(ap, fmt);
-    fputs("mpitron: warning: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    emit("mpitron: warning: ", fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
 }
 
 void log_error(const char *fmt, ...)
@@ -45,16 +60,13 @@ void log_error(const char *fmt, ...)
         MPI_Comm_size(MPI_COMM_WORLD, &size);
         MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     }
+    char prefix[64] = "mpitron: error: ";
+    if (size > 1)
+        snprintf(prefix, sizeof prefix, "mpitron: rank %d: error: ", rank);
     va_list ap;
     va_start(ap, fmt);
-    if (size > 1)
-        fprintf(stderr, "mpitron: rank %d: error: ", rank);
-    else
-        fputs("mpitron: error: ", stderr);
-    vfprintf(stderr, fmt, ap);
+    emit(prefix, fmt, ap);
     va_end(ap);
-    fputc('\n', stderr);
-    fflush(stderr);
 }
 
 double now_s(void)

@@ -114,18 +114,25 @@ static int load(const char *arg, struct config *c, struct gpt *m,
     char path[4096];
     struct ckpt_meta meta;
     memset(&meta, 0, sizeof(meta));
-    /* a run directory: its newest checkpoint that passes the manifest
-     * check, past damaged ones with a warning each (as resume=auto does;
-     * `latest` naming a damaged file made sample fail); a file: itself */
-    char named[4096] = "", why[256];
-    if (ckpt_resolve(arg, named, sizeof(named), why, sizeof(why)) < 0)
-        named[0] = '\0';
-    if (ckpt_find_good(MPI_COMM_SELF, arg, path, sizeof(path), stderr, err,
-                       errlen) != 0 ||
-        ckpt_read_meta(MPI_COMM_SELF, path, &meta, err, errlen) < 0)
+    /* the file, or the one a run directory's `latest` names; when that
+     * one fails its manifest check, the directory's newest that passes,
+     * past damaged ones with a warning each (it failed on the checksum,
+     * though an older good checkpoint was there) */
+    char named[4096];
+    if (ckpt_resolve(arg, named, sizeof(named), err, errlen) < 0)
         return -1;
-    if (named[0] && strcmp(named, path) != 0) /* said only when it differs */
+    if (ckpt_find_good(MPI_COMM_SELF, named, path, sizeof(path), NULL, err,
+                       errlen) != 0) {
+        struct stat st;
+        if (stat(arg, &st) != 0 || !S_ISDIR(st.st_mode))
+            return -1; /* a file given: its own error */
+        if (ckpt_find_good(MPI_COMM_SELF, arg, path, sizeof(path), stderr,
+                           err, errlen) != 0)
+            return -1;
         fprintf(stderr, "mpitron: sampling from %s\n", path);
+    }
+    if (ckpt_read_meta(MPI_COMM_SELF, path, &meta, err, errlen) < 0)
+        return -1;
     config_defaults(c);
     int rc = config_load_text(c, meta.config_text ? meta.config_text : "",
                               path, err, errlen);
@@ -274,8 +281,9 @@ int cmd_sample(int argc, char **argv)
                "The same seed gives the same text.  A model of more than 256\n"
                "tokens encodes and decodes with its BPE tokenizer: PATH (a\n"
                "merges.txt or its directory), by default the checkpoint's\n"
-               "data directory.  RUN_DIR: its newest checkpoint that passes\n"
-               "the manifest check (damaged ones skipped with a warning).\n");
+               "data directory.  RUN_DIR: the checkpoint ckpt/latest names,\n"
+               "or if that one is damaged the newest that passes the\n"
+               "manifest check (the others skipped with a warning).\n");
         return 0;
     }
     struct sample_opts o;

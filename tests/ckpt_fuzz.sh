@@ -130,6 +130,13 @@ if [ $rc -eq 0 ] && ! crashed "$W/dmg.log" &&
 then echo "ok: sample of a run directory skips its damaged newest checkpoint"
 else echo "FAIL: sample past a damaged newest checkpoint (exit $rc)"
      cat "$W/dmg.log"; failed=1; fi
+# ... and of a good one says nothing about it: the one `latest` names
+"$MPITRON" sample --ckpt "$W/base" --tokens=8 > "$W/good.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && ! grep -q "sampling from\|warning" "$W/good.log"
+then echo "ok: sample of a good run directory reads what latest names"
+else echo "FAIL: sample of a good run directory (exit $rc)"
+     cat "$W/good.log"; failed=1; fi
 MPITRON_CKPT_PROBE_FAULT=hang MPITRON_CKPT_PROBE_TIMEOUT=2 \
     timeout 60 "$MPITRON" ckpt info "$W/base" > "$W/hang.log" 2>&1
 rc=$?

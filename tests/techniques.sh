@@ -104,7 +104,7 @@ cp -r "$W/bpe" "$W/bpe_lost" && rm "$W/bpe_lost/merges.txt"
 ! $MPIRUN -np 1 "$MPITRON" train $SMALL --data="$W/bpe_lost" \
     --run_dir="$W/bpe_lost_run" > "$W/bpe_lost.log" 2>&1 \
     || fail "BPE shards without merges.txt trained"
-grep -q "$W/bpe_lost: tokens up to 319 and no merges.txt, which .mpitron prepare. writes" \
+grep -q "$W/bpe_lost: tokens up to [0-9]* and no merges.txt, which .mpitron prepare. writes" \
     "$W/bpe_lost.log" || { cat "$W/bpe_lost.log"; fail "lost merges.txt: message"; }
 bpb "$W/bpe_run" | awk -v r="$ratio" '{ e = $1 / log(2) / r;
     printf "BPE: val_loss %s, %s bits per byte (%.3f at %s bytes/token)\n",

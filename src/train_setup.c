@@ -167,6 +167,20 @@ static int zero_init(struct trainer *tr, char *err, size_t errlen)
     return 0;
 }
 
+/* Every rank of the dp group must pick the same algorithm for a bucket:
+ * the group's rank 0's thresholds win (a node-local file may differ from
+ * node to node); a rank whose own file said otherwise says so. */
+static void tune_agree(const struct trainer *tr, struct allreduce_tune *t)
+{
+    struct allreduce_tune mine = *t;
+    MPI_Bcast(t, (int)sizeof *t, MPI_BYTE, 0, tr->dpg.comm);
+    if (mine.small_max != t->small_max || mine.hier_min != t->hier_min)
+        fprintf(stderr, "mpitron: rank %d: warning: allreduce_tune=%s gives "
+                "small_max %zu, hier_min %zu here; using the dp group's "
+                "rank 0's %zu, %zu\n", tr->g.rank, tr->c.allreduce_tune,
+                mine.small_max, mine.hier_min, t->small_max, t->hier_min);
+}
+
 /* One line on world rank 0: how its stage's gradient buckets reduce. */
 static void dp_report(const struct trainer *tr)
 {
@@ -231,8 +245,13 @@ static int dp_init(struct trainer *tr, char *err, size_t errlen)
     }
     struct allreduce_tune tune;
     allreduce_tune_defaults(&tune);
-    if (rc == 0 && c->allreduce_tune[0])
-        rc = allreduce_tune_load(&tune, c->allreduce_tune, err, errlen);
+    if (rc == 0 && c->allreduce_tune[0]) {
+        rc = comm_agree(tr->dpg.comm, allreduce_tune_load(
+                            &tune, c->allreduce_tune, err, errlen),
+                        err, errlen);
+        if (rc == 0)
+            tune_agree(tr, &tune);
+    }
     if (rc == 0)
         rc = bucketer_init(&tr->bk, &tr->dpg, m->grads, bt, n,
                            (size_t)((double)c->bucket_mb * 1048576.0),

@@ -170,6 +170,29 @@ expect "allreduce_tune at dp 1" "$W/bad.tune:1" \
     train $T --allreduce_tune="$W/bad.tune"
 expect "allreduce_tune missing" "$W/none.tune" \
     train $T --allreduce_tune="$W/none.tune"
+# ranks given different allreduce_tune files (node-local files that
+# differ): rank 0's thresholds rule, rank 1 says so, and the training is
+# the same as with one file (ring on rank 0 and rhd on rank 1 exchanged
+# mismatched messages without an error: other gradients, other losses)
+printf 'small_max = 0\n' > "$W/ring.tune"
+printf 'small_max = 1G\n' > "$W/rhd.tune"
+TD="$T --batch_size=4 --steps=4 --ranks_per_node=1 --log_every=1"
+$MPIRUN -np 2 --oversubscribe "$MPITRON" train $TD --run_dir="$W/tune1" \
+    --allreduce_tune="$W/ring.tune" > "$W/tune1.log" 2>&1
+$MPIRUN --oversubscribe -np 1 "$MPITRON" train $TD --run_dir="$W/tune2" \
+    --allreduce_tune="$W/ring.tune" : -np 1 "$MPITRON" train $TD \
+    --run_dir="$W/tune2" --allreduce_tune="$W/rhd.tune" > "$W/out" 2>&1
+rc=$?
+l1=$(grep -o '"loss":[^,]*' "$W/tune1/metrics.jsonl" 2>/dev/null)
+l2=$(grep -o '"loss":[^,]*' "$W/tune2/metrics.jsonl" 2>/dev/null)
+if [ $rc -eq 0 ] && [ -n "$l1" ] && [ "$l1" = "$l2" ] &&
+   grep -q "rank 1: warning: allreduce_tune=$W/rhd.tune gives small_max 1073741824, hier_min 1048576 here; using the dp group's rank 0's 0, 1048576" "$W/out"; then
+    pass=$((pass + 1))
+else
+    failed=$((failed + 1))
+    echo "FAIL: different allreduce_tune files: exit $rc, losses '$l1' / '$l2'"
+    sed 's/^/    /' "$W/out"
+fi
 # allreduce=shm with what it cannot serve (it was silently not used)
 expect "allreduce=shm with zero" "allreduce=shm with zero=1: shm reduces the whole gradient arena" \
     train $T --allreduce=shm --zero=1

@@ -22,6 +22,19 @@ expect() {
         sed 's/^/    /' "$W/out"
     fi
 }
+# verdict "what" CHECK...: count a case whose output is in $W/out as
+# passed when the command CHECK succeeds, else report it with the output
+verdict() {
+    what=$1
+    shift
+    if "$@"; then
+        pass=$((pass + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL: $what"
+        sed 's/^/    /' "$W/out"
+    fi
+}
 train() { $MPIRUN -np 1 "$MPITRON" train "$@"; }
 
 # a tiny valid corpus
@@ -185,14 +198,12 @@ $MPIRUN --oversubscribe -np 1 "$MPITRON" train $TD --run_dir="$W/tune2" \
 rc=$?
 l1=$(grep -o '"loss":[^,]*' "$W/tune1/metrics.jsonl" 2>/dev/null)
 l2=$(grep -o '"loss":[^,]*' "$W/tune2/metrics.jsonl" 2>/dev/null)
-if [ $rc -eq 0 ] && [ -n "$l1" ] && [ "$l1" = "$l2" ] &&
-   grep -q "rank 1: warning: allreduce_tune=$W/rhd.tune gives small_max 1073741824, hier_min 1048576 here; using the dp group's rank 0's 0, 1048576" "$W/out"; then
-    pass=$((pass + 1))
-else
-    failed=$((failed + 1))
-    echo "FAIL: different allreduce_tune files: exit $rc, losses '$l1' / '$l2'"
-    sed 's/^/    /' "$W/out"
-fi
+tune_ok() {
+    [ $rc -eq 0 ] && [ -n "$l1" ] && [ "$l1" = "$l2" ] &&
+    grep -q "rank 1: warning: allreduce_tune=$W/rhd.tune gives small_max 1073741824, hier_min 1048576 here; using the dp group's rank 0's 0, 1048576" "$W/out"
+}
+verdict "different allreduce_tune files: exit $rc, losses '$l1' / '$l2'" \
+    tune_ok
 # allreduce=shm with what it cannot serve (it was silently not used)
 expect "allreduce=shm with zero" "allreduce=shm with zero=1: shm reduces the whole gradient arena" \
     train $T --allreduce=shm --zero=1
@@ -210,16 +221,13 @@ expect "allreduce=shm without room" "allreduce=shm: shared memory $W/noshm/mpitr
 $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --batch_size=4 \
     --run_dir="$W/rshm2" --shm_dir="$W/noshm" > "$W/out" 2>&1
 rc=$?
-if [ $rc -eq 0 ] &&
-   grep -q "warning: allreduce=auto: shared memory $W/noshm/mpitron\..*; reducing the gradients by messages instead" "$W/out" &&
-   grep -q "gradient all-reduce: 1 bucket(s): r[a-z]* x1$" "$W/out" &&
-   grep -q "step 2/2" "$W/out"; then
-    pass=$((pass + 1))
-else
-    failed=$((failed + 1))
-    echo "FAIL: allreduce=auto without shared memory: exit $rc"
-    sed 's/^/    /' "$W/out"
-fi
+noshm_ok() {
+    [ $rc -eq 0 ] &&
+    grep -q "warning: allreduce=auto: shared memory $W/noshm/mpitron\..*; reducing the gradients by messages instead" "$W/out" &&
+    grep -q "gradient all-reduce: 1 bucket(s): r[a-z]* x1$" "$W/out" &&
+    grep -q "step 2/2" "$W/out"
+}
+verdict "allreduce=auto without shared memory: exit $rc" noshm_ok
 # a memory file system too small for the gradients (a container's
 # /dev/shm): the reservation fails at start-up on every rank (not a SIGBUS
 # mid-step), auto falls back, and the file is gone either way; needs a
@@ -233,14 +241,12 @@ if mount -t tmpfs -o size=1m tmpfs "$W/tiny" 2> /dev/null; then
     $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T $G --batch_size=4 \
         --run_dir="$W/rtiny2" --shm_dir="$W/tiny" > "$W/out" 2>&1
     rc=$?
-    if [ $rc -eq 0 ] && grep -q "reserving .* MiB per rank: No space left on device; reducing the gradients by messages" "$W/out" &&
-       [ -z "$(ls -A "$W/tiny")" ]; then
-        pass=$((pass + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL: auto with a full tmpfs: exit $rc, left: $(ls -A "$W/tiny")"
-        sed 's/^/    /' "$W/out"
-    fi
+    tiny_ok() {
+        [ $rc -eq 0 ] && [ -z "$(ls -A "$W/tiny")" ] &&
+        grep -q "reserving .* MiB per rank: No space left on device; reducing the gradients by messages" "$W/out"
+    }
+    verdict "auto with a full tmpfs: exit $rc, left: $(ls -A "$W/tiny")" \
+        tiny_ok
     umount "$W/tiny"
 else
     echo "note: no tmpfs mount here: the full-tmpfs cases are left out"

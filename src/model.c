@@ -6,6 +6,7 @@
 #include "model.h"
 
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -510,6 +511,13 @@ static void carve_scratch(struct gpt_acts *a, const struct gpt *m,
         w = m->last && V > w ? V : w;
         a->dh = carve(cv, N * w, sizeof(bf16));
         a->datt_h = carve(cv, DTT, sizeof(bf16));
+        struct attn_shape s = attn_shape_bt(m, (size_t)a->B, (size_t)a->T,
+                                            NULL);
+        size_t slots = (size_t)omp_get_max_threads();
+        size_t words = s.kind == ATTN_FULL
+                           ? attention_bf16_ws_words(&s, slots) : 0;
+        a->attn_ws = words ? carve(cv, words, sizeof(uint32_t)) : NULL;
+        a->attn_ws_slots = words ? slots : 0;
     }
     carve_layer(&a->work, m, a, work_mask(m), cv);
 }
@@ -530,6 +538,7 @@ static size_t carve_acts(struct gpt_acts *a, const struct gpt *m, void *base,
         a->datt = owner->datt, a->dF1 = owner->dF1, a->dF2 = owner->dF2;
         a->logits = owner->logits, a->dlogits = owner->dlogits;
         a->dh = owner->dh, a->datt_h = owner->datt_h;
+        a->attn_ws = owner->attn_ws, a->attn_ws_slots = owner->attn_ws_slots;
         a->work = owner->work;
     } else {
         carve_scratch(a, m, &cv);

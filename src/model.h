@@ -287,6 +287,11 @@ struct gpt_acts {
     /* bf16 only: an output gradient rounded for the products, (N, max of
      * C, F, Q, nh*hd, Vp), and attention's rounded dS (B,nh,T,T) */
     bf16 *dh, *datt_h;
+    /* bf16 only: the workspace of attention's products on VDPBF16PS
+     * (attn_shape.ws), attn_ws_slots threads' worth; NULL where they
+     * cannot run there */
+    uint32_t *attn_ws;
+    size_t attn_ws_slots;
     struct gpt_layer_acts work; /* recompute: the tensors slots do not
                                    keep (scratch, shared) */
     float *mem;              /* the one allocation behind all of these */

@@ -97,6 +97,7 @@ void gpt_op_attention(struct gpt *m, struct gpt_acts *a,
     double soft = 0.0, t0 = now_s();
     struct attn_shape sp = *s;
     sp.softmax_s = &soft;
+    sp.ws = a->attn_ws, sp.ws_slots = a->attn_ws_slots;
     /* the linear and sparse kernels are fp32 only (config.c refuses them
      * with precision=bf16) */
     if (s->kind == ATTN_LINEAR)
@@ -118,6 +119,7 @@ void gpt_op_attention_backward(struct gpt *m, struct gpt_acts *a,
     struct attn_shape sp = *s;
     double soft = 0.0;
     sp.softmax_s = &soft;
+    sp.ws = a->attn_ws, sp.ws_slots = a->attn_ws_slots;
     if (s->kind != ATTN_FULL) { /* fp32 only, as in forward */
         double t0 = now_s();
         if (s->kind == ATTN_LINEAR)

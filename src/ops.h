@@ -90,7 +90,17 @@ struct attn_shape {
     const int32_t *lo;    /* (B,T) or NULL: token t sees positions >= lo
                              (its document's first token), on top of the
                              causal (and window, sparse) rule */
+    /* bf16 full attention: a workspace of attention_bf16_ws_words(s,
+     * ws_slots) words runs the per-head products on VDPBF16PS (dpbf16.h)
+     * with at most ws_slots threads; NULL: through gemm.h.  A forward and
+     * its backward must both have one or both not (the kernels differ in
+     * which masked entries of att they write). */
+    uint32_t *ws;
+    size_t ws_slots;
 };
+/* Words of the bf16 attention's workspace for `slots` threads, 0 when the
+ * products cannot run on VDPBF16PS here (no AVX512_BF16, an odd hd). */
+size_t attention_bf16_ws_words(const struct attn_shape *s, size_t slots);
 /* out (B,T,nh*hd); att (B,nh,T,T) softmax probabilities saved for backward
  * (entries outside the causal window are 0); qkv as above */
 void attention_forward(float *out, float *att, const float *qkv,

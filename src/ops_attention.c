@@ -36,6 +36,7 @@
 #include <omp.h>
 #include <string.h>
 
+#include "dpbf16.h"
 #include "gemm.h"
 #include "log.h"
 #include "ops_internal.h"
@@ -194,6 +195,98 @@ static void attn_forward_head(void *O, void *P, float *S, const void *Q,
     }
 }
 
+/* ---- bf16 on VDPBF16PS (dpbf16.h) ------------------------------------------
+ * The same blocks, softmax and roundings, with each product on dp_gemm and
+ * its operands packed once per head into the thread's workspace slot: K's
+ * words transposed and V's row pairs for the forward; V's words
+ * transposed, K's, Q's and dO's row pairs, and per block dS's and P's row
+ * pairs (dK and dV read them transposed) for the backward.  A block's
+ * first column is rounded down to even so that its column pairs are the
+ * packs' row pairs; the extra column lies before every row's first
+ * visible position, so it is written as 0 in att like the rest of the
+ * masked rectangle. */
+
+static size_t dp_round16(size_t w)
+{
+    return (w + 15) / 16 * 16;
+}
+
+/* words of a row-pair pack of T rows of hd (>= a transposed-word pack) */
+static size_t dp_pairs_words(size_t T, size_t hd)
+{
+    return dp_round16((T + 1) / 2 * hd);
+}
+
+/* words of a block's row-pair pack: ATTN_BLOCK rows of at most T */
+static size_t dp_block_words(size_t T)
+{
+    return dp_round16((ATTN_BLOCK + 1) / 2 * T);
+}
+
+static size_t dp_slot_words(size_t T, size_t hd)
+{
+    return 4 * dp_pairs_words(T, hd) + 2 * dp_block_words(T);
+}
+
+size_t attention_bf16_ws_words(const struct attn_shape *s, size_t slots)
+{
+    if (s->hd % 2 || !dpbf16_available())
+        return 0;
+    return slots * dp_slot_words(s->T, s->hd);
+}
+
+static int attn_dp(const struct attn_shape *s, enum gemm_type dt)
+{
+    return dt == GEMM_BF16 && s->ws && s->ws_slots > 0 && s->hd % 2 == 0 &&
+           dpbf16_available();
+}
+
+/* the threads of a parallel loop: the workspace has ws_slots slots */
+static int attn_threads(const struct attn_shape *s, int dp)
+{
+    int n = omp_get_max_threads();
+    return dp && (size_t)n > s->ws_slots ? (int)s->ws_slots : n;
+}
+
+static void dp_prod(size_t M, size_t N, size_t K, const bf16 *A,
+                    size_t sar, size_t sak, const uint32_t *B, size_t ldb,
+                    void *C, size_t ldc, float alpha, int acc, int c_bf16)
+{
+    struct dp_gemm g = {
+        .M = M, .N = N, .K = K, .A = A, .sar = (ptrdiff_t)sar,
+        .sak = (ptrdiff_t)sak, .B = B, .ldb = ldb, .C = C, .ldc = ldc,
+        .alpha = alpha, .accumulate = acc, .c_bf16 = c_bf16,
+    };
+    dp_gemm(&g);
+}
+
+static void attn_forward_head_dp(bf16 *O, bf16 *P, float *S, const bf16 *Q,
+                                 const bf16 *K, const bf16 *V,
+                                 const struct attn_geom *g, uint32_t *ws,
+                                 double *soft)
+{
+    size_t T = g->T, hd = g->hd, R = g->R;
+    uint32_t *Kt = ws, *Vv = ws + dp_pairs_words(T, hd);
+    dp_pack_words_t(Kt, T, K, R, T, hd);
+    dp_pack_pairs(Vv, hd, V, R, T, hd);
+    for (size_t r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+        size_t r1 = r0 + ATTN_BLOCK < T ? r0 + ATTN_BLOCK : T;
+        size_t c0 = attn_lo(r0, g) & ~(size_t)1, m = r1 - r0, n = r1 - c0;
+        /* S = scale Q K^T */
+        dp_prod(m, n, hd, Q + r0 * R, R, 2, Kt + c0, T, S + r0 * T + c0, T,
+                g->scale, 0, 0);
+        double t0 = now_s();
+        for (size_t t = r0; t < r1; t++) {
+            size_t lo = attn_lo(t, g);
+            attn_softmax_row_bf16(P + t * T, S + t * T + lo, c0, lo, t, r1);
+        }
+        *soft += now_s() - t0;
+        /* O = P V */
+        dp_prod(m, hd, n, P + r0 * T + c0, T, 2, Vv + c0 / 2 * hd, hd,
+                O + r0 * g->C, g->C, 1.0f, 0, 1);
+    }
+}
+
 static struct attn_geom attn_geom_of(const struct attn_shape *s,
                                      enum gemm_type dt)
 {
@@ -217,13 +310,24 @@ static void attn_forward_any(void *out, void *att, float *scratch,
     size_t T = s->T, nh = s->nh, hd = s->hd, q = s->nh / s->nkv;
     size_t tasks = s->B * nh;
     double soft = 0.0;
+    int dp = attn_dp(s, dt), nthr = attn_threads(s, dp);
+    size_t slot = dp ? dp_slot_words(T, hd) : 0;
 #pragma omp parallel for schedule(static) reduction(+ : soft) \
-    if (attn_use_omp(tasks, &g))
+    num_threads(nthr) if (attn_use_omp(tasks, &g))
     for (size_t bh = 0; bh < tasks; bh++) {
         size_t b = bh / nh, h = bh % nh, kvh = h / q;
         const void *base = el(qkv, b * T * g.R, dt);
         struct attn_geom gb = g;
         gb.lo = s->lo ? s->lo + b * T : NULL;
+        if (dp) {
+            const bf16 *hb = base;
+            attn_forward_head_dp(
+                (bf16 *)out + b * T * g.C + h * hd, (bf16 *)att + bh * T * T,
+                scratch + bh * T * T, hb + h * hd, hb + (nh + kvh) * hd,
+                hb + (nh + s->nkv + kvh) * hd, &gb,
+                s->ws + (size_t)omp_get_thread_num() * slot, &soft);
+            continue;
+        }
         attn_forward_head(el(out, b * T * g.C + h * hd, dt),
                           el(att, bh * T * T, dt),
                           scratch ? scratch + bh * T * T : NULL,
@@ -321,6 +425,43 @@ static void attn_backward_head(float *dQ, float *dK, float *dV, float *dS,
     }
 }
 
+/* One query head of a group on VDPBF16PS: as attn_backward_head, with the
+ * group's packs Vt (V's words transposed) and Kv (K's row pairs) and the
+ * rest of the slot ws for this head's and its blocks' packs. */
+static void attn_backward_head_dp(float *dQ, float *dK, float *dV, float *dS,
+                                  bf16 *dSh, const bf16 *dO, const bf16 *P,
+                                  const bf16 *Q, const uint32_t *Vt,
+                                  const uint32_t *Kv, uint32_t *ws,
+                                  const struct attn_geom *g, double *soft)
+{
+    size_t T = g->T, hd = g->hd, R = g->R, C = g->C;
+    size_t pw = dp_pairs_words(T, hd);
+    uint32_t *Qv = ws, *dOv = ws + pw, *Sv = ws + 2 * pw;
+    uint32_t *Pv = Sv + dp_block_words(T);
+    dp_pack_pairs(Qv, hd, Q, R, T, hd);
+    dp_pack_pairs(dOv, hd, dO, C, T, hd);
+    for (size_t r0 = 0; r0 < T; r0 += ATTN_BLOCK) {
+        size_t r1 = r0 + ATTN_BLOCK < T ? r0 + ATTN_BLOCK : T;
+        size_t c0 = attn_lo(r0, g) & ~(size_t)1, m = r1 - r0, n = r1 - c0;
+        /* dP = dO V^T */
+        dp_prod(m, n, hd, dO + r0 * C, C, 2, Vt + c0, T, dS + r0 * T + c0,
+                T, 1.0f, 0, 0);
+        double t0 = now_s();
+        attn_softmax_backward_rows(dS, dSh, P, r0, r1, c0, g);
+        *soft += now_s() - t0;
+        /* dQ += scale dS K */
+        dp_prod(m, hd, n, dSh + r0 * T + c0, T, 2, Kv + c0 / 2 * hd, hd,
+                dQ + r0 * R, R, g->scale, 1, 0);
+        /* dK += scale dS^T Q; dV += P^T dO */
+        dp_pack_pairs(Sv, n, dSh + r0 * T + c0, T, m, n);
+        dp_prod(n, hd, m, (const bf16 *)Sv, 2, 2 * n, Qv + r0 / 2 * hd, hd,
+                dK + c0 * R, R, g->scale, 1, 0);
+        dp_pack_pairs(Pv, n, P + r0 * T + c0, T, m, n);
+        dp_prod(n, hd, m, (const bf16 *)Pv, 2, 2 * n, dOv + r0 / 2 * hd, hd,
+                dV + c0 * R, R, 1.0f, 1, 0);
+    }
+}
+
 static void attn_backward_any(float *dqkv, float *scratch, bf16 *scratch_h,
                               const void *dout, const void *qkv,
                               const void *att, const struct attn_shape *s,
@@ -330,8 +471,10 @@ static void attn_backward_any(float *dqkv, float *scratch, bf16 *scratch_h,
     size_t T = s->T, nh = s->nh, nkv = s->nkv, hd = s->hd, q = nh / nkv;
     size_t tasks = s->B * nkv;
     double soft = 0.0;
+    int dp = attn_dp(s, dt), nthr = attn_threads(s, dp);
+    size_t slot = dp ? dp_slot_words(T, hd) : 0, pw = dp_pairs_words(T, hd);
 #pragma omp parallel for schedule(static) reduction(+ : soft) \
-    if (attn_use_omp(tasks, &g))
+    num_threads(nthr) if (attn_use_omp(tasks, &g))
     for (size_t bg = 0; bg < tasks; bg++) {
         size_t b = bg / nkv, kvh = bg % nkv;
         const void *base = el(qkv, b * T * g.R, dt);
@@ -339,6 +482,23 @@ static void attn_backward_any(float *dqkv, float *scratch, bf16 *scratch_h,
         size_t koff = (nh + kvh) * hd, voff = (nh + nkv + kvh) * hd;
         struct attn_geom gb = g;
         gb.lo = s->lo ? s->lo + b * T : NULL;
+        if (dp) {
+            const bf16 *hb = base;
+            uint32_t *ws = s->ws + (size_t)omp_get_thread_num() * slot;
+            uint32_t *Vt = ws, *Kv = ws + pw;
+            dp_pack_words_t(Vt, T, hb + voff, g.R, T, hd);
+            dp_pack_pairs(Kv, hd, hb + koff, g.R, T, hd);
+            for (size_t h = kvh * q; h < (kvh + 1) * q; h++) {
+                size_t bh = b * nh + h;
+                attn_backward_head_dp(
+                    dbase + h * hd, dbase + koff, dbase + voff,
+                    scratch + bh * T * T, scratch_h + bh * T * T,
+                    (const bf16 *)dout + b * T * g.C + h * hd,
+                    (const bf16 *)att + bh * T * T, hb + h * hd, Vt, Kv,
+                    ws + 2 * pw, &gb, &soft);
+            }
+            continue;
+        }
         for (size_t h = kvh * q; h < (kvh + 1) * q; h++) {
             size_t bh = b * nh + h;
             attn_backward_head(dbase + h * hd, dbase + koff, dbase + voff,

@@ -31,6 +31,7 @@
 #include <cmocka.h>
 
 #include "bf16.h"
+#include "dpbf16.h"
 #include "gemm.h"
 #include "ops.h"
 #include "optim.h"
@@ -260,6 +261,92 @@ static void test_gelu_bf16(void **state)
                             one vector and a tail for any OPS_VL */
 }
 
+/* ---- dpbf16: the VDPBF16PS product ----------------------------------------- */
+
+/* C (M,N) (+)= alpha A B against double: A row-major (lda) or, with
+ * a_packed, dp_pack_pairs of A^T read transposed; B packed from B (K,N)
+ * by dp_pack_pairs or from B^T (N,K) by dp_pack_words_t; C fp32 with and
+ * without accumulation, or bf16.  Sizes cross every tile edge: M around
+ * the 8-row tile, N around 16 and 32 lanes, K odd and even. */
+static void dp_case(size_t M, size_t N, size_t K, int a_packed, int b_words,
+                    int mode)
+{
+    size_t lda = K + 3, ldbt = K + 4; /* padded rows: strides are honoured */
+    double *dA, *dB, *dC;
+    bf16 *A = hrand(M * lda, 1, &dA);
+    bf16 *Bsrc = b_words ? hrand(N * ldbt, 1, &dB) : hrand(K * N, 1, &dB);
+    if (b_words && K % 2) /* words_t packs K + 1 columns: the extra one
+                             (1.0, not in the reference) meets A's upper
+                             half past K, which must not be read */
+        for (size_t n = 0; n < N; n++)
+            Bsrc[n * ldbt + K] = bf16_from_f32(1.0f);
+    size_t K2 = (K + 1) / 2;
+    uint32_t *Bp = malloc(K2 * N * sizeof(uint32_t));
+    uint32_t *Ap = malloc(K2 * M * sizeof(uint32_t));
+    assert_true(Bp && Ap);
+    if (b_words)
+        dp_pack_words_t(Bp, N, Bsrc, ldbt, N, 2 * K2);
+    else
+        dp_pack_pairs(Bp, N, Bsrc, N, K, N);
+    /* A^T (K, M) packed by row pairs, read as A through the strides */
+    bf16 *At = malloc(K * M * sizeof(bf16));
+    assert_non_null(At);
+    for (size_t k = 0; k < K; k++)
+        for (size_t m = 0; m < M; m++)
+            At[k * M + m] = A[m * lda + k];
+    dp_pack_pairs(Ap, M, At, M, K, M);
+    float *C = frand(M * N, 1);
+    dC = malloc(M * N * sizeof(double));
+    for (size_t i = 0; i < M * N; i++)
+        dC[i] = C[i];
+    bf16 *Ch = malloc(M * N * sizeof(bf16));
+    float alpha = 0.375f;
+    struct dp_gemm g = {
+        .M = M, .N = N, .K = K, .A = a_packed ? (const bf16 *)Ap : A,
+        .sar = a_packed ? 2 : (ptrdiff_t)lda,
+        .sak = a_packed ? 2 * (ptrdiff_t)M : 2, .B = Bp, .ldb = N,
+        .C = mode == 2 ? (void *)Ch : (void *)C, .ldc = N, .alpha = alpha,
+        .accumulate = mode == 1, .c_bf16 = mode == 2,
+    };
+    dp_gemm(&g);
+    for (size_t m = 0; m < M; m++)
+        for (size_t n = 0; n < N; n++) {
+            double sum = 0, mag = 0;
+            for (size_t k = 0; k < K; k++) {
+                double b = b_words ? dB[n * ldbt + k] : dB[k * N + n];
+                sum += dA[m * lda + k] * b;
+                mag += fabs(dA[m * lda + k] * b);
+            }
+            double want = alpha * sum + (mode == 1 ? dC[m * N + n] : 0);
+            double tol = 2e-6 * (alpha * mag + fabs(dC[m * N + n])) + 1e-30;
+            if (mode == 2)
+                check("dp_gemm bf16", m * N + n, bf16_to_f32(Ch[m * N + n]),
+                      want, tol, 1.0 / 256);
+            else
+                check("dp_gemm", m * N + n, C[m * N + n], want, tol, 0);
+        }
+    free(A), free(dA), free(Bsrc), free(dB), free(Bp), free(Ap), free(At);
+    free(C), free(dC), free(Ch);
+}
+
+static void test_dpbf16(void **state)
+{
+    (void)state;
+    if (!dpbf16_available()) {
+        printf("no AVX512_BF16 here: the attention products use gemm.h\n");
+        return;
+    }
+    static const size_t Ms[] = {1, 7, 8, 9, 64}, Ns[] = {1, 15, 16, 17, 32,
+                                                         33, 64, 100};
+    static const size_t Ks[] = {1, 2, 7, 64, 129};
+    for (size_t i = 0; i < sizeof(Ms) / sizeof(*Ms); i++)
+        for (size_t j = 0; j < sizeof(Ns) / sizeof(*Ns); j++)
+            for (size_t k = 0; k < sizeof(Ks) / sizeof(*Ks); k++)
+                for (int v = 0; v < 4; v++)
+                    dp_case(Ms[i], Ns[j], Ks[k], v & 1, v >> 1,
+                            (int)((i + j + k + (size_t)v) % 3));
+}
+
 /* ---- attention -------------------------------------------------------------- */
 
 struct att_case {
@@ -427,18 +514,48 @@ static void attention_bf16_case(struct attn_shape s)
     free(c.att), free(scr), free(scr_h), free(c.dqkv), free(c.dqkv0);
 }
 
+/* The case through gemm.h (no workspace) and, where the CPU can, on
+ * VDPBF16PS with a workspace of 1 and of 3 thread slots. */
+static void attention_bf16_both(struct attn_shape s)
+{
+    attention_bf16_case(s);
+    for (size_t slots = 1; slots <= 3; slots += 2) {
+        size_t words = attention_bf16_ws_words(&s, slots);
+        if (!words) {
+            assert_true(!dpbf16_available() || s.hd % 2);
+            return;
+        }
+        s.ws = malloc(words * sizeof(uint32_t));
+        assert_non_null(s.ws);
+        memset(s.ws, 0xff, words * sizeof(uint32_t)); /* NaN bits */
+        s.ws_slots = slots;
+        attention_bf16_case(s);
+        free(s.ws);
+        s.ws = NULL, s.ws_slots = 0;
+    }
+}
+
 static void test_attention_bf16(void **state)
 {
     (void)state;
     if (!have_bf16())
         return;
-    attention_bf16_case((struct attn_shape){.B = 2, .T = 70, .nh = 4,
+    attention_bf16_both((struct attn_shape){.B = 2, .T = 70, .nh = 4,
                                             .nkv = 2, .hd = 16, .window = 0});
-    attention_bf16_case((struct attn_shape){.B = 1, .T = 130, .nh = 2,
+    attention_bf16_both((struct attn_shape){.B = 1, .T = 130, .nh = 2,
                                             .nkv = 2, .hd = 16, .window = 40});
-    attention_bf16_case((struct attn_shape){.B = 1, .T = 37, .nh = 4,
+    attention_bf16_both((struct attn_shape){.B = 1, .T = 37, .nh = 4,
                                             .nkv = 1, .hd = 8, .window = 0});
-    attention_bf16_case((struct attn_shape){.B = 2, .T = 9, .nh = 3,
+    /* the model's head size: full 32-column tiles, several of them in
+     * the scores; an hd that ends in a partial tile; an odd one (gemm.h
+     * only) */
+    attention_bf16_both((struct attn_shape){.B = 2, .T = 128, .nh = 2,
+                                            .nkv = 1, .hd = 64});
+    attention_bf16_both((struct attn_shape){.B = 1, .T = 67, .nh = 2,
+                                            .nkv = 2, .hd = 40});
+    attention_bf16_both((struct attn_shape){.B = 1, .T = 20, .nh = 2,
+                                            .nkv = 1, .hd = 7});
+    attention_bf16_both((struct attn_shape){.B = 2, .T = 9, .nh = 3,
                                             .nkv = 3, .hd = 4, .window = 3});
     /* document bounds: sequence b's documents start at 5 + b, 64 + b
      * (across a row block) and 100 + b; with and without a window */
@@ -452,9 +569,9 @@ static void test_attention_bf16(void **state)
         }
     struct attn_shape d = {.B = 2, .T = T, .nh = 4, .nkv = 2, .hd = 16,
                            .lo = lo};
-    attention_bf16_case(d);
+    attention_bf16_both(d);
     d.window = 20;
-    attention_bf16_case(d);
+    attention_bf16_both(d);
     free(lo);
 }
 
@@ -491,6 +608,7 @@ int main(void)
         cmocka_unit_test(test_matmul_forward_bf16),
         cmocka_unit_test(test_matmul_backward_bf16),
         cmocka_unit_test(test_gelu_bf16),
+        cmocka_unit_test(test_dpbf16),
         cmocka_unit_test(test_attention_bf16),
         cmocka_unit_test(test_adamw_bf16_copy),
     };

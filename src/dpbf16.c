@@ -1,13 +1,17 @@
 /*
  * dpbf16.c - the VDPBF16PS product and its packing (contract in dpbf16.h).
  *
- * The kernel keeps an MR x 32 block of C in 2 MR zmm accumulators: per
- * pair of K it loads two 16-word vectors of packed B and, for each of the
- * MR rows, broadcasts A's word and issues two VDPBF16PS.  B's block of
- * ceil(K/2) x 32 words stays in L1 while the row blocks pass over it.
- * Columns past N are masked lanes (loaded as 0, never stored); rows past
- * M are a smaller instance of the same tile, so no element of C depends
- * on the shape around it.
+ * The kernel keeps a tile of C in zmm accumulators, 8 rows x 32 columns
+ * (16 registers) or, while more than 32 columns remain, 6 x 64 (24: a
+ * 64-wide C, GPT-2's head size, is then one pass over A).  Per pair of K
+ * it loads the tile's 16-word vectors of packed B and, for each row,
+ * broadcasts A's word and issues one VDPBF16PS per vector.  B's block of
+ * ceil(K/2) rows stays in L1 while the row tiles pass over it.  Columns
+ * past N are masked lanes (loaded as 0, never stored); rows past M are a
+ * smaller instance of the same tile: every element of C is computed by
+ * the same instructions in the same order whatever the shape around it.
+ * Each tile shape is a function of its own: inlined into one, gcc spilled
+ * the accumulators.
  */
 #include "dpbf16.h"
 
@@ -30,7 +34,8 @@ int dpbf16_available(void)
 
 #ifdef DP_X86
 
-#define MR 8 /* rows per tile: 16 accumulators, B's 2 vectors, A's word */
+#define MR_MAX 8 /* rows of a tile */
+#define NV_MAX 4 /* 16-column vectors of a tile */
 
 static inline uint32_t word_at(const bf16 *p)
 {
@@ -50,88 +55,137 @@ static inline __mmask16 lanes(size_t n) /* the first min(n, 16) lanes */
 }
 
 /* one pair of K (half: its first element alone, A's upper half taken as
- * 0) into the accumulators of mr rows */
+ * 0) into the accumulators of mr rows x nv vectors (c0..c3: vector v of
+ * row i in cv[i]; separate arrays, so that gcc keeps them in registers) */
 DP_TARGET static inline __attribute__((always_inline)) void
-kstep(const int mr, __m512 *c0, __m512 *c1, const uint32_t *b, __mmask16 m0,
-      __mmask16 m1, const bf16 *ak, ptrdiff_t sar, const int half)
+kstep(const int mr, const int nv, __m512 *c0, __m512 *c1, __m512 *c2,
+      __m512 *c3, const uint32_t *b, const __mmask16 *m, const bf16 *ak,
+      ptrdiff_t sar, const int half)
 {
-    __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(m0, b);
-    __m512bh b1 = (__m512bh)_mm512_maskz_loadu_epi32(m1, b + 16);
+    __m512bh b0 = (__m512bh)_mm512_maskz_loadu_epi32(m[0], b);
+    __m512bh b1 = (__m512bh)_mm512_maskz_loadu_epi32(m[1], b + 16);
+    __m512bh b2 = b0, b3 = b1;
+    if (nv > 2) {
+        b2 = (__m512bh)_mm512_maskz_loadu_epi32(m[2], b + 32);
+        b3 = (__m512bh)_mm512_maskz_loadu_epi32(m[3], b + 48);
+    }
+    _Pragma("GCC unroll 8")
     for (int i = 0; i < mr; i++) {
         const bf16 *ai = ak + (ptrdiff_t)i * sar;
         __m512bh av = (__m512bh)_mm512_set1_epi32(
             (int)(half ? half_at(ai) : word_at(ai)));
         c0[i] = _mm512_dpbf16_ps(c0[i], av, b0);
         c1[i] = _mm512_dpbf16_ps(c1[i], av, b1);
+        if (nv > 2) {
+            c2[i] = _mm512_dpbf16_ps(c2[i], av, b2);
+            c3[i] = _mm512_dpbf16_ps(c3[i], av, b3);
+        }
     }
 }
 
-/* C's row of the tile (32 columns at off) from its accumulators */
+/* one 16-column vector of a row of C (at off) from its accumulator */
 DP_TARGET static inline __attribute__((always_inline)) void
-store_row(const struct dp_gemm *g, size_t off, __m512 x0, __m512 x1,
-          __mmask16 m0, __mmask16 m1)
+store_vec(const struct dp_gemm *g, size_t off, __m512 x, __mmask16 m)
 {
-    __m512 al = _mm512_set1_ps(g->alpha);
-    x0 = _mm512_mul_ps(x0, al), x1 = _mm512_mul_ps(x1, al);
+    x = _mm512_mul_ps(x, _mm512_set1_ps(g->alpha));
     if (g->c_bf16) {
-        bf16 *c = (bf16 *)g->C + off;
-        _mm256_mask_storeu_epi16(c, m0, (__m256i)_mm512_cvtneps_pbh(x0));
-        _mm256_mask_storeu_epi16(c + 16, m1, (__m256i)_mm512_cvtneps_pbh(x1));
+        _mm256_mask_storeu_epi16((bf16 *)g->C + off, m,
+                                 (__m256i)_mm512_cvtneps_pbh(x));
         return;
     }
     float *c = (float *)g->C + off;
-    if (g->accumulate) {
-        x0 = _mm512_add_ps(x0, _mm512_maskz_loadu_ps(m0, c));
-        x1 = _mm512_add_ps(x1, _mm512_maskz_loadu_ps(m1, c + 16));
-    }
-    _mm512_mask_storeu_ps(c, m0, x0);
-    _mm512_mask_storeu_ps(c + 16, m1, x1);
+    if (g->accumulate)
+        x = _mm512_add_ps(x, _mm512_maskz_loadu_ps(m, c));
+    _mm512_mask_storeu_ps(c, m, x);
 }
 
-/* rows [r0, r0 + mr) x columns [n0, n0 + 32) of C; mr a constant in each
- * instance so that the accumulators live in registers */
+/* rows [r0, r0 + mr) x columns [n0, n0 + 16 nv) of C; mr and nv constants
+ * in each instance */
 DP_TARGET static inline __attribute__((always_inline)) void
-tile(const int mr, const struct dp_gemm *g, size_t r0, size_t n0)
+tile(const int mr, const int nv, const struct dp_gemm *g, size_t r0,
+     size_t n0)
 {
-    __m512 c0[MR], c1[MR];
-    size_t nn = g->N - n0;
-    __mmask16 m0 = lanes(nn), m1 = lanes(nn > 16 ? nn - 16 : 0);
+    __m512 c0[MR_MAX], c1[MR_MAX], c2[MR_MAX], c3[MR_MAX];
+    __mmask16 m[NV_MAX];
+    _Pragma("GCC unroll 8")
+    for (int v = 0; v < NV_MAX; v++)
+        m[v] = lanes(g->N - n0 > 16 * (size_t)v ? g->N - n0 - 16 * (size_t)v
+                                                : 0);
+    _Pragma("GCC unroll 8")
     for (int i = 0; i < mr; i++)
-        c0[i] = c1[i] = _mm512_setzero_ps();
+        c0[i] = c1[i] = c2[i] = c3[i] = _mm512_setzero_ps();
     /* C's lines, read at the end: fetched while the products run */
-    for (int i = 0; g->accumulate && i < mr; i++) {
-        const float *c = (const float *)g->C + (r0 + (size_t)i) * g->ldc + n0;
-        _mm_prefetch((const char *)c, _MM_HINT_T0);
-        _mm_prefetch((const char *)(c + 16), _MM_HINT_T0);
-    }
+    for (int i = 0; g->accumulate && i < mr; i++)
+        for (int v = 0; v < nv; v++)
+            _mm_prefetch((const char *)((const float *)g->C +
+                                        (r0 + (size_t)i) * g->ldc + n0 +
+                                        16 * (size_t)v),
+                         _MM_HINT_T0);
     const bf16 *a = g->A + (ptrdiff_t)r0 * g->sar;
     const uint32_t *b = g->B + n0;
     size_t K2 = g->K / 2;
     for (size_t k = 0; k < K2; k++)
-        kstep(mr, c0, c1, b + k * g->ldb, m0, m1, a + (ptrdiff_t)k * g->sak,
-              g->sar, 0);
+        kstep(mr, nv, c0, c1, c2, c3, b + k * g->ldb, m,
+              a + (ptrdiff_t)k * g->sak, g->sar, 0);
     if (g->K & 1)
-        kstep(mr, c0, c1, b + K2 * g->ldb, m0, m1,
+        kstep(mr, nv, c0, c1, c2, c3, b + K2 * g->ldb, m,
               a + (ptrdiff_t)K2 * g->sak, g->sar, 1);
-    for (int i = 0; i < mr; i++)
-        store_row(g, (r0 + (size_t)i) * g->ldc + n0, c0[i], c1[i], m0, m1);
+    _Pragma("GCC unroll 8")
+    for (int i = 0; i < mr; i++) {
+        size_t off = (r0 + (size_t)i) * g->ldc + n0;
+        store_vec(g, off, c0[i], m[0]);
+        store_vec(g, off + 16, c1[i], m[1]);
+        if (nv > 2) {
+            store_vec(g, off + 32, c2[i], m[2]);
+            store_vec(g, off + 48, c3[i], m[3]);
+        }
+    }
 }
 
-DP_TARGET static void gemm_x86(const struct dp_gemm *g)
+/* one function per tile shape, so that each keeps its accumulators in
+ * registers (inlined together they spill) */
+#define TILE_FN(mr, nv)                                                       \
+    DP_TARGET static __attribute__((noinline)) void tile_##mr##_##nv(        \
+        const struct dp_gemm *g, size_t r0, size_t n0)                        \
+    {                                                                         \
+        tile(mr, nv, g, r0, n0);                                              \
+    }
+TILE_FN(1, 2) TILE_FN(2, 2) TILE_FN(3, 2) TILE_FN(4, 2) TILE_FN(5, 2)
+TILE_FN(6, 2) TILE_FN(7, 2) TILE_FN(8, 2)
+TILE_FN(1, 4) TILE_FN(2, 4) TILE_FN(3, 4) TILE_FN(4, 4) TILE_FN(5, 4)
+TILE_FN(6, 4)
+
+typedef void tile_fn(const struct dp_gemm *, size_t, size_t);
+static tile_fn *const tiles2[9] = {NULL, tile_1_2, tile_2_2, tile_3_2,
+                                   tile_4_2, tile_5_2, tile_6_2, tile_7_2,
+                                   tile_8_2};
+static tile_fn *const tiles4[7] = {NULL, tile_1_4, tile_2_4, tile_3_4,
+                                   tile_4_4, tile_5_4, tile_6_4};
+
+/* every row of C's columns [n0, n0 + 16 nv): tiles of mr rows, then one
+ * of the rest */
+static void rows(tile_fn *const *fn, size_t mr, const struct dp_gemm *g,
+                 size_t n0)
 {
-    for (size_t n0 = 0; n0 < g->N; n0 += 32) {
-        size_t r0 = 0;
-        for (; r0 + MR <= g->M; r0 += MR)
-            tile(MR, g, r0, n0);
-        switch (g->M - r0) {
-        case 1: tile(1, g, r0, n0); break;
-        case 2: tile(2, g, r0, n0); break;
-        case 3: tile(3, g, r0, n0); break;
-        case 4: tile(4, g, r0, n0); break;
-        case 5: tile(5, g, r0, n0); break;
-        case 6: tile(6, g, r0, n0); break;
-        case 7: tile(7, g, r0, n0); break;
-        default: break;
+    size_t r0 = 0;
+    for (; r0 + mr <= g->M; r0 += mr)
+        fn[mr](g, r0, n0);
+    if (g->M > r0)
+        fn[g->M - r0](g, r0, n0);
+}
+
+/* Column blocks of 64 (4 vectors x 6 rows: 24 accumulators) while more
+ * than 32 columns remain, else of 32 (2 x 8: 16): a 64-wide C (the head
+ * size of GPT-2) is one pass over A. */
+static void gemm_x86(const struct dp_gemm *g)
+{
+    for (size_t n0 = 0; n0 < g->N;) {
+        if (g->N - n0 > 32) {
+            rows(tiles4, 6, g, n0);
+            n0 += 64;
+        } else {
+            rows(tiles2, 8, g, n0);
+            n0 += 32;
         }
     }
 }
@@ -162,22 +216,27 @@ DP_TARGET static inline __attribute__((always_inline)) void
 transpose16(__m512i r[16])
 {
     __m512i t[16];
+    _Pragma("GCC unroll 16")
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
     }
+    _Pragma("GCC unroll 16")
     for (int i = 0; i < 4; i++) {
         r[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
         r[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
         r[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
         r[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
     }
+    _Pragma("GCC unroll 16")
     for (int i = 0; i < 2; i++)
+        _Pragma("GCC unroll 16")
         for (int j = 0; j < 4; j++) {
             __m512i a = r[8 * i + j], b = r[8 * i + 4 + j];
             t[8 * i + j] = _mm512_shuffle_i32x4(a, b, 0x88);
             t[8 * i + 4 + j] = _mm512_shuffle_i32x4(a, b, 0xdd);
         }
+    _Pragma("GCC unroll 16")
     for (int j = 0; j < 8; j++) {
         r[j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0x88);
         r[8 + j] = _mm512_shuffle_i32x4(t[j], t[8 + j], 0xdd);
@@ -197,13 +256,17 @@ DP_TARGET static void pack_words_t_x86(uint32_t *dst, size_t ldd,
         for (size_t j0 = 0; j0 < words; j0 += 16) {
             size_t nw = words - j0 < 16 ? words - j0 : 16;
             __m512i r[16];
+            _Pragma("GCC unroll 16")
             for (size_t i = 0; i < 16; i++)
                 r[i] = i < nr ? _mm512_maskz_loadu_epi32(
                                     lanes(nw), src + (r0 + i) * lds + 2 * j0)
                               : _mm512_setzero_si512();
             transpose16(r);
-            for (size_t k = 0; k < nw; k++)
-                _mm512_mask_storeu_epi32(dst + (j0 + k) * ldd + r0, mr, r[k]);
+            _Pragma("GCC unroll 16")
+            for (size_t k = 0; k < 16; k++) /* constant indices into r */
+                if (k < nw)
+                    _mm512_mask_storeu_epi32(dst + (j0 + k) * ldd + r0, mr,
+                                             r[k]);
         }
     }
 }

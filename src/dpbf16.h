@@ -7,7 +7,7 @@
  * `gemm:jit`, which packs both operands at every call: measured on this
  * project's machine at 30-105 GFLOP/s for those shapes inside the
  * attention kernel, against 370-400 for this kernel on the same shapes
- * (tests/test_dpbf16.c checks the values; `mpitron bench step` shows the
+ * (tests/test_ops_bf16.c checks the values; `mpitron bench step` shows the
  * attention time).  The operands here are packed once per head instead.
  *
  * The product: C (M, N) = alpha A B, or C += alpha A B, fp32 accumulation,

@@ -47,6 +47,8 @@
 #ifndef ATTN_BLOCK
 #define ATTN_BLOCK 64
 #endif
+/* the VDPBF16PS path pairs rows from each block's first: r0 must be even */
+_Static_assert(ATTN_BLOCK % 2 == 0, "ATTN_BLOCK must be even");
 
 /* Geometry of one (batch, head) problem: row strides, window, types. */
 struct attn_geom {

@@ -29,6 +29,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <omp.h>
 
 #include "bf16.h"
 #include "dpbf16.h"
@@ -336,8 +337,11 @@ static void test_dpbf16(void **state)
         printf("no AVX512_BF16 here: the attention products use gemm.h\n");
         return;
     }
-    static const size_t Ms[] = {1, 7, 8, 9, 64}, Ns[] = {1, 15, 16, 17, 32,
-                                                         33, 64, 100};
+    /* M: around the 8-row tile of 32 columns and the 6-row tile of 64
+     * (every remainder of 6 and of 8); N: around 16, 32 and 64 lanes, and
+     * a 64-wide tile followed by a 32-wide one (80, 100) */
+    static const size_t Ms[] = {1, 5, 7, 8, 9, 11, 64},
+                        Ns[] = {1, 15, 16, 17, 32, 33, 64, 80, 100};
     static const size_t Ks[] = {1, 2, 7, 64, 129};
     for (size_t i = 0; i < sizeof(Ms) / sizeof(*Ms); i++)
         for (size_t j = 0; j < sizeof(Ns) / sizeof(*Ns); j++)
@@ -488,7 +492,18 @@ static void check_attention_backward(const struct att_case *c)
     free(want), free(mag), free(big);
 }
 
-static void attention_bf16_case(struct attn_shape s)
+/* FNV-1a of n bytes, continuing h */
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 1099511628211ULL;
+    return h;
+}
+
+/* Runs and checks one case; returns a hash of its outputs (out, att,
+ * dqkv) for bitwise comparisons between runs on the same inputs. */
+static uint64_t attention_bf16_case(struct attn_shape s)
 {
     struct att_case c = {.s = s};
     c.R = (s.nh + 2 * s.nkv) * s.hd, c.C = s.nh * s.hd;
@@ -510,15 +525,23 @@ static void attention_bf16_case(struct attn_shape s)
     memset(scr, 0xff, c.TT * 4);
     attention_backward_bf16(c.dqkv, scr, scr_h, c.dout, c.qkv, c.att, &s);
     check_attention_backward(&c);
+    uint64_t h = fnv(1469598103934665603ULL, c.out, c.no * 2);
+    h = fnv(fnv(h, c.att, c.TT * 2), c.dqkv, c.nq * 4);
     free(c.qkv), free(c.dq), free(c.dout), free(ddo), free(c.out);
     free(c.att), free(scr), free(scr_h), free(c.dqkv), free(c.dqkv0);
+    return h;
 }
 
 /* The case through gemm.h (no workspace) and, where the CPU can, on
- * VDPBF16PS with a workspace of 1 and of 3 thread slots. */
+ * VDPBF16PS with a workspace of 1 slot at one thread and of 3 slots at 3
+ * OpenMP threads (make check runs OMP_NUM_THREADS=1): each against the
+ * double reference, and the two VDPBF16PS runs bit for bit alike on the
+ * same inputs (the slots and the thread count change nothing). */
 static void attention_bf16_both(struct attn_shape s)
 {
     attention_bf16_case(s);
+    uint64_t seed = rng_state, h1 = 0;
+    int threads = omp_get_max_threads();
     for (size_t slots = 1; slots <= 3; slots += 2) {
         size_t words = attention_bf16_ws_words(&s, slots);
         if (!words) {
@@ -529,7 +552,15 @@ static void attention_bf16_both(struct attn_shape s)
         assert_non_null(s.ws);
         memset(s.ws, 0xff, words * sizeof(uint32_t)); /* NaN bits */
         s.ws_slots = slots;
-        attention_bf16_case(s);
+        rng_state = seed;
+        omp_set_num_threads((int)slots);
+        uint64_t h = attention_bf16_case(s);
+        omp_set_num_threads(threads);
+        if (slots == 1)
+            h1 = h;
+        else if (h != h1)
+            fail_msg("attention T=%zu nh=%zu hd=%zu: 3 slots at 3 threads "
+                     "differ from 1 at 1", s.T, s.nh, s.hd);
         free(s.ws);
         s.ws = NULL, s.ws_slots = 0;
     }

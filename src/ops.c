@@ -138,12 +138,35 @@ static void layernorm_backward_row(float *dinp, const float *dout,
     }
 }
 
+/* dw, db (C) += one row's xhat * dout and dout: the same expressions, in
+ * the same row order, as the column pass of layernorm_backward */
+static void layernorm_backward_wb(float *dw, float *db, const float *x,
+                                  const float *d, float m, float s,
+                                  size_t lo, size_t hi)
+{
+    for (size_t c = lo; c < hi; c++) {
+        dw[c] += ((x[c] - m) * s) * d[c];
+        db[c] += d[c];
+    }
+}
+
 void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
                         const float *inp, const float *w, const float *mean,
                         const float *rstd, size_t N, size_t C)
 {
     int par = N * C >= OPS_PAR_MIN;
-#pragma omp parallel if (par)
+    if (!par || omp_get_max_threads() == 1) {
+        /* one thread: dw and db take each row while it is in L1, in row
+         * order, so the sums are bitwise those of the column pass */
+        for (size_t n = 0; n < N; n++) {
+            const float *x = inp + n * C, *d = dout + n * C;
+            layernorm_backward_row(dinp + n * C, d, x, w, mean[n], rstd[n],
+                                   C);
+            layernorm_backward_wb(dw, db, x, d, mean[n], rstd[n], 0, C);
+        }
+        return;
+    }
+#pragma omp parallel
     {
 #pragma omp for schedule(static) nowait
         for (size_t n = 0; n < N; n++)
@@ -153,14 +176,9 @@ void layernorm_backward(float *dinp, float *dw, float *db, const float *dout,
         size_t lo, hi;
         ops_range_split(C, omp_get_thread_num(), omp_get_num_threads(), &lo,
                         &hi);
-        for (size_t n = 0; n < N; n++) {
-            const float *x = inp + n * C, *d = dout + n * C;
-            float m = mean[n], s = rstd[n];
-            for (size_t c = lo; c < hi; c++) {
-                dw[c] += ((x[c] - m) * s) * d[c];
-                db[c] += d[c];
-            }
-        }
+        for (size_t n = 0; n < N; n++)
+            layernorm_backward_wb(dw, db, inp + n * C, dout + n * C, mean[n],
+                                  rstd[n], lo, hi);
     }
 }
 

@@ -70,6 +70,10 @@ static void gradcheck(const struct gpt_config *cp)
     tokens(tgt, 12, c.vocab_size, 2);
     struct gpt_pos pos = {.step = 3, .seq0 = 5, .seed = 11, .train = 1};
 
+    /* garbage before: every gradient comes from gpt_zero_grad and
+     * backward (a NaN left over fails below) */
+    for (size_t i = 0; i < m.tt.total; i++)
+        m.grads[i] = NAN;
     gpt_zero_grad(&m);
     loss_of(&m, &a, inp, tgt, &pos);
     gpt_backward(&m, &a, 1.0f / (float)a.N, &pos);
@@ -87,6 +91,8 @@ static void gradcheck(const struct gpt_config *cp)
             *p = save;
             double fd = (lp - lm) / (2.0 * h);
             double g = m.grads[d->off + k];
+            if (!isfinite(g))
+                fail_msg("%s[%zu]: gradient %g", d->name, k, g);
             num += (g - fd) * (g - fd);
             gmax = fmax(gmax, fabs(g));
             den += fd * fd;

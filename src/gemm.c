@@ -82,13 +82,14 @@ static _Noreturn void fatal_at(const char *file, int line, const char *fmt,
 
 static void desc_text(const struct gemm_desc *d, char *s, size_t n)
 {
-    snprintf(s, n, "%s%s %lldx%lldx%lld ld %lld,%lld,%lld %s->%s%s%s",
+    snprintf(s, n, "%s%s %lldx%lldx%lld ld %lld,%lld,%lld %s->%s%s%s%s",
              d->ta ? "A^T" : "A", d->tb ? "B^T" : "B", (long long)d->M,
              (long long)d->N, (long long)d->K, (long long)d->lda,
              (long long)d->ldb, (long long)d->ldc,
              d->in == GEMM_BF16 ? "bf16" : "f32",
              d->out == GEMM_BF16 ? "bf16" : "f32",
-             d->accumulate ? " +=" : "", d->bias ? " +bias" : "");
+             d->accumulate ? " +=" : "", d->bias ? " +bias" : "",
+             d->add ? " +D" : "");
 }
 
 /* ---- engine, fp32 mode, ISA ---------------------------------------------- */
@@ -199,7 +200,7 @@ enum gemm_backend gemm_backend_of(const struct gemm_desc *d)
 /* Entries a thread remembers without taking the lock. */
 #define RECENT 8
 /* Arguments of a product: A, B, C, scratchpad, bias. */
-#define NARG 5
+#define NARG 6
 
 struct entry;
 
@@ -264,7 +265,7 @@ struct gemm_key {
 struct entry {
     struct gemm_key key;
     dnnl_primitive_t prim;
-    dnnl_memory_desc_t md[NARG]; /* A, B, C, scratchpad, bias */
+    dnnl_memory_desc_t md[NARG]; /* A, B, C, scratchpad, bias, D */
     size_t scratch_bytes;
     char impl[64];
     dnnl_memory_t mem[MAX_SLOTS][NARG]; /* per thread slot, made on use */
@@ -287,6 +288,7 @@ static void key_of(const struct gemm_desc *d, struct gemm_key *key)
     k->alpha = d->alpha;
     k->accumulate = !!d->accumulate;
     k->bias = !!d->bias;
+    k->add = !!d->add;
     k->backend = GEMM_ONEDNN;
 }
 
@@ -314,7 +316,8 @@ static void md_strided(dnnl_memory_desc_t *md, int64_t rows, int64_t cols,
               (long long)rows, (long long)cols, (long long)ld);
 }
 
-static dnnl_primitive_attr_t make_attr(const struct gemm_desc *k)
+static dnnl_primitive_attr_t make_attr(const struct gemm_desc *k,
+                                       const dnnl_memory_desc_t *dmd)
 {
     dnnl_primitive_attr_t attr;
     if (dnnl_primitive_attr_create(&attr) != dnnl_success)
@@ -324,11 +327,14 @@ static dnnl_primitive_attr_t make_attr(const struct gemm_desc *k)
     if (ok && k->alpha != 1.0f)
         ok = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &k->alpha) ==
              dnnl_success;
-    if (ok && k->accumulate) {
+    if (ok && (k->accumulate || k->add)) {
         dnnl_post_ops_t po;
         ok = dnnl_post_ops_create(&po) == dnnl_success;
         if (ok) {
-            ok = dnnl_post_ops_append_sum(po, 1.0f) == dnnl_success &&
+            ok = (k->accumulate
+                      ? dnnl_post_ops_append_sum(po, 1.0f)
+                      : dnnl_post_ops_append_binary(po, dnnl_binary_add,
+                                                    dmd)) == dnnl_success &&
                  dnnl_primitive_attr_set_post_ops(attr, po) == dnnl_success;
             dnnl_post_ops_destroy(po);
         }
@@ -345,8 +351,10 @@ static struct entry *entry_create(const struct gemm_key *key)
     const struct gemm_desc *k = &key->d;
     char what[160];
     desc_text(k, what, sizeof(what));
-    if (k->accumulate && k->out == GEMM_BF16)
-        FATAL("gemm %s: accumulation needs an fp32 C", what);
+    if ((k->accumulate || k->add) && k->out == GEMM_BF16)
+        FATAL("gemm %s: accumulation and + D need an fp32 C", what);
+    if (k->accumulate && k->add)
+        FATAL("gemm %s: += and + D together", what);
     struct entry *e = calloc(1, sizeof(*e));
     if (!e)
         FATAL("out of memory creating the product %s", what);
@@ -355,8 +363,9 @@ static struct entry *entry_create(const struct gemm_key *key)
     md_strided(&e->md[1], k->K, k->N, k->tb, k->ldb, k->in);
     md_strided(&e->md[2], k->M, k->N, 0, k->ldc, k->out);
     md_strided(&e->md[4], 1, k->N, 0, k->N, GEMM_F32);
+    md_strided(&e->md[5], k->M, k->N, 0, k->ldc, GEMM_F32);
     dnnl_matmul_desc_t md;
-    dnnl_primitive_attr_t attr = make_attr(k);
+    dnnl_primitive_attr_t attr = make_attr(k, &e->md[5]);
     dnnl_primitive_desc_t pd = NULL;
     if (!attr ||
         dnnl_matmul_desc_init(&md, &e->md[0], &e->md[1],
@@ -511,22 +520,26 @@ static dnnl_memory_t wrap(struct entry *e, int slot, int i, const void *p,
 }
 
 static void onednn_run(const struct gemm_desc *d, const void *A,
-                       const void *B, const float *bias, void *C)
+                       const void *B, const float *bias, const float *D,
+                       void *C)
 {
-    static const int arg_of[NARG] = {DNNL_ARG_SRC, DNNL_ARG_WEIGHTS,
-                                     DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD,
-                                     DNNL_ARG_BIAS};
+    static const int arg_of[NARG] = {
+        DNNL_ARG_SRC, DNNL_ARG_WEIGHTS, DNNL_ARG_DST, DNNL_ARG_SCRATCHPAD,
+        DNNL_ARG_BIAS, DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1};
     struct gemm_key k;
     key_of(d, &k);
     struct gemm_thread *t = thread_state();
     struct entry *e = entry_get(t, &k);
     const void *ptr[NARG] = {A, B, C, thread_scratch(t, e->scratch_bytes),
-                             bias};
+                             bias, D};
     dnnl_exec_arg_t args[NARG];
-    int own[NARG], n = k.d.bias ? NARG : NARG - 1;
-    for (int i = 0; i < n; i++) {
-        args[i].arg = arg_of[i];
-        args[i].memory = wrap(e, t->slot, i, ptr[i], &own[i]);
+    int own[NARG], n = 0;
+    for (int i = 0; i < NARG; i++) {
+        if ((i == 4 && !k.d.bias) || (i == 5 && !k.d.add))
+            continue;
+        args[n].arg = arg_of[i];
+        args[n].memory = wrap(e, t->slot, i, ptr[i], &own[n]);
+        n++;
     }
     dnnl_status_t s = dnnl_primitive_execute(e->prim, t->stream, n, args);
     if (s == dnnl_success)
@@ -540,6 +553,17 @@ static void onednn_run(const struct gemm_desc *d, const void *A,
         FATAL("oneDNN matmul %s (%s) failed with status %d", what, e->impl,
               (int)s);
     }
+}
+
+/* C (M,N) += D, D with C's row stride: the order of oneDNN's binary
+ * post-op (product + bias first, then D) */
+static void add_rows(const struct gemm_desc *d, const float *D, float *C)
+{
+    int64_t M = d->M, N = d->N, ldc = d->ldc;
+#pragma omp parallel for schedule(static) if (M * N >= (1 << 16))
+    for (int64_t i = 0; i < M; i++)
+        for (int64_t j = 0; j < N; j++)
+            C[i * ldc + j] += D[i * ldc + j];
 }
 
 /* OpenBLAS: the bias goes into C first and sgemm adds to it */
@@ -567,21 +591,32 @@ static void openblas_run(const struct gemm_desc *d, const float *A,
                 (int)d->ldc);
 }
 
-void gemm(const struct gemm_desc *d, const void *A, const void *B,
-          const float *bias, void *C)
+void gemm_add(const struct gemm_desc *d, const void *A, const void *B,
+              const float *bias, const float *D, void *C)
 {
-    if ((bias != NULL) != (d->bias != 0) || (d->bias && d->alpha != 1.0f)) {
+    if ((bias != NULL) != (d->bias != 0) || (d->bias && d->alpha != 1.0f) ||
+        (D != NULL) != (d->add != 0) ||
+        (d->add && (d->accumulate || d->out != GEMM_F32))) {
         char what[160];
         desc_text(d, what, sizeof(what));
-        FATAL("gemm %s alpha %g: bias pointer and desc disagree, or a bias "
-              "with alpha != 1", what, d->alpha);
+        FATAL("gemm %s alpha %g: bias or D pointer and desc disagree, a "
+              "bias with alpha != 1, or + D with += or a bf16 C", what,
+              d->alpha);
     }
     if (d->M == 0 || d->N == 0)
         return;
-    if (gemm_backend_of(d) == GEMM_OPENBLAS)
+    if (gemm_backend_of(d) == GEMM_OPENBLAS) {
         openblas_run(d, A, B, bias, C);
-    else
-        onednn_run(d, A, B, bias, C);
+        if (D)
+            add_rows(d, D, C);
+    } else
+        onednn_run(d, A, B, bias, D, C);
+}
+
+void gemm(const struct gemm_desc *d, const void *A, const void *B,
+          const float *bias, void *C)
+{
+    gemm_add(d, A, B, bias, NULL, C);
 }
 
 /* ---- measurement ------------------------------------------------------------ */

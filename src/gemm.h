@@ -11,7 +11,11 @@
  * (N,K).  C has row stride ldc.  bias (N floats, NULL = none) is added to
  * every row of C (only with alpha = 1: oneDNN would scale the bias too).
  * accumulate adds the product to C (beta = 1), else C is overwritten
- * (beta = 0).
+ * (beta = 0).  With add (gemm_add), an fp32 matrix D (M,N), row stride
+ * ldc, is added after the bias: C = op(A) op(B) + bias + D, each sum
+ * rounded to fp32 in that order, bitwise what a separate pass adding D
+ * to the product computes (a residual connection in the product's
+ * epilogue: oneDNN's binary-add post-op).
  *
  * Types: A and B are both fp32 or both bf16 (bf16.h); C is fp32, or bf16
  * when not accumulating.  Every backend accumulates in fp32; a bf16 C is
@@ -55,6 +59,7 @@ struct gemm_desc {
     float alpha;
     int accumulate;            /* C += product (fp32 C only) */
     int bias;                  /* a bias (N) is passed */
+    int add;                   /* gemm_add: + D (fp32 C, no accumulate) */
     enum gemm_backend backend; /* GEMM_ANY: by type and the fp32 mode */
 };
 
@@ -62,6 +67,10 @@ struct gemm_desc {
  * non-NULL exactly when d->bias.  Never fails (see the abort above). */
 void gemm(const struct gemm_desc *d, const void *A, const void *B,
           const float *bias, void *C);
+/* The same with d->add: C = op(A) op(B) (+ bias) + D; D (M,N) fp32 with
+ * row stride d->ldc, not overlapping C. */
+void gemm_add(const struct gemm_desc *d, const void *A, const void *B,
+              const float *bias, const float *D, void *C);
 
 /* How fp32 products are computed. */
 enum gemm_fp32_mode { GEMM_FP32_AUTO, GEMM_FP32_OPENBLAS, GEMM_FP32_ONEDNN };

@@ -391,6 +391,19 @@ enum {
     A_ALL = (1u << (A_RES2 + 1)) - 1
 };
 
+int gpt_fuses_residual(const struct gpt *m)
+{
+    return m->tp == 1 && m->cfg.dropout == 0.0f;
+}
+
+/* the activations a block has at all: all but the projections' outputs
+ * when the residual add is fused into them */
+static unsigned exist_mask(const struct gpt *m)
+{
+    return gpt_fuses_residual(m) ? A_ALL & ~(1u << A_ATTPROJ | 1u << A_FCPROJ)
+                                 : A_ALL;
+}
+
 /* What a slot keeps of a block (model.h: recomputation), and what the
  * shared work layer holds: the rest, and under full also a res2 for the
  * recomputation to write. */
@@ -402,13 +415,13 @@ static unsigned kept_mask(const struct gpt *m)
     case GPT_RECOMPUTE_FULL:
         return 1u << A_RES2;
     default:
-        return A_ALL;
+        return exist_mask(m);
     }
 }
 
 static unsigned work_mask(const struct gpt *m)
 {
-    unsigned w = A_ALL & ~kept_mask(m);
+    unsigned w = exist_mask(m) & ~kept_mask(m);
     return m->cfg.recompute == GPT_RECOMPUTE_FULL ? w | 1u << A_RES2 : w;
 }
 

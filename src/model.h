@@ -250,7 +250,10 @@ double gpt_flops_per_token(const struct gpt_config *c);
  *              masks and tp all-reduces again) before its backward
  * The recomputation runs the same kernels on the same inputs, so the
  * gradients are bitwise those of none.  attproj and fcproj are read by
- * no backward: kept only under none.
+ * no backward: kept only under none.  Without tensor parallelism and
+ * dropout (gpt_fuses_residual) they do not exist: the output projections
+ * add the residual stream in their epilogue and write res1 and res2
+ * directly (gemm.h, gemm_add), bitwise the separate add.
  */
 struct gpt_layer_acts { /* one block's saved activations */
     void *ln1;                        /* [p] (N,C) */
@@ -357,6 +360,11 @@ void gpt_backward(struct gpt *m, struct gpt_acts *a, float dloss,
 const float *gpt_stage_output(const struct gpt *m, const struct gpt_acts *a);
 
 void gpt_zero_grad(struct gpt *m);
+
+/* 1 when the blocks' output projections add the residual in their
+ * epilogue (no tp all-reduce and no dropout between the product and the
+ * add), so attproj and fcproj are not allocated */
+int gpt_fuses_residual(const struct gpt *m);
 
 /* The table of the whole unsharded model (all blocks, tp = 1), without
  * arenas: the list of names and global shapes a checkpoint holds.

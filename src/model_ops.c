@@ -34,6 +34,15 @@ void gpt_op_matmul(struct gpt *m, void *out, enum gemm_type out_t,
         TIMED(m, OPK_MATMUL, matmul_forward(out, inp, w, bias, N, C, OC));
 }
 
+void gpt_op_matmul_residual(struct gpt *m, float *out, const void *inp,
+                            const void *w, const float *bias,
+                            const float *res, size_t N, size_t C, size_t OC)
+{
+    TIMED(m, OPK_MATMUL,
+          matmul_forward_residual(out, inp, w, bias, res, N, C, OC,
+                                  gpt_act_type(m)));
+}
+
 const void *gpt_op_grad(struct gpt *m, struct gpt_acts *a, const float *dout,
                         float *db, size_t N, size_t OC)
 {

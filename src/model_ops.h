@@ -52,6 +52,11 @@ void gpt_op_layernorm(struct gpt *m, void *out, float *mean, float *rstd,
 void gpt_op_matmul(struct gpt *m, void *out, enum gemm_type out_t,
                    const void *inp, const void *w, const float *bias,
                    size_t N, size_t C, size_t OC);
+/* out (N,OC) = res + inp [p] (N,C) @ w^T + bias, fp32 (ops.h
+ * matmul_forward_residual) */
+void gpt_op_matmul_residual(struct gpt *m, float *out, const void *inp,
+                            const void *w, const float *bias,
+                            const float *res, size_t N, size_t C, size_t OC);
 /* An output gradient dout (N,OC) made ready for the backward products:
  * db (OC) += its column sums (the bias gradient; NULL = none), and the
  * operand returned: dout itself in fp32, dout rounded into a->dh in bf16

@@ -138,17 +138,29 @@ static void block_forward(struct gpt *m, struct gpt_acts *a,
                      w->ln1b, N, C);
     gpt_op_matmul(m, la->qkv, pt, la->ln1, W(wqkv), w->bqkv, N, C, Q);
     gpt_op_attention(m, a, la, &s);
-    row_parallel_forward(m, la->attproj, la->atty, W(wo), w->bo, N, A, C);
-    residual_dropout(m, a, la->res1, x, la->attproj, a->dC, pos, 1 + 2 * l);
+    if (gpt_fuses_residual(m))
+        gpt_op_matmul_residual(m, la->res1, la->atty, W(wo), w->bo, x, N,
+                               A, C);
+    else {
+        row_parallel_forward(m, la->attproj, la->atty, W(wo), w->bo, N, A,
+                             C);
+        residual_dropout(m, a, la->res1, x, la->attproj, a->dC, pos,
+                         1 + 2 * l);
+    }
 
     gpt_op_layernorm(m, la->ln2, la->ln2_mean, la->ln2_rstd, la->res1,
                      w->ln2w, w->ln2b, N, C);
     gpt_op_matmul(m, la->fch, pt, la->ln2, W(wfc), w->bfc, N, C, F);
     gpt_op_gelu(m, la->fch_gelu, la->fch, N * F);
-    row_parallel_forward(m, la->fcproj, la->fch_gelu, W(wproj), w->bproj, N,
-                         F, C);
-    residual_dropout(m, a, la->res2, la->res1, la->fcproj, a->dC, pos,
-                     2 + 2 * l);
+    if (gpt_fuses_residual(m))
+        gpt_op_matmul_residual(m, la->res2, la->fch_gelu, W(wproj),
+                               w->bproj, la->res1, N, F, C);
+    else {
+        row_parallel_forward(m, la->fcproj, la->fch_gelu, W(wproj),
+                             w->bproj, N, F, C);
+        residual_dropout(m, a, la->res2, la->res1, la->fcproj, a->dC, pos,
+                         2 + 2 * l);
+    }
 }
 
 /* The first stage's input: token + position embedding, then dropout, into

@@ -553,6 +553,19 @@ void matmul_forward_bf16(void *out, int out_type, const bf16 *inp,
     gemm(&d, inp, w, bias, out);
 }
 
+void matmul_forward_residual(float *out, const void *inp, const void *w,
+                             const float *bias, const float *res, size_t N,
+                             size_t C, size_t OC, enum gemm_type t)
+{
+    struct gemm_desc d = {
+        .tb = 1, .M = (int64_t)N, .N = (int64_t)OC, .K = (int64_t)C,
+        .lda = (int64_t)C, .ldb = (int64_t)C, .ldc = (int64_t)OC,
+        .in = t, .out = GEMM_F32, .alpha = 1.0f, .bias = bias != NULL,
+        .add = 1,
+    };
+    gemm_add(&d, inp, w, bias, res, out);
+}
+
 /* columns [lo, hi) of bf16_round_colsum, rows in order */
 static void round_colsum_cols(bf16 *out, float *colsum, const float *x,
                               size_t N, size_t C, size_t lo, size_t hi)

@@ -231,6 +231,13 @@ void layernorm_forward_bf16(bf16 *out, float *mean, float *rstd,
 void matmul_forward_bf16(void *out, int out_type, const bf16 *inp,
                          const bf16 *w, const float *bias, size_t N, size_t C,
                          size_t OC);
+/* out (N,OC) = res (N,OC) + (inp (N,C) @ w (OC,C)^T + bias (OC)): a
+ * residual connection added in the product's epilogue, bitwise
+ * residual_forward(out, res, product + bias); inp and w of type t, out
+ * and res fp32 and distinct */
+void matmul_forward_residual(float *out, const void *inp, const void *w,
+                             const float *bias, const float *res, size_t N,
+                             size_t C, size_t OC, enum gemm_type t);
 /* The two products of matmul_backward alone, operands (dout, inp, w) of
  * type t, fp32 accumulators: dw (OC,C) += dout^T @ inp (dw_acc; else =,
  * no zeroing needed), then dinp (N,C) = dout @ w, added (dinp_acc) or

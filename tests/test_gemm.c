@@ -277,6 +277,63 @@ static void test_gemm_all_backends(void **state)
     printf("%d products checked\n", n);
 }
 
+/* gemm_add (the residual in the epilogue) is bitwise the product, bias
+ * included, with D added after it in fp32; on every backend, with and
+ * without bias, C and D with padded rows (the padding untouched) */
+static void test_gemm_add(void **state)
+{
+    (void)state;
+    static const size_t shapes[][3] = {{1, 1, 1}, {5, 7, 3}, {33, 17, 65},
+                                       {130, 64, 257}};
+    int bf = gemm_bf16_supported(NULL, 0), n = 0;
+    for (int kind = 0; kind < 3; kind++) {
+        if (kind == 2 && !bf)
+            continue;
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+            for (int v = 0; v < 2; v++) {
+                size_t M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+                struct mat A, B, C, D;
+                mat_init(&A, M, K, 3);
+                mat_init(&B, N, K, 5); /* stored (N,K): x @ w^T */
+                mat_init(&C, M, N, 2);
+                mat_init(&D, M, N, 2);
+                for (size_t i = 0; i < M * D.ld; i++) /* not bf16-exact */
+                    D.f[i] = (float)(urand() * 3.0);
+                float *bias = malloc(N * sizeof(float));
+                for (size_t j = 0; j < N; j++)
+                    bias[j] = (float)urand();
+                int hb = v & 1;
+                struct gemm_desc d = {
+                    .tb = 1, .M = (int64_t)M, .N = (int64_t)N,
+                    .K = (int64_t)K, .lda = (int64_t)A.ld,
+                    .ldb = (int64_t)B.ld, .ldc = (int64_t)C.ld,
+                    .in = kind == 2 ? GEMM_BF16 : GEMM_F32, .out = GEMM_F32,
+                    .alpha = 1.0f, .bias = hb,
+                    .backend = kind == 0 ? GEMM_OPENBLAS : GEMM_ONEDNN,
+                };
+                const void *a = kind == 2 ? (void *)A.h : (void *)A.f;
+                const void *b = kind == 2 ? (void *)B.h : (void *)B.f;
+                float *want = malloc(M * C.ld * sizeof(float));
+                memcpy(want, C.f, M * C.ld * sizeof(float));
+                gemm(&d, a, b, hb ? bias : NULL, want);
+                for (size_t i = 0; i < M; i++)
+                    for (size_t j = 0; j < N; j++)
+                        want[i * C.ld + j] += D.f[i * C.ld + j];
+                d.add = 1;
+                gemm_add(&d, a, b, hb ? bias : NULL, D.f, C.f);
+                if (memcmp(want, C.f, M * C.ld * sizeof(float)))
+                    fail_msg("gemm_add %s backend %d %zux%zux%zu bias %d: "
+                             "not bitwise the product plus D",
+                             kind == 2 ? "bf16" : "f32",
+                             (int)gemm_backend_of(&d), M, N, K, hb);
+                free(want), free(bias);
+                mat_free(&A), mat_free(&B), mat_free(&C), mat_free(&D);
+                n++;
+            }
+    }
+    printf("%d products with + D checked\n", n);
+}
+
 static void test_gemm_cache(void **state)
 {
     (void)state;
@@ -411,6 +468,7 @@ int main(void)
         cmocka_unit_test(test_bf16_cases),
         cmocka_unit_test(test_bf16_array_casts),
         cmocka_unit_test(test_gemm_all_backends),
+        cmocka_unit_test(test_gemm_add),
         cmocka_unit_test(test_gemm_cache),
         cmocka_unit_test(test_gemm_cache_threads),
         cmocka_unit_test(test_gemm_threads),

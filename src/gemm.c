@@ -199,7 +199,7 @@ enum gemm_backend gemm_backend_of(const struct gemm_desc *d)
 #define MAX_SLOTS 64
 /* Entries a thread remembers without taking the lock. */
 #define RECENT 8
-/* Arguments of a product: A, B, C, scratchpad, bias. */
+/* Arguments of a product: A, B, C, scratchpad, bias, D (gemm_add). */
 #define NARG 6
 
 struct entry;
@@ -556,11 +556,14 @@ static void onednn_run(const struct gemm_desc *d, const void *A,
 }
 
 /* C (M,N) += D, D with C's row stride: the order of oneDNN's binary
- * post-op (product + bias first, then D) */
+ * post-op (product + bias first, then D).  OpenMP only while OpenBLAS
+ * runs one thread, as the element-wise ops (ops_internal.h: two thread
+ * pools taking turns on the same cores cost 50x the work). */
 static void add_rows(const struct gemm_desc *d, const float *D, float *C)
 {
     int64_t M = d->M, N = d->N, ldc = d->ldc;
-#pragma omp parallel for schedule(static) if (M * N >= (1 << 16))
+#pragma omp parallel for schedule(static) \
+    if (M * N >= (1 << 16) && openblas_get_num_threads() == 1)
     for (int64_t i = 0; i < M; i++)
         for (int64_t j = 0; j < N; j++)
             C[i * ldc + j] += D[i * ldc + j];

@@ -202,11 +202,11 @@ static void expect_stage_grads(const struct gpt *whole, const struct gpt *st,
     }
 }
 
-static void stages_case(enum gpt_precision prec)
+static void stages_case(enum gpt_precision prec, float dropout)
 {
     struct gpt_config c = {.n_layer = 4, .n_embd = 8, .n_head = 2,
                            .n_kv_head = 2, .seq_len = 6, .vocab_size = 11,
-                           .dropout = 0.2f, .precision = prec};
+                           .dropout = dropout, .precision = prec};
     enum { S = 3, MB = 2, B = 2, T = 6, N = B * T };
     const int bound[S + 1] = {0, 1, 3, 4};
     char err[256];
@@ -280,9 +280,74 @@ static void stages_case(enum gpt_precision prec)
 static void test_stages_equal_whole_model(void **state)
 {
     (void)state;
-    stages_case(GPT_FP32);
-    if (gemm_bf16_supported(NULL, 0)) /* the same in bf16: same products */
-        stages_case(GPT_BF16);
+    /* with dropout, and without (the residual adds fused into the
+     * projections: gpt_fuses_residual) */
+    for (int k = 0; k < 2; k++) {
+        stages_case(GPT_FP32, k ? 0.0f : 0.2f);
+        if (gemm_bf16_supported(NULL, 0)) /* the same in bf16 */
+            stages_case(GPT_BF16, k ? 0.0f : 0.2f);
+    }
+}
+
+/* The residual adds fused into the output projections (dropout 0) against
+ * the separate adds (dropout configured, but off in a train = 0 pass, so
+ * both compute the same function): loss and every gradient bitwise, in
+ * fp32 and bf16, with each recomputation mode (full recomputes the
+ * fused products), and the fused model without the two buffers. */
+static void test_fused_residual_bitwise(void **state)
+{
+    (void)state;
+    const int B = 2, T = 8;
+    size_t N = (size_t)B * T;
+    int32_t inp[16], tgt[16];
+    tokens(inp, N, 13, 50);
+    tokens(tgt, N, 13, 51);
+    char err[256];
+    for (int prec = 0; prec < 2; prec++) {
+        if (prec && !gemm_bf16_supported(NULL, 0))
+            continue;
+        for (int rc = 0; rc < 3; rc++) {
+            struct gpt m[2];
+            struct gpt_acts a[2];
+            double loss[2];
+            for (int k = 0; k < 2; k++) {
+                struct gpt_config c = {
+                    .n_layer = 2, .n_embd = 16, .n_head = 4, .n_kv_head = 2,
+                    .seq_len = T, .vocab_size = 13,
+                    .dropout = k ? 0.2f : 0.0f,
+                    .precision = prec ? GPT_BF16 : GPT_FP32,
+                    .recompute = (enum gpt_recompute)rc};
+                assert_int_equal(gpt_init(&m[k], &c, 1, 0, 0, c.n_layer, 7,
+                                          err, sizeof(err)), 0);
+                assert_int_equal(gpt_fuses_residual(&m[k]), !k);
+                /* biases and LayerNorms away from their 0 and 1 too */
+                for (size_t i = 0; i < m[k].tt.total; i++)
+                    m[k].params[i] += 0.3f * rng_normal(98, i);
+                if (prec)
+                    gpt_refresh_bf16(&m[k]);
+                assert_int_equal(gpt_acts_init(&a[k], &m[k], B, T), 0);
+                struct gpt_pos pos = {.step = 1, .seed = 9, .train = 0};
+                gpt_zero_grad(&m[k]);
+                loss[k] = gpt_forward(&m[k], &a[k], inp, tgt, &pos);
+                gpt_backward(&m[k], &a[k], 1.0f / (float)N, &pos);
+            }
+            if (memcmp(&loss[0], &loss[1], sizeof(double)))
+                fail_msg("precision %d recompute %d: fused loss %.17g, "
+                         "separate %.17g", prec, rc, loss[0], loss[1]);
+            assert_memory_equal(m[0].grads, m[1].grads,
+                                m[0].tt.total * sizeof(float));
+            if (rc == 0) { /* kept: attproj and fcproj only when separate */
+                assert_null(a[0].la[0].attproj);
+                assert_null(a[0].la[0].fcproj);
+                assert_non_null(a[1].la[0].attproj);
+                assert_true(a[0].saved_bytes < a[1].saved_bytes);
+            }
+            for (int k = 0; k < 2; k++) {
+                gpt_acts_free(&a[k]);
+                gpt_free(&m[k]);
+            }
+        }
+    }
 }
 
 /* bf16 mixed precision computes the fp32 model's loss and gradients to
@@ -849,6 +914,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_skip_keeps_optimizer_state),
         cmocka_unit_test(test_init_by_global_index),
         cmocka_unit_test(test_stages_equal_whole_model),
+        cmocka_unit_test(test_fused_residual_bitwise),
         cmocka_unit_test(test_bf16_close_to_fp32),
         cmocka_unit_test(test_param_count_matches_table),
         cmocka_unit_test(test_kv_cache_matches_forward),

@@ -332,6 +332,24 @@ static void test_gemm_add(void **state)
             }
     }
     printf("%d products with + D checked\n", n);
+    /* and at the model's shapes the post-op keeps oneDNN's kernel (a
+     * fallback to a reference kernel would be a silent 100x) */
+    static const int64_t model[][3] = {{1024, 256, 1024}, {1024, 768, 3072}};
+    for (int t = 0; t < 2; t++)
+        for (int s = 0; s < 2; s++) {
+            if (t && !bf)
+                continue;
+            struct gemm_desc d = {
+                .tb = 1, .M = model[s][0], .N = model[s][1],
+                .K = model[s][2], .lda = model[s][2], .ldb = model[s][2],
+                .ldc = model[s][1], .in = t ? GEMM_BF16 : GEMM_F32,
+                .out = GEMM_F32, .alpha = 1.0f, .bias = 1,
+                .backend = GEMM_ONEDNN};
+            char plain[64];
+            snprintf(plain, sizeof(plain), "%s", gemm_impl(&d));
+            d.add = 1;
+            assert_string_equal(gemm_impl(&d), plain);
+        }
 }
 
 static void test_gemm_cache(void **state)

@@ -69,6 +69,8 @@ struct config {
     int hang_timeout;   /* seconds without progress before the watchdog
                            aborts the job; 0 = off */
     char debug_hang[32]; /* tests: "R:STEP" stops rank R at step STEP */
+    int debug_hold_step; /* tests: every rank waits at the end of this step
+                            until a stop signal has arrived; 0 = off */
     char fp32_gemm[16]; /* auto | openblas | onednn: fp32 products' library */
     char recompute[16];   /* none | selective | full */
     char offload[16];     /* none | optimizer */

@@ -520,6 +520,11 @@ const struct config_key config_keys[] = {
     KEY("run", debug_hang, CONFIG_STR, "",
         "testing: R:STEP stops rank R's progress at step STEP; \"\" = off",
         check_debug_hang),
+    KEY("run", debug_hold_step, CONFIG_INT, "0",
+        "testing: at the end of step N every rank waits (at most 300 s) "
+        "until SIGUSR1, SIGTERM or SIGINT has arrived, so a signal sent "
+        "after the job started is seen at a step boundary however fast "
+        "the steps; 0 = off", check_nonneg),
     KEY("run", fp32_gemm, CONFIG_STR, "auto",
         "library of fp32 products: auto (oneDNN where `mpitron bench gemm` "
         "measures it faster: AVX-512 CPUs) | openblas | onednn",

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "bpe.h"
@@ -355,6 +356,17 @@ void train_signals_install(void)
     sigaction(SIGINT, &sa, NULL);
 }
 
+/* debug_hold_step: wait (at most 300 s) until a stop signal arrives.
+ * Ranks wait each for their own: mpirun forwards a signal to all. */
+static void hold_for_signal(int64_t step)
+{
+    phase_enter(PHASE_DEBUG_HANG, "debug_hold_step: waiting for a signal",
+                step, -1, -1, NULL);
+    struct timespec ts = {0, 10 * 1000 * 1000};
+    for (int i = 0; i < 30000 && !got_signal; i++)
+        nanosleep(&ts, NULL);
+}
+
 /* The largest signal number any rank received (0 = none).  Collective. */
 static int agreed_signal(MPI_Comm world, const struct phase_group *pg)
 {
@@ -667,6 +679,8 @@ static int loop(struct run *r, char *err, size_t errlen)
         }
         if (nf > 0)
             continue;
+        if (c->debug_hold_step > 0 && s == c->debug_hold_step)
+            hold_for_signal(s);
         int sig = agreed_signal(tr->g.world, &tr->wpg);
         int last = s == stop || sig;
         int do_val = r->any_val && ((c->val_every > 0 && s % c->val_every == 0)

@@ -131,9 +131,10 @@ static void test_defaults(void **state)
     assert_string_equal(c.debug_nan, "");
     assert_int_equal(c.hang_timeout, 600);
     assert_string_equal(c.debug_hang, "");
+    assert_int_equal(c.debug_hold_step, 0);
 
-    /* 11 model + 24 optim + 4 data + 19 run + 19 parallel keys */
-    assert_int_equal(config_nkeys, 77);
+    /* 11 model + 24 optim + 4 data + 20 run + 19 parallel keys */
+    assert_int_equal(config_nkeys, 78);
     const char *secs[] = {"model", "optim", "data", "run", "parallel"};
     for (int i = 0; i < config_nkeys; i++) {
         const struct config_key *k = &config_keys[i];

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "ar_internal.h"
+#include "shm.h"
 
 const struct allreduce_algo *const allreduce_algos[] = {
     &ar_mpi, &ar_ring, &ar_rhd, &ar_hier, &ar_shm, NULL,
@@ -49,6 +50,24 @@ const struct allreduce_algo *allreduce_pick(const struct allreduce_tune *t,
     if (g->nnodes > 1 && g->nnodes < g->size && bytes >= t->hier_min)
         return &ar_hier;
     return &ar_ring;
+}
+
+static int in_shm(const struct comm_group *g, const float *buf, size_t n)
+{
+    return g->shm && g->shm->size == g->size && n &&
+           comm_shm_holds(g->shm, buf, n);
+}
+
+const struct allreduce_algo *comm_reduce_scatter_for(
+    const struct comm_group *g, const float *buf, size_t n)
+{
+    return in_shm(g, buf, n) ? &ar_shm_rs : comm_reduce_scatter;
+}
+
+const struct allreduce_algo *comm_allgather_for(const struct comm_group *g,
+                                                const float *buf, size_t n)
+{
+    return in_shm(g, buf, n) ? &ar_shm_ag : comm_allgather;
 }
 
 /* auto as a table entry: scratch for whichever it may pick, and a start

@@ -95,6 +95,15 @@ int allreduce(const struct allreduce_algo *algo, const struct comm_group *g,
  */
 extern const struct allreduce_algo *const comm_reduce_scatter;
 extern const struct allreduce_algo *const comm_allgather;
+/* The halves for buf on g: the shm ones when buf lies in g's shared
+ * segments (comm/ar_shm.c: no message, the same chunks and the same bits
+ * as the ring's), else the ring's.  Uniform over the ranks when every
+ * rank's buf is at the same place (all in their segments, or none).
+ * Their scratch() is at most the ring's. */
+const struct allreduce_algo *comm_reduce_scatter_for(
+    const struct comm_group *g, const float *buf, size_t n);
+const struct allreduce_algo *comm_allgather_for(const struct comm_group *g,
+                                                const float *buf, size_t n);
 /* The chunk [*off, *off + *len) of n floats that rank `rank` of p owns
  * after comm_reduce_scatter: chunk (rank + 1) mod p of p chunks whose
  * lengths differ by at most one, the first n % p longer (p = 1: all). */

@@ -100,6 +100,8 @@ extern const struct allreduce_algo ar_mpi, ar_ring, ar_rhd, ar_hier,
     ar_shm;
 /* the ring's halves (allreduce.h: comm_reduce_scatter, comm_allgather) */
 extern const struct allreduce_algo ar_ring_rs, ar_ring_ag;
+/* the same halves on a group's shared segments (ar_shm.c) */
+extern const struct allreduce_algo ar_shm_rs, ar_shm_ag;
 
 /* Start-time check shared by the algorithms: the caller's scratch holds
  * at least `need` bytes (the same verdict on every rank, as g and n are

@@ -26,6 +26,16 @@
  * advances the older open ones), so one counter per kind suffices.  Tests
  * only poll the counters (and yield the core when they find nothing to
  * do): a rank never blocks another's progress.
+ *
+ * The ring's halves (allreduce.h, for ZeRO) on the same counters, in the
+ * same queue:
+ *   reduce-scatter  phase 0 sums chunk q = me + 1, the ring's owner's
+ *                   chunk, in the ring's order x_q + x_{q+1} + ... + x_me
+ *                   (its bits), into this rank's buffer; no phase 1
+ *   all-gather      this rank's chunk q is final on entry: phase 0 does
+ *                   nothing; phase 1 copies each other rank r's chunk
+ *                   r + 1 from r's segment
+ * and phase 2 as above (nobody reads this rank's buffer any more).
  */
 #include <sched.h>
 #include <string.h>
@@ -33,8 +43,11 @@
 #include "ar_internal.h"
 #include "shm.h"
 
+enum shm_kind { SHM_ALLREDUCE, SHM_REDUCE_SCATTER, SHM_ALLGATHER };
+
 struct shm_state {
     uint64_t seq;
+    enum shm_kind kind;
     struct comm_op *next;   /* the next open op of the group */
     int complete;
 };
@@ -46,7 +59,7 @@ static size_t shm_scratch(const struct comm_group *g, size_t n)
     return sizeof(struct shm_state);
 }
 
-static int shm_start(struct comm_op *op)
+static int shm_start_kind(struct comm_op *op, enum shm_kind kind)
 {
     const struct comm_group *g = op->g;
     struct comm_shm *s = g->shm;
@@ -55,6 +68,7 @@ static int shm_start(struct comm_op *op)
         (op->n && !comm_shm_holds(s, op->buf, op->n)))
         return -1;
     st->seq = ++s->started;
+    st->kind = kind;
     st->next = NULL;
     st->complete = 0;
     if (s->tail)
@@ -65,6 +79,27 @@ static int shm_start(struct comm_op *op)
     atomic_store_explicit(&s->ctl[s->rank]->ready, st->seq,
                           memory_order_release);
     return 0;
+}
+
+static int shm_start(struct comm_op *op)
+{
+    return shm_start_kind(op, SHM_ALLREDUCE);
+}
+
+static int shm_rs_start(struct comm_op *op)
+{
+    return shm_start_kind(op, SHM_REDUCE_SCATTER);
+}
+
+static int shm_ag_start(struct comm_op *op)
+{
+    return shm_start_kind(op, SHM_ALLGATHER);
+}
+
+/* The chunk a rank owns after the reduce-scatter: the ring's (r + 1). */
+static int ring_owner_chunk(int r, int p)
+{
+    return (r + 1) % p;
 }
 
 /* 1 when every rank's counter (one of ready, reduced, done) is at seq */
@@ -104,6 +139,36 @@ static void sum_chunk(struct comm_shm *s, size_t off, size_t len,
     }
 }
 
+/* The reduce-scatter's sum: chunk q = me + 1 in the ring's order, whose
+ * last term is this rank's own (x_q + ... + x_{me-1}, then + x_me in
+ * place).  p > 2 sums the other terms in an L1 block first. */
+static void sum_owned_chunk(struct comm_shm *s, size_t off, size_t len,
+                            size_t base)
+{
+    int p = s->size, me = s->rank, q = ring_owner_chunk(me, p);
+    float acc[SHM_BLOCK];
+    if (p < 2) /* the chunk is this rank's whole buffer, summed */
+        return;
+    for (size_t b = 0; b < len; b += SHM_BLOCK) {
+        size_t m = len - b < SHM_BLOCK ? len - b : SHM_BLOCK;
+        float *restrict o = s->buf[me] + base + off + b;
+        const float *restrict a = s->buf[q] + base + off + b;
+        if (p > 2) {
+            const float *restrict x = s->buf[(q + 1) % p] + base + off + b;
+            for (size_t i = 0; i < m; i++)
+                acc[i] = a[i] + x[i];
+            for (int k = 2; k < p - 1; k++) {
+                x = s->buf[(q + k) % p] + base + off + b;
+                for (size_t i = 0; i < m; i++)
+                    acc[i] += x[i];
+            }
+            a = acc;
+        }
+        for (size_t i = 0; i < m; i++)
+            o[i] = a[i] + o[i];
+    }
+}
+
 /* Advance the group's oldest open op: 1 when it is complete. */
 static int shm_advance(struct comm_op *op)
 {
@@ -112,15 +177,24 @@ static int shm_advance(struct comm_op *op)
     int p = s->size, me = s->rank;
     size_t base = op->n ? (size_t)(op->buf - s->buf[me]) : 0, off, len;
     if (op->phase == 0) {
-        if (!all_at(s, offsetof(struct comm_shm_ctl, ready), st->seq))
-            return 0;
-        ar_part(op->n, (size_t)p, (size_t)me, &off, &len);
-        sum_chunk(s, off, len, base);
-        op->wire_bytes += (uint64_t)(p - 1) * len * sizeof(float);
+        if (st->kind != SHM_ALLGATHER) { /* the all-gather's chunk is
+                                            final on entry */
+            if (!all_at(s, offsetof(struct comm_shm_ctl, ready), st->seq))
+                return 0;
+            if (st->kind == SHM_ALLREDUCE) {
+                ar_part(op->n, (size_t)p, (size_t)me, &off, &len);
+                sum_chunk(s, off, len, base);
+            } else {
+                ar_part(op->n, (size_t)p,
+                        (size_t)ring_owner_chunk(me, p), &off, &len);
+                sum_owned_chunk(s, off, len, base);
+            }
+            op->wire_bytes += (uint64_t)(p - 1) * len * sizeof(float);
+        }
         atomic_store_explicit(&s->ctl[me]->reduced, st->seq,
                               memory_order_release);
         op->phase = 1;
-        op->step = 1;
+        op->step = st->kind == SHM_REDUCE_SCATTER ? p : 1;
     }
     if (op->phase == 1) {
         for (; op->step < p; op->step++) {
@@ -128,7 +202,8 @@ static int shm_advance(struct comm_op *op)
             if (atomic_load_explicit(&s->ctl[r]->reduced,
                                      memory_order_acquire) < st->seq)
                 return 0;
-            ar_part(op->n, (size_t)p, (size_t)r, &off, &len);
+            int c = st->kind == SHM_ALLGATHER ? ring_owner_chunk(r, p) : r;
+            ar_part(op->n, (size_t)p, (size_t)c, &off, &len);
             memcpy(s->buf[me] + base + off, s->buf[r] + base + off,
                    len * sizeof(float));
             op->wire_bytes += len * sizeof(float);
@@ -176,4 +251,22 @@ static const struct comm_op_ops shm_ops = {
 
 const struct allreduce_algo ar_shm = {
     .name = "shm", .ops = &shm_ops, .scratch = shm_scratch,
+};
+
+static const struct comm_op_ops shm_rs_ops = {
+    .name = "shm_reduce_scatter", .start = shm_rs_start, .test = shm_test,
+    .finish = NULL,
+};
+
+static const struct comm_op_ops shm_ag_ops = {
+    .name = "shm_allgather", .start = shm_ag_start, .test = shm_test,
+    .finish = NULL,
+};
+
+const struct allreduce_algo ar_shm_rs = {
+    .name = "shm_reduce_scatter", .ops = &shm_rs_ops, .scratch = shm_scratch,
+};
+
+const struct allreduce_algo ar_shm_ag = {
+    .name = "shm_allgather", .ops = &shm_ag_ops, .scratch = shm_scratch,
 };

@@ -402,12 +402,14 @@ static int64_t start(struct zero_comm *zc, struct zero_op *pool, int n,
 
 int64_t zero_reduce_scatter_start(struct zero_comm *zc, float *buf, size_t n)
 {
-    return start(zc, zc->rs, zc->nrs, comm_reduce_scatter, buf, n);
+    return start(zc, zc->rs, zc->nrs, comm_reduce_scatter_for(zc->g, buf, n),
+                 buf, n);
 }
 
 int64_t zero_allgather_start(struct zero_comm *zc, float *buf, size_t n)
 {
-    return start(zc, zc->ag, zc->nag, comm_allgather, buf, n);
+    return start(zc, zc->ag, zc->nag, comm_allgather_for(zc->g, buf, n),
+                 buf, n);
 }
 
 void zero_comm_clear(struct zero_comm *zc)

@@ -175,7 +175,8 @@ int zero_comm_init(struct zero_comm *zc, const struct comm_group *g,
 void zero_comm_free(struct zero_comm *zc);
 
 /* Start a reduce-scatter / all-gather of buf (n floats, n <= max_n for
- * reduce-scatters) in place; returns a handle >= 1 (the start order, never
+ * reduce-scatters) in place: through g's shared segments when buf lies
+ * in them (no message, the ring's bits), else the ring's; returns a handle >= 1 (the start order, never
  * reused), or -1 on MPI error.  A full pool first waits for its oldest
  * operation. */
 int64_t zero_reduce_scatter_start(struct zero_comm *zc, float *buf,

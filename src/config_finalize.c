@@ -143,16 +143,17 @@ int config_finalize(struct config *c, char *err, size_t errlen)
         return -1;
     }
     if (!strcmp(c->allreduce, "shm") &&
-        (c->zero > 0 || strcmp(c->compress, "none") != 0)) {
-        /* shm reduces the whole gradient arena in place; ZeRO reduces
-         * shards by unit and the codecs send their own messages */
+        (c->zero > 1 || strcmp(c->compress, "none") != 0)) {
+        /* shm reduces the whole gradient arena in place (zero=1: its
+         * halves, piece by piece); zero >= 2 reduces staging buffers of
+         * its own and the codecs send their own messages */
         char what[CONFIG_STR_MAX + 16];
-        if (c->zero > 0)
+        if (c->zero > 1)
             snprintf(what, sizeof what, "zero=%d", c->zero);
         else
             snprintf(what, sizeof what, "compress=%s", c->compress);
         seterr(err, errlen, "allreduce=shm with %s: shm reduces the whole "
-               "gradient arena in shared memory; use zero=0 and "
+               "gradient arena in shared memory; use zero=0 or 1 and "
                "compress=none (or allreduce=auto)", what);
         return -1;
     }

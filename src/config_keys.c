@@ -558,11 +558,13 @@ const struct config_key config_keys[] = {
         "nodes on one machine); 0 = real shared-memory nodes", check_nonneg),
     KEY("parallel", allreduce, CONFIG_STR, "auto",
         "gradient all-reduce: mpi | ring | rhd | hier | shm | auto (shm: "
-        "the dp ranks of one node reduce in shared memory; auto takes it "
-        "when it can)", check_allreduce),
+        "the dp ranks of one node reduce in shared memory, also zero=1's "
+        "reduce-scatters and gathers; auto takes it when it can)",
+        check_allreduce),
     KEY("parallel", shm_dir, CONFIG_STR, "/dev/shm",
         "directory (a memory file system) of the file the dp ranks of one "
-        "node map their gradients from for allreduce=shm; it is removed "
+        "node map their gradients (zero=1: and parameters) from for "
+        "allreduce=shm; it is removed "
         "as soon as every rank has mapped it", NULL),
     KEY("parallel", allreduce_tune, CONFIG_STR, "",
         "thresholds file for allreduce=auto, written by `mpitron bench "

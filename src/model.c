@@ -232,6 +232,20 @@ int gpt_attach_grads(struct gpt *m, float *grads)
     return 0;
 }
 
+int gpt_attach_params(struct gpt *m, float *params)
+{
+    if (!m->params || m->params_ext || !params)
+        return -1;
+    memcpy(params, m->params, m->tt.total * sizeof(float));
+    free(m->params);
+    m->params = params;
+    m->params_ext = 1;
+    for (int l = m->l0; l < m->l1; l++)
+        layer_views(m, m->params, 0, l, &m->lw[l - m->l0]);
+    outer_views(m, m->params, NULL, 0);
+    return 0;
+}
+
 int gpt_init(struct gpt *m, const struct gpt_config *c, int tp, int tp_rank,
              int l0, int l1, uint64_t seed, char *err, size_t errlen)
 {
@@ -341,7 +355,8 @@ void gpt_free(struct gpt *m)
 {
     free(m->params_h);
     free(m->lh);
-    free(m->params);
+    if (!m->params_ext)
+        free(m->params);
     if (!m->grads_ext)
         free(m->grads);
     free(m->m);

@@ -149,6 +149,7 @@ struct gpt {
     float *params, *grads, *m, *v; /* arenas, tt.total floats each (NULL
                                       where the owner keeps shards) */
     int grads_ext; /* grads is the owner's memory (gpt_attach_grads) */
+    int params_ext; /* params is the owner's memory (gpt_attach_params) */
     int dw_fresh; /* the grads arena is zero (gpt_zero_grad ran) and no
                      backward has run since: the blocks' weight-gradient
                      products write instead of adding (oneDNN's sum
@@ -194,6 +195,12 @@ void gpt_free(struct gpt *m);
  * grads NULL a new arena of its own; every gradient view points into it.
  * 0, or -1 (out of memory, or the model has one already). */
 int gpt_attach_grads(struct gpt *m, float *grads);
+/* Move the parameter arena into params (tt.total floats, the caller's:
+ * gpt_free leaves it): the values are copied, the model's own arena is
+ * freed and every parameter view points into params.  For memory the dp
+ * ranks share (ZeRO's gathers without messages).  0, or -1 (the model has
+ * no parameter arena, or one attached already). */
+int gpt_attach_params(struct gpt *m, float *params);
 
 /* Refresh the bf16 weight copy from the fp32 parameters after they
  * changed (a checkpoint load, a broadcast); no-op in fp32.  The optimizer

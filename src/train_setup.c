@@ -162,6 +162,11 @@ static int zero_init(struct trainer *tr, char *err, size_t errlen)
         return -1;
     }
     tr->has_zx = 1;
+    if (tr->has_shm)
+        log_info(tr->g.world, "zero=%d: reduce-scatters and gathers in "
+                 "memory the dp ranks share (gradients and parameters, "
+                 "mapped from %s)", c->zero,
+                 c->shm_dir[0] ? c->shm_dir : COMM_SHM_DIR);
     tr->m.hook = dp_hook;
     tr->m.hook_ctx = tr;
     return 0;
@@ -314,19 +319,23 @@ int trainer_pipeline_build(struct trainer *tr, enum pp_kind kind, char *err,
 
 /* The gradient arena in memory the dp ranks share, so that the buckets
  * reduce it without messages (comm/ar_shm.c): asked for with
- * allreduce=shm, taken by auto whenever it can, which needs zero = 0 (the
- * buckets reduce the whole arena) and no compression (the codecs send
- * their own messages).  Uniform over the ranks (the config is). */
+ * allreduce=shm, taken by auto whenever it can, which needs zero <= 1
+ * (zero = 0: the buckets reduce the whole arena; 1: ZeRO reduce-scatters
+ * it by unit and gathers the parameter arena, which is shared too; 2 and
+ * 3 reduce staging buffers and shards of their own) and no compression
+ * (the codecs send their own messages).  Uniform over the ranks (the
+ * config is). */
 static int grads_shm_wanted(const struct trainer *tr)
 {
     const struct config *c = &tr->c;
-    return tr->g.dp > 1 && c->zero == 0 && !strcmp(c->compress, "none") &&
+    return tr->g.dp > 1 && c->zero <= 1 && !strcmp(c->compress, "none") &&
            (!strcmp(c->allreduce, "auto") || !strcmp(c->allreduce, "shm"));
 }
 
-/* Build the dp group and map the gradient arena shared over it; with
- * auto, a failure (no room in /dev/shm) falls back to a private arena with
- * a warning.  Collective over the dp group. */
+/* Build the dp group and map the gradient arena shared over it (zero=1:
+ * the parameter arena after it in the same segment); with auto, a
+ * failure (no room in /dev/shm) falls back to private arenas with a
+ * warning.  Collective over the dp group. */
 static int grads_shm_init(struct trainer *tr, char *err, size_t errlen)
 {
     struct gpt *m = &tr->m;
@@ -337,11 +346,15 @@ static int grads_shm_init(struct trainer *tr, char *err, size_t errlen)
     tr->has_dpg = 1;
     tr->dpg.pg.name = "dp group";
     char why[256] = "";
-    if (comm_shm_init(&tr->shm, &tr->dpg, m->tt.total, tr->c.shm_dir, why,
+    size_t n = m->tt.total, arenas = tr->c.zero == 1 ? 2 : 1;
+    if (comm_shm_init(&tr->shm, &tr->dpg, arenas * n, tr->c.shm_dir, why,
                       sizeof why) == 0) {
+        float *seg = tr->shm.buf[tr->shm.rank];
         tr->has_shm = 1;
         tr->dpg.shm = &tr->shm;
-        return gpt_attach_grads(m, tr->shm.buf[tr->shm.rank]);
+        if (arenas == 2 && gpt_attach_params(m, seg + n) < 0)
+            return -1;
+        return gpt_attach_grads(m, seg);
     }
     if (!strcmp(tr->c.allreduce, "shm")) {
         snprintf(err, errlen, "allreduce=shm: %s", why);

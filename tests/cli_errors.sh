@@ -205,8 +205,8 @@ tune_ok() {
 verdict "different allreduce_tune files: exit $rc, losses '$l1' / '$l2'" \
     tune_ok
 # allreduce=shm with what it cannot serve (it was silently not used)
-expect "allreduce=shm with zero" "allreduce=shm with zero=1: shm reduces the whole gradient arena" \
-    train $T --allreduce=shm --zero=1
+expect "allreduce=shm with zero" "allreduce=shm with zero=2: shm reduces the whole gradient arena" \
+    train $T --allreduce=shm --zero=2
 expect "allreduce=shm with compress" "allreduce=shm with compress=fp16" \
     train $T --allreduce=shm --compress=fp16
 expect "allreduce=shm across nodes" "allreduce=shm: the gradients are not in shared memory (it needs every rank of the data-parallel group on one node" \

@@ -22,6 +22,8 @@
 # zero = 3, zero = 3 at zero = 0 and at dp = 4 (from the dp2 runs'
 # step-5 checkpoints), zero = 2 at dp = 4 at zero = 1 and dp = 2 (step 3),
 # each within 1e-5 of the uninterrupted run.
+# zero=1 through shared memory (the default on one node) gives the bits
+# of zero=1 through the ring (allreduce=ring) at dp = 4.
 # An offload_dir that cannot hold the file is refused, naming it.
 # (Offload over several streaming blocks: test_optim; recompute in
 # detail: test_model; bad values of zero, offload, codec with zero:
@@ -79,6 +81,20 @@ do
     esac
     pass=$((pass + 1))
 done
+
+# zero=1 reduce-scatters and gathers in memory the dp ranks share
+# (allreduce=auto, one node): the same bits as the ring's messages, at
+# dp = 4 too (p - 1 terms per chunk, shards of unequal length)
+for name in dp2 dp4 dp2xtp2 dp2xpp2; do
+    grep -q "zero=1: reduce-scatters and gathers in memory the dp ranks" \
+        "$W/${name}_z1.log" || fail "${name}_z1 did not use shared memory"
+done
+train 4 dp4_z1_ring --dp=4 --micro_batch=1 --zero=1 --allreduce=ring
+if grep -q "in memory the dp ranks share" "$W/dp4_z1_ring.log"; then
+    fail "allreduce=ring with zero=1 used shared memory"
+fi
+same dp4_z1 dp4_z1_ring
+pass=$((pass + 1))
 
 # offload rode along on dp2_z2: a file reported, none left behind
 grep -q "MiB of moments in the offload file" "$W/dp2_z2.log" \

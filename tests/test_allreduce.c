@@ -327,44 +327,79 @@ static int run_half(const struct allreduce_algo *a, const struct comm_group *g,
     return rc;
 }
 
-/* Reduce-scatter leaves this rank's own chunk (chunk rank + 1, by the
+/* One length through a pair of halves on buf (in g's segments for shm):
+ * reduce-scatter leaves this rank's own chunk (chunk rank + 1, by the
  * test's own partition arithmetic) with the ring's bits; poisoning the
- * rest and all-gathering gives the whole ring result, on every rank. */
+ * rest and all-gathering gives the whole ring result, on every rank.
+ * Bytes: the ring sends every chunk but its own (reduce-scatter) and
+ * every chunk but rank + 2's (all-gather); shm reads p - 1 terms of its
+ * own chunk, then copies every chunk but its own. */
+static void halves_one(const struct comm_group *g, const struct bufs *b,
+                       float *buf, size_t n, int shm)
+{
+    const struct allreduce_algo *rs = comm_reduce_scatter_for(g, buf, n);
+    const struct allreduce_algo *ag = comm_allgather_for(g, buf, n);
+    const char *name = shm ? "shm halves" : "ring halves";
+    size_t q = n / (size_t)wsize, r = n % (size_t)wsize;
+    size_t c = (size_t)((wrank + 1) % wsize);
+    size_t lo = c * q + (c < r ? c : r), len = q + (c < r);
+    size_t off, l2, c2 = (size_t)((wrank + 2) % wsize);
+    size_t len2 = q + (c2 < r); /* chunk rank + 2: never sent by AG */
+    uint64_t wire, rs_wire = shm ? (size_t)(wsize - 1) * len * 4
+                                 : (n - len) * 4;
+    uint64_t ag_wire = shm ? (n - len) * 4 : (n - len2) * 4;
+    /* shm only where the buffer is in the segments (n = 0: the ring's) */
+    CHECK(!strcmp(rs->name, shm && n ? "shm_reduce_scatter"
+                                     : "reduce_scatter") &&
+              !strcmp(ag->name, shm && n ? "shm_allgather" : "allgather"),
+          "%s n %zu: picked %s and %s", name, n, rs->name, ag->name);
+    comm_ring_own(n, wsize, wrank, &off, &l2);
+    CHECK(off == lo && l2 == len, "n %zu own [%zu,+%zu) want [%zu,+%zu)",
+          n, off, l2, lo, len);
+    expected("ring", wsize, 1, n, 1, b->want);
+    fill(buf, n, wrank, 1);
+    CHECK(run_half(rs, g, buf, n, &wire) == 0, "%s rs %zu", name, n);
+    CHECK(wire == (wsize > 1 && n ? rs_wire : 0), "%s rs %zu wire %llu",
+          name, n, (unsigned long long)wire);
+    check_bits(buf + lo, b->want + lo, len, "own chunk after "
+               "reduce-scatter", name, 1);
+    /* every rank poisons before anyone gathers: shm reads the others'
+     * segments, where the ring receives into its own buffer */
+    for (size_t i = 0; i < n; i++)
+        if (i < lo || i >= lo + len)
+            buf[i] = NAN;
+    MPI_Barrier(g->comm);
+    CHECK(run_half(ag, g, buf, n, &wire) == 0, "%s ag %zu", name, n);
+    CHECK(wire == (wsize > 1 && n ? ag_wire : 0), "%s ag %zu wire %llu",
+          name, n, (unsigned long long)wire);
+    check_bits(buf, b->want, n, "all-gathered", name, 1);
+    check_same_everywhere(buf, b->tmp, n, name, 1);
+}
+
+/* The ring's halves on private buffers, then the same halves on buffers
+ * in the group's shared segments (ar_shm.c): the same chunks and bits. */
 static void test_halves(void **state)
 {
     (void)state;
     struct comm_group g;
+    struct comm_shm s;
     struct bufs b;
+    char err[256] = "";
     bufs_alloc(&b, lengths[NLEN - 1]);
     assert_int_equal(group_make(&g, 1), 0);
-    for (size_t k = 0; k < NLEN; k++) {
-        size_t n = lengths[k], q = n / (size_t)wsize, r = n % (size_t)wsize;
-        size_t c = (size_t)((wrank + 1) % wsize);
-        size_t lo = c * q + (c < r ? c : r), len = q + (c < r);
-        size_t off, l2, c2 = (size_t)((wrank + 2) % wsize);
-        size_t len2 = q + (c2 < r); /* chunk rank + 2: never sent by AG */
-        uint64_t wire;
-        comm_ring_own(n, wsize, wrank, &off, &l2);
-        CHECK(off == lo && l2 == len, "n %zu own [%zu,+%zu) want [%zu,+%zu)",
-              n, off, l2, lo, len);
-        expected("ring", wsize, 1, n, 1, b.want);
-        fill(b.buf, n, wrank, 1);
-        CHECK(run_half(comm_reduce_scatter, &g, b.buf, n, &wire) == 0,
-              "rs %zu", n);
-        /* sends every chunk but its own: (p-1)/p of the bytes */
-        CHECK(wire == (wsize > 1 && n ? (n - len) * 4 : 0), "rs %zu wire "
-              "%llu", n, (unsigned long long)wire);
-        check_bits(b.buf + lo, b.want + lo, len, "own chunk after "
-                   "reduce-scatter", "reduce_scatter", 1);
-        for (size_t i = 0; i < n; i++)
-            if (i < lo || i >= lo + len)
-                b.buf[i] = NAN;
-        CHECK(run_half(comm_allgather, &g, b.buf, n, &wire) == 0, "ag %zu",
-              n);
-        CHECK(wire == (wsize > 1 && n ? (n - len2) * 4 : 0), "ag %zu wire "
-              "%llu", n, (unsigned long long)wire);
-        check_bits(b.buf, b.want, n, "all-gathered", "allgather", 1);
-        check_same_everywhere(b.buf, b.tmp, n, "allgather", 1);
+    for (size_t k = 0; k < NLEN; k++)
+        halves_one(&g, &b, b.buf, lengths[k], 0);
+    comm_group_free(&g);
+    assert_int_equal(group_make(&g, 64), 0); /* one node */
+    int rc = comm_shm_init(&s, &g, lengths[NLEN - 1] + 5, NULL, err,
+                           sizeof err);
+    CHECK(rc == 0, "comm_shm_init: %s", err);
+    if (rc == 0) {
+        g.shm = &s;
+        for (size_t k = 0; k < NLEN; k++)
+            halves_one(&g, &b, s.buf[wrank] + 5, lengths[k], 1);
+        g.shm = NULL;
+        comm_shm_free(&s);
     }
     comm_group_free(&g);
     bufs_free(&b);

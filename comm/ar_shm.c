@@ -152,7 +152,7 @@ static void sum_owned_chunk(struct comm_shm *s, size_t off, size_t len,
     for (size_t b = 0; b < len; b += SHM_BLOCK) {
         size_t m = len - b < SHM_BLOCK ? len - b : SHM_BLOCK;
         float *restrict o = s->buf[me] + base + off + b;
-        const float *restrict a = s->buf[q] + base + off + b;
+        const float *a = s->buf[q] + base + off + b; /* or acc */
         if (p > 2) {
             const float *restrict x = s->buf[(q + 1) % p] + base + off + b;
             for (size_t i = 0; i < m; i++)

@@ -30,9 +30,10 @@ struct comm_group;
 struct comm_op;
 
 /* A rank's counters, at the start of its segment: the sequence number of
- * the last all-reduce it started (its data final), whose own chunk it
- * summed, and whose other chunks it copied.  Each on its own cache line:
- * one writer (the owner), any readers. */
+ * the last operation (all-reduce, reduce-scatter or all-gather: one
+ * sequence) it started (its data final), whose own chunk it summed, and
+ * whose other chunks it copied.  Each on its own cache line: one writer
+ * (the owner), any readers. */
 struct comm_shm_ctl {
     _Alignas(64) _Atomic uint64_t ready;
     _Alignas(64) _Atomic uint64_t reduced;

@@ -397,6 +397,8 @@ static int64_t start(struct zero_comm *zc, struct zero_op *pool, int n,
         return -1;
     o->open = 1;
     o->seq = ++zc->seq;
+    zc->nstarted++;
+    zc->nshm += strncmp(a->name, "shm", 3) == 0;
     return (int64_t)o->seq;
 }
 

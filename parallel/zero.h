@@ -33,7 +33,8 @@
  * last in the step, the next unit to prefetch), and src/ executes it.
  *
  * Operations.  zero_comm keeps a fixed pool of reduce-scatter and
- * all-gather operations (comm/'s ring halves) on the dp group, with their
+ * all-gather operations (comm/'s halves: shm's for buffers in the group's
+ * shared segments, else the ring's) on the dp group, with their
  * scratch allocated once.  Waiting for one operation tests every open
  * one, so ranks that wait in different places still progress each
  * other's; when a pool is full, starting one waits for its oldest.  Every
@@ -156,6 +157,8 @@ struct zero_comm {
     struct zero_op *rs, *ag;      /* pools (owned) */
     int nrs, nag;
     uint64_t seq;
+    uint64_t nstarted, nshm;      /* operations started, of them through
+                                     shared segments (never cleared) */
     /* accounting since zero_comm_clear */
     uint64_t wire_bytes;
     double t_wait;                /* blocked in zero_comm_wait */

@@ -720,6 +720,10 @@ static int loop(struct run *r, char *err, size_t errlen)
         log_info(tr->g.world, "checkpoint stall: %.1f ms per save over %d "
                  "save(s)%s", 1e3 * r->stall_s / r->saves, r->saves,
                  r->async ? " (asynchronous)" : "");
+    if (tr->has_zx && tr->zx.has_comm) /* rank 0's */
+        log_info(tr->g.world, "zero=%d: %" PRIu64 " reduce-scatters and "
+                 "all-gathers, %" PRIu64 " of them in shared memory",
+                 tr->zx.stage, tr->zx.zc.nstarted, tr->zx.zc.nshm);
     return 0;
 }
 

@@ -254,8 +254,8 @@ static float *first_float(struct trainer *tr, int weight)
     int zs = tr->has_zx ? tr->zx.stage : 0;
     if (weight && zs == 3)
         return tr->zx.plan.shard_n ? tr->zx.p_shard : NULL;
-    if (weight && zs > 0) /* its own chunk: the update's all-gather, maybe
-                             still running, writes the others' */
+    if (weight && zs > 0) /* its own chunk (debug_nan completed the
+                             update's all-gathers first) */
         return tr->zx.plan.nsegs ? tr->m.params + tr->zx.plan.seg[0].arena_off
                                  : NULL;
     if (weight || zs == 0)
@@ -282,6 +282,12 @@ static void debug_nan(struct trainer *tr, int weight)
      * reaches the forward of this step, as without ZeRO */
     if (weight && tr->has_zx && tr->zx.stage == 3)
         zero_exec_after_ckpt(&tr->zx);
+    /* zero = 1, 2: the last update's gathers (messages in flight, or in
+     * shared memory the other ranks copying this rank's chunk as their
+     * forward reaches it) complete first on every rank, so the NaN stays
+     * in this rank's copy alone */
+    else if (weight && tr->has_zx && tr->zx.stage > 0)
+        zero_exec_sync(&tr->zx);
     float *x = first_float(tr, weight);
     if (tr->nan_rank != tr->g.rank || (weight && tr->nan_fired) || !x)
         return;

@@ -346,13 +346,15 @@ static int grads_shm_init(struct trainer *tr, char *err, size_t errlen)
     tr->has_dpg = 1;
     tr->dpg.pg.name = "dp group";
     char why[256] = "";
-    size_t n = m->tt.total, arenas = tr->c.zero == 1 ? 2 : 1;
-    if (comm_shm_init(&tr->shm, &tr->dpg, arenas * n, tr->c.shm_dir, why,
+    /* zero=1: the parameters from the first page after the gradients */
+    size_t n = m->tt.total, pofs = (n + 1023) & ~(size_t)1023;
+    size_t need = tr->c.zero == 1 ? pofs + n : n;
+    if (comm_shm_init(&tr->shm, &tr->dpg, need, tr->c.shm_dir, why,
                       sizeof why) == 0) {
         float *seg = tr->shm.buf[tr->shm.rank];
         tr->has_shm = 1;
         tr->dpg.shm = &tr->shm;
-        if (arenas == 2 && gpt_attach_params(m, seg + n) < 0)
+        if (tr->c.zero == 1 && gpt_attach_params(m, seg + pofs) < 0)
             return -1;
         return gpt_attach_grads(m, seg);
     }

@@ -85,14 +85,21 @@ done
 # zero=1 reduce-scatters and gathers in memory the dp ranks share
 # (allreduce=auto, one node): the same bits as the ring's messages, at
 # dp = 4 too (p - 1 terms per chunk, shards of unequal length)
+zops() { # run: rank 0's "N reduce-scatters and all-gathers, M of them in
+         # shared memory" as "N M"
+    sed -n 's/.*zero=1: \([0-9]*\) reduce-scatters and all-gathers, \([0-9]*\) of them in shared memory.*/\1 \2/p' \
+        "$W/$1.log" | head -n 1
+}
 for name in dp2 dp4 dp2xtp2 dp2xpp2; do
-    grep -q "zero=1: reduce-scatters and gathers in memory the dp ranks" \
-        "$W/${name}_z1.log" || fail "${name}_z1 did not use shared memory"
+    set -- $(zops ${name}_z1)
+    [ "${1:-0}" -gt 0 ] && [ "$1" = "${2:-}" ] \
+        || fail "${name}_z1: not every ZeRO operation in shared memory: '$*'"
+    echo "${name}_z1: $1 of $1 operations in shared memory"
 done
 train 4 dp4_z1_ring --dp=4 --micro_batch=1 --zero=1 --allreduce=ring
-if grep -q "in memory the dp ranks share" "$W/dp4_z1_ring.log"; then
-    fail "allreduce=ring with zero=1 used shared memory"
-fi
+set -- $(zops dp4_z1_ring)
+[ "${1:-0}" -gt 0 ] && [ "${2:-}" = 0 ] \
+    || fail "allreduce=ring with zero=1: '$*' (want none in shared memory)"
 same dp4_z1 dp4_z1_ring
 pass=$((pass + 1))
 

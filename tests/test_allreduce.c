@@ -47,7 +47,11 @@ static int wrank, wsize;
 static const size_t lengths[] = {0, 1, 2, 7, 13, 97, 1000, 65537, 300001};
 #define NLEN (sizeof lengths / sizeof lengths[0])
 
-/* salt 0: integers in [-8, 8]; otherwise dyadic values in [-1, 1). */
+/* salt 0: integers in [-8, 8]; below SALT_WIDE dyadic values in [-1, 1);
+ * from SALT_WIDE on, 24-bit mantissas times 2^-12 .. 2^12 with either
+ * sign, so that every order of three terms or more rounds differently
+ * somewhere (the sum orders are what the tests check). */
+#define SALT_WIDE 100u
 static float input(int r, size_t i, unsigned salt)
 {
     if (salt == 0)
@@ -57,6 +61,9 @@ static float input(int r, size_t i, unsigned salt)
     h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
     h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
     h ^= h >> 31;
+    if (salt >= SALT_WIDE)
+        return ldexpf((float)((h >> 40) | (1u << 23)) / 16777216.0f,
+                      (int)((h >> 8) % 25) - 12) * (h & 1 ? -1.0f : 1.0f);
     return (float)((double)(int64_t)(h >> 40) / 8388608.0 - 1.0);
 }
 
@@ -327,13 +334,16 @@ static int run_half(const struct allreduce_algo *a, const struct comm_group *g,
     return rc;
 }
 
-/* One length through a pair of halves on buf (in g's segments for shm):
- * reduce-scatter leaves this rank's own chunk (chunk rank + 1, by the
- * test's own partition arithmetic) with the ring's bits; poisoning the
- * rest and all-gathering gives the whole ring result, on every rank.
- * Bytes: the ring sends every chunk but its own (reduce-scatter) and
- * every chunk but rank + 2's (all-gather); shm reads p - 1 terms of its
- * own chunk, then copies every chunk but its own. */
+/* One length through a pair of halves on buf (in g's segments for shm),
+ * as ZeRO uses them: reduce-scatter leaves this rank's own chunk (chunk
+ * rank + 1, by the test's own partition arithmetic) with the ring's bits
+ * (inputs of wide range: any other order differs); each rank poisons the
+ * rest and "updates" its chunk (doubles it, exactly), rank 0 only after
+ * a pause, so that the others' gathers must wait for it; the all-gather
+ * then gives twice the ring result, on every rank.  Bytes: the ring
+ * sends every chunk but its own (reduce-scatter) and every chunk but
+ * rank + 2's (all-gather); shm reads p - 1 terms of its own chunk, then
+ * copies every chunk but its own. */
 static void halves_one(const struct comm_group *g, const struct bufs *b,
                        float *buf, size_t n, int shm)
 {
@@ -356,19 +366,25 @@ static void halves_one(const struct comm_group *g, const struct bufs *b,
     comm_ring_own(n, wsize, wrank, &off, &l2);
     CHECK(off == lo && l2 == len, "n %zu own [%zu,+%zu) want [%zu,+%zu)",
           n, off, l2, lo, len);
-    expected("ring", wsize, 1, n, 1, b->want);
-    fill(buf, n, wrank, 1);
+    expected("ring", wsize, 1, n, SALT_WIDE + 1, b->want);
+    fill(buf, n, wrank, SALT_WIDE + 1);
     CHECK(run_half(rs, g, buf, n, &wire) == 0, "%s rs %zu", name, n);
     CHECK(wire == (wsize > 1 && n ? rs_wire : 0), "%s rs %zu wire %llu",
           name, n, (unsigned long long)wire);
     check_bits(buf + lo, b->want + lo, len, "own chunk after "
                "reduce-scatter", name, 1);
-    /* every rank poisons before anyone gathers: shm reads the others'
-     * segments, where the ring receives into its own buffer */
+    /* no barrier: once a reduce-scatter is complete nobody reads this
+     * rank's buffer for it any more */
     for (size_t i = 0; i < n; i++)
         if (i < lo || i >= lo + len)
             buf[i] = NAN;
-    MPI_Barrier(g->comm);
+    if (wrank == 0)
+        usleep(20000);
+    for (size_t i = 0; i < n; i++) {
+        if (i >= lo && i < lo + len)
+            buf[i] *= 2.0f;
+        b->want[i] *= 2.0f;
+    }
     CHECK(run_half(ag, g, buf, n, &wire) == 0, "%s ag %zu", name, n);
     CHECK(wire == (wsize > 1 && n ? ag_wire : 0), "%s ag %zu wire %llu",
           name, n, (unsigned long long)wire);
@@ -376,8 +392,56 @@ static void halves_one(const struct comm_group *g, const struct bufs *b,
     check_same_everywhere(buf, b->tmp, n, name, 1);
 }
 
+/* shm's three kinds open at once in one queue, in disjoint parts of the
+ * segments: an all-reduce, a reduce-scatter, an all-gather (each rank's
+ * own chunk preset, the rest NaN), started in that order, tested and
+ * waited for in rank-dependent orders. */
+static void shm_mixed(const struct comm_group *g, struct comm_shm *s,
+                      size_t n)
+{
+    float *part[3], *want = malloc(3 * n * sizeof(float));
+    struct comm_op op[3];
+    struct shm_op_scratch { _Alignas(64) char x[64]; } sc[3];
+    const struct allreduce_algo *a[3];
+    size_t lo, len;
+    assert_non_null(want);
+    comm_ring_own(n, wsize, wrank, &lo, &len);
+    for (int j = 0; j < 3; j++)
+        part[j] = s->buf[wrank] + (size_t)j * n;
+    a[0] = allreduce_find("shm");
+    a[1] = comm_reduce_scatter_for(g, part[1], n);
+    a[2] = comm_allgather_for(g, part[2], n);
+    fill(part[0], n, wrank, SALT_WIDE + 2);
+    expected("ring", wsize, 1, n, SALT_WIDE + 2, want);
+    fill(part[1], n, wrank, SALT_WIDE + 3);
+    expected("ring", wsize, 1, n, SALT_WIDE + 3, want + n);
+    for (size_t i = 0; i < n; i++) { /* chunk c's values from its owner */
+        want[2 * n + i] = (float)i * 0.25f;
+        part[2][i] = i >= lo && i < lo + len ? want[2 * n + i] : NAN;
+    }
+    for (int j = 0; j < 3; j++) {
+        CHECK(a[j]->scratch(g, n) <= sizeof sc[j], "scratch");
+        allreduce_op_init(&op[j], a[j], g, part[j], n, &sc[j],
+                          sizeof sc[j]);
+        CHECK(comm_op_start(&op[j]) == 0, "mixed start %d", j);
+    }
+    for (int t = 0; t < 30; t++)
+        CHECK(comm_op_test(&op[(t + wrank) % 3]) >= 0, "mixed test");
+    for (int j = 0; j < 3; j++) {
+        int k = wrank % 2 ? 2 - j : j;
+        CHECK(comm_op_wait(&op[k]) == 0, "mixed wait %d", k);
+    }
+    check_bits(part[0], want, n, "mixed: all-reduced", "shm", 1);
+    check_bits(part[1] + lo, want + n + lo, len, "mixed: reduce-scattered",
+               "shm", 1);
+    check_bits(part[2], want + 2 * n, n, "mixed: all-gathered", "shm", 1);
+    free(want);
+}
+
 /* The ring's halves on private buffers, then the same halves on buffers
- * in the group's shared segments (ar_shm.c): the same chunks and bits. */
+ * in the group's shared segments (ar_shm.c): the same chunks and bits;
+ * with segments present a private buffer still takes the ring's; shm's
+ * three kinds in one queue. */
 static void test_halves(void **state)
 {
     (void)state;
@@ -385,19 +449,22 @@ static void test_halves(void **state)
     struct comm_shm s;
     struct bufs b;
     char err[256] = "";
-    bufs_alloc(&b, lengths[NLEN - 1]);
+    size_t big = lengths[NLEN - 1];
+    bufs_alloc(&b, big);
     assert_int_equal(group_make(&g, 1), 0);
     for (size_t k = 0; k < NLEN; k++)
         halves_one(&g, &b, b.buf, lengths[k], 0);
     comm_group_free(&g);
     assert_int_equal(group_make(&g, 64), 0); /* one node */
-    int rc = comm_shm_init(&s, &g, lengths[NLEN - 1] + 5, NULL, err,
-                           sizeof err);
+    int rc = comm_shm_init(&s, &g, 3 * big + 5, NULL, err, sizeof err);
     CHECK(rc == 0, "comm_shm_init: %s", err);
     if (rc == 0) {
         g.shm = &s;
         for (size_t k = 0; k < NLEN; k++)
             halves_one(&g, &b, s.buf[wrank] + 5, lengths[k], 1);
+        halves_one(&g, &b, b.buf, 1000, 0); /* private: the ring's */
+        for (size_t k = 1; k < NLEN; k++)
+            shm_mixed(&g, &s, lengths[k]);
         g.shm = NULL;
         comm_shm_free(&s);
     }

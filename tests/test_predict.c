@@ -212,7 +212,8 @@ static void test_threads(void **state)
 }
 
 /* ZeRO at dp = 2 against hand computations: units are reduce-scattered
- * and gathered at half the calibrated ring's time of their bytes. */
+ * and gathered at half the calibrated ring's time of their bytes (with
+ * a calibrated shm on one node, zero = 1 at half shm's). */
 static void test_zero(void **state)
 {
     (void)state;
@@ -264,6 +265,20 @@ static void test_zero(void **state)
     NEAR(pr.o.step, 2 * (f + re + b) + re + loss + n / 2 * 2e-9);
     /* everything halved; the working slots as many again as the buffers */
     NEAR(pr.mem_bytes, p0.mem_bytes - 16 * n + 16 * n / 2 + 2 * slots);
+    /* zero = 1 on one node: the trainer's arenas are in shared memory
+     * and its halves shm's (half the calibrated shm all-reduce each);
+     * with allreduce=ring, or compressed, the ring's again */
+    struct perf_comm sh = {"shm", 0, 2, 2, 2e-6, 2e-10, 0.0};
+    assert_int_equal(perf_calib_add_comm(&pc, &sh), 0);
+    double rbs = 0.5 * (2e-6 + 2e-10 * 4 * blk);
+    double res = 0.5 * (2e-6 + 2e-10 * 4 * emb);
+    c.zero = 1;
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.dp_busy, 2 * rbs + res);
+    NEAR(pr.o.zero, res);
+    snprintf(c.allreduce, sizeof c.allreduce, "ring");
+    assert_int_equal(perf_predict(&pc, &c, &ly, &pr, err, sizeof(err)), 0);
+    NEAR(pr.dp_busy, 2 * rb + re);
     perf_calib_free(&pc);
 }
 

@@ -136,9 +136,18 @@ static int zunits_init(const struct plan *P, const struct tensor_table *tt,
         *to += 4.0 * (double)d->numel;
     }
     u->has_e = u->e_bytes > 0;
+    /* the trainer's halves: shm's on one node with zero=1 (the arenas in
+     * shared memory; an uncalibrated shm is bounded by the ring), else
+     * the ring's */
+    const struct config *c = P->c;
+    const char *kind = c->zero == 1 && P->dp_nodes == 1 &&
+                               !strcmp(c->compress, "none") &&
+                               (!strcmp(c->allreduce, "auto") ||
+                                !strcmp(c->allreduce, "shm"))
+                           ? "shm" : "ring";
     for (int i = 0; i <= u->nblk; i++) {
         double bytes = i < u->nblk ? u->b_bytes[i] : u->e_bytes;
-        double t = bytes > 0 ? perf_comm_time(P->pc, "ring", bytes, P->ly->dp,
+        double t = bytes > 0 ? perf_comm_time(P->pc, kind, bytes, P->ly->dp,
                                               P->dp_nodes, P->ly->rpn, NULL,
                                               0, err, errlen)
                              : 0.0;

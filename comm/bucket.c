@@ -140,8 +140,8 @@ int bucketer_init(struct bucketer *bk, const struct comm_group *g,
         if (strcmp(algo, "shm") == 0 && !bk->g->shm) {
             snprintf(err, errlen, "allreduce=shm: the gradients are not in "
                      "shared memory (it needs every rank of the "
-                     "data-parallel group on one node, zero=0 and "
-                     "compress=none)");
+                     "data-parallel group on one node, zero 0 or 1 "
+                     "and compress=none)");
             return -1;
         }
     }

@@ -162,6 +162,13 @@ static int zero_init(struct trainer *tr, char *err, size_t errlen)
         return -1;
     }
     tr->has_zx = 1;
+    if (c->zero == 1 && tr->g.dp > 1 && !tr->has_shm &&
+        !strcmp(c->allreduce, "shm")) { /* uniform: has_shm is agreed */
+        snprintf(err, errlen, "allreduce=shm: the gradients are not in "
+                 "shared memory (it needs every rank of the data-parallel "
+                 "group on one node, zero 0 or 1 and compress=none)");
+        return -1;
+    }
     if (tr->has_shm)
         log_info(tr->g.world, "zero=%d: reduce-scatters and gathers in "
                  "memory the dp ranks share (gradients and parameters, "

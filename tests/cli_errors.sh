@@ -212,6 +212,9 @@ expect "allreduce=shm with compress" "allreduce=shm with compress=fp16" \
 expect "allreduce=shm across nodes" "allreduce=shm: the gradients are not in shared memory (it needs every rank of the data-parallel group on one node" \
     $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --batch_size=4 \
     --run_dir="$W/rshm0" --allreduce=shm --ranks_per_node=1
+expect "allreduce=shm with zero=1 across nodes" "allreduce=shm: the gradients are not in shared memory (it needs every rank of the data-parallel group on one node" \
+    $MPIRUN -np 2 --oversubscribe "$MPITRON" train $T --batch_size=4 \
+    --run_dir="$W/rshm1" --allreduce=shm --ranks_per_node=1 --zero=1
 # allreduce=shm without its shared memory (the directory of its file
 # missing): an error naming the file; auto warns, names the file and
 # trains on with messages (the dp ranks' gradients in private memory)

@@ -720,10 +720,14 @@ static int loop(struct run *r, char *err, size_t errlen)
         log_info(tr->g.world, "checkpoint stall: %.1f ms per save over %d "
                  "save(s)%s", 1e3 * r->stall_s / r->saves, r->saves,
                  r->async ? " (asynchronous)" : "");
-    if (tr->has_zx && tr->zx.has_comm) /* rank 0's */
+    if (tr->has_zx && tr->zx.has_comm) { /* every dp group's, summed */
+        uint64_t n[2] = {tr->zx.zc.nstarted, tr->zx.zc.nshm};
+        MPI_Allreduce(MPI_IN_PLACE, n, 2, MPI_UINT64_T, MPI_SUM,
+                      tr->g.world);
         log_info(tr->g.world, "zero=%d: %" PRIu64 " reduce-scatters and "
-                 "all-gathers, %" PRIu64 " of them in shared memory",
-                 tr->zx.stage, tr->zx.zc.nstarted, tr->zx.zc.nshm);
+                 "all-gathers, %" PRIu64 " of them in shared memory (all "
+                 "ranks)", tr->zx.stage, n[0], n[1]);
+    }
     return 0;
 }
 

@@ -287,7 +287,7 @@ static void debug_nan(struct trainer *tr, int weight)
      * forward reaches it) complete first on every rank, so the NaN stays
      * in this rank's copy alone */
     else if (weight && tr->has_zx && tr->zx.stage > 0)
-        zero_exec_sync(&tr->zx);
+        trainer_sync(tr);
     float *x = first_float(tr, weight);
     if (tr->nan_rank != tr->g.rank || (weight && tr->nan_fired) || !x)
         return;

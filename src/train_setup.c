@@ -353,7 +353,8 @@ static int grads_shm_init(struct trainer *tr, char *err, size_t errlen)
     tr->has_dpg = 1;
     tr->dpg.pg.name = "dp group";
     char why[256] = "";
-    /* zero=1: the parameters from the first page after the gradients */
+    /* zero=1: the parameters from the first 4 KiB boundary after the
+     * gradients (a page on most systems) */
     size_t n = m->tt.total, pofs = (n + 1023) & ~(size_t)1023;
     size_t need = tr->c.zero == 1 ? pofs + n : n;
     if (comm_shm_init(&tr->shm, &tr->dpg, need, tr->c.shm_dir, why,

@@ -411,6 +411,9 @@ static void shm_mixed(const struct comm_group *g, struct comm_shm *s,
     a[0] = allreduce_find("shm");
     a[1] = comm_reduce_scatter_for(g, part[1], n);
     a[2] = comm_allgather_for(g, part[2], n);
+    CHECK(!strcmp(a[1]->name, "shm_reduce_scatter") &&
+              !strcmp(a[2]->name, "shm_allgather"),
+          "mixed: picked %s and %s", a[1]->name, a[2]->name);
     fill(part[0], n, wrank, SALT_WIDE + 2);
     expected("ring", wsize, 1, n, SALT_WIDE + 2, want);
     fill(part[1], n, wrank, SALT_WIDE + 3);

@@ -267,7 +267,7 @@ static void test_zero(void **state)
     NEAR(pr.mem_bytes, p0.mem_bytes - 16 * n + 16 * n / 2 + 2 * slots);
     /* zero = 1 on one node: the trainer's arenas are in shared memory
      * and its halves shm's (half the calibrated shm all-reduce each);
-     * with allreduce=ring, or compressed, the ring's again */
+     * with allreduce=ring the ring's again */
     struct perf_comm sh = {"shm", 0, 2, 2, 2e-6, 2e-10, 0.0};
     assert_int_equal(perf_calib_add_comm(&pc, &sh), 0);
     double rbs = 0.5 * (2e-6 + 2e-10 * 4 * blk);

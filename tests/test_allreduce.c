@@ -392,6 +392,20 @@ static void halves_one(const struct comm_group *g, const struct bufs *b,
     check_same_everywhere(buf, b->tmp, n, name, 1);
 }
 
+/* Three ops open at once: tested in a rank-dependent rotation, then
+ * waited for oldest first on even ranks and newest first on odd ones
+ * (shm's ops advance in start order whichever is waited for). */
+static void test_and_wait_three(struct comm_op op[3], int tests,
+                                const char *what)
+{
+    for (int t = 0; t < tests; t++)
+        CHECK(comm_op_test(&op[(t + wrank) % 3]) >= 0, "%s: test", what);
+    for (int j = 0; j < 3; j++) {
+        int k = wrank % 2 ? 2 - j : j;
+        CHECK(comm_op_wait(&op[k]) == 0, "%s: wait %d", what, k);
+    }
+}
+
 /* shm's three kinds open at once in one queue, in disjoint parts of the
  * segments: an all-reduce, a reduce-scatter, an all-gather (each rank's
  * own chunk preset, the rest NaN), started in that order, tested and
@@ -428,12 +442,7 @@ static void shm_mixed(const struct comm_group *g, struct comm_shm *s,
                           sizeof sc[j]);
         CHECK(comm_op_start(&op[j]) == 0, "mixed start %d", j);
     }
-    for (int t = 0; t < 30; t++)
-        CHECK(comm_op_test(&op[(t + wrank) % 3]) >= 0, "mixed test");
-    for (int j = 0; j < 3; j++) {
-        int k = wrank % 2 ? 2 - j : j;
-        CHECK(comm_op_wait(&op[k]) == 0, "mixed wait %d", k);
-    }
+    test_and_wait_three(op, 30, "mixed");
     check_bits(part[0], want, n, "mixed: all-reduced", "shm", 1);
     check_bits(part[1] + lo, want + n + lo, len, "mixed: reduce-scattered",
                "shm", 1);
@@ -625,14 +634,7 @@ static void test_shm(void **state)
             allreduce_op_init(&op[j], a, &g, buf, n, &sc[j], sizeof sc[j]);
             CHECK(comm_op_start(&op[j]) == 0, "start %d", j);
         }
-        for (int t = 0; t < 20; t++)
-            CHECK(comm_op_test(&op[(t + wrank) % 3]) >= 0, "test");
-        /* odd ranks wait newest first, even ranks oldest first: shm's
-         * ops advance in start order whichever is waited for */
-        for (int j = 0; j < 3; j++) {
-            int k = wrank % 2 ? 2 - j : j;
-            CHECK(comm_op_wait(&op[k]) == 0, "wait %d", k);
-        }
+        test_and_wait_three(op, 20, "open at once");
         for (int j = 0; j < 3; j++)
             check_bits(s.buf[wrank] + 37 + (size_t)j * big,
                        want + (size_t)j * big, big - (size_t)j * 1000,

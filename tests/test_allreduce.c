@@ -137,7 +137,7 @@ static float hier_order(const float *v, int p, int rpn, size_t n, size_t i)
 static void expected(const char *algo, int p, int rpn, size_t n,
                      unsigned salt, float *want)
 {
-    float v[8];
+    float v[8] = {0}; /* p >= 1; zeroed for gcc -Werror=maybe-uninitialized */
     for (size_t i = 0; i < n; i++) {
         for (int r = 0; r < p; r++)
             v[r] = input(r, i, salt);

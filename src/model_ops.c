@@ -56,17 +56,35 @@ const void *gpt_op_grad(struct gpt *m, struct gpt_acts *a, const float *dout,
     return dout;
 }
 
+/* dw's product of gpt_op_matmul_backward, then a chance to progress */
+static void matmul_backward_dw(struct gpt *m, int l, float *dw,
+                               const void *dout, const void *inp,
+                               const void *w, size_t N, size_t C, size_t OC)
+{
+    int dw_acc = !(m->dw_fresh && l >= 0);
+    TIMED(m, OPK_MATMUL, matmul_backward_products(NULL, 0, dw, dw_acc, dout,
+                                                  inp, w, N, C, OC,
+                                                  gpt_act_type(m)));
+    gpt_emit(m, GPT_PROGRESS, l);
+}
+
 void gpt_op_matmul_backward(struct gpt *m, int l, float *dinp, int dinp_acc,
                             float *dw, const void *dout, const void *inp,
                             const void *w, size_t N, size_t C, size_t OC)
 {
-    enum gemm_type t = gpt_act_type(m);
-    int dw_acc = !(m->dw_fresh && l >= 0);
-    TIMED(m, OPK_MATMUL, matmul_backward_products(NULL, 0, dw, dw_acc, dout,
-                                                  inp, w, N, C, OC, t));
-    gpt_emit(m, GPT_PROGRESS, l);
+    matmul_backward_dw(m, l, dw, dout, inp, w, N, C, OC);
     TIMED(m, OPK_MATMUL, matmul_backward_products(dinp, dinp_acc, NULL, 0,
-                                                  dout, inp, w, N, C, OC, t));
+                                                  dout, inp, w, N, C, OC,
+                                                  gpt_act_type(m)));
+    gpt_emit(m, GPT_PROGRESS, l);
+}
+
+void gpt_op_matmul_backward_h(struct gpt *m, int l, bf16 *dinp, float *dw,
+                              const void *dout, const void *inp,
+                              const void *w, size_t N, size_t C, size_t OC)
+{
+    matmul_backward_dw(m, l, dw, dout, inp, w, N, C, OC);
+    TIMED(m, OPK_MATMUL, matmul_backward_dinp_bf16(dinp, dout, w, N, C, OC));
     gpt_emit(m, GPT_PROGRESS, l);
 }
 
@@ -124,7 +142,6 @@ void gpt_op_attention_backward(struct gpt *m, struct gpt_acts *a,
                                const struct gpt_layer_acts *la,
                                const struct attn_shape *s)
 {
-    size_t n = s->B * s->T, A = s->nh * s->hd;
     struct attn_shape sp = *s;
     double soft = 0.0;
     sp.softmax_s = &soft;
@@ -139,10 +156,11 @@ void gpt_op_attention_backward(struct gpt *m, struct gpt_acts *a,
                                       la->att, s);
         attn_time(m, now_s() - t0, 0.0);
     } else if (is_bf16(m)) {
-        TIMED(m, OPK_CAST, bf16_round_colsum(a->dh, NULL, a->datty, n, A));
+        /* the output projection's backward wrote datty in bf16 */
         double t0 = now_s();
-        attention_backward_bf16(a->dqkv, a->datt, a->datt_h, a->dh, la->qkv,
-                                la->att, &sp);
+        attention_backward_bf16(a->dqkv, a->datt, a->datt_h,
+                                (const bf16 *)a->datty, la->qkv, la->att,
+                                &sp);
         attn_time(m, now_s() - t0, soft);
     } else {
         double t0 = now_s();

@@ -70,6 +70,11 @@ const void *gpt_op_grad(struct gpt *m, struct gpt_acts *a, const float *dout,
 void gpt_op_matmul_backward(struct gpt *m, int l, float *dinp, int dinp_acc,
                             float *dw, const void *dout, const void *inp,
                             const void *w, size_t N, size_t C, size_t OC);
+/* The same with dinp written in bf16 (matmul_backward_dinp_bf16): an input
+ * gradient only bf16 products read next (attention's d(atty)). */
+void gpt_op_matmul_backward_h(struct gpt *m, int l, bf16 *dinp, float *dw,
+                              const void *dout, const void *inp,
+                              const void *w, size_t N, size_t C, size_t OC);
 /* gelu_forward: out, inp [p] (n) */
 void gpt_op_gelu(struct gpt *m, void *out, const void *inp, size_t n);
 /* GELU's backward into the MLP's first layer: g = gelu'(inp [p]) * dout
@@ -84,7 +89,8 @@ const void *gpt_op_gelu_backward(struct gpt *m, struct gpt_acts *a,
  * split between OPK_ATTENTION (products) and OPK_SOFTMAX. */
 void gpt_op_attention(struct gpt *m, struct gpt_acts *a,
                       struct gpt_layer_acts *la, const struct attn_shape *s);
-/* a->dqkv += d(qkv) from a->datty (fp32; rounded into a->dh in bf16) */
+/* a->dqkv += d(qkv) from a->datty: fp32, or in bf16 (full attention) the
+ * bf16 gradient gpt_op_matmul_backward_h wrote at its start */
 void gpt_op_attention_backward(struct gpt *m, struct gpt_acts *a,
                                const struct gpt_layer_acts *la,
                                const struct attn_shape *s);

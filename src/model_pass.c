@@ -292,8 +292,14 @@ static void block_backward(struct gpt *m, struct gpt_acts *a,
     /* attention branch */
     dout = branch_grad(m, a, a->dres, a->dC, pos, 1 + 2 * l);
     d = gpt_op_grad(m, a, dout, g->bo, N, C);
-    gpt_op_matmul_backward(m, l, a->datty, 0, g->wo, d, la->atty, W(wo), N,
-                           A, C);
+    if (m->cfg.precision == GPT_BF16 && s.kind == ATTN_FULL)
+        /* attention's bf16 products read d(atty) rounded: rounded as the
+         * product writes it, in datty's first half */
+        gpt_op_matmul_backward_h(m, l, (bf16 *)a->datty, g->wo, d, la->atty,
+                                 W(wo), N, A, C);
+    else
+        gpt_op_matmul_backward(m, l, a->datty, 0, g->wo, d, la->atty, W(wo),
+                               N, A, C);
     memset(a->dqkv, 0, N * Q * sizeof(float));
     gpt_op_attention_backward(m, a, la, &s);
     gpt_emit(m, GPT_PROGRESS, l);

@@ -220,6 +220,17 @@ void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
     }
 }
 
+void matmul_backward_dinp_bf16(bf16 *dinp, const void *dout, const void *w,
+                               size_t N, size_t C, size_t OC)
+{
+    struct gemm_desc d = {
+        .M = (int64_t)N, .N = (int64_t)C, .K = (int64_t)OC,
+        .lda = (int64_t)OC, .ldb = (int64_t)C, .ldc = (int64_t)C,
+        .in = GEMM_BF16, .out = GEMM_BF16, .alpha = 1.0f,
+    };
+    gemm(&d, dout, w, NULL, dinp);
+}
+
 /* dbias[lo, hi) += column sums of dout, rows in order */
 static void bias_backward_cols(float *dbias, const float *dout, size_t N,
                                size_t OC, size_t lo, size_t hi)

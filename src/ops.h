@@ -247,6 +247,12 @@ void matmul_backward_products(float *dinp, int dinp_acc, float *dw,
                               const void *dout, const void *inp,
                               const void *w, size_t N, size_t C, size_t OC,
                               enum gemm_type t);
+/* dinp (N,C) = bf16(dout @ w), dout and w bf16: matmul_backward_products'
+ * dinp rounded to nearest even as the product writes it (the same bits as
+ * writing fp32 and rounding with bf16_round_colsum), for an input gradient
+ * that only bf16 products read next. */
+void matmul_backward_dinp_bf16(bf16 *dinp, const void *dout, const void *w,
+                               size_t N, size_t C, size_t OC);
 /* out (N,C) = bf16(x); colsum (C) += column sums of x in fp32, rows in
  * order (a bias gradient; NULL = not wanted).  The rounding of an output
  * gradient for the products of matmul_backward_products. */

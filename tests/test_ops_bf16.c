@@ -158,6 +158,16 @@ static void test_matmul_backward_bf16(void **state)
     matmul_backward_products(dinp, 1, dwt, 1, dh, x, w, N, C, OC, GEMM_BF16);
     matmul_backward_products(dover, 0, NULL, 0, dh, x, w, N, C, OC,
                              GEMM_BF16);
+    /* written in bf16 by the product: the fp32 product's bits, rounded */
+    bf16 *dinph = malloc(N * C * 2);
+    memset(dinph, 0xff, N * C * 2); /* NaNs: overwritten, never read */
+    matmul_backward_dinp_bf16(dinph, dh, w, N, C, OC);
+    for (size_t i = 0; i < N * C; i++)
+        if (dinph[i] != bf16_from_f32(dover[i]))
+            fail_msg("dinp in bf16 [%zu]: %04x, the fp32 product %.9g "
+                     "rounds to %04x", i, dinph[i], dover[i],
+                     bf16_from_f32(dover[i]));
+    free(dinph);
     for (size_t o = 0; o < OC; o++) {
         double s = db0[o], mag = fabs(db0[o]);
         for (size_t n = 0; n < N; n++) {

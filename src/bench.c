@@ -386,7 +386,7 @@ int cmd_bench(int argc, char **argv)
     if (argc < 1 || cli_wants_help(argc, argv)) {
         printf("usage: mpitron bench gemm [--sizes=N,N,...] "
                "[--shapes=MxNxK[:nt],...] [--threads=N]\n"
-               "                [--reps=N]\n"
+               "                [--reps=N] [--fp32_gemm=auto|openblas|onednn]\n"
                "       mpitron bench step [CONFIG.ini] [--key=value ...] "
                "[--bench_steps=N] [--bench_warmup=N]\n"
                "       mpitron bench allreduce [--sizes=4K,1M,16M,...] "

@@ -71,6 +71,9 @@ TOL=2e-4
 train 1 serial_mb1 --micro_batch=1
 compare serial serial_mb1 || fail "the round-off control exceeds $TOL"
 train 1 serial_lr --lr=3.03e-3
+# the control's run is whole (compare fails on a short file too)
+[ "$(wc -l < "$W/serial_lr.loss")" -eq "$STEPS" ] \
+    || fail "serial_lr: $(wc -l < "$W/serial_lr.loss") of $STEPS steps logged"
 ! compare serial serial_lr > /dev/null \
     || fail "a 1% change of the learning rate is within $TOL"
 ! first2 serial serial_lr > /dev/null \

@@ -42,10 +42,13 @@ done
 train 2 $C --run_dir="$W/split" > "$W/split12.log" 2>&1
 if losses "$W/full" > "$W/a" && losses "$W/split" > "$W/b" &&
    [ "$(wc -l < "$W/a")" -eq 12 ] && cmp -s "$W/a" "$W/b" &&
+   grep -q "resumed from .*step_00000003.h5 at step 3" "$W/split6.log" &&
+   grep -q "resumed from .*step_00000006.h5 at step 6" "$W/split9.log" &&
    grep -q "resumed from .*step_00000009.h5 at step 9" "$W/split12.log"; then
     ok "three resumes continue bit for bit (dp=2, topk residuals)"
 else
-    bad "three resumes: losses differ"; diff "$W/a" "$W/b"
+    bad "three resumes: losses differ or a run did not resume"
+    diff "$W/a" "$W/b"; grep -h "resumed from" "$W"/split*.log
 fi
 
 # 2. layout independence: dp=4 -> dp=2 and dp=1 (dense: a compressed run

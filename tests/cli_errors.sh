@@ -47,7 +47,10 @@ expect "unknown key" "did you mean 'n_embd'" train $T --n_embed=64
 expect "bad integer" "'abc'" train $T --n_layer=abc
 expect "n_embd % n_head" "n_embd=250 is not divisible by n_head=4" \
     train $T --n_embd=250 --n_head=4
-expect "n_head % n_kv_head" "n_kv_head" train $T --n_head=2 --n_kv_head=3
+expect "n_head % n_kv_head" "n_head=4 is not divisible by n_kv_head=3" \
+    train $T --n_head=4 --n_kv_head=3
+expect "n_kv_head > n_head" "n_kv_head=3 exceeds n_head=2" \
+    train $T --n_head=2 --n_kv_head=3
 expect "bad schedule" "lr_schedule" train $T --lr_schedule=triangle
 expect "missing data dir" "$W/nope" train $T --data="$W/nope"
 printf '[model]\nn_layer = 2\nn_embdd = 3\n' > "$W/bad.ini"

@@ -28,6 +28,9 @@ for mb in 0 2; do
             train $np $run --micro_batch=$amb --allreduce=$algo \
                 --ranks_per_node=$rpn
             compare "$ref" "$run" || fail "$run differs from $ref"
+            # the algorithm asked for is the one that reduced (auto: below)
+            [ $algo = auto ] || grep -q "gradient all-reduce: [0-9]* \
+bucket(s): $algo x" "$W/$run.log" || fail "$run: $algo not used"
             pass=$((pass + 1))
         done
         # shm sums in the ring's order: the same losses, digit for digit

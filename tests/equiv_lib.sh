@@ -3,7 +3,8 @@
 # `train NP NAME OPTIONS...` (runs $MPITRON train with $M plus OPTIONS into
 # $W/NAME and keeps each step's loss in $W/NAME.loss; fails if the run
 # reports that the tied embedding's pipeline copies drifted apart, which
-# every checkpoint save checks), `resume_run` and
+# every checkpoint save checks, or if rank 0's banner shows another dp x
+# tp x pp layout, or pp > 1 another schedule, than the options ask for), `resume_run` and
 # `compare REF RUN` (same steps; every loss within relative TOL, default
 # 1e-5; exits non-zero otherwise).  The caller sets M (the model and run
 # keys) and STEPS before calling train/compare.
@@ -25,6 +26,14 @@ losses() {
         -e 's/.*"step":\([0-9]*\),"loss":\([^,]*\),.*"val_loss":\([^,}]*\).*/\1 \2 \3/' \
         -e 's/.*"step":\([0-9]*\),"loss":\([^,]*\),.*/\1 \2/'
 }
+# The value of --KEY=V in the arguments (the last one wins), else $2
+opt_val() { # key default args...
+    k=$1 v=$2; shift 2
+    for a in "$@"; do
+        case $a in --$k=*) v=${a#--$k=} ;; esac
+    done
+    echo "$v"
+}
 train() { # np name options...
     np=$1 run=$2; shift 2
     $MPIRUN -np "$np" --oversubscribe "$MPITRON" train $M "$@" \
@@ -32,6 +41,17 @@ train() { # np name options...
         || { cat "$W/$run.log"; fail "$run"; }
     ! grep -q "drifted apart" "$W/$run.log" \
         || { cat "$W/$run.log"; fail "$run: tied embedding copies differ"; }
+    # the layout asked for is the one that ran (a silent fallback to
+    # dp = world would log the serial losses too)
+    tp=$(opt_val tp 1 $M "$@") pp=$(opt_val pp 1 $M "$@")
+    dp=$((np / (tp * pp)))
+    grep -q "^rank 0  host .*  dp 0/$dp  tp 0/$tp  pp 0/$pp\$" "$W/$run.log" \
+        || { cat "$W/$run.log"; fail "$run: not run as dp $dp tp $tp pp $pp"; }
+    if [ "$pp" -gt 1 ]; then
+        sch=$(opt_val pp_schedule 1f1b $M "$@")
+        grep -q "^pipeline: $pp stages, $sch," "$W/$run.log" \
+            || { cat "$W/$run.log"; fail "$run: not the $sch schedule"; }
+    fi
     losses "$W/$run" > "$W/$run.loss"
 }
 # Stop a run at step STOP under one layout, then train the rest under

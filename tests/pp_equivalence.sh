@@ -51,7 +51,8 @@ pass=$((pass + 1))
 # gradient separately: the copies must still stay bitwise equal (checked
 # at every save, here at steps 5 and 10); the loss only has to be finite
 train 4 dp2xpp2_topk --dp=2 --pp=2 --compress=topk:0.1 --ckpt_every=5
-awk '{ if ($2 != $2 + 0 || $2 > 10) exit 1 }' "$W/dp2xpp2_topk.loss" \
+awk '$2 != $2 + 0 || $2 > 10 { bad = 1 } END { exit bad || NR != 10 }' \
+    "$W/dp2xpp2_topk.loss" \
     || fail "dp2xpp2_topk: loss not finite"
 for s in 5 10; do # the saves (and their tie checks) did happen
     f=step_$(printf %08d $s).h5

@@ -320,7 +320,7 @@ first3=$(losses "$T/s3/metrics.jsonl" 2> /dev/null | head -n 1 | cut -d' ' -f2)
 fresh=$(head -n 1 "$T/ref.loss" | cut -d' ' -f2)
 last1=$(tail -n 1 "$T/ref.loss" | cut -d' ' -f2)
 if [ "$state3" = PENDING ] && [ "$(field "$j3" JobState)" = COMPLETED ] &&
-   [ ! "$start3" \< "$end1" ] &&
+   [ -n "$start3" ] && [ -n "$end1" ] && [ ! "$start3" \< "$end1" ] &&
    grep -q "initialised weights from $T/s1/ckpt/step_0*$S1.h5" "$T/s3.out" &&
    awk -v a="$first3" -v f="$fresh" -v l="$last1" \
        'BEGIN { exit !(a != "" && a < l + 0.3 && a < f - 1.0) }'; then

@@ -112,7 +112,7 @@ static void test_matmul_forward_bf16(void **state)
 {
     (void)state;
     if (!have_bf16())
-        return;
+        skip();
     size_t N = 37, C = 70, OC = 45;
     double *dx, *dw;
     bf16 *x = hrand(N * C, 1, &dx), *w = hrand(OC * C, 1, &dw);
@@ -141,7 +141,7 @@ static void test_matmul_backward_bf16(void **state)
 {
     (void)state;
     if (!have_bf16())
-        return;
+        skip();
     size_t N = 41, C = 66, OC = 50;
     double *dx, *dw;
     bf16 *x = hrand(N * C, 1, &dx), *w = hrand(OC * C, 1, &dw);
@@ -345,7 +345,7 @@ static void test_dpbf16(void **state)
     (void)state;
     if (!dpbf16_available()) {
         printf("no AVX512_BF16 here: the attention products use gemm.h\n");
-        return;
+        skip();
     }
     /* M: around the 8-row tile of 32 columns and the 6-row tile of 64
      * (every remainder of 6 and of 8); N: around 16, 32 and 64 lanes, and
@@ -580,7 +580,7 @@ static void test_attention_bf16(void **state)
 {
     (void)state;
     if (!have_bf16())
-        return;
+        skip();
     attention_bf16_both((struct attn_shape){.B = 2, .T = 70, .nh = 4,
                                             .nkv = 2, .hd = 16, .window = 0});
     attention_bf16_both((struct attn_shape){.B = 1, .T = 130, .nh = 2,
@@ -655,5 +655,7 @@ int main(void)
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     gemm_cache_clear();
-    return rc;
+    /* without bf16 instructions the bf16 tests were skipped: tell
+     * Automake (77), so that such a runner does not count a full pass */
+    return rc == 0 && !gemm_bf16_supported(NULL, 0) ? 77 : rc;
 }

@@ -37,6 +37,7 @@ grep -q "cores shared by several ranks: none" "$W/out" \
     && fail "unbound ranks share every core"
 has "this node's ranks as launched"
 ncores=$(sed -n 's/.* \([0-9]*\) core(s), [0-9]* PU(s)$/\1/p' "$W/out")
+[ -n "$ncores" ] || fail "no core count in topo's output"
 if [ "$ncores" -ge 2 ]; then
     c0=$(sed -n 's/^  rank 0: cores \([0-9,-]*\) .*/\1/p' "$W/out")
     c1=$(sed -n 's/^  rank 1: cores \([0-9,-]*\) .*/\1/p' "$W/out")

@@ -70,6 +70,7 @@ enum nf_action nf_after_step(struct nf_state *s, int64_t step, int flags)
         return NF_DO_STOP;
     if (s->run++ == 0)
         s->run_first = step;
+    s->run_last = step;
     if (s->run < s->patience)
         return NF_CONTINUE;
     return s->policy == NF_ROLLBACK ? NF_DO_ROLLBACK : NF_DO_STOP;
@@ -79,6 +80,13 @@ static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
+}
+
+/* step in the sorted list[0, n) */
+static int nf_replay_skip_n(const int64_t *list, int n, int64_t step)
+{
+    return n > 0 && bsearch(&step, list, (size_t)n, sizeof(*list),
+                            cmp_i64) != NULL;
 }
 
 int nf_rolled_back(struct nf_state *s, int64_t ck)
@@ -101,9 +109,14 @@ int nf_rolled_back(struct nf_state *s, int64_t ck)
         s->skip = p;
         s->cap = cap;
     }
-    for (int i = 0; i < s->run; i++)
-        if (!nf_replay_skip(s, s->run_first + i))
-            s->skip[s->nskip++] = s->run_first + i;
+    /* the run's failures: its steps not already listed (the others were
+     * replays skipped by plan, which do not end a run); s->run of them.
+     * Listed in order, merged after the sorted list, then sorted. */
+    int n0 = s->nskip;
+    for (int64_t st = s->run_first; s->run > 0 && st <= s->run_last &&
+                                    s->nskip < s->cap; st++)
+        if (!nf_replay_skip_n(s->skip, n0, st))
+            s->skip[s->nskip++] = st;
     qsort(s->skip, (size_t)s->nskip, sizeof(*s->skip), cmp_i64);
     s->run = 0;
     return 0;
@@ -111,9 +124,7 @@ int nf_rolled_back(struct nf_state *s, int64_t ck)
 
 int nf_replay_skip(const struct nf_state *s, int64_t step)
 {
-    return s->nskip > 0 &&
-           bsearch(&step, s->skip, (size_t)s->nskip, sizeof(*s->skip),
-                   cmp_i64) != NULL;
+    return nf_replay_skip_n(s->skip, s->nskip, step);
 }
 
 void nf_reason(int flags, char *buf, int len)

@@ -61,6 +61,8 @@ struct nf_state {
     int patience;
     int run;              /* skipped steps in a row (computed ones) */
     int64_t run_first;    /* first step of that run (1-based step number) */
+    int64_t run_last;     /* its last; the steps between are failures or
+                             replays skipped by plan (already listed) */
     int64_t *skip;        /* steps (1-based) to skip when replayed, sorted */
     int nskip, cap;
     int64_t rb_step;      /* checkpoint step of the last rollback, -1 */

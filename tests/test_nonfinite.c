@@ -93,6 +93,34 @@ static void test_rollback(void **state)
     /* a newer checkpoint starts the count again */
     assert_int_equal(nf_rolled_back(&s, 9), 0);
     assert_int_equal(s.rb_count, 1);
+    nf_free(&s);
+
+    /* a run of failures around replayed steps: fail 7 and 8, roll back
+     * to 5; then 6 fails, 7 and 8 are skipped by plan (they do not end
+     * the run), 9 fails: 6 and 9 are listed, not 6 and 7 */
+    nf_init(&s, NF_ROLLBACK, 2);
+    assert_int_equal(nf_after_step(&s, 7, NF_LOSS), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 8, NF_LOSS), NF_DO_ROLLBACK);
+    assert_int_equal(nf_rolled_back(&s, 5), 0);
+    assert_int_equal(nf_after_step(&s, 6, NF_GRAD), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 7, NF_REPLAY), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 8, NF_REPLAY), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 9, NF_LOSS), NF_DO_ROLLBACK);
+    assert_int_equal(nf_rolled_back(&s, 5), 0);
+    int64_t want2[4] = {6, 7, 8, 9};
+    assert_int_equal(s.nskip, 4);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(s.skip[i], want2[i]);
+    /* a later run below an earlier one (an older checkpoint): sorted */
+    assert_int_equal(nf_after_step(&s, 2, NF_LOSS), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 3, NF_LOSS), NF_DO_ROLLBACK);
+    assert_int_equal(nf_rolled_back(&s, 1), 0);
+    int64_t want3[6] = {2, 3, 6, 7, 8, 9};
+    assert_int_equal(s.nskip, 6);
+    for (int i = 0; i < 6; i++)
+        assert_int_equal(s.skip[i], want3[i]);
+    assert_true(nf_replay_skip(&s, 3) && !nf_replay_skip(&s, 4));
+
     char why[128];
     nf_reason(NF_LOSS | NF_SPIKE, why, (int)sizeof(why));
     assert_string_equal(why, "non-finite loss, loss spike");

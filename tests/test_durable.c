@@ -113,6 +113,12 @@ static void test_replace(void **state)
     assert_non_null(strstr(err, "rename"));
     snprintf(tmp, sizeof tmp, "%s.tmp", p);
     assert_int_equal(access(tmp, F_OK), -1);
+    /* the old target untouched: still the directory, its file intact */
+    struct stat st;
+    assert_int_equal(stat(p, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    snprintf(tmp, sizeof tmp, "%s/d/keep", base);
+    assert_string_equal(slurp(tmp), "short\n");
 
     /* a directory that does not exist: open fails, named */
     snprintf(p, sizeof p, "%s/none/f", base);

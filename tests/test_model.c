@@ -51,7 +51,10 @@ static double loss_of(struct gpt *m, struct gpt_acts *a, const int32_t *inp,
     return gpt_forward(m, a, inp, tgt, pos) / (double)a->N;
 }
 
-static void gradcheck(const struct gpt_config *cp)
+/* Every gradient of the whole model (2 sequences of c.seq_len <= 16
+ * tokens) against central finite differences; dstart: each token's
+ * document start (doc_mask), or NULL. */
+static void gradcheck_doc(const struct gpt_config *cp, const int32_t *dstart)
 {
     struct gpt_config c = *cp;
     struct gpt m;
@@ -63,12 +66,14 @@ static void gradcheck(const struct gpt_config *cp)
      * not trivially structured */
     for (size_t i = 0; i < m.tt.total; i++)
         m.params[i] += 0.3f * rng_normal(99, i);
-    int B = 2, T = 6;
+    int B = 2, T = c.seq_len;
+    assert_true(T <= 16);
     assert_int_equal(gpt_acts_init(&a, &m, B, T), 0);
-    int32_t inp[12], tgt[12];
-    tokens(inp, 12, c.vocab_size, 1);
-    tokens(tgt, 12, c.vocab_size, 2);
-    struct gpt_pos pos = {.step = 3, .seq0 = 5, .seed = 11, .train = 1};
+    int32_t inp[32], tgt[32];
+    tokens(inp, (size_t)(B * T), c.vocab_size, 1);
+    tokens(tgt, (size_t)(B * T), c.vocab_size, 2);
+    struct gpt_pos pos = {.step = 3, .seq0 = 5, .seed = 11, .train = 1,
+                          .dstart = dstart};
 
     /* garbage before: every gradient comes from gpt_zero_grad and
      * backward (a NaN left over fails below) */
@@ -77,6 +82,15 @@ static void gradcheck(const struct gpt_config *cp)
     gpt_zero_grad(&m);
     loss_of(&m, &a, inp, tgt, &pos);
     gpt_backward(&m, &a, 1.0f / (float)a.N, &pos);
+    /* wte's padding rows (vocab_size .. padded): exactly zero gradient */
+    int iw = tensor_table_find(&m.tt, "wte");
+    assert_true(iw >= 0);
+    size_t C = (size_t)c.n_embd, V = (size_t)c.vocab_size;
+    size_t Vp = (size_t)gpt_vocab_padded(c.vocab_size);
+    for (size_t k = V * C; k < Vp * C; k++)
+        if (m.grads[m.tt.t[iw].off + k] != 0.0f)
+            fail_msg("wte padding row %zu: gradient %g", k / C,
+                     m.grads[m.tt.t[iw].off + k]);
 
     const float h = 1e-2f;
     for (int t = 0; t < m.tt.n; t++) {
@@ -109,6 +123,11 @@ static void gradcheck(const struct gpt_config *cp)
     }
     gpt_acts_free(&a);
     gpt_free(&m);
+}
+
+static void gradcheck(const struct gpt_config *cp)
+{
+    gradcheck_doc(cp, NULL);
 }
 
 static void test_whole_model_gradcheck(void **state)
@@ -675,18 +694,32 @@ static void test_doc_mask(void **state)
 }
 
 /* The attention kinds and document bounds through the whole model:
- * every gradient against finite differences. */
+ * every gradient against finite differences.  Sparse: 4 blocks of 2 with
+ * stride 3, so block 3 skips block 1 (with 3 blocks every block would
+ * see every earlier one: full attention); block and stride differ, so
+ * swapping them shows.  Documents: sequence 0 at 0 and 3, sequence 1 at
+ * 0 and 5 (positions count from the document start: wpe's gradient). */
 static void test_gradcheck_attention_kinds(void **state)
 {
     (void)state;
     struct gpt_config c = {.n_layer = 1, .n_embd = 8, .n_head = 2,
-                           .n_kv_head = 1, .seq_len = 6, .vocab_size = 11,
+                           .n_kv_head = 1, .seq_len = 8, .vocab_size = 11,
                            .attn = ATTN_LINEAR};
     gradcheck(&c);
     c.attn = ATTN_SPARSE;
     c.attn_block = 2;
-    c.attn_stride = 2;
+    c.attn_stride = 3;
     gradcheck(&c);
+    int32_t dst[16];
+    for (int t = 0; t < 8; t++) {
+        dst[t] = t < 3 ? 0 : 3;
+        dst[8 + t] = t < 5 ? 0 : 5;
+    }
+    c.doc_mask = 1;
+    for (int k = 0; k < 3; k++) {
+        c.attn = k == 0 ? ATTN_FULL : k == 1 ? ATTN_LINEAR : ATTN_SPARSE;
+        gradcheck_doc(&c, dst);
+    }
 }
 
 /* lr_layer_decay: from the same state and batch, every tensor's first

@@ -281,6 +281,7 @@ static void test_layernorm(void **state)
     layernorm_case(5, 19);
     layernorm_case(3, 64);
     layernorm_case(2, 7);
+    layernorm_case(3, 50); /* the 32-float vector loop and a tail */
 }
 
 /* ------------------------------------------------------------------------ */

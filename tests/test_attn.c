@@ -19,6 +19,7 @@
 
 #include <cblas.h>
 #include <cmocka.h>
+#include <omp.h>
 
 #include "ops.h"
 #include "rng.h"
@@ -340,6 +341,44 @@ static void test_sparse_stride1_is_full(void **state)
     free(att), free(scr);
 }
 
+/* Each kind (full with document bounds, linear, sparse) gives the same
+ * bits on 1 and 2 OpenMP threads (B x nh tasks split over them; tests
+ * run with OMP_NUM_THREADS=1, so only this one reaches the parallel
+ * loops). */
+static void test_threads_bitwise(void **state)
+{
+    (void)state;
+    const size_t st[] = {5, 64, 70};
+    int32_t *lo = docs(2, 150, st, 3);
+    const enum attn_kind kinds[3] = {ATTN_FULL, ATTN_LINEAR, ATTN_SPARSE};
+    int saved = omp_get_max_threads();
+    for (int k = 0; k < 3; k++) {
+        struct attn_shape s = {.B = 2, .T = 150, .nh = 4, .nkv = 2, .hd = 8,
+                               .kind = kinds[k], .block = 16, .stride = 3,
+                               .lo = k == 0 ? lo : NULL};
+        size_t nq = s.B * s.T * (s.nh + 2 * s.nkv) * s.hd;
+        size_t no = s.B * s.T * s.nh * s.hd;
+        ctr = 4242;
+        float *qkv = frand(nq, 1.5), *dout = frand(no, 1.0);
+        float *out[2], *dq[2];
+        for (int t = 0; t < 2; t++) {
+            omp_set_num_threads(t + 1);
+            out[t] = fconst(no, NAN);
+            dq[t] = fconst(nq, 0.0f);
+            run(&s, qkv, dout, out[t], dq[t]);
+        }
+        omp_set_num_threads(saved);
+        if (memcmp(out[0], out[1], no * sizeof(float)) ||
+            memcmp(dq[0], dq[1], nq * sizeof(float)))
+            fail_msg("attention kind %d differs between 1 and 2 threads",
+                     (int)kinds[k]);
+        for (int t = 0; t < 2; t++)
+            free(out[t]), free(dq[t]);
+        free(qkv), free(dout);
+    }
+    free(lo);
+}
+
 int main(void)
 {
     openblas_set_num_threads(1);
@@ -349,6 +388,7 @@ int main(void)
         cmocka_unit_test(test_sparse),
         cmocka_unit_test(test_sparse_stride1_is_full),
         cmocka_unit_test(test_full_docs),
+        cmocka_unit_test(test_threads_bitwise),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -533,6 +533,71 @@ static void test_powersgd_roundtrip(void **unused)
     verdict();
 }
 
+/* A full-rank matrix (40 x 30 normal): what PowerSGD:4 returns is the
+ * projection P P^T M onto an orthonormal P of 4 columns, so (a) it has
+ * rank <= 4, (b) the error M - out is orthogonal to it (out^T (M - out)
+ * = 0), and (c) it keeps a fair part of M but not all of it.  A codec
+ * that passed M through, or returned zero, fails (c); one that returned
+ * some other low-rank matrix fails (b). */
+static void test_powersgd_full_rank(void **unused)
+{
+    (void)unused;
+    const size_t R = 40, C = 30, n = R * C;
+    struct codec_seg seg = {0, R, C};
+    struct codec_ctx ctx;
+    float *x = malloc(n * sizeof(float)), *out = malloc(n * sizeof(float));
+    double *basis = malloc(n * sizeof(double));
+    assert_true(x && out && basis);
+    fill_normal(x, n, 31);
+    ctx_make(&ctx, "powersgd:4", &seg, 1, n);
+    roundtrip(&ctx, x, out);
+    double nx = norm2(x, n), no = norm2(out, n), e = rel_err(out, x, n);
+    CHECK(no > 0.2 * nx && e > 0.5, "kept %g of the norm, error %g",
+          no / nx, e);
+    /* (b): every entry of out^T (M - out), against |out| |M| */
+    double worst = 0.0;
+    for (size_t a = 0; a < C; a++)
+        for (size_t b = 0; b < C; b++) {
+            double g = 0.0;
+            for (size_t i = 0; i < R; i++)
+                g += (double)out[i * C + a] *
+                     ((double)x[i * C + b] - out[i * C + b]);
+            worst = fmax(worst, fabs(g));
+        }
+    CHECK(worst < 1e-5 * no * nx, "out^T (M - out) up to %g", worst);
+    /* (a): Gram-Schmidt over out's columns: at most 4 independent */
+    int rank = 0;
+    for (size_t a = 0; a < C; a++) {
+        double *v = basis + (size_t)rank * R, nv = 0.0;
+        for (size_t i = 0; i < R; i++)
+            v[i] = out[i * C + a];
+        for (int k = 0; k < rank; k++) {
+            const double *u = basis + (size_t)k * R;
+            double d = 0.0;
+            for (size_t i = 0; i < R; i++)
+                d += u[i] * v[i];
+            for (size_t i = 0; i < R; i++)
+                v[i] -= d * u[i];
+        }
+        for (size_t i = 0; i < R; i++)
+            nv += v[i] * v[i];
+        nv = sqrt(nv);
+        if (nv > 1e-4 * no) {
+            for (size_t i = 0; i < R; i++)
+                v[i] /= nv;
+            rank++;
+        }
+    }
+    CHECK(rank <= 4, "rank %d", rank);
+    if (getenv("TEST_CODEC_VERBOSE"))
+        printf("powersgd full rank: kept %.3f of the norm, error %.3f, "
+               "out^T (M - out) %.3g of |out| |M|, rank %d\n", no / nx, e,
+               worst / (no * nx), rank);
+    codec_ctx_free(&ctx);
+    free(x), free(out), free(basis);
+    verdict();
+}
+
 /* A step with a zero gradient leaves P = 0 and Q = 0: the warm start must
  * recover (the next step still compresses a low-rank matrix well). */
 static void test_powersgd_zero(void **unused)
@@ -1120,6 +1185,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_topk_roundtrip),
         cmocka_unit_test(test_sign_roundtrip),
         cmocka_unit_test(test_powersgd_roundtrip),
+        cmocka_unit_test(test_powersgd_full_rank),
         cmocka_unit_test(test_powersgd_zero),
         cmocka_unit_test(test_ef_conservation),
         cmocka_unit_test(test_distributed),

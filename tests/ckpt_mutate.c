@@ -187,10 +187,14 @@ int main(int argc, char **argv)
             break;
         case 3:
         case 4:
-            at &= ~(uint64_t)7;
+            /* aligned down when that stays in the metadata gap, and
+             * never past its end: metadata only, as the copy below */
+            if (gap_end(g, ng, at & ~(uint64_t)7) > (at & ~(uint64_t)7))
+                at &= ~(uint64_t)7;
             v = special[next() % (sizeof special / sizeof special[0])];
             int w = next() % 2 ? 8 : 4;
-            for (int i = 0; i < w && at + (uint64_t)i < m.size; i++)
+            for (int i = 0; i < w && at + (uint64_t)i < gap_end(g, ng, at);
+                 i++)
                 b[at + (uint64_t)i] = (unsigned char)(v >> (8 * i));
             printf("%d-byte 0x%llx at %llu\n", w, (unsigned long long)v,
                    (unsigned long long)at);

@@ -64,6 +64,7 @@ enum nf_action nf_after_step(struct nf_state *s, int64_t step, int flags)
         return NF_CONTINUE; /* skipped by plan, not a new failure */
     if (!flags) {
         s->run = 0;
+        s->good_since_rb = 1;
         return NF_CONTINUE;
     }
     if (s->policy == NF_ABORT)
@@ -91,14 +92,12 @@ static int nf_replay_skip_n(const int64_t *list, int n, int64_t step)
 
 int nf_rolled_back(struct nf_state *s, int64_t ck)
 {
-    if (ck == s->rb_step && s->rb_count >= s->patience)
+    int repeat = ck == s->rb_step || (s->rb_step >= 0 && !s->good_since_rb);
+    if (repeat && s->rb_count >= s->patience)
         return 1;
-    if (ck == s->rb_step) {
-        s->rb_count++;
-    } else {
-        s->rb_step = ck;
-        s->rb_count = 1;
-    }
+    s->rb_count = repeat ? s->rb_count + 1 : 1;
+    s->rb_step = ck;
+    s->good_since_rb = 0;
     if (s->nskip + s->run > s->cap) {
         int cap = s->cap ? 2 * s->cap : 16;
         while (cap < s->nskip + s->run)

@@ -66,7 +66,9 @@ struct nf_state {
     int64_t *skip;        /* steps (1-based) to skip when replayed, sorted */
     int nskip, cap;
     int64_t rb_step;      /* checkpoint step of the last rollback, -1 */
-    int rb_count;         /* rollbacks to rb_step so far */
+    int rb_count;         /* rollbacks in a row that made no progress: to
+                             rb_step, or with no good step in between */
+    int good_since_rb;    /* a step computed finite since that rollback */
 };
 
 /* policy: "skip" | "rollback" | "abort".  0, or -1 on another word. */
@@ -82,9 +84,12 @@ void nf_free(struct nf_state *s);
 enum nf_action nf_after_step(struct nf_state *s, int64_t step, int flags);
 
 /* The caller rolled back to checkpoint step ck: the current run of
- * skipped steps is added to the replay list.  Returns 0, -1 when out of
- * memory, or 1 when this was one rollback too many to ck (P already):
- * the caller stops. */
+ * skipped steps is added to the replay list.  A rollback repeats the last
+ * one when it goes to the same checkpoint or no step was computed finite
+ * since (checkpoints written while steps fail or are skipped by plan hold
+ * the same weights under a newer step).  Returns 0, -1 when out of
+ * memory, or 1 when this was one repeat too many (patience rollbacks in
+ * a row already): the caller stops. */
 int nf_rolled_back(struct nf_state *s, int64_t ck);
 
 /* 1 if step `step` (1-based, the step about to be computed is step) is

@@ -525,6 +525,7 @@ static int rollback(struct run *r, int64_t s, char *err, size_t errlen)
     const struct config *c = &tr->c;
     char path[CONFIG_STR_MAX * 2];
     int64_t first = r->nf.run_first;
+    struct train_state at_s = tr->st; /* the run's last line, on failure */
     if (async_collect(r, err, errlen) < 0)
         return -1;
     phase_enter(PHASE_CKPT, "rollback", first, s, -1, &tr->wpg);
@@ -534,14 +535,19 @@ static int rollback(struct run *r, int64_t s, char *err, size_t errlen)
             snprintf(err, errlen, "steps %" PRId64 "-%" PRId64 " were not "
                      "finite and there is no checkpoint in %s/ckpt to roll "
                      "back to", first, s, c->run_dir);
+        tr->st = at_s;
         return -1;
     }
     int rc = nf_rolled_back(&r->nf, tr->st.step);
     if (rc != 0) {
         snprintf(err, errlen, rc > 0 ? "steps %" PRId64 "-%" PRId64 " were "
-                 "not finite after %d rollbacks to step %" PRId64 ": "
-                 "stopping (nonfinite_patience=%d)" : "out of memory",
+                 "not finite after %d rollbacks without a good step between "
+                 "them (the last to step %" PRId64 "): stopping "
+                 "(nonfinite_patience=%d)" : "out of memory",
                  first, s, r->nf.rb_count, tr->st.step, c->nonfinite_patience);
+        /* the caller logs the failed step s last: metrics.jsonl stays one
+         * history (not a line for the checkpoint's step after s) */
+        tr->st = at_s;
         return -1;
     }
     memset(&tr->win, 0, sizeof(tr->win)); /* as after a resume */

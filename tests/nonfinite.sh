@@ -4,6 +4,9 @@
 #     non-finite loss is null), nonfinite=skip stops after
 #     nonfinite_patience non-finite steps in a row, exit 1, and every
 #     checkpoint written verifies;
+#  1b. the same under nonfinite=rollback with a checkpoint every step: it
+#     stops after nonfinite_patience rollbacks without a good step between
+#     them, exit 1, and metrics.jsonl ends with the failed step;
 #  2. skip: a NaN in one rank's gradient at step 4 (debug_nan) is seen by
 #     both ranks, step 4 is skipped: its checkpoint's /model and /optim
 #     datasets have the checksums of step 3's (nothing updated), steps
@@ -87,6 +90,29 @@ if [ $rc -ne 0 ] && json_ok "$W/div" && [ "$nulls" -eq 3 ] &&
 else
     bad "divergence (exit $rc, $nulls null losses, verified $verified)"
     cat "$W/div.log" "$W/div/metrics.jsonl"
+fi
+
+# 1b. the same divergence under rollback: checkpoints written while steps
+#     fail or are skipped by plan hold the last good weights under newer
+#     steps; rolling back to them is no progress, so the run stops after
+#     nonfinite_patience such rollbacks (it rolled forward to the end, exit
+#     0, before), and its last line is the failed step, after every other
+#     (it was the checkpoint's step)
+train --steps=20 --lr=1e4 --warmup_steps=0 --ckpt_every=1 \
+    --nonfinite=rollback --nonfinite_patience=2 \
+    --run_dir="$W/divrb" > "$W/divrb.log" 2>&1
+rc=$?
+last=$(sed -n 's/.*error: steps [0-9]*-\([0-9]*\) were not finite after 2 rollbacks without a good step between them.*/\1/p' \
+       "$W/divrb.log" | head -n 1)
+steps=$(jq -r 'select(has("loss")) | .step' "$W/divrb/metrics.jsonl")
+if [ $rc -ne 0 ] && [ -n "$last" ] && json_ok "$W/divrb" &&
+   [ "$(echo "$steps" | tail -n 1)" = "$last" ] &&
+   echo "$steps" | awk 'NR > 1 && $1 <= prev { bad = 1 } { prev = $1 }
+                        END { exit bad || NR < 3 }'; then
+    ok "lr=1e4, rollback: stops after 2 rollbacks without progress, at step $last, one history"
+else
+    bad "rollback divergence (exit $rc, last failed step '$last')"
+    cat "$W/divrb.log"; echo "$steps" | tr '\n' ' '
 fi
 
 # 2. skip one step whose gradient is NaN on rank 1 only

@@ -90,9 +90,28 @@ static void test_rollback(void **state)
     assert_int_equal(nf_after_step(&s, 12, NF_LOSS), NF_CONTINUE);
     assert_int_equal(nf_after_step(&s, 13, NF_LOSS), NF_DO_ROLLBACK);
     assert_int_equal(nf_rolled_back(&s, 6), 1); /* a third: give up */
-    /* a newer checkpoint starts the count again */
+    /* a newer checkpoint after a good step starts the count again */
+    assert_int_equal(nf_after_step(&s, 14, 0), NF_CONTINUE);
     assert_int_equal(nf_rolled_back(&s, 9), 0);
     assert_int_equal(s.rb_count, 1);
+    nf_free(&s);
+
+    /* no good step between rollbacks: repeats even to newer checkpoints
+     * (written while steps failed or were skipped by plan: the same
+     * weights); a diverged run stops instead of rolling forward */
+    nf_init(&s, NF_ROLLBACK, 2);
+    assert_int_equal(nf_after_step(&s, 3, 0), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 4, NF_LOSS), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 5, NF_LOSS), NF_DO_ROLLBACK);
+    assert_int_equal(nf_rolled_back(&s, 4), 0);
+    assert_int_equal(nf_after_step(&s, 5, NF_REPLAY), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 6, NF_LOSS), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 7, NF_LOSS), NF_DO_ROLLBACK);
+    assert_int_equal(nf_rolled_back(&s, 6), 0);
+    assert_int_equal(s.rb_count, 2);
+    assert_int_equal(nf_after_step(&s, 8, NF_LOSS), NF_CONTINUE);
+    assert_int_equal(nf_after_step(&s, 9, NF_LOSS), NF_DO_ROLLBACK);
+    assert_int_equal(nf_rolled_back(&s, 8), 1);
     nf_free(&s);
 
     /* a run of failures around replayed steps: fail 7 and 8, roll back
@@ -111,7 +130,9 @@ static void test_rollback(void **state)
     assert_int_equal(s.nskip, 4);
     for (int i = 0; i < 4; i++)
         assert_int_equal(s.skip[i], want2[i]);
-    /* a later run below an earlier one (an older checkpoint): sorted */
+    /* a later run below an earlier one (an older checkpoint), after a
+     * good step (else a third rollback in a row gives up): sorted */
+    assert_int_equal(nf_after_step(&s, 10, 0), NF_CONTINUE);
     assert_int_equal(nf_after_step(&s, 2, NF_LOSS), NF_CONTINUE);
     assert_int_equal(nf_after_step(&s, 3, NF_LOSS), NF_DO_ROLLBACK);
     assert_int_equal(nf_rolled_back(&s, 1), 0);

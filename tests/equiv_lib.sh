@@ -28,11 +28,26 @@ losses() {
 }
 # The value of --KEY=V in the arguments (the last one wins), else $2
 opt_val() { # key default args...
-    k=$1 v=$2; shift 2
-    for a in "$@"; do
-        case $a in --$k=*) v=${a#--$k=} ;; esac
+    _ok=$1 _ov=$2; shift 2
+    for _oa in "$@"; do
+        case $_oa in --$_ok=*) _ov=${_oa#--$_ok=} ;; esac
     done
-    echo "$v"
+    echo "$_ov"
+}
+# The layout the options ask for is the one that ran (a silent fallback
+# to dp = world would log the serial losses too): rank 0's banner, and
+# with pp > 1 the schedule.  check_layout NP LOG OPTIONS...
+check_layout() {
+    _cn=$1 _cl=$2; shift 2
+    _ct=$(opt_val tp 1 $M "$@") _cp=$(opt_val pp 1 $M "$@")
+    _cd=$((_cn / (_ct * _cp)))
+    grep -q "^rank 0  host .*  dp 0/$_cd  tp 0/$_ct  pp 0/$_cp\$" "$_cl" \
+        || { cat "$_cl"; fail "$_cl: not run as dp $_cd tp $_ct pp $_cp"; }
+    if [ "$_cp" -gt 1 ]; then
+        _cs=$(opt_val pp_schedule 1f1b $M "$@")
+        grep -q "^pipeline: $_cp stages, $_cs," "$_cl" \
+            || { cat "$_cl"; fail "$_cl: not the $_cs schedule"; }
+    fi
 }
 train() { # np name options...
     np=$1 run=$2; shift 2
@@ -41,17 +56,7 @@ train() { # np name options...
         || { cat "$W/$run.log"; fail "$run"; }
     ! grep -q "drifted apart" "$W/$run.log" \
         || { cat "$W/$run.log"; fail "$run: tied embedding copies differ"; }
-    # the layout asked for is the one that ran (a silent fallback to
-    # dp = world would log the serial losses too)
-    tp=$(opt_val tp 1 $M "$@") pp=$(opt_val pp 1 $M "$@")
-    dp=$((np / (tp * pp)))
-    grep -q "^rank 0  host .*  dp 0/$dp  tp 0/$tp  pp 0/$pp\$" "$W/$run.log" \
-        || { cat "$W/$run.log"; fail "$run: not run as dp $dp tp $tp pp $pp"; }
-    if [ "$pp" -gt 1 ]; then
-        sch=$(opt_val pp_schedule 1f1b $M "$@")
-        grep -q "^pipeline: $pp stages, $sch," "$W/$run.log" \
-            || { cat "$W/$run.log"; fail "$run: not the $sch schedule"; }
-    fi
+    check_layout "$np" "$W/$run.log" "$@"
     losses "$W/$run" > "$W/$run.loss"
 }
 # Stop a run at step STOP under one layout, then train the rest under
@@ -62,6 +67,7 @@ resume_run() {
     $MPIRUN -np "$3" --oversubscribe "$MPITRON" train $M $4 \
         --stop_at_step="$stop" --run_dir="$W/$run" > "$W/$run.1.log" 2>&1 \
         || { cat "$W/$run.1.log"; fail "$run part 1"; }
+    check_layout "$3" "$W/$run.1.log" $4
     train "$5" "$run" $6
     grep -q "resumed from .*step_0*$stop.h5 at step $stop" "$W/$run.log" \
         || { cat "$W/$run.log"; fail "$run did not resume at step $stop"; }

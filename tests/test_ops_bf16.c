@@ -204,6 +204,41 @@ static void test_matmul_backward_bf16(void **state)
     free(dinp), free(dinp0), free(dwt), free(dwt0), free(dover), free(dh);
 }
 
+/* dinp written in bf16 by the product at the model's shapes (K = OC up to
+ * 3072, the GPT-2 MLP's) on 1 and 2 OpenMP threads: bitwise the fp32
+ * product rounded, so the bf16 path keeps fp32-dst's accumulation */
+static void test_dinp_bf16_shapes(void **state)
+{
+    (void)state;
+    if (!have_bf16())
+        skip();
+    static const size_t sh[][3] = {{1024, 256, 256}, {512, 768, 3072},
+                                   {256, 768, 768}};
+    int saved = omp_get_max_threads();
+    for (int t = 1; t <= 2; t++) {
+        omp_set_num_threads(t);
+        for (size_t k = 0; k < sizeof sh / sizeof sh[0]; k++) {
+            size_t N = sh[k][0], C = sh[k][1], OC = sh[k][2];
+            double *dd, *dw;
+            bf16 *d = hrand(N * OC, 1, &dd), *w = hrand(OC * C, 1, &dw);
+            float *f = malloc(N * C * 4);
+            bf16 *h = malloc(N * C * 2);
+            assert_true(f && h);
+            matmul_backward_products(f, 0, NULL, 0, d, NULL, w, N, C, OC,
+                                     GEMM_BF16);
+            matmul_backward_dinp_bf16(h, d, w, N, C, OC);
+            size_t bad = 0;
+            for (size_t i = 0; i < N * C; i++)
+                bad += h[i] != bf16_from_f32(f[i]);
+            if (bad)
+                fail_msg("%zux%zux%zu, %d thread(s): %zu of %zu differ from "
+                         "the fp32 product rounded", N, C, OC, t, bad, N * C);
+            free(d), free(w), free(dd), free(dw), free(f), free(h);
+        }
+    }
+    omp_set_num_threads(saved);
+}
+
 /* ---- GELU ----------------------------------------------------------------- */
 
 static double gelu_d(double x)
@@ -648,6 +683,7 @@ int main(void)
         cmocka_unit_test(test_layernorm_bf16),
         cmocka_unit_test(test_matmul_forward_bf16),
         cmocka_unit_test(test_matmul_backward_bf16),
+        cmocka_unit_test(test_dinp_bf16_shapes),
         cmocka_unit_test(test_gelu_bf16),
         cmocka_unit_test(test_dpbf16),
         cmocka_unit_test(test_attention_bf16),

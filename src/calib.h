@@ -49,7 +49,7 @@
 
 #include <stddef.h>
 
-#include "model.h"
+#include "model/model.h"
 
 struct calib_costs {
     double block_s;     /* one block, forward + backward */

@@ -7,7 +7,7 @@
 #include "ckpt.h"
 #include "comm.h"
 #include "log.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "zero.h"
 
 void gpt_config_from(const struct config *c, struct gpt_config *gc)

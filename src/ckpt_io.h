@@ -16,9 +16,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "grid.h"
-#include "model.h"
+#include "model/model.h"
 
 struct train_state {
     int64_t step;        /* optimizer steps completed */

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "ckpt.h"
-#include "config.h"
+#include "config/config.h"
 #include "data.h"
 #include "log.h"
 

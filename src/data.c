@@ -4,7 +4,7 @@
  */
 #include "data.h"
 
-#include "bpe.h"
+#include "bpe/bpe.h"
 #include "rng.h"
 
 #include <assert.h>

@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "ops.h"
+#include "ops/ops.h"
 
 static size_t hd_sq(const struct gpt *m)
 {

@@ -7,7 +7,7 @@
 #ifndef MPITRON_INFER_H
 #define MPITRON_INFER_H
 
-#include "model.h"
+#include "model/model.h"
 
 struct infer {
     const struct gpt *m;

@@ -7,11 +7,11 @@
 #include <string.h>
 
 #include "cli.h"
-#include "config.h"
+#include "config/config.h"
 #include "log.h"
 #include "mix.h"
 #include "perf/perf_model.h"
-#include "train.h"
+#include "train/train.h"
 
 static void usage(FILE *f)
 {

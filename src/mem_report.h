@@ -27,7 +27,7 @@
 
 #include <stdio.h>
 
-#include "train.h"
+#include "train/train.h"
 
 struct mem_report {
     double params, grads, optim, acts, scratch, comm; /* bytes */

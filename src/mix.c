@@ -11,7 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bpe.h"
+#include "bpe/bpe.h"
 #include "rng.h"
 
 /* One item [s, e) of the list: DIR or DIR:WEIGHT. */

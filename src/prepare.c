@@ -5,7 +5,7 @@
  */
 #include "data.h"
 
-#include "bpe.h"
+#include "bpe/bpe.h"
 #include "ckpt.h"
 
 #include <dirent.h>

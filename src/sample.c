@@ -12,7 +12,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bpe.h"
+#include "bpe/bpe.h"
 #include "ckpt.h"
 #include "ckpt_io.h"
 #include "cli.h"

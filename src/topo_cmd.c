@@ -10,13 +10,13 @@
 
 #include "calib.h"
 #include "cli.h"
-#include "config.h"
+#include "config/config.h"
 #include "log.h"
 #include "mix.h"
 #include "peak.h"
 #include "place.h"
 #include "comm.h"
-#include "train.h"
+#include "train/train.h"
 
 #define S 256 /* a set as text */
 

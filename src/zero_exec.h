@@ -56,7 +56,7 @@
 
 #include "ckpt_io.h"
 #include "comm.h"
-#include "model.h"
+#include "model/model.h"
 #include "offload.h"
 #include "optim.h"
 #include "pp.h"

@@ -21,7 +21,7 @@
 #include <cmocka.h>
 #include <omp.h>
 
-#include "ops.h"
+#include "ops/ops.h"
 #include "rng.h"
 
 static uint64_t ctr;

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bpe.h"
+#include "bpe/bpe.h"
 #include "rng.h"
 
 #define ERRLEN 512

@@ -17,7 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "bpe.h"
+#include "bpe/bpe.h"
 #include "data.h"
 #include "loader.h"
 #include "mix.h"

@@ -31,13 +31,13 @@
 
 #include <cmocka.h>
 
-#include "config.h"
+#include "config/config.h"
 #include "gemm.h"
 #include "infer.h"
-#include "model.h"
-#include "ops.h"
+#include "model/model.h"
+#include "ops/ops.h"
 #include "rng.h"
-#include "train.h"
+#include "train/train.h"
 
 static void tokens(int32_t *x, size_t n, int V, uint64_t salt)
 {

@@ -31,8 +31,8 @@
 #include <cmocka.h>
 #include <omp.h>
 
-#include "ops.h"
-#include "ops_internal.h"
+#include "ops/ops.h"
+#include "ops/ops_internal.h"
 #include "rng.h"
 
 /* The attention shapes below are written positionally up to the window;

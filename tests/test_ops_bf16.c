@@ -32,9 +32,9 @@
 #include <omp.h>
 
 #include "bf16.h"
-#include "dpbf16.h"
+#include "ops/dpbf16.h"
 #include "gemm.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "optim.h"
 
 static uint64_t rng_state = 777;

@@ -35,8 +35,8 @@
 
 #include <cmocka.h>
 
-#include "config.h"
-#include "model.h"
+#include "config/config.h"
+#include "model/model.h"
 #include "perf/perf_model.h"
 
 #define NEAR(a, b) assert_true(fabs((a) - (b)) <= 1e-9 + 1e-9 * fabs(b))

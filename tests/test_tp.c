@@ -20,7 +20,7 @@
 
 #include <cmocka.h>
 
-#include "model.h"
+#include "model/model.h"
 #include "rng.h"
 #include "tp.h"
 

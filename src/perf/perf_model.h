@@ -56,8 +56,8 @@
 #include <stdio.h>
 
 #include "allreduce.h"
-#include "config.h"
-#include "model.h"
+#include "config/config.h"
+#include "model/model.h"
 #include "perf.h"
 
 struct perf_compute {

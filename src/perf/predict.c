@@ -10,7 +10,7 @@
 
 #include "ckpt_io.h"
 #include "cli.h"
-#include "config.h"
+#include "config/config.h"
 #include "gemm.h"
 #include "json.h"
 #include "log.h"

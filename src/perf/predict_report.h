@@ -8,8 +8,8 @@
 
 #include <stddef.h>
 
-#include "config.h"
-#include "model.h"
+#include "config/config.h"
+#include "model/model.h"
 #include "perf_model.h"
 
 /* GPT-2 small, medium, large and XL (vocabulary 50257, 1024 tokens). */

@@ -42,7 +42,7 @@ mpirun -np 2 --oversubscribe $VG ./mpitron train $M --steps=6 \
     --run_dir="$W/r" > "$W/train2.log" 2>&1
 grep -h "resumed from" "$W/train2.log"
 # mpitron's own sources, by file name (valgrind prints base names)
-OURS=$(cd "$top" && ls src/*.c comm/*.c parallel/*.c ckpt/*.c |
+OURS=$(cd "$top" && ls src/*.c src/*/*.c comm/*.c parallel/*.c ckpt/*.c |
        sed 's|.*/||' | tr '\n' ' ')
 for f in "$W"/vg.*.log; do
     # one log per rank; the checkpoint probe's forked children append

@@ -48,7 +48,7 @@
 #include "json.h"
 #include "log.h"
 #include "mix.h"
-#include "train.h"
+#include "train/train.h"
 
 #define RAW_CHUNK ((size_t)4 << 20)
 

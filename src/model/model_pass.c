@@ -13,7 +13,7 @@
 
 #include "log.h"
 #include "model_ops.h"
-#include "ops.h"
+#include "ops/ops.h"
 #include "rng.h"
 #include "tp.h"
 

@@ -16,7 +16,7 @@
 #include "mix.h"
 #include "peak.h"
 #include "rng.h"
-#include "train.h"
+#include "train/train.h"
 
 /* Synthetic tokens for bench step: data loading is not what it measures. */
 static void fake_batch(int32_t *inp, int32_t *tgt, size_t n, int V, int r)

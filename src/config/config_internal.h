@@ -3,7 +3,7 @@
  * setter, a key's field reached through its offset, and the text of a
  * value.  config_keys.c holds the table and the per-key checks,
  * config.c parsing (INI, argv) and output, config_finalize.c the
- * cross-key checks.  Not for use outside src/config*.c.
+ * cross-key checks.  Not for use outside src/config/.
  */
 #ifndef MPITRON_CONFIG_INTERNAL_H
 #define MPITRON_CONFIG_INTERNAL_H

@@ -11,7 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "bpe.h"
+#include "bpe/bpe.h"
 #include "ckpt.h"
 #include "comm.h"
 #include "phase.h"

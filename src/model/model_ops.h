@@ -17,7 +17,7 @@
 #include "gemm.h"
 #include "log.h"
 #include "model.h"
-#include "ops.h"
+#include "ops/ops.h"
 
 #define TIMED(m, kind, call)                                                  \
     do {                                                                      \

@@ -12,7 +12,7 @@
 
 #include "ckpt.h"
 #include "config/config.h"
-#include "data.h"
+#include "data/data.h"
 #include "log.h"
 
 int cli_wants_help(int argc, char **argv)

@@ -9,7 +9,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "log.h"
-#include "mix.h"
+#include "data/mix.h"
 #include "perf/perf_model.h"
 #include "train/train.h"
 

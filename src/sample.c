@@ -19,7 +19,7 @@
 #include "gemm.h"
 #include "infer.h"
 #include "log.h"
-#include "mix.h"
+#include "data/mix.h"
 #include "rng.h"
 
 struct sample_opts {

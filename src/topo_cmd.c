@@ -12,7 +12,7 @@
 #include "cli.h"
 #include "config/config.h"
 #include "log.h"
-#include "mix.h"
+#include "data/mix.h"
 #include "peak.h"
 #include "place.h"
 #include "comm.h"

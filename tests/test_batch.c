@@ -10,7 +10,7 @@
 
 #include <string.h>
 
-#include "batch.h"
+#include "data/batch.h"
 
 static void expect(const struct batch_plan *p, int64_t step, int T, int B,
                    int per_rank, int mb, int accum)

@@ -18,9 +18,9 @@
 #include <unistd.h>
 
 #include "bpe/bpe.h"
-#include "data.h"
-#include "loader.h"
-#include "mix.h"
+#include "data/data.h"
+#include "data/loader.h"
+#include "data/mix.h"
 #include "rng.h"
 
 #define ERRLEN 512

@@ -13,7 +13,7 @@
 #include "log.h"
 #include "perf/perf_model.h"
 #include "mem_report.h"
-#include "mix.h"
+#include "data/mix.h"
 #include "peak.h"
 #include "rng.h"
 #include "train/train.h"

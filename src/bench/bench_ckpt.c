@@ -47,7 +47,7 @@
 #include "cli.h"
 #include "json.h"
 #include "log.h"
-#include "mix.h"
+#include "data/mix.h"
 #include "train/train.h"
 
 #define RAW_CHUNK ((size_t)4 << 20)

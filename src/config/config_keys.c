@@ -7,10 +7,10 @@
  */
 #include "config_internal.h"
 
-#include "batch.h"
+#include "data/batch.h"
 #include "codec.h"
 #include "gemm.h"
-#include "mix.h"
+#include "data/mix.h"
 #include "pp.h"
 
 #include <ctype.h>

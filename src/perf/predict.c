@@ -14,7 +14,7 @@
 #include "gemm.h"
 #include "json.h"
 #include "log.h"
-#include "mix.h"
+#include "data/mix.h"
 #include "perf_model.h"
 #include "predict_report.h"
 

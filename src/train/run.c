@@ -17,7 +17,7 @@
 #include "phase.h"
 #include "log.h"
 #include "mem_report.h"
-#include "mix.h"
+#include "data/mix.h"
 #include "train.h"
 #include "watchdog.h"
 

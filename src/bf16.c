@@ -16,9 +16,12 @@
 typedef uint32_t v16u __attribute__((vector_size(64)));
 typedef int32_t v16i __attribute__((vector_size(64)));
 
-/* 16 floats (as bits) -> 16 bf16, by bf16_from_f32's rules, branch-free */
-static inline void narrow16(bf16 *dst, v16u u)
+/* 16 floats (as bits) -> 16 bf16, by bf16_from_f32's rules, branch-free.
+ * The vector is passed by address: passed by value, a 64-byte vector's
+ * ABI depends on whether AVX-512 is enabled (clang warns where not). */
+static inline void narrow16(bf16 *dst, const v16u *src)
 {
+    v16u u = *src;
     v16u zero = {0};
     v16u sign = (u >> 16) & 0x8000u;
     v16u nan = (u >> 16) | 0x40u;
@@ -39,7 +42,7 @@ static void from_f32_portable(bf16 *dst, const float *src, size_t n)
     for (; i + 16 <= n; i += 16) {
         v16u u;
         memcpy(&u, src + i, sizeof u);
-        narrow16(dst + i, u);
+        narrow16(dst + i, &u);
     }
     for (; i < n; i++)
         dst[i] = bf16_from_f32(src[i]);

@@ -2,8 +2,8 @@
  * perf.h - the performance model's formulas, without the model: measured
  * figures (seconds of compute, latency and bandwidth of links) in, the
  * seconds of a training step out.  src/perf/predict.c measures the
- * figures and assembles the inputs; these functions are pure, so the tests check them
- * against hand computations.
+ * figures and assembles the inputs; these functions are pure, so the
+ * tests check them against hand computations.
  *
  * Links.  A link is alpha (seconds per message) and beta (seconds per
  * byte).  The collectives are the ones comm/ implements:
